@@ -1,0 +1,234 @@
+"""Kibana's connector HTTP API (REFERENCE section 4), so Kibana scripts work with only the base URL changed."""
+
+from asgiref.sync import sync_to_async
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.http import HttpResponse, JsonResponse
+
+from connectors.api_support import ApiError, api_endpoint, error_response, json_object_body, read_json_body
+from connectors.execution import execute
+from connectors.models import CONNECTOR_TYPE_ID, CONNECTOR_TYPE_NAME, Connector, Provider
+from connectors.preconfigured import preconfigured_connectors
+from usage.models import Source
+
+VIEW, ADD, CHANGE, DELETE, EXECUTE = (
+    "connectors.view_connector",
+    "connectors.add_connector",
+    "connectors.change_connector",
+    "connectors.delete_connector",
+    "connectors.execute_connector",
+)
+
+# Model field -> the name a Kibana client uses, for error messages.
+API_FIELD_NAMES = {
+    "id": "id",
+    "name": "name",
+    "provider": "config.apiProvider",
+    "api_url": "config.apiUrl",
+    "default_model": "config.defaultModel",
+    "headers": "config.headers",
+    "organization_id": "config.organizationId",
+    "project_id": "config.projectId",
+    "api_key": "secrets.apiKey",
+}
+CONFIG_FIELDS = {
+    "apiProvider": "provider",
+    "apiUrl": "api_url",
+    "defaultModel": "default_model",
+    "headers": "headers",
+    "organizationId": "organization_id",
+    "projectId": "project_id",
+}
+
+CONNECTOR_TYPE = {
+    "id": CONNECTOR_TYPE_ID,
+    "name": CONNECTOR_TYPE_NAME,
+    "enabled": True,
+    "enabled_in_config": True,
+    "enabled_in_license": True,
+    "minimum_license_required": "enterprise",
+    "supported_feature_ids": [
+        "generativeAIForSecuritySolution",
+        "generativeAIForObservability",
+        "generativeAIForSearchPlayground",
+    ],
+    "is_system_action_type": False,
+}
+
+
+def connector_json(connector: Connector, *, with_references: bool = False) -> dict:
+    data = {
+        "id": str(connector.pk),
+        "name": connector.name,
+        "connector_type_id": connector.connector_type_id,
+        "config": connector.kibana_config(),
+        "is_preconfigured": connector.is_preconfigured,
+        "is_deprecated": False,
+        "is_missing_secrets": connector.provider != Provider.OTHER and not connector.has_api_key,
+        "is_system_action": False,
+    }
+    if with_references:
+        data["referenced_by_count"] = 0
+    return data
+
+
+def apply_payload(connector: Connector, body: dict, *, creating: bool) -> None:
+    """Copy a Kibana-shaped body onto ``connector``; ApiError(400) for anything malformed."""
+    allowed = {"name", "config", "secrets"} | ({"connector_type_id"} if creating else {"connector_type_id", "id"})
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise ApiError(400, f"[request body.{unknown[0]}]: definition for this key is missing")
+    type_id = body.get("connector_type_id", CONNECTOR_TYPE_ID if not creating else None)
+    if type_id != CONNECTOR_TYPE_ID:
+        if creating:
+            raise ApiError(400, f'[request body.connector_type_id]: expected "{CONNECTOR_TYPE_ID}", got {type_id!r}')
+        raise ApiError(400, "[request body.connector_type_id]: the connector type cannot be changed")
+    if not isinstance(body.get("name"), str):
+        raise ApiError(400, "[request body.name]: expected value of type [string]")
+    config = body.get("config")
+    if not isinstance(config, dict):
+        raise ApiError(400, "[request body.config]: expected value of type [object]")
+    unknown = sorted(set(config) - set(CONFIG_FIELDS))
+    if unknown:
+        raise ApiError(400, f"[request body.config.{unknown[0]}]: definition for this key is missing")
+    if config.get("apiProvider") not in Provider.values:
+        raise ApiError(
+            400, f"[request body.config.apiProvider]: expected one of {', '.join(Provider.values)}"
+        )
+    for key in ("apiUrl", "defaultModel", "organizationId", "projectId"):
+        if config.get(key) is not None and not isinstance(config[key], str):
+            raise ApiError(400, f"[request body.config.{key}]: expected value of type [string]")
+    if not isinstance(config.get("apiUrl"), str):
+        raise ApiError(400, "[request body.config.apiUrl]: expected value of type [string]")
+    secrets = body.get("secrets", {} if not creating else None)
+    if secrets is None:
+        secrets = {}
+    if not isinstance(secrets, dict) or (set(secrets) - {"apiKey"}):
+        raise ApiError(400, "[request body.secrets]: expected an object with only apiKey")
+    if secrets.get("apiKey") is not None and not isinstance(secrets["apiKey"], str):
+        raise ApiError(400, "[request body.secrets.apiKey]: expected value of type [string]")
+
+    connector.name = body["name"]
+    for key, field in CONFIG_FIELDS.items():
+        value = config.get(key)
+        setattr(connector, field, (value if value is not None else ({} if field == "headers" else "")))
+    if secrets.get("apiKey"):
+        connector.api_key = secrets["apiKey"]
+    try:
+        connector.full_clean(exclude=["created_by"], validate_unique=False)
+    except ValidationError as exc:
+        field, messages = next(iter(exc.message_dict.items()))
+        name = API_FIELD_NAMES.get(field, field)
+        raise ApiError(400, f"error validating connector: [{name}]: {' '.join(messages)}") from None
+
+
+def _stored_connector(connector_id: str) -> Connector:
+    if connector_id in preconfigured_connectors():
+        return preconfigured_connectors()[connector_id]
+    connector = Connector.objects.filter(pk=connector_id).first()
+    if connector is None:
+        raise ApiError(404, f"Saved object [action/{connector_id}] not found")
+    return connector
+
+
+def _create(user, body: dict, connector_id: str | None) -> Connector:
+    if connector_id and connector_id in preconfigured_connectors():
+        raise ApiError(400, f"This {connector_id} already exists in a preconfigured action.")
+    connector = Connector(created_by=user)
+    if connector_id:
+        connector.pk = connector_id
+    apply_payload(connector, body, creating=True)
+    try:
+        with transaction.atomic():
+            connector.save(force_insert=True)
+    except IntegrityError:
+        raise ApiError(409, f"Saved object [action/{connector_id}] conflict") from None
+    return connector
+
+
+def _update(connector_id: str, body: dict) -> Connector:
+    connector = _stored_connector(connector_id)
+    if connector.is_preconfigured:
+        raise ApiError(400, f"Preconfigured action {connector_id} is not allowed to update.")
+    apply_payload(connector, body, creating=False)
+    connector.save()
+    return connector
+
+
+def _delete(connector_id: str) -> None:
+    connector = _stored_connector(connector_id)
+    if connector.is_preconfigured:
+        raise ApiError(400, f"Preconfigured action {connector_id} is not allowed to delete.")
+    connector.delete()
+
+
+@api_endpoint({"POST": ADD})
+async def create_connector(request):
+    body = json_object_body(request)
+    connector = await sync_to_async(_create)(request.user, body, None)
+    return JsonResponse(connector_json(connector))
+
+
+@api_endpoint({"GET": VIEW, "POST": ADD, "PUT": CHANGE, "DELETE": DELETE})
+async def connector_detail(request, connector_id: str):
+    if request.method == "POST":
+        if not _valid_id(connector_id):
+            raise ApiError(400, "[id]: an id is 1 to 64 letters, digits, '-', '_' or '.'")
+        body = json_object_body(request)
+        connector = await sync_to_async(_create)(request.user, body, connector_id)
+        return JsonResponse(connector_json(connector))
+    if request.method == "PUT":
+        body = json_object_body(request)
+        connector = await sync_to_async(_update)(connector_id, body)
+        return JsonResponse(connector_json(connector))
+    if request.method == "DELETE":
+        await sync_to_async(_delete)(connector_id)
+        return HttpResponse(status=204)
+    connector = await sync_to_async(_stored_connector)(connector_id)
+    return JsonResponse(connector_json(connector))
+
+
+def _valid_id(connector_id: str) -> bool:
+    from connectors.models import connector_id_validator
+
+    try:
+        connector_id_validator(connector_id)
+    except ValidationError:
+        return False
+    return True
+
+
+@api_endpoint({"GET": VIEW})
+async def list_connectors(request):
+    connectors = await sync_to_async(Connector.objects.with_preconfigured)()
+    return JsonResponse([connector_json(c, with_references=True) for c in connectors], safe=False)
+
+
+@api_endpoint({"GET": None})
+async def connector_types(request):
+    return JsonResponse([CONNECTOR_TYPE], safe=False)
+
+
+@api_endpoint({"POST": EXECUTE})
+async def execute_connector(request, connector_id: str):
+    connector = await Connector.objects.afind(connector_id)
+    if connector is None:
+        raise ApiError(404, f"Saved object [action/{connector_id}] not found")
+    try:
+        body = read_json_body(request)
+        if not isinstance(body, dict) or not isinstance(body.get("params"), dict):
+            raise ApiError(400, "[request body.params]: expected value of type [object]")
+    except ApiError as exc:
+        # Still an execution attempt: record it, then answer as Kibana does (HTTP 400 outside the envelope).
+        await execute(connector, None, user=request.user, source=Source.API, request_bytes=_declared_length(request))
+        return error_response(exc.status, exc.message)
+    execution = await execute(
+        connector, body["params"], user=request.user, source=Source.API, request_bytes=_declared_length(request)
+    )
+    return JsonResponse(execution.envelope)
+
+
+
+def _declared_length(request) -> int:
+    value = request.headers.get("Content-Length", "")
+    return int(value) if value.isdigit() else 0

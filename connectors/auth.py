@@ -1,0 +1,204 @@
+"""Authentication for the JSON APIs: HTTP Basic, ``ApiKey <key>`` / ``Bearer <key>``, or a browser session.
+
+Verifying a Basic password runs Django's password hasher (hundreds of milliseconds by design), so a successful
+verification is remembered the way Elasticsearch's realm cache does: under an HMAC of the credentials with a
+per-process random salt (the cache never holds a password or anything that could be reversed into one), for
+BASIC_AUTH_CACHE_SECONDS. An entry is dropped at once in this process when the user, their groups or their
+permissions change; other worker processes drop it when it expires. API keys are cached the same way, and a
+revoked key is dropped the same way.
+"""
+
+import base64
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib.auth import authenticate, get_user_model
+from django.contrib.auth.models import Group
+from django.db.models.signals import m2m_changed, post_delete, post_save
+from django.middleware.csrf import CsrfViewMiddleware
+from django.utils import timezone
+
+from connectors.api_keys import digest_of
+from connectors.models import ApiKey
+
+_SALT = secrets.token_bytes(32)
+_MAX_ENTRIES = 10_000
+_LAST_USED_WRITE_INTERVAL = 60  # seconds: how stale an API key's "last used" may be, to spare a write a request
+
+
+class NotAuthenticated(Exception):
+    """No credentials, or wrong ones. The message is safe to return to the caller."""
+
+
+@dataclass
+class _Entry:
+    user: object
+    expires_at: float
+    api_key_id: int | None = None
+
+
+_cache: dict[bytes, _Entry] = {}
+_lock = threading.Lock()
+_api_key_last_written: dict[int, float] = {}
+
+
+def _cache_key(kind: str, *parts: str) -> bytes:
+    return hmac.new(_SALT, "\0".join((kind, *parts)).encode("utf-8"), hashlib.sha256).digest()
+
+
+def _cached(key: bytes):
+    entry = _cache.get(key)
+    if entry is None:
+        return None
+    if entry.expires_at < time.monotonic():
+        _cache.pop(key, None)
+        return None
+    return entry
+
+
+def _remember(key: bytes, user, api_key_id: int | None = None) -> None:
+    ttl = settings.BASIC_AUTH_CACHE_SECONDS
+    if ttl <= 0:
+        return
+    with _lock:
+        if len(_cache) >= _MAX_ENTRIES:
+            _cache.clear()
+        _cache[key] = _Entry(user=user, expires_at=time.monotonic() + ttl, api_key_id=api_key_id)
+
+
+def forget_user(user_id) -> None:
+    with _lock:
+        for key in [k for k, e in _cache.items() if e.user.pk == user_id]:
+            del _cache[key]
+
+
+def forget_all() -> None:
+    with _lock:
+        _cache.clear()
+
+
+def _with_permissions(user):
+    user.get_all_permissions()  # fills the user's permission cache so has_perm needs no query later
+    return user
+
+
+def _verify_basic(username: str, password: str):
+    user = authenticate(username=username, password=password)
+    return _with_permissions(user) if user is not None else None
+
+
+def _verify_api_key(key: str):
+    record = ApiKey.objects.active().select_related("user").filter(digest=digest_of(key)).first()
+    if record is None or not record.user.is_active:
+        return None, None
+    return _with_permissions(record.user), record.pk
+
+
+def _touch_api_key(api_key_id: int) -> None:
+    ApiKey.objects.filter(pk=api_key_id).update(last_used_at=timezone.now())
+
+
+async def _note_api_key_use(api_key_id: int) -> None:
+    now = time.monotonic()
+    if now - _api_key_last_written.get(api_key_id, -1e9) < _LAST_USED_WRITE_INTERVAL:
+        return
+    _api_key_last_written[api_key_id] = now
+    await sync_to_async(_touch_api_key)(api_key_id)
+
+
+async def authenticate_basic(username: str, password: str):
+    key = _cache_key("basic", username, password)
+    entry = _cached(key)
+    if entry is not None:
+        return entry.user
+    user = await sync_to_async(_verify_basic)(username, password)
+    if user is None:
+        raise NotAuthenticated("Invalid username or password.")
+    _remember(key, user)
+    return user
+
+
+async def authenticate_api_key(key: str):
+    cache_key = _cache_key("apikey", key)
+    entry = _cached(cache_key)
+    if entry is None:
+        user, api_key_id = await sync_to_async(_verify_api_key)(key)
+        if user is None:
+            raise NotAuthenticated("Invalid or revoked API key.")
+        _remember(cache_key, user, api_key_id)
+    else:
+        user, api_key_id = entry.user, entry.api_key_id
+    await _note_api_key_use(api_key_id)
+    return user
+
+
+def _csrf_failure(request) -> str | None:
+    def get_response(_request):  # pragma: no cover - never called by process_view
+        return None
+
+    check = CsrfViewMiddleware(get_response)
+    check.process_request(request)
+    response = check.process_view(request, None, (), {})
+    return None if response is None else "CSRF verification failed: send the X-CSRFToken header."
+
+
+async def authenticate_request(request, *, allow_session: bool = True):
+    """The user making an API request, with permissions preloaded. Raises NotAuthenticated."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, credentials = header.partition(" ")
+    scheme = scheme.lower()
+    credentials = credentials.strip()
+    if scheme == "basic":
+        try:
+            decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            raise NotAuthenticated("Malformed Basic credentials.") from None
+        username, sep, password = decoded.partition(":")
+        if not sep:
+            raise NotAuthenticated("Malformed Basic credentials.")
+        return await authenticate_basic(username, password)
+    if scheme in ("apikey", "bearer"):
+        if not credentials:
+            raise NotAuthenticated("Missing API key.")
+        return await authenticate_api_key(credentials)
+    if header:
+        raise NotAuthenticated("Unsupported authorization scheme; use Basic, ApiKey or Bearer.")
+    if allow_session:
+        user = await request.auser()
+        if user.is_authenticated:
+            if request.method not in ("GET", "HEAD", "OPTIONS"):
+                problem = _csrf_failure(request)
+                if problem:
+                    raise NotAuthenticated(problem)
+            return await sync_to_async(_with_permissions)(user)
+    raise NotAuthenticated("Authentication required: use HTTP Basic, an API key or a session.")
+
+
+def _on_user_changed(sender, instance, **kwargs):
+    forget_user(instance.pk)
+
+
+def _on_permissions_changed(sender, **kwargs):
+    forget_all()
+
+
+def _on_api_key_changed(sender, instance, **kwargs):
+    with _lock:
+        for key in [k for k, e in _cache.items() if e.api_key_id == instance.pk]:
+            del _cache[key]
+
+
+User = get_user_model()
+post_save.connect(_on_user_changed, sender=User, dispatch_uid="auth_cache_user_saved")
+post_delete.connect(_on_user_changed, sender=User, dispatch_uid="auth_cache_user_deleted")
+post_save.connect(_on_api_key_changed, sender=ApiKey, dispatch_uid="auth_cache_key_saved")
+post_delete.connect(_on_api_key_changed, sender=ApiKey, dispatch_uid="auth_cache_key_deleted")
+m2m_changed.connect(_on_permissions_changed, sender=User.groups.through, dispatch_uid="auth_cache_groups")
+m2m_changed.connect(_on_permissions_changed, sender=User.user_permissions.through, dispatch_uid="auth_cache_perms")
+m2m_changed.connect(_on_permissions_changed, sender=Group.permissions.through, dispatch_uid="auth_cache_group_perms")

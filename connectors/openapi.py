@@ -1,0 +1,208 @@
+"""The OpenAPI 3 description of the JSON API, served at /api/openapi.json."""
+
+from django.http import JsonResponse
+from django.views.decorators.http import require_GET
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_CONNECTOR = {"$ref": "#/components/schemas/Connector"}
+_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _json(schema: dict, description: str = "OK") -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_ERRORS = {
+    "400": _json(_ERROR, "Invalid request; the message names the field"),
+    "401": _json(_ERROR, "No or wrong credentials"),
+    "403": _json(_ERROR, "Authenticated, but without the needed permission"),
+    "404": _json(_ERROR, "No such connector"),
+}
+
+SPEC = {
+    "openapi": "3.0.3",
+    "info": {
+        "title": "connectors-admin API",
+        "version": "1.0.0",
+        "description": "Kibana's connector API for the OpenAI (.gen-ai) connector type, plus an OpenAI-compatible "
+        "endpoint and token usage. Authenticate with HTTP Basic, `Authorization: ApiKey <key>` or "
+        "`Authorization: Bearer <key>`. Secrets are write-only: no response ever contains an API key.",
+    },
+    "security": [{"basic": []}, {"apiKey": []}, {"bearer": []}],
+    "paths": {
+        "/api/actions/connector": {
+            "post": {
+                "summary": "Create a connector",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CreateConnector"}}}},
+                "responses": {"200": _json(_CONNECTOR), **_ERRORS},
+            }
+        },
+        "/api/actions/connector/{id}": {
+            "parameters": [_ID],
+            "get": {"summary": "Get a connector", "responses": {"200": _json(_CONNECTOR), **_ERRORS}},
+            "post": {
+                "summary": "Create a connector with the given id",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CreateConnector"}}}},
+                "responses": {"200": _json(_CONNECTOR), "409": _json(_ERROR, "The id is taken"), **_ERRORS},
+            },
+            "put": {
+                "summary": "Update a connector (secrets optional: omitted keeps the stored key)",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/UpdateConnector"}}}},
+                "responses": {"200": _json(_CONNECTOR), **_ERRORS},
+            },
+            "delete": {"summary": "Delete a connector", "responses": {"204": {"description": "Deleted"}, **_ERRORS}},
+        },
+        "/api/actions/connectors": {
+            "get": {
+                "summary": "List connectors, preconfigured ones included",
+                "responses": {"200": _json({"type": "array", "items": _CONNECTOR}), "401": _ERRORS["401"], "403": _ERRORS["403"]},
+            }
+        },
+        "/api/actions/connector_types": {
+            "get": {"summary": "The connector types", "responses": {"200": _json({"type": "array", "items": {"type": "object"}})}}
+        },
+        "/api/actions/connector/{id}/_execute": {
+            "parameters": [_ID],
+            "post": {
+                "summary": "Run a sub-action: run, test, invokeAI, stream, invokeStream",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Execute"}}}},
+                "responses": {
+                    "200": {
+                        "description": "Always 200 with Kibana's envelope for params and provider errors; "
+                        "text/event-stream for streaming sub-actions",
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Envelope"}},
+                            "text/event-stream": {"schema": {"type": "string"}},
+                        },
+                    },
+                    **_ERRORS,
+                },
+            },
+        },
+        "/api/openai/{id}/v1/chat/completions": {
+            "parameters": [_ID],
+            "post": {
+                "summary": "OpenAI-compatible chat completions through the connector (streaming or not)",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+                "responses": {
+                    "200": {"description": "The provider's chat completion, or its SSE stream"},
+                    "default": _json({"$ref": "#/components/schemas/OpenAIError"}, "OpenAI's error body"),
+                },
+            },
+        },
+        "/api/openai/{id}/v1/models": {
+            "parameters": [_ID],
+            "get": {"summary": "The connector's model, OpenAI's list shape", "responses": {"200": _json({"type": "object"})}},
+        },
+        "/api/usage/connectors/{id}": {
+            "parameters": [
+                _ID,
+                {"name": "from", "in": "query", "schema": {"type": "string", "format": "date-time"}},
+                {"name": "to", "in": "query", "schema": {"type": "string", "format": "date-time"}},
+            ],
+            "get": {"summary": "Token usage of a connector over a time range", "responses": {"200": _json({"$ref": "#/components/schemas/Usage"}), **_ERRORS}},
+        },
+    },
+    "components": {
+        "securitySchemes": {
+            "basic": {"type": "http", "scheme": "basic"},
+            "apiKey": {"type": "apiKey", "in": "header", "name": "Authorization", "description": "ApiKey <key>"},
+            "bearer": {"type": "http", "scheme": "bearer"},
+        },
+        "schemas": {
+            "Config": {
+                "type": "object",
+                "required": ["apiProvider", "apiUrl"],
+                "additionalProperties": False,
+                "properties": {
+                    "apiProvider": {"type": "string", "enum": ["OpenAI", "Azure OpenAI", "Other"]},
+                    "apiUrl": {"type": "string"},
+                    "defaultModel": {"type": "string"},
+                    "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "organizationId": {"type": "string"},
+                    "projectId": {"type": "string"},
+                },
+            },
+            "Secrets": {"type": "object", "additionalProperties": False, "properties": {"apiKey": {"type": "string", "writeOnly": True}}},
+            "CreateConnector": {
+                "type": "object",
+                "required": ["name", "connector_type_id", "config"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "connector_type_id": {"type": "string", "enum": [".gen-ai"]},
+                    "config": {"$ref": "#/components/schemas/Config"},
+                    "secrets": {"$ref": "#/components/schemas/Secrets"},
+                },
+            },
+            "UpdateConnector": {
+                "type": "object",
+                "required": ["name", "config"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "config": {"$ref": "#/components/schemas/Config"},
+                    "secrets": {"$ref": "#/components/schemas/Secrets"},
+                },
+            },
+            "Connector": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string"},
+                    "name": {"type": "string"},
+                    "connector_type_id": {"type": "string"},
+                    "config": {"$ref": "#/components/schemas/Config"},
+                    "is_preconfigured": {"type": "boolean"},
+                    "is_deprecated": {"type": "boolean"},
+                    "is_missing_secrets": {"type": "boolean"},
+                    "is_system_action": {"type": "boolean"},
+                    "referenced_by_count": {"type": "integer"},
+                },
+            },
+            "Execute": {
+                "type": "object",
+                "required": ["params"],
+                "properties": {
+                    "params": {
+                        "type": "object",
+                        "required": ["subAction"],
+                        "properties": {
+                            "subAction": {"type": "string", "enum": ["run", "test", "invokeAI", "stream", "invokeStream"]},
+                            "subActionParams": {"type": "object"},
+                        },
+                    }
+                },
+            },
+            "Envelope": {
+                "type": "object",
+                "required": ["status", "connector_id"],
+                "properties": {
+                    "status": {"type": "string", "enum": ["ok", "error"]},
+                    "connector_id": {"type": "string"},
+                    "data": {},
+                    "message": {"type": "string"},
+                    "service_message": {"type": "string"},
+                    "retry": {"type": "boolean", "nullable": True},
+                    "retry_after": {"type": "number", "description": "Seconds, from the provider's retry-after"},
+                },
+            },
+            "Error": {
+                "type": "object",
+                "properties": {"statusCode": {"type": "integer"}, "error": {"type": "string"}, "message": {"type": "string"}},
+            },
+            "OpenAIError": {
+                "type": "object",
+                "properties": {
+                    "error": {
+                        "type": "object",
+                        "properties": {"message": {"type": "string"}, "type": {"type": "string"}, "param": {"type": "string", "nullable": True}, "code": {"type": "string", "nullable": True}},
+                    }
+                },
+            },
+            "Usage": {"type": "object", "properties": {"connector_id": {"type": "string"}, "from": {"type": "string"}, "to": {"type": "string"}, "totals": {"type": "object"}, "series": {"type": "array", "items": {"type": "object"}}, "by_user": {"type": "array", "items": {"type": "object"}}, "by_model": {"type": "array", "items": {"type": "object"}}}},
+        },
+    },
+}
+
+
+@require_GET
+def openapi_json(request):
+    return JsonResponse(SPEC)

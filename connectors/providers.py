@@ -1,0 +1,91 @@
+"""Shaping the upstream request for each provider (REFERENCE section 2). No database, no network."""
+
+import json
+import re
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+from connectors.models import Connector, Provider
+
+_TOOL_FIELDS = (("tools", ("tool_choice", "parallel_tool_calls")), ("functions", ("function_call",)))
+
+
+@dataclass
+class UpstreamRequest:
+    url: str
+    headers: dict[str, str]
+    body: bytes
+    requested_model: str
+    stream: bool
+    # The caller's messages, kept to estimate prompt tokens when the provider reports no usage.
+    payload: dict = field(repr=False, default_factory=dict)
+
+
+def normalise_url(url: str) -> str:
+    """Strip a trailing slash and collapse doubled slashes in the path, as Kibana does."""
+    parts = urlsplit(url.strip())
+    path = re.sub(r"/{2,}", "/", parts.path).rstrip("/")
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
+
+
+def shape_body(connector: Connector, body: dict, *, stream: bool) -> dict:
+    """The body sent upstream: default model inserted, ``stream`` forced, empty tool fields dropped."""
+    body = dict(body)
+    if not body.get("model") and connector.effective_default_model:
+        body["model"] = connector.effective_default_model
+    body["stream"] = stream
+    if stream and connector.provider in (Provider.OPENAI, Provider.AZURE):
+        options = body.get("stream_options") if isinstance(body.get("stream_options"), dict) else {}
+        body["stream_options"] = {**options, "include_usage": True}
+    elif not stream:
+        body.pop("stream_options", None)
+    for list_field, dependants in _TOOL_FIELDS:
+        if not body.get(list_field):
+            body.pop(list_field, None)
+            for dependant in dependants:
+                body.pop(dependant, None)
+    return body
+
+
+def build_headers(connector: Connector) -> dict[str, str]:
+    auth = {}
+    api_key = connector.api_key
+    if api_key:
+        auth = {"api-key": api_key} if connector.provider == Provider.AZURE else {"Authorization": f"Bearer {api_key}"}
+    reserved = {name.lower() for name in auth} | {"content-type"}
+    headers = {name: value for name, value in (connector.headers or {}).items() if name.lower() not in reserved}
+    if connector.provider == Provider.OPENAI:
+        if connector.organization_id:
+            headers["OpenAI-Organization"] = connector.organization_id
+        if connector.project_id:
+            headers["OpenAI-Project"] = connector.project_id
+    headers["Content-Type"] = "application/json"
+    headers.update(auth)
+    return headers
+
+
+def build_upstream_request(connector: Connector, body: dict, *, stream: bool = False) -> UpstreamRequest:
+    shaped = shape_body(connector, body, stream=stream)
+    return UpstreamRequest(
+        url=normalise_url(connector.api_url),
+        headers=build_headers(connector),
+        body=json.dumps(shaped, separators=(",", ":"), ensure_ascii=False).encode("utf-8"),
+        requested_model=str(shaped.get("model") or _azure_deployment(connector) or "")[:255],
+        stream=stream,
+        payload=shaped,
+    )
+
+
+def _azure_deployment(connector: Connector) -> str:
+    if connector.provider != Provider.AZURE:
+        return ""
+    match = re.search(r"/openai/deployments/([^/]+)/", urlsplit(connector.api_url).path)
+    return match.group(1) if match else ""
+
+
+def default_test_body(connector: Connector) -> str:
+    """The body the test tab starts with."""
+    body: dict = {"messages": [{"role": "user", "content": "Hello world"}]}
+    if connector.provider == Provider.OTHER and connector.default_model:
+        body = {"model": connector.default_model, **body}
+    return json.dumps(body, indent=2)

@@ -1,0 +1,14 @@
+from django.urls import path
+
+from connectors import test_views, views
+
+app_name = "connectors"
+
+urlpatterns = [
+    path("", views.ConnectorListView.as_view(), name="list"),
+    path("new/", views.ConnectorCreateView.as_view(), name="create"),
+    path("<str:connector_id>/", views.ConnectorDetailView.as_view(), name="detail"),
+    path("<str:connector_id>/edit/", views.ConnectorUpdateView.as_view(), name="edit"),
+    path("<str:connector_id>/delete/", views.ConnectorDeleteView.as_view(), name="delete"),
+    path("<str:connector_id>/test/", test_views.test_connector, name="test"),
+]

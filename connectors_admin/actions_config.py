@@ -1,0 +1,276 @@
+"""The networking settings and preconfigured connectors of the ``ACTIONS_CONFIG`` YAML file.
+
+The keys are Kibana's ``xpack.actions.*`` keys, so a kibana.yml section can be copied in as it is: the file may
+hold them at the top level, nested under ``xpack: {actions: ...}``, or as dotted keys
+(``xpack.actions.allowedHosts: [...]``, ``ssl.verificationMode: none``). This module has no Django imports so
+that settings.py can use it; a malformed file raises ``ActionsConfigError`` naming the key.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+VERIFICATION_MODES = ("full", "certificate", "none")
+DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024
+DEFAULT_RESPONSE_TIMEOUT_SECONDS = 60.0
+
+
+class ActionsConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class TLSSettings:
+    verification_mode: str = "full"
+    certificate_authorities_files: tuple[str, ...] = ()
+    certificate_authorities_data: str = ""
+
+
+@dataclass(frozen=True)
+class CustomHostSetting:
+    scheme: str
+    host: str
+    port: int
+    ssl: TLSSettings
+
+
+@dataclass(frozen=True)
+class ActionsConfig:
+    allowed_hosts: tuple[str, ...] = ("*",)
+    proxy_url: str = ""
+    proxy_headers: tuple[tuple[str, str], ...] = ()
+    proxy_bypass_hosts: frozenset[str] = frozenset()
+    proxy_only_hosts: frozenset[str] = frozenset()
+    ssl: TLSSettings = TLSSettings()
+    proxy_verification_mode: str = "full"
+    custom_host_settings: tuple[CustomHostSetting, ...] = ()
+    max_response_content_length: int = DEFAULT_MAX_RESPONSE_BYTES
+    response_timeout: float = DEFAULT_RESPONSE_TIMEOUT_SECONDS
+    preconfigured: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)
+
+    def is_host_allowed(self, hostname: str) -> bool:
+        return "*" in self.allowed_hosts or (hostname or "").lower() in self.allowed_hosts
+
+    def custom_host_setting_for(self, scheme: str, host: str, port: int | None) -> CustomHostSetting | None:
+        port = port or default_port(scheme)
+        for setting in self.custom_host_settings:
+            if (setting.scheme, setting.host, setting.port) == (scheme, host.lower(), port):
+                return setting
+        return None
+
+    def uses_proxy_for(self, hostname: str) -> bool:
+        if not self.proxy_url:
+            return False
+        hostname = (hostname or "").lower()
+        if self.proxy_bypass_hosts:
+            return hostname not in self.proxy_bypass_hosts
+        if self.proxy_only_hosts:
+            return hostname in self.proxy_only_hosts
+        return True
+
+
+def default_port(scheme: str) -> int:
+    return 443 if scheme == "https" else 80
+
+
+def load_actions_config(path: str | Path | None) -> ActionsConfig:
+    """Read and validate the YAML file at ``path``; no path means Kibana's defaults."""
+    if not path:
+        return ActionsConfig()
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ActionsConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ActionsConfigError(f"{path} is not valid YAML: {exc}") from exc
+    return parse_actions_config(raw if raw is not None else {})
+
+
+def parse_actions_config(raw: Any) -> ActionsConfig:
+    if not isinstance(raw, dict):
+        raise ActionsConfigError("the file must hold a mapping of settings")
+    tree = _expand_dotted_keys(raw)
+    if "xpack" in tree:
+        tree = _mapping(tree["xpack"], "xpack").get("actions", {})
+        tree = _mapping(tree, "xpack.actions")
+    known = {
+        "allowedHosts", "proxyUrl", "proxyHeaders", "proxyBypassHosts", "proxyOnlyHosts", "ssl",
+        "customHostSettings", "maxResponseContentLength", "responseTimeout", "preconfigured",
+        # Kibana keys that exist but mean nothing here are accepted so a kibana.yml section loads as is.
+        "enabledActionTypes", "preconfiguredAlertHistoryEsIndex", "rejectUnauthorized",
+        "proxyRejectUnauthorizedCertificates", "microsoftGraphApiUrl", "email", "webhook", "enableFooterInEmail",
+        "run", "queued", "usage", "maxAttempts",
+    }
+    unknown = sorted(set(tree) - known)
+    if unknown:
+        raise ActionsConfigError(f"unknown setting(s): {', '.join(unknown)}")
+
+    bypass = _host_set(tree.get("proxyBypassHosts"), "proxyBypassHosts")
+    only = _host_set(tree.get("proxyOnlyHosts"), "proxyOnlyHosts")
+    if bypass and only:
+        raise ActionsConfigError("proxyBypassHosts and proxyOnlyHosts cannot both be set")
+    proxy_url = tree.get("proxyUrl") or ""
+    if proxy_url:
+        _check_url(proxy_url, "proxyUrl")
+    ssl = _mapping(tree.get("ssl", {}), "ssl")
+    for key in ssl:
+        if key not in ("verificationMode", "proxyVerificationMode"):
+            raise ActionsConfigError(f"unknown setting: ssl.{key}")
+    return ActionsConfig(
+        allowed_hosts=_allowed_hosts(tree.get("allowedHosts", ["*"])),
+        proxy_url=proxy_url,
+        proxy_headers=tuple(_string_map(tree.get("proxyHeaders") or {}, "proxyHeaders").items()),
+        proxy_bypass_hosts=bypass,
+        proxy_only_hosts=only,
+        ssl=TLSSettings(verification_mode=_mode(ssl.get("verificationMode", "full"), "ssl.verificationMode")),
+        proxy_verification_mode=_mode(ssl.get("proxyVerificationMode", "full"), "ssl.proxyVerificationMode"),
+        custom_host_settings=_custom_host_settings(tree.get("customHostSettings") or []),
+        max_response_content_length=parse_byte_size(
+            tree.get("maxResponseContentLength", DEFAULT_MAX_RESPONSE_BYTES), "maxResponseContentLength"
+        ),
+        response_timeout=parse_duration_seconds(tree.get("responseTimeout", "60s"), "responseTimeout"),
+        preconfigured=_preconfigured(tree.get("preconfigured") or {}),
+    )
+
+
+def parse_byte_size(value: Any, name: str) -> int:
+    """Kibana's ByteSizeValue: a number of bytes, or ``"1mb"``, ``"512kb"``, ``"2gb"``, ``"100b"``."""
+    if isinstance(value, bool):
+        raise ActionsConfigError(f"{name} must be a size such as 1mb")
+    if isinstance(value, int) and value > 0:
+        return value
+    match = re.fullmatch(r"\s*(\d+)\s*(b|kb|mb|gb)?\s*", str(value).lower())
+    if not match or int(match.group(1)) <= 0:
+        raise ActionsConfigError(f"{name} must be a size such as 1mb, got {value!r}")
+    units = {None: 1, "b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}
+    return int(match.group(1)) * units[match.group(2)]
+
+
+def parse_duration_seconds(value: Any, name: str) -> float:
+    """Kibana's duration: milliseconds as a number, or ``"500ms"``, ``"60s"``, ``"5m"``, ``"1h"``."""
+    if isinstance(value, bool):
+        raise ActionsConfigError(f"{name} must be a duration such as 60s")
+    if isinstance(value, (int, float)) and value > 0:
+        return value / 1000
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", str(value).lower())
+    if not match or float(match.group(1)) <= 0:
+        raise ActionsConfigError(f"{name} must be a duration such as 60s, got {value!r}")
+    units = {None: 0.001, "ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    return float(match.group(1)) * units[match.group(2)]
+
+
+def _expand_dotted_keys(tree: dict) -> dict:
+    expanded: dict = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            value = _expand_dotted_keys(value)
+        parts = str(key).split(".")
+        node = expanded
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ActionsConfigError(f"setting {key} clashes with another setting")
+        if isinstance(node.get(parts[-1]), dict) and isinstance(value, dict):
+            node[parts[-1]].update(value)
+        else:
+            node[parts[-1]] = value
+    return expanded
+
+
+def _mapping(value: Any, name: str) -> dict:
+    if not isinstance(value, dict):
+        raise ActionsConfigError(f"{name} must be a mapping")
+    return value
+
+
+def _string_map(value: Any, name: str) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(isinstance(v, (str, int, float)) for v in value.values()):
+        raise ActionsConfigError(f"{name} must map names to strings")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def _host_set(value: Any, name: str) -> frozenset[str]:
+    if value is None:
+        return frozenset()
+    if not isinstance(value, list) or not all(isinstance(h, str) and h for h in value):
+        raise ActionsConfigError(f"{name} must be a list of hostnames")
+    return frozenset(h.lower() for h in value)
+
+
+def _allowed_hosts(value: Any) -> tuple[str, ...]:
+    hosts = _host_set(value, "allowedHosts")
+    for host in hosts:
+        if host != "*" and ("/" in host or ":" in host):
+            raise ActionsConfigError(f"allowedHosts takes hostnames without scheme or port, got {host!r}")
+    return tuple(sorted(hosts))
+
+
+def _mode(value: Any, name: str) -> str:
+    if value not in VERIFICATION_MODES:
+        raise ActionsConfigError(f"{name} must be one of {', '.join(VERIFICATION_MODES)}, got {value!r}")
+    return value
+
+
+def _check_url(value: Any, name: str) -> None:
+    parts = urlsplit(str(value))
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ActionsConfigError(f"{name} must be an http or https URL with a host, got {value!r}")
+
+
+def _custom_host_settings(value: Any) -> tuple[CustomHostSetting, ...]:
+    if not isinstance(value, list):
+        raise ActionsConfigError("customHostSettings must be a list")
+    settings = []
+    for index, entry in enumerate(value):
+        name = f"customHostSettings[{index}]"
+        entry = _mapping(entry, name)
+        _check_url(entry.get("url"), f"{name}.url")
+        parts = urlsplit(entry["url"])
+        ssl = _mapping(entry.get("ssl") or {}, f"{name}.ssl")
+        files = ssl.get("certificateAuthoritiesFiles") or []
+        if isinstance(files, str):
+            files = [files]
+        for path in files:
+            if not Path(path).is_file():
+                raise ActionsConfigError(f"{name}.ssl.certificateAuthoritiesFiles: no such file {path}")
+        data = ssl.get("certificateAuthoritiesData") or ""
+        if data and "BEGIN CERTIFICATE" not in data:
+            raise ActionsConfigError(f"{name}.ssl.certificateAuthoritiesData must hold PEM certificates")
+        mode = ssl.get("verificationMode", "full")
+        settings.append(
+            CustomHostSetting(
+                scheme=parts.scheme,
+                host=parts.hostname.lower(),
+                port=parts.port or default_port(parts.scheme),
+                ssl=TLSSettings(
+                    verification_mode=_mode(mode, f"{name}.ssl.verificationMode"),
+                    certificate_authorities_files=tuple(files),
+                    certificate_authorities_data=data,
+                ),
+            )
+        )
+    return tuple(settings)
+
+
+def _preconfigured(value: Any) -> dict[str, dict[str, Any]]:
+    value = _mapping(value, "preconfigured")
+    connectors = {}
+    for connector_id, entry in value.items():
+        name = f"preconfigured.{connector_id}"
+        entry = _mapping(entry, name)
+        if entry.get("actionTypeId") != ".gen-ai":
+            raise ActionsConfigError(f"{name}.actionTypeId must be .gen-ai")
+        if not str(entry.get("name") or "").strip():
+            raise ActionsConfigError(f"{name}.name is required")
+        connectors[str(connector_id)] = {
+            "name": str(entry["name"]),
+            "config": _mapping(entry.get("config") or {}, f"{name}.config"),
+            "secrets": _mapping(entry.get("secrets") or {}, f"{name}.secrets"),
+        }
+    return connectors

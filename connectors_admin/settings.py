@@ -1,0 +1,201 @@
+"""Settings for connectors-admin. The only module that reads the environment (through django-environ).
+
+Every variable is listed in .env.example and the README. With DEBUG off, the secrets must be set or start-up
+stops with a message naming what is missing; `make run` writes local development values into an ignored .env.
+"""
+
+from pathlib import Path
+
+import environ
+from cryptography.fernet import Fernet
+from django.core.exceptions import ImproperlyConfigured
+
+from connectors_admin.actions_config import ActionsConfigError, load_actions_config
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+ENV_FILE = env.str("ENV_FILE", default=str(BASE_DIR / ".env"))
+if ENV_FILE and Path(ENV_FILE).is_file():
+    environ.Env.read_env(ENV_FILE)
+
+
+def _bool(name: str, default: bool) -> bool:
+    raw = env.str(name, default="").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false, got {raw!r}")
+
+
+def _int(name: str, default: int) -> int:
+    raw = env.str(name, default="").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def _fernet_keys(name: str) -> list[str]:
+    keys = [k.strip() for k in env.str(name, default="").split(",") if k.strip()]
+    for position, key in enumerate(keys, start=1):
+        try:
+            Fernet(key)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name}: key number {position} is not a Fernet key (32 url-safe base64-encoded bytes); "
+                "make one with: python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+            ) from None
+    return keys
+
+
+DEBUG = _bool("DEBUG", default=False)
+
+SECRET_KEY = env.str("SECRET_KEY", default="")
+CONNECTORS_ENCRYPTION_KEYS = _fernet_keys("CONNECTORS_ENCRYPTION_KEYS")
+_missing = [name for name, value in (("SECRET_KEY", SECRET_KEY), ("CONNECTORS_ENCRYPTION_KEYS", CONNECTORS_ENCRYPTION_KEYS)) if not value]
+if _missing and not DEBUG:
+    raise ImproperlyConfigured(
+        f"{' and '.join(_missing)} must be set when DEBUG is off. "
+        "Set them in the environment or in the .env file (see .env.example); `make run` creates development values."
+    )
+if not SECRET_KEY:
+    SECRET_KEY = "django-insecure-development-only"  # noqa: S105 - only ever used with DEBUG on
+if not CONNECTORS_ENCRYPTION_KEYS:
+    raise ImproperlyConfigured(
+        "CONNECTORS_ENCRYPTION_KEYS must be set (even with DEBUG on, so that stored API keys stay readable); "
+        "`make run` creates a development key in .env."
+    )
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+try:
+    ACTIONS_CONFIG = load_actions_config(env.str("ACTIONS_CONFIG", default=""))
+except ActionsConfigError as exc:
+    raise ImproperlyConfigured(f"ACTIONS_CONFIG: {exc}") from None
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "connectors",
+    "usage",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "connectors_admin.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "connectors_admin.wsgi.application"
+ASGI_APPLICATION = "connectors_admin.asgi.application"
+
+try:
+    DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+except (ImproperlyConfigured, ValueError, KeyError) as exc:
+    raise ImproperlyConfigured(f"DATABASE_URL is not a database URL Django can use: {exc}") from None
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets readers work while a writer commits; IMMEDIATE takes the write lock at BEGIN so that concurrent
+    # writers queue on busy_timeout instead of failing with "database is locked" halfway through a transaction.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    )
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"].setdefault("OPTIONS", {})
+    if _bool("DATABASE_POOL", default=True):
+        # psycopg's pool: async views reach the database from worker threads, which makes per-thread persistent
+        # connections useless; a pool keeps connections warm across requests and threads.
+        DATABASES["default"]["OPTIONS"]["pool"] = {
+            "min_size": 2,
+            "max_size": _int("DATABASE_POOL_MAX_SIZE", default=20),
+            "timeout": 20,
+        }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "connectors:list"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env.str("TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if not DEBUG
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+
+# Behind a TLS-terminating proxy, trust its X-Forwarded-Proto so that secure cookies and redirects work.
+if _bool("SECURE_PROXY_SSL_HEADER", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = _bool("SECURE_COOKIES", default=False)
+
+# Outbound connection pool per transport profile: enough for hundreds of slow executions in flight at once.
+OUTBOUND_MAX_CONNECTIONS = _int("OUTBOUND_MAX_CONNECTIONS", default=2000)
+OUTBOUND_MAX_KEEPALIVE = _int("OUTBOUND_MAX_KEEPALIVE", default=200)
+
+# How long a verified HTTP Basic credential is remembered (see connectors/auth.py).
+BASIC_AUTH_CACHE_SECONDS = _int("BASIC_AUTH_CACHE_SECONDS", default=300)
+
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
+}

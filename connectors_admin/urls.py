@@ -1,0 +1,28 @@
+from django.contrib import admin
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import redirect, render
+from django.urls import include, path
+
+from connectors import api_key_views
+
+
+@login_required
+def home(request):
+    if request.user.has_perm("connectors.view_connector"):
+        return redirect("connectors:list")
+    if request.user.has_perm("usage.view_usage_dashboard"):
+        return redirect("usage:overview")
+    return render(request, "home.html")
+
+
+urlpatterns = [
+    path("", home, name="home"),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("account/api-keys/", api_key_views.api_key_list, name="api_keys"),
+    path("account/api-keys/<int:key_id>/revoke/", api_key_views.api_key_revoke, name="api_key_revoke"),
+    path("admin/", admin.site.urls),
+    path("connectors/", include("connectors.urls")),
+    path("usage/", include("usage.urls")),
+    path("api/", include("connectors.api_urls")),
+    path("api/", include("usage.api_urls")),
+]

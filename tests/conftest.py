@@ -1,0 +1,122 @@
+"""Shared fixtures: the personas, a real OpenAI-shaped server, connector factories, networking settings."""
+
+import base64
+
+import pytest
+from django.contrib.auth.models import Group
+from django.test import override_settings
+
+from connectors.auth import forget_all
+from connectors.models import Connector, Provider
+from connectors_admin.actions_config import parse_actions_config
+from tests.fake_openai import FakeOpenAI
+
+PASSWORD = "correct horse battery staple"
+
+
+def make_user(django_user_model, username: str, *groups: str, superuser: bool = False):
+    if superuser:
+        return django_user_model.objects.create_superuser(username, f"{username}@example.com", PASSWORD)
+    user = django_user_model.objects.create_user(username, f"{username}@example.com", PASSWORD)
+    for name in groups:
+        user.groups.add(Group.objects.get(name=name))
+    return user
+
+
+@pytest.fixture
+def admin_user(django_user_model):
+    return make_user(django_user_model, "root", superuser=True)
+
+
+@pytest.fixture
+def connector_admin(django_user_model):
+    return make_user(django_user_model, "ada", "Connector admins")
+
+
+@pytest.fixture
+def operator(django_user_model):
+    return make_user(django_user_model, "olivia", "Connector users")
+
+
+@pytest.fixture
+def analyst(django_user_model):
+    return make_user(django_user_model, "ann", "Usage viewers")
+
+
+@pytest.fixture
+def outsider(django_user_model):
+    return make_user(django_user_model, "otto")
+
+
+@pytest.fixture
+def personas(admin_user, connector_admin, operator, analyst, outsider):
+    return {"admin": admin_user, "connector_admin": connector_admin, "operator": operator, "analyst": analyst, "outsider": outsider}
+
+
+def basic_auth(user_or_name, password: str = PASSWORD) -> str:
+    name = getattr(user_or_name, "username", user_or_name)
+    return "Basic " + base64.b64encode(f"{name}:{password}".encode()).decode()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _static_files_without_collectstatic():
+    """Production uses whitenoise's manifest storage after collectstatic; tests serve from the source folders."""
+    override = override_settings(
+        STORAGES={
+            "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+            "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+        },
+        WHITENOISE_USE_FINDERS=True,
+        WHITENOISE_AUTOREFRESH=True,
+        # Tests create many users; the production hasher would spend most of the suite's time hashing.
+        PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"],
+    )
+    override.enable()
+    yield
+    override.disable()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_auth_cache():
+    forget_all()
+    yield
+    forget_all()
+
+
+@pytest.fixture(scope="session")
+def upstream():
+    """A real OpenAI-shaped server on a loopback port, for the whole test session."""
+    server = FakeOpenAI().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fake_openai(upstream):
+    upstream.clear()
+    return upstream
+
+
+@pytest.fixture
+def make_connector(db, admin_user):
+    def make(**fields) -> Connector:
+        api_key = fields.pop("api_key", "sk-test-secret-key-1234567890")
+        defaults = {"name": "Test connector", "provider": Provider.OPENAI, "api_url": "https://api.openai.com/v1/chat/completions"}
+        connector = Connector(**{**defaults, **fields}, created_by=admin_user)
+        connector.api_key = api_key
+        connector.full_clean()
+        connector.save()
+        return connector
+
+    return make
+
+
+@pytest.fixture
+def actions_config(settings):
+    """Replace the networking settings for one test: ``actions_config({"allowedHosts": [...]})``."""
+
+    def apply(raw: dict):
+        settings.ACTIONS_CONFIG = parse_actions_config(raw)
+        return settings.ACTIONS_CONFIG
+
+    return apply

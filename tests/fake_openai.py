@@ -1,0 +1,255 @@
+"""An OpenAI-shaped HTTP server over real sockets, for tests and benchmarks.
+
+The first path segment picks the behaviour, so one server serves every scenario:
+``http://127.0.0.1:<port>/<scenario>/v1/chat/completions``. Scenarios:
+
+- ``ok``: a chat completion whose content echoes the last message, with usage (and cached/reasoning details)
+- ``azure``: as ok, but requires an ``api-key`` header and an ``api-version`` query (401/404 otherwise)
+- ``sleep-<ms>``: as ok after waiting <ms> milliseconds (without holding any thread)
+- ``stall``: never answers
+- ``status-<code>``: an OpenAI error body with that status (429 adds retry-after: 7)
+- ``html``: 200 with an HTML page
+- ``big-<bytes>``: a JSON body of about that size
+- ``nousage``: a completion without a usage object
+- ``redirect``: 307 to the URL in the ``to`` query parameter
+- ``stream``: SSE chunks, usage in a final chunk with empty choices (include_usage)
+- ``stream-usage-in-choice``: SSE whose usage rides on the last chunk that still has choices
+- ``stream-nousage``: SSE without usage
+- ``stream-azure-filter``: SSE whose first chunk carries only prompt_filter_results (Azure)
+- ``stream-slow-<ms>``: SSE with <ms> between chunks
+- ``stream-cut``: SSE that stops mid-way without usage or [DONE]
+
+Every request is kept in ``server.requests`` (method, path, query, headers, body).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs, urlsplit
+
+REPLY_WORDS = "Hello from the fake OpenAI server, happy to help"
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    query: dict
+    headers: dict
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body)
+
+
+@dataclass
+class FakeOpenAI:
+    host: str = "127.0.0.1"
+    port: int = 0
+    ssl_context: ssl.SSLContext | None = None
+    requests: list[RecordedRequest] = field(default_factory=list)
+    record: bool = True
+
+    def __post_init__(self):
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.base_events.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- life cycle -------------------------------------------------------------------------------------
+    def start(self) -> FakeOpenAI:
+        ready = threading.Event()
+
+        def run():
+            self._loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self._loop)
+            self._server = self._loop.run_until_complete(
+                asyncio.start_server(self._handle, self.host, self.port, ssl=self.ssl_context, backlog=4096)
+            )
+            self.port = self._server.sockets[0].getsockname()[1]
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, daemon=True, name="fake-openai")
+        self._thread.start()
+        ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        if self._loop and self._server:
+            def shutdown():
+                self._server.close()
+                self._loop.stop()
+
+            self._loop.call_soon_threadsafe(shutdown)
+            self._thread.join(5)
+
+    @property
+    def base_url(self) -> str:
+        scheme = "https" if self.ssl_context else "http"
+        return f"{scheme}://{self.host}:{self.port}"
+
+    def url(self, scenario: str = "ok", path: str = "/v1/chat/completions", query: str = "") -> str:
+        return f"{self.base_url}/{scenario}{path}" + (f"?{query}" if query else "")
+
+    def clear(self) -> None:
+        self.requests.clear()
+
+    # --- HTTP ---------------------------------------------------------------------------------------------
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                method, target, _version = lines[0].split(" ", 2)
+                headers = {}
+                for line in lines[1:]:
+                    if line:
+                        name, _, value = line.partition(":")
+                        headers[name.strip().lower()] = value.strip()
+                length = int(headers.get("content-length") or 0)
+                body = await reader.readexactly(length) if length else b""
+                parts = urlsplit(target)
+                request = RecordedRequest(method, parts.path, parse_qs(parts.query), headers, body)
+                if self.record:
+                    self.requests.append(request)
+                keep_alive = await self._respond(request, writer)
+                if not keep_alive or headers.get("connection", "").lower() == "close":
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError, ValueError):
+            pass
+        finally:
+            try:
+                writer.close()
+            except Exception:  # noqa: BLE001 - the peer may be gone already
+                pass
+
+    @staticmethod
+    def _head(status: int, headers: dict[str, str], reason: str = "OK") -> bytes:
+        lines = [f"HTTP/1.1 {status} {reason}"] + [f"{k}: {v}" for k, v in headers.items()]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    def _send(self, writer, status: int, body: bytes, content_type: str = "application/json", extra=None) -> bool:
+        headers = {"content-type": content_type, "content-length": str(len(body)), **(extra or {})}
+        writer.write(self._head(status, headers) + body)
+        return True
+
+    async def _respond(self, request: RecordedRequest, writer: asyncio.StreamWriter) -> bool:
+        segments = request.path.strip("/").split("/", 1)
+        scenario = segments[0]
+        rest = "/" + (segments[1] if len(segments) > 1 else "")
+        if rest.endswith("/models") and request.method == "GET":
+            return self._send(writer, 200, json.dumps({"object": "list", "data": [{"id": "gpt-4o", "object": "model"}]}).encode())
+        if scenario == "stall":
+            await asyncio.sleep(3600)
+            return False
+        if scenario.startswith("sleep-"):
+            await asyncio.sleep(int(scenario.split("-")[1]) / 1000)
+            scenario = "ok"
+        if scenario.startswith("status-"):
+            status = int(scenario.split("-")[1])
+            extra = {"retry-after": "7"} if status == 429 else {}
+            body = {"error": {"message": f"Simulated {status} from the fake server", "type": "fake_error", "param": None, "code": str(status)}}
+            writer.write(self._head(status, {"content-type": "application/json", "content-length": str(len(json.dumps(body))), **extra}, "Error"))
+            writer.write(json.dumps(body).encode())
+            return True
+        if scenario == "html":
+            return self._send(writer, 200, b"<html><body><h1>Welcome to nginx!</h1></body></html>", "text/html")
+        if scenario.startswith("big-"):
+            size = int(scenario.split("-")[1])
+            return self._send(writer, 200, json.dumps({"padding": "x" * size}).encode())
+        if scenario == "redirect":
+            target = request.query.get("to", [""])[0]
+            writer.write(self._head(307, {"location": target, "content-length": "0"}, "Temporary Redirect"))
+            return True
+        if scenario == "azure":
+            if not request.headers.get("api-key"):
+                return self._send(writer, 401, json.dumps({"error": {"code": "401", "message": "Access denied due to missing api-key"}}).encode())
+            if "api-version" not in request.query:
+                return self._send(writer, 404, json.dumps({"error": {"code": "404", "message": "Resource not found"}}).encode())
+        try:
+            payload = json.loads(request.body or b"{}")
+        except ValueError:
+            return self._send(writer, 400, json.dumps({"error": {"message": "We could not parse the JSON body", "type": "invalid_request_error", "param": None, "code": None}}).encode())
+        if scenario.startswith("stream"):
+            await self._stream(scenario, payload, writer)
+            return True
+        return self._send(writer, 200, json.dumps(completion(payload, usage=scenario != "nousage")).encode())
+
+    async def _stream(self, scenario: str, payload: dict, writer: asyncio.StreamWriter) -> None:
+        writer.write(self._head(200, {"content-type": "text/event-stream", "cache-control": "no-cache", "transfer-encoding": "chunked"}))
+        delay = int(scenario.rsplit("-", 1)[1]) / 1000 if scenario.startswith("stream-slow-") else 0
+
+        def chunk(data: str) -> None:
+            raw = f"data: {data}\n\n".encode()
+            writer.write(f"{len(raw):x}\r\n".encode() + raw + b"\r\n")
+
+        model = payload.get("model") or "gpt-4o"
+        words = REPLY_WORDS.split(" ")
+        if scenario == "stream-azure-filter":
+            chunk(json.dumps({"id": "", "object": "", "created": 0, "model": "", "choices": [], "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {}}]}))
+        for index, word in enumerate(words):
+            if scenario == "stream-cut" and index == 3:
+                writer.write(b"0\r\n\r\n")
+                await writer.drain()
+                writer.close()
+                return
+            delta = {"role": "assistant", "content": word} if index == 0 else {"content": " " + word}
+            body = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+            if scenario == "stream-usage-in-choice" and index == len(words) - 1:
+                body["choices"][0]["finish_reason"] = "stop"
+                body["usage"] = usage_for(payload)
+            chunk(json.dumps(body))
+            await writer.drain()
+            if delay:
+                await asyncio.sleep(delay)
+        wants_usage = (payload.get("stream_options") or {}).get("include_usage")
+        if scenario in ("stream", "stream-azure-filter") or (scenario.startswith("stream-slow-") and wants_usage):
+            if wants_usage:
+                chunk(json.dumps({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()), "model": model, "choices": [], "usage": usage_for(payload)}))
+        chunk("[DONE]")
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+
+def usage_for(payload: dict) -> dict:
+    prompt = sum(len(str(m.get("content", "")).split()) for m in payload.get("messages", []) if isinstance(m, dict)) + 7
+    completion_tokens = len(REPLY_WORDS.split(" "))
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": 2},
+        "completion_tokens_details": {"reasoning_tokens": 1},
+    }
+
+
+def completion(payload: dict, usage: bool = True) -> dict:
+    messages = payload.get("messages") or [{}]
+    last = messages[-1] if isinstance(messages[-1], dict) else {}
+    body = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": payload.get("model") or "gpt-4o-2024-08-06",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": f"  You said: {last.get('content', '')}  "}, "finish_reason": "stop"}],
+    }
+    if usage:
+        body["usage"] = usage_for(payload)
+    return body
+
+
+if __name__ == "__main__":
+    import sys
+
+    server = FakeOpenAI(port=int(sys.argv[1]) if len(sys.argv) > 1 else 0, record=False).start()
+    print(f"fake OpenAI server on {server.base_url}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        server.stop()

@@ -1,0 +1,30 @@
+from django.contrib import admin
+
+from usage.models import ExecutionEvent
+
+
+@admin.register(ExecutionEvent)
+class ExecutionEventAdmin(admin.ModelAdmin):
+    """Read-only: events are written only by usage.recording."""
+
+    list_display = (
+        "timestamp", "connector_name", "user_name", "source", "sub_action", "outcome", "duration_ms",
+        "upstream_status", "response_model", "total_tokens", "usage_source",
+    )
+    list_filter = ("outcome", "source", "sub_action", "usage_source", "connector_name", "timestamp")
+    search_fields = ("connector_id", "connector_name", "user_name", "requested_model", "response_model", "error_message")
+    date_hierarchy = "timestamp"
+    list_select_related = False
+    show_full_result_count = False  # counting millions of rows on every page view is slow on PostgreSQL
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in self.model._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
