@@ -81,6 +81,7 @@ def forget_user(user_id) -> None:
 def forget_all() -> None:
     with _lock:
         _cache.clear()
+        _api_key_last_written.clear()
 
 
 def _with_permissions(user):

@@ -81,11 +81,15 @@ class FakeOpenAI:
 
     def stop(self) -> None:
         if self._loop and self._server:
-            def shutdown():
+            async def shutdown():
                 self._server.close()
+                tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
                 self._loop.stop()
 
-            self._loop.call_soon_threadsafe(shutdown)
+            asyncio.run_coroutine_threadsafe(shutdown(), self._loop)
             self._thread.join(5)
 
     @property
@@ -120,8 +124,8 @@ class FakeOpenAI:
                 keep_alive = await self._respond(request, writer)
                 if not keep_alive or headers.get("connection", "").lower() == "close":
                     break
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError, ValueError):
-            pass
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError, ValueError, asyncio.CancelledError):
+            pass  # the peer went away, or the server is stopping
         finally:
             try:
                 writer.close()
