@@ -104,10 +104,15 @@ def ssl_context_for(tls: TLSSettings) -> ssl.SSLContext:
 def _new_client(profile: TransportProfile) -> httpx.AsyncClient:
     proxy = None
     if profile.proxy_url:
+        # httpcore refuses a TLS context for a plain-http proxy, and the verification mode only means something
+        # for an https one; an https target is still verified end to end through the CONNECT tunnel.
+        proxy_tls = urlsplit(profile.proxy_url).scheme == "https"
         proxy = httpx.Proxy(
             profile.proxy_url,
             headers=dict(profile.proxy_headers) or None,
-            ssl_context=ssl_context_for(TLSSettings(verification_mode=profile.proxy_verification_mode)),
+            ssl_context=ssl_context_for(TLSSettings(verification_mode=profile.proxy_verification_mode))
+            if proxy_tls
+            else None,
         )
     return httpx.AsyncClient(
         verify=ssl_context_for(profile.tls),
@@ -153,8 +158,24 @@ def _where(url: str) -> str:
     return f"{parts.hostname}:{parts.port or default_port(parts.scheme)}"
 
 
-def _describe_failure(exc: Exception, url: str, timeout: float) -> OutboundError:
+def _origin(url: str) -> tuple[str, str, int]:
+    parts = urlsplit(url)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or default_port(parts.scheme)
+
+
+def _keeps_credentials(source: str, target: str) -> bool:
+    """Whether a redirect from ``source`` to ``target`` may carry the API key (same origin, or an https upgrade)."""
+    if _origin(source) == _origin(target):
+        return True
+    (from_scheme, from_host, from_port), (to_scheme, to_host, to_port) = _origin(source), _origin(target)
+    return (from_scheme, to_scheme, from_host, from_port, to_port) == ("http", "https", to_host, 80, 443)
+
+
+def _describe_failure(exc: Exception, url: str, timeout: float, proxy_url: str = "") -> OutboundError:
     where = _where(url)
+    if proxy_url:
+        # Only host and port: the proxy URL may carry credentials.
+        where = f"{where} (through the proxy {_where(proxy_url)})"
     if isinstance(exc, (httpx.TimeoutException, TimeoutError)):
         return UpstreamTimeout(f"No complete response from {where} within {timeout:g} s (responseTimeout/timeout).")
     if isinstance(exc, httpx.ProxyError):
@@ -164,7 +185,7 @@ def _describe_failure(exc: Exception, url: str, timeout: float) -> OutboundError
         cause = cause.__cause__ or cause.__context__
     if isinstance(cause, ssl.SSLError) or "CERTIFICATE_VERIFY_FAILED" in str(exc) or "SSL" in str(exc):
         reason = getattr(cause, "verify_message", None) or getattr(cause, "reason", None) or str(exc)
-        return TLSFailure(f"TLS connection to {where} failed: {reason}.")
+        return TLSFailure(f"TLS connection to {where} failed: {str(reason).rstrip('.')}.")
     if isinstance(exc, httpx.ConnectError):
         return UpstreamUnreachable(f"Could not connect to {where}: {exc or 'connection failed'}.")
     if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
@@ -198,17 +219,19 @@ async def _open(request: UpstreamRequest, config: ActionsConfig, timeout: float)
     headers = dict(request.headers)
     for _hop in range(MAX_REDIRECTS + 1):
         check_host_allowed(config, url)
-        client = client_for(profile_for(config, url))
+        profile = profile_for(config, url)
+        client = client_for(profile)
         try:
             response = await client.send(client.build_request(method, url, headers=headers, content=body), stream=True)
         except httpx.HTTPError as exc:
-            raise _describe_failure(exc, url, timeout) from exc
+            raise _describe_failure(exc, url, timeout, profile.proxy_url) from exc
         location = response.headers.get("location")
         if response.status_code in (301, 302, 303, 307, 308) and location:
             await response.aclose()
             target = urljoin(url, location)
-            if urlsplit(target).hostname != urlsplit(url).hostname:
-                # Never hand credentials to another host; this also mirrors what browsers and axios do.
+            if not _keeps_credentials(url, target):
+                # Never hand the key to another origin (another host, port, or a downgrade to plain http), as
+                # browsers and httpx do.
                 headers = {k: v for k, v in headers.items() if k.lower() not in ("authorization", "api-key")}
             if response.status_code in (301, 302, 303):
                 method, body = "GET", None
@@ -218,7 +241,7 @@ async def _open(request: UpstreamRequest, config: ActionsConfig, timeout: float)
         try:
             yield response
         except httpx.HTTPError as exc:
-            raise _describe_failure(exc, url, timeout) from exc
+            raise _describe_failure(exc, url, timeout, profile.proxy_url) from exc
         finally:
             await response.aclose()
         return

@@ -1,0 +1,55 @@
+"""Helpers for the outbound-path tests: run one execution from a sync test and check what it recorded."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.forms.models import model_to_dict
+
+from connectors.execution import Execution, execute
+from usage.models import ExecutionEvent, Source
+
+SECRET = "sk-outbound-SECRET-0123456789abcdef"
+HELLO = {"messages": [{"role": "user", "content": "Hello world"}]}
+
+
+def run(connector, body: dict | None = None, *, sub_action: str = "run", user=None, **sub_params) -> Execution:
+    """Execute ``run`` (or ``sub_action``) with ``body`` as Kibana's JSON string, as the _execute API does."""
+    params = {"subAction": sub_action, "subActionParams": {"body": json.dumps(HELLO if body is None else body), **sub_params}}
+    return async_to_sync(execute)(connector, params, user=user, source=Source.API)
+
+
+def assert_recorded_once(execution: Execution, caplog, *, outcome: str, secret: str = SECRET) -> ExecutionEvent:
+    """Exactly one event, with the outcome (and an error message on failure), and the secret nowhere."""
+    events = list(ExecutionEvent.objects.all())
+    assert len(events) == 1, f"expected one event, got {len(events)}"
+    event = events[0]
+    assert event.outcome == outcome
+    if outcome == "failure":
+        assert event.error_message, "a failed execution records why"
+        assert execution.envelope["status"] == "error"
+        assert event.error_message in (execution.envelope.get("service_message"), execution.envelope.get("message"))
+    else:
+        assert execution.envelope["status"] == "ok" and not event.error_message
+    assert secret not in json.dumps(execution.envelope)
+    assert secret not in json.dumps(model_to_dict(event), default=str)
+    assert secret not in caplog.text
+    return event
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound and released, so nobody else got it in between)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def debug_logs(caplog):
+    """Capture every logger at DEBUG (httpx and httpcore included), so a leaked secret would show up."""
+    caplog.set_level(logging.DEBUG)
+    return caplog
