@@ -127,6 +127,8 @@ try:
     DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 except (ImproperlyConfigured, ValueError, KeyError) as exc:
     raise ImproperlyConfigured(f"DATABASE_URL is not a database URL Django can use: {exc}") from None
+if not DATABASES["default"].get("ENGINE", "").startswith("django.db.backends."):
+    raise ImproperlyConfigured("DATABASE_URL must start with sqlite://, postgres:// or another scheme Django supports")
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets readers work while a writer commits; IMMEDIATE takes the write lock at BEGIN so that concurrent
     # writers queue on busy_timeout instead of failing with "database is locked" halfway through a transaction.
@@ -169,6 +171,12 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
+STATICFILES_FINDERS = [
+    "django.contrib.staticfiles.finders.FileSystemFinder",
+    "django.contrib.staticfiles.finders.AppDirectoriesFinder",
+    # plotly.js from the pinned Python plotly package (vendor/plotly.min.js): no 4 MB copy in git, never a CDN.
+    "usage.staticfiles.PlotlyJsFinder",
+]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -186,6 +194,12 @@ SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = _bool("SECURE_COOKIES", default=Fal
 # Outbound connection pool per transport profile: enough for hundreds of slow executions in flight at once.
 OUTBOUND_MAX_CONNECTIONS = _int("OUTBOUND_MAX_CONNECTIONS", default=2000)
 OUTBOUND_MAX_KEEPALIVE = _int("OUTBOUND_MAX_KEEPALIVE", default=200)
+
+# Execution events are committed in batches by one writer thread per server process (usage/recording.py). By
+# default an execution is answered after its event's commit; with write-behind it is answered at once, which is
+# faster, and a crash of the process (not a normal shutdown, which writes the queue) loses the events not yet
+# committed: normally those of the last few milliseconds, more while the database is unreachable.
+EVENT_WRITE_BEHIND = _bool("EVENT_WRITE_BEHIND", default=False)
 
 # How long a verified HTTP Basic credential is remembered (see connectors/auth.py).
 BASIC_AUTH_CACHE_SECONDS = _int("BASIC_AUTH_CACHE_SECONDS", default=300)

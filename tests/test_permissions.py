@@ -1,0 +1,98 @@
+"""The permission matrix of every management page: anonymous, no capability, each role, superuser."""
+
+import pytest
+
+pytestmark = pytest.mark.django_db
+
+# (name, method, path template, {persona: status}); anonymous is always sent to the login page.
+PAGES = [
+    ("list", "GET", "/connectors/", {"admin": 200, "connector_admin": 200, "operator": 200, "analyst": 403, "outsider": 403}),
+    ("create form", "GET", "/connectors/new/", {"admin": 200, "connector_admin": 200, "operator": 403, "analyst": 403, "outsider": 403}),
+    ("create", "POST", "/connectors/new/", {"admin": 302, "connector_admin": 302, "operator": 403, "analyst": 403, "outsider": 403}),
+    ("detail", "GET", "/connectors/{id}/", {"admin": 200, "connector_admin": 200, "operator": 200, "analyst": 403, "outsider": 403}),
+    ("edit form", "GET", "/connectors/{id}/edit/", {"admin": 200, "connector_admin": 200, "operator": 403, "analyst": 403, "outsider": 403}),
+    ("edit", "POST", "/connectors/{id}/edit/", {"admin": 302, "connector_admin": 302, "operator": 403, "analyst": 403, "outsider": 403}),
+    ("delete form", "GET", "/connectors/{id}/delete/", {"admin": 200, "connector_admin": 200, "operator": 403, "analyst": 403, "outsider": 403}),
+    ("delete", "POST", "/connectors/{id}/delete/", {"admin": 302, "connector_admin": 302, "operator": 403, "analyst": 403, "outsider": 403}),
+    ("api keys", "GET", "/account/api-keys/", {"admin": 200, "connector_admin": 200, "operator": 200, "analyst": 200, "outsider": 200}),
+    ("django admin", "GET", "/admin/", {"admin": 200, "connector_admin": 302, "operator": 302, "analyst": 302, "outsider": 302}),
+]
+
+FORM = {
+    "name": "Permitted", "provider": "OpenAI", "api_url": "https://api.openai.com/v1/chat/completions",
+    "default_model": "", "organization_id": "", "project_id": "", "headers": "", "api_key": "sk-x",
+}
+
+
+@pytest.mark.parametrize("name, method, path, expected", PAGES, ids=[p[0] for p in PAGES])
+@pytest.mark.parametrize("persona", ["admin", "connector_admin", "operator", "analyst", "outsider"])
+def test_each_page_for_each_persona(client, personas, make_connector, name, method, path, expected, persona):
+    connector = make_connector()
+    client.force_login(personas[persona])
+    url = path.replace("{id}", connector.pk)
+    response = client.post(url, FORM) if method == "POST" else client.get(url)
+    assert response.status_code == expected[persona], (name, persona)
+
+
+@pytest.mark.parametrize("name, method, path, expected", PAGES, ids=[p[0] for p in PAGES])
+def test_anonymous_users_are_sent_to_login(client, make_connector, name, method, path, expected):
+    connector = make_connector()
+    url = path.replace("{id}", connector.pk)
+    response = client.post(url, FORM) if method == "POST" else client.get(url)
+    assert response.status_code == 302
+    assert "/login/" in response["Location"]
+
+
+def test_the_home_page_sends_each_role_where_it_can_work(client, personas):
+    client.force_login(personas["operator"])
+    assert client.get("/")["Location"] == "/connectors/"
+    client.force_login(personas["outsider"])
+    assert "has no role yet" in client.get("/").content.decode()
+
+
+def test_buttons_follow_the_capabilities(client, personas, make_connector):
+    connector = make_connector()
+    client.force_login(personas["operator"])
+    html = client.get(f"/connectors/{connector.pk}/").content.decode()
+    assert "/edit/" not in html and "/delete/" not in html and "data-test-form" in html
+    client.force_login(personas["connector_admin"])
+    html = client.get(f"/connectors/{connector.pk}/").content.decode()
+    assert "/edit/" in html and "/delete/" in html
+
+
+def test_the_usage_dashboard_link_shows_only_to_usage_viewers(client, personas, make_connector, django_user_model):
+    from django.contrib.auth.models import Group
+
+    connector = make_connector(name="Linked")
+    link = 'View OpenAI Usage Dashboard for "Linked" Connector'
+    client.force_login(personas["operator"])
+    assert link not in client.get(f"/connectors/{connector.pk}/").content.decode()
+    personas["operator"].groups.add(Group.objects.get(name="Usage viewers"))
+    assert link in client.get(f"/connectors/{connector.pk}/").content.decode().replace("&quot;", '"')
+    client.force_login(personas["admin"])
+    assert link in client.get(f"/connectors/{connector.pk}/").content.decode().replace("&quot;", '"')
+
+
+def test_roles_are_groups_with_exactly_their_permissions():
+    from django.contrib.auth.models import Group
+
+    def codenames(group):
+        return sorted(f"{p.content_type.app_label}.{p.codename}" for p in Group.objects.get(name=group).permissions.all())
+
+    assert codenames("Connector admins") == [
+        "connectors.add_connector", "connectors.change_connector", "connectors.delete_connector",
+        "connectors.execute_connector", "connectors.view_connector",
+    ]
+    assert codenames("Connector users") == ["connectors.execute_connector", "connectors.view_connector"]
+    assert codenames("Usage viewers") == ["usage.view_usage_dashboard"]
+
+
+def test_syncing_roles_again_changes_nothing():
+    from django.contrib.auth.models import Group
+
+    from connectors.roles import sync_roles
+
+    before = {g.name: set(g.permissions.values_list("pk", flat=True)) for g in Group.objects.all()}
+    sync_roles()
+    after = {g.name: set(g.permissions.values_list("pk", flat=True)) for g in Group.objects.all()}
+    assert before == after and len(after) == 3

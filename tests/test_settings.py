@@ -1,0 +1,80 @@
+"""Start-up: production refuses to start without its secrets; malformed values name the variable."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+GOOD_KEY = "p6S0Bi6Mn5mDNjsC5nWxGZA0Y0pvjW2sJqHjeIuQoxo="
+
+
+def start(**env) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in {
+        "DEBUG", "SECRET_KEY", "CONNECTORS_ENCRYPTION_KEYS", "ACTIONS_CONFIG", "DATABASE_URL", "ALLOWED_HOSTS"}}
+    clean.update({"ENV_FILE": "", "DJANGO_SETTINGS_MODULE": "connectors_admin.settings", **env})
+    return subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); print('started')"],
+        cwd=ROOT, env=clean, capture_output=True, text=True, timeout=60,
+    )
+
+
+def test_production_refuses_to_start_without_secrets():
+    result = start(DEBUG="false")
+    assert result.returncode != 0
+    assert "SECRET_KEY and CONNECTORS_ENCRYPTION_KEYS must be set when DEBUG is off" in result.stderr
+
+
+def test_production_refuses_to_start_without_the_encryption_keys():
+    result = start(DEBUG="false", SECRET_KEY="x" * 50)
+    assert result.returncode != 0
+    assert "CONNECTORS_ENCRYPTION_KEYS must be set when DEBUG is off" in result.stderr
+
+
+def test_production_starts_with_its_secrets():
+    result = start(DEBUG="false", SECRET_KEY="x" * 50, CONNECTORS_ENCRYPTION_KEYS=GOOD_KEY)
+    assert result.returncode == 0, result.stderr
+    assert "started" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"DEBUG": "maybe"}, "DEBUG must be true or false"),
+        ({"CONNECTORS_ENCRYPTION_KEYS": "not-a-key"}, "CONNECTORS_ENCRYPTION_KEYS: key number 1 is not a Fernet key"),
+        ({"CONNECTORS_ENCRYPTION_KEYS": f"{GOOD_KEY},short"}, "key number 2 is not a Fernet key"),
+        ({"DATABASE_URL": "nosuchdb://x"}, "DATABASE_URL"),
+        ({"ACTIONS_CONFIG": "/nonexistent/actions.yml"}, "ACTIONS_CONFIG: cannot read /nonexistent/actions.yml"),
+        ({"BASIC_AUTH_CACHE_SECONDS": "soon"}, "BASIC_AUTH_CACHE_SECONDS must be a whole number"),
+    ],
+)
+def test_a_malformed_value_names_its_variable(env, message):
+    result = start(**{"DEBUG": "false", "SECRET_KEY": "x" * 50, "CONNECTORS_ENCRYPTION_KEYS": GOOD_KEY, **env})
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr and message in result.stderr
+
+
+def test_the_secret_values_are_not_echoed_in_errors():
+    result = start(DEBUG="false", SECRET_KEY="x" * 50, CONNECTORS_ENCRYPTION_KEYS="SUPERSECRETBUTBROKEN")
+    assert "SUPERSECRETBUTBROKEN" not in result.stderr
+
+
+def test_the_development_env_file_is_written_once(tmp_path):
+    target = tmp_path / ".env"
+    first = subprocess.run([sys.executable, "-m", "connectors_admin.devenv", str(target)], cwd=ROOT,
+                           capture_output=True, text=True, check=True)
+    assert "Created" in first.stdout
+    content = target.read_text()
+    assert "DEBUG=true" in content and "SECRET_KEY=" in content and "CONNECTORS_ENCRYPTION_KEYS=" in content
+    subprocess.run([sys.executable, "-m", "connectors_admin.devenv", str(target)], cwd=ROOT, check=True)
+    assert target.read_text() == content
+    assert oct(target.stat().st_mode & 0o777) == "0o600"
+
+
+def test_debug_mode_starts_with_the_env_file(tmp_path):
+    env_file = tmp_path / ".env"
+    subprocess.run([sys.executable, "-m", "connectors_admin.devenv", str(env_file)], cwd=ROOT, check=True)
+    result = start(ENV_FILE=str(env_file))
+    assert result.returncode == 0, result.stderr
