@@ -13,6 +13,8 @@ from tests.fake_openai import FakeOpenAI
 
 PASSWORD = "correct horse battery staple"
 
+pytest_plugins = ["tests.browser"]
+
 
 def make_user(django_user_model, username: str, *groups: str, superuser: bool = False):
     if superuser:
