@@ -1,3 +1,7 @@
 from django.urls import path
 
-urlpatterns: list = []
+from usage import api
+
+urlpatterns = [
+    path("usage/connectors/<str:connector_id>", api.connector_usage, name="api_usage_connector"),
+]

@@ -7,4 +7,6 @@ app_name = "usage"
 urlpatterns = [
     path("", views.overview, name="overview"),
     path("connectors/<str:connector_id>/", views.connector_dashboard, name="connector_dashboard"),
+    path("connectors/<str:connector_id>/export.csv", views.export_series_csv, name="export_series_csv"),
+    path("connectors/<str:connector_id>/events.csv", views.export_events_csv, name="export_events_csv"),
 ]

@@ -1,0 +1,55 @@
+// Usage dashboards: draw the plotly figures rendered into the page, and offer the browser's time zone.
+(function () {
+  "use strict";
+
+  function readJson(element) {
+    return element ? JSON.parse(element.textContent) : null;
+  }
+
+  function drawCharts() {
+    var holders = document.querySelectorAll("[data-plotly-figure]");
+    if (!holders.length) return;
+    if (!window.Plotly) {
+      holders.forEach(function (holder) {
+        holder.textContent = "The chart library did not load; the tables below show the same numbers.";
+      });
+      return;
+    }
+    var config = readJson(document.getElementById("plot-config")) || {};
+    holders.forEach(function (holder) {
+      var figure = readJson(holder.parentElement.querySelector('script[type="application/json"]'));
+      if (!figure) return;
+      window.Plotly.newPlot(holder, figure.data, figure.layout, config).then(function () {
+        holder.setAttribute("data-rendered", "true");
+      });
+    });
+  }
+
+  // The page shows UTC unless the URL names a zone (so a shared link shows the same numbers); this button
+  // switches to the viewer's own zone, keeping the range.
+  function offerBrowserTimeZone() {
+    var button = document.querySelector("[data-use-browser-tz]");
+    var field = document.getElementById("range-tz");
+    if (!button || !field || !window.Intl) return;
+    var zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    if (!zone || zone === field.value) return;
+    button.textContent = "Use my time zone (" + zone + ")";
+    button.hidden = false;
+    button.addEventListener("click", function () {
+      var url = new URL(window.location.href);
+      url.searchParams.set("tz", zone);
+      window.location.assign(url.toString());
+    });
+  }
+
+  function start() {
+    offerBrowserTimeZone();
+    drawCharts();
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", start);
+  } else {
+    start();
+  }
+})();

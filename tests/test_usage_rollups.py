@@ -1,0 +1,247 @@
+"""The rollups the dashboards read: equal to a rebuild from the events, exact under concurrent writers, and kept
+when old raw events are pruned."""
+
+import threading
+from datetime import UTC, datetime, timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection, connections
+from django.utils import timezone
+
+from tests.test_usage_queries import CONNECTOR, record, record_mix
+from usage.models import ExecutionEvent, UsageRollup
+from usage.queries import connector_usage
+from usage.ranges import parse_range
+from usage.recording import KEY_FIELDS, SUM_FIELDS, record_events
+
+
+def rollup_table() -> dict[tuple, dict]:
+    rows = {}
+    for row in UsageRollup.objects.values(*KEY_FIELDS, *SUM_FIELDS):
+        key = tuple(row.pop(name) for name in KEY_FIELDS)
+        rows[key] = row
+    return rows
+
+
+def assert_same_rollups(before: dict, after: dict) -> None:
+    assert before.keys() == after.keys()
+    for key, sums in before.items():
+        rebuilt = after[key]
+        # Sums of floats may differ in the last digits depending on the order they were added in.
+        assert rebuilt.pop("duration_ms_sum") == pytest.approx(sums.pop("duration_ms_sum")), key
+        assert rebuilt == sums, key
+
+
+def run(command: str, *args: str) -> str:
+    out = StringIO()
+    call_command(command, *args, stdout=out)
+    return out.getvalue()
+
+
+@pytest.mark.django_db
+def test_the_recorded_rollups_equal_a_rebuild_from_the_events():
+    record_mix(datetime(2025, 3, 1, 20, tzinfo=UTC), hours=30, per_hour=5)
+    record_mix(datetime(2025, 3, 1, 20, tzinfo=UTC), hours=3, per_hour=4, connector_id="other", seed=9)
+    recorded = rollup_table()
+    assert len(recorded) > 20
+
+    output = run("rebuild_usage_rollups")
+    assert "Rebuilt" in output
+    assert_same_rollups(recorded, rollup_table())
+
+
+@pytest.mark.django_db
+def test_a_rebuild_in_small_chunks_gives_the_same_rollups():
+    record_mix(datetime(2025, 3, 1, 20, tzinfo=UTC), hours=14, per_hour=3)
+    recorded = rollup_table()
+    run("rebuild_usage_rollups", "--chunk", "5h")
+    assert_same_rollups(recorded, rollup_table())
+
+
+@pytest.mark.django_db
+def test_a_rebuild_repairs_damaged_rollups_of_one_connector():
+    record_mix(datetime(2025, 3, 1, tzinfo=UTC), hours=5)
+    record_mix(datetime(2025, 3, 1, tzinfo=UTC), hours=5, connector_id="other", seed=2)
+    recorded = rollup_table()
+    UsageRollup.objects.filter(connector_id=CONNECTOR).update(prompt_tokens=0)
+    UsageRollup.objects.filter(connector_id=CONNECTOR).first().delete()
+    UsageRollup.objects.create(connector_id=CONNECTOR, bucket=datetime(2025, 3, 1, 2, tzinfo=UTC), model="ghost", outcome="success", requests=9)
+    UsageRollup.objects.filter(connector_id="other").update(completion_tokens=1)
+    damaged_other = {key: row for key, row in rollup_table().items() if key[0] == "other"}
+
+    run("rebuild_usage_rollups", "--connector", CONNECTOR)
+    after = rollup_table()
+    assert_same_rollups({k: v for k, v in recorded.items() if k[0] == CONNECTOR}, {k: v for k, v in after.items() if k[0] == CONNECTOR})
+    assert {k: v for k, v in after.items() if k[0] == "other"} == damaged_other  # left alone
+
+
+@pytest.mark.django_db
+def test_a_rebuild_without_events_changes_nothing():
+    UsageRollup.objects.create(connector_id=CONNECTOR, bucket=datetime(2025, 3, 1, tzinfo=UTC), outcome="success", requests=3)
+    assert "No events" in run("rebuild_usage_rollups")
+    assert UsageRollup.objects.get().requests == 3
+
+
+@pytest.mark.django_db
+def test_a_bad_chunk_is_refused():
+    with pytest.raises(CommandError, match="--chunk"):
+        run("rebuild_usage_rollups", "--chunk", "soon")
+
+
+# -- pruning -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_prune_deletes_old_events_and_keeps_their_rollups():
+    now = timezone.now()
+    old = record_mix(now - timedelta(days=120), hours=3)
+    recent = record_mix(now - timedelta(days=10), hours=3, seed=5)
+    usage_range = parse_range({"range": "custom", "from": (now - timedelta(days=121)).isoformat(), "to": now.isoformat()})
+    before = connector_usage(CONNECTOR, usage_range)
+    rollups_before = rollup_table()
+
+    assert f"Would delete {len(old)} events" in run("prune_usage_events", "--older-than", "90d", "--dry-run")
+    assert ExecutionEvent.objects.count() == len(old) + len(recent)
+    output = run("prune_usage_events", "--older-than", "90d")
+
+    assert f"Deleted {len(old)} events" in output and "rollups kept" in output
+    assert set(ExecutionEvent.objects.values_list("id", flat=True)) == {e.id for e in recent}
+    assert rollup_table() == rollups_before
+    after = connector_usage(CONNECTOR, usage_range)
+    assert after.totals == before.totals
+
+    # A rebuild afterwards recomputes only what the remaining events cover and keeps the older rollups.
+    run("rebuild_usage_rollups")
+    assert_same_rollups(rollups_before, rollup_table())
+
+
+@pytest.mark.django_db
+def test_prune_works_in_batches():
+    from usage.maintenance import prune_events
+
+    now = timezone.now()
+    for minute in range(7):
+        record(now - timedelta(days=100, minutes=minute))
+    assert prune_events(now - timedelta(days=90), batch=3) == 7
+    assert not ExecutionEvent.objects.exists()
+
+
+@pytest.mark.django_db
+def test_prune_keeps_every_event_of_the_hour_the_cutoff_falls_in():
+    from usage.maintenance import prune_cutoff
+
+    cutoff = prune_cutoff(datetime(2025, 6, 1, 10, 45, tzinfo=UTC), timedelta(days=90))
+    assert cutoff == datetime(2025, 3, 3, 10, tzinfo=UTC)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("age", ["", "90", "d", "0d", "-5d", "3y", "ninety days"])
+def test_prune_refuses_a_bad_age(age):
+    with pytest.raises(CommandError, match="--older-than"):
+        run("prune_usage_events", "--older-than", age)
+
+
+# -- concurrent writers ------------------------------------------------------------------------------------------
+
+THREADS = 8
+EVENTS_PER_THREAD = 25
+
+
+def in_thread(function):
+    """Run ``function`` in a new thread (with its own database connection) and return its result."""
+    results: list = []
+    errors: list[BaseException] = []
+
+    def target():
+        try:
+            results.append(function())
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(timeout=120)
+    if errors:
+        raise errors[0]
+    return results[0]
+
+
+@pytest.fixture
+def shared_database(transactional_db, tmp_path):
+    """A database that several threads write to the way production servers do.
+
+    On PostgreSQL that is the test database itself. On SQLite, pytest-django's test database is a shared-cache
+    in-memory one, whose table locks fail at once ("database table is locked") instead of waiting on
+    busy_timeout as a file database in WAL mode does; production uses a file, so the threads get a migrated
+    file database with the production OPTIONS (WAL, BEGIN IMMEDIATE, timeout) for the duration of the test.
+    """
+    if connection.vendor != "sqlite":
+        yield
+        return
+    settings_dict = connections.settings["default"]
+    memory_name = settings_dict["NAME"]
+    settings_dict["NAME"] = str(tmp_path / "concurrency.sqlite3")
+    try:
+        # Connections opened from now on (the worker threads') use the file; the main thread keeps its own.
+        in_thread(lambda: call_command("migrate", verbosity=0, interactive=False))
+        yield
+    finally:
+        settings_dict["NAME"] = memory_name
+
+
+def test_concurrent_recording_loses_no_count(shared_database):
+    moment = datetime(2025, 3, 1, 12, 30, tzinfo=UTC)
+    start = threading.Barrier(THREADS)
+    errors: list[BaseException] = []
+
+    def writer(index: int) -> None:
+        try:
+            start.wait()
+            for number in range(EVENTS_PER_THREAD):
+                # Every thread writes to the same two rollup rows, so the upserts really collide.
+                fields = {
+                    "timestamp": moment,
+                    "connector_id": CONNECTOR,
+                    "connector_name": "Busy",
+                    "user_name": "shared",
+                    "source": "api",
+                    "sub_action": "run",
+                    "outcome": "failure" if number % 5 == 0 else "success",
+                    "duration_ms": 50 + index,
+                    "requested_model": "gpt-4o",
+                    "prompt_tokens": index + 1,
+                    "completion_tokens": number,
+                }
+                if number % 2:
+                    record_events([ExecutionEvent(**fields)])
+                else:
+                    ExecutionEvent.objects.record(**fields)
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+
+    def read():
+        usage = connector_usage(CONNECTOR, parse_range({"from": "2025-03-01", "to": "2025-03-01"}))
+        return usage, ExecutionEvent.objects.count(), UsageRollup.objects.count()
+
+    report, events, rollup_rows = in_thread(read)
+    total = THREADS * EVENTS_PER_THREAD
+    assert events == total
+    assert report.totals.requests == total
+    assert report.totals.failures == THREADS * len(range(0, EVENTS_PER_THREAD, 5))
+    assert report.totals.prompt_tokens == EVENTS_PER_THREAD * sum(i + 1 for i in range(THREADS))
+    assert report.totals.completion_tokens == THREADS * sum(range(EVENTS_PER_THREAD))
+    assert sum(report.totals.latency_bins) == total
+    assert rollup_rows == 2

@@ -1,0 +1,136 @@
+"""Plotly figures for the dashboard, as plain figure dicts (``{"data": [...], "layout": {...}}``).
+
+The figures are built by hand rather than with ``plotly.graph_objects``: the graph objects validate every
+property on construction, which cost about 60 ms per page for these five figures (measured), most of the
+dashboard's time budget. The dicts follow plotly's figure schema, and the tests pass each one through
+``plotly.graph_objects.Figure`` so that a typo in a property fails there instead of in the browser.
+static/js/usage_dashboard.js draws them with the plotly.js served by whitenoise.
+"""
+
+from usage.queries import BreakdownRow, UsageReport
+from usage.ranges import DAY
+
+PROMPT_COLOUR = "#0b64dd"
+COMPLETION_COLOUR = "#f0a202"
+SUCCESS_COLOUR = "#1d7a46"
+FAILURE_COLOUR = "#c0362c"
+PERCENTILE_COLOURS = {"p50": "#0b64dd", "p95": "#f0a202", "p99": "#c0362c"}
+
+# Given to Plotly.newPlot: no plotly.com links or cloud buttons, resize with the page.
+PLOT_CONFIG = {"displaylogo": False, "responsive": True, "modeBarButtonsToRemove": ["lasso2d", "select2d"]}
+
+
+def _layout(**extra) -> dict:
+    layout = {
+        "height": 320,
+        "margin": {"l": 60, "r": 20, "t": 10, "b": 50},
+        "legend": {"orientation": "h", "y": 1.12, "x": 0},
+        "font": {"family": "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", "size": 12},
+        "paper_bgcolor": "rgba(0,0,0,0)",
+        "plot_bgcolor": "rgba(0,0,0,0)",
+        "yaxis": {"rangemode": "tozero", "gridcolor": "#e6e9ef", "separatethousands": True},
+    }
+    layout.update(extra)
+    return layout
+
+
+def _time_axis(report: UsageReport) -> dict:
+    return {
+        "type": "date",
+        "title": {"text": f"{'Day' if report.range.bucket == DAY else 'Hour'} ({report.range.tz_name})"},
+        "gridcolor": "#e6e9ef",
+    }
+
+
+def _bucket_labels(report: UsageReport) -> list[str]:
+    # plotly.js ignores offsets in date strings, so send the viewer's wall-clock time; the axis names the zone.
+    fmt = "%Y-%m-%d" if report.range.bucket == DAY else "%Y-%m-%d %H:%M"
+    return [point.bucket.strftime(fmt) for point in report.series]
+
+
+def _bar(name: str, x: list, y: list, colour: str, **extra) -> dict:
+    return {"type": "bar", "name": name, "x": x, "y": y, "marker": {"color": colour}, **extra}
+
+
+def tokens_over_time(report: UsageReport) -> dict:
+    x = _bucket_labels(report)
+    return {
+        "data": [
+            _bar("Prompt tokens", x, [p.sums.prompt_tokens for p in report.series], PROMPT_COLOUR),
+            _bar("Completion tokens", x, [p.sums.completion_tokens for p in report.series], COMPLETION_COLOUR),
+        ],
+        "layout": _layout(barmode="stack", hovermode="x unified", xaxis=_time_axis(report)),
+    }
+
+
+def _breakdown_figure(rows: list[BreakdownRow], empty_label: str, axis_title: str) -> dict:
+    # Horizontal bars, largest at the top, so that long user and model names stay readable.
+    rows = list(reversed(rows))
+    names = [row.key or empty_label for row in rows]
+    return {
+        "data": [
+            _bar("Prompt tokens", [r.sums.prompt_tokens for r in rows], names, PROMPT_COLOUR, orientation="h"),
+            _bar("Completion tokens", [r.sums.completion_tokens for r in rows], names, COMPLETION_COLOUR, orientation="h"),
+        ],
+        "layout": _layout(
+            barmode="stack",
+            hovermode="y unified",
+            height=max(220, 60 + 28 * len(rows)),
+            margin={"l": 160, "r": 20, "t": 10, "b": 40},
+            xaxis={"title": {"text": "Tokens"}, "gridcolor": "#e6e9ef", "separatethousands": True},
+            yaxis={"type": "category", "automargin": True, "title": {"text": axis_title}},
+        ),
+    }
+
+
+def tokens_per_user(report: UsageReport) -> dict:
+    return _breakdown_figure(report.by_user, "(no user)", "User")
+
+
+def tokens_per_model(report: UsageReport) -> dict:
+    return _breakdown_figure(report.by_model, "(unknown model)", "Model")
+
+
+def requests_by_outcome(report: UsageReport) -> dict:
+    x = _bucket_labels(report)
+    return {
+        "data": [
+            _bar("Success", x, [p.sums.successes for p in report.series], SUCCESS_COLOUR),
+            _bar("Failure", x, [p.sums.failures for p in report.series], FAILURE_COLOUR),
+        ],
+        "layout": _layout(barmode="stack", hovermode="x unified", xaxis=_time_axis(report)),
+    }
+
+
+def duration_percentiles(report: UsageReport) -> dict:
+    x = _bucket_labels(report)
+    lines = []
+    for name in ("p50", "p95", "p99"):
+        values = [getattr(p.sums, f"{name}_ms") for p in report.series]
+        lines.append(
+            {
+                "type": "scatter",
+                "mode": "lines+markers",
+                "name": name,
+                "x": x,
+                "y": [round(v, 1) if v is not None else None for v in values],
+                "line": {"color": PERCENTILE_COLOURS[name]},
+                "marker": {"size": 4},
+                "connectgaps": False,  # no requests in a bucket: a gap, not a made-up line
+                "hovertemplate": "%{y:,.0f} ms",
+            }
+        )
+    layout = _layout(hovermode="x unified", xaxis=_time_axis(report))
+    layout["yaxis"] = {**layout["yaxis"], "title": {"text": "Duration (ms)"}}
+    return {"data": lines, "layout": layout}
+
+
+def dashboard_charts(report: UsageReport) -> list[dict]:
+    """The dashboard's charts in page order: ``{"id", "title", "figure"}`` each."""
+    return [
+        {"id": "chart-tokens-over-time", "title": "Prompt and completion tokens over time", "figure": tokens_over_time(report)},
+        {"id": "chart-tokens-per-user", "title": "Tokens per user", "figure": tokens_per_user(report)},
+        {"id": "chart-tokens-per-model", "title": "Tokens per model", "figure": tokens_per_model(report)},
+        {"id": "chart-requests-by-outcome", "title": "Requests by outcome over time", "figure": requests_by_outcome(report)},
+        {"id": "chart-duration-percentiles", "title": "Duration percentiles over time", "figure": duration_percentiles(report)},
+    ]

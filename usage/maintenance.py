@@ -1,0 +1,167 @@
+"""Maintenance of the event log: recompute the rollups from the events, and prune old raw events.
+
+Both work in chunks of time, each in its own short transaction, so that a rebuild or prune over millions of
+events never holds a lock for minutes and concurrent recording keeps working between chunks.
+"""
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from django.db import connection, transaction
+from django.db.models import Case, CharField, Count, F, Q, Sum, Value, When
+from django.db.models.functions import Coalesce, TruncHour
+
+from usage.models import LATENCY_BIN_BOUNDS_MS, LATENCY_BIN_COUNT, ExecutionEvent, UsageRollup, latency_bin_field
+from usage.ranges import ceil_hour, floor_hour
+
+DEFAULT_CHUNK = timedelta(days=1)
+INSERT_BATCH = 1000
+PRUNE_BATCH = 10_000
+
+
+def _latency_bin_filter(index: int) -> Q:
+    # The same bins as usage.recording.latency_bin (bisect_left): bin i holds bounds[i-1] < d <= bounds[i].
+    condition = Q()
+    if index > 0:
+        condition &= Q(duration_ms__gt=LATENCY_BIN_BOUNDS_MS[index - 1])
+    if index < len(LATENCY_BIN_BOUNDS_MS):
+        condition &= Q(duration_ms__lte=LATENCY_BIN_BOUNDS_MS[index])
+    return condition
+
+
+def rollup_rows_from_events(events) -> Iterator[UsageRollup]:
+    """Aggregate an ExecutionEvent queryset into unsaved UsageRollup rows, in SQL (GROUP BY)."""
+    model = Case(
+        When(response_model="", then=F("requested_model")),
+        default=F("response_model"),
+        output_field=CharField(),
+    )
+    sums = {
+        "n_requests": Count("id"),
+        "n_prompt_tokens": Sum("prompt_tokens"),
+        "n_completion_tokens": Sum("completion_tokens"),
+        "n_total_tokens": Sum("total_tokens"),
+        "n_cached_tokens": Sum(Coalesce("cached_tokens", Value(0))),
+        "n_reasoning_tokens": Sum(Coalesce("reasoning_tokens", Value(0))),
+        "n_estimated_requests": Count("id", filter=Q(usage_source="estimated")),
+        "n_duration_ms_sum": Sum("duration_ms"),
+    }
+    for index in range(LATENCY_BIN_COUNT):
+        sums[f"n_{latency_bin_field(index)}"] = Count("id", filter=_latency_bin_filter(index))
+    grouped = (
+        events.order_by()
+        .annotate(rollup_bucket=TruncHour("timestamp", tzinfo=UTC), rollup_model=model)
+        .values("connector_id", "rollup_bucket", "rollup_model", "user_name", "outcome")
+        .annotate(**sums)
+    )
+    for row in grouped.iterator(chunk_size=INSERT_BATCH):
+        fields = {name[2:]: value or 0 for name, value in row.items() if name.startswith("n_")}
+        yield UsageRollup(
+            connector_id=row["connector_id"],
+            bucket=row["rollup_bucket"],
+            model=(row["rollup_model"] or "")[:255],
+            user_name=row["user_name"],
+            outcome=row["outcome"],
+            **fields,
+        )
+
+
+def _lock_rollups_against_writers() -> None:
+    """Hold off usage.recording's upserts until this transaction ends (readers are not blocked).
+
+    Without it, an event committed between this chunk's DELETE and its INSERT would be counted twice or make
+    the INSERT fail on the unique key. On SQLite the IMMEDIATE transaction already holds the database's
+    write lock, which serialises writers the same way.
+    """
+    if connection.vendor == "postgresql":
+        table = connection.ops.quote_name(UsageRollup._meta.db_table)
+        with connection.cursor() as cursor:
+            cursor.execute(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")
+
+
+@dataclass
+class RebuildResult:
+    start: datetime | None
+    chunks: int = 0
+    events: int = 0
+    rollup_rows: int = 0
+
+
+def rebuild_rollups(
+    *,
+    connector_id: str | None = None,
+    chunk: timedelta = DEFAULT_CHUNK,
+    progress: Callable[[datetime, datetime, int], None] | None = None,
+) -> RebuildResult:
+    """Recompute the rollups from the events, one chunk of time per transaction.
+
+    Rebuilds from the hour of the oldest event on: rollups older than that summarise events that
+    ``prune_usage_events`` removed, and are kept. Each chunk replaces its rollup rows with the sums of its
+    events atomically, so the dashboards read correct numbers before, during and after a rebuild.
+    """
+    events = ExecutionEvent.objects.all()
+    rollups = UsageRollup.objects.all()
+    if connector_id is not None:
+        events = events.filter(connector_id=connector_id)
+        rollups = rollups.filter(connector_id=connector_id)
+    oldest = events.order_by("timestamp").values_list("timestamp", flat=True).first()
+    if oldest is None:
+        return RebuildResult(start=None)
+    start = floor_hour(oldest)
+    newest = max(
+        events.order_by("-timestamp").values_list("timestamp", flat=True).first(),
+        rollups.order_by("-bucket").values_list("bucket", flat=True).first() or start,
+    )
+    # The last chunk is open-ended, so events recorded while the rebuild runs land in a chunk either way.
+    stop = ceil_hour(newest + timedelta(microseconds=1))
+    result = RebuildResult(start=start)
+    chunk_start = start
+    while chunk_start < stop:
+        chunk_end = chunk_start + chunk
+        is_last = chunk_end >= stop
+        with transaction.atomic():
+            _lock_rollups_against_writers()
+            in_chunk = Q(timestamp__gte=chunk_start) if is_last else Q(timestamp__gte=chunk_start, timestamp__lt=chunk_end)
+            rollup_in_chunk = Q(bucket__gte=chunk_start) if is_last else Q(bucket__gte=chunk_start, bucket__lt=chunk_end)
+            rollups.filter(rollup_in_chunk).delete()
+            rows = list(rollup_rows_from_events(events.filter(in_chunk)))
+            UsageRollup.objects.bulk_create(rows, batch_size=INSERT_BATCH)
+        result.chunks += 1
+        result.rollup_rows += len(rows)
+        result.events += sum(row.requests for row in rows)
+        if progress is not None:
+            progress(chunk_start, chunk_end, len(rows))
+        chunk_start = chunk_end
+    return result
+
+
+def parse_age(raw: str) -> timedelta:
+    """``90d``, ``12h`` or ``2w`` as a timedelta; ValueError with a readable message otherwise."""
+    text = raw.strip().lower()
+    units = {"h": "hours", "d": "days", "w": "weeks"}
+    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit():
+        raise ValueError(f"{raw!r} is not an age such as 90d, 12h or 2w")
+    amount = int(text[:-1])
+    if amount <= 0:
+        raise ValueError("the age must be more than zero")
+    return timedelta(**{units[text[-1]]: amount})
+
+
+def prune_cutoff(now: datetime, older_than: timedelta) -> datetime:
+    # Whole hours only: the hour the cut-off falls in keeps all its events, so the rollup of every hour that
+    # still has events can be rebuilt exactly from them.
+    return floor_hour(now - older_than)
+
+
+def prune_events(cutoff: datetime, *, batch: int = PRUNE_BATCH) -> int:
+    """Delete raw events older than ``cutoff`` in batches (short transactions); rollups are kept. Returns the count."""
+    deleted = 0
+    old_events = ExecutionEvent.objects.filter(timestamp__lt=cutoff).order_by()
+    while True:
+        with transaction.atomic():
+            ids = list(old_events.values_list("id", flat=True)[:batch])
+            if not ids:
+                return deleted
+            count, _ = ExecutionEvent.objects.filter(id__in=ids).delete()
+        deleted += count

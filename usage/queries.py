@@ -1,0 +1,332 @@
+"""Reading usage: totals, series, per-user and per-model breakdowns for a range, from UsageRollup rows only.
+
+Raw events are read in exactly two places: the raw-event CSV export (``raw_events``) and, to name a connector
+that no longer exists, the newest event's ``connector_name`` (one indexed row).
+"""
+
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import islice
+
+from asgiref.sync import sync_to_async
+from django.db.models import Q, Sum
+
+from connectors.models import Connector
+from usage.models import LATENCY_BIN_BOUNDS_MS, LATENCY_BIN_COUNT, ExecutionEvent, Outcome, UsageRollup, latency_bin_field
+from usage.ranges import UsageRange
+
+BIN_FIELDS = tuple(latency_bin_field(i) for i in range(LATENCY_BIN_COUNT))
+TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
+DETAIL_FIELDS = ("cached_tokens", "reasoning_tokens", "estimated_requests", "duration_ms_sum")
+# How many users and models the breakdowns list by name; the rest are summed into one "others" row.
+BREAKDOWN_LIMIT = 25
+
+
+def percentile_ms(bins: list[int], quantile: float) -> float | None:
+    """The ``quantile`` (0..1) of durations summarised by latency histogram ``bins``, in milliseconds.
+
+    Exact to the bin: the value is interpolated linearly inside the bin that holds the rank. The last bin is
+    open-ended, so a percentile that falls in it is reported as its lower bound (30 s).
+    """
+    total = sum(bins)
+    if not total:
+        return None
+    rank = quantile * total
+    seen = 0
+    for index, count in enumerate(bins):
+        if count and seen + count >= rank:
+            lower = LATENCY_BIN_BOUNDS_MS[index - 1] if index else 0
+            if index == len(LATENCY_BIN_BOUNDS_MS):
+                return float(lower)
+            upper = LATENCY_BIN_BOUNDS_MS[index]
+            return lower + (upper - lower) * (rank - seen) / count
+        seen += count
+    return None  # unreachable: the loop always reaches the rank
+
+
+@dataclass
+class UsageSums:
+    """Sums over a set of rollup rows: one bucket of the series, one user, one model, or the whole range."""
+
+    requests: int = 0
+    failures: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    estimated_requests: int = 0
+    duration_ms_sum: float = 0.0
+    latency_bins: list[int] = field(default_factory=lambda: [0] * LATENCY_BIN_COUNT)
+
+    def add_row(self, row: dict) -> None:
+        """Add one row of ``_sum_expressions`` annotations (``sum_<field>`` keys; absent ones are skipped)."""
+        for name in ("requests", "failures", *TOKEN_FIELDS, *DETAIL_FIELDS):
+            value = row.get(f"sum_{name}")
+            if value:
+                setattr(self, name, getattr(self, name) + value)
+        if f"sum_{BIN_FIELDS[0]}" in row:
+            for index, name in enumerate(BIN_FIELDS):
+                self.latency_bins[index] += row[f"sum_{name}"] or 0
+
+    def add(self, other: "UsageSums") -> None:
+        for name in ("requests", "failures", *TOKEN_FIELDS, *DETAIL_FIELDS):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.latency_bins = [a + b for a, b in zip(self.latency_bins, other.latency_bins, strict=True)]
+
+    @property
+    def successes(self) -> int:
+        return self.requests - self.failures
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.failures / self.requests if self.requests else None
+
+    @property
+    def mean_duration_ms(self) -> float | None:
+        return self.duration_ms_sum / self.requests if self.requests else None
+
+    @property
+    def p50_ms(self) -> float | None:
+        return percentile_ms(self.latency_bins, 0.50)
+
+    @property
+    def p95_ms(self) -> float | None:
+        return percentile_ms(self.latency_bins, 0.95)
+
+    @property
+    def p99_ms(self) -> float | None:
+        return percentile_ms(self.latency_bins, 0.99)
+
+    def api_dict(self) -> dict[str, int]:
+        return {
+            "requests": self.requests,
+            "failures": self.failures,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
+
+@dataclass
+class SeriesPoint:
+    bucket: datetime  # aware, in the viewer's time zone
+    sums: UsageSums
+
+
+@dataclass
+class BreakdownRow:
+    key: str  # the user name or model; "" when the event had none
+    sums: UsageSums
+    is_others: bool = False
+
+
+@dataclass
+class UsageReport:
+    """Everything a dashboard shows for one connector and range."""
+
+    connector_id: str
+    range: UsageRange
+    totals: UsageSums
+    series: list[SeriesPoint]
+    by_user: list[BreakdownRow]
+    by_model: list[BreakdownRow]
+
+    @property
+    def is_empty(self) -> bool:
+        return self.totals.requests == 0
+
+
+def _sum_expressions(fields: tuple[str, ...]) -> dict:
+    # Aliased: an annotation may not reuse a model field's name.
+    expressions = {f"sum_{name}": Sum(name) for name in fields}
+    expressions["sum_failures"] = Sum("requests", filter=Q(outcome=Outcome.FAILURE))
+    return expressions
+
+
+def _rollups(connector_id: str | None, usage_range: UsageRange):
+    rows = UsageRollup.objects.filter(bucket__gte=usage_range.start, bucket__lt=usage_range.end)
+    return rows if connector_id is None else rows.filter(connector_id=connector_id)
+
+
+def usage_series(connector_id: str, usage_range: UsageRange) -> list[SeriesPoint]:
+    """One point per bucket of the range, empty buckets included (so charts show gaps as zeros)."""
+    hourly = (
+        _rollups(connector_id, usage_range)
+        .order_by()
+        .values("bucket")
+        .annotate(**_sum_expressions(("requests", *TOKEN_FIELDS, *DETAIL_FIELDS, *BIN_FIELDS)))
+    )
+    # Grouped by UTC hour in SQL (at most 24 rows a day), folded into the viewer's buckets here: this keeps
+    # the SQL the same on every database and exact across DST changes.
+    points = {start: SeriesPoint(start, UsageSums()) for start in usage_range.bucket_starts()}
+    for row in hourly:
+        point = points.get(usage_range.bucket_of(row["bucket"]))
+        if point is not None:
+            point.sums.add_row(row)
+    return list(points.values())
+
+
+def usage_breakdown(connector_id: str, usage_range: UsageRange, dimension: str, *, limit: int | None = None) -> list[BreakdownRow]:
+    """Sums per ``dimension`` ("user_name" or "model"), largest total first; beyond ``limit``, one others row."""
+    if dimension not in ("user_name", "model"):
+        raise ValueError(f"cannot break usage down by {dimension!r}")
+    rows = (
+        _rollups(connector_id, usage_range)
+        .order_by()
+        .values(dimension)
+        .annotate(**_sum_expressions(("requests", *TOKEN_FIELDS)))
+    )
+    breakdown = []
+    for row in rows:
+        sums = UsageSums()
+        sums.add_row(row)
+        breakdown.append(BreakdownRow(row[dimension], sums))
+    breakdown.sort(key=lambda item: (-item.sums.total_tokens, -item.sums.requests, item.key))
+    if limit is not None and len(breakdown) > limit:
+        others = BreakdownRow(f"{len(breakdown) - limit + 1} others", UsageSums(), is_others=True)
+        for item in breakdown[limit - 1 :]:
+            others.sums.add(item.sums)
+        breakdown = breakdown[: limit - 1] + [others]
+    return breakdown
+
+
+def connector_usage(connector_id: str, usage_range: UsageRange, *, breakdown_limit: int | None = None) -> UsageReport:
+    """The report behind a connector's dashboard, its CSV export and its JSON endpoint."""
+    series = usage_series(connector_id, usage_range)
+    totals = UsageSums()
+    for point in series:
+        totals.add(point.sums)
+    return UsageReport(
+        connector_id=connector_id,
+        range=usage_range,
+        totals=totals,
+        series=series,
+        by_user=usage_breakdown(connector_id, usage_range, "user_name", limit=breakdown_limit),
+        by_model=usage_breakdown(connector_id, usage_range, "model", limit=breakdown_limit),
+    )
+
+
+@dataclass
+class ConnectorRef:
+    """A connector as the usage pages know it: a live one, or one that was deleted but left usage behind."""
+
+    id: str
+    name: str
+    connector: Connector | None = None
+
+    @property
+    def deleted(self) -> bool:
+        return self.connector is None
+
+
+def _name_from_events(connector_id: str) -> str | None:
+    # The newest event carries the latest name; served by the (connector_id, timestamp) index.
+    return (
+        ExecutionEvent.objects.filter(connector_id=connector_id)
+        .order_by("-timestamp")
+        .values_list("connector_name", flat=True)
+        .first()
+    )
+
+
+def find_connector(connector_id: str) -> ConnectorRef | None:
+    """The connector of a usage URL: live, or deleted with events or rollups left; None when neither exists."""
+    connector = Connector.objects.find(connector_id)
+    if connector is not None:
+        return ConnectorRef(connector.pk, connector.name, connector)
+    name = _name_from_events(connector_id)
+    if name is not None:
+        return ConnectorRef(connector_id, name)
+    if UsageRollup.objects.filter(connector_id=connector_id).exists():
+        # Its events were pruned; the rollups are all that is left, without a name.
+        return ConnectorRef(connector_id, connector_id)
+    return None
+
+
+@dataclass
+class OverviewRow:
+    connector: ConnectorRef
+    sums: UsageSums
+
+
+def usage_overview(usage_range: UsageRange) -> list[OverviewRow]:
+    """Every connector (live ones even without usage, deleted ones with usage in the range) with its totals."""
+    rows = (
+        _rollups(None, usage_range)
+        .order_by()
+        .values("connector_id")
+        .annotate(**_sum_expressions(("requests", *TOKEN_FIELDS, *DETAIL_FIELDS, *BIN_FIELDS)))
+    )
+    sums_by_id: dict[str, UsageSums] = {}
+    for row in rows:
+        sums = sums_by_id.setdefault(row["connector_id"], UsageSums())
+        sums.add_row(row)
+    overview = [
+        OverviewRow(ConnectorRef(c.pk, c.name, c), sums_by_id.pop(c.pk, UsageSums()))
+        for c in Connector.objects.with_preconfigured()
+    ]
+    for connector_id, sums in sorted(sums_by_id.items()):
+        overview.append(OverviewRow(ConnectorRef(connector_id, _name_from_events(connector_id) or connector_id), sums))
+    return overview
+
+
+RAW_EVENT_COLUMNS = (
+    "timestamp",
+    "connector_id",
+    "connector_name",
+    "user_name",
+    "source",
+    "sub_action",
+    "outcome",
+    "duration_ms",
+    "upstream_status",
+    "requested_model",
+    "response_model",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "usage_source",
+    "error_message",
+    "request_bytes",
+    "response_bytes",
+)
+RAW_EVENT_CHUNK = 2000
+
+
+def _raw_events_queryset(connector_id: str, usage_range: UsageRange):
+    return (
+        ExecutionEvent.objects.filter(
+            connector_id=connector_id, timestamp__gte=usage_range.start, timestamp__lt=usage_range.end
+        )
+        .order_by("timestamp", "id")
+        .values_list(*RAW_EVENT_COLUMNS)
+    )
+
+
+def raw_events(connector_id: str, usage_range: UsageRange) -> Iterator[tuple]:
+    """The range's events, oldest first, fetched in chunks (a server-side cursor on PostgreSQL)."""
+    return _raw_events_queryset(connector_id, usage_range).iterator(chunk_size=RAW_EVENT_CHUNK)
+
+
+async def araw_events(connector_id: str, usage_range: UsageRange) -> AsyncIterator[tuple]:
+    """``raw_events`` for ASGI, where a synchronous iterator would be read whole into memory before sending.
+
+    Not QuerySet.aiterator(): for values_list() querysets it runs the query in the event loop's thread
+    (SynchronousOnlyOperation). The lazy synchronous iterator is advanced one chunk at a time in the
+    thread that owns the connection instead.
+    """
+    rows = raw_events(connector_id, usage_range)
+    while True:
+        chunk = await sync_to_async(_next_chunk)(rows)
+        for row in chunk:
+            yield row
+        if len(chunk) < RAW_EVENT_CHUNK:
+            return
+
+
+def _next_chunk(rows: Iterator[tuple]) -> list[tuple]:
+    return list(islice(rows, RAW_EVENT_CHUNK))

@@ -1,0 +1,30 @@
+"""Number formats for the usage pages (django.contrib.humanize is not installed, and these are all we need)."""
+
+from django import template
+
+register = template.Library()
+
+
+@register.filter
+def thousands(value) -> str:
+    """12345678 -> 12,345,678."""
+    if value is None or value == "":
+        return "—"
+    return f"{value:,}"
+
+
+@register.filter
+def duration_ms(value) -> str:
+    """A duration in ms, in ms below ten seconds and in seconds above; — when there is none."""
+    if value is None:
+        return "—"
+    if value >= 10_000:
+        return f"{value / 1000:,.1f} s"
+    return f"{value:,.0f} ms"
+
+
+@register.filter
+def percent(value) -> str:
+    if value is None:
+        return "—"
+    return f"{value * 100:.2f} %"
