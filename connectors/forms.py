@@ -44,6 +44,10 @@ class ConnectorForm(forms.ModelForm):
             "provider": forms.Select(attrs={"data-provider-select": ""}),
             "api_url": forms.URLInput(attrs={"spellcheck": "false"}),
         }
+        help_texts = {
+            "api_url": "The full chat completions URL; choosing a provider fills in its usual shape.",
+            "default_model": "Used when a request names no model. OpenAI: gpt-4o when empty. Required for Other.",
+        }
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
