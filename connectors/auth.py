@@ -8,12 +8,14 @@ permissions change; other worker processes drop it when it expires. API keys are
 revoked key is dropped the same way.
 """
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import secrets
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
@@ -46,6 +48,8 @@ class _Entry:
 _cache: dict[bytes, _Entry] = {}
 _lock = threading.Lock()
 _api_key_last_written: dict[int, float] = {}
+_verifying: dict[bytes, Future] = {}  # Basic verifications in progress, by cache key
+_VERIFICATION_FAILED = object()
 
 
 def _cache_key(kind: str, *parts: str) -> bytes:
@@ -118,10 +122,34 @@ async def authenticate_basic(username: str, password: str):
     entry = _cached(key)
     if entry is not None:
         return entry.user
-    user = await sync_to_async(_verify_basic)(username, password)
+    # One verification per credential at a time: when a script's first burst of calls (hundreds at once) arrives
+    # with a cold cache, one of them runs the hasher and the others wait for its result, instead of each running
+    # it in turn (hundreds of times 0.5 s).
+    with _lock:
+        verification = _verifying.get(key)
+        leader = verification is None
+        if leader:
+            verification = _verifying[key] = Future()
+    if leader:
+        try:
+            user = await sync_to_async(_verify_basic)(username, password)
+            if user is not None:
+                _remember(key, user)
+            verification.set_result(user)
+        except BaseException:
+            verification.set_result(_VERIFICATION_FAILED)
+            raise
+        finally:
+            with _lock:
+                _verifying.pop(key, None)
+    else:
+        user = await asyncio.shield(asyncio.wrap_future(verification))
+        if user is _VERIFICATION_FAILED:  # the leading request failed or was cancelled: verify on our own
+            user = await sync_to_async(_verify_basic)(username, password)
+            if user is not None:
+                _remember(key, user)
     if user is None:
         raise NotAuthenticated("Invalid username or password.")
-    _remember(key, user)
     return user
 
 

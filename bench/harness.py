@@ -1,0 +1,219 @@
+"""What every benchmark starts and tears down: a PostgreSQL bench database, the upstream, the app under uvicorn.
+
+The app runs with the production settings (DEBUG off, SECRET_KEY and CONNECTORS_ENCRYPTION_KEYS set, the event
+log on PostgreSQL) in its own processes; the benchmark process only generates load and reads the results.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+POSTGRES_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[0]} exited with {process.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on port {port} after {timeout} s")
+
+
+def stop(process: subprocess.Popen, timeout: float = 20) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except FileNotFoundError:
+        pass
+    return 0
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+@contextmanager
+def bench_database():
+    """A fresh PostgreSQL database for one run; dropped afterwards. Yields its DATABASE_URL."""
+    import psycopg
+
+    name = f"bench_{uuid.uuid4().hex[:10]}"
+    admin_url = POSTGRES_ADMIN_URL.replace("postgres://", "postgresql://", 1)
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def app_environment(database_url: str, extra: dict | None = None) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_"))}
+    env.update(
+        ENV_FILE="",
+        DEBUG="false",
+        SECRET_KEY="bench-" + uuid.uuid4().hex,
+        CONNECTORS_ENCRYPTION_KEYS="p6S0Bi6Mn5mDNjsC5nWxGZA0Y0pvjW2sJqHjeIuQoxo=",
+        DATABASE_URL=database_url,
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        LOG_LEVEL="WARNING",
+        PYTHONPATH=str(ROOT),
+    )
+    env.update(extra or {})
+    return env
+
+
+@dataclass
+class Stack:
+    """A running bench setup: upstream, app, credentials."""
+
+    upstream_port: int
+    app_port: int
+    database_url: str
+    seed: dict
+    app: subprocess.Popen | None = None
+    upstream: subprocess.Popen | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def basic_header(self) -> str:
+        raw = f"{self.seed['username']}:{self.seed['password']}".encode()
+        return "Basic " + base64.b64encode(raw).decode()
+
+    @property
+    def api_key_header(self) -> str:
+        return "ApiKey " + self.seed["api_key"]
+
+    def connector(self, scenario: str) -> str:
+        return self.seed["connectors"][scenario]
+
+    def server_rss_kib(self) -> int:
+        """Resident memory of the app's worker processes (the master only supervises), summed."""
+        workers = children(self.app.pid) or [self.app.pid]
+        return sum(rss_kib(pid) for pid in workers)
+
+    def count_events(self, connector_id: str | None = None) -> int:
+        import psycopg
+
+        with psycopg.connect(self.database_url.replace("postgres://", "postgresql://", 1)) as conn:
+            if connector_id is None:
+                return conn.execute("SELECT count(*) FROM usage_executionevent").fetchone()[0]
+            return conn.execute(
+                "SELECT count(*) FROM usage_executionevent WHERE connector_id = %s", (connector_id,)
+            ).fetchone()[0]
+
+    def count_rollup_requests(self, connector_id: str) -> int:
+        import psycopg
+
+        with psycopg.connect(self.database_url.replace("postgres://", "postgresql://", 1)) as conn:
+            value = conn.execute(
+                "SELECT coalesce(sum(requests), 0) FROM usage_usagerollup WHERE connector_id = %s", (connector_id,)
+            ).fetchone()[0]
+            return int(value)
+
+
+def start_upstream(port: int, kind: str = "fast") -> subprocess.Popen:
+    module = ["-m", "bench.upstream", "--port", str(port)] if kind == "fast" else ["-m", "tests.fake_openai", str(port)]
+    process = subprocess.Popen([PYTHON, *module], cwd=ROOT, stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    wait_for_port(port, process)
+    return process
+
+
+def start_app(port: int, env: dict, workers: int = 2) -> subprocess.Popen:
+    command = [
+        str(Path(PYTHON).parent / "uvicorn"), "connectors_admin.asgi:application",
+        "--host", "127.0.0.1", "--port", str(port),
+        "--workers", str(workers), "--loop", "uvloop", "--http", "httptools",
+        "--no-access-log", "--log-level", "warning", "--backlog", "4096",
+        "--timeout-graceful-shutdown", "10",
+    ]
+    process = subprocess.Popen(command, cwd=ROOT, env=env)
+    wait_for_port(port, process, timeout=60)
+    # Every worker must be up (each listens on the shared socket): wait until the master has them all.
+    deadline = time.monotonic() + 30
+    while len(children(process.pid)) < (workers if workers > 1 else 0) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # let the workers finish importing Django
+    return process
+
+
+@contextmanager
+def stack(scenarios: list[str], *, workers: int = 2, upstream: str = "fast", app_env: dict | None = None):
+    """Start everything for ``scenarios``; yields a Stack; stops everything and drops the database."""
+    with ExitStack() as stack_:
+        database_url = stack_.enter_context(bench_database())
+        env = app_environment(database_url, app_env)
+        subprocess.run([PYTHON, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=ROOT, env=env, check=True)
+        upstream_port = free_port()
+        upstream_process = start_upstream(upstream_port, upstream)
+        stack_.callback(stop, upstream_process)
+        seed_output = subprocess.run(
+            [PYTHON, "-m", "bench.seed", f"http://127.0.0.1:{upstream_port}", *scenarios],
+            cwd=ROOT, env=env, check=True, capture_output=True, text=True,
+        ).stdout
+        seed = json.loads(seed_output.strip().splitlines()[-1])
+        app_port = free_port()
+        app = start_app(app_port, env, workers)
+        stack_.callback(stop, app)
+        yield Stack(upstream_port, app_port, database_url, seed, app=app, upstream=upstream_process)
+
+
+def execute_body(message: str = "Hello world") -> bytes:
+    body = json.dumps({"messages": [{"role": "user", "content": message}]})
+    return json.dumps({"params": {"subAction": "run", "subActionParams": {"body": body}}}).encode()
+
+
+def chat_body(message: str = "Hello world", stream: bool = False) -> bytes:
+    payload = {"model": "gpt-4o", "messages": [{"role": "user", "content": message}]}
+    if stream:
+        payload["stream"] = True
+    return json.dumps(payload).encode()
+
+
+def machine_description() -> str:
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kib = next(int(l.split()[1]) for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal"))
+    return f"{os.cpu_count()} CPUs ({cpu}), {mem_kib / 1024 / 1024:.1f} GiB RAM, Python {sys.version.split()[0]}"

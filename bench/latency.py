@@ -1,0 +1,150 @@
+"""Added latency of the gateway: sequential keep-alive requests, gateway vs direct to the same upstream, interleaved.
+
+Each round sends one request to every target in turn (each target on its own kept-alive connection), so slow
+phases of the machine hit all targets alike. "Added" is the gateway's percentile minus the direct percentile.
+
+Targets: ``direct`` (the upstream itself), ``execute-basic`` and ``execute-apikey`` (``_execute`` run with
+HTTP Basic / an API key), ``openai`` (``POST /api/openai/<id>/v1/chat/completions`` with a Bearer key, when the
+endpoint exists), and ``litellm`` (LiteLLM's proxy against the same upstream, with ``--litellm PATH``).
+
+Example: ``python -m bench.latency --rounds 2000``  (about 1 minute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from bench import harness
+from bench.loadgen import Connection, install_uvloop, percentile, print_table
+
+
+def start_litellm(litellm_bin: str, upstream_port: int) -> tuple[subprocess.Popen, int, Path]:
+    workdir = Path(tempfile.mkdtemp(prefix="litellm-bench-"))
+    config = workdir / "config.yaml"
+    config.write_text(
+        "model_list:\n"
+        "  - model_name: gpt-4o\n"
+        "    litellm_params:\n"
+        "      model: openai/gpt-4o\n"
+        f"      api_base: http://127.0.0.1:{upstream_port}/ok/v1\n"
+        "      api_key: sk-bench-upstream-key\n"
+        "litellm_settings:\n"
+        "  telemetry: false\n"
+    )
+    port = harness.free_port()
+    env = {
+        **os.environ,
+        # Offline: the model cost map ships in the package; no telemetry; no database.
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "LITELLM_TELEMETRY": "False",
+        "NO_DOCS": "True",
+    }
+    env.pop("DATABASE_URL", None)
+    process = subprocess.Popen(
+        [litellm_bin, "--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"],
+        cwd=workdir, env=env, stdout=open(workdir / "litellm.log", "wb"), stderr=subprocess.STDOUT,
+    )
+    harness.wait_for_port(port, process, timeout=120)
+    return process, port, workdir
+
+
+async def measure(targets: dict[str, tuple[int, str, bytes, dict]], rounds: int, warmup: int) -> dict[str, list[float]]:
+    connections = {name: await Connection("127.0.0.1", port).open() for name, (port, *_rest) in targets.items()}
+    samples: dict[str, list[float]] = {name: [] for name in targets}
+    for round_index in range(warmup + rounds):
+        for name, (_port, path, body, headers) in targets.items():
+            response = await connections[name].request("POST", path, body, headers)
+            if response.status != 200 or b'"status":"error"' in response.body.replace(b" ", b""):
+                raise SystemExit(f"{name}: HTTP {response.status}: {response.body[:300]!r}")
+            if round_index >= warmup:
+                samples[name].append(response.elapsed * 1000)
+    for connection in connections.values():
+        await connection.close()
+    return samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=2000, help="measured rounds (each: one request per target)")
+    parser.add_argument("--warmup", type=int, default=200, help="unmeasured rounds first")
+    parser.add_argument("--workers", type=int, default=2, help="uvicorn workers")
+    parser.add_argument("--litellm", metavar="PATH", help="the litellm executable (its proxy), to measure side by side")
+    parser.add_argument("--json", metavar="FILE", help="also write the raw percentiles here")
+    args = parser.parse_args()
+    install_uvloop()
+
+    with harness.stack(["ok"], workers=args.workers) as stack:
+        connector = stack.connector("ok")
+        upstream_path = "/ok/v1/chat/completions"
+        json_headers = {"Content-Type": "application/json"}
+        targets = {
+            "direct": (stack.upstream_port, upstream_path, harness.chat_body(), json_headers),
+            "execute-basic": (stack.app_port, f"/api/actions/connector/{connector}/_execute", harness.execute_body(),
+                              {**json_headers, "Authorization": stack.basic_header, "kbn-xsrf": "true"}),
+            "execute-apikey": (stack.app_port, f"/api/actions/connector/{connector}/_execute", harness.execute_body(),
+                               {**json_headers, "Authorization": stack.api_key_header, "kbn-xsrf": "true"}),
+        }
+        openai_path = f"/api/openai/{connector}/v1/chat/completions"
+        openai_headers = {**json_headers, "Authorization": "Bearer " + stack.seed["api_key"]}
+        probe = asyncio.run(_probe(stack.app_port, openai_path, openai_headers))
+        if probe == 200:
+            targets["openai"] = (stack.app_port, openai_path, harness.chat_body(), openai_headers)
+        else:
+            print(f"OpenAI-compatible endpoint answered HTTP {probe}: not measured")
+        litellm = None
+        if args.litellm:
+            litellm, litellm_port, workdir = start_litellm(args.litellm, stack.upstream_port)
+            targets["litellm"] = (litellm_port, "/v1/chat/completions", harness.chat_body(),
+                                  {**json_headers, "Authorization": "Bearer sk-anything"})
+        try:
+            started = time.perf_counter()
+            samples = asyncio.run(measure(targets, args.rounds, args.warmup))
+            wall = time.perf_counter() - started
+        finally:
+            if litellm is not None:
+                harness.stop(litellm)
+        events = stack.count_events(connector)
+
+    direct = samples["direct"]
+    d50, d99 = percentile(direct, 0.5), percentile(direct, 0.99)
+    rows, results = [], {}
+    for name, values in samples.items():
+        p50, p90, p99 = percentile(values, 0.5), percentile(values, 0.9), percentile(values, 0.99)
+        added50 = p50 - d50 if name != "direct" else 0.0
+        added99 = p99 - d99 if name != "direct" else 0.0
+        rows.append([name, len(values), p50, p90, p99, added50, added99])
+        results[name] = {"p50": p50, "p90": p90, "p99": p99, "added_p50": added50, "added_p99": added99}
+    print(harness.machine_description())
+    print_table(
+        f"Sequential keep-alive latency, ms ({args.rounds} rounds after {args.warmup} warm-up, {args.workers} workers, "
+        f"{wall:.1f} s)",
+        ["target", "n", "p50", "p90", "p99", "added p50", "added p99"],
+        rows,
+    )
+    if "litellm" in results:
+        gateway = results["execute-basic"]["added_p50"]
+        print(f"LiteLLM added p50 / gateway (execute-basic) added p50 = {results['litellm']['added_p50'] / gateway:.1f}x")
+    expected = (args.rounds + args.warmup) * 2 + (1 if probe == 200 else 0) * 0
+    print(f"events recorded for the _execute connector: {events} (expected {expected} from _execute"
+          f"{' + the OpenAI endpoint' if probe == 200 else ''})")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+async def _probe(port: int, path: str, headers: dict) -> int:
+    connection = await Connection("127.0.0.1", port).open()
+    try:
+        return (await connection.request("POST", path, harness.chat_body(), headers)).status
+    finally:
+        await connection.close()
+
+
+if __name__ == "__main__":
+    main()
