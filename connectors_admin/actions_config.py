@@ -8,7 +8,9 @@ that settings.py can use it; a malformed file raises ``ActionsConfigError`` nami
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import ssl as stdlib_ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,15 +99,23 @@ def parse_actions_config(raw: Any) -> ActionsConfig:
         raise ActionsConfigError("the file must hold a mapping of settings")
     tree = _expand_dotted_keys(raw)
     if "xpack" in tree:
-        tree = _mapping(tree["xpack"], "xpack").get("actions", {})
-        tree = _mapping(tree, "xpack.actions")
+        xpack = _mapping(tree.pop("xpack"), "xpack")
+        others = sorted(set(xpack) - {"actions"})
+        if others:
+            raise ActionsConfigError(f"only xpack.actions settings belong here, not xpack.{others[0]}")
+        nested = _mapping(xpack.get("actions") or {}, "xpack.actions")
+        both = sorted(set(tree) & set(nested))
+        if both:
+            raise ActionsConfigError(f"{both[0]} is set both at the top level and under xpack.actions")
+        tree = {**tree, **nested}
     known = {
         "allowedHosts", "proxyUrl", "proxyHeaders", "proxyBypassHosts", "proxyOnlyHosts", "ssl",
         "customHostSettings", "maxResponseContentLength", "responseTimeout", "preconfigured",
+        "rejectUnauthorized", "proxyRejectUnauthorizedCertificates",
         # Kibana keys that exist but mean nothing here are accepted so a kibana.yml section loads as is.
-        "enabledActionTypes", "preconfiguredAlertHistoryEsIndex", "rejectUnauthorized",
-        "proxyRejectUnauthorizedCertificates", "microsoftGraphApiUrl", "email", "webhook", "enableFooterInEmail",
-        "run", "queued", "usage", "maxAttempts",
+        "enabled", "enabledActionTypes", "preconfiguredAlertHistoryEsIndex", "microsoftGraphApiUrl",
+        "microsoftGraphApiScope", "microsoftExchangeUrl", "email", "webhook", "enableFooterInEmail", "run",
+        "queued", "usage", "maxAttempts",
     }
     unknown = sorted(set(tree) - known)
     if unknown:
@@ -118,18 +128,25 @@ def parse_actions_config(raw: Any) -> ActionsConfig:
     proxy_url = tree.get("proxyUrl") or ""
     if proxy_url:
         _check_url(proxy_url, "proxyUrl")
-    ssl = _mapping(tree.get("ssl", {}), "ssl")
+    ssl = _mapping(tree.get("ssl") or {}, "ssl")
     for key in ssl:
         if key not in ("verificationMode", "proxyVerificationMode"):
             raise ActionsConfigError(f"unknown setting: ssl.{key}")
+    # Kibana 7's booleans, replaced by the ssl.* modes in Kibana 8; honoured when the mode itself is not set.
+    verification_default = "none" if _flag(tree, "rejectUnauthorized") is False else "full"
+    proxy_verification_default = "none" if _flag(tree, "proxyRejectUnauthorizedCertificates") is False else "full"
     return ActionsConfig(
         allowed_hosts=_allowed_hosts(tree.get("allowedHosts", ["*"])),
         proxy_url=proxy_url,
-        proxy_headers=tuple(_string_map(tree.get("proxyHeaders") or {}, "proxyHeaders").items()),
+        proxy_headers=tuple(_header_map(tree.get("proxyHeaders") or {}, "proxyHeaders").items()),
         proxy_bypass_hosts=bypass,
         proxy_only_hosts=only,
-        ssl=TLSSettings(verification_mode=_mode(ssl.get("verificationMode", "full"), "ssl.verificationMode")),
-        proxy_verification_mode=_mode(ssl.get("proxyVerificationMode", "full"), "ssl.proxyVerificationMode"),
+        ssl=TLSSettings(
+            verification_mode=_mode(ssl.get("verificationMode", verification_default), "ssl.verificationMode")
+        ),
+        proxy_verification_mode=_mode(
+            ssl.get("proxyVerificationMode", proxy_verification_default), "ssl.proxyVerificationMode"
+        ),
         custom_host_settings=_custom_host_settings(tree.get("customHostSettings") or []),
         max_response_content_length=parse_byte_size(
             tree.get("maxResponseContentLength", DEFAULT_MAX_RESPONSE_BYTES), "maxResponseContentLength"
@@ -158,29 +175,42 @@ def parse_duration_seconds(value: Any, name: str) -> float:
         raise ActionsConfigError(f"{name} must be a duration such as 60s")
     if isinstance(value, (int, float)) and value > 0:
         return value / 1000
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", str(value).lower())
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*", str(value).lower())
     if not match or float(match.group(1)) <= 0:
         raise ActionsConfigError(f"{name} must be a duration such as 60s, got {value!r}")
-    units = {None: 0.001, "ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    units = {None: 0.001, "ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
     return float(match.group(1)) * units[match.group(2)]
 
 
-def _expand_dotted_keys(tree: dict) -> dict:
+# Maps whose keys are names chosen by the user (connector ids, header names), which may hold dots themselves.
+_FREE_FORM_MAPS = ("preconfigured", "proxyHeaders")
+
+
+def _expand_dotted_keys(tree: dict, prefix: str = "") -> dict:
+    """``{"a.b": 1, "a": {"c": 2}}`` becomes ``{"a": {"b": 1, "c": 2}}``, however the spellings are mixed."""
     expanded: dict = {}
     for key, value in tree.items():
-        if isinstance(value, dict):
-            value = _expand_dotted_keys(value)
         parts = str(key).split(".")
-        node = expanded
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ActionsConfigError(f"setting {key} clashes with another setting")
-        if isinstance(node.get(parts[-1]), dict) and isinstance(value, dict):
-            node[parts[-1]].update(value)
-        else:
-            node[parts[-1]] = value
+        if isinstance(value, dict) and parts[-1] not in _FREE_FORM_MAPS:
+            value = _expand_dotted_keys(value, f"{prefix}{key}.")
+        _merge(expanded, parts, value, prefix + str(key))
     return expanded
+
+
+def _merge(tree: dict, parts: list[str], value: Any, name: str) -> None:
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ActionsConfigError(f"setting {name} clashes with another setting")
+    last = parts[-1]
+    if last not in node:
+        node[last] = value
+    elif isinstance(node[last], dict) and isinstance(value, dict):
+        for key, inner in value.items():
+            _merge(node[last], [key], inner, f"{name}.{key}")
+    else:
+        raise ActionsConfigError(f"setting {name} is given twice")
 
 
 def _mapping(value: Any, name: str) -> dict:
@@ -189,10 +219,21 @@ def _mapping(value: Any, name: str) -> dict:
     return value
 
 
-def _string_map(value: Any, name: str) -> dict[str, str]:
+def _header_map(value: Any, name: str) -> dict[str, str]:
     if not isinstance(value, dict) or not all(isinstance(v, (str, int, float)) for v in value.values()):
-        raise ActionsConfigError(f"{name} must map names to strings")
-    return {str(k): str(v) for k, v in value.items()}
+        raise ActionsConfigError(f"{name} must map header names to strings")
+    headers = {str(k): str(v) for k, v in value.items()}
+    for header, text in headers.items():
+        if not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", header) or any(c in text for c in "\r\n\0"):
+            raise ActionsConfigError(f"{name}: {header!r} is not a valid header name or its value holds a line break")
+    return headers
+
+
+def _flag(tree: dict, name: str) -> bool | None:
+    value = tree.get(name)
+    if value is not None and not isinstance(value, bool):
+        raise ActionsConfigError(f"{name} must be true or false")
+    return value
 
 
 def _host_set(value: Any, name: str) -> frozenset[str]:
@@ -204,11 +245,22 @@ def _host_set(value: Any, name: str) -> frozenset[str]:
 
 
 def _allowed_hosts(value: Any) -> tuple[str, ...]:
-    hosts = _host_set(value, "allowedHosts")
-    for host in hosts:
-        if host != "*" and ("/" in host or ":" in host):
+    hosts = set()
+    for host in _host_set(value, "allowedHosts"):
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]  # an IPv6 address as written in a URL; URLs' hostnames come without brackets
+        if host != "*" and ("/" in host or (":" in host and not _is_ip_address(host))):
             raise ActionsConfigError(f"allowedHosts takes hostnames without scheme or port, got {host!r}")
+        hosts.add(host)
     return tuple(sorted(hosts))
+
+
+def _is_ip_address(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _mode(value: Any, name: str) -> str:
@@ -230,18 +282,29 @@ def _custom_host_settings(value: Any) -> tuple[CustomHostSetting, ...]:
     for index, entry in enumerate(value):
         name = f"customHostSettings[{index}]"
         entry = _mapping(entry, name)
+        unknown = sorted(set(entry) - {"url", "ssl", "smtp"})
+        if unknown:
+            raise ActionsConfigError(f"unknown setting: {name}.{unknown[0]}")
         _check_url(entry.get("url"), f"{name}.url")
         parts = urlsplit(entry["url"])
         ssl = _mapping(entry.get("ssl") or {}, f"{name}.ssl")
+        unknown = sorted(set(ssl) - {"verificationMode", "certificateAuthoritiesFiles", "certificateAuthoritiesData"})
+        if unknown:
+            raise ActionsConfigError(f"unknown setting: {name}.ssl.{unknown[0]}")
         files = ssl.get("certificateAuthoritiesFiles") or []
         if isinstance(files, str):
             files = [files]
+        if not isinstance(files, list) or not all(isinstance(path, str) for path in files):
+            raise ActionsConfigError(f"{name}.ssl.certificateAuthoritiesFiles must be a list of file paths")
         for path in files:
             if not Path(path).is_file():
                 raise ActionsConfigError(f"{name}.ssl.certificateAuthoritiesFiles: no such file {path}")
+            _check_certificates(f"{name}.ssl.certificateAuthoritiesFiles", cafile=path)
         data = ssl.get("certificateAuthoritiesData") or ""
-        if data and "BEGIN CERTIFICATE" not in data:
+        if not isinstance(data, str) or (data and "BEGIN CERTIFICATE" not in data):
             raise ActionsConfigError(f"{name}.ssl.certificateAuthoritiesData must hold PEM certificates")
+        if data:
+            _check_certificates(f"{name}.ssl.certificateAuthoritiesData", cadata=data)
         mode = ssl.get("verificationMode", "full")
         settings.append(
             CustomHostSetting(
@@ -256,6 +319,15 @@ def _custom_host_settings(value: Any) -> tuple[CustomHostSetting, ...]:
             )
         )
     return tuple(settings)
+
+
+def _check_certificates(name: str, **source: str) -> None:
+    """Load the CA certificates now, so a broken file fails at start-up and not on the first request."""
+    try:
+        stdlib_ssl.create_default_context().load_verify_locations(**source)
+    except (stdlib_ssl.SSLError, ValueError, OSError) as exc:
+        where = f" ({source['cafile']})" if "cafile" in source else ""
+        raise ActionsConfigError(f"{name}{where} holds no usable PEM certificate: {exc}") from None
 
 
 def _preconfigured(value: Any) -> dict[str, dict[str, Any]]:
