@@ -222,6 +222,16 @@ async def execute_connector(request, connector_id: str):
         # Still an execution attempt: record it, then answer as Kibana does (HTTP 400 outside the envelope).
         await execute(connector, None, user=request.user, source=Source.API, request_bytes=_declared_length(request))
         return error_response(exc.status, exc.message)
+    # Imported here so that this function's change stays within it (the module's imports belong to the CRUD work).
+    from connectors.execution import wants_stream
+    from connectors.streaming import sse_response, start_execute_stream
+
+    if wants_stream(body["params"]):
+        stream = await start_execute_stream(
+            connector, body["params"], user=request.user, source=Source.API, request_bytes=_declared_length(request)
+        )
+        # A failure before the first byte is answered like a non-streamed one: HTTP 200 with the error envelope.
+        return JsonResponse(stream.envelope()) if stream.failure else sse_response(stream.relay())
     execution = await execute(
         connector, body["params"], user=request.user, source=Source.API, request_bytes=_declared_length(request)
     )

@@ -5,6 +5,7 @@ Every execution, whatever happens, ends in exactly one ``ExecutionEvent`` writte
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -60,7 +61,8 @@ def error_envelope(connector_id: str, message: str, service_message: str | None 
     return envelope
 
 
-def _timeout_ms(sub_params: dict) -> float | None:
+def call_timeout_ms(sub_params: dict) -> float | None:
+    """The per-call ``timeout`` (ms) of subActionParams, or None; ParamsError when it is not a positive number."""
     timeout = sub_params.get("timeout")
     if timeout is None:
         return None
@@ -110,6 +112,17 @@ def _type_name(value: Any) -> str:
     return {dict: "Object", list: "Array", bool: "boolean", int: "number", float: "number"}.get(type(value), type(value).__name__)
 
 
+def wants_stream(params: Any) -> bool:
+    """Whether ``_execute`` params ask for a streamed answer: ``invokeStream``, or ``stream`` with ``stream: true``."""
+    if not isinstance(params, dict):
+        return False
+    sub_action = params.get("subAction")
+    sub_params = params.get("subActionParams")
+    return sub_action == "invokeStream" or (
+        sub_action == "stream" and isinstance(sub_params, dict) and sub_params.get("stream") is True
+    )
+
+
 def parse_params(connector: Connector, params: Any) -> tuple[str, dict, dict]:
     """(sub-action, subActionParams, chat body) from an ``_execute`` params object, or ParamsError."""
     if not isinstance(params, dict):
@@ -122,6 +135,11 @@ def parse_params(connector: Connector, params: Any) -> tuple[str, dict, dict]:
         raise ParamsError("error validating action params: [subActionParams]: expected an object")
     if sub_action in RUN_SUB_ACTIONS or sub_action == "stream":
         body = parse_body_param(sub_params)
+        if sub_action == "stream" and not isinstance(sub_params.get("stream", False), bool):
+            raise ParamsError(
+                "error validating action params: [subActionParams.stream]: expected value of type [boolean] but got "
+                f"[{_type_name(sub_params['stream'])}]"
+            )
     elif sub_action in ("invokeAI", "invokeStream"):
         body = invoke_body(sub_params)
     else:
@@ -129,7 +147,7 @@ def parse_params(connector: Connector, params: Any) -> tuple[str, dict, dict]:
             f'Sub action "{sub_action}" is not registered. Connector id: {connector.pk}. '
             f"Connector name: {connector.name}. Connector type: {CONNECTOR_TYPE_ID}"
         )
-    _timeout_ms(sub_params)
+    call_timeout_ms(sub_params)
     return sub_action, sub_params, body
 
 
@@ -231,7 +249,8 @@ async def _call_provider(connector: Connector, event: ExecutionEvent, sub_action
     if response.status >= 400:
         retry = response.status == 429 or response.status >= 500
         after = retry_after_seconds(response.headers) if retry else None
-        service_message = provider_error_message(response.status, response.body)
+        # A provider may echo the key it was sent; it must not reach the caller or the event log.
+        service_message = provider_error_message(response.status, scrub_secret(response.body, connector.api_key))
         if after is not None:
             service_message += f" (retry after {after:g} s)"
         event.error_message = service_message
@@ -276,7 +295,7 @@ async def execute(connector: Connector, params: Any, *, user, source: str, reque
         upstream = build_upstream_request(connector, body, stream=False)
         event.requested_model = upstream.requested_model
         event.request_bytes = len(upstream.body)
-        envelope, usage = await _call_provider(connector, event, sub_action, upstream, _timeout_ms(sub_params))
+        envelope, usage = await _call_provider(connector, event, sub_action, upstream, call_timeout_ms(sub_params))
     except ParamsError as exc:
         event.error_message = str(exc)
         envelope = error_envelope(str(connector.pk), str(exc), retry=False)
@@ -292,3 +311,117 @@ async def execute(connector: Connector, params: Any, *, user, source: str, reque
     await record_event(event)
     return Execution(connector=connector, envelope=envelope, event=event, usage=usage or {})
 
+
+
+async def record_rejection(connector: Connector, message: str, *, user, source: str, sub_action: str,
+                           request_bytes: int = 0) -> ExecutionEvent:
+    """Record an execution refused before it reached the provider (bad body or params): outcome failure."""
+    event = new_event(connector, user, source, sub_action)
+    event.request_bytes = request_bytes
+    event.error_message = message
+    apply_usage(event, None)
+    await record_event(event)
+    return event
+
+
+def scrub_secret(body: bytes, secret: str) -> bytes:
+    """``body`` with every occurrence of ``secret`` masked: a provider may echo the key it was sent."""
+    if not secret or len(secret) < 4:
+        return body
+    return body.replace(secret.encode("utf-8"), b"***")
+
+
+async def estimated_usage(body: dict, completion_text: str, model: str) -> dict[str, int] | None:
+    """Offline token counts (connectors.tokens), computed in a thread; None if the tokenizer fails."""
+    from connectors import tokens
+
+    try:
+        return await asyncio.to_thread(tokens.estimate_usage, body, completion_text, model)
+    except Exception:  # an estimate is a nicety; never let it cost the execution or its event
+        logger.exception("token estimation failed")
+        return None
+
+
+@dataclass
+class PassthroughResult:
+    """A non-streamed chat completion relayed as the provider answered it (the OpenAI-compatible endpoint).
+
+    ``failure`` is set when no provider answer can be passed on (connection refused, timeout, allowedHosts, a
+    body that is not JSON); otherwise ``status`` and ``body`` are the provider's, with its key masked.
+    """
+
+    status: int
+    body: bytes
+    headers: dict[str, str]
+    event: ExecutionEvent
+    failure: transport.OutboundError | None = None
+
+
+# Provider response headers worth passing on: the SDKs read them for back-off and request tracing.
+PASSED_HEADERS = ("retry-after", "retry-after-ms", "x-request-id", "apim-request-id")
+PASSED_HEADER_PREFIXES = ("x-ratelimit-",)
+
+
+def passed_headers(headers) -> dict[str, str]:
+    return {
+        name: value
+        for name, value in headers.items()
+        if name.lower() in PASSED_HEADERS or name.lower().startswith(PASSED_HEADER_PREFIXES)
+    }
+
+
+async def execute_passthrough(connector: Connector, body: dict, *, user, source: str,
+                              request_bytes: int = 0) -> PassthroughResult:
+    """Send a chat completion body upstream (not streamed), record the event, return the provider's answer.
+
+    When the provider reports no usage, the counts are estimated with the offline tokenizer.
+    """
+    from connectors import tokens
+
+    started = time.perf_counter()
+    event = new_event(connector, user, source, "run")
+    event.request_bytes = request_bytes
+    usage, usage_source = None, UsageSource.PROVIDER
+    result = PassthroughResult(status=502, body=b"", headers={}, event=event)
+    try:
+        upstream = build_upstream_request(connector, body, stream=False)
+        event.requested_model = upstream.requested_model
+        event.request_bytes = len(upstream.body)
+        response = await transport.send(upstream)
+        event.upstream_status = response.status
+        event.response_bytes = len(response.body)
+        result.status, result.headers = response.status, passed_headers(response.headers)
+        result.body = response.body
+        if response.status >= 400:
+            result.body = scrub_secret(response.body, connector.api_key)
+            event.error_message = provider_error_message(response.status, result.body)
+        else:
+            try:
+                payload = json.loads(response.body)
+            except ValueError:
+                content_type = response.headers.get("content-type", "unknown")
+                raise transport.OutboundError(
+                    f"Status code: {response.status}. Message: the provider's response is not JSON "
+                    f"(content-type {content_type})"
+                ) from None
+            usage = extract_usage(payload)
+            if isinstance(payload, dict) and isinstance(payload.get("model"), str):
+                event.response_model = payload["model"][:255]
+            if usage is None:
+                usage_source = UsageSource.ESTIMATED
+                usage = await estimated_usage(upstream.payload, tokens.completion_text_of(payload), event.model)
+            event.outcome = Outcome.SUCCESS
+    except transport.OutboundError as exc:
+        event.error_message = str(exc)
+        result.failure = exc
+    except SecretUnavailable as exc:
+        event.error_message = str(exc)
+        result.failure = transport.OutboundError(str(exc))
+    except Exception:  # still answered and still recorded
+        logger.exception("execution of connector %s failed unexpectedly", connector.pk)
+        event.error_message = "internal error"
+        result.failure = transport.OutboundError("internal error")
+    apply_usage(event, usage, usage_source)
+    event.duration_ms = (time.perf_counter() - started) * 1000
+    await record_event(event)
+    return result

@@ -1,0 +1,380 @@
+"""Streaming executions: the provider's SSE bytes relayed as they arrive, with the usage accounted on the way.
+
+One ``StreamingExecution`` per request. ``start()`` opens the upstream exchange and reads the response head, so
+that a failure before the first byte (bad params, upstream 4xx/5xx, refused connection, timeout, allowedHosts)
+is answered like a non-streamed one. After that, ``relay()`` yields each chunk as it comes off the upstream
+socket (never the whole response) while an ``SSEUsageTracker`` watches the events for usage, the model, the
+generated text and the end marker.
+
+Exactly one event is recorded per execution, when the stream ends, fails, or the caller goes away. A caller who
+disconnects is seen as a cancellation (uvicorn reports the disconnect and Django cancels the request task) or as
+the relay generator being closed unfinished; both close the upstream response, which closes its connection, and
+record outcome failure with ``client disconnected``. When the provider sent no usage (an ``Other`` server, a
+stream cut short, a caller who left), the counts are estimated offline (connectors.tokens) and the event says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from django.conf import settings
+from django.http import StreamingHttpResponse
+
+from connectors import transport
+from connectors.crypto import SecretUnavailable
+from connectors.execution import (
+    ACTION_ERROR,
+    ParamsError,
+    apply_usage,
+    call_timeout_ms,
+    error_envelope,
+    estimated_usage,
+    extract_usage,
+    new_event,
+    parse_params,
+    provider_error_message,
+    retry_after_seconds,
+    scrub_secret,
+)
+from connectors.models import Connector
+from connectors.providers import UpstreamRequest, build_upstream_request
+from usage.models import Outcome, UsageSource
+from usage.recording import record_event
+
+CLIENT_DISCONNECTED = "client disconnected"
+ERROR_BODY_LIMIT = 64 * 1024  # an upstream error body is read up to this much, to report it
+
+logger = logging.getLogger(__name__)
+
+# Recording tasks still running; held so that a second cancellation of the request cannot drop an event.
+_pending_records: set[asyncio.Task] = set()
+
+
+class SSEUsageTracker:
+    """Follows an OpenAI chat completion SSE stream: usage, model, generated text, [DONE], errors.
+
+    Usage is taken from any event with a non-null ``usage``, whatever its ``choices`` holds (OpenAI sends it in a
+    last chunk with empty choices, some servers on the last chunk with choices, Azure may lead with a chunk whose
+    choices are empty and which carries only ``prompt_filter_results``).
+    """
+
+    def __init__(self) -> None:
+        self._partial = b""
+        self._data: list[bytes] = []
+        self.usage: dict[str, int] | None = None
+        self.model = ""
+        self.done = False  # data: [DONE] seen
+        self.finish_reason_seen = False
+        self.error_message = ""
+        self._generated: list[str] = []
+
+    @property
+    def generated_text(self) -> str:
+        return "".join(self._generated)
+
+    @property
+    def complete(self) -> bool:
+        return self.done or self.finish_reason_seen
+
+    def feed(self, chunk: bytes) -> None:
+        lines = (self._partial + chunk).split(b"\n")
+        self._partial = lines.pop()
+        for line in lines:
+            self._line(line.rstrip(b"\r"))
+
+    def close(self) -> None:
+        """The stream ended: an event not followed by a blank line still counts."""
+        if self._partial:
+            self._line(self._partial.rstrip(b"\r"))
+            self._partial = b""
+        self._line(b"")
+
+    def _line(self, line: bytes) -> None:
+        if not line:
+            if self._data:
+                self._event(b"\n".join(self._data))
+                self._data = []
+        elif line.startswith(b"data:"):
+            value = line[5:]
+            self._data.append(value[1:] if value.startswith(b" ") else value)
+
+    def _event(self, data: bytes) -> None:
+        if data.strip() == b"[DONE]":
+            self.done = True
+            return
+        try:
+            payload = json.loads(data)
+        except ValueError:
+            return
+        if not isinstance(payload, dict):
+            return
+        if payload.get("usage") is not None:
+            self.usage = extract_usage(payload) or self.usage
+        if isinstance(payload.get("model"), str) and payload["model"]:
+            self.model = payload["model"][:255]
+        error = payload.get("error")
+        if error:
+            message = error.get("message") if isinstance(error, dict) else error
+            self.error_message = f"The provider reported an error mid-stream: {str(message or error)[:1000]}"
+        choices = payload.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
+            if not isinstance(choice, dict):
+                continue
+            if choice.get("finish_reason"):
+                self.finish_reason_seen = True
+            delta = choice.get("delta")
+            if isinstance(delta, dict):
+                self._collect(delta)
+
+    def _collect(self, delta: dict) -> None:
+        for key in ("content", "refusal", "reasoning_content"):
+            if isinstance(delta.get(key), str):
+                self._generated.append(delta[key])
+        calls = delta.get("tool_calls")
+        for call in calls if isinstance(calls, list) else ():
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict):
+                for key in ("name", "arguments"):
+                    if isinstance(function.get(key), str):
+                        self._generated.append(function[key])
+        function_call = delta.get("function_call")
+        if isinstance(function_call, dict):
+            for key in ("name", "arguments"):
+                if isinstance(function_call.get(key), str):
+                    self._generated.append(function_call[key])
+
+
+@dataclass
+class StreamFailure:
+    """Why a streaming execution ended before its first byte was relayed. ``message`` is safe to show."""
+
+    message: str
+    kind: str  # "params", "outbound", "upstream_status", "not_sse" or "internal"
+    retry: bool = False
+    retry_after: float | None = None
+    upstream_status: int | None = None
+    upstream_body: bytes = b""
+    upstream_headers: httpx.Headers = field(default_factory=httpx.Headers)
+    error: Exception | None = None
+
+
+class StreamingExecution:
+    """One streamed execution: ``await start(...)``, then either ``failure`` is set or ``relay()`` is served."""
+
+    def __init__(self, connector: Connector, *, user, source: str, sub_action: str, request_bytes: int = 0,
+                 error_event: bool = False):
+        self.connector = connector
+        self.event = new_event(connector, user, source, sub_action)
+        self.event.request_bytes = request_bytes
+        self.tracker = SSEUsageTracker()
+        self.failure: StreamFailure | None = None
+        # The OpenAI SDKs raise on a ``data: {"error": ...}`` event; Kibana's stream just ends.
+        self._error_event = error_event
+        self._started = time.perf_counter()
+        self._upstream: UpstreamRequest | None = None
+        self._response: httpx.Response | None = None
+        self._exit_stack = AsyncExitStack()
+        self._finished = False
+        self._body: AsyncIterator[bytes] | None = None
+
+    # --- the caller's side ------------------------------------------------------------------------------
+    async def start(self, body: dict, *, timeout_ms: float | None = None) -> bool:
+        """Open the upstream stream. True when ``relay()`` is ready; False when it failed (event recorded)."""
+        try:
+            self._upstream = build_upstream_request(self.connector, body, stream=True)
+        except SecretUnavailable as exc:
+            return await self._fail_early(StreamFailure(str(exc), "internal"))
+        self.event.requested_model = self._upstream.requested_model
+        self.event.request_bytes = len(self._upstream.body)
+        # The relay generator does the opening too, so that from here on one place owns the upstream response
+        # and its cleanup: if the response is abandoned, closing (or collecting) the generator runs it.
+        self._body = self._run(timeout_ms)
+        try:
+            await anext(self._body)
+        except StopAsyncIteration:
+            return False
+        return True
+
+    async def reject(self, message: str) -> None:
+        """Refuse the execution before contacting the provider (invalid params); records the failure."""
+        await self._fail_early(StreamFailure(message, "params"))
+
+    def relay(self) -> AsyncIterator[bytes]:
+        assert self._body is not None and self.failure is None, "relay() needs a successful start()"
+        return self._body
+
+    def envelope(self) -> dict[str, Any]:
+        """Kibana's error envelope for a stream that failed before it started."""
+        failure, connector_id = self.failure, str(self.connector.pk)
+        if failure.kind == "params":
+            return error_envelope(connector_id, failure.message, retry=False)
+        return error_envelope(connector_id, ACTION_ERROR, failure.message, retry=failure.retry,
+                              retry_after=failure.retry_after)
+
+    # --- the relay ----------------------------------------------------------------------------------------
+    async def _run(self, timeout_ms: float | None) -> AsyncIterator[bytes]:
+        idle_timeout = transport.effective_timeout(settings.ACTIONS_CONFIG, timeout_ms)
+        try:
+            self.failure = await self._open(timeout_ms, idle_timeout)
+        except (asyncio.CancelledError, GeneratorExit):  # while waiting for the response head: the caller left
+            await self._finish(Outcome.FAILURE, CLIENT_DISCONNECTED)
+            raise
+        except Exception:  # anything unforeseen is still answered and still recorded
+            logger.exception("opening the stream of connector %s failed unexpectedly", self.connector.pk)
+            self.failure = StreamFailure("internal error", "internal")
+        if self.failure is not None:
+            await self._finish(Outcome.FAILURE, self.failure.message)
+            return
+        error = ""
+        try:
+            yield b""  # opened; start() consumes this
+            chunks = self._response.aiter_bytes()
+            while True:
+                try:
+                    async with asyncio.timeout(idle_timeout):
+                        chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    break
+                self.event.response_bytes += len(chunk)
+                self.tracker.feed(chunk)
+                yield chunk
+        except (TimeoutError, httpx.HTTPError) as exc:
+            error = self._mid_stream_error(exc, idle_timeout)
+        except (asyncio.CancelledError, GeneratorExit):  # the caller went away mid-stream
+            await self._finish(Outcome.FAILURE, CLIENT_DISCONNECTED)
+            raise
+        except Exception:
+            logger.exception("relaying the stream of connector %s failed unexpectedly", self.connector.pk)
+            error = "internal error"
+        self.tracker.close()
+        if not error:
+            error = self.tracker.error_message
+        if not error and not self.tracker.complete:
+            error = "The provider's stream ended before it was complete (no finish_reason and no [DONE])."
+        if error and self._error_event:
+            body = {"error": {"message": error, "type": "api_error", "param": None, "code": "stream_interrupted"}}
+            try:
+                yield b"data: " + json.dumps(body).encode() + b"\n\n"
+            except (asyncio.CancelledError, GeneratorExit):
+                await self._finish(Outcome.FAILURE, error)
+                raise
+        await self._finish(Outcome.FAILURE if error else Outcome.SUCCESS, error)
+
+    async def _open(self, timeout_ms: float | None, idle_timeout: float) -> StreamFailure | None:
+        try:
+            self._response = response = await self._exit_stack.enter_async_context(
+                transport.open_stream(self._upstream, call_timeout_ms=timeout_ms)
+            )
+        except transport.OutboundError as exc:
+            return StreamFailure(str(exc), "outbound", retry=exc.retry, error=exc)
+        self.event.upstream_status = response.status_code
+        if response.status_code < 400 and response.headers.get("content-type", "").startswith("text/event-stream"):
+            return None
+        try:
+            async with asyncio.timeout(idle_timeout):
+                body = await self._read_error_body(response)
+        except (TimeoutError, httpx.HTTPError):
+            body = b""
+        self.event.response_bytes = len(body)
+        body = scrub_secret(body, self.connector.api_key)
+        if response.status_code >= 400:
+            retry = response.status_code == 429 or response.status_code >= 500
+            after = retry_after_seconds(response.headers) if retry else None
+            message = provider_error_message(response.status_code, body)
+            if after is not None:
+                message += f" (retry after {after:g} s)"
+            return StreamFailure(message, "upstream_status", retry=retry, retry_after=after,
+                                 upstream_status=response.status_code, upstream_body=body,
+                                 upstream_headers=response.headers)
+        content_type = response.headers.get("content-type", "unknown")
+        return StreamFailure(
+            f"Status code: {response.status_code}. Message: the provider answered a streaming request with "
+            f"content-type {content_type} instead of text/event-stream",
+            "not_sse", upstream_status=response.status_code, upstream_body=body, upstream_headers=response.headers,
+        )
+
+    @staticmethod
+    async def _read_error_body(response: httpx.Response) -> bytes:
+        body = b""
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) >= ERROR_BODY_LIMIT:
+                return body[:ERROR_BODY_LIMIT]
+        return body
+
+    def _mid_stream_error(self, exc: BaseException, idle_timeout: float) -> str:
+        where = urlsplit(self._upstream.url).netloc.rpartition("@")[2]
+        if isinstance(exc, TimeoutError | httpx.TimeoutException):
+            return f"The provider's stream from {where} stalled: no data for {idle_timeout:g} s (responseTimeout/timeout)."
+        return f"The provider's stream from {where} broke: {exc or type(exc).__name__}."
+
+    # --- the end ----------------------------------------------------------------------------------------
+    async def _fail_early(self, failure: StreamFailure) -> bool:
+        self.failure = failure
+        await self._finish(Outcome.FAILURE, failure.message)
+        return False
+
+    async def _finish(self, outcome: str, error_message: str) -> None:
+        """Close the upstream exchange and record the event, once, whatever called it and however often."""
+        if self._finished:
+            return
+        self._finished = True
+        try:
+            await self._exit_stack.aclose()
+        except BaseException:  # a broken upstream connection may fail to close cleanly; it is gone either way
+            logger.debug("closing the upstream stream of connector %s failed", self.connector.pk, exc_info=True)
+        # Shielded: a second cancellation of the request (server shutdown) must not lose the event.
+        task = asyncio.ensure_future(self._record(outcome, error_message))
+        _pending_records.add(task)
+        task.add_done_callback(_pending_records.discard)
+        await asyncio.shield(task)
+
+    async def _record(self, outcome: str, error_message: str) -> None:
+        event = self.event
+        event.outcome = outcome
+        event.error_message = error_message or ""
+        if self.tracker.model:
+            event.response_model = self.tracker.model
+        usage, usage_source = self.tracker.usage, UsageSource.PROVIDER
+        if usage is None and self._response is not None and self.failure is None:
+            # The stream was open: the prompt was sent and some output may have been produced.
+            usage = await estimated_usage(self._upstream.payload, self.tracker.generated_text, event.model)
+            usage_source = UsageSource.ESTIMATED
+        apply_usage(event, usage, usage_source)
+        event.duration_ms = (time.perf_counter() - self._started) * 1000
+        try:
+            await record_event(event)
+        except Exception:
+            logger.exception("recording the event of a streamed execution of connector %s failed", self.connector.pk)
+
+
+async def start_execute_stream(connector: Connector, params: Any, *, user, source: str,
+                               request_bytes: int = 0) -> StreamingExecution:
+    """A streamed ``_execute`` (``stream`` with ``stream: true``, or ``invokeStream``), started."""
+    sub_action = params.get("subAction") if isinstance(params, dict) else ""
+    stream = StreamingExecution(connector, user=user, source=source, sub_action=str(sub_action or ""),
+                                request_bytes=request_bytes)
+    try:
+        _sub_action, sub_params, body = parse_params(connector, params)
+        timeout_ms = call_timeout_ms(sub_params)
+    except ParamsError as exc:
+        await stream.reject(str(exc))
+        return stream
+    await stream.start(body, timeout_ms=timeout_ms)
+    return stream
+
+
+def sse_response(chunks: AsyncIterator[bytes]) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(chunks, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx and similar proxies must not buffer the stream either
+    return response

@@ -1,0 +1,118 @@
+"""The project served by a real uvicorn over a real socket, in a background thread of the test process.
+
+pytest-django's ``live_server`` is a threaded WSGI server: it cannot serve async streaming views as they stream,
+and Django's test clients buffer streamed responses. Tests that must see bytes arrive over time, or close a
+connection mid-stream, use this instead::
+
+    pytest_plugins = ["tests.asgi_server"]
+
+    def test_something(asgi_live_server):
+        httpx.get(f"{asgi_live_server.url}/api/...")
+
+``asgi_live_server`` needs the ``transactional_db`` fixture (it requests it), so that the server's threads see
+the test's committed rows. With SQLite the test database is a shared-cache in-memory database, which every
+connection of this process shares; with PostgreSQL it is the usual test database. Both work unchanged.
+
+Because the server runs in this process, settings overrides (``settings`` fixture) and monkeypatches apply to it.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from dataclasses import dataclass
+
+import pytest
+import uvicorn
+
+
+@dataclass
+class AsgiServer:
+    host: str
+    port: int
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def start_asgi_server(app: str = "connectors_admin.asgi:application", host: str = "127.0.0.1") -> AsgiServer:
+    """Start uvicorn on a free port in a daemon thread; returns once it accepts connections."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False, timeout_graceful_shutdown=2)
+    server = uvicorn.Server(config)
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            server.run(sockets=[sock])
+        except BaseException as exc:  # noqa: BLE001 - reported to the starting thread below
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True, name="asgi-test-server")
+    thread.start()
+    # uvicorn sets ``started`` once it listens; the thread ending first means it could not start.
+    while not server.started:
+        if failure or not thread.is_alive():
+            raise RuntimeError(f"uvicorn did not start: {failure[0] if failure else 'thread ended'}")
+        thread.join(0.01)
+    return AsgiServer(host=host, port=port, server=server, thread=thread)
+
+
+@pytest.fixture(scope="session")
+def asgi_server_session():
+    """One uvicorn for the whole session (started on first use). Use ``asgi_live_server`` in tests."""
+    server = start_asgi_server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def asgi_live_server(transactional_db, asgi_server_session) -> AsgiServer:
+    """The project under uvicorn, for one test, with a database the server's threads can see."""
+    return asgi_server_session
+
+
+class RecordedEvents:
+    """Counts execution events as they are written, from any thread, so a test can wait for them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._condition = threading.Condition()
+
+    def wrap(self, record_events):
+        def counting(events):
+            created = record_events(events)
+            with self._condition:
+                self.count += len(created)
+                self._condition.notify_all()
+            return created
+
+        return counting
+
+    def wait_for(self, count: int, timeout: float = 10) -> None:
+        with self._condition:
+            if not self._condition.wait_for(lambda: self.count >= count, timeout):
+                raise AssertionError(f"{self.count} events recorded within {timeout} s, expected {count}")
+
+
+@pytest.fixture
+def recorded_events(monkeypatch) -> RecordedEvents:
+    """Wait for the server to record events: ``recorded_events.wait_for(1)`` (no polling of the database).
+
+    It wraps usage.recording.record_events, the one write path of events.
+    """
+    from usage import recording
+
+    counter = RecordedEvents()
+    monkeypatch.setattr(recording, "record_events", counter.wrap(recording.record_events))
+    return counter
