@@ -135,19 +135,18 @@ def parse_actions_config(raw: Any) -> ActionsConfig:
     # Kibana 7's booleans, replaced by the ssl.* modes in Kibana 8; honoured when the mode itself is not set.
     verification_default = "none" if _flag(tree, "rejectUnauthorized") is False else "full"
     proxy_verification_default = "none" if _flag(tree, "proxyRejectUnauthorizedCertificates") is False else "full"
+    verification_mode = _mode(ssl.get("verificationMode", verification_default), "ssl.verificationMode")
     return ActionsConfig(
         allowed_hosts=_allowed_hosts(tree.get("allowedHosts", ["*"])),
         proxy_url=proxy_url,
         proxy_headers=tuple(_header_map(tree.get("proxyHeaders") or {}, "proxyHeaders").items()),
         proxy_bypass_hosts=bypass,
         proxy_only_hosts=only,
-        ssl=TLSSettings(
-            verification_mode=_mode(ssl.get("verificationMode", verification_default), "ssl.verificationMode")
-        ),
+        ssl=TLSSettings(verification_mode=verification_mode),
         proxy_verification_mode=_mode(
             ssl.get("proxyVerificationMode", proxy_verification_default), "ssl.proxyVerificationMode"
         ),
-        custom_host_settings=_custom_host_settings(tree.get("customHostSettings") or []),
+        custom_host_settings=_custom_host_settings(tree.get("customHostSettings") or [], verification_mode),
         max_response_content_length=parse_byte_size(
             tree.get("maxResponseContentLength", DEFAULT_MAX_RESPONSE_BYTES), "maxResponseContentLength"
         ),
@@ -275,7 +274,9 @@ def _check_url(value: Any, name: str) -> None:
         raise ActionsConfigError(f"{name} must be an http or https URL with a host, got {value!r}")
 
 
-def _custom_host_settings(value: Any) -> tuple[CustomHostSetting, ...]:
+def _custom_host_settings(value: Any, global_mode: str) -> tuple[CustomHostSetting, ...]:
+    """Each entry's ssl replaces the global ssl for its host; without its own verificationMode it keeps the global
+    one, as in Kibana (only the keys an entry sets override)."""
     if not isinstance(value, list):
         raise ActionsConfigError("customHostSettings must be a list")
     settings = []
@@ -305,7 +306,7 @@ def _custom_host_settings(value: Any) -> tuple[CustomHostSetting, ...]:
             raise ActionsConfigError(f"{name}.ssl.certificateAuthoritiesData must hold PEM certificates")
         if data:
             _check_certificates(f"{name}.ssl.certificateAuthoritiesData", cadata=data)
-        mode = ssl.get("verificationMode", "full")
+        mode = ssl.get("verificationMode", global_mode)
         settings.append(
             CustomHostSetting(
                 scheme=parts.scheme,

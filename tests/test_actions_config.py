@@ -284,3 +284,18 @@ def test_a_good_file_is_what_settings_hold(tmp_path):
     result = start_django(path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "('api.openai.com', 'localhost')"
+
+
+def test_a_host_entry_inherits_the_global_verification_mode_unless_it_sets_its_own():
+    config = parse_actions_config({"ssl": {"verificationMode": "none"}, "customHostSettings": [
+        {"url": "https://a.example"}, {"url": "https://b.example", "ssl": {"verificationMode": "full"}}]})
+    inherited, own = config.custom_host_settings
+    assert inherited.ssl.verification_mode == "none" and own.ssl.verification_mode == "full"
+
+
+def test_the_example_file_in_docs_loads(tmp_path, ca):
+    # Its CA path is a placeholder; everything else loads as written.
+    text = (ROOT / "docs" / "actions.example.yml").read_text().replace("/etc/ssl/private-ca.pem", str(ca.cert_file))
+    config = load(tmp_path, text)
+    assert "api.openai.com" in config.allowed_hosts and config.custom_host_settings
+    assert config.preconfigured["shared-openai"]["config"]["apiProvider"] == "OpenAI"

@@ -156,6 +156,16 @@ def test_certificate_mode_accepts_a_trusted_chain_for_another_host(make_connecto
     assert_recorded_once(execution, caplog, outcome="success")
 
 
+def test_a_host_entry_without_its_own_mode_keeps_the_global_mode(make_connector, misnamed_tls_server, ca,
+                                                                 actions_config, caplog):
+    server = misnamed_tls_server
+    actions_config({"ssl": {"verificationMode": "certificate"},
+                    "customHostSettings": [host_entry(server, certificateAuthoritiesData=ca.pem)]})
+    execution = run(make_connector(api_url=server.url("ok"), api_key=SECRET))
+    assert execution.envelope["status"] == "ok", execution.envelope
+    assert_recorded_once(execution, caplog, outcome="success")
+
+
 def test_certificate_mode_still_checks_the_chain(make_connector, misnamed_tls_server, actions_config, caplog):
     actions_config({"ssl": {"verificationMode": "certificate"}})
     execution = run(make_connector(api_url=misnamed_tls_server.url("ok"), api_key=SECRET))
@@ -174,6 +184,13 @@ def test_http_requests_go_through_the_proxy_with_its_headers(make_connector, fak
     assert headers["x-proxy-token"] == "t0ken" and headers["x-tenant"] == "search"
     assert fake_openai.requests[0].headers["authorization"] == f"Bearer {SECRET}"
     assert_recorded_once(execution, caplog, outcome="success")
+
+
+def test_proxy_url_credentials_reach_the_proxy_as_proxy_authorization(make_connector, fake_openai, proxy,
+                                                                      actions_config):
+    actions_config({"proxyUrl": proxy.url.replace("http://", "http://relay:s3cret@")})
+    assert run(make_connector(api_url=fake_openai.url("ok"))).envelope["status"] == "ok"
+    assert proxy.seen()[0]["headers"]["proxy-authorization"] == "Basic cmVsYXk6czNjcmV0"
 
 
 def test_https_requests_tunnel_through_the_proxy_with_connect(make_connector, tls, ca, proxy, actions_config, caplog):
@@ -212,9 +229,13 @@ def test_proxy_only_hosts_limit_the_proxy_to_those_hosts(make_connector, fake_op
     assert [(host, port) for _m, host, port, _p in forwarded(proxy)] == [("localhost", fake_openai.port)]
 
 
-def test_without_proxy_url_nothing_goes_through_the_proxy(make_connector, fake_openai, proxy):
+def test_without_proxy_url_nothing_goes_through_the_proxy_whatever_the_environment(make_connector, fake_openai, proxy,
+                                                                                    monkeypatch):
+    # Only ACTIONS_CONFIG decides: HTTP_PROXY & co. would otherwise silently reroute (or leak) the calls.
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "all_proxy"):
+        monkeypatch.setenv(name, proxy.url)
     assert run(make_connector(api_url=fake_openai.url("ok"))).envelope["status"] == "ok"
-    assert proxy.seen() == []
+    assert proxy.seen() == [] and len(fake_openai.requests) == 1
 
 
 def test_an_unreachable_proxy_is_named_in_the_error(make_connector, fake_openai, actions_config, caplog):
