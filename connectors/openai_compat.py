@@ -14,6 +14,7 @@ import re
 from functools import wraps
 from urllib.parse import urlsplit
 
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -70,8 +71,12 @@ def openai_endpoint(method: str):
 
 @openai_endpoint("POST")
 async def chat_completions(request, connector: Connector):
-    request_bytes = len(request.body)
-    body, problem = _chat_body(request.body)
+    try:
+        raw = request.body
+    except RequestDataTooBig:
+        return openai_error(413, "The request body is too large.", "invalid_request_error")
+    request_bytes = len(raw)
+    body, problem = _chat_body(raw)
     stream = isinstance(body, dict) and body.get("stream") is True
     if problem:
         await record_rejection(connector, problem[0], user=request.user, source=Source.OPENAI_API,
@@ -79,7 +84,7 @@ async def chat_completions(request, connector: Connector):
         return openai_error(400, *problem)
     if stream:
         execution = StreamingExecution(connector, user=request.user, source=Source.OPENAI_API, sub_action="stream",
-                                       request_bytes=request_bytes, error_event=True)
+                                       request_bytes=request_bytes, openai_caller=True)
         if await execution.start(body):
             return sse_response(execution.relay())
         return _stream_failure_response(execution.failure, connector)

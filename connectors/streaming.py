@@ -65,11 +65,18 @@ class SSEUsageTracker:
     Usage is taken from any event with a non-null ``usage``, whatever its ``choices`` holds (OpenAI sends it in a
     last chunk with empty choices, some servers on the last chunk with choices, Azure may lead with a chunk whose
     choices are empty and which carries only ``prompt_filter_results``).
+
+    ``feed()`` returns the bytes to pass on: the chunk itself, unless ``drop_usage_only_events`` is set. Then the
+    usage-only event that the gateway asked for on the caller's behalf is left out (a caller who did not ask for
+    usage does not expect an event without choices), and bytes are passed on whole events at a time.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, drop_usage_only_events: bool = False) -> None:
         self._partial = b""
         self._data: list[bytes] = []
+        self._drop_usage_only = drop_usage_only_events
+        self._event_bytes = bytearray()  # the current event's raw lines, when events may be dropped
+        self._passed = bytearray()
         self.usage: dict[str, int] | None = None
         self.model = ""
         self.done = False  # data: [DONE] seen
@@ -85,38 +92,59 @@ class SSEUsageTracker:
     def complete(self) -> bool:
         return self.done or self.finish_reason_seen
 
-    def feed(self, chunk: bytes) -> None:
+    def feed(self, chunk: bytes) -> bytes:
         lines = (self._partial + chunk).split(b"\n")
         self._partial = lines.pop()
         for line in lines:
+            if self._drop_usage_only:
+                self._event_bytes += line + b"\n"
             self._line(line.rstrip(b"\r"))
+        return self._take_passed() if self._drop_usage_only else chunk
 
-    def close(self) -> None:
-        """The stream ended: an event not followed by a blank line still counts."""
+    def close(self) -> bytes:
+        """The stream ended: an event not followed by a blank line still counts. Returns bytes still to pass on."""
         if self._partial:
+            if self._drop_usage_only:
+                self._event_bytes += self._partial
             self._line(self._partial.rstrip(b"\r"))
             self._partial = b""
         self._line(b"")
+        if self._drop_usage_only:
+            self._passed += self._event_bytes
+            self._event_bytes.clear()
+            return self._take_passed()
+        return b""
+
+    def _take_passed(self) -> bytes:
+        passed = bytes(self._passed)
+        self._passed.clear()
+        return passed
 
     def _line(self, line: bytes) -> None:
         if not line:
+            keep = True
             if self._data:
-                self._event(b"\n".join(self._data))
+                keep = self._event(b"\n".join(self._data))
                 self._data = []
+            if self._drop_usage_only:
+                if keep:
+                    self._passed += self._event_bytes
+                self._event_bytes.clear()
         elif line.startswith(b"data:"):
             value = line[5:]
             self._data.append(value[1:] if value.startswith(b" ") else value)
 
-    def _event(self, data: bytes) -> None:
+    def _event(self, data: bytes) -> bool:
+        """Take what the event tells; False for a usage-only event (no choices, nothing else to show)."""
         if data.strip() == b"[DONE]":
             self.done = True
-            return
+            return True
         try:
             payload = json.loads(data)
         except ValueError:
-            return
+            return True
         if not isinstance(payload, dict):
-            return
+            return True
         if payload.get("usage") is not None:
             self.usage = extract_usage(payload) or self.usage
         if isinstance(payload.get("model"), str) and payload["model"]:
@@ -134,6 +162,8 @@ class SSEUsageTracker:
             delta = choice.get("delta")
             if isinstance(delta, dict):
                 self._collect(delta)
+        return not (payload.get("usage") is not None and choices == [] and not error
+                    and not payload.get("prompt_filter_results"))
 
     def _collect(self, delta: dict) -> None:
         for key in ("content", "refusal", "reasoning_content"):
@@ -171,14 +201,16 @@ class StreamingExecution:
     """One streamed execution: ``await start(...)``, then either ``failure`` is set or ``relay()`` is served."""
 
     def __init__(self, connector: Connector, *, user, source: str, sub_action: str, request_bytes: int = 0,
-                 error_event: bool = False):
+                 openai_caller: bool = False):
         self.connector = connector
         self.event = new_event(connector, user, source, sub_action)
         self.event.request_bytes = request_bytes
         self.tracker = SSEUsageTracker()
         self.failure: StreamFailure | None = None
-        # The OpenAI SDKs raise on a ``data: {"error": ...}`` event; Kibana's stream just ends.
-        self._error_event = error_event
+        # For callers of the OpenAI-compatible endpoint: a stream that breaks ends with a ``data: {"error": ...}``
+        # event, which the OpenAI SDKs raise (Kibana's stream just ends), and the usage event the gateway asked
+        # for is not passed on unless the caller asked for it too.
+        self._openai_caller = openai_caller
         self._started = time.perf_counter()
         self._upstream: UpstreamRequest | None = None
         self._response: httpx.Response | None = None
@@ -195,6 +227,8 @@ class StreamingExecution:
             return await self._fail_early(StreamFailure(str(exc), "internal"))
         self.event.requested_model = self._upstream.requested_model
         self.event.request_bytes = len(self._upstream.body)
+        if self._openai_caller and not _asks_for_usage(body) and self._upstream.payload.get("stream_options"):
+            self.tracker = SSEUsageTracker(drop_usage_only_events=True)
         # The relay generator does the opening too, so that from here on one place owns the upstream response
         # and its cleanup: if the response is abandoned, closing (or collecting) the generator runs it.
         self._body = self._run(timeout_ms)
@@ -245,8 +279,9 @@ class StreamingExecution:
                 except StopAsyncIteration:
                     break
                 self.event.response_bytes += len(chunk)
-                self.tracker.feed(chunk)
-                yield chunk
+                passed = self.tracker.feed(chunk)
+                if passed:
+                    yield passed
         except (TimeoutError, httpx.HTTPError) as exc:
             error = self._mid_stream_error(exc, idle_timeout)
         except (asyncio.CancelledError, GeneratorExit):  # the caller went away mid-stream
@@ -255,17 +290,19 @@ class StreamingExecution:
         except Exception:
             logger.exception("relaying the stream of connector %s failed unexpectedly", self.connector.pk)
             error = "internal error"
-        self.tracker.close()
+        tail = self.tracker.close()
         if not error:
             error = self.tracker.error_message
         if not error and not self.tracker.complete:
             error = "The provider's stream ended before it was complete (no finish_reason and no [DONE])."
-        if error and self._error_event:
+        if error and self._openai_caller:
             body = {"error": {"message": error, "type": "api_error", "param": None, "code": "stream_interrupted"}}
+            tail += b"data: " + json.dumps(body).encode() + b"\n\n"
+        if tail:
             try:
-                yield b"data: " + json.dumps(body).encode() + b"\n\n"
+                yield tail
             except (asyncio.CancelledError, GeneratorExit):
-                await self._finish(Outcome.FAILURE, error)
+                await self._finish(Outcome.FAILURE, error or CLIENT_DISCONNECTED)
                 raise
         await self._finish(Outcome.FAILURE if error else Outcome.SUCCESS, error)
 
@@ -355,6 +392,11 @@ class StreamingExecution:
             await record_event(event)
         except Exception:
             logger.exception("recording the event of a streamed execution of connector %s failed", self.connector.pk)
+
+
+def _asks_for_usage(body: dict) -> bool:
+    options = body.get("stream_options")
+    return isinstance(options, dict) and bool(options.get("include_usage"))
 
 
 async def start_execute_stream(connector: Connector, params: Any, *, user, source: str,

@@ -73,14 +73,25 @@ def test_sdk_streaming_through_an_openai_connector(asgi_live_server, recorded_ev
     connector = make_connector(api_url=fake_openai.url("stream"), api_key=PROVIDER_KEY)
     chunks = list(sdk(asgi_live_server, connector, operator_key).chat.completions.create(
         model="gpt-4o", messages=MESSAGES, stream=True))
-    assert "".join(c.choices[0].delta.content for c in chunks if c.choices) == REPLY_WORDS
+    # The caller did not ask for usage: every chunk has choices, as OpenAI would send them (code that reads
+    # chunk.choices[0] keeps working), although the gateway asked the provider for usage to record it.
+    assert all(chunk.choices for chunk in chunks) and all(chunk.usage is None for chunk in chunks)
+    assert "".join(c.choices[0].delta.content for c in chunks) == REPLY_WORDS
     sent = fake_openai.requests[-1].json()
-    assert sent["stream_options"] == {"include_usage": True}  # added for the caller, who did not ask
+    assert sent["stream_options"] == {"include_usage": True}
     expected = usage_for(sent)
-    assert chunks[-1].usage.total_tokens == expected["total_tokens"]
     event = assert_one_event(recorded_events, source="openai_api", sub_action="stream", outcome="success",
                              usage_source="provider")
     assert (event.prompt_tokens, event.completion_tokens) == (expected["prompt_tokens"], expected["completion_tokens"])
+
+
+def test_sdk_streaming_with_include_usage_receives_the_usage_chunk(asgi_live_server, recorded_events, operator_key,
+                                                                  make_connector, fake_openai):
+    connector = make_connector(api_url=fake_openai.url("stream"))
+    chunks = list(sdk(asgi_live_server, connector, operator_key).chat.completions.create(
+        model="gpt-4o", messages=MESSAGES, stream=True, stream_options={"include_usage": True}))
+    assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens == usage_for(fake_openai.requests[-1].json())["total_tokens"]
+    assert_one_event(recorded_events, usage_source="provider", total_tokens=chunks[-1].usage.total_tokens)
 
 
 def test_sdk_through_an_azure_connector(asgi_live_server, recorded_events, admin_user, operator_key, fake_openai):
@@ -102,8 +113,9 @@ def test_sdk_streaming_through_an_azure_connector(asgi_live_server, recorded_eve
         "stream-azure-filter", "/openai/deployments/gpt4o-prod/chat/completions", "api-version=2024-10-21"))
     chunks = list(sdk(asgi_live_server, connector, operator_key).chat.completions.create(
         model="gpt4o-prod", messages=MESSAGES, stream=True))
-    assert chunks[0].choices == []  # Azure's prompt_filter_results chunk reaches the caller
-    assert "".join(c.choices[0].delta.content for c in chunks if c.choices) == REPLY_WORDS
+    assert chunks[0].choices == []  # Azure's prompt_filter_results chunk reaches the caller, as Azure sends it
+    assert all(chunk.choices for chunk in chunks[1:])  # the usage chunk the caller did not ask for does not
+    assert "".join(c.choices[0].delta.content for c in chunks[1:]) == REPLY_WORDS
     assert_one_event(recorded_events, outcome="success", usage_source="provider", sub_action="stream",
                      completion_tokens=len(REPLY_WORDS.split()))
 
@@ -306,3 +318,22 @@ def test_a_stream_cut_short_raises_in_the_sdk_and_is_recorded_with_its_partial_u
     assert received == REPLY_WORDS.split()[:1] + [" " + w for w in REPLY_WORDS.split()[1:3]]
     assert_one_event(recorded_events, outcome="failure", usage_source="estimated",
                      completion_tokens=tokens.count_tokens("".join(received), "gpt-4o"))
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_allowed_hosts_and_timeouts_are_gateway_errors(asgi_live_server, recorded_events, operator_key,
+                                                       make_connector, fake_openai, actions_config, stream):
+    blocked = make_connector(api_url=fake_openai.url("ok"))
+    stalled = make_connector(api_url=fake_openai.url("stall"))
+    actions_config({"allowedHosts": ["127.0.0.1"], "responseTimeout": "300ms"})
+    blocked.api_url = "http://localhost:1/v1/chat/completions"  # saved past validation: allowedHosts at request time
+    blocked.save()
+    answers = []
+    for connector in (blocked, stalled):
+        response = httpx.post(f"{asgi_live_server.url}/api/openai/{connector.pk}/v1/chat/completions",
+                              json={"model": "gpt-4o", "messages": MESSAGES, "stream": stream},
+                              headers={"Authorization": f"Bearer {operator_key}"}, timeout=10)
+        answers.append((response.status_code, response.json()["error"]["code"]))
+    assert answers == [(403, "host_not_allowed"), (504, "upstream_timeout")]
+    recorded_events.wait_for(2)
+    assert list(ExecutionEvent.objects.values_list("outcome", flat=True)) == ["failure", "failure"]

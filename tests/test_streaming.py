@@ -343,3 +343,33 @@ def test_streaming_needs_the_execute_permission(asgi_live_server, personas, make
                           json=stream_params(), headers=headers, timeout=10)
     assert response.status_code == status and fake_openai.requests == []
     assert not ExecutionEvent.objects.exists()
+
+
+def _sse(*payloads, newline=b"\n") -> bytes:
+    return b"".join(b"data: " + (p if isinstance(p, bytes) else json.dumps(p).encode()) + newline * 2 for p in payloads)
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
+@pytest.mark.parametrize("piece", [1, 7, 10_000])
+def test_the_tracker_reads_events_split_anywhere_and_drops_only_the_usage_event(newline, piece):
+    from connectors.streaming import SSEUsageTracker
+
+    usage = {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
+    stream = _sse(
+        {"choices": [], "prompt_filter_results": [{"prompt_index": 0}]},
+        {"model": "gpt-4o-2024-08-06", "choices": [{"index": 0, "delta": {"content": "Hé"}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [{"function": {"name": "f", "arguments": "{}"}}]},
+                      "finish_reason": "tool_calls"}]},
+        {"choices": [], "usage": usage},
+        b"[DONE]",
+        newline=newline,
+    )
+    for drop in (False, True):
+        tracker = SSEUsageTracker(drop_usage_only_events=drop)
+        passed = b"".join(tracker.feed(stream[i:i + piece]) for i in range(0, len(stream), piece)) + tracker.close()
+        assert tracker.usage == usage and tracker.model == "gpt-4o-2024-08-06"
+        assert tracker.generated_text == "Héf{}" and tracker.done and tracker.complete
+        if drop:
+            assert passed == stream.replace(_sse({"choices": [], "usage": usage}, newline=newline), b"")
+        else:
+            assert passed == stream
