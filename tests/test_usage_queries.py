@@ -258,6 +258,22 @@ def test_breakdowns_by_user_and_model_equal_the_sums_of_the_events():
     assert totals == sorted(totals, reverse=True)
 
 
+@pytest.mark.parametrize("tz_name", ["UTC", "America/New_York"])
+def test_breakdowns_over_partial_and_whole_days_equal_the_sums_of_the_events(tz_name):
+    # Whole UTC days come from the daily summary, the hours before and after them from the hourly rollups.
+    start = datetime(2025, 3, 1, tzinfo=UTC)
+    events = record_mix(start, hours=5 * 24, per_hour=2, seed=11)
+    usage_range = parse_range({"from": "2025-03-01T05:00", "to": "2025-03-04T19:00", "tz": tz_name})
+    report = connector_usage(CONNECTOR, usage_range)
+    in_range = [e for e in events if usage_range.start <= e.timestamp < usage_range.end]
+    assert report.totals.api_dict() == api_sums(in_range)
+    for dimension, rows in (("user_name", report.by_user), ("model", report.by_model)):
+        groups = defaultdict(list)
+        for event in in_range:
+            groups[event.user_name if dimension == "user_name" else event.model].append(event)
+        assert {row.key: row.sums.api_dict() for row in rows} == {key: api_sums(group) for key, group in groups.items()}
+
+
 def test_breakdowns_beyond_the_limit_are_summed_into_one_others_row():
     start = datetime(2025, 3, 1, tzinfo=UTC)
     for index in range(6):

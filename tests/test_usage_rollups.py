@@ -15,6 +15,7 @@ from usage.models import ExecutionEvent, UsageRollup
 from usage.queries import connector_usage
 from usage.ranges import parse_range
 from usage.recording import KEY_FIELDS, SUM_FIELDS, record_events
+from usage.summaries import DAILY_SUM_FIELDS, HOURLY_SUM_FIELDS, UsageDailyRollup, UsageHourlyTotal
 
 
 def rollup_table() -> dict[tuple, dict]:
@@ -34,6 +35,45 @@ def assert_same_rollups(before: dict, after: dict) -> None:
         assert rebuilt == sums, key
 
 
+def summaries_from_rollups() -> tuple[dict, dict]:
+    """What the two trigger-maintained summaries should hold: the rollups grouped in Python."""
+    hourly: dict[tuple, dict] = {}
+    daily: dict[tuple, dict] = {}
+    for row in UsageRollup.objects.values(*KEY_FIELDS, *HOURLY_SUM_FIELDS):
+        hour_key = (row["connector_id"], row["bucket"], row["outcome"])
+        day = row["bucket"].replace(hour=0)
+        day_key = (row["connector_id"], day, row["model"], row["user_name"], row["outcome"])
+        for table, key, fields in ((hourly, hour_key, HOURLY_SUM_FIELDS), (daily, day_key, DAILY_SUM_FIELDS)):
+            sums = table.setdefault(key, dict.fromkeys(fields, 0))
+            for name in fields:
+                sums[name] += row[name]
+    return hourly, daily
+
+
+def summary_tables() -> tuple[dict, dict]:
+    hourly = {
+        (row.pop("connector_id"), row.pop("bucket"), row.pop("outcome")): row
+        for row in UsageHourlyTotal.objects.values("connector_id", "bucket", "outcome", *HOURLY_SUM_FIELDS)
+        if row["requests"] or any(row[name] for name in HOURLY_SUM_FIELDS)
+    }
+    daily = {
+        (row.pop("connector_id"), row.pop("day"), row.pop("model"), row.pop("user_name"), row.pop("outcome")): row
+        for row in UsageDailyRollup.objects.values("connector_id", "day", "model", "user_name", "outcome", *DAILY_SUM_FIELDS)
+        if any(row[name] for name in DAILY_SUM_FIELDS)
+    }
+    return hourly, daily
+
+
+def assert_summaries_match_rollups() -> None:
+    expected_hourly, expected_daily = summaries_from_rollups()
+    hourly, daily = summary_tables()
+    assert daily == expected_daily
+    assert hourly.keys() == expected_hourly.keys()
+    for key, sums in expected_hourly.items():
+        assert hourly[key].pop("duration_ms_sum") == pytest.approx(sums.pop("duration_ms_sum")), key
+        assert hourly[key] == sums, key
+
+
 def run(command: str, *args: str) -> str:
     out = StringIO()
     call_command(command, *args, stdout=out)
@@ -47,9 +87,12 @@ def test_the_recorded_rollups_equal_a_rebuild_from_the_events():
     recorded = rollup_table()
     assert len(recorded) > 20
 
+    assert_summaries_match_rollups()
+
     output = run("rebuild_usage_rollups")
     assert "Rebuilt" in output
     assert_same_rollups(recorded, rollup_table())
+    assert_summaries_match_rollups()
 
 
 @pytest.mark.django_db
@@ -75,6 +118,7 @@ def test_a_rebuild_repairs_damaged_rollups_of_one_connector():
     after = rollup_table()
     assert_same_rollups({k: v for k, v in recorded.items() if k[0] == CONNECTOR}, {k: v for k, v in after.items() if k[0] == CONNECTOR})
     assert {k: v for k, v in after.items() if k[0] == "other"} == damaged_other  # left alone
+    assert_summaries_match_rollups()  # the triggers followed the damage and the repair alike
 
 
 @pytest.mark.django_db
@@ -115,6 +159,7 @@ def test_prune_deletes_old_events_and_keeps_their_rollups():
     # A rebuild afterwards recomputes only what the remaining events cover and keeps the older rollups.
     run("rebuild_usage_rollups")
     assert_same_rollups(rollups_before, rollup_table())
+    assert_summaries_match_rollups()
 
 
 @pytest.mark.django_db
@@ -237,6 +282,7 @@ def test_concurrent_recording_loses_no_count(shared_database):
         return usage, ExecutionEvent.objects.count(), UsageRollup.objects.count()
 
     report, events, rollup_rows = in_thread(read)
+    in_thread(assert_summaries_match_rollups)
     total = THREADS * EVENTS_PER_THREAD
     assert events == total
     assert report.totals.requests == total

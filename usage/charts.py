@@ -24,7 +24,8 @@ def _layout(**extra) -> dict:
     layout = {
         "height": 320,
         "margin": {"l": 60, "r": 20, "t": 10, "b": 50},
-        "legend": {"orientation": "h", "y": 1.12, "x": 0},
+        # "normal": plotly lists stacked bars top-down by default, the opposite of the order they are named in.
+        "legend": {"orientation": "h", "y": 1.12, "x": 0, "traceorder": "normal"},
         "font": {"family": "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", "size": 12},
         "paper_bgcolor": "rgba(0,0,0,0)",
         "plot_bgcolor": "rgba(0,0,0,0)",

@@ -119,3 +119,7 @@ def latency_bin_field(index: int) -> str:
 # One counter column per latency bin (not a JSON list) so that concurrent writers can add to them in SQL.
 for _index in range(LATENCY_BIN_COUNT):
     models.BigIntegerField(default=0).contribute_to_class(UsageRollup, latency_bin_field(_index))
+
+# Trigger-maintained summaries of UsageRollup for long dashboard ranges (see usage/summaries.py). Imported here
+# so that Django registers them with the app; at the end because they use the names above.
+from usage.summaries import UsageDailyRollup, UsageHourlyTotal  # noqa: E402, F401

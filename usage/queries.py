@@ -1,4 +1,10 @@
-"""Reading usage: totals, series, per-user and per-model breakdowns for a range, from UsageRollup rows only.
+"""Reading usage: totals, series, per-user and per-model breakdowns for a range, from rollups only.
+
+Which rollup serves what (all three hold the same sums; usage/summaries.py explains the two coarser ones):
+
+- the series, the totals and the overview: UsageHourlyTotal (two rows per connector and hour);
+- the per-user and per-model breakdowns: UsageDailyRollup for the whole UTC days inside the range, UsageRollup
+  for the hours before the first and after the last whole day.
 
 Raw events are read in exactly two places: the raw-event CSV export (``raw_events``) and, to name a connector
 that no longer exists, the newest event's ``connector_name`` (one indexed row).
@@ -6,15 +12,17 @@ that no longer exists, the newest event's ``connector_name`` (one indexed row).
 
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, time, timedelta
 from itertools import islice
 
 from asgiref.sync import sync_to_async
-from django.db.models import Q, Sum
+from django.db.models import F, Q, Sum
+from django.db.models.functions import TruncDay
 
 from connectors.models import Connector
 from usage.models import LATENCY_BIN_BOUNDS_MS, LATENCY_BIN_COUNT, ExecutionEvent, Outcome, UsageRollup, latency_bin_field
-from usage.ranges import UsageRange
+from usage.ranges import DAY, UsageRange
+from usage.summaries import UsageDailyRollup, UsageHourlyTotal
 
 BIN_FIELDS = tuple(latency_bin_field(i) for i in range(LATENCY_BIN_COUNT))
 TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
@@ -145,44 +153,62 @@ def _sum_expressions(fields: tuple[str, ...]) -> dict:
     return expressions
 
 
-def _rollups(connector_id: str | None, usage_range: UsageRange):
-    rows = UsageRollup.objects.filter(bucket__gte=usage_range.start, bucket__lt=usage_range.end)
+def _hourly_totals(connector_id: str | None, start: datetime, end: datetime):
+    rows = UsageHourlyTotal.objects.filter(bucket__gte=start, bucket__lt=end)
     return rows if connector_id is None else rows.filter(connector_id=connector_id)
 
 
 def usage_series(connector_id: str, usage_range: UsageRange) -> list[SeriesPoint]:
     """One point per bucket of the range, empty buckets included (so charts show gaps as zeros)."""
-    hourly = (
-        _rollups(connector_id, usage_range)
-        .order_by()
-        .values("bucket")
-        .annotate(**_sum_expressions(("requests", *TOKEN_FIELDS, *DETAIL_FIELDS, *BIN_FIELDS)))
-    )
-    # Grouped by UTC hour in SQL (at most 24 rows a day), folded into the viewer's buckets here: this keeps
-    # the SQL the same on every database and exact across DST changes.
+    rows = _hourly_totals(connector_id, usage_range.start, usage_range.end).order_by()
+    if usage_range.bucket == DAY:
+        # The viewer's day of each UTC hour, computed by the database: 90 rows instead of 2,160 for 90 days, which
+        # matters because turning each row's 27 sums into Python numbers costs more than the query itself.
+        rows = rows.annotate(viewer_bucket=TruncDay("bucket", tzinfo=usage_range.tz)).values("viewer_bucket")
+    else:
+        rows = rows.annotate(viewer_bucket=F("bucket")).values("viewer_bucket")
+    rows = rows.annotate(**_sum_expressions(("requests", *TOKEN_FIELDS, *DETAIL_FIELDS, *BIN_FIELDS)))
     points = {start: SeriesPoint(start, UsageSums()) for start in usage_range.bucket_starts()}
-    for row in hourly:
-        point = points.get(usage_range.bucket_of(row["bucket"]))
+    for row in rows:
+        point = points.get(usage_range.bucket_of(row["viewer_bucket"]))
         if point is not None:
             point.sums.add_row(row)
     return list(points.values())
+
+
+def _utc_midnight_on_or_after(moment: datetime) -> datetime:
+    midnight = datetime.combine(moment.astimezone(UTC).date(), time.min, tzinfo=UTC)
+    return midnight if midnight == moment else midnight + timedelta(days=1)
+
+
+def _utc_midnight_on_or_before(moment: datetime) -> datetime:
+    return datetime.combine(moment.astimezone(UTC).date(), time.min, tzinfo=UTC)
+
+
+def _breakdown_sources(connector_id: str, usage_range: UsageRange) -> list:
+    """Querysets that together cover the range once: daily rows for whole UTC days, hourly rows for the rest."""
+    first_day = _utc_midnight_on_or_after(usage_range.start)
+    last_day = _utc_midnight_on_or_before(usage_range.end)
+    hourly = UsageRollup.objects.filter(connector_id=connector_id)
+    if first_day >= last_day:
+        return [hourly.filter(bucket__gte=usage_range.start, bucket__lt=usage_range.end)]
+    sources = [UsageDailyRollup.objects.filter(connector_id=connector_id, day__gte=first_day, day__lt=last_day)]
+    if usage_range.start < first_day:
+        sources.append(hourly.filter(bucket__gte=usage_range.start, bucket__lt=first_day))
+    if last_day < usage_range.end:
+        sources.append(hourly.filter(bucket__gte=last_day, bucket__lt=usage_range.end))
+    return sources
 
 
 def usage_breakdown(connector_id: str, usage_range: UsageRange, dimension: str, *, limit: int | None = None) -> list[BreakdownRow]:
     """Sums per ``dimension`` ("user_name" or "model"), largest total first; beyond ``limit``, one others row."""
     if dimension not in ("user_name", "model"):
         raise ValueError(f"cannot break usage down by {dimension!r}")
-    rows = (
-        _rollups(connector_id, usage_range)
-        .order_by()
-        .values(dimension)
-        .annotate(**_sum_expressions(("requests", *TOKEN_FIELDS)))
-    )
-    breakdown = []
-    for row in rows:
-        sums = UsageSums()
-        sums.add_row(row)
-        breakdown.append(BreakdownRow(row[dimension], sums))
+    sums_by_key: dict[str, UsageSums] = {}
+    for source in _breakdown_sources(connector_id, usage_range):
+        for row in source.order_by().values(dimension).annotate(**_sum_expressions(("requests", *TOKEN_FIELDS))):
+            sums_by_key.setdefault(row[dimension], UsageSums()).add_row(row)
+    breakdown = [BreakdownRow(key, sums) for key, sums in sums_by_key.items()]
     breakdown.sort(key=lambda item: (-item.sums.total_tokens, -item.sums.requests, item.key))
     if limit is not None and len(breakdown) > limit:
         others = BreakdownRow(f"{len(breakdown) - limit + 1} others", UsageSums(), is_others=True)
@@ -254,7 +280,7 @@ class OverviewRow:
 def usage_overview(usage_range: UsageRange) -> list[OverviewRow]:
     """Every connector (live ones even without usage, deleted ones with usage in the range) with its totals."""
     rows = (
-        _rollups(None, usage_range)
+        _hourly_totals(None, usage_range.start, usage_range.end)
         .order_by()
         .values("connector_id")
         .annotate(**_sum_expressions(("requests", *TOKEN_FIELDS, *DETAIL_FIELDS, *BIN_FIELDS)))

@@ -57,6 +57,10 @@ class UsageRange:
         return self.tz.key
 
     @property
+    def bucket_label(self) -> str:
+        return "hourly" if self.bucket == HOUR else "daily"
+
+    @property
     def is_custom(self) -> bool:
         return self.key == CUSTOM
 

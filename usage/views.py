@@ -14,7 +14,7 @@ from django.urls import reverse
 
 from usage import charts, exports
 from usage.queries import BREAKDOWN_LIMIT, ConnectorRef, connector_usage, find_connector, usage_overview
-from usage.ranges import PRESET_LABELS, InvalidRange, UsageRange, known_time_zones, parse_range
+from usage.ranges import PRESET_LABELS, InvalidRange, UsageRange, parse_range
 
 VIEW_USAGE = "usage.view_usage_dashboard"
 
@@ -50,7 +50,6 @@ def range_context(request, usage_range: UsageRange) -> dict:
         "presets": presets,
         "custom_from": usage_range.local(usage_range.start).strftime(fmt),
         "custom_to": usage_range.local(usage_range.end).strftime(fmt),
-        "time_zones": sorted(known_time_zones()),
         "querystring": usage_range.querystring(),
     }
 

@@ -42,7 +42,20 @@
     });
   }
 
+  // Suggestions for the time zone field, from the browser's own list (rendering ~600 options into every page
+  // cost the server more than the page's queries). The server checks whatever is typed.
+  function fillTimeZones() {
+    var list = document.querySelector("[data-time-zones]");
+    if (!list || !window.Intl || typeof Intl.supportedValuesOf !== "function") return;
+    Intl.supportedValuesOf("timeZone").forEach(function (zone) {
+      var option = document.createElement("option");
+      option.value = zone;
+      list.appendChild(option);
+    });
+  }
+
   function start() {
+    fillTimeZones();
     offerBrowserTimeZone();
     drawCharts();
   }
