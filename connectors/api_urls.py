@@ -10,6 +10,8 @@ urlpatterns = [
     path("actions/connector_types", api.connector_types, name="api_connector_types"),
     path("openapi.json", openapi.openapi_json, name="api_openapi"),
     # OpenAI-compatible: an SDK's base URL is .../api/openai/<connector-id>/v1
-    path("openai/<str:connector_id>/v1/chat/completions", openai_compat.chat_completions, name="openai_chat_completions"),
+    path(
+        "openai/<str:connector_id>/v1/chat/completions", openai_compat.chat_completions, name="openai_chat_completions"
+    ),
     path("openai/<str:connector_id>/v1/models", openai_compat.list_models, name="openai_models"),
 ]

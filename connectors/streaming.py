@@ -351,7 +351,8 @@ class StreamingExecution:
     def _mid_stream_error(self, exc: BaseException, idle_timeout: float) -> str:
         where = urlsplit(self._upstream.url).netloc.rpartition("@")[2]
         if isinstance(exc, TimeoutError | httpx.TimeoutException):
-            return f"The provider's stream from {where} stalled: no data for {idle_timeout:g} s (responseTimeout/timeout)."
+            return (f"The provider's stream from {where} stalled: no data for {idle_timeout:g} s "
+                    "(responseTimeout/timeout).")
         return f"The provider's stream from {where} broke: {exc or type(exc).__name__}."
 
     # --- the end ----------------------------------------------------------------------------------------

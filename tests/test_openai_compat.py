@@ -90,7 +90,8 @@ def test_sdk_streaming_with_include_usage_receives_the_usage_chunk(asgi_live_ser
     connector = make_connector(api_url=fake_openai.url("stream"))
     chunks = list(sdk(asgi_live_server, connector, operator_key).chat.completions.create(
         model="gpt-4o", messages=MESSAGES, stream=True, stream_options={"include_usage": True}))
-    assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens == usage_for(fake_openai.requests[-1].json())["total_tokens"]
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage.total_tokens == usage_for(fake_openai.requests[-1].json())["total_tokens"]
     assert_one_event(recorded_events, usage_source="provider", total_tokens=chunks[-1].usage.total_tokens)
 
 
@@ -140,7 +141,8 @@ def test_an_other_server_without_usage_is_recorded_as_estimated(asgi_live_server
 def test_basic_auth_is_accepted_too(asgi_live_server, recorded_events, operator, make_connector, fake_openai):
     connector = make_connector(api_url=fake_openai.url("ok"))
     response = httpx.post(f"{asgi_live_server.url}/api/openai/{connector.pk}/v1/chat/completions",
-                          json={"model": "gpt-4o", "messages": MESSAGES}, headers={"Authorization": basic_auth(operator)})
+                          json={"model": "gpt-4o", "messages": MESSAGES},
+                          headers={"Authorization": basic_auth(operator)})
     assert response.status_code == 200 and response.json()["object"] == "chat.completion"
     assert_one_event(recorded_events, outcome="success", source="openai_api")
 
@@ -149,7 +151,8 @@ def test_models_lists_the_connectors_model(asgi_live_server, operator_key, admin
     connector = make_connector(api_url=fake_openai.url("ok"), default_model="gpt-4.1-mini")
     models = sdk(asgi_live_server, connector, operator_key).models.list()
     assert [(m.id, m.object, m.owned_by) for m in models.data] == [("gpt-4.1-mini", "model", "openai")]
-    azure = azure_connector(admin_user, "https://res.openai.azure.com/openai/deployments/gpt4o-prod/chat/completions?api-version=2024-10-21")
+    azure = azure_connector(
+        admin_user, "https://res.openai.azure.com/openai/deployments/gpt4o-prod/chat/completions?api-version=2024-10-21")
     assert [m.id for m in sdk(asgi_live_server, azure, operator_key).models.list().data] == ["gpt4o-prod"]
     assert not fake_openai.requests and not ExecutionEvent.objects.exists()  # a listing is not an execution
 

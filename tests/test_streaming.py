@@ -81,7 +81,8 @@ def test_usage_on_a_chunk_that_still_has_choices_is_taken(asgi_live_server, reco
     assert len(with_usage) == 1 and with_usage[0]["choices"]
     recorded_events.wait_for(1)
     event = ExecutionEvent.objects.get()
-    assert (event.usage_source, event.completion_tokens, event.outcome) == ("provider", len(REPLY_WORDS.split()), "success")
+    assert (event.usage_source, event.outcome) == ("provider", "success")
+    assert event.completion_tokens == len(REPLY_WORDS.split())
 
 
 def test_azure_stream_leading_with_prompt_filter_results_is_relayed_and_counted(
@@ -153,7 +154,8 @@ class HangingUpstream:
     """An OpenAI-shaped upstream that sends one chunk of a stream and then waits forever, noting when the peer
     (the gateway) closes its connection."""
 
-    def __init__(self):
+    def __init__(self, answer: bool = True):
+        self.answer = answer  # False: not even the response head is sent
         self.chunk_sent = threading.Event()
         self.peer_closed = threading.Event()
         self._ready = threading.Event()
@@ -162,8 +164,13 @@ class HangingUpstream:
 
     async def _handle(self, reader, writer):
         head = await reader.readuntil(b"\r\n\r\n")
-        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")), 0)
+        lengths = [line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")]
+        length = int(lengths[0]) if lengths else 0
         await reader.readexactly(length)
+        if not self.answer:
+            await reader.read()
+            self.peer_closed.set()
+            return
         event = json.dumps({"choices": [{"index": 0, "delta": {"content": "Hello there, partial"}}]}).encode()
         body = b"data: " + event + b"\n\n"
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
@@ -193,8 +200,8 @@ class HangingUpstream:
 def test_a_caller_who_disconnects_cancels_the_upstream_and_is_recorded_once(asgi_live_server, recorded_events, operator,
                                                                             make_connector):
     with HangingUpstream() as upstream:
-        connector = make_connector(provider=Provider.OTHER, api_url=f"http://127.0.0.1:{upstream.port}/v1/chat/completions",
-                                   default_model="gpt-4o", api_key="")
+        connector = make_connector(provider=Provider.OTHER, default_model="gpt-4o", api_key="",
+                                   api_url=f"http://127.0.0.1:{upstream.port}/v1/chat/completions")
         body = json.dumps(stream_params()).encode()
         caller = socket.create_connection(("127.0.0.1", asgi_live_server.port), timeout=10)
         caller.sendall(
@@ -216,6 +223,21 @@ def test_a_caller_who_disconnects_cancels_the_upstream_and_is_recorded_once(asgi
     assert event.usage_source == "estimated"
     assert event.completion_tokens == tokens.count_tokens("Hello there, partial", "gpt-4o")
     assert event.prompt_tokens > 0
+
+
+def test_a_caller_who_disconnects_before_the_provider_answers_is_recorded_once(asgi_live_server, recorded_events,
+                                                                               operator, make_connector):
+    with HangingUpstream(answer=False) as upstream:
+        connector = make_connector(provider=Provider.OTHER, default_model="gpt-4o", api_key="",
+                                   api_url=f"http://127.0.0.1:{upstream.port}/v1/chat/completions")
+        with httpx.Client(timeout=0.5) as caller, pytest.raises(httpx.ReadTimeout):
+            # The caller gives up after 0.5 s and closes its connection; the provider has not answered.
+            caller.post(f"{asgi_live_server.url}/api/actions/connector/{connector.pk}/_execute", json=stream_params(),
+                        headers={"Authorization": basic_auth(operator)})
+        assert upstream.peer_closed.wait(5), "the gateway kept the upstream request open"
+        recorded_events.wait_for(1)
+    event = ExecutionEvent.objects.get()
+    assert (event.outcome, event.error_message, event.usage_source) == ("failure", "client disconnected", "none")
 
 
 def test_invoke_stream_sends_the_messages_and_streams(asgi_live_server, recorded_events, operator, make_connector,
