@@ -41,5 +41,15 @@ test: $(VENV)/.installed-dev browser
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
+# Benchmarks (results and how to read them: docs/PERFORMANCE.md). Each script starts its own upstream, the app under
+# uvicorn with production settings and a PostgreSQL database of its own (postgres://postgres@127.0.0.1:5432), then
+# stops them; about 20 minutes in all, most of it the 100,000-request memory run.
+bench: $(VENV)/.installed
+	$(PY) -m bench.latency
+	$(PY) -m bench.concurrency --requests 200 --upstream-ms 500 --limit 5
+	$(PY) -m bench.concurrency --requests 1000 --upstream-ms 1000 --limit 3
+	$(PY) -m bench.streaming
+	$(PY) -m bench.throughput --clients 64 --requests 100000
+
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache test-artifacts

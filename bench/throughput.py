@@ -1,0 +1,97 @@
+"""Throughput at C concurrent keep-alive clients against an instant upstream, and the server's memory over a run.
+
+The generator runs direct against the upstream first (its own ceiling), then through the gateway (``_execute`` run
+with HTTP Basic). The server's RSS (its worker processes, summed) is read after a warm-up and after the run; the
+events recorded must equal the requests sent.
+
+Example: ``python -m bench.throughput --clients 64 --requests 100000``  (about 5 minutes on 2 cores)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+
+from bench import harness
+from bench.loadgen import Connection, install_uvloop, percentile, print_table
+
+
+async def load(port: int, path: str, body: bytes, headers: dict, clients: int, total: int, deadline_s: float):
+    """``clients`` connections send back to back until ``total`` requests are done; (wall s, latencies ms, errors)."""
+    remaining = total
+    latencies: list[float] = []
+    errors: list[str] = []
+    deadline = time.monotonic() + deadline_s
+
+    async def client():
+        nonlocal remaining
+        connection = await Connection("127.0.0.1", port).open()
+        try:
+            while remaining > 0 and time.monotonic() < deadline:
+                remaining -= 1
+                response = await connection.request("POST", path, body, headers)
+                if response.status != 200 or b'"status":"error"' in response.body.replace(b" ", b""):
+                    errors.append(f"HTTP {response.status}: {response.body[:200]!r}")
+                latencies.append(response.elapsed * 1000)
+        finally:
+            await connection.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return time.perf_counter() - started, latencies, errors
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--requests", type=int, default=100_000, help="requests through the gateway")
+    parser.add_argument("--warmup", type=int, default=2_000, help="requests before the first RSS reading")
+    parser.add_argument("--max-seconds", type=float, default=900, help="stop the run after this long in any case")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--write-behind", action="store_true", help="run the app with EVENT_WRITE_BEHIND=true")
+    parser.add_argument("--json", metavar="FILE")
+    args = parser.parse_args()
+    install_uvloop()
+
+    app_env = {"EVENT_WRITE_BEHIND": "true" if args.write_behind else "false"}
+    with harness.stack(["ok"], workers=args.workers, app_env=app_env) as stack:
+        connector = stack.connector("ok")
+        path = f"/api/actions/connector/{connector}/_execute"
+        headers = {"Content-Type": "application/json", "Authorization": stack.basic_header}
+        body = harness.execute_body()
+        direct = asyncio.run(load(stack.upstream_port, "/ok/v1/chat/completions", harness.chat_body(), {},
+                                  args.clients, max(10_000, args.clients * 100), args.max_seconds))
+        asyncio.run(load(stack.app_port, path, body, headers, args.clients, args.warmup, args.max_seconds))
+        rss_before = stack.server_rss_kib()
+        wall, latencies, errors = asyncio.run(
+            load(stack.app_port, path, body, headers, args.clients, args.requests, args.max_seconds)
+        )
+        rss_after = stack.server_rss_kib()
+        if args.write_behind:
+            time.sleep(2)
+        events = stack.count_events(connector)
+
+    rows = [
+        ["direct (generator + upstream)", len(direct[1]), len(direct[1]) / direct[0], percentile(direct[1], 0.5),
+         percentile(direct[1], 0.99), len(direct[2])],
+        [f"gateway _execute, Basic, {args.workers} workers", len(latencies), len(latencies) / wall,
+         percentile(latencies, 0.5), percentile(latencies, 0.99), len(errors)],
+    ]
+    print(harness.machine_description())
+    print_table(f"{args.clients} concurrent keep-alive clients, instant upstream", ["run", "requests", "req/s",
+                "p50 ms", "p99 ms", "errors"], rows)
+    print(f"server RSS (workers summed): {rss_before / 1024:.1f} MiB after {args.warmup} warm-up requests, "
+          f"{rss_after / 1024:.1f} MiB after {len(latencies)} more: {(rss_after - rss_before) / 1024:+.1f} MiB")
+    print(f"events recorded: {events} (expected {args.warmup + len(latencies)})")
+    for error in errors[:5]:
+        print("  error:", error)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"rps": len(latencies) / wall, "rss_before_kib": rss_before, "rss_after_kib": rss_after,
+                       "events": events, "requests": args.warmup + len(latencies), "errors": len(errors)}, handle)
+
+
+if __name__ == "__main__":
+    main()
