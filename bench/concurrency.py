@@ -16,7 +16,13 @@ import json
 import time
 
 from bench import harness
-from bench.loadgen import Connection, HTTPClientError, install_uvloop, percentile, print_table
+from bench.loadgen import (
+    Connection,
+    HTTPClientError,
+    install_uvloop,
+    percentile,
+    print_table,
+)
 
 
 async def burst(port: int, path: str, body: bytes, headers: dict, count: int) -> tuple[float, list, list[float]]:

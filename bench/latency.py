@@ -24,7 +24,6 @@ from pathlib import Path
 from bench import harness
 from bench.loadgen import Connection, install_uvloop, percentile, print_table
 
-
 LITELLM_MASTER_KEY = "sk-litellm-bench-master-key-0123456789abcdef"
 
 
@@ -52,10 +51,11 @@ def start_litellm(litellm_bin: str, upstream_port: int) -> tuple[subprocess.Pope
         "NO_DOCS": "True",
     }
     env.pop("DATABASE_URL", None)
-    process = subprocess.Popen(
-        [litellm_bin, "--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"],
-        cwd=workdir, env=env, stdout=open(workdir / "litellm.log", "wb"), stderr=subprocess.STDOUT,
-    )
+    with open(workdir / "litellm.log", "wb") as log:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(
+            [litellm_bin, "--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"],
+            cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
     harness.wait_for_port(port, process, timeout=120)
     return process, port, workdir
 
@@ -105,7 +105,7 @@ def main() -> None:
             print(f"OpenAI-compatible endpoint answered HTTP {probe}: not measured")
         litellm = None
         if args.litellm:
-            litellm, litellm_port, workdir = start_litellm(args.litellm, stack.upstream_port)
+            litellm, litellm_port, _workdir = start_litellm(args.litellm, stack.upstream_port)
             targets["litellm"] = (litellm_port, "/v1/chat/completions", harness.chat_body(),
                                   {**json_headers, "Authorization": "Bearer " + LITELLM_MASTER_KEY})
         try:

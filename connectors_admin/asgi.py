@@ -21,13 +21,14 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "connectors_admin.settings")
 
 django_application = get_asgi_application()
 
-from asgiref.sync import markcoroutinefunction  # noqa: E402
-from django.conf import settings  # noqa: E402
-from django.contrib.auth.models import AnonymousUser  # noqa: E402
-from django.core.handlers.asgi import ASGIHandler  # noqa: E402
-from django.core.handlers.exception import convert_exception_to_response  # noqa: E402
+# Imported once Django is set up: usage.recording imports models.
+from asgiref.sync import markcoroutinefunction
+from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
+from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.exception import convert_exception_to_response
 
-from usage.recording import start_event_writer, stop_event_writer  # noqa: E402
+from usage.recording import start_event_writer, stop_event_writer
 
 API_PREFIX = "/api/"
 CREDENTIAL_SCHEMES = (b"basic ", b"apikey ", b"bearer ")

@@ -16,7 +16,13 @@ from concurrent.futures import Future, InvalidStateError
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+from django.db import (
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    connection,
+    transaction,
+)
 
 from usage.models import (
     LATENCY_BIN_BOUNDS_MS,
