@@ -268,7 +268,7 @@ class StreamingExecution:
         if self.failure is not None:
             await self._finish(Outcome.FAILURE, self.failure.message)
             return
-        error = ""
+        error, relayed_done = "", False
         try:
             yield b""  # opened; start() consumes this
             chunks = self._response.aiter_bytes()
@@ -282,10 +282,15 @@ class StreamingExecution:
                 passed = self.tracker.feed(chunk)
                 if passed:
                     yield passed
+                    # The caller has [DONE]: it may now hang up (the OpenAI SDK does) before the upstream ends.
+                    relayed_done = self.tracker.done
         except (TimeoutError, httpx.HTTPError) as exc:
             error = self._mid_stream_error(exc, idle_timeout)
-        except (asyncio.CancelledError, GeneratorExit):  # the caller went away mid-stream
-            await self._finish(Outcome.FAILURE, CLIENT_DISCONNECTED)
+        except (asyncio.CancelledError, GeneratorExit):  # the caller went away mid-stream (or after [DONE])
+            if relayed_done and not self.tracker.error_message:
+                await self._finish(Outcome.SUCCESS, "")
+            else:
+                await self._finish(Outcome.FAILURE, CLIENT_DISCONNECTED)
             raise
         except Exception:
             logger.exception("relaying the stream of connector %s failed unexpectedly", self.connector.pk)

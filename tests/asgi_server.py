@@ -13,6 +13,7 @@ connection mid-stream, use this instead::
 the test's committed rows. With SQLite the test database is a shared-cache in-memory database, which every
 connection of this process shares; with PostgreSQL it is the usual test database. Both work unchanged.
 
+The server's lifespan is off; the fixture starts the event writer for each test instead (see asgi_live_server).
 Because the server runs in this process, settings overrides (``settings`` fixture) and monkeypatches apply to it.
 """
 
@@ -48,7 +49,7 @@ def start_asgi_server(app: str = "connectors_admin.asgi:application", host: str 
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False, timeout_graceful_shutdown=2)
+    config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False, timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)
     failure: list[BaseException] = []
 
@@ -77,9 +78,18 @@ def asgi_server_session():
 
 
 @pytest.fixture
-def asgi_live_server(transactional_db, asgi_server_session) -> AsgiServer:
-    """The project under uvicorn, for one test, with a database the server's threads can see."""
-    return asgi_server_session
+def asgi_live_server(transactional_db, asgi_server_session):
+    """The project under uvicorn, for one test, with a database the server's threads can see.
+
+    Events go through the process's group-commit event writer, as under a production server (whose lifespan
+    starts it); it runs for this test only, so that tests using Django's test client inside a rolled-back
+    transaction keep writing their events in their own connection.
+    """
+    from usage.recording import start_event_writer, stop_event_writer
+
+    start_event_writer()
+    yield asgi_server_session
+    assert stop_event_writer(), "events were left unwritten"
 
 
 class RecordedEvents:
