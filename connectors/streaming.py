@@ -225,6 +225,9 @@ class StreamingExecution:
             self._upstream = build_upstream_request(self.connector, body, stream=True)
         except SecretUnavailable as exc:
             return await self._fail_early(StreamFailure(str(exc), "internal"))
+        except Exception:  # anything unforeseen is still answered and still recorded
+            logger.exception("shaping the stream request of connector %s failed unexpectedly", self.connector.pk)
+            return await self._fail_early(StreamFailure("internal error", "internal"))
         self.event.requested_model = self._upstream.requested_model
         self.event.request_bytes = len(self._upstream.body)
         if self._openai_caller and not _asks_for_usage(body) and self._upstream.payload.get("stream_options"):
