@@ -319,7 +319,11 @@ def main() -> None:
         summary["event_rows"] = ExecutionEvent.objects.count()
         summary["rollup_rows"] = UsageRollup.objects.count()
         print(f"Timing ({args.runs} runs after {args.warmup} warm-up, in-process test Client):", flush=True)
+        # Other work on the machine skews the figures; the load average is printed so that a reader can tell.
+        summary["load_average_before"] = os.getloadavg()
         summary["timings"] = time_views(args.runs, args.warmup)
+        summary["load_average_after"] = os.getloadavg()
+        print(f"  load average before {summary['load_average_before']}, after {summary['load_average_after']}")
     finally:
         if not args.keep:
             drop_database(args.database)

@@ -15,7 +15,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from tests.conftest import basic_auth
-from tests.test_usage_queries import CONNECTOR, api_sums, record, record_mix
+from tests.test_usage_queries import api_sums, record, record_mix
 from usage.models import ExecutionEvent
 from usage.queries import connector_usage
 from usage.ranges import parse_range
