@@ -12,7 +12,7 @@ from django.db import connection, transaction
 from django.db.models import Case, CharField, Count, F, Q, Sum, Value, When
 from django.db.models.functions import Coalesce, TruncHour
 
-from usage.models import LATENCY_BIN_BOUNDS_MS, LATENCY_BIN_COUNT, ExecutionEvent, UsageRollup, latency_bin_field
+from usage.models import ROLLUP_KEY_FIELDS, ROLLUP_SUM_FIELDS, LATENCY_BIN_BOUNDS_MS, LATENCY_BIN_COUNT, ExecutionEvent, UsageRollup, latency_bin_field
 from usage.ranges import ceil_hour, floor_hour
 
 DEFAULT_CHUNK = timedelta(days=1)
@@ -29,17 +29,8 @@ def _latency_bin_filter(index: int) -> Q:
     return condition
 
 
-ROLLUP_KEY_COLUMNS = ("connector_id", "bucket", "model", "user_name", "outcome")
-ROLLUP_SUM_COLUMNS = (
-    "requests",
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "cached_tokens",
-    "reasoning_tokens",
-    "estimated_requests",
-    "duration_ms_sum",
-) + tuple(latency_bin_field(i) for i in range(LATENCY_BIN_COUNT))
+ROLLUP_KEY_COLUMNS = ROLLUP_KEY_FIELDS
+ROLLUP_SUM_COLUMNS = ROLLUP_SUM_FIELDS
 
 
 def aggregate_events(events):

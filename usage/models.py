@@ -120,6 +120,20 @@ def latency_bin_field(index: int) -> str:
 for _index in range(LATENCY_BIN_COUNT):
     models.BigIntegerField(default=0).contribute_to_class(UsageRollup, latency_bin_field(_index))
 
+# The additive columns of a rollup row, in one place for the recorder, the rebuild and the summaries.
+ROLLUP_KEY_FIELDS = ("connector_id", "bucket", "model", "user_name", "outcome")
+ROLLUP_SUM_FIELDS = (
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "estimated_requests",
+    "duration_ms_sum",
+) + tuple(latency_bin_field(i) for i in range(LATENCY_BIN_COUNT))
+
+
 # Trigger-maintained summaries of UsageRollup for long dashboard ranges (see usage/summaries.py). Imported here
 # so that Django registers them with the app; at the end because they use the names above.
 from usage.summaries import UsageDailyRollup, UsageHourlyTotal  # noqa: E402, F401

@@ -25,6 +25,8 @@ from django.db import (
 )
 
 from usage.models import (
+    ROLLUP_KEY_FIELDS,
+    ROLLUP_SUM_FIELDS,
     LATENCY_BIN_BOUNDS_MS,
     LATENCY_BIN_COUNT,
     ExecutionEvent,
@@ -32,17 +34,8 @@ from usage.models import (
     latency_bin_field,
 )
 
-SUM_FIELDS = (
-    "requests",
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "cached_tokens",
-    "reasoning_tokens",
-    "estimated_requests",
-    "duration_ms_sum",
-) + tuple(latency_bin_field(i) for i in range(LATENCY_BIN_COUNT))
-KEY_FIELDS = ("connector_id", "bucket", "model", "user_name", "outcome")
+SUM_FIELDS = ROLLUP_SUM_FIELDS
+KEY_FIELDS = ROLLUP_KEY_FIELDS
 
 
 def latency_bin(duration_ms: float) -> int:

@@ -17,19 +17,10 @@ path to keep in step. Nothing else writes these tables.
 
 from django.db import models
 
-from usage.models import LATENCY_BIN_COUNT, Outcome, latency_bin_field
+from usage.models import ROLLUP_SUM_FIELDS, LATENCY_BIN_COUNT, Outcome, latency_bin_field
 
 # The columns each summary sums (the triggers in migration 0002 list the same ones).
-HOURLY_SUM_FIELDS = (
-    "requests",
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "cached_tokens",
-    "reasoning_tokens",
-    "estimated_requests",
-    "duration_ms_sum",
-) + tuple(latency_bin_field(i) for i in range(LATENCY_BIN_COUNT))
+HOURLY_SUM_FIELDS = ROLLUP_SUM_FIELDS
 DAILY_SUM_FIELDS = ("requests", "prompt_tokens", "completion_tokens", "total_tokens")
 
 
