@@ -24,7 +24,9 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+# Module scope: Playwright's sync API keeps an event loop running in this thread while it is open, which would
+# break later tests that call asyncio.run().
+@pytest.fixture(scope="module")
 def chromium():
     executable = shutil.which("chromium") or shutil.which("chromium-browser")
     if executable is None:
