@@ -6,8 +6,13 @@ class ConnectorsConfig(AppConfig):
     verbose_name = "Connectors"
 
     def ready(self) -> None:
-        from connectors import auth, preconfigured, roles  # noqa: F401 - auth connects its cache-dropping signals
+        from django.db.models.signals import post_delete, post_save
+
+        from connectors import auth, connector_cache, preconfigured, roles  # noqa: F401 - auth connects its signals
+        from connectors.models import Connector
 
         roles.connect_signals()
+        post_save.connect(connector_cache.announce_change, sender=Connector, dispatch_uid="connector_cache_saved")
+        post_delete.connect(connector_cache.announce_change, sender=Connector, dispatch_uid="connector_cache_deleted")
         # Fail at start-up, not at first use, when a preconfigured connector in ACTIONS_CONFIG is invalid.
         preconfigured.preconfigured_connectors()

@@ -26,6 +26,7 @@ from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils import timezone
 
+from connectors import invalidation
 from connectors.api_keys import digest_of
 from connectors.models import ApiKey
 
@@ -74,12 +75,6 @@ def _remember(key: bytes, user, api_key_id: int | None = None) -> None:
         if len(_cache) >= _MAX_ENTRIES:
             _cache.clear()
         _cache[key] = _Entry(user=user, expires_at=time.monotonic() + ttl, api_key_id=api_key_id)
-
-
-def forget_user(user_id) -> None:
-    with _lock:
-        for key in [k for k, e in _cache.items() if e.user.pk == user_id]:
-            del _cache[key]
 
 
 def forget_all() -> None:
@@ -209,18 +204,35 @@ async def authenticate_request(request, *, allow_session: bool = True):
     raise NotAuthenticated("Authentication required: use HTTP Basic, an API key or a session.")
 
 
+def _forget_api_key(api_key_id: str) -> None:
+    with _lock:
+        for key in [k for k, e in _cache.items() if str(e.api_key_id) == api_key_id]:
+            del _cache[key]
+
+
+def _forget_user(user_id: str) -> None:
+    with _lock:
+        for key in [k for k, e in _cache.items() if str(e.user.pk) == user_id]:
+            del _cache[key]
+
+
+# Changes reach every server process (connectors/invalidation.py), not only the one that made them.
+invalidation.register("user", _forget_user, forget_all)
+invalidation.register("permissions", lambda _key: forget_all(), forget_all)
+invalidation.register("apikey", _forget_api_key, forget_all)
+
+
 def _on_user_changed(sender, instance, **kwargs):
-    forget_user(instance.pk)
+    invalidation.announce("user", str(instance.pk), using=kwargs.get("using") or "default")
 
 
-def _on_permissions_changed(sender, **kwargs):
-    forget_all()
+def _on_permissions_changed(sender, action, **kwargs):
+    if action.startswith("post_"):
+        invalidation.announce("permissions", using=kwargs.get("using") or "default")
 
 
 def _on_api_key_changed(sender, instance, **kwargs):
-    with _lock:
-        for key in [k for k, e in _cache.items() if e.api_key_id == instance.pk]:
-            del _cache[key]
+    invalidation.announce("apikey", str(instance.pk), using=kwargs.get("using") or "default")
 
 
 User = get_user_model()

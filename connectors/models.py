@@ -40,12 +40,22 @@ class ConnectorQuerySet(models.QuerySet):
         return self.filter(pk=connector_id).first()
 
     async def afind(self, connector_id: str) -> "Connector | None":
+        """``find`` for the execution path: a stored connector comes from the process's cache when it is there.
+
+        The instance may be shared by concurrent executions: treat it as read-only.
+        """
+        from connectors import connector_cache
         from connectors.preconfigured import preconfigured_connectors
 
         preconfigured = preconfigured_connectors().get(connector_id)
         if preconfigured is not None:
             return preconfigured
-        return await self.filter(pk=connector_id).afirst()
+        connector = connector_cache.get(connector_id)
+        if connector is None:
+            connector = await self.filter(pk=connector_id).afirst()
+            if connector is not None:
+                connector_cache.put(connector)
+        return connector
 
     def with_preconfigured(self) -> list["Connector"]:
         """Every connector, preconfigured ones first, each group by name."""

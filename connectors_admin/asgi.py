@@ -1,8 +1,10 @@
 """The ASGI application served by uvicorn: Django, plus what Django's ASGI handler leaves out.
 
 - The ``lifespan`` protocol (Django's handler refuses it): at start-up the process's event writer is started
-  (usage.recording: events are committed in batches, each caller answered after its event's commit), and at
-  shutdown, after the server has finished the requests in flight, everything still queued is written.
+  (usage.recording: events are committed in batches, each caller answered after its event's commit), and on
+  PostgreSQL the listener that keeps the process's caches in step with changes made by other processes
+  (connectors.invalidation); at shutdown, after the server has finished the requests in flight, everything still
+  queued is written.
 - A short path for the JSON API called with credentials in the ``Authorization`` header (HTTP Basic, ``ApiKey``,
   ``Bearer``), which is how Kibana scripts and SDKs call it. Such a request uses neither the session, nor CSRF,
   nor messages, and the API authenticates it itself; Django's stack of sync middleware would cost it a hop to a
@@ -28,6 +30,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.exception import convert_exception_to_response
 
+from connectors.invalidation import start_listener, stop_listener
 from usage.recording import start_event_writer, stop_event_writer
 
 API_PREFIX = "/api/"
@@ -88,9 +91,11 @@ async def lifespan(receive, send) -> None:
         message = await receive()
         if message["type"] == "lifespan.startup":
             start_event_writer()
+            start_listener()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             # The server has drained its requests: write what they queued (the thread has its own timeout).
+            await asyncio.to_thread(stop_listener)
             flushed = await asyncio.to_thread(stop_event_writer)
             if flushed:
                 await send({"type": "lifespan.shutdown.complete"})

@@ -206,6 +206,9 @@ EVENT_WRITE_BEHIND = _bool("EVENT_WRITE_BEHIND", default=False)
 
 # How long a verified HTTP Basic credential is remembered (see connectors/auth.py).
 BASIC_AUTH_CACHE_SECONDS = _int("BASIC_AUTH_CACHE_SECONDS", default=300)
+# How long the execution path trusts a connector it has read (connectors/connector_cache.py); a change reaches every
+# process at once on PostgreSQL, this is the backstop.
+CONNECTOR_CACHE_SECONDS = _int("CONNECTOR_CACHE_SECONDS", default=60)
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
 LOGGING = {

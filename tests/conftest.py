@@ -6,7 +6,7 @@ import pytest
 from django.contrib.auth.models import Group
 from django.test import override_settings
 
-from connectors.auth import forget_all
+from connectors.invalidation import forget_everything
 from connectors.models import Connector, Provider
 from connectors_admin.actions_config import parse_actions_config
 from tests.fake_openai import FakeOpenAI
@@ -79,10 +79,11 @@ def _static_files_without_collectstatic():
 
 
 @pytest.fixture(autouse=True)
-def _fresh_auth_cache():
-    forget_all()
+def _fresh_caches():
+    """Each test starts with empty per-process caches (verified credentials, connectors)."""
+    forget_everything()
     yield
-    forget_all()
+    forget_everything()
 
 
 @pytest.fixture(scope="session")
