@@ -19,13 +19,12 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 from django.conf import settings
 from django.http import StreamingHttpResponse
 
@@ -193,7 +192,7 @@ class StreamFailure:
     retry_after: float | None = None
     upstream_status: int | None = None
     upstream_body: bytes = b""
-    upstream_headers: httpx.Headers = field(default_factory=httpx.Headers)
+    upstream_headers: Mapping[str, str] = field(default_factory=dict)
     error: Exception | None = None
 
 
@@ -213,7 +212,7 @@ class StreamingExecution:
         self._openai_caller = openai_caller
         self._started = time.perf_counter()
         self._upstream: UpstreamRequest | None = None
-        self._response: httpx.Response | None = None
+        self._response: transport.Exchange | None = None
         self._exit_stack = AsyncExitStack()
         self._finished = False
         self._body: AsyncIterator[bytes] | None = None
@@ -274,7 +273,7 @@ class StreamingExecution:
         error, relayed_done = "", False
         try:
             yield b""  # opened; start() consumes this
-            chunks = self._response.aiter_bytes()
+            chunks = self._response.chunks()
             while True:
                 try:
                     async with asyncio.timeout(idle_timeout):
@@ -287,7 +286,7 @@ class StreamingExecution:
                     yield passed
                     # The caller has [DONE]: it may now hang up (the OpenAI SDK does) before the upstream ends.
                     relayed_done = self.tracker.done
-        except (TimeoutError, httpx.HTTPError) as exc:
+        except (TimeoutError, transport.OutboundError) as exc:
             error = self._mid_stream_error(exc, idle_timeout)
         except (asyncio.CancelledError, GeneratorExit):  # the caller went away mid-stream (or after [DONE])
             if relayed_done and not self.tracker.error_message:
@@ -321,36 +320,36 @@ class StreamingExecution:
             )
         except transport.OutboundError as exc:
             return StreamFailure(str(exc), "outbound", retry=exc.retry, error=exc)
-        self.event.upstream_status = response.status_code
-        if response.status_code < 400 and response.headers.get("content-type", "").startswith("text/event-stream"):
+        self.event.upstream_status = response.status
+        if response.status < 400 and response.headers.get("content-type", "").startswith("text/event-stream"):
             return None
         try:
             async with asyncio.timeout(idle_timeout):
                 body = await self._read_error_body(response)
-        except (TimeoutError, httpx.HTTPError):
+        except (TimeoutError, transport.OutboundError):
             body = b""
         self.event.response_bytes = len(body)
         body = scrub_secret(body, self.connector.api_key)
-        if response.status_code >= 400:
-            retry = response.status_code == 429 or response.status_code >= 500
+        if response.status >= 400:
+            retry = response.status == 429 or response.status >= 500
             after = retry_after_seconds(response.headers) if retry else None
-            message = provider_error_message(response.status_code, body)
+            message = provider_error_message(response.status, body)
             if after is not None:
                 message += f" (retry after {after:g} s)"
             return StreamFailure(message, "upstream_status", retry=retry, retry_after=after,
-                                 upstream_status=response.status_code, upstream_body=body,
+                                 upstream_status=response.status, upstream_body=body,
                                  upstream_headers=response.headers)
         content_type = response.headers.get("content-type", "unknown")
         return StreamFailure(
-            f"Status code: {response.status_code}. Message: the provider answered a streaming request with "
+            f"Status code: {response.status}. Message: the provider answered a streaming request with "
             f"content-type {content_type} instead of text/event-stream",
-            "not_sse", upstream_status=response.status_code, upstream_body=body, upstream_headers=response.headers,
+            "not_sse", upstream_status=response.status, upstream_body=body, upstream_headers=response.headers,
         )
 
     @staticmethod
-    async def _read_error_body(response: httpx.Response) -> bytes:
+    async def _read_error_body(response: transport.Exchange) -> bytes:
         body = b""
-        async for chunk in response.aiter_bytes():
+        async for chunk in response.chunks():
             body += chunk
             if len(body) >= ERROR_BODY_LIMIT:
                 return body[:ERROR_BODY_LIMIT]
@@ -358,10 +357,11 @@ class StreamingExecution:
 
     def _mid_stream_error(self, exc: BaseException, idle_timeout: float) -> str:
         where = urlsplit(self._upstream.url).netloc.rpartition("@")[2]
-        if isinstance(exc, TimeoutError | httpx.TimeoutException):
+        if isinstance(exc, TimeoutError):
             return (f"The provider's stream from {where} stalled: no data for {idle_timeout:g} s "
                     "(responseTimeout/timeout).")
-        return f"The provider's stream from {where} broke: {exc or type(exc).__name__}."
+        reason = exc.__cause__ or exc  # the client's own error, not OutboundError's sentence about it
+        return f"The provider's stream from {where} broke: {reason or type(reason).__name__}."
 
     # --- the end ----------------------------------------------------------------------------------------
     async def _fail_early(self, failure: StreamFailure) -> bool:

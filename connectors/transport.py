@@ -1,8 +1,13 @@
-"""The outbound HTTP path: httpx clients shaped by the networking settings (REFERENCE section 5).
+"""The outbound HTTP path: pooled HTTP clients shaped by the networking settings (REFERENCE section 5).
 
-One pooled ``httpx.AsyncClient`` per distinct transport profile (proxy or not, TLS settings), per event loop,
-reused across requests. Every request and every redirect target is checked against allowedHosts; responses are
-read up to maxResponseContentLength; the whole exchange is bounded by max(responseTimeout, the call's timeout).
+One pooled client per distinct transport profile (proxy or not, TLS settings), per event loop, reused across
+requests. Direct connections, the hot path, go through aiohttp: its pool and C parser cost a fraction of httpx's
+CPU per request (bench/PERFORMANCE.md: 96 vs 427 us sequentially, and httpx's pool scan grows with the requests
+in flight). Connections through a proxy go through httpx, which verifies an https proxy with its own TLS settings
+(proxyVerificationMode) apart from the target's; aiohttp uses one TLS context for both.
+
+Every request and every redirect target is checked against allowedHosts; responses are read up to
+maxResponseContentLength; the whole exchange is bounded by max(responseTimeout, the call's timeout).
 """
 
 from __future__ import annotations
@@ -10,13 +15,13 @@ from __future__ import annotations
 import asyncio
 import ssl
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import count
 from urllib.parse import urljoin, urlsplit
 
+import aiohttp
 import certifi
 import httpx
 from django.conf import settings
@@ -25,6 +30,7 @@ from connectors.providers import UpstreamRequest
 from connectors_admin.actions_config import ActionsConfig, TLSSettings, default_port
 
 MAX_REDIRECTS = 5
+KEEPALIVE_SECONDS = 30
 
 
 class OutboundError(Exception):
@@ -61,8 +67,66 @@ class ResponseTooLarge(OutboundError):
 @dataclass
 class UpstreamResponse:
     status: int
-    headers: httpx.Headers
+    headers: Mapping[str, str]  # case-insensitive
     body: bytes
+
+
+class Exchange:
+    """A response whose head has arrived: ``status``, case-insensitive ``headers``, and ``chunks()``, the body as it
+    arrives (raising OutboundError if the connection breaks). The same for both clients."""
+
+    status: int
+    headers: Mapping[str, str]
+
+    def __init__(self, where: str):
+        self.where = where  # host:port (and the proxy's), for messages
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    def broken(self, exc: Exception) -> OutboundError:
+        return UpstreamUnreachable(f"The connection to {self.where} broke: {exc or type(exc).__name__}.")
+
+
+class _AiohttpExchange(Exchange):
+    def __init__(self, response: aiohttp.ClientResponse, where: str):
+        super().__init__(where)
+        self._response = response
+        self.status, self.headers = response.status, response.headers
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+        except aiohttp.ClientError as exc:
+            raise self.broken(exc) from exc
+
+    async def aclose(self) -> None:
+        # A body read to its end gives the connection back to the pool; anything else closes it.
+        if self._response.content.at_eof():
+            self._response.release()
+        else:
+            self._response.close()
+
+
+class _HttpxExchange(Exchange):
+    def __init__(self, response: httpx.Response, where: str):
+        super().__init__(where)
+        self._response = response
+        self.status, self.headers = response.status_code, response.headers
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._response.aiter_bytes():
+                yield chunk
+        except httpx.HTTPError as exc:
+            raise self.broken(exc) from exc
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
 
 
 @dataclass(frozen=True)
@@ -102,59 +166,94 @@ def ssl_context_for(tls: TLSSettings) -> ssl.SSLContext:
     return context
 
 
-def _new_client(profile: TransportProfile) -> httpx.AsyncClient:
-    proxy = None
-    if profile.proxy_url:
-        # httpcore refuses a TLS context for a plain-http proxy, and the verification mode only means something
-        # for an https one; an https target is still verified end to end through the CONNECT tunnel.
-        proxy_tls = urlsplit(profile.proxy_url).scheme == "https"
-        proxy = httpx.Proxy(
-            profile.proxy_url,
-            headers=dict(profile.proxy_headers) or None,
-            ssl_context=ssl_context_for(TLSSettings(verification_mode=profile.proxy_verification_mode))
-            if proxy_tls
-            else None,
-        )
-    return httpx.AsyncClient(
-        verify=ssl_context_for(profile.tls),
-        proxy=proxy,
-        trust_env=False,  # only ACTIONS_CONFIG decides about proxies, never HTTP_PROXY & co.
-        follow_redirects=False,  # redirects are followed here, so that each target is checked
-        timeout=None,  # the deadline is set around the whole exchange
-        # The limits are shared out among the profile's pool shards (see client_for).
-        limits=httpx.Limits(
-            max_connections=-(-settings.OUTBOUND_MAX_CONNECTIONS // settings.OUTBOUND_POOL_SHARDS),
-            max_keepalive_connections=-(-settings.OUTBOUND_MAX_KEEPALIVE // settings.OUTBOUND_POOL_SHARDS),
-            keepalive_expiry=30,
+def _new_session(profile: TransportProfile) -> aiohttp.ClientSession:
+    """The direct (no proxy) client."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(
+            ssl=ssl_context_for(profile.tls),
+            limit=settings.OUTBOUND_MAX_CONNECTIONS,
+            limit_per_host=0,
+            keepalive_timeout=KEEPALIVE_SECONDS,
         ),
+        cookie_jar=aiohttp.DummyCookieJar(),  # never carry one provider's cookies into another call
+        trust_env=False,  # only ACTIONS_CONFIG decides about proxies, never HTTP_PROXY & co.
+        timeout=aiohttp.ClientTimeout(total=None),  # the deadline is set around the whole exchange
     )
 
 
-_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+def _new_proxied_client(profile: TransportProfile) -> httpx.AsyncClient:
+    """The client through the proxy."""
+    # httpcore refuses a TLS context for a plain-http proxy, and the verification mode only means something for
+    # an https one; an https target is still verified end to end through the CONNECT tunnel.
+    proxy_tls = urlsplit(profile.proxy_url).scheme == "https"
+    proxy = httpx.Proxy(
+        profile.proxy_url,
+        headers=dict(profile.proxy_headers) or None,
+        ssl_context=ssl_context_for(TLSSettings(verification_mode=profile.proxy_verification_mode))
+        if proxy_tls
+        else None,
+    )
+    return httpx.AsyncClient(
+        verify=ssl_context_for(profile.tls),
+        proxy=proxy,
+        trust_env=False,
+        follow_redirects=False,  # redirects are followed here, so that each target is checked
+        timeout=None,
+        limits=httpx.Limits(max_connections=settings.OUTBOUND_MAX_CONNECTIONS, keepalive_expiry=KEEPALIVE_SECONDS),
+    )
 
 
-def client_for(profile: TransportProfile) -> httpx.AsyncClient:
-    """One of the profile's pooled clients, in turn.
+_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # loop -> {profile: client}
+_closers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # loop -> its _close_with_the_loop generator
 
-    httpcore's pool scans every connection for every waiting request, which is quadratic in the requests in
-    flight (with 500 at once in one pool, 80% of the server's CPU went there); OUTBOUND_POOL_SHARDS pools of a
-    share of the limits each keep that cost small, and each still keeps its connections alive.
-    """
-    # Connections belong to an event loop; uvicorn has one, but test clients may run each request in a new one.
+
+def client_for(profile: TransportProfile) -> aiohttp.ClientSession | httpx.AsyncClient:
+    """The profile's pooled client in this event loop (connections belong to a loop; uvicorn has one, but test
+    clients may run each request in a new one)."""
     loop = asyncio.get_running_loop()
-    per_loop = _clients.setdefault(loop, {})
-    shards = per_loop.get(profile)
-    if shards is None:
-        shards = per_loop[profile] = ([_new_client(profile) for _ in range(settings.OUTBOUND_POOL_SHARDS)], count())
-    clients, turn = shards
-    return clients[next(turn) % len(clients)]
+    per_loop = _clients.get(loop)
+    if per_loop is None:
+        per_loop = _clients[loop] = {}
+        _closers[loop] = _close_with_the_loop(per_loop)
+    client = per_loop.get(profile)
+    if client is None:
+        client = per_loop[profile] = _new_proxied_client(profile) if profile.proxy_url else _new_session(profile)
+    return client
+
+
+async def _close(client) -> None:
+    await (client.aclose() if isinstance(client, httpx.AsyncClient) else client.close())
 
 
 async def close_clients() -> None:
+    """Close this loop's clients and their connections (the server's lifespan does it at shutdown)."""
     per_loop = _clients.pop(asyncio.get_running_loop(), {})
-    for clients, _turn in per_loop.values():
-        for client in clients:
-            await client.aclose()
+    for client in list(per_loop.values()):
+        await _close(client)
+    per_loop.clear()
+
+
+def _close_with_the_loop(per_loop: dict):
+    """Close ``per_loop``'s clients when their loop shuts down, however it was started.
+
+    An async generator, once started, is closed by the loop's ``shutdown_asyncgens()``, which ``asyncio.run``,
+    uvicorn and asgiref (Django's test client runs each request in a loop of its own) all call before closing the
+    loop; the generator's ``finally`` closes the clients there, while the loop still runs.
+    """
+
+    async def closer():
+        try:
+            yield
+        finally:
+            for client in list(per_loop.values()):
+                await _close(client)
+
+    generator = closer()
+    try:
+        generator.asend(None).send(None)  # run to the yield: the loop now knows the generator
+    except StopIteration:
+        pass
+    return generator
 
 
 def check_host_allowed(config: ActionsConfig, url: str) -> None:
@@ -181,25 +280,42 @@ def _keeps_credentials(source: str, target: str) -> bool:
     return (from_scheme, to_scheme, from_host, from_port, to_port) == ("http", "https", to_host, 80, 443)
 
 
-def _describe_failure(exc: Exception, url: str, timeout: float, proxy_url: str = "") -> OutboundError:
+def _ssl_error_in(exc: BaseException | None) -> ssl.SSLError | None:
+    """The ssl module's own error behind a client's exception (aiohttp's also subclass ssl.SSLError)."""
+    for _depth in range(10):
+        if exc is None:
+            return None
+        inner = getattr(exc, "certificate_error", None) or getattr(exc, "os_error", None)
+        if isinstance(exc, ssl.SSLError) and not isinstance(inner, ssl.SSLError):
+            return exc
+        exc = inner or exc.__cause__ or exc.__context__
+    return None
+
+
+def _describe_failure(exc: BaseException, url: str, timeout: float, proxy_url: str = "") -> OutboundError:
+    """A safe message for a failed exchange, from either client's exceptions."""
     where = _where(url)
     if proxy_url:
         # Only host and port: the proxy URL may carry credentials.
         where = f"{where} (through the proxy {_where(proxy_url)})"
-    if isinstance(exc, (httpx.TimeoutException, TimeoutError)):
+    if isinstance(exc, (httpx.TimeoutException, TimeoutError, aiohttp.ServerTimeoutError)):
         return UpstreamTimeout(f"No complete response from {where} within {timeout:g} s (responseTimeout/timeout).")
     if isinstance(exc, httpx.ProxyError):
         return UpstreamUnreachable(f"The proxy refused or failed the request to {where}: {exc}")
-    cause = exc.__cause__ or exc.__context__
-    while cause is not None and not isinstance(cause, ssl.SSLError):
-        cause = cause.__cause__ or cause.__context__
-    if isinstance(cause, ssl.SSLError) or "CERTIFICATE_VERIFY_FAILED" in str(exc) or "SSL" in str(exc):
-        reason = getattr(cause, "verify_message", None) or getattr(cause, "reason", None) or str(exc)
+    cause = _ssl_error_in(exc)
+    if cause is not None or "CERTIFICATE_VERIFY_FAILED" in str(exc) or "SSL" in str(exc):
+        reason = getattr(cause, "verify_message", None) or getattr(cause, "reason", None) or str(cause or exc)
         return TLSFailure(f"TLS connection to {where} failed: {str(reason).rstrip('.')}.")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        reason = exc.os_error.strerror or str(exc.os_error) if exc.os_error else "connection failed"
+        return UpstreamUnreachable(f"Could not connect to {where}: {reason}.")
     if isinstance(exc, httpx.ConnectError):
         return UpstreamUnreachable(f"Could not connect to {where}: {exc or 'connection failed'}.")
-    if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
+    if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, aiohttp.ServerDisconnectedError,
+                        aiohttp.ClientPayloadError, aiohttp.ClientOSError)):
         return UpstreamUnreachable(f"The connection to {where} broke: {exc or type(exc).__name__}.")
+    if isinstance(exc, aiohttp.ClientResponseError):  # a malformed response head, among others
+        return UpstreamUnreachable(f"The response from {where} could not be read: {exc.message or type(exc).__name__}.")
     return UpstreamUnreachable(f"The request to {where} failed: {type(exc).__name__}.")
 
 
@@ -207,14 +323,14 @@ def effective_timeout(config: ActionsConfig, call_timeout_ms: float | None) -> f
     return max(config.response_timeout, (call_timeout_ms or 0) / 1000)
 
 
-async def _read_limited(response: httpx.Response, limit: int) -> bytes:
-    declared = response.headers.get("content-length")
+async def _read_limited(exchange: Exchange, limit: int) -> bytes:
+    declared = exchange.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise ResponseTooLarge(
             f"The response ({int(declared)} bytes) exceeds maxResponseContentLength ({limit} bytes)."
         )
     chunks, size = [], 0
-    async for chunk in response.aiter_bytes():
+    async for chunk in exchange.chunks():
         size += len(chunk)
         if size > limit:
             raise ResponseTooLarge(f"The response exceeded maxResponseContentLength ({limit} bytes).")
@@ -222,38 +338,46 @@ async def _read_limited(response: httpx.Response, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+async def _send_once(profile: TransportProfile, method: str, url: str, headers: dict, body: bytes | None,
+                     timeout: float) -> Exchange:
+    """One request (no redirect following); the response head has arrived."""
+    client = client_for(profile)
+    where = _where(url) + (f" (through the proxy {_where(profile.proxy_url)})" if profile.proxy_url else "")
+    try:
+        if isinstance(client, httpx.AsyncClient):
+            request = client.build_request(method, url, headers=headers, content=body)
+            return _HttpxExchange(await client.send(request, stream=True), where)
+        response = await client.request(method, url, headers=headers, data=body, allow_redirects=False)
+        return _AiohttpExchange(response, where)
+    except (httpx.HTTPError, aiohttp.ClientError) as exc:
+        raise _describe_failure(exc, url, timeout, profile.proxy_url) from exc
+
+
 @asynccontextmanager
-async def _open(request: UpstreamRequest, config: ActionsConfig, timeout: float) -> AsyncIterator[httpx.Response]:
-    """Send the request, following redirects (each target checked), and yield the final streaming response."""
+async def _open(request: UpstreamRequest, config: ActionsConfig, timeout: float) -> AsyncIterator[Exchange]:
+    """Send the request, following redirects (each target checked), and yield the final response."""
     method, url, body = "POST", request.url, request.body
     headers = dict(request.headers)
     for _hop in range(MAX_REDIRECTS + 1):
         check_host_allowed(config, url)
-        profile = profile_for(config, url)
-        client = client_for(profile)
-        try:
-            response = await client.send(client.build_request(method, url, headers=headers, content=body), stream=True)
-        except httpx.HTTPError as exc:
-            raise _describe_failure(exc, url, timeout, profile.proxy_url) from exc
-        location = response.headers.get("location")
-        if response.status_code in (301, 302, 303, 307, 308) and location:
-            await response.aclose()
+        exchange = await _send_once(profile_for(config, url), method, url, headers, body, timeout)
+        location = exchange.headers.get("location")
+        if exchange.status in (301, 302, 303, 307, 308) and location:
+            await exchange.aclose()
             target = urljoin(url, location)
             if not _keeps_credentials(url, target):
                 # Never hand the key to another origin (another host, port, or a downgrade to plain http), as
                 # browsers and httpx do.
                 headers = {k: v for k, v in headers.items() if k.lower() not in ("authorization", "api-key")}
-            if response.status_code in (301, 302, 303):
+            if exchange.status in (301, 302, 303):
                 method, body = "GET", None
                 headers.pop("Content-Type", None)
             url = target
             continue
         try:
-            yield response
-        except httpx.HTTPError as exc:
-            raise _describe_failure(exc, url, timeout, profile.proxy_url) from exc
+            yield exchange
         finally:
-            await response.aclose()
+            await exchange.aclose()
         return
     raise UpstreamUnreachable(f"Too many redirects (more than {MAX_REDIRECTS}).")
 
@@ -264,16 +388,16 @@ async def send(request: UpstreamRequest, *, call_timeout_ms: float | None = None
     timeout = effective_timeout(config, call_timeout_ms)
     try:
         async with asyncio.timeout(timeout):
-            async with _open(request, config, timeout) as response:
-                body = await _read_limited(response, config.max_response_content_length)
-                return UpstreamResponse(status=response.status_code, headers=response.headers, body=body)
+            async with _open(request, config, timeout) as exchange:
+                body = await _read_limited(exchange, config.max_response_content_length)
+                return UpstreamResponse(status=exchange.status, headers=exchange.headers, body=body)
     except TimeoutError as exc:
         raise _describe_failure(exc, request.url, timeout) from None
 
 
 @asynccontextmanager
 async def open_stream(request: UpstreamRequest, *, call_timeout_ms: float | None = None):
-    """Open a streaming exchange: yields the response, whose body the caller reads as it arrives.
+    """Open a streaming exchange: yields the Exchange, whose ``chunks()`` the caller reads as they arrive.
 
     The deadline covers the connection and the response head only; the streamed body is bounded by the caller.
     """
@@ -282,11 +406,11 @@ async def open_stream(request: UpstreamRequest, *, call_timeout_ms: float | None
     try:
         async with asyncio.timeout(timeout):
             context = _open(request, config, timeout)
-            response = await context.__aenter__()
+            exchange = await context.__aenter__()
     except TimeoutError as exc:
         raise _describe_failure(exc, request.url, timeout) from None
     try:
-        yield response
+        yield exchange
     except BaseException as exc:
         if not await context.__aexit__(type(exc), exc, exc.__traceback__):
             raise

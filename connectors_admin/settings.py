@@ -191,12 +191,9 @@ if _bool("SECURE_PROXY_SSL_HEADER", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = _bool("SECURE_COOKIES", default=False)
 
-# Outbound connection pool per transport profile: enough for hundreds of slow executions in flight at once.
+# Outbound connections per transport profile and process: enough for thousands of slow executions in flight at
+# once. Idle connections are kept for reuse for 30 s (connectors/transport.py).
 OUTBOUND_MAX_CONNECTIONS = _int("OUTBOUND_MAX_CONNECTIONS", default=2000)
-OUTBOUND_MAX_KEEPALIVE = _int("OUTBOUND_MAX_KEEPALIVE", default=200)
-# The limits above are shared out among this many pools per transport profile (connectors/transport.py): one
-# httpx pool slows down quadratically with the requests in flight in it.
-OUTBOUND_POOL_SHARDS = max(1, _int("OUTBOUND_POOL_SHARDS", default=16))
 
 # Execution events are committed in batches by one writer thread per server process (usage/recording.py). By
 # default an execution is answered after its event's commit; with write-behind it is answered at once, which is

@@ -102,3 +102,20 @@ def test_the_django_admin_never_shows_the_key(client, admin_user, make_connector
     assert "•••••••• (encrypted)" in html
     listing = client.get("/admin/connectors/connector/").content.decode()
     assert SECRET not in listing
+
+
+def test_the_key_is_decrypted_once_per_instance_and_never_pickled(make_connector, monkeypatch):
+    import pickle
+
+    from connectors import models
+
+    connector = Connector.objects.get(pk=make_connector(api_key=SECRET).pk)
+    calls = []
+    real = models.decrypt_secret
+    monkeypatch.setattr(models, "decrypt_secret", lambda token: calls.append(token) or real(token))
+    assert (connector.api_key, connector.api_key) == (SECRET, SECRET)
+    assert len(calls) == 1
+    connector.api_key = "sk-another-key-1234567890"  # a new value is decrypted afresh
+    assert connector.api_key == "sk-another-key-1234567890"
+    assert SECRET.encode() not in pickle.dumps(connector)
+    assert b"sk-another-key" not in pickle.dumps(connector)
