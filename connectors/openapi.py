@@ -19,6 +19,23 @@ _ERRORS = {
     "404": _json(_ERROR, "No such connector"),
 }
 
+_OPENAI_ERROR = {"$ref": "#/components/schemas/OpenAIError"}
+# The OpenAI-compatible endpoint answers in OpenAI's error shape; (type, code) for each status it produces itself.
+_OPENAI_ERRORS = {
+    "400": _json(_OPENAI_ERROR, "The body is not a JSON object or has no messages: invalid_request_error (param: messages)"),
+    "401": _json(_OPENAI_ERROR, "No or wrong API key: invalid_request_error, code invalid_api_key"),
+    "403": _json(_OPENAI_ERROR, "Without connectors.execute_connector: permission_error, code insufficient_permissions; "
+                 "the connector's host not in allowedHosts: permission_error, code host_not_allowed"),
+    "404": _json(_OPENAI_ERROR, "No such connector: invalid_request_error, code connector_not_found"),
+    "405": _json(_OPENAI_ERROR, "Wrong HTTP method: invalid_request_error"),
+    "413": _json(_OPENAI_ERROR, "The body is larger than the server accepts: invalid_request_error"),
+    "500": _json(_OPENAI_ERROR, "An unexpected failure (still recorded): api_error, code internal_error"),
+    "502": _json(_OPENAI_ERROR, "The provider could not be reached or answered unreadably: api_error, code upstream_error"),
+    "504": _json(_OPENAI_ERROR, "No complete answer within responseTimeout: api_error, code upstream_timeout"),
+    "default": _json(_OPENAI_ERROR, "The provider's own error, passed on with its status and body (the key masked; "
+                     "Azure's errors completed with type and param)"),
+}
+
 SPEC = {
     "openapi": "3.0.3",
     "info": {
@@ -83,16 +100,28 @@ SPEC = {
             "parameters": [_ID],
             "post": {
                 "summary": "OpenAI-compatible chat completions through the connector (streaming or not)",
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+                "description": "Point an OpenAI SDK at `/api/openai/<id>/v1` with an API key of the account page. "
+                "The body is OpenAI's chat completion request; `model` may be omitted (the connector's default). "
+                "Every call is recorded in the event log with its token usage.",
+                "security": [{"bearer": []}, {"basic": []}],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}}}},
                 "responses": {
-                    "200": {"description": "The provider's chat completion, or its SSE stream"},
-                    "default": _json({"$ref": "#/components/schemas/OpenAIError"}, "OpenAI's error body"),
+                    "200": {
+                        "description": "The provider's chat completion, or with `stream: true` its SSE stream (a stream "
+                        "that breaks ends with a `data: {\"error\": ...}` event)",
+                        "content": {"application/json": {"schema": {"type": "object"}}, "text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    **_OPENAI_ERRORS,
                 },
             },
         },
         "/api/openai/{id}/v1/models": {
             "parameters": [_ID],
-            "get": {"summary": "The connector's model, OpenAI's list shape", "responses": {"200": _json({"type": "object"})}},
+            "get": {
+                "summary": "The connector's model, OpenAI's list shape",
+                "security": [{"bearer": []}, {"basic": []}],
+                "responses": {"200": _json({"$ref": "#/components/schemas/ModelList"}), **{k: _OPENAI_ERRORS[k] for k in ("401", "403", "404", "405")}},
+            },
         },
         "/api/usage/connectors/{id}": {
             "parameters": [
@@ -195,6 +224,24 @@ SPEC = {
                         "type": "object",
                         "properties": {"message": {"type": "string"}, "type": {"type": "string"}, "param": {"type": "string", "nullable": True}, "code": {"type": "string", "nullable": True}},
                     }
+                },
+            },
+            "ChatCompletionRequest": {
+                "type": "object",
+                "required": ["messages"],
+                "properties": {
+                    "model": {"type": "string", "description": "Optional: the connector's default model when omitted"},
+                    "messages": {"type": "array", "minItems": 1, "items": {"type": "object"}},
+                    "stream": {"type": "boolean"},
+                    "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
+                },
+                "additionalProperties": True,
+            },
+            "ModelList": {
+                "type": "object",
+                "properties": {
+                    "object": {"type": "string", "enum": ["list"]},
+                    "data": {"type": "array", "items": {"type": "object", "properties": {"id": {"type": "string"}, "object": {"type": "string"}, "owned_by": {"type": "string"}}}},
                 },
             },
             "Usage": {"type": "object", "properties": {"connector_id": {"type": "string"}, "from": {"type": "string"}, "to": {"type": "string"}, "totals": {"type": "object"}, "series": {"type": "array", "items": {"type": "object"}}, "by_user": {"type": "array", "items": {"type": "object"}}, "by_model": {"type": "array", "items": {"type": "object"}}}},

@@ -157,6 +157,24 @@ def test_openapi_description_is_served(client):
         assert path in spec["paths"]
 
 
+def test_the_openapi_description_names_the_openai_endpoint_errors_and_every_reference_resolves(client):
+    spec = client.get("/api/openapi.json").json()
+    responses = spec["paths"]["/api/openai/{id}/v1/chat/completions"]["post"]["responses"]
+    assert {"400", "401", "403", "404", "413", "502", "504", "default"} <= set(responses)
+    assert responses["404"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/OpenAIError"}
+
+    def references(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                yield from ([value] if key == "$ref" else references(value))
+        elif isinstance(node, list):
+            for item in node:
+                yield from references(item)
+
+    for ref in references(spec):
+        assert ref.removeprefix("#/components/schemas/") in spec["components"]["schemas"], ref
+
+
 class TestAuthentication:
     def test_no_credentials_is_401_with_a_basic_challenge(self, client):
         response = client.get("/api/actions/connectors")
