@@ -168,3 +168,36 @@ def test_save_and_test_opens_the_test_tab(client, connector_admin):
 def test_an_unknown_connector_is_404(client, connector_admin):
     client.force_login(connector_admin)
     assert client.get(reverse("connectors:detail", args=["no-such-id"])).status_code == 404
+
+
+def test_the_page_shows_how_to_call_the_connector_from_code_and_the_snippet_works(client, operator, make_connector,
+                                                                                 fake_openai):
+    import html
+    import json
+
+    from connectors.api_keys import create_api_key
+
+    connector = make_connector(api_url=fake_openai.url("ok"), api_key=SECRET)
+    client.force_login(operator)
+    page = client.get(reverse("connectors:detail", args=[connector.pk])).content.decode()
+    assert f"http://testserver/api/openai/{connector.pk}/v1" in page
+    assert reverse("api_keys") in page and "/api/openapi.json" in page
+    assert SECRET not in page
+    snippet = html.unescape(re.search(r'<pre class="code" data-snippet="kibana">(.*?)</pre>', page, re.S).group(1))
+    url = re.search(r"curl -X POST '([^']+)'", snippet).group(1)
+    body = json.loads(re.search(r"-d '(.*)'", snippet).group(1))
+    _record, key = create_api_key(operator, "from the snippet")
+    client.logout()
+    response = client.post(url.removeprefix("http://testserver"), body, content_type="application/json",
+                           HTTP_AUTHORIZATION=f"ApiKey {key}")
+    assert response.status_code == 200 and response.json()["status"] == "ok", response.content
+
+
+def test_the_code_card_is_only_for_those_who_may_run_connectors(client, make_connector, django_user_model):
+    from django.contrib.auth.models import Permission
+
+    viewer = django_user_model.objects.create_user("viv", password="x")
+    viewer.user_permissions.add(Permission.objects.get(codename="view_connector"))
+    client.force_login(viewer)
+    page = client.get(reverse("connectors:detail", args=[make_connector().pk])).content.decode()
+    assert "Use it from code" not in page
