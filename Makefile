@@ -39,7 +39,7 @@ test: $(VENV)/.installed-dev browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
 
 # Benchmarks (results and how to read them: docs/PERFORMANCE.md). Each script starts its own upstream, the app under
 # uvicorn with production settings and a PostgreSQL database of its own (postgres://postgres@127.0.0.1:5432), then

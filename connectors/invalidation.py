@@ -73,7 +73,7 @@ class Listener:
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cache-invalidation", daemon=True)
 
-    def start(self) -> "Listener":
+    def start(self) -> Listener:
         self._thread.start()
         return self
 

@@ -2,7 +2,6 @@
 
 import json
 
-
 from django.http import JsonResponse
 from django.views.decorators.http import require_POST
 

@@ -13,7 +13,6 @@ from connectors.models import Connector
 from tests.conftest import basic_auth
 
 
-
 @async_to_sync
 async def afind(connector_id):
     return await Connector.objects.afind(connector_id)

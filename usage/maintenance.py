@@ -12,7 +12,15 @@ from django.db import connection, transaction
 from django.db.models import Case, CharField, Count, F, Q, Sum, Value, When
 from django.db.models.functions import Coalesce, TruncHour
 
-from usage.models import ROLLUP_KEY_FIELDS, ROLLUP_SUM_FIELDS, LATENCY_BIN_BOUNDS_MS, LATENCY_BIN_COUNT, ExecutionEvent, UsageRollup, latency_bin_field
+from usage.models import (
+    LATENCY_BIN_BOUNDS_MS,
+    LATENCY_BIN_COUNT,
+    ROLLUP_KEY_FIELDS,
+    ROLLUP_SUM_FIELDS,
+    ExecutionEvent,
+    UsageRollup,
+    latency_bin_field,
+)
 from usage.ranges import ceil_hour, floor_hour
 
 DEFAULT_CHUNK = timedelta(days=1)

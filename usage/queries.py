@@ -20,7 +20,14 @@ from django.db.models import F, Q, Sum
 from django.db.models.functions import TruncDay
 
 from connectors.models import Connector
-from usage.models import LATENCY_BIN_BOUNDS_MS, LATENCY_BIN_COUNT, ExecutionEvent, Outcome, UsageRollup, latency_bin_field
+from usage.models import (
+    LATENCY_BIN_BOUNDS_MS,
+    LATENCY_BIN_COUNT,
+    ExecutionEvent,
+    Outcome,
+    UsageRollup,
+    latency_bin_field,
+)
 from usage.ranges import DAY, UsageRange
 from usage.summaries import UsageDailyRollup, UsageHourlyTotal
 

@@ -15,8 +15,8 @@ is exact for every zone whose offset is a whole number of hours and off by the o
 """
 
 from dataclasses import dataclass
-from functools import lru_cache
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo, available_timezones
 

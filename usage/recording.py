@@ -25,10 +25,9 @@ from django.db import (
 )
 
 from usage.models import (
+    LATENCY_BIN_BOUNDS_MS,
     ROLLUP_KEY_FIELDS,
     ROLLUP_SUM_FIELDS,
-    LATENCY_BIN_BOUNDS_MS,
-    LATENCY_BIN_COUNT,
     ExecutionEvent,
     UsageRollup,
     latency_bin_field,

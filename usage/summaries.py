@@ -17,7 +17,7 @@ path to keep in step. Nothing else writes these tables.
 
 from django.db import models
 
-from usage.models import ROLLUP_SUM_FIELDS, LATENCY_BIN_COUNT, Outcome, latency_bin_field
+from usage.models import LATENCY_BIN_COUNT, ROLLUP_SUM_FIELDS, Outcome, latency_bin_field
 
 # The columns each summary sums (the triggers in migration 0002 list the same ones).
 HOURLY_SUM_FIELDS = ROLLUP_SUM_FIELDS
