@@ -9,6 +9,7 @@ from connectors.api_support import ApiError, api_endpoint, error_response, json_
 from connectors.execution import execute
 from connectors.models import CONNECTOR_TYPE_ID, CONNECTOR_TYPE_NAME, Connector, Provider
 from connectors.preconfigured import preconfigured_connectors
+from connectors.validation import api_key_error
 from usage.models import Source
 
 VIEW, ADD, CHANGE, DELETE, EXECUTE = (
@@ -107,6 +108,8 @@ def apply_payload(connector: Connector, body: dict, *, creating: bool) -> None:
         raise ApiError(400, "[request body.secrets]: expected an object with only apiKey")
     if secrets.get("apiKey") is not None and not isinstance(secrets["apiKey"], str):
         raise ApiError(400, "[request body.secrets.apiKey]: expected value of type [string]")
+    if secrets.get("apiKey") and api_key_error(secrets["apiKey"]):
+        raise ApiError(400, f"error validating connector: [secrets.apiKey]: {api_key_error(secrets['apiKey'])}")
 
     connector.name = body["name"]
     for key, field in CONFIG_FIELDS.items():

@@ -1,7 +1,7 @@
 from django import forms
 
 from connectors.models import Connector, Provider
-from connectors.validation import is_azure_deployments_url
+from connectors.validation import api_key_error, is_azure_deployments_url
 
 
 class HeadersField(forms.CharField):
@@ -65,5 +65,9 @@ class ConnectorForm(forms.ModelForm):
         if cleaned.get("provider") != Provider.OPENAI:
             cleaned["organization_id"] = cleaned["project_id"] = ""
         if cleaned.get("api_key"):
-            self.instance.api_key = cleaned["api_key"]
+            problem = api_key_error(cleaned["api_key"])
+            if problem:
+                self.add_error("api_key", problem)
+            else:
+                self.instance.api_key = cleaned["api_key"]
         return cleaned

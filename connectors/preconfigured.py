@@ -5,6 +5,7 @@ from functools import lru_cache
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 
+from connectors.validation import api_key_error
 from connectors_admin.actions_config import ActionsConfig
 
 
@@ -37,5 +38,8 @@ def _build(config: ActionsConfig) -> dict:
         except ValidationError as exc:
             problems = "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items())
             raise ImproperlyConfigured(f"ACTIONS_CONFIG: preconfigured.{connector_id}: {problems}") from None
+        key_problem = api_key_error(connector.api_key)
+        if key_problem:
+            raise ImproperlyConfigured(f"ACTIONS_CONFIG: preconfigured.{connector_id}: secrets.apiKey: {key_problem}")
         connectors[connector_id] = connector
     return connectors

@@ -71,3 +71,10 @@ def headers_error(headers: object) -> str | None:
         if "\r" in value or "\n" in value or "\0" in value:
             return f"The value of header {name} cannot contain line breaks."
     return None
+
+
+def api_key_error(api_key: str) -> str | None:
+    """An API key is sent in a header: it cannot hold spaces, line breaks or other control characters."""
+    if any(char.isspace() or ord(char) < 32 or ord(char) == 127 for char in api_key):
+        return "The API key cannot contain spaces, line breaks or control characters."
+    return None

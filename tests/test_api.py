@@ -296,3 +296,13 @@ class TestPreconfigured:
         response = call(client, "POST", "/api/actions/connector/shared-openai/_execute", operator, body)
         assert response.json()["status"] == "ok"
         assert fake_openai.requests[-1].headers["authorization"] == "Bearer sk-preconfigured-SECRET"
+
+
+@pytest.mark.parametrize("bad_key", ["sk-abc\ndef", "sk abc", "sk-abc\x00"])
+def test_an_api_key_that_cannot_go_in_a_header_is_refused(client, connector_admin, bad_key):
+    body = {"name": "n", "connector_type_id": ".gen-ai", "secrets": {"apiKey": bad_key},
+            "config": {"apiProvider": "OpenAI", "apiUrl": "https://api.openai.com/v1/chat/completions"}}
+    response = client.post("/api/actions/connector", body, content_type="application/json",
+                           HTTP_AUTHORIZATION=basic_auth(connector_admin))
+    assert response.status_code == 400
+    assert "[secrets.apiKey]" in response.json()["message"] and bad_key not in response.json()["message"]

@@ -201,3 +201,11 @@ def test_the_code_card_is_only_for_those_who_may_run_connectors(client, make_con
     client.force_login(viewer)
     page = client.get(reverse("connectors:detail", args=[make_connector().pk])).content.decode()
     assert "Use it from code" not in page
+
+
+def test_the_form_refuses_an_api_key_with_spaces_inside(client, connector_admin):
+    client.force_login(connector_admin)
+    response = client.post(reverse("connectors:create"), form_data(api_key="sk-abc def"))
+    assert response.status_code == 200
+    assert "cannot contain spaces" in response.content.decode()
+    assert not Connector.objects.exists()

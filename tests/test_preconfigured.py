@@ -53,3 +53,13 @@ def test_an_invalid_preconfigured_connector_stops_start_up(actions_config):
     actions_config(bad)
     with pytest.raises(ImproperlyConfigured, match=r"preconfigured\.broken: api_url"):
         preconfigured_connectors()
+
+
+def test_a_preconfigured_key_that_cannot_go_in_a_header_stops_start_up(actions_config):
+    actions_config({"preconfigured": {"bad-key": {
+        "name": "Bad key", "actionTypeId": ".gen-ai",
+        "config": {"apiProvider": "OpenAI", "apiUrl": "https://api.openai.com/v1/chat/completions"},
+        "secrets": {"apiKey": "sk-abc\nInjected: header"}}}})
+    with pytest.raises(ImproperlyConfigured, match=r"preconfigured\.bad-key: secrets\.apiKey") as failure:
+        preconfigured_connectors()
+    assert "Injected" not in str(failure.value)
