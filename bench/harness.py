@@ -183,6 +183,8 @@ def stack(scenarios: list[str], *, workers: int = 2, upstream: str = "fast", app
         database_url = stack_.enter_context(bench_database())
         env = app_environment(database_url, app_env)
         subprocess.run([PYTHON, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=ROOT, env=env, check=True)
+        # As `make run` and a production deployment do (whitenoise serves the collected files).
+        subprocess.run([PYTHON, "manage.py", "collectstatic", "--no-input", "-v", "0"], cwd=ROOT, env=env, check=True)
         upstream_port = free_port()
         upstream_process = start_upstream(upstream_port, upstream)
         stack_.callback(stop, upstream_process)
