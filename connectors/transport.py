@@ -2,7 +2,7 @@
 
 One pooled client per distinct transport profile (proxy or not, TLS settings), per event loop, reused across
 requests. Direct connections, the hot path, go through aiohttp: its pool and C parser cost a fraction of httpx's
-CPU per request (bench/PERFORMANCE.md: 96 vs 427 us sequentially, and httpx's pool scan grows with the requests
+CPU per request (docs/PERFORMANCE.md: 96 vs 427 us sequentially, and httpx's pool scan grows with the requests
 in flight). Connections through a proxy go through httpx, which verifies an https proxy with its own TLS settings
 (proxyVerificationMode) apart from the target's; aiohttp uses one TLS context for both.
 

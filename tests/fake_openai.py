@@ -182,7 +182,8 @@ class FakeOpenAI:
         if scenario.startswith("stream"):
             await self._stream(scenario, payload, writer)
             return True
-        return self._send(writer, 200, json.dumps(completion(payload, usage=scenario != "nousage")).encode())
+        extra = {"set-cookie": "upstream-session=from-the-provider; Path=/"} if scenario == "cookie" else None
+        return self._send(writer, 200, json.dumps(completion(payload, usage=scenario != "nousage")).encode(), extra=extra)
 
     async def _stream(self, scenario: str, payload: dict, writer: asyncio.StreamWriter) -> None:
         writer.write(self._head(200, {"content-type": "text/event-stream", "cache-control": "no-cache", "transfer-encoding": "chunked"}))

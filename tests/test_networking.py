@@ -424,3 +424,29 @@ def test_too_many_redirects_is_an_error(make_connector, fake_openai, caplog):
     assert execution.envelope["service_message"] == "Too many redirects (more than 5)."
     assert len(fake_openai.requests) == 6
     assert_recorded_once(execution, caplog, outcome="failure")
+
+
+def test_a_provider_cookie_is_never_sent_back_on_later_calls(make_connector, fake_openai):
+    """The pooled client lives as long as the server's event loop; it must not become a cookie jar shared by every
+    connector and caller."""
+    import json as json_module
+
+    from asgiref.sync import async_to_sync
+
+    from connectors.execution import execute
+    from usage.models import Source
+
+    # By host name: cookie jars ignore cookies from IP addresses.
+    first = make_connector(api_url=fake_openai.url("cookie").replace("127.0.0.1", "localhost"), api_key=SECRET)
+    second = make_connector(api_url=fake_openai.url("ok").replace("127.0.0.1", "localhost"), api_key=SECRET)
+    params = {"subAction": "run", "subActionParams": {"body": json_module.dumps({"messages": [{"role": "user", "content": "hi"}]})}}
+
+    async def three_calls_in_one_loop():
+        for connector in (first, first, second):
+            execution = await execute(connector, params, user=None, source=Source.API)
+            assert execution.envelope["status"] == "ok"
+
+    async_to_sync(three_calls_in_one_loop)()
+    assert len(fake_openai.requests) == 3
+    assert all("cookie" not in request.headers for request in fake_openai.requests)
+
