@@ -225,14 +225,6 @@ async def _close(client) -> None:
     await (client.aclose() if isinstance(client, httpx.AsyncClient) else client.close())
 
 
-async def close_clients() -> None:
-    """Close this loop's clients and their connections (the server's lifespan does it at shutdown)."""
-    per_loop = _clients.pop(asyncio.get_running_loop(), {})
-    for client in list(per_loop.values()):
-        await _close(client)
-    per_loop.clear()
-
-
 def _close_with_the_loop(per_loop: dict):
     """Close ``per_loop``'s clients when their loop shuts down, however it was started.
 

@@ -450,3 +450,24 @@ def test_a_provider_cookie_is_never_sent_back_on_later_calls(make_connector, fak
     assert len(fake_openai.requests) == 3
     assert all("cookie" not in request.headers for request in fake_openai.requests)
 
+
+def test_the_pooled_clients_close_with_their_event_loop(make_connector, fake_openai):
+    import asyncio
+
+    from asgiref.sync import async_to_sync
+
+    from connectors import transport
+    from connectors.execution import execute
+    from usage.models import Source
+
+    connector = make_connector(api_url=fake_openai.url("ok"), api_key=SECRET)
+    clients = []
+
+    async def call():
+        params = {"subAction": "run", "subActionParams": {"body": '{"messages": [{"role": "user", "content": "hi"}]}'}}
+        await execute(connector, params, user=None, source=Source.API)
+        clients.extend(transport._clients[asyncio.get_running_loop()].values())
+
+    async_to_sync(call)()  # a loop of its own, as Django's test client and asgiref give each call
+    assert clients and all(client.closed for client in clients)
+
