@@ -28,10 +28,10 @@ from django.utils import timezone
 
 from connectors import invalidation
 from connectors.api_keys import digest_of
+from connectors.expiring_cache import ExpiringCache
 from connectors.models import ApiKey
 
 _SALT = secrets.token_bytes(32)
-_MAX_ENTRIES = 10_000
 _LAST_USED_WRITE_INTERVAL = 60  # seconds: how stale an API key's "last used" may be, to spare a write a request
 
 
@@ -42,12 +42,11 @@ class NotAuthenticated(Exception):
 @dataclass
 class _Entry:
     user: object
-    expires_at: float
     api_key_id: int | None = None
 
 
-_cache: dict[bytes, _Entry] = {}
-_lock = threading.Lock()
+_cache = ExpiringCache(max_entries=10_000)  # HMAC of the credentials -> _Entry
+_lock = threading.Lock()  # for the single-flight table below
 _api_key_last_written: dict[int, float] = {}
 _verifying: dict[bytes, Future] = {}  # Basic verifications in progress, by cache key
 _VERIFICATION_FAILED = object()
@@ -57,30 +56,13 @@ def _cache_key(kind: str, *parts: str) -> bytes:
     return hmac.new(_SALT, "\0".join((kind, *parts)).encode("utf-8"), hashlib.sha256).digest()
 
 
-def _cached(key: bytes):
-    entry = _cache.get(key)
-    if entry is None:
-        return None
-    if entry.expires_at < time.monotonic():
-        _cache.pop(key, None)
-        return None
-    return entry
-
-
 def _remember(key: bytes, user, api_key_id: int | None = None) -> None:
-    ttl = settings.BASIC_AUTH_CACHE_SECONDS
-    if ttl <= 0:
-        return
-    with _lock:
-        if len(_cache) >= _MAX_ENTRIES:
-            _cache.clear()
-        _cache[key] = _Entry(user=user, expires_at=time.monotonic() + ttl, api_key_id=api_key_id)
+    _cache.put(key, _Entry(user=user, api_key_id=api_key_id), settings.BASIC_AUTH_CACHE_SECONDS)
 
 
 def forget_all() -> None:
-    with _lock:
-        _cache.clear()
-        _api_key_last_written.clear()
+    _cache.clear()
+    _api_key_last_written.clear()
 
 
 def _with_permissions(user):
@@ -114,7 +96,7 @@ async def _note_api_key_use(api_key_id: int) -> None:
 
 async def authenticate_basic(username: str, password: str):
     key = _cache_key("basic", username, password)
-    entry = _cached(key)
+    entry = _cache.get(key)
     if entry is not None:
         return entry.user
     # One verification per credential at a time: when a script's first burst of calls (hundreds at once) arrives
@@ -150,7 +132,7 @@ async def authenticate_basic(username: str, password: str):
 
 async def authenticate_api_key(key: str):
     cache_key = _cache_key("apikey", key)
-    entry = _cached(cache_key)
+    entry = _cache.get(cache_key)
     if entry is None:
         user, api_key_id = await sync_to_async(_verify_api_key)(key)
         if user is None:
@@ -205,15 +187,11 @@ async def authenticate_request(request, *, allow_session: bool = True):
 
 
 def _forget_api_key(api_key_id: str) -> None:
-    with _lock:
-        for key in [k for k, e in _cache.items() if str(e.api_key_id) == api_key_id]:
-            del _cache[key]
+    _cache.drop_where(lambda entry: str(entry.api_key_id) == api_key_id)
 
 
 def _forget_user(user_id: str) -> None:
-    with _lock:
-        for key in [k for k, e in _cache.items() if str(e.user.pk) == user_id]:
-            del _cache[key]
+    _cache.drop_where(lambda entry: str(entry.user.pk) == user_id)
 
 
 # Changes reach every server process (connectors/invalidation.py), not only the one that made them.

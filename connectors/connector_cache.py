@@ -12,43 +12,26 @@ The pages that show and edit connectors read the database directly (``Connector.
 
 from __future__ import annotations
 
-import threading
-import time
-
 from django.conf import settings
 
 from connectors import invalidation
+from connectors.expiring_cache import ExpiringCache
 
 TOPIC = "connector"
-MAX_ENTRIES = 10_000
 
-_entries: dict[str, tuple[object, float]] = {}  # id -> (Connector, expires at, on the monotonic clock)
-_lock = threading.Lock()
+_entries = ExpiringCache(max_entries=10_000)  # connector id -> Connector
 
 
 def get(connector_id: str):
-    entry = _entries.get(connector_id)
-    if entry is None:
-        return None
-    connector, expires_at = entry
-    if expires_at < time.monotonic():
-        _entries.pop(connector_id, None)
-        return None
-    return connector
+    return _entries.get(connector_id)
 
 
 def put(connector) -> None:
-    ttl = settings.CONNECTOR_CACHE_SECONDS
-    if ttl <= 0:
-        return
-    with _lock:
-        if len(_entries) >= MAX_ENTRIES:
-            _entries.clear()
-        _entries[str(connector.pk)] = (connector, time.monotonic() + ttl)
+    _entries.put(str(connector.pk), connector, settings.CONNECTOR_CACHE_SECONDS)
 
 
 def forget(connector_id: str) -> None:
-    _entries.pop(connector_id, None)
+    _entries.drop(connector_id)
 
 
 def forget_everything() -> None:

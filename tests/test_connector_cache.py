@@ -8,7 +8,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.db import connection, transaction
 
-from connectors import auth, connector_cache, invalidation
+from connectors import auth, connector_cache, expiring_cache, invalidation
 from connectors.models import Connector
 from tests.conftest import basic_auth
 
@@ -59,7 +59,7 @@ class TestTheCache:
         Connector.objects.filter(pk=connector.pk).update(name="Changed without signals")  # as another process might
         assert afind(connector.pk).name == "Test connector"
         later = time.monotonic() + 6
-        monkeypatch.setattr(connector_cache.time, "monotonic", lambda: later)
+        monkeypatch.setattr(expiring_cache.time, "monotonic", lambda: later)
         assert afind(connector.pk).name == "Changed without signals"
 
     def test_the_cache_can_be_turned_off(self, make_connector, settings, django_assert_num_queries):
@@ -82,6 +82,26 @@ class TestTheCache:
         assert len(auth._cache) == 1
         invalidation.dispatch(f"user:{operator.pk}")
         assert len(auth._cache) == 0
+
+
+class TestExpiringCache:
+    def test_it_stays_within_its_bound(self):
+        cache = expiring_cache.ExpiringCache(max_entries=3)
+        for key in range(10):
+            cache.put(key, f"value {key}", ttl=60)
+        assert len(cache) <= 3 and cache.get(9) == "value 9"
+
+    def test_a_zero_time_limit_keeps_nothing(self):
+        cache = expiring_cache.ExpiringCache()
+        cache.put("key", "value", ttl=0)
+        assert cache.get("key") is None
+
+    def test_drop_where_drops_only_the_matching_values(self):
+        cache = expiring_cache.ExpiringCache()
+        for key in ("a", "b", "c"):
+            cache.put(key, key.upper(), ttl=60)
+        cache.drop_where(lambda value: value in ("A", "C"))
+        assert (cache.get("a"), cache.get("b"), cache.get("c")) == (None, "B", None)
 
 
 postgresql_only = pytest.mark.skipif(
