@@ -291,3 +291,41 @@ def test_concurrent_recording_loses_no_count(shared_database):
     assert report.totals.completion_tokens == THREADS * sum(range(EVENTS_PER_THREAD))
     assert sum(report.totals.latency_bins) == total
     assert rollup_rows == 2
+
+
+def make_events(count: int, start: datetime) -> list[ExecutionEvent]:
+    return [
+        ExecutionEvent(timestamp=start + timedelta(minutes=index), connector_id=CONNECTOR, connector_name="Batch",
+                       user_name=f"user-{index % 7}", source="api", sub_action="run", outcome="success",
+                       requested_model="gpt-4o", prompt_tokens=index, completion_tokens=1, duration_ms=float(index))
+        for index in range(count)
+    ]
+
+
+@pytest.mark.django_db
+def test_a_batch_larger_than_one_statement_is_written_whole_with_its_rollups():
+    events = make_events(1_234, datetime(2025, 3, 1, tzinfo=UTC))
+    written = record_events(events)
+    assert len({event.pk for event in written}) == 1_234 and all(event.pk for event in written)
+    stored = {event.pk: event.prompt_tokens for event in ExecutionEvent.objects.all()}
+    assert stored == {event.pk: event.prompt_tokens for event in written}  # each id is its own event's
+    assert sum(row["requests"] for row in rollup_table().values()) == 1_234
+    assert sum(row["prompt_tokens"] for row in rollup_table().values()) == sum(range(1_234))
+    assert_summaries_match_rollups()
+
+
+@pytest.mark.django_db
+def test_recording_nothing_writes_nothing():
+    assert record_events([]) == []
+    assert not ExecutionEvent.objects.exists() and not UsageRollup.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the one-statement write is PostgreSQL's; CI runs both")
+def test_on_postgresql_a_batch_is_one_statement_and_its_summaries_follow(django_assert_num_queries):
+    events = make_events(40, datetime(2025, 3, 1, 22, tzinfo=UTC))  # across two hours and two days
+    with django_assert_num_queries(1):
+        record_events(events)
+    assert ExecutionEvent.objects.count() == 40
+    assert sum(row["requests"] for row in rollup_table().values()) == 40
+    assert_summaries_match_rollups()
