@@ -201,16 +201,16 @@ invalidation.register("apikey", _forget_api_key, forget_all)
 
 
 def _on_user_changed(sender, instance, **kwargs):
-    invalidation.announce("user", str(instance.pk), using=kwargs.get("using") or "default")
+    invalidation.announce("user", str(instance.pk), using=kwargs.get("using"))
 
 
 def _on_permissions_changed(sender, action, **kwargs):
     if action.startswith("post_"):
-        invalidation.announce("permissions", using=kwargs.get("using") or "default")
+        invalidation.announce("permissions", using=kwargs.get("using"))
 
 
 def _on_api_key_changed(sender, instance, **kwargs):
-    invalidation.announce("apikey", str(instance.pk), using=kwargs.get("using") or "default")
+    invalidation.announce("apikey", str(instance.pk), using=kwargs.get("using"))
 
 
 User = get_user_model()

@@ -40,7 +40,7 @@ def forget_everything() -> None:
 
 def announce_change(sender, instance, **kwargs) -> None:
     """post_save / post_delete of a Connector: drop it here and in every other process."""
-    invalidation.announce(TOPIC, str(instance.pk), using=kwargs.get("using") or "default")
+    invalidation.announce(TOPIC, str(instance.pk), using=kwargs.get("using"))
 
 
 invalidation.register(TOPIC, forget, forget_everything)

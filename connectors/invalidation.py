@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from django.db import connection, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 
 CHANNEL = "connectors_admin_cache"
 RECONNECT_DELAYS = (0.5, 1.0, 2.0, 5.0)  # then every 5 s
@@ -53,8 +53,9 @@ def forget_everything() -> None:
         handler.forget_everything()
 
 
-def announce(topic: str, key: str = "", *, using: str = "default") -> None:
+def announce(topic: str, key: str = "", *, using: str | None = None) -> None:
     """Drop ``topic``/``key`` here now and after the commit; on PostgreSQL, in every listening process too."""
+    using = using or DEFAULT_DB_ALIAS
     message = f"{topic}:{key}"
     dispatch(message)
     # Again after the commit: a request in this process may have cached the old row between now and then.
