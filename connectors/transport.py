@@ -254,9 +254,11 @@ def check_host_allowed(config: ActionsConfig, url: str) -> None:
         raise HostNotAllowed(f'The host "{host}" is not in the allowedHosts networking setting.')
 
 
-def _where(url: str) -> str:
+def _where(url: str, proxy_url: str = "") -> str:
+    """host:port for messages, and the proxy's when there is one (only host and port: a URL may hold credentials)."""
     parts = urlsplit(url)
-    return f"{parts.hostname}:{parts.port or default_port(parts.scheme)}"
+    where = f"{parts.hostname}:{parts.port or default_port(parts.scheme)}"
+    return f"{where} (through the proxy {_where(proxy_url)})" if proxy_url else where
 
 
 def _origin(url: str) -> tuple[str, str, int]:
@@ -286,10 +288,7 @@ def _ssl_error_in(exc: BaseException | None) -> ssl.SSLError | None:
 
 def _describe_failure(exc: BaseException, url: str, timeout: float, proxy_url: str = "") -> OutboundError:
     """A safe message for a failed exchange, from either client's exceptions."""
-    where = _where(url)
-    if proxy_url:
-        # Only host and port: the proxy URL may carry credentials.
-        where = f"{where} (through the proxy {_where(proxy_url)})"
+    where = _where(url, proxy_url)
     if isinstance(exc, (httpx.TimeoutException, TimeoutError, aiohttp.ServerTimeoutError)):
         return UpstreamTimeout(f"No complete response from {where} within {timeout:g} s (responseTimeout/timeout).")
     if isinstance(exc, httpx.ProxyError):
@@ -334,7 +333,7 @@ async def _send_once(profile: TransportProfile, method: str, url: str, headers: 
                      timeout: float) -> Exchange:
     """One request (no redirect following); the response head has arrived."""
     client = client_for(profile)
-    where = _where(url) + (f" (through the proxy {_where(profile.proxy_url)})" if profile.proxy_url else "")
+    where = _where(url, profile.proxy_url)
     try:
         if isinstance(client, httpx.AsyncClient):
             request = client.build_request(method, url, headers=headers, content=body)
