@@ -108,8 +108,9 @@ def apply_payload(connector: Connector, body: dict, *, creating: bool) -> None:
         raise ApiError(400, "[request body.secrets]: expected an object with only apiKey")
     if secrets.get("apiKey") is not None and not isinstance(secrets["apiKey"], str):
         raise ApiError(400, "[request body.secrets.apiKey]: expected value of type [string]")
-    if secrets.get("apiKey") and api_key_error(secrets["apiKey"]):
-        raise ApiError(400, f"error validating connector: [secrets.apiKey]: {api_key_error(secrets['apiKey'])}")
+    key_problem = api_key_error(secrets["apiKey"]) if secrets.get("apiKey") else None
+    if key_problem:
+        raise ApiError(400, f"error validating connector: [secrets.apiKey]: {key_problem}")
 
     connector.name = body["name"]
     for key, field in CONFIG_FIELDS.items():

@@ -67,9 +67,10 @@ class ConnectorDetailView(PermissionRequiredMixin, ConnectorObjectMixin, DetailV
         context["default_test_body"] = default_test_body(self.object)
         context["autorun_test"] = self.request.GET.get("test") == "1"
         # For the "Use it from code" card: the absolute URLs an application calls.
-        connector_id = self.object.pk
-        context["execute_url"] = self.request.build_absolute_uri(f"/api/actions/connector/{connector_id}/_execute")
-        context["openai_base_url"] = self.request.build_absolute_uri(f"/api/openai/{connector_id}/v1")
+        execute_path = reverse("api_connector_execute", args=[self.object.pk])
+        openai_base_path = reverse("openai_models", args=[self.object.pk]).removesuffix("/models")
+        context["execute_url"] = self.request.build_absolute_uri(execute_path)
+        context["openai_base_url"] = self.request.build_absolute_uri(openai_base_path)
         return context
 
 
