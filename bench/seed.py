@@ -18,7 +18,7 @@ def main(base_url: str, scenarios: list[str]) -> dict:
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
 
-    from connectors.api_keys import create_api_key
+    from connectors.accounts.api_keys import create_api_key
     from connectors.models import Connector, Provider
 
     user = get_user_model().objects.create_user("bench", "bench@example.com", "bench-password-9f8e7d")

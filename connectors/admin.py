@@ -1,7 +1,7 @@
 from django.contrib import admin
 
-from connectors.forms import ConnectorForm
 from connectors.models import ApiKey, Connector
+from connectors.pages.forms import ConnectorForm
 
 
 @admin.register(Connector)

@@ -8,8 +8,10 @@ class ConnectorsConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_delete, post_save
 
-        from connectors import auth, connector_cache, preconfigured, roles  # noqa: F401 - auth connects its signals
+        from connectors import preconfigured, roles
+        from connectors.api import auth  # noqa: F401 - auth connects its signals
         from connectors.models import Connector
+        from connectors.outbound import connector_cache
 
         roles.connect_signals()
         post_save.connect(connector_cache.announce_change, sender=Connector, dispatch_uid="connector_cache_saved")

@@ -44,7 +44,7 @@ class ConnectorQuerySet(models.QuerySet):
 
         The instance may be shared by concurrent executions: treat it as read-only.
         """
-        from connectors import connector_cache
+        from connectors.outbound import connector_cache
         from connectors.preconfigured import preconfigured_connectors
 
         preconfigured = preconfigured_connectors().get(connector_id)

@@ -3,7 +3,7 @@
 - The ``lifespan`` protocol (Django's handler refuses it): at start-up the process's event writer is started
   (usage.recording: events are committed in batches, each caller answered after its event's commit), and on
   PostgreSQL the listener that keeps the process's caches in step with changes made by other processes
-  (connectors.invalidation); at shutdown, after the server has finished the requests in flight, everything still
+  (connectors.caching.invalidation); at shutdown, after the server has finished the requests in flight, everything still
   queued is written.
 - A short path for the JSON API called with credentials in the ``Authorization`` header (HTTP Basic, ``ApiKey``,
   ``Bearer``), which is how Kibana scripts and SDKs call it. Such a request uses neither the session, nor CSRF,
@@ -30,7 +30,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.exception import convert_exception_to_response
 
-from connectors.invalidation import start_listener, stop_listener
+from connectors.caching.invalidation import start_listener, stop_listener
 from usage.recording import start_event_writer, stop_event_writer
 
 API_PREFIX = "/api/"

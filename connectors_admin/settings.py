@@ -175,7 +175,7 @@ STATICFILES_FINDERS = [
     "django.contrib.staticfiles.finders.FileSystemFinder",
     "django.contrib.staticfiles.finders.AppDirectoriesFinder",
     # plotly.js from the pinned Python plotly package (vendor/plotly.min.js): no 4 MB copy in git, never a CDN.
-    "usage.staticfiles.PlotlyJsFinder",
+    "usage.plotly_finder.PlotlyJsFinder",
 ]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

@@ -3,7 +3,7 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.urls import include, path
 
-from connectors import api_key_views
+from connectors.accounts import api_key_views
 
 
 @login_required
@@ -21,8 +21,8 @@ urlpatterns = [
     path("account/api-keys/", api_key_views.api_key_list, name="api_keys"),
     path("account/api-keys/<int:key_id>/revoke/", api_key_views.api_key_revoke, name="api_key_revoke"),
     path("admin/", admin.site.urls),
-    path("connectors/", include("connectors.urls")),
+    path("connectors/", include("connectors.pages.urls")),
     path("usage/", include("usage.urls")),
-    path("api/", include("connectors.api_urls")),
+    path("api/", include("connectors.api.urls")),
     path("api/", include("usage.api_urls")),
 ]

@@ -6,7 +6,7 @@ import pytest
 from django.contrib.auth.models import Group
 from django.test import override_settings
 
-from connectors.invalidation import forget_everything
+from connectors.caching.invalidation import forget_everything
 from connectors.models import Connector, Provider
 from connectors_admin.actions_config import parse_actions_config
 from tests.fake_openai import FakeOpenAI

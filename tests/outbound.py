@@ -10,7 +10,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.forms.models import model_to_dict
 
-from connectors.execution import Execution, execute
+from connectors.outbound.execution import Execution, execute
 from usage.models import ExecutionEvent, Source
 
 SECRET = "sk-outbound-SECRET-0123456789abcdef"

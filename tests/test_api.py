@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from connectors.api_keys import create_api_key
+from connectors.accounts.api_keys import create_api_key
 from connectors.models import Connector
 from tests.conftest import basic_auth
 

@@ -8,7 +8,7 @@ from django.contrib.auth.models import Group
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from connectors.api_keys import create_api_key, digest_of
+from connectors.accounts.api_keys import create_api_key, digest_of
 from connectors.models import ApiKey
 from tests.conftest import PASSWORD, basic_auth
 

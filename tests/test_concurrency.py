@@ -12,7 +12,7 @@ import time
 import pytest
 
 from bench.loadgen import Connection
-from connectors import auth
+from connectors.api import auth
 from tests.conftest import basic_auth
 from usage import recording
 from usage.models import ExecutionEvent, UsageRollup

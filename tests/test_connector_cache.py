@@ -8,8 +8,10 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.db import connection, transaction
 
-from connectors import auth, connector_cache, expiring_cache, invalidation
+from connectors.api import auth
+from connectors.caching import expiring_cache, invalidation
 from connectors.models import Connector
+from connectors.outbound import connector_cache
 from tests.conftest import basic_auth
 
 

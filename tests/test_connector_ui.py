@@ -175,7 +175,7 @@ def test_the_page_shows_how_to_call_the_connector_from_code_and_the_snippet_work
     import html
     import json
 
-    from connectors.api_keys import create_api_key
+    from connectors.accounts.api_keys import create_api_key
 
     connector = make_connector(api_url=fake_openai.url("ok"), api_key=SECRET)
     client.force_login(operator)

@@ -433,7 +433,7 @@ def test_a_provider_cookie_is_never_sent_back_on_later_calls(make_connector, fak
 
     from asgiref.sync import async_to_sync
 
-    from connectors.execution import execute
+    from connectors.outbound.execution import execute
     from usage.models import Source
 
     # By host name: cookie jars ignore cookies from IP addresses.
@@ -456,8 +456,8 @@ def test_the_pooled_clients_close_with_their_event_loop(make_connector, fake_ope
 
     from asgiref.sync import async_to_sync
 
-    from connectors import transport
-    from connectors.execution import execute
+    from connectors.outbound import transport
+    from connectors.outbound.execution import execute
     from usage.models import Source
 
     connector = make_connector(api_url=fake_openai.url("ok"), api_key=SECRET)

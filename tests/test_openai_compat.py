@@ -14,9 +14,9 @@ import openai
 import pytest
 from openai import OpenAI
 
-from connectors import tokens
-from connectors.api_keys import create_api_key
+from connectors.accounts.api_keys import create_api_key
 from connectors.models import Connector, Provider
+from connectors.outbound import tokens
 from tests.conftest import basic_auth
 from tests.fake_openai import REPLY_WORDS, usage_for
 from usage.models import ExecutionEvent

@@ -13,8 +13,8 @@ import time
 import httpx
 import pytest
 
-from connectors import tokens
 from connectors.models import Connector, Provider
+from connectors.outbound import tokens
 from tests.conftest import basic_auth
 from tests.fake_openai import REPLY_WORDS, usage_for
 from usage.models import ExecutionEvent
@@ -399,7 +399,7 @@ def _sse(*payloads, newline=b"\n") -> bytes:
 @pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
 @pytest.mark.parametrize("piece", [1, 7, 10_000])
 def test_the_tracker_reads_events_split_anywhere_and_drops_only_the_usage_event(newline, piece):
-    from connectors.streaming import SSEUsageTracker
+    from connectors.outbound.streaming import SSEUsageTracker
 
     usage = {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
     stream = _sse(

@@ -88,7 +88,7 @@ def test_the_usage_api_answers_401_without_credentials_or_with_wrong_ones(client
 
 
 def test_the_usage_api_accepts_an_api_key(client, analyst, connector):
-    from connectors.api_keys import create_api_key
+    from connectors.accounts.api_keys import create_api_key
 
     _, key = create_api_key(analyst, "usage script")
     response = client.get(API.format(id=connector.pk), HTTP_AUTHORIZATION=f"ApiKey {key}")

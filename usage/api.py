@@ -7,7 +7,7 @@ are the effective range (widened to whole hours), and ``bucket`` values are ISO 
 from asgiref.sync import sync_to_async
 from django.http import JsonResponse
 
-from connectors.api_support import ApiError, api_endpoint
+from connectors.api.endpoint import ApiError, api_endpoint
 from usage import queries
 from usage.ranges import InvalidRange, iso, parse_range
 

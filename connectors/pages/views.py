@@ -4,9 +4,9 @@ from django.http import Http404, HttpResponseRedirect
 from django.urls import reverse, reverse_lazy
 from django.views.generic import CreateView, DeleteView, DetailView, ListView, UpdateView
 
-from connectors.forms import ConnectorForm
 from connectors.models import Connector
-from connectors.providers import default_test_body
+from connectors.outbound.providers import default_test_body
+from connectors.pages.forms import ConnectorForm
 
 
 class ConnectorListView(PermissionRequiredMixin, ListView):

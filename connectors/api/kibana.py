@@ -5,9 +5,9 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.http import HttpResponse, JsonResponse
 
-from connectors.api_support import ApiError, api_endpoint, error_response, json_object_body, read_json_body
-from connectors.execution import execute
+from connectors.api.endpoint import ApiError, api_endpoint, error_response, json_object_body, read_json_body
 from connectors.models import CONNECTOR_TYPE_ID, CONNECTOR_TYPE_NAME, Connector, Provider
+from connectors.outbound.execution import execute
 from connectors.preconfigured import preconfigured_connectors
 from connectors.validation import api_key_error
 from usage.models import Source
@@ -227,8 +227,8 @@ async def execute_connector(request, connector_id: str):
         await execute(connector, None, user=request.user, source=Source.API, request_bytes=_declared_length(request))
         return error_response(exc.status, exc.message)
     # Imported here so that this function's change stays within it (the module's imports belong to the CRUD work).
-    from connectors.execution import wants_stream
-    from connectors.streaming import sse_response, start_execute_stream
+    from connectors.outbound.execution import wants_stream
+    from connectors.outbound.streaming import sse_response, start_execute_stream
 
     if wants_stream(body["params"]):
         stream = await start_execute_stream(

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from connectors import invalidation
-from connectors.expiring_cache import ExpiringCache
+from connectors.caching import invalidation
+from connectors.caching.expiring_cache import ExpiringCache
 
 TOPIC = "connector"
 

@@ -15,10 +15,10 @@ from typing import Any
 
 from django.utils import timezone
 
-from connectors import transport
 from connectors.crypto import SecretUnavailable
 from connectors.models import CONNECTOR_TYPE_ID, Connector
-from connectors.providers import UpstreamRequest, build_upstream_request
+from connectors.outbound import transport
+from connectors.outbound.providers import UpstreamRequest, build_upstream_request
 from usage.models import ExecutionEvent, Outcome, UsageSource
 from usage.recording import record_event
 
@@ -332,8 +332,8 @@ def scrub_secret(body: bytes, secret: str) -> bytes:
 
 
 async def estimated_usage(body: dict, completion_text: str, model: str) -> dict[str, int] | None:
-    """Offline token counts (connectors.tokens), computed in a thread; None if the tokenizer fails."""
-    from connectors import tokens
+    """Offline token counts (connectors.outbound.tokens), computed in a thread; None if the tokenizer fails."""
+    from connectors.outbound import tokens
 
     try:
         return await asyncio.to_thread(tokens.estimate_usage, body, completion_text, model)
@@ -376,7 +376,7 @@ async def execute_passthrough(connector: Connector, body: dict, *, user, source:
 
     When the provider reports no usage, the counts are estimated with the offline tokenizer.
     """
-    from connectors import tokens
+    from connectors.outbound import tokens
 
     started = time.perf_counter()
     event = new_event(connector, user, source, "run")

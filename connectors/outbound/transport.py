@@ -26,7 +26,7 @@ import certifi
 import httpx
 from django.conf import settings
 
-from connectors.providers import UpstreamRequest
+from connectors.outbound.providers import UpstreamRequest
 from connectors_admin.actions_config import ActionsConfig, TLSSettings, default_port
 
 MAX_REDIRECTS = 5

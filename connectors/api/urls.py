@@ -1,6 +1,7 @@
 from django.urls import path
 
-from connectors import api, openai_compat, openapi
+from connectors.api import kibana as api
+from connectors.api import openai_compat, openapi
 
 urlpatterns = [
     path("actions/connector", api.create_connector, name="api_connector_create"),

@@ -5,8 +5,8 @@ import json
 from django.http import JsonResponse
 from django.views.decorators.http import require_POST
 
-from connectors.execution import execute
 from connectors.models import Connector
+from connectors.outbound.execution import execute
 from usage.models import Source
 
 

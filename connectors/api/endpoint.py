@@ -8,7 +8,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from connectors.auth import NotAuthenticated, authenticate_request
+from connectors.api.auth import NotAuthenticated, authenticate_request
 
 
 class ApiError(Exception):

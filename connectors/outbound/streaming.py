@@ -10,7 +10,7 @@ Exactly one event is recorded per execution, when the stream ends, fails, or the
 disconnects is seen as a cancellation (uvicorn reports the disconnect and Django cancels the request task) or as
 the relay generator being closed unfinished; both close the upstream response, which closes its connection, and
 record outcome failure with ``client disconnected``. When the provider sent no usage (an ``Other`` server, a
-stream cut short, a caller who left), the counts are estimated offline (connectors.tokens) and the event says so.
+stream cut short, a caller who left), the counts are estimated offline (connectors.outbound.tokens) and the event says so.
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.http import StreamingHttpResponse
 
-from connectors import transport
 from connectors.crypto import SecretUnavailable
-from connectors.execution import (
+from connectors.models import Connector
+from connectors.outbound import transport
+from connectors.outbound.execution import (
     ACTION_ERROR,
     ParamsError,
     apply_usage,
@@ -44,8 +45,7 @@ from connectors.execution import (
     retry_after_seconds,
     scrub_secret,
 )
-from connectors.models import Connector
-from connectors.providers import UpstreamRequest, build_upstream_request
+from connectors.outbound.providers import UpstreamRequest, build_upstream_request
 from usage.models import Outcome, UsageSource
 from usage.recording import record_event
 

@@ -18,11 +18,11 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from connectors import transport
-from connectors.auth import NotAuthenticated, authenticate_request
-from connectors.execution import execute_passthrough, passed_headers, record_rejection, scrub_secret
+from connectors.api.auth import NotAuthenticated, authenticate_request
 from connectors.models import Connector, Provider
-from connectors.streaming import StreamFailure, StreamingExecution, sse_response
+from connectors.outbound import transport
+from connectors.outbound.execution import execute_passthrough, passed_headers, record_rejection, scrub_secret
+from connectors.outbound.streaming import StreamFailure, StreamingExecution, sse_response
 from usage.models import Source
 
 EXECUTE = "connectors.execute_connector"

@@ -26,9 +26,9 @@ from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils import timezone
 
-from connectors import invalidation
-from connectors.api_keys import digest_of
-from connectors.expiring_cache import ExpiringCache
+from connectors.accounts.api_keys import digest_of
+from connectors.caching import invalidation
+from connectors.caching.expiring_cache import ExpiringCache
 from connectors.models import ApiKey
 
 _SALT = secrets.token_bytes(32)

@@ -4,7 +4,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from connectors.api_keys import create_api_key
+from connectors.accounts.api_keys import create_api_key
 from connectors.models import ApiKey
 
 

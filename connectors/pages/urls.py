@@ -1,6 +1,7 @@
 from django.urls import path
 
-from connectors import test_views, views
+from connectors.pages import test_panel as test_views
+from connectors.pages import views
 
 app_name = "connectors"
 
