@@ -38,8 +38,10 @@ browser:
 test: $(VENV)/.installed-dev browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# ruff for the code, import-linter for the layout: the import contracts in .importlinter (no circles, data one way).
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 # Benchmarks (results and how to read them: docs/PERFORMANCE.md). Each script starts its own upstream, the app under
 # uvicorn with production settings and a PostgreSQL database of its own (postgres://postgres@127.0.0.1:5432), then

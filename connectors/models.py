@@ -29,42 +29,6 @@ class Provider(models.TextChoices):
     OTHER = "Other", "Other (OpenAI-compatible)"
 
 
-class ConnectorQuerySet(models.QuerySet):
-    def find(self, connector_id: str) -> "Connector | None":
-        """The connector with this id: a preconfigured one first, then a stored one; None if neither."""
-        from connectors.preconfigured import preconfigured_connectors
-
-        preconfigured = preconfigured_connectors().get(connector_id)
-        if preconfigured is not None:
-            return preconfigured
-        return self.filter(pk=connector_id).first()
-
-    async def afind(self, connector_id: str) -> "Connector | None":
-        """``find`` for the execution path: a stored connector comes from the process's cache when it is there.
-
-        The instance may be shared by concurrent executions: treat it as read-only.
-        """
-        from connectors.outbound import connector_cache
-        from connectors.preconfigured import preconfigured_connectors
-
-        preconfigured = preconfigured_connectors().get(connector_id)
-        if preconfigured is not None:
-            return preconfigured
-        connector = connector_cache.get(connector_id)
-        if connector is None:
-            connector = await self.filter(pk=connector_id).afirst()
-            if connector is not None:
-                connector_cache.put(connector)
-        return connector
-
-    def with_preconfigured(self) -> list["Connector"]:
-        """Every connector, preconfigured ones first, each group by name."""
-        from connectors.preconfigured import preconfigured_connectors
-
-        preconfigured = sorted(preconfigured_connectors().values(), key=lambda c: c.name.lower())
-        return preconfigured + list(self.order_by("name"))
-
-
 class Connector(models.Model):
     # Generated ids are UUIDs; the API also accepts a caller-chosen id, as Kibana does.
     id = models.CharField(
@@ -85,9 +49,8 @@ class Connector(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
 
-    objects = ConnectorQuerySet.as_manager()
-
-    # Preconfigured connectors (ACTIONS_CONFIG) are unsaved instances with this set; see preconfigured.py.
+    # Preconfigured connectors (ACTIONS_CONFIG) are unsaved instances with this set; see preconfigured.py, and
+    # lookup.py for finding a connector of either kind by id.
     is_preconfigured = False
 
     class Meta:

@@ -5,18 +5,17 @@ from functools import lru_cache
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 
+from connectors.models import Connector
 from connectors.validation import api_key_error
 from connectors_admin.actions_config import ActionsConfig
 
 
-def preconfigured_connectors() -> dict[str, "Connector"]:  # noqa: F821
+def preconfigured_connectors() -> dict[str, Connector]:
     return _build(settings.ACTIONS_CONFIG)
 
 
 @lru_cache(maxsize=4)
-def _build(config: ActionsConfig) -> dict:
-    from connectors.models import Connector
-
+def _build(config: ActionsConfig) -> dict[str, Connector]:
     connectors = {}
     for connector_id, entry in config.preconfigured.items():
         cfg = entry["config"]

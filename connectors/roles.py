@@ -1,33 +1,30 @@
 """The roles: Groups bundling permission codenames, created (and kept in step) every time migrate runs.
 
-Code checks codenames (``user.has_perm("connectors.execute_connector")``), never group names.
+Code checks codenames (connectors/permissions.py), never group names. Each app declares its own roles and syncs
+them when its permissions exist: the connector roles here, usage's "Usage viewers" in usage/roles.py.
 """
 
 from django.db.models.signals import post_migrate
 
+from connectors.permissions import (
+    ADD_CONNECTOR,
+    CHANGE_CONNECTOR,
+    DELETE_CONNECTOR,
+    EXECUTE_CONNECTOR,
+    VIEW_CONNECTOR,
+)
+
 ROLES: dict[str, list[str]] = {
-    "Connector admins": [
-        "connectors.view_connector",
-        "connectors.add_connector",
-        "connectors.change_connector",
-        "connectors.delete_connector",
-        "connectors.execute_connector",
-    ],
-    "Connector users": [
-        "connectors.view_connector",
-        "connectors.execute_connector",
-    ],
-    "Usage viewers": [
-        "usage.view_usage_dashboard",
-    ],
+    "Connector admins": [VIEW_CONNECTOR, ADD_CONNECTOR, CHANGE_CONNECTOR, DELETE_CONNECTOR, EXECUTE_CONNECTOR],
+    "Connector users": [VIEW_CONNECTOR, EXECUTE_CONNECTOR],
 }
 
 
-def sync_roles(**_kwargs) -> None:
+def sync_roles(roles: dict[str, list[str]] = ROLES) -> None:
     """Create each role's Group and give it exactly its permissions. Idempotent."""
     from django.contrib.auth.models import Group, Permission
 
-    for group_name, codenames in ROLES.items():
+    for group_name, codenames in roles.items():
         group, _ = Group.objects.get_or_create(name=group_name)
         permissions = []
         for dotted in codenames:
@@ -38,8 +35,11 @@ def sync_roles(**_kwargs) -> None:
         group.permissions.set(permissions)
 
 
-def connect_signals() -> None:
-    # Sent once per app after its permissions exist; syncing after the last of ours sees all of them.
-    from django.apps import apps
+def sync_roles_after_migrate(app_config, roles: dict[str, list[str]]) -> None:
+    """Sync ``roles`` each time migrate has run for ``app_config``, whose permissions then exist."""
 
-    post_migrate.connect(sync_roles, sender=apps.get_app_config("usage"), dispatch_uid="connectors.sync_roles")
+    def sync(**_kwargs) -> None:
+        sync_roles(roles)
+
+    # post_migrate keeps a weak reference by default: the closure must be held strongly.
+    post_migrate.connect(sync, sender=app_config, weak=False, dispatch_uid=f"{app_config.label}.sync_roles")

@@ -63,7 +63,7 @@ class CredentialedAPIHandler(ASGIHandler):
         # and joins it when the request ends (about 1 ms a request here, 8 ms at p99). These requests' sync calls
         # (the connector lookup, the request signals) go to asgiref's one long-lived thread for sync code instead:
         # still a single thread for all of a request's sync calls, shared with the other such requests. Slow sync
-        # work (the password hasher) is kept off that thread (connectors/auth.py).
+        # work (the password hasher) is kept off that thread (connectors/api/auth.py).
         await self.handle(scope, receive, send)
 
     def load_middleware(self, is_async=False):

@@ -192,7 +192,7 @@ if _bool("SECURE_PROXY_SSL_HEADER", default=False):
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = _bool("SECURE_COOKIES", default=False)
 
 # Outbound connections per transport profile and process: enough for thousands of slow executions in flight at
-# once. Idle connections are kept for reuse for 30 s (connectors/transport.py).
+# once. Idle connections are kept for reuse for 30 s (connectors/outbound/transport.py).
 OUTBOUND_MAX_CONNECTIONS = _int("OUTBOUND_MAX_CONNECTIONS", default=2000)
 
 # Execution events are committed in batches by one writer thread per server process (usage/recording.py). By
@@ -201,10 +201,10 @@ OUTBOUND_MAX_CONNECTIONS = _int("OUTBOUND_MAX_CONNECTIONS", default=2000)
 # committed: normally those of the last few milliseconds, more while the database is unreachable.
 EVENT_WRITE_BEHIND = _bool("EVENT_WRITE_BEHIND", default=False)
 
-# How long a verified HTTP Basic credential is remembered (see connectors/auth.py).
+# How long a verified HTTP Basic credential is remembered (see connectors/api/auth.py).
 BASIC_AUTH_CACHE_SECONDS = _int("BASIC_AUTH_CACHE_SECONDS", default=300)
-# How long the execution path trusts a connector it has read (connectors/connector_cache.py); a change reaches every
-# process at once on PostgreSQL, this is the backstop.
+# How long the execution path trusts a connector it has read (connectors/caching/connector_cache.py); a change
+# reaches every process at once on PostgreSQL, this is the backstop.
 CONNECTOR_CACHE_SECONDS = _int("CONNECTOR_CACHE_SECONDS", default=60)
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()

@@ -4,13 +4,15 @@ from django.shortcuts import redirect, render
 from django.urls import include, path
 
 from connectors.accounts import api_key_views
+from connectors.permissions import VIEW_CONNECTOR
+from usage.permissions import VIEW_USAGE_DASHBOARD
 
 
 @login_required
 def home(request):
-    if request.user.has_perm("connectors.view_connector"):
+    if request.user.has_perm(VIEW_CONNECTOR):
         return redirect("connectors:list")
-    if request.user.has_perm("usage.view_usage_dashboard"):
+    if request.user.has_perm(VIEW_USAGE_DASHBOARD):
         return redirect("usage:overview")
     return render(request, "home.html")
 
@@ -24,5 +26,4 @@ urlpatterns = [
     path("connectors/", include("connectors.pages.urls")),
     path("usage/", include("usage.urls")),
     path("api/", include("connectors.api.urls")),
-    path("api/", include("usage.api_urls")),
 ]

@@ -1,5 +1,5 @@
-"""The execution path's connector cache (connectors/connector_cache.py) and how changes reach every process
-(connectors/invalidation.py: PostgreSQL LISTEN/NOTIFY)."""
+"""The execution path's connector cache (connectors/caching/connector_cache.py) and how changes reach every process
+(connectors/caching/invalidation.py: PostgreSQL LISTEN/NOTIFY)."""
 
 import time
 
@@ -9,15 +9,15 @@ from asgiref.sync import async_to_sync
 from django.db import connection, transaction
 
 from connectors.api import auth
-from connectors.caching import expiring_cache, invalidation
+from connectors.caching import connector_cache, expiring_cache, invalidation
+from connectors.lookup import afind as afind_connector
 from connectors.models import Connector
-from connectors.outbound import connector_cache
 from tests.conftest import basic_auth
 
 
 @async_to_sync
 async def afind(connector_id):
-    return await Connector.objects.afind(connector_id)
+    return await afind_connector(connector_id)
 
 
 def execute_body():

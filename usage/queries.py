@@ -19,6 +19,7 @@ from asgiref.sync import sync_to_async
 from django.db.models import F, Q, Sum
 from django.db.models.functions import TruncDay
 
+from connectors import lookup
 from connectors.models import Connector
 from usage.models import (
     LATENCY_BIN_BOUNDS_MS,
@@ -266,7 +267,7 @@ def _name_from_events(connector_id: str) -> str | None:
 
 def find_connector(connector_id: str) -> ConnectorRef | None:
     """The connector of a usage URL: live, or deleted with events or rollups left; None when neither exists."""
-    connector = Connector.objects.find(connector_id)
+    connector = lookup.find(connector_id)
     if connector is not None:
         return ConnectorRef(connector.pk, connector.name, connector)
     name = _name_from_events(connector_id)
@@ -298,7 +299,7 @@ def usage_overview(usage_range: UsageRange) -> list[OverviewRow]:
         sums.add_row(row)
     overview = [
         OverviewRow(ConnectorRef(c.pk, c.name, c), sums_by_id.pop(c.pk, UsageSums()))
-        for c in Connector.objects.with_preconfigured()
+        for c in lookup.all_connectors()
     ]
     for connector_id, sums in sorted(sums_by_id.items()):
         overview.append(OverviewRow(ConnectorRef(connector_id, _name_from_events(connector_id) or connector_id), sums))

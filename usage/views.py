@@ -1,6 +1,7 @@
 """The usage pages: the overview of every connector, one connector's dashboard, and its CSV exports.
 
-Every view needs ``usage.view_usage_dashboard``: anonymous users are sent to the login page, others get 403.
+Every view needs ``usage.view_usage_dashboard`` (usage/permissions.py): anonymous users are sent to the login
+page, others get 403.
 The aggregation lives in usage.queries, the figures in usage.charts, the CSV formats in usage.exports.
 """
 
@@ -8,27 +9,27 @@ from urllib.parse import urlencode
 
 from django.contrib.auth.decorators import login_required, permission_required
 from django.core.handlers.asgi import ASGIRequest
-from django.http import Http404, HttpResponse, StreamingHttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 
+from connectors.lookup import get_connector_or_404
 from usage import charts, exports
+from usage.permissions import VIEW_USAGE_DASHBOARD
 from usage.queries import BREAKDOWN_LIMIT, ConnectorRef, connector_usage, find_connector, usage_overview
 from usage.ranges import PRESET_LABELS, InvalidRange, UsageRange, parse_range
-
-VIEW_USAGE = "usage.view_usage_dashboard"
 
 
 def usage_view(view):
     # login_required first: permission_required(raise_exception=True) alone would answer 403 to anonymous users.
-    return login_required(permission_required(VIEW_USAGE, raise_exception=True)(view))
+    return login_required(permission_required(VIEW_USAGE_DASHBOARD, raise_exception=True)(view))
 
 
-def get_usage_connector(connector_id: str) -> ConnectorRef:
-    connector = find_connector(connector_id)
-    if connector is None:
-        raise Http404("No connector and no usage with that id.")
-    return connector
+def get_usage_connector(request, connector_id: str) -> ConnectorRef:
+    """The connector of a usage URL: a live one, or a deleted one that left usage, named from its last event."""
+    return get_connector_or_404(
+        request, connector_id, VIEW_USAGE_DASHBOARD, find=find_connector, missing="No connector and no usage with that id."
+    )
 
 
 def bad_range(request, error: InvalidRange, *, plain: bool = False) -> HttpResponse:
@@ -77,7 +78,7 @@ def overview(request):
 
 @usage_view
 def connector_dashboard(request, connector_id: str):
-    connector = get_usage_connector(connector_id)
+    connector = get_usage_connector(request, connector_id)
     try:
         usage_range = parse_range(request.GET)
     except InvalidRange as exc:
@@ -102,7 +103,7 @@ def _attachment(response: HttpResponse, filename: str) -> HttpResponse:
 
 @usage_view
 def export_series_csv(request, connector_id: str):
-    connector = get_usage_connector(connector_id)
+    connector = get_usage_connector(request, connector_id)
     try:
         usage_range = parse_range(request.GET)
     except InvalidRange as exc:
@@ -114,7 +115,7 @@ def export_series_csv(request, connector_id: str):
 
 @usage_view
 def export_events_csv(request, connector_id: str):
-    connector = get_usage_connector(connector_id)
+    connector = get_usage_connector(request, connector_id)
     try:
         usage_range = parse_range(request.GET)
     except InvalidRange as exc:

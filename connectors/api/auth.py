@@ -4,7 +4,7 @@ Verifying a Basic password runs Django's password hasher (hundreds of millisecon
 verification is remembered the way Elasticsearch's realm cache does: under an HMAC of the credentials with a
 per-process random salt (the cache never holds a password or anything that could be reversed into one), for
 BASIC_AUTH_CACHE_SECONDS. An entry is dropped when the user, their groups or their permissions change: at once in
-this process, and on PostgreSQL in every other server process too (connectors/invalidation.py); otherwise when it
+this process, and on PostgreSQL in every other server process too (connectors/caching/invalidation.py); otherwise when it
 expires. API keys are cached the same way, and a revoked key is dropped the same way.
 """
 
@@ -194,7 +194,7 @@ def _forget_user(user_id: str) -> None:
     _cache.drop_where(lambda entry: str(entry.user.pk) == user_id)
 
 
-# Changes reach every server process (connectors/invalidation.py), not only the one that made them.
+# Changes reach every server process (connectors/caching/invalidation.py), not only the one that made them.
 invalidation.register("user", _forget_user, forget_all)
 invalidation.register("permissions", lambda _key: forget_all(), forget_all)
 invalidation.register("apikey", _forget_api_key, forget_all)

@@ -1,29 +1,87 @@
-"""What every JSON endpoint shares: authentication, permission checks, Kibana's error body, body parsing."""
+"""What every JSON endpoint shares: the method check, authentication, the permission check, the connector lookup's
+403 and 404, body parsing, and the error body, in one of two shapes.
+
+Kibana's API (and the usage API, which follows it) answers errors as ``{"statusCode", "error", "message"}``
+(docs/KIBANA.md, 'Errors'); the OpenAI-compatible API as ``{"error": {"message", "type", "param", "code"}}``, which
+the SDKs parse (docs/OPENAI.md, 'Errors'). ``json_endpoint(methods, errors=...)`` takes the shape as a parameter,
+so both APIs run the same guard in the same order: 405, 401, 403, then the view (whose lookup may answer 404).
+"""
 
 import json
 from functools import wraps
 from http import HTTPStatus
 
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from connectors.api.auth import NotAuthenticated, authenticate_request
+from connectors.lookup import ConnectorNotFound
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str):
+    """An error answer, raised anywhere below a JSON endpoint. ``error_type``, ``code`` and ``param`` are the
+    OpenAI shape's fields (Kibana's shape has no place for them)."""
+
+    def __init__(self, status: int, message: str, *, error_type: str | None = None, code: str | None = None,
+                 param: str | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.error_type = error_type
+        self.code = code
+        self.param = param
 
 
-def error_response(status: int, message: str) -> JsonResponse:
-    """Kibana's error body: ``{"statusCode", "error", "message"}``."""
-    response = JsonResponse({"statusCode": status, "error": HTTPStatus(status).phrase, "message": message}, status=status)
-    if status == 401:
-        response["WWW-Authenticate"] = 'Basic realm="connectors-admin", charset="UTF-8"'
-    return response
+class KibanaErrors:
+    """Kibana's error body and messages. Sessions are accepted (the pages call this API too)."""
+
+    allow_session = True
+
+    def response(self, status: int, message: str, **_openai_fields) -> JsonResponse:
+        body = {"statusCode": status, "error": HTTPStatus(status).phrase, "message": message}
+        response = JsonResponse(body, status=status)
+        if status == 401:
+            response["WWW-Authenticate"] = 'Basic realm="connectors-admin", charset="UTF-8"'
+        return response
+
+    def unauthenticated(self, problem: str) -> JsonResponse:
+        return self.response(401, problem)
+
+    def forbidden(self, permission: str) -> JsonResponse:
+        return self.response(403, f"Unauthorized: this needs the {permission} permission.")
+
+    def not_found(self, connector_id: str) -> JsonResponse:
+        return self.response(404, f"Saved object [action/{connector_id}] not found")
+
+
+class OpenAIErrors:
+    """OpenAI's error body. Token-authenticated only: without a session there is no CSRF exposure."""
+
+    allow_session = False
+
+    def response(self, status: int, message: str, *, error_type: str | None = None, code: str | None = None,
+                 param: str | None = None) -> JsonResponse:
+        error_type = error_type or ("api_error" if status >= 500 else "invalid_request_error")
+        body = {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+        response = JsonResponse(body, status=status)
+        if status == 401:
+            response["WWW-Authenticate"] = 'Bearer realm="connectors-admin"'
+        return response
+
+    def unauthenticated(self, problem: str) -> JsonResponse:
+        return self.response(401, f"{problem} Send Authorization: Bearer <API key>.", code="invalid_api_key")
+
+    def forbidden(self, permission: str) -> JsonResponse:
+        return self.response(403, f"You need the {permission} permission to use connectors.",
+                             error_type="permission_error", code="insufficient_permissions")
+
+    def not_found(self, connector_id: str) -> JsonResponse:
+        return self.response(404, f"The connector {connector_id!r} does not exist.", code="connector_not_found")
+
+
+KIBANA_ERRORS = KibanaErrors()
+OPENAI_ERRORS = OpenAIErrors()
 
 
 def read_json_body(request) -> object:
@@ -46,8 +104,10 @@ def json_object_body(request) -> dict:
     return body
 
 
-def api_endpoint(methods: dict[str, str | None]):
-    """An async JSON endpoint. ``methods`` maps each allowed HTTP method to the permission it needs (or None)."""
+def json_endpoint(methods: dict[str, str | None], errors: KibanaErrors | OpenAIErrors = KIBANA_ERRORS):
+    """An async JSON endpoint. ``methods`` maps each allowed HTTP method to the permission it needs (or None);
+    ``errors`` is the error shape. The view sees the authenticated caller as ``request.user`` and
+    ``await request.auser()``, so ``aget_connector_or_404(request, ...)`` checks the API caller."""
 
     def decorator(view):
         @csrf_exempt  # CSRF is enforced in authenticate_request for session-authenticated writes only
@@ -55,20 +115,34 @@ def api_endpoint(methods: dict[str, str | None]):
         async def wrapper(request, *args, **kwargs):
             permission = methods.get(request.method, "")
             if permission == "":
-                response = error_response(405, f"Method {request.method} is not allowed here.")
+                response = errors.response(405, f"Method {request.method} is not allowed here.")
                 response["Allow"] = ", ".join(methods)
                 return response
             try:
-                request.user = await authenticate_request(request)
+                user = await authenticate_request(request, allow_session=errors.allow_session)
             except NotAuthenticated as exc:
-                return error_response(401, str(exc))
-            if permission and not request.user.has_perm(permission):
-                return error_response(403, f"Unauthorized: this needs the {permission} permission.")
+                return errors.unauthenticated(str(exc))
+            request.user = user
+            request.auser = _returns(user)
+            if permission and not user.has_perm(permission):
+                return errors.forbidden(permission)
             try:
                 return await view(request, *args, **kwargs)
             except ApiError as exc:
-                return error_response(exc.status, exc.message)
+                return errors.response(exc.status, exc.message, error_type=exc.error_type, code=exc.code,
+                                       param=exc.param)
+            except ConnectorNotFound as exc:
+                return errors.not_found(exc.connector_id)
+            except PermissionDenied:
+                return errors.forbidden(permission)
 
         return wrapper
 
     return decorator
+
+
+def _returns(user):
+    async def auser():
+        return user
+
+    return auser

@@ -5,20 +5,15 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.http import HttpResponse, JsonResponse
 
-from connectors.api.endpoint import ApiError, api_endpoint, error_response, json_object_body, read_json_body
-from connectors.models import CONNECTOR_TYPE_ID, CONNECTOR_TYPE_NAME, Connector, Provider
-from connectors.outbound.execution import execute
+from connectors.api.endpoint import KIBANA_ERRORS, ApiError, json_endpoint, json_object_body, read_json_body
+from connectors.lookup import aget_connector_or_404, all_connectors, get_connector_or_404
+from connectors.models import CONNECTOR_TYPE_ID, CONNECTOR_TYPE_NAME, Connector, Provider, connector_id_validator
+from connectors.outbound.execution import execute, wants_stream
+from connectors.outbound.streaming import sse_response, start_execute_stream
+from connectors.permissions import ADD_CONNECTOR, CHANGE_CONNECTOR, DELETE_CONNECTOR, EXECUTE_CONNECTOR, VIEW_CONNECTOR
 from connectors.preconfigured import preconfigured_connectors
 from connectors.validation import api_key_error
 from usage.models import Source
-
-VIEW, ADD, CHANGE, DELETE, EXECUTE = (
-    "connectors.view_connector",
-    "connectors.add_connector",
-    "connectors.change_connector",
-    "connectors.delete_connector",
-    "connectors.execute_connector",
-)
 
 # Model field -> the name a Kibana client uses, for error messages.
 API_FIELD_NAMES = {
@@ -126,15 +121,6 @@ def apply_payload(connector: Connector, body: dict, *, creating: bool) -> None:
         raise ApiError(400, f"error validating connector: [{name}]: {' '.join(messages)}") from None
 
 
-def _stored_connector(connector_id: str) -> Connector:
-    if connector_id in preconfigured_connectors():
-        return preconfigured_connectors()[connector_id]
-    connector = Connector.objects.filter(pk=connector_id).first()
-    if connector is None:
-        raise ApiError(404, f"Saved object [action/{connector_id}] not found")
-    return connector
-
-
 def _create(user, body: dict, connector_id: str | None) -> Connector:
     if connector_id and connector_id in preconfigured_connectors():
         raise ApiError(400, f"This {connector_id} already exists in a preconfigured action.")
@@ -150,8 +136,8 @@ def _create(user, body: dict, connector_id: str | None) -> Connector:
     return connector
 
 
-def _update(connector_id: str, body: dict) -> Connector:
-    connector = _stored_connector(connector_id)
+def _update(user, connector_id: str, body: dict) -> Connector:
+    connector = get_connector_or_404(user, connector_id, CHANGE_CONNECTOR)
     if connector.is_preconfigured:
         raise ApiError(400, f"Preconfigured action {connector_id} is not allowed to update.")
     apply_payload(connector, body, creating=False)
@@ -159,21 +145,23 @@ def _update(connector_id: str, body: dict) -> Connector:
     return connector
 
 
-def _delete(connector_id: str) -> None:
-    connector = _stored_connector(connector_id)
+def _delete(user, connector_id: str) -> None:
+    connector = get_connector_or_404(user, connector_id, DELETE_CONNECTOR)
     if connector.is_preconfigured:
         raise ApiError(400, f"Preconfigured action {connector_id} is not allowed to delete.")
     connector.delete()
 
 
-@api_endpoint({"POST": ADD})
+@json_endpoint({"POST": ADD_CONNECTOR})
 async def create_connector(request):
     body = json_object_body(request)
     connector = await sync_to_async(_create)(request.user, body, None)
     return JsonResponse(connector_json(connector))
 
 
-@api_endpoint({"GET": VIEW, "POST": ADD, "PUT": CHANGE, "DELETE": DELETE})
+@json_endpoint(
+    {"GET": VIEW_CONNECTOR, "POST": ADD_CONNECTOR, "PUT": CHANGE_CONNECTOR, "DELETE": DELETE_CONNECTOR}
+)
 async def connector_detail(request, connector_id: str):
     if request.method == "POST":
         if not _valid_id(connector_id):
@@ -183,18 +171,16 @@ async def connector_detail(request, connector_id: str):
         return JsonResponse(connector_json(connector))
     if request.method == "PUT":
         body = json_object_body(request)
-        connector = await sync_to_async(_update)(connector_id, body)
+        connector = await sync_to_async(_update)(request.user, connector_id, body)
         return JsonResponse(connector_json(connector))
     if request.method == "DELETE":
-        await sync_to_async(_delete)(connector_id)
+        await sync_to_async(_delete)(request.user, connector_id)
         return HttpResponse(status=204)
-    connector = await sync_to_async(_stored_connector)(connector_id)
+    connector = await sync_to_async(get_connector_or_404)(request.user, connector_id, VIEW_CONNECTOR)
     return JsonResponse(connector_json(connector))
 
 
 def _valid_id(connector_id: str) -> bool:
-    from connectors.models import connector_id_validator
-
     try:
         connector_id_validator(connector_id)
     except ValidationError:
@@ -202,22 +188,20 @@ def _valid_id(connector_id: str) -> bool:
     return True
 
 
-@api_endpoint({"GET": VIEW})
+@json_endpoint({"GET": VIEW_CONNECTOR})
 async def list_connectors(request):
-    connectors = await sync_to_async(Connector.objects.with_preconfigured)()
+    connectors = await sync_to_async(all_connectors)()
     return JsonResponse([connector_json(c, with_references=True) for c in connectors], safe=False)
 
 
-@api_endpoint({"GET": None})
+@json_endpoint({"GET": None})
 async def connector_types(request):
     return JsonResponse([CONNECTOR_TYPE], safe=False)
 
 
-@api_endpoint({"POST": EXECUTE})
+@json_endpoint({"POST": EXECUTE_CONNECTOR})
 async def execute_connector(request, connector_id: str):
-    connector = await Connector.objects.afind(connector_id)
-    if connector is None:
-        raise ApiError(404, f"Saved object [action/{connector_id}] not found")
+    connector = await aget_connector_or_404(request, connector_id, EXECUTE_CONNECTOR)
     try:
         body = read_json_body(request)
         if not isinstance(body, dict) or not isinstance(body.get("params"), dict):
@@ -225,11 +209,7 @@ async def execute_connector(request, connector_id: str):
     except ApiError as exc:
         # Still an execution attempt: record it, then answer as Kibana does (HTTP 400 outside the envelope).
         await execute(connector, None, user=request.user, source=Source.API, request_bytes=_declared_length(request))
-        return error_response(exc.status, exc.message)
-    # Imported here so that this function's change stays within it (the module's imports belong to the CRUD work).
-    from connectors.outbound.execution import wants_stream
-    from connectors.outbound.streaming import sse_response, start_execute_stream
-
+        return KIBANA_ERRORS.response(exc.status, exc.message)
     if wants_stream(body["params"]):
         stream = await start_execute_stream(
             connector, body["params"], user=request.user, source=Source.API, request_bytes=_declared_length(request)
@@ -240,7 +220,6 @@ async def execute_connector(request, connector_id: str):
         connector, body["params"], user=request.user, source=Source.API, request_bytes=_declared_length(request)
     )
     return JsonResponse(execution.envelope)
-
 
 
 def _declared_length(request) -> int:

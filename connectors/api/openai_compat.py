@@ -11,77 +11,38 @@ from __future__ import annotations
 
 import json
 import re
-from functools import wraps
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse, JsonResponse
-from django.views.decorators.csrf import csrf_exempt
 
-from connectors.api.auth import NotAuthenticated, authenticate_request
+from connectors.api.endpoint import OPENAI_ERRORS, json_endpoint
+from connectors.lookup import aget_connector_or_404
 from connectors.models import Connector, Provider
 from connectors.outbound import transport
 from connectors.outbound.execution import execute_passthrough, passed_headers, record_rejection, scrub_secret
 from connectors.outbound.streaming import StreamFailure, StreamingExecution, sse_response
+from connectors.permissions import EXECUTE_CONNECTOR
 from usage.models import Source
 
-EXECUTE = "connectors.execute_connector"
+openai_error = OPENAI_ERRORS.response
 
 
-def openai_error(status: int, message: str, error_type: str, code: str | None = None,
-                 param: str | None = None) -> JsonResponse:
-    body = {"error": {"message": message, "type": error_type, "param": param, "code": code}}
-    return JsonResponse(body, status=status)
-
-
-def openai_endpoint(method: str):
-    """Method check, authentication, the execute permission and the connector lookup, answered in OpenAI's shape.
-
-    The view receives the connector instead of its id.
-    """
-
-    def decorator(view):
-        @csrf_exempt  # token-authenticated only: no session, so no CSRF exposure
-        @wraps(view)
-        async def wrapper(request, connector_id: str, *args, **kwargs):
-            if request.method != method:
-                response = openai_error(405, f"Method {request.method} is not allowed here.", "invalid_request_error")
-                response["Allow"] = method
-                return response
-            try:
-                request.user = await authenticate_request(request, allow_session=False)
-            except NotAuthenticated as exc:
-                response = openai_error(401, f"{exc} Send Authorization: Bearer <API key>.", "invalid_request_error",
-                                        "invalid_api_key")
-                response["WWW-Authenticate"] = 'Bearer realm="connectors-admin"'
-                return response
-            if not request.user.has_perm(EXECUTE):
-                return openai_error(403, f"You need the {EXECUTE} permission to use connectors.", "permission_error",
-                                    "insufficient_permissions")
-            connector = await Connector.objects.afind(connector_id)
-            if connector is None:
-                return openai_error(404, f"The connector {connector_id!r} does not exist.", "invalid_request_error",
-                                    "connector_not_found")
-            return await view(request, connector, *args, **kwargs)
-
-        return wrapper
-
-    return decorator
-
-
-@openai_endpoint("POST")
-async def chat_completions(request, connector: Connector):
+@json_endpoint({"POST": EXECUTE_CONNECTOR}, errors=OPENAI_ERRORS)
+async def chat_completions(request, connector_id: str):
+    connector = await aget_connector_or_404(request, connector_id, EXECUTE_CONNECTOR)
     try:
         raw = request.body
     except RequestDataTooBig:
-        return openai_error(413, "The request body is too large.", "invalid_request_error")
+        return openai_error(413, "The request body is too large.")
     request_bytes = len(raw)
     body, problem = _chat_body(raw)
     stream = isinstance(body, dict) and body.get("stream") is True
     if problem:
-        await record_rejection(connector, problem[0], user=request.user, source=Source.OPENAI_API,
+        await record_rejection(connector, problem.message, user=request.user, source=Source.OPENAI_API,
                                sub_action="stream" if stream else "run", request_bytes=request_bytes)
-        return openai_error(400, *problem)
+        return openai_error(400, problem.message, param=problem.param)
     if stream:
         execution = StreamingExecution(connector, user=request.user, source=Source.OPENAI_API, sub_action="stream",
                                        request_bytes=request_bytes, openai_caller=True)
@@ -101,8 +62,9 @@ async def chat_completions(request, connector: Connector):
     return response
 
 
-@openai_endpoint("GET")
-async def list_models(request, connector: Connector):
+@json_endpoint({"GET": EXECUTE_CONNECTOR}, errors=OPENAI_ERRORS)
+async def list_models(request, connector_id: str):
+    connector = await aget_connector_or_404(request, connector_id, EXECUTE_CONNECTOR)
     model = connector.effective_default_model or _azure_deployment(connector.api_url)
     created = int(connector.created_at.timestamp()) if getattr(connector, "created_at", None) else 0
     owner = {Provider.OPENAI: "openai", Provider.AZURE: "azure"}.get(connector.provider, "system")
@@ -115,28 +77,33 @@ def _azure_deployment(api_url: str) -> str:
     return match.group(1) if match else ""
 
 
-def _chat_body(raw: bytes) -> tuple[dict | None, tuple[str, str, str | None, str | None] | None]:
-    """The parsed request body, or the (message, type, code, param) of a 400."""
+@dataclass(frozen=True)
+class _BadBody:
+    message: str
+    param: str | None = None
+
+
+def _chat_body(raw: bytes) -> tuple[dict | None, _BadBody | None]:
+    """The parsed request body, or why it earns a 400 (an ``invalid_request_error``)."""
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        return None, (f"We could not parse the JSON body of your request: {exc}", "invalid_request_error", None, None)
+        return None, _BadBody(f"We could not parse the JSON body of your request: {exc}")
     if not isinstance(body, dict):
-        return None, ("The request body must be a JSON object.", "invalid_request_error", None, None)
+        return None, _BadBody("The request body must be a JSON object.")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
-        return body, ("'messages' is required and must be a non-empty array.", "invalid_request_error", None,
-                      "messages")
+        return body, _BadBody("'messages' is required and must be a non-empty array.", param="messages")
     return body, None
 
 
 def _outbound_error(error: Exception) -> JsonResponse:
     """No provider answer to pass on: 403 when allowedHosts forbids the host, 504 on timeout, 502 otherwise."""
     if isinstance(error, transport.HostNotAllowed):
-        return openai_error(403, str(error), "permission_error", "host_not_allowed")
+        return openai_error(403, str(error), error_type="permission_error", code="host_not_allowed")
     if isinstance(error, transport.UpstreamTimeout):
-        return openai_error(504, str(error), "api_error", "upstream_timeout")
-    return openai_error(502, str(error), "api_error", "upstream_error")
+        return openai_error(504, str(error), code="upstream_timeout")
+    return openai_error(502, str(error), code="upstream_error")
 
 
 def _provider_error(status: int, body: bytes, connector: Connector) -> HttpResponse:
@@ -170,5 +137,5 @@ def _stream_failure_response(failure: StreamFailure, connector: Connector) -> Ht
     if failure.error is not None:
         return _outbound_error(failure.error)
     if failure.kind == "internal":
-        return openai_error(500, failure.message, "api_error", "internal_error")
-    return openai_error(502, failure.message, "api_error", "upstream_error")
+        return openai_error(500, failure.message, code="internal_error")
+    return openai_error(502, failure.message, code="upstream_error")

@@ -1,7 +1,7 @@
 from django.urls import path
 
 from connectors.api import kibana as api
-from connectors.api import openai_compat, openapi
+from connectors.api import openai_compat, openapi, usage_report
 
 urlpatterns = [
     path("actions/connector", api.create_connector, name="api_connector_create"),
@@ -15,4 +15,5 @@ urlpatterns = [
         "openai/<str:connector_id>/v1/chat/completions", openai_compat.chat_completions, name="openai_chat_completions"
     ),
     path("openai/<str:connector_id>/v1/models", openai_compat.list_models, name="openai_models"),
+    path("usage/connectors/<str:connector_id>", usage_report.connector_usage, name="api_usage_connector"),
 ]

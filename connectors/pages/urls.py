@@ -1,6 +1,5 @@
 from django.urls import path
 
-from connectors.pages import test_panel as test_views
 from connectors.pages import views
 
 app_name = "connectors"
@@ -11,5 +10,5 @@ urlpatterns = [
     path("<str:connector_id>/", views.ConnectorDetailView.as_view(), name="detail"),
     path("<str:connector_id>/edit/", views.ConnectorUpdateView.as_view(), name="edit"),
     path("<str:connector_id>/delete/", views.ConnectorDeleteView.as_view(), name="delete"),
-    path("<str:connector_id>/test/", test_views.test_connector, name="test"),
+    path("<str:connector_id>/test/", views.run_connector_test, name="test"),
 ]

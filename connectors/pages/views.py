@@ -1,31 +1,47 @@
+"""The connector pages: list, create, details (with the test panel), edit, delete, and the test panel's action.
+
+Each view needs one capability (connectors/permissions.py): anonymous users are sent to the login page, others
+without it get 403. A URL's id becomes a connector through connectors.lookup (404 when there is none).
+"""
+
+import json
+
 from django.contrib import messages
 from django.contrib.auth.mixins import PermissionRequiredMixin
-from django.http import Http404, HttpResponseRedirect
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseRedirect, JsonResponse
 from django.urls import reverse, reverse_lazy
+from django.views.decorators.http import require_POST
 from django.views.generic import CreateView, DeleteView, DetailView, ListView, UpdateView
 
-from connectors.models import Connector
+from connectors.lookup import ConnectorNotFound, aget_connector_or_404, all_connectors, get_connector_or_404
+from connectors.outbound.execution import execute
 from connectors.outbound.providers import default_test_body
 from connectors.pages.forms import ConnectorForm
+from connectors.permissions import (
+    ADD_CONNECTOR,
+    CHANGE_CONNECTOR,
+    DELETE_CONNECTOR,
+    EXECUTE_CONNECTOR,
+    VIEW_CONNECTOR,
+)
+from usage.models import Source
 
 
 class ConnectorListView(PermissionRequiredMixin, ListView):
-    permission_required = "connectors.view_connector"
+    permission_required = VIEW_CONNECTOR
     template_name = "connectors/connector_list.html"
     context_object_name = "connectors"
 
     def get_queryset(self):
-        return Connector.objects.with_preconfigured()
+        return all_connectors()
 
 
 class ConnectorObjectMixin:
     """Finds the connector of the URL, preconfigured or stored; 404 when there is none."""
 
     def get_object(self, queryset=None):
-        connector = Connector.objects.find(self.kwargs["connector_id"])
-        if connector is None:
-            raise Http404("No connector with that id.")
-        return connector
+        return get_connector_or_404(self.request, self.kwargs["connector_id"], self.permission_required)
 
 
 class StoredConnectorMixin(ConnectorObjectMixin):
@@ -46,7 +62,7 @@ class SaveAndTestMixin:
 
 
 class ConnectorCreateView(PermissionRequiredMixin, SaveAndTestMixin, CreateView):
-    permission_required = "connectors.add_connector"
+    permission_required = ADD_CONNECTOR
     form_class = ConnectorForm
     template_name = "connectors/connector_form.html"
 
@@ -58,7 +74,7 @@ class ConnectorCreateView(PermissionRequiredMixin, SaveAndTestMixin, CreateView)
 
 
 class ConnectorDetailView(PermissionRequiredMixin, ConnectorObjectMixin, DetailView):
-    permission_required = "connectors.view_connector"
+    permission_required = VIEW_CONNECTOR
     template_name = "connectors/connector_detail.html"
     context_object_name = "connector"
 
@@ -75,7 +91,7 @@ class ConnectorDetailView(PermissionRequiredMixin, ConnectorObjectMixin, DetailV
 
 
 class ConnectorUpdateView(PermissionRequiredMixin, StoredConnectorMixin, SaveAndTestMixin, UpdateView):
-    permission_required = "connectors.change_connector"
+    permission_required = CHANGE_CONNECTOR
     form_class = ConnectorForm
     template_name = "connectors/connector_form.html"
     context_object_name = "connector"
@@ -87,7 +103,7 @@ class ConnectorUpdateView(PermissionRequiredMixin, StoredConnectorMixin, SaveAnd
 
 
 class ConnectorDeleteView(PermissionRequiredMixin, StoredConnectorMixin, DeleteView):
-    permission_required = "connectors.delete_connector"
+    permission_required = DELETE_CONNECTOR
     template_name = "connectors/connector_confirm_delete.html"
     context_object_name = "connector"
     success_url = reverse_lazy("connectors:list")
@@ -98,3 +114,37 @@ class ConnectorDeleteView(PermissionRequiredMixin, StoredConnectorMixin, DeleteV
         messages.success(self.request, f"Connector “{name}” deleted.")
         return response
 
+
+
+@require_POST
+async def run_connector_test(request, connector_id: str):
+    """The test panel's action: runs a JSON body as sub-action ``test`` and answers the envelope, with the
+    duration and token usage, as JSON for the panel's script. Recorded like any execution (source ``ui_test``)."""
+    user = await request.auser()
+    if not user.is_authenticated:
+        return _test_error(401, "Log in again: your session has ended.")
+    try:
+        connector = await aget_connector_or_404(user, connector_id, EXECUTE_CONNECTOR)
+    except PermissionDenied:
+        return _test_error(403, "You may not run connectors.")
+    except ConnectorNotFound:
+        return _test_error(404, "No connector with that id.")
+    try:
+        payload = json.loads(request.body)
+        body = payload["body"]
+    except (ValueError, KeyError, TypeError):
+        return _test_error(400, "Send {\"body\": \"<JSON string>\"}.")
+    params = {"subAction": "test", "subActionParams": {"body": body}}
+    execution = await execute(connector, params, user=user, source=Source.UI_TEST, request_bytes=len(request.body))
+    return JsonResponse(
+        {
+            **execution.envelope,
+            "duration_ms": round(execution.duration_ms, 1),
+            "usage": execution.usage or None,
+        }
+    )
+
+
+def _test_error(status: int, message: str) -> JsonResponse:
+    # The panel's script shows ``message``; it cannot follow a login redirect or read an HTML error page.
+    return JsonResponse({"status": "error", "message": message}, status=status)

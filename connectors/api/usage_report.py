@@ -1,4 +1,6 @@
-"""JSON for automation: ``GET /api/usage/connectors/<id>?from=<ISO>&to=<ISO>``, with the connector API's auth.
+"""Usage as JSON for automation: ``GET /api/usage/connectors/<id>?from=<ISO>&to=<ISO>``, with the connector API's
+authentication and error shape. It lives with the other JSON endpoints (usage/ itself never imports the API, see
+.importlinter); the figures come from usage.queries, as the dashboards' do.
 
 Same query parameters as the dashboard (``range``, ``from``, ``to``, ``tz``); ``from`` and ``to`` in the answer
 are the effective range (widened to whole hours), and ``bucket`` values are ISO 8601 in the requested zone.
@@ -7,11 +9,11 @@ are the effective range (widened to whole hours), and ``bucket`` values are ISO 
 from asgiref.sync import sync_to_async
 from django.http import JsonResponse
 
-from connectors.api.endpoint import ApiError, api_endpoint
+from connectors.api.endpoint import ApiError, json_endpoint
+from connectors.lookup import get_connector_or_404
 from usage import queries
+from usage.permissions import VIEW_USAGE_DASHBOARD
 from usage.ranges import InvalidRange, iso, parse_range
-
-VIEW_USAGE = "usage.view_usage_dashboard"
 
 
 def usage_json(report: queries.UsageReport) -> dict:
@@ -38,10 +40,8 @@ def usage_json(report: queries.UsageReport) -> dict:
     }
 
 
-def _connector_usage(connector_id: str, params) -> dict:
-    connector = queries.find_connector(connector_id)
-    if connector is None:
-        raise ApiError(404, f"Saved object [action/{connector_id}] not found")
+def _connector_usage(user, connector_id: str, params) -> dict:
+    connector = get_connector_or_404(user, connector_id, VIEW_USAGE_DASHBOARD, find=queries.find_connector)
     try:
         usage_range = parse_range(params)
     except InvalidRange as exc:
@@ -49,6 +49,6 @@ def _connector_usage(connector_id: str, params) -> dict:
     return usage_json(queries.connector_usage(connector.id, usage_range))
 
 
-@api_endpoint({"GET": VIEW_USAGE})
+@json_endpoint({"GET": VIEW_USAGE_DASHBOARD})
 async def connector_usage(request, connector_id: str):
-    return JsonResponse(await sync_to_async(_connector_usage)(connector_id, request.GET))
+    return JsonResponse(await sync_to_async(_connector_usage)(request.user, connector_id, request.GET))

@@ -1,13 +1,13 @@
-"""Stored connectors kept in memory per process for the execution path (``Connector.objects.afind``).
+"""Stored connectors kept in memory per process for the execution path (``connectors.lookup.afind``).
 
 Looking a connector up costs a hop to a thread, a pooled connection and a query for every execution: most of
 what the gateway adds to a call. A connector found once is kept here until it changes: saving or deleting one
-announces it (connectors/invalidation.py), which drops it here at once and, on PostgreSQL, in every other server
+announces it (connectors/caching/invalidation.py), which drops it here at once and, on PostgreSQL, in every other server
 process as soon as the change is committed. ``CONNECTOR_CACHE_SECONDS`` bounds how long an entry is trusted in any
 case (the backstop when a notice cannot arrive: SQLite with several processes, a listener reconnecting); 0 turns
 the cache off. Ids that match no connector are not cached, so a connector created elsewhere is found at once.
 
-The pages that show and edit connectors read the database directly (``Connector.objects.find``).
+The pages that show and edit connectors read the database directly (``connectors.lookup.find``).
 """
 
 from __future__ import annotations

@@ -1,0 +1,92 @@
+"""Finding connectors, preconfigured ones (ACTIONS_CONFIG) included, and turning a URL's id into one or a 404.
+
+A connector id names either a preconfigured connector (an unsaved instance, see preconfigured.py) or a stored
+one; preconfigured ids win, as in Kibana. Everything that turns an id into a connector comes here, so that
+rule lives in one place. This module sits above models.py and preconfigured.py, which therefore need not
+import each other both ways.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest
+
+from connectors.caching import connector_cache
+from connectors.models import Connector
+from connectors.preconfigured import preconfigured_connectors
+
+
+class ConnectorNotFound(Http404):
+    """No connector with this id. A 404 for pages; the JSON endpoints answer it in their own error shape."""
+
+    def __init__(self, connector_id: str, message: str = "No connector with that id."):
+        super().__init__(message)
+        self.connector_id = connector_id
+
+
+def find(connector_id: str) -> Connector | None:
+    """The connector with this id, read from the database: a preconfigured one first; None if neither."""
+    preconfigured = preconfigured_connectors().get(connector_id)
+    if preconfigured is not None:
+        return preconfigured
+    return Connector.objects.filter(pk=connector_id).first()
+
+
+async def afind(connector_id: str) -> Connector | None:
+    """``find`` for the execution path: a stored connector comes from the process's cache when it is there.
+
+    The instance may be shared by concurrent executions: treat it as read-only.
+    """
+    preconfigured = preconfigured_connectors().get(connector_id)
+    if preconfigured is not None:
+        return preconfigured
+    connector = connector_cache.get(connector_id)
+    if connector is None:
+        connector = await Connector.objects.filter(pk=connector_id).afirst()
+        if connector is not None:
+            connector_cache.put(connector)
+    return connector
+
+
+def all_connectors() -> list[Connector]:
+    """Every connector, preconfigured ones first, each group by name."""
+    preconfigured = sorted(preconfigured_connectors().values(), key=lambda c: c.name.lower())
+    return preconfigured + list(Connector.objects.order_by("name"))
+
+
+def get_connector_or_404(request_or_user, connector_id: str, permission: str, *, find: Callable = find,
+                         missing: str = "No connector with that id."):
+    """The connector of a URL for a user who holds ``permission``.
+
+    Raises PermissionDenied (403) when the user lacks the permission, checked first so that a caller without it
+    learns nothing about which ids exist, then ConnectorNotFound (404). ``find`` is how the id is looked up (the
+    usage pages also find deleted connectors that left events), ``missing`` the 404's message.
+    """
+    user = request_or_user.user if isinstance(request_or_user, HttpRequest) else request_or_user
+    if not user.has_perm(permission):
+        raise PermissionDenied
+    connector = find(connector_id)
+    if connector is None:
+        raise ConnectorNotFound(connector_id, missing)
+    return connector
+
+
+async def aget_connector_or_404(request_or_user, connector_id: str, permission: str) -> Connector:
+    """``get_connector_or_404`` for async views, through the execution path's cache (``afind``)."""
+    user = await request_or_user.auser() if isinstance(request_or_user, HttpRequest) else request_or_user
+    if not await _ahas_perm(user, permission):
+        raise PermissionDenied
+    connector = await afind(connector_id)
+    if connector is None:
+        raise ConnectorNotFound(connector_id)
+    return connector
+
+
+async def _ahas_perm(user, permission: str) -> bool:
+    # An API caller comes with its permissions loaded (connectors/api/auth.py), so asking costs no query and no
+    # hop to a thread; a session user's are read once, off the event loop.
+    if hasattr(user, "_perm_cache"):
+        return user.has_perm(permission)
+    return await user.ahas_perm(permission)
