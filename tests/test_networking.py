@@ -1,5 +1,5 @@
 """The networking settings of ACTIONS_CONFIG on real sockets: TLS with a CA made here, a real forward proxy
-(proxy.py), and allowedHosts at create, update, execute and on redirects (REFERENCE section 5)."""
+(proxy.py), and allowedHosts at create, update, execute and on redirects (docs/KIBANA.md, 'Networking settings')."""
 
 from urllib.parse import quote
 

@@ -1,4 +1,5 @@
-"""Request shaping per provider (REFERENCE section 2), checked on what a real OpenAI-shaped server received."""
+"""Request shaping per provider (docs/KIBANA.md, 'Body shaping per provider'), checked on what a real
+OpenAI-shaped server received."""
 
 import dataclasses
 

@@ -27,9 +27,8 @@ def usage_view(view):
 
 def get_usage_connector(request, connector_id: str) -> ConnectorRef:
     """The connector of a usage URL: a live one, or a deleted one that left usage, named from its last event."""
-    return get_connector_or_404(
-        request, connector_id, VIEW_USAGE_DASHBOARD, find=find_connector, missing="No connector and no usage with that id."
-    )
+    missing = "No connector and no usage with that id."
+    return get_connector_or_404(request, connector_id, VIEW_USAGE_DASHBOARD, find=find_connector, missing=missing)
 
 
 def bad_range(request, error: InvalidRange, *, plain: bool = False) -> HttpResponse:

@@ -1,4 +1,7 @@
-"""Kibana's connector HTTP API (REFERENCE section 4), so Kibana scripts work with only the base URL changed."""
+"""Kibana's connector HTTP API, so Kibana scripts work with only the base URL changed.
+
+The routes, bodies and error messages follow docs/KIBANA.md, 'HTTP routes'.
+"""
 
 from asgiref.sync import sync_to_async
 from django.core.exceptions import ValidationError

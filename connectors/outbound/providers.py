@@ -1,4 +1,7 @@
-"""Shaping the upstream request for each provider (REFERENCE section 2). No database, no network."""
+"""Shaping the upstream request for each provider (docs/KIBANA.md, 'Body shaping per provider').
+
+No database, no network.
+"""
 
 import json
 import re

@@ -1,4 +1,5 @@
-"""The outbound HTTP path: pooled HTTP clients shaped by the networking settings (REFERENCE section 5).
+"""The outbound HTTP path: pooled HTTP clients shaped by the networking settings
+(docs/KIBANA.md, 'Networking settings').
 
 One pooled client per distinct transport profile (proxy or not, TLS settings), per event loop, reused across
 requests. Direct connections, the hot path, go through aiohttp: its pool and C parser cost a fraction of httpx's
