@@ -5,6 +5,7 @@ page, others get 403.
 The aggregation lives in usage.queries, the figures in usage.charts, the CSV formats in usage.exports.
 """
 
+from functools import wraps
 from urllib.parse import urlencode
 
 from django.contrib.auth.decorators import login_required, permission_required
@@ -25,10 +26,29 @@ def usage_view(view):
     return login_required(permission_required(VIEW_USAGE_DASHBOARD, raise_exception=True)(view))
 
 
-def get_usage_connector(request, connector_id: str) -> ConnectorRef:
-    """The connector of a usage URL: a live one, or a deleted one that left usage, named from its last event."""
-    missing = "No connector and no usage with that id."
-    return get_connector_or_404(request, connector_id, VIEW_USAGE_DASHBOARD, find=find_connector, missing=missing)
+def connector_usage_view(*, plain: bool = False):
+    """A usage view of one connector: the view receives the connector of the URL and the range of the query.
+
+    404 when there is no such connector and no usage left by one (a deleted connector's usage stays readable,
+    named from its last event), then 400 for a bad range: a page, or ``plain`` text for the CSV downloads.
+    """
+
+    def decorator(view):
+        @usage_view
+        @wraps(view)
+        def wrapper(request, connector_id: str):
+            missing = "No connector and no usage with that id."
+            connector = get_connector_or_404(request, connector_id, VIEW_USAGE_DASHBOARD, find=find_connector,
+                                             missing=missing)
+            try:
+                usage_range = parse_range(request.GET)
+            except InvalidRange as exc:
+                return bad_range(request, exc, plain=plain)
+            return view(request, connector, usage_range)
+
+        return wrapper
+
+    return decorator
 
 
 def bad_range(request, error: InvalidRange, *, plain: bool = False) -> HttpResponse:
@@ -75,13 +95,8 @@ def overview(request):
     return render(request, "usage/overview.html", context)
 
 
-@usage_view
-def connector_dashboard(request, connector_id: str):
-    connector = get_usage_connector(request, connector_id)
-    try:
-        usage_range = parse_range(request.GET)
-    except InvalidRange as exc:
-        return bad_range(request, exc)
+@connector_usage_view()
+def connector_dashboard(request, connector: ConnectorRef, usage_range: UsageRange):
     report = connector_usage(connector.id, usage_range, breakdown_limit=BREAKDOWN_LIMIT)
     context = {
         **range_context(request, usage_range),
@@ -100,25 +115,15 @@ def _attachment(response: HttpResponse, filename: str) -> HttpResponse:
     return response
 
 
-@usage_view
-def export_series_csv(request, connector_id: str):
-    connector = get_usage_connector(request, connector_id)
-    try:
-        usage_range = parse_range(request.GET)
-    except InvalidRange as exc:
-        return bad_range(request, exc, plain=True)
+@connector_usage_view(plain=True)
+def export_series_csv(request, connector: ConnectorRef, usage_range: UsageRange):
     report = connector_usage(connector.id, usage_range)
     response = HttpResponse(exports.series_csv(report), content_type="text/csv; charset=utf-8")
     return _attachment(response, exports.export_filename("series", connector.id, usage_range))
 
 
-@usage_view
-def export_events_csv(request, connector_id: str):
-    connector = get_usage_connector(request, connector_id)
-    try:
-        usage_range = parse_range(request.GET)
-    except InvalidRange as exc:
-        return bad_range(request, exc, plain=True)
+@connector_usage_view(plain=True)
+def export_events_csv(request, connector: ConnectorRef, usage_range: UsageRange):
     # Streamed either way; the iterator must match the server, or Django reads it whole into memory first.
     if isinstance(request, ASGIRequest):
         lines = exports.araw_events_csv(connector.id, usage_range)

@@ -55,22 +55,33 @@ class StoredConnectorMixin(ConnectorObjectMixin):
         return super().dispatch(request, *args, **kwargs)
 
 
+class ReportOutcomeMixin:
+    """After a successful create, edit or delete, says so on the next page: "Connector “<name>” <outcome>."."""
+
+    outcome = ""
+
+    def form_valid(self, form):
+        response = super().form_valid(form)
+        # After a delete self.object is the deleted instance, name included.
+        messages.success(self.request, f"Connector “{self.object.name}” {self.outcome}.")
+        return response
+
+
 class SaveAndTestMixin:
     def get_success_url(self):
         url = reverse("connectors:detail", args=[self.object.pk])
         return url + "?test=1#test" if "save_and_test" in self.request.POST else url
 
 
-class ConnectorCreateView(PermissionRequiredMixin, SaveAndTestMixin, CreateView):
+class ConnectorCreateView(PermissionRequiredMixin, ReportOutcomeMixin, SaveAndTestMixin, CreateView):
     permission_required = ADD_CONNECTOR
     form_class = ConnectorForm
     template_name = "connectors/connector_form.html"
+    outcome = "created"
 
     def form_valid(self, form):
         form.instance.created_by = self.request.user
-        response = super().form_valid(form)
-        messages.success(self.request, f"Connector “{self.object.name}” created.")
-        return response
+        return super().form_valid(form)
 
 
 class ConnectorDetailView(PermissionRequiredMixin, ConnectorObjectMixin, DetailView):
@@ -90,29 +101,22 @@ class ConnectorDetailView(PermissionRequiredMixin, ConnectorObjectMixin, DetailV
         return context
 
 
-class ConnectorUpdateView(PermissionRequiredMixin, StoredConnectorMixin, SaveAndTestMixin, UpdateView):
+class ConnectorUpdateView(
+    PermissionRequiredMixin, StoredConnectorMixin, ReportOutcomeMixin, SaveAndTestMixin, UpdateView
+):
     permission_required = CHANGE_CONNECTOR
     form_class = ConnectorForm
     template_name = "connectors/connector_form.html"
     context_object_name = "connector"
-
-    def form_valid(self, form):
-        response = super().form_valid(form)
-        messages.success(self.request, f"Connector “{self.object.name}” saved.")
-        return response
+    outcome = "saved"
 
 
-class ConnectorDeleteView(PermissionRequiredMixin, StoredConnectorMixin, DeleteView):
+class ConnectorDeleteView(PermissionRequiredMixin, StoredConnectorMixin, ReportOutcomeMixin, DeleteView):
     permission_required = DELETE_CONNECTOR
     template_name = "connectors/connector_confirm_delete.html"
     context_object_name = "connector"
     success_url = reverse_lazy("connectors:list")
-
-    def form_valid(self, form):
-        name = self.object.name
-        response = super().form_valid(form)
-        messages.success(self.request, f"Connector “{name}” deleted.")
-        return response
+    outcome = "deleted"
 
 
 
