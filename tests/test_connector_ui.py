@@ -209,3 +209,15 @@ def test_the_form_refuses_an_api_key_with_spaces_inside(client, connector_admin)
     assert response.status_code == 200
     assert "cannot contain spaces" in response.content.decode()
     assert not Connector.objects.exists()
+
+
+def test_each_change_is_reported_with_the_connectors_name(client, connector_admin, make_connector):
+    client.force_login(connector_admin)
+    created = client.post(reverse("connectors:create"), form_data(name="Made here"), follow=True)
+    assert "Connector “Made here” created." in created.content.decode()
+    connector = Connector.objects.get(name="Made here")
+    saved = client.post(reverse("connectors:edit", args=[connector.pk]), form_data(name="Renamed"), follow=True)
+    assert "Connector “Renamed” saved." in saved.content.decode()
+    deleted = client.post(reverse("connectors:delete", args=[connector.pk]), follow=True)
+    assert "Connector “Renamed” deleted." in deleted.content.decode()
+    assert not Connector.objects.filter(pk=connector.pk).exists()

@@ -198,3 +198,19 @@ class TestTestTab:
         client.force_login(operator)
         html = client.get(f"/connectors/{connector.pk}/").content.decode()
         assert "&quot;model&quot;: &quot;llama3.2&quot;" in html
+
+    def test_each_refusal_is_json_the_panel_can_show(self, client, personas, make_connector, fake_openai):
+        connector = make_connector(api_url=fake_openai.url("ok"))
+        url = f"/connectors/{connector.pk}/test/"
+        body = json.dumps({"body": "{}"})
+        anonymous = client.post(url, body, content_type="application/json")
+        assert (anonymous.status_code, anonymous.json()["message"]) == (401, "Log in again: your session has ended.")
+        client.force_login(personas["analyst"])
+        refused = client.post(url, body, content_type="application/json")
+        assert (refused.status_code, refused.json()["message"]) == (403, "You may not run connectors.")
+        client.force_login(personas["connector_admin"])
+        missing = client.post("/connectors/no-such-connector/test/", body, content_type="application/json")
+        assert (missing.status_code, missing.json()["message"]) == (404, "No connector with that id.")
+        malformed = client.post(url, json.dumps({"text": "{}"}), content_type="application/json")
+        assert (malformed.status_code, malformed.json()["status"]) == (400, "error")
+        assert not fake_openai.requests and not ExecutionEvent.objects.exists()
