@@ -4,8 +4,8 @@ Verifying a Basic password runs Django's password hasher (hundreds of millisecon
 verification is remembered the way Elasticsearch's realm cache does: under an HMAC of the credentials with a
 per-process random salt (the cache never holds a password or anything that could be reversed into one), for
 BASIC_AUTH_CACHE_SECONDS. An entry is dropped when the user, their groups or their permissions change: at once in
-this process, and on PostgreSQL in every other server process too (connectors/caching/invalidation.py); otherwise when it
-expires. API keys are cached the same way, and a revoked key is dropped the same way.
+this process, and on PostgreSQL in every other server process too (connectors/caching/invalidation.py); otherwise
+when it expires. API keys are cached the same way, and a revoked key is dropped the same way.
 """
 
 import asyncio

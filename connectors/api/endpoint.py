@@ -2,9 +2,10 @@
 403 and 404, body parsing, and the error body, in one of two shapes.
 
 Kibana's API (and the usage API, which follows it) answers errors as ``{"statusCode", "error", "message"}``
-(docs/KIBANA.md, 'HTTP routes'); the OpenAI-compatible API as ``{"error": {"message", "type", "param",
-"code"}}``, which the SDKs parse (docs/OPENAI.md, 'Errors'). ``json_endpoint(methods, errors=...)`` takes the shape as a parameter,
-so both APIs run the same guard in the same order: 405, 401, 403, then the view (whose lookup may answer 404).
+(docs/KIBANA.md, 'HTTP routes'); the OpenAI-compatible API as ``{"error": {"message", "type", "param", "code"}}``,
+which the SDKs parse (docs/OPENAI.md, 'Errors'). ``json_endpoint(methods, errors=...)`` takes the shape as a
+parameter, so both APIs run the same guard in the same order: 405, 401, 403, then the view (whose lookup may answer
+404).
 """
 
 import json

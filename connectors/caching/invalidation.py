@@ -1,11 +1,12 @@
 """Telling every worker process that a cached thing changed: PostgreSQL LISTEN/NOTIFY.
 
 The execution path keeps connectors and verified credentials in memory per process
-(connectors/caching/connector_cache.py, connectors/api/auth.py). A change made in one process (the admin pages,
-the API, a management command) must reach the others too. ``announce(topic, key)`` drops the entry in this process at once and again when the transaction
-commits, and on PostgreSQL also sends ``NOTIFY connectors_admin_cache, '<topic>:<key>'`` in the same transaction,
-so the notice goes out only if the change is committed. Each server process listens on its own connection
-(``start_listener``, from the ASGI lifespan) and drops the entry when the notice arrives.
+(connectors/caching/connector_cache.py, connectors/api/auth.py). A change made in one process (the admin pages, the
+API, a management command) must reach the others too. ``announce(topic, key)`` drops the entry in this process at
+once and again when the transaction commits, and on PostgreSQL also sends ``NOTIFY connectors_admin_cache,
+'<topic>:<key>'`` in the same transaction, so the notice goes out only if the change is committed. Each server
+process listens on its own connection (``start_listener``, from the ASGI lifespan) and drops the entry when the
+notice arrives.
 
 When the listener has no connection (the database restarted, a network cut) it may miss notices: each handler's
 ``forget_everything`` runs when it reconnects. Each cache also keeps its own time limit as a backstop, and that
