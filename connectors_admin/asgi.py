@@ -31,9 +31,11 @@ from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.exception import convert_exception_to_response
 
 from connectors.caching.invalidation import start_listener, stop_listener
+from connectors.outbound.record import wait_for_detached
 from usage.recording import start_event_writer, stop_event_writer
 
 API_PREFIX = "/api/"
+SHUTDOWN_EXECUTIONS_WAIT_SECONDS = 30
 CREDENTIAL_SCHEMES = (b"basic ", b"apikey ", b"bearer ")
 
 
@@ -94,7 +96,9 @@ async def lifespan(receive, send) -> None:
             start_listener()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
-            # The server has drained its requests: write what they queued (the thread has its own timeout).
+            # The server has drained its requests. Executions whose callers hung up may still run (they finish
+            # their upstream call and record it): wait for them, then store what they all queued.
+            await wait_for_detached(timeout=SHUTDOWN_EXECUTIONS_WAIT_SECONDS)
             await asyncio.to_thread(stop_listener)
             flushed = await asyncio.to_thread(stop_event_writer)
             if flushed:

@@ -200,6 +200,9 @@ OUTBOUND_MAX_CONNECTIONS = _int("OUTBOUND_MAX_CONNECTIONS", default=2000)
 # faster, and a crash of the process (not a normal shutdown, which writes the queue) loses the events not yet
 # committed: normally those of the last few milliseconds, more while the database is unreachable.
 EVENT_WRITE_BEHIND = _bool("EVENT_WRITE_BEHIND", default=False)
+# Where the event writer keeps the events the database could not take (usage/spool.py), until it can: fsync'd
+# JSON lines, replayed at start-up and as soon as the database answers again (README, "Guarantees").
+EVENT_SPOOL_DIR = Path(env.str("EVENT_SPOOL_DIR", default="").strip() or BASE_DIR / "var" / "event-spool")
 
 # How long a verified HTTP Basic credential is remembered (see connectors/api/auth.py).
 BASIC_AUTH_CACHE_SECONDS = _int("BASIC_AUTH_CACHE_SECONDS", default=300)

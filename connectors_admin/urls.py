@@ -5,6 +5,7 @@ from django.urls import include, path
 
 from connectors.accounts import api_key_views
 from connectors.permissions import VIEW_CONNECTOR
+from usage.health import healthz
 from usage.permissions import VIEW_USAGE_DASHBOARD
 
 
@@ -26,4 +27,5 @@ urlpatterns = [
     path("connectors/", include("connectors.pages.urls")),
     path("usage/", include("usage.urls")),
     path("api/", include("connectors.api.urls")),
+    path("healthz", healthz, name="healthz"),
 ]

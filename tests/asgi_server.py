@@ -2,9 +2,7 @@
 
 pytest-django's ``live_server`` is a threaded WSGI server: it cannot serve async streaming views as they stream,
 and Django's test clients buffer streamed responses. Tests that must see bytes arrive over time, or close a
-connection mid-stream, use this instead::
-
-    pytest_plugins = ["tests.asgi_server"]
+connection mid-stream, use this instead (tests/conftest.py loads its fixtures for every test module)::
 
     def test_something(asgi_live_server):
         httpx.get(f"{asgi_live_server.url}/api/...")
@@ -99,9 +97,9 @@ class RecordedEvents:
         self.count = 0
         self._condition = threading.Condition()
 
-    def wrap(self, record_events):
-        def counting(events):
-            created = record_events(events)
+    def wrap(self, insert_batch):
+        def counting(manager, events):
+            created = insert_batch(manager, events)
             with self._condition:
                 self.count += len(created)
                 self._condition.notify_all()
@@ -119,10 +117,10 @@ class RecordedEvents:
 def recorded_events(monkeypatch) -> RecordedEvents:
     """Wait for the server to record events: ``recorded_events.wait_for(1)`` (no polling of the database).
 
-    It wraps usage.recording.record_events, the one write path of events.
+    It wraps ExecutionEvent.objects.insert_batch, where every path of usage.recording.record_execution ends.
     """
-    from usage import recording
+    from usage.models.events import ExecutionEventManager
 
     counter = RecordedEvents()
-    monkeypatch.setattr(recording, "record_events", counter.wrap(recording.record_events))
+    monkeypatch.setattr(ExecutionEventManager, "insert_batch", counter.wrap(ExecutionEventManager.insert_batch))
     return counter

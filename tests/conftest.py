@@ -1,6 +1,7 @@
 """Shared fixtures: the personas, a real OpenAI-shaped server, connector factories, networking settings."""
 
 import base64
+import logging
 
 import pytest
 from django.contrib.auth.models import Group
@@ -13,7 +14,7 @@ from tests.fake_openai import FakeOpenAI
 
 PASSWORD = "correct horse battery staple"
 
-pytest_plugins = ["tests.browser"]
+pytest_plugins = ["tests.browser", "tests.asgi_server"]
 
 
 def make_user(django_user_model, username: str, *groups: str, superuser: bool = False):
@@ -123,3 +124,10 @@ def actions_config(settings):
         return settings.ACTIONS_CONFIG
 
     return apply
+
+
+@pytest.fixture
+def debug_logs(caplog):
+    """Capture every logger at DEBUG (httpx and httpcore included), so a leaked secret would show up."""
+    caplog.set_level(logging.DEBUG)
+    return caplog

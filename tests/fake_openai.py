@@ -18,8 +18,15 @@ The first path segment picks the behaviour, so one server serves every scenario:
 - ``stream-azure-filter``: SSE whose first chunk carries only prompt_filter_results (Azure)
 - ``stream-slow-<ms>``: SSE with <ms> between chunks
 - ``stream-cut``: SSE that stops mid-way without usage or [DONE]
+- ``stream-gated``: SSE whose first chunk is sent at once and the rest only once ``server.gate`` is set (so a test
+  can prove the first chunk reached its caller while the provider was still holding the rest)
+- ``gather-<n>``: as ok, once <n> requests of this scenario are in flight at the same time (so a test can prove
+  that calls ran side by side without timing them); after 60 s without them, 503
+- ``gated``: as ok, once ``server.gate`` is set (so a test decides when the provider answers)
+- ``model-surrogate`` / ``model-nul``: as ok, but the reported model holds a lone surrogate / a NUL character
 
-Every request is kept in ``server.requests`` (method, path, query, headers, body).
+Every request is kept in ``server.requests`` (method, path, query, headers, body); ``wait_for_requests(n)`` waits
+until n have arrived.
 """
 
 from __future__ import annotations
@@ -56,6 +63,10 @@ class FakeOpenAI:
     record: bool = True
 
     def __post_init__(self):
+        self.gate = threading.Event()
+        self.gate_was_opened: bool | None = None
+        self._arrived = threading.Condition()
+        self._gathering: dict[str, tuple[int, asyncio.Event]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
         self._thread: threading.Thread | None = None
@@ -102,6 +113,14 @@ class FakeOpenAI:
 
     def clear(self) -> None:
         self.requests.clear()
+        self.gate.clear()
+        self.gate_was_opened = None
+        self._gathering.clear()
+
+    def wait_for_requests(self, count: int, timeout: float = 30) -> None:
+        with self._arrived:
+            if not self._arrived.wait_for(lambda: len(self.requests) >= count, timeout):
+                raise AssertionError(f"{len(self.requests)} requests reached the upstream within {timeout} s, expected {count}")
 
     # --- HTTP ---------------------------------------------------------------------------------------------
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -120,7 +139,9 @@ class FakeOpenAI:
                 parts = urlsplit(target)
                 request = RecordedRequest(method, parts.path, parse_qs(parts.query), headers, body)
                 if self.record:
-                    self.requests.append(request)
+                    with self._arrived:
+                        self.requests.append(request)
+                        self._arrived.notify_all()
                 keep_alive = await self._respond(request, writer)
                 if not keep_alive or headers.get("connection", "").lower() == "close":
                     break
@@ -154,6 +175,13 @@ class FakeOpenAI:
         if scenario.startswith("sleep-"):
             await asyncio.sleep(int(scenario.split("-")[1]) / 1000)
             scenario = "ok"
+        if scenario == "gated":
+            self.gate_was_opened = await asyncio.to_thread(self.gate.wait, 60)
+            scenario = "ok"
+        if scenario.startswith("gather-"):
+            if not await self._gather(scenario, int(scenario.split("-")[1])):
+                return self._send(writer, 503, json.dumps({"error": {"message": "not enough requests at once"}}).encode())
+            scenario = "ok"
         if scenario.startswith("status-"):
             status = int(scenario.split("-")[1])
             extra = {"retry-after": "7"} if status == 429 else {}
@@ -183,7 +211,22 @@ class FakeOpenAI:
             await self._stream(scenario, payload, writer)
             return True
         extra = {"set-cookie": "upstream-session=from-the-provider; Path=/"} if scenario == "cookie" else None
-        return self._send(writer, 200, json.dumps(completion(payload, usage=scenario != "nousage")).encode(), extra=extra)
+        body = completion(payload, usage=scenario != "nousage")
+        if scenario.startswith("model-"):
+            body["model"] = {"model-surrogate": "gpt-\ud800", "model-nul": "gpt-\x00"}[scenario]
+        return self._send(writer, 200, json.dumps(body).encode(), extra=extra)
+
+    async def _gather(self, scenario: str, count: int) -> bool:
+        arrived, everyone = self._gathering.get(scenario, (0, asyncio.Event()))
+        self._gathering[scenario] = (arrived + 1, everyone)
+        if arrived + 1 >= count:
+            everyone.set()
+        try:
+            async with asyncio.timeout(60):
+                await everyone.wait()
+        except TimeoutError:
+            return False
+        return True
 
     async def _stream(self, scenario: str, payload: dict, writer: asyncio.StreamWriter) -> None:
         writer.write(self._head(200, {"content-type": "text/event-stream", "cache-control": "no-cache", "transfer-encoding": "chunked"}))
@@ -213,6 +256,8 @@ class FakeOpenAI:
             await writer.drain()
             if delay:
                 await asyncio.sleep(delay)
+            if scenario == "stream-gated" and index == 0:
+                self.gate_was_opened = await asyncio.to_thread(self.gate.wait, 30)
         wants_usage = (payload.get("stream_options") or {}).get("include_usage")
         if scenario in ("stream", "stream-azure-filter") or (scenario.startswith("stream-slow-") and wants_usage):
             if wants_usage:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import logging
 import socket
 
-import pytest
 from asgiref.sync import async_to_sync
 from django.forms.models import model_to_dict
 
 from connectors.outbound.execution import Execution, execute
-from usage.models import ExecutionEvent, Source
+from usage.models import EventSource, ExecutionEvent
 
 SECRET = "sk-outbound-SECRET-0123456789abcdef"
 HELLO = {"messages": [{"role": "user", "content": "Hello world"}]}
@@ -20,7 +18,7 @@ HELLO = {"messages": [{"role": "user", "content": "Hello world"}]}
 def run(connector, body: dict | None = None, *, sub_action: str = "run", user=None, **sub_params) -> Execution:
     """Execute ``run`` (or ``sub_action``) with ``body`` as Kibana's JSON string, as the _execute API does."""
     params = {"subAction": sub_action, "subActionParams": {"body": json.dumps(HELLO if body is None else body), **sub_params}}
-    return async_to_sync(execute)(connector, params, user=user, source=Source.API)
+    return async_to_sync(execute)(connector, params, user=user, source=EventSource.API)
 
 
 def assert_recorded_once(execution: Execution, caplog, *, outcome: str, secret: str = SECRET) -> ExecutionEvent:
@@ -46,10 +44,3 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-@pytest.fixture
-def debug_logs(caplog):
-    """Capture every logger at DEBUG (httpx and httpcore included), so a leaked secret would show up."""
-    caplog.set_level(logging.DEBUG)
-    return caplog

@@ -1,13 +1,13 @@
 """Issue 3: hundreds of executions at once, with HTTP Basic, against a slow provider, through the real server.
 
 The app runs under uvicorn (tests/asgi_server.py) with the event writer of a production server started, and the
-calls go over real sockets to the OpenAI-shaped test server, which waits 500 ms before answering.
+calls go over real sockets to the OpenAI-shaped test server, which answers only once all of them are in flight at
+the same time (scenario ``gather-<n>``): calls run one after another would never be answered.
 bench/concurrency.py measures the same on the production setup (two workers, PostgreSQL).
 """
 
 import asyncio
 import json
-import time
 
 import pytest
 
@@ -16,8 +16,6 @@ from connectors.api import auth
 from tests.conftest import basic_auth
 from usage import recording
 from usage.models import ExecutionEvent, UsageRollup
-
-pytest_plugins = ["tests.asgi_server"]
 
 CONCURRENT = 200
 
@@ -48,17 +46,15 @@ async def send_at_once(port: int, path: str, headers: dict, count: int):
 def test_concurrent_executions_with_basic_auth_all_succeed_and_produce_exactly_one_event_each(
     asgi_live_server, event_writer, make_connector, operator, fake_openai, monkeypatch
 ):
-    connector = make_connector(api_url=fake_openai.url("sleep-500"))
+    connector = make_connector(api_url=fake_openai.url(f"gather-{CONCURRENT}"))
     verifications = []
     original_verify = auth._verify_basic
     monkeypatch.setattr(auth, "_verify_basic", lambda *args: verifications.append(args) or original_verify(*args))
     headers = {"Content-Type": "application/json", "Authorization": basic_auth(operator)}
 
-    started = time.perf_counter()
     responses = asyncio.run(
         send_at_once(asgi_live_server.port, f"/api/actions/connector/{connector.pk}/_execute", headers, CONCURRENT)
     )
-    elapsed = time.perf_counter() - started
 
     assert [r.status for r in responses] == [200] * CONCURRENT
     envelopes = [json.loads(r.body) for r in responses]
@@ -75,8 +71,7 @@ def test_concurrent_executions_with_basic_auth_all_succeed_and_produce_exactly_o
     assert sum(UsageRollup.objects.filter(connector_id=str(connector.pk)).values_list("requests", flat=True)) == CONCURRENT
     # The cold credential cache was filled by one password check, not one per request.
     assert len(verifications) == 1
-    # They ran side by side: one after another they would take 200 x 0.5 s = 100 s.
-    assert elapsed < 20, f"{CONCURRENT} executions took {elapsed:.1f} s"
+    # They ran side by side: the upstream answered (with 200, not its 503) only once all of them were in flight.
 
 
 def test_an_api_call_with_credentials_gets_the_security_headers(asgi_live_server, operator):

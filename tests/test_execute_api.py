@@ -112,7 +112,11 @@ def test_a_malformed_request_body_is_400_and_still_recorded(client, operator, ma
     connector = make_connector(api_url=fake_openai.url("ok"))
     response = execute(client, operator, connector, raw)
     assert response.status_code == 400 and response.json()["error"] == "Bad Request"
-    assert ExecutionEvent.objects.get().outcome == "failure"
+    event = ExecutionEvent.objects.get()
+    assert event.outcome == "failure"
+    # The event says what the caller was told, word for word.
+    assert event.error_message == response.json()["message"]
+    assert not fake_openai.requests
 
 
 def test_an_unknown_connector_is_404_and_not_recorded(client, operator):
@@ -172,6 +176,18 @@ class TestTestTab:
         payload = client.post(f"/connectors/{connector.pk}/test/", json.dumps({"body": "{oops"}),
                               content_type="application/json").json()
         assert payload["status"] == "error" and "not valid JSON" in payload["message"]
+        assert not fake_openai.requests
+        assert ExecutionEvent.objects.get().error_message == payload["message"]
+
+    def test_a_request_without_a_body_field_is_400_and_recorded_with_its_message(self, client, operator,
+                                                                                  make_connector, fake_openai):
+        connector = make_connector(api_url=fake_openai.url("ok"))
+        client.force_login(operator)
+        response = client.post(f"/connectors/{connector.pk}/test/", "[1]", content_type="application/json")
+        assert response.status_code == 400
+        event = ExecutionEvent.objects.get()
+        assert (event.outcome, event.source, event.sub_action) == ("failure", "ui_test", "test")
+        assert event.error_message == response.json()["message"]
         assert not fake_openai.requests
 
     @pytest.mark.parametrize("persona, status", [("analyst", 403), ("outsider", 403), ("connector_admin", 200), ("admin", 200)])

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from tests.conftest import basic_auth
-from tests.outbound import SECRET, assert_recorded_once, closed_port, debug_logs, run  # noqa: F401
+from tests.outbound import SECRET, assert_recorded_once, closed_port, run
 from usage.models import ExecutionEvent
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("debug_logs")]
@@ -90,13 +90,15 @@ def test_a_stalled_server_times_out_after_the_response_timeout(make_connector, f
         "retry": True,
     }
     event = assert_recorded_once(execution, caplog, outcome="failure")
-    assert 300 <= event.duration_ms < 3000
+    assert event.duration_ms >= 300
     assert event.upstream_status is None
 
 
 def test_the_calls_timeout_extends_a_shorter_response_timeout(make_connector, fake_openai, fast_timeouts, caplog):
+    # The answer comes after the 300 ms responseTimeout, and long before the call's own 60 s: only the extension
+    # can let it through, whatever the machine's load.
     connector = make_connector(api_url=fake_openai.url("sleep-450"), api_key=SECRET)
-    execution = run(connector, timeout=1500)
+    execution = run(connector, timeout=60_000)
     assert execution.envelope["status"] == "ok"
     event = assert_recorded_once(execution, caplog, outcome="success")
     assert event.duration_ms >= 450
@@ -111,9 +113,9 @@ def test_without_a_call_timeout_the_response_timeout_applies(make_connector, fak
 
 def test_a_call_timeout_shorter_than_the_response_timeout_does_not_shorten_it(make_connector, fake_openai,
                                                                                 actions_config, caplog):
-    # effective timeout = max(responseTimeout, timeout): 50 ms asked, 1 s granted, the 300 ms answer arrives (the
-    # margins are wide so that a busy machine cannot make the answer late).
-    actions_config({"responseTimeout": "1s"})
+    # effective timeout = max(responseTimeout, timeout): 50 ms asked, 60 s granted, the 300 ms answer arrives (a
+    # minute is more than any load can make a 300 ms answer late by).
+    actions_config({"responseTimeout": "60s"})
     connector = make_connector(api_url=fake_openai.url("sleep-300"), api_key=SECRET)
     execution = run(connector, timeout=50)
     assert execution.envelope["status"] == "ok"
@@ -190,16 +192,16 @@ def test_a_response_within_the_limit_is_returned(make_connector, fake_openai, ac
 @pytest.mark.parametrize("declare_length", [True, False], ids=["declared-length", "close-delimited"])
 def test_reading_stops_at_the_limit_without_reading_the_whole_body(make_connector, actions_config, caplog,
                                                                    declare_length):
-    actions_config({"maxResponseContentLength": "256kb", "responseTimeout": "5s"})
+    actions_config({"maxResponseContentLength": "256kb", "responseTimeout": "60s"})
     server = EndlessBodyServer(declare_length).start()
     try:
         execution = run(make_connector(api_url=server.url, api_key=SECRET))
-        # The body never ends: only a client that stops reading at its limit gets here without timing out.
+        # The body never ends: only a client that stops reading at its limit gets here without timing out (a
+        # timeout would say "No complete response").
         assert "exceeds" in execution.envelope["service_message"] or "exceeded" in execution.envelope["service_message"]
         assert "maxResponseContentLength (262144 bytes)" in execution.envelope["service_message"]
-        assert server.hung_up.wait(5), "the client closed the connection instead of draining the body"
-        event = assert_recorded_once(execution, caplog, outcome="failure")
-        assert event.duration_ms < 5000
+        assert server.hung_up.wait(30), "the client closed the connection instead of draining the body"
+        assert_recorded_once(execution, caplog, outcome="failure")
     finally:
         server.stop()
 

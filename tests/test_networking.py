@@ -10,7 +10,7 @@ from connectors.models import Connector
 from tests.conftest import basic_auth
 from tests.fake_openai import FakeOpenAI
 from tests.forward_proxy import ForwardProxy
-from tests.outbound import SECRET, assert_recorded_once, closed_port, debug_logs, run  # noqa: F401
+from tests.outbound import SECRET, assert_recorded_once, closed_port, run
 from tests.tls import CertificateAuthority
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("debug_logs")]
@@ -434,7 +434,7 @@ def test_a_provider_cookie_is_never_sent_back_on_later_calls(make_connector, fak
     from asgiref.sync import async_to_sync
 
     from connectors.outbound.execution import execute
-    from usage.models import Source
+    from usage.models import EventSource
 
     # By host name: cookie jars ignore cookies from IP addresses.
     first = make_connector(api_url=fake_openai.url("cookie").replace("127.0.0.1", "localhost"), api_key=SECRET)
@@ -443,7 +443,7 @@ def test_a_provider_cookie_is_never_sent_back_on_later_calls(make_connector, fak
 
     async def three_calls_in_one_loop():
         for connector in (first, first, second):
-            execution = await execute(connector, params, user=None, source=Source.API)
+            execution = await execute(connector, params, user=None, source=EventSource.API)
             assert execution.envelope["status"] == "ok"
 
     async_to_sync(three_calls_in_one_loop)()
@@ -458,14 +458,14 @@ def test_the_pooled_clients_close_with_their_event_loop(make_connector, fake_ope
 
     from connectors.outbound import transport
     from connectors.outbound.execution import execute
-    from usage.models import Source
+    from usage.models import EventSource
 
     connector = make_connector(api_url=fake_openai.url("ok"), api_key=SECRET)
     clients = []
 
     async def call():
         params = {"subAction": "run", "subActionParams": {"body": '{"messages": [{"role": "user", "content": "hi"}]}'}}
-        await execute(connector, params, user=None, source=Source.API)
+        await execute(connector, params, user=None, source=EventSource.API)
         clients.extend(transport._clients[asyncio.get_running_loop()].values())
 
     async_to_sync(call)()  # a loop of its own, as Django's test client and asgiref give each call

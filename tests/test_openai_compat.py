@@ -21,8 +21,6 @@ from tests.conftest import basic_auth
 from tests.fake_openai import REPLY_WORDS, usage_for
 from usage.models import ExecutionEvent
 
-pytest_plugins = ["tests.asgi_server"]
-
 PROVIDER_KEY = "sk-provider-SECRET-0123456789"
 MESSAGES = [{"role": "user", "content": "Hello world"}]
 

@@ -8,7 +8,6 @@ import asyncio
 import json
 import socket
 import threading
-import time
 
 import httpx
 import pytest
@@ -18,8 +17,6 @@ from connectors.outbound import tokens
 from tests.conftest import basic_auth
 from tests.fake_openai import REPLY_WORDS, usage_for
 from usage.models import ExecutionEvent
-
-pytest_plugins = ["tests.asgi_server"]
 
 HELLO = {"messages": [{"role": "user", "content": "Hello world"}]}
 SECRET = "sk-stream-SECRET-0123456789"
@@ -133,22 +130,21 @@ def test_a_stream_cut_short_is_a_failure_with_its_partial_output_estimated(asgi_
 def test_the_first_chunk_reaches_the_caller_before_the_provider_sends_the_last(
     asgi_live_server, recorded_events, operator, make_connector, fake_openai
 ):
-    delay = 0.2
-    connector = make_connector(api_url=fake_openai.url(f"stream-slow-{int(delay * 1000)}"))
-    arrivals = []
+    # The provider sends its first word and then holds the rest until this caller has received that word: a
+    # gateway that buffered the stream would never pass the first word on, and the provider would wait in vain.
+    connector = make_connector(api_url=fake_openai.url("stream-gated"))
+    pieces = []
     with httpx.stream("POST", f"{asgi_live_server.url}/api/actions/connector/{connector.pk}/_execute",
-                      json=stream_params(), headers={"Authorization": basic_auth(operator)}, timeout=30) as response:
+                      json=stream_params(), headers={"Authorization": basic_auth(operator)}, timeout=60) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         for piece in response.iter_raw():
-            arrivals.append((time.monotonic(), piece))
-    first_content = next(at for at, piece in arrivals if b'"content"' in piece)
-    # The provider waits `delay` after each of its words, 1.8 s in all: the first word must be here long before the
-    # last is sent (two delays of slack for a loaded machine).
-    words = len(REPLY_WORDS.split())
-    assert arrivals[-1][0] - first_content >= (words - 3) * delay
-    assert len(arrivals) >= words // 2
+            pieces.append(piece)
+            if b'"content"' in piece:
+                fake_openai.gate.set()
+    assert fake_openai.gate_was_opened is True, "the first word did not reach the caller while the provider waited"
+    assert b"[DONE]" in b"".join(pieces)
     recorded_events.wait_for(1)
-    assert ExecutionEvent.objects.get().usage_source == "provider"
+    assert ExecutionEvent.objects.get().outcome == "success"
 
 
 class HangingUpstream:
@@ -220,7 +216,7 @@ def test_a_caller_who_disconnects_cancels_the_upstream_and_is_recorded_once(asgi
             received += data
         assert b"text/event-stream" in received
         caller.close()  # the caller hangs up mid-stream
-        assert upstream.peer_closed.wait(5), "the gateway kept the upstream request open"
+        assert upstream.peer_closed.wait(30), "the gateway kept the upstream request open"
         recorded_events.wait_for(1)
     event = ExecutionEvent.objects.get()
     assert (event.outcome, event.error_message) == ("failure", "client disconnected")
@@ -244,7 +240,7 @@ def test_a_caller_who_hangs_up_once_it_has_done_is_a_success(asgi_live_server, r
                 received += piece
                 if b"[DONE]" in received:
                     break
-        assert upstream.peer_closed.wait(5)
+        assert upstream.peer_closed.wait(30)
         recorded_events.wait_for(1)
     event = ExecutionEvent.objects.get()
     assert (event.outcome, event.error_message, event.usage_source) == ("success", "", "estimated")
@@ -259,7 +255,7 @@ def test_a_caller_who_disconnects_before_the_provider_answers_is_recorded_once(a
             # The caller gives up after 0.5 s and closes its connection; the provider has not answered.
             caller.post(f"{asgi_live_server.url}/api/actions/connector/{connector.pk}/_execute", json=stream_params(),
                         headers={"Authorization": basic_auth(operator)})
-        assert upstream.peer_closed.wait(5), "the gateway kept the upstream request open"
+        assert upstream.peer_closed.wait(30), "the gateway kept the upstream request open"
         recorded_events.wait_for(1)
     event = ExecutionEvent.objects.get()
     assert (event.outcome, event.error_message, event.usage_source) == ("failure", "client disconnected", "none")

@@ -11,17 +11,23 @@ from django.db import connection, connections
 from django.utils import timezone
 
 from tests.test_usage_queries import CONNECTOR, record, record_mix
-from usage.models import ExecutionEvent, UsageRollup
+from usage.models import (
+    DAILY_SUM_FIELDS,
+    ROLLUP_KEY_FIELDS,
+    ROLLUP_SUM_FIELDS,
+    ExecutionEvent,
+    UsageDailyRollup,
+    UsageHourlyTotal,
+    UsageRollup,
+)
 from usage.queries import connector_usage
 from usage.ranges import parse_range
-from usage.recording import KEY_FIELDS, SUM_FIELDS, record_events
-from usage.summaries import DAILY_SUM_FIELDS, HOURLY_SUM_FIELDS, UsageDailyRollup, UsageHourlyTotal
 
 
 def rollup_table() -> dict[tuple, dict]:
     rows = {}
-    for row in UsageRollup.objects.values(*KEY_FIELDS, *SUM_FIELDS):
-        key = tuple(row.pop(name) for name in KEY_FIELDS)
+    for row in UsageRollup.objects.values(*ROLLUP_KEY_FIELDS, *ROLLUP_SUM_FIELDS):
+        key = tuple(row.pop(name) for name in ROLLUP_KEY_FIELDS)
         rows[key] = row
     return rows
 
@@ -39,11 +45,11 @@ def summaries_from_rollups() -> tuple[dict, dict]:
     """What the two trigger-maintained summaries should hold: the rollups grouped in Python."""
     hourly: dict[tuple, dict] = {}
     daily: dict[tuple, dict] = {}
-    for row in UsageRollup.objects.values(*KEY_FIELDS, *HOURLY_SUM_FIELDS):
+    for row in UsageRollup.objects.values(*ROLLUP_KEY_FIELDS, *ROLLUP_SUM_FIELDS):
         hour_key = (row["connector_id"], row["bucket"], row["outcome"])
         day = row["bucket"].replace(hour=0)
         day_key = (row["connector_id"], day, row["model"], row["user_name"], row["outcome"])
-        for table, key, fields in ((hourly, hour_key, HOURLY_SUM_FIELDS), (daily, day_key, DAILY_SUM_FIELDS)):
+        for table, key, fields in ((hourly, hour_key, ROLLUP_SUM_FIELDS), (daily, day_key, DAILY_SUM_FIELDS)):
             sums = table.setdefault(key, dict.fromkeys(fields, 0))
             for name in fields:
                 sums[name] += row[name]
@@ -53,8 +59,8 @@ def summaries_from_rollups() -> tuple[dict, dict]:
 def summary_tables() -> tuple[dict, dict]:
     hourly = {
         (row.pop("connector_id"), row.pop("bucket"), row.pop("outcome")): row
-        for row in UsageHourlyTotal.objects.values("connector_id", "bucket", "outcome", *HOURLY_SUM_FIELDS)
-        if row["requests"] or any(row[name] for name in HOURLY_SUM_FIELDS)
+        for row in UsageHourlyTotal.objects.values("connector_id", "bucket", "outcome", *ROLLUP_SUM_FIELDS)
+        if row["requests"] or any(row[name] for name in ROLLUP_SUM_FIELDS)
     }
     daily = {
         (row.pop("connector_id"), row.pop("day"), row.pop("model"), row.pop("user_name"), row.pop("outcome")): row
@@ -261,10 +267,7 @@ def test_concurrent_recording_loses_no_count(shared_database):
                     "prompt_tokens": index + 1,
                     "completion_tokens": number,
                 }
-                if number % 2:
-                    record_events([ExecutionEvent(**fields)])
-                else:
-                    ExecutionEvent.objects.record(**fields)
+                ExecutionEvent.objects.insert_batch([ExecutionEvent(**fields)])
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread
             errors.append(exc)
         finally:
@@ -305,7 +308,7 @@ def make_events(count: int, start: datetime) -> list[ExecutionEvent]:
 @pytest.mark.django_db
 def test_a_batch_larger_than_one_statement_is_written_whole_with_its_rollups():
     events = make_events(1_234, datetime(2025, 3, 1, tzinfo=UTC))
-    written = record_events(events)
+    written = ExecutionEvent.objects.insert_batch(events)
     assert len({event.pk for event in written}) == 1_234 and all(event.pk for event in written)
     stored = {event.pk: event.prompt_tokens for event in ExecutionEvent.objects.all()}
     assert stored == {event.pk: event.prompt_tokens for event in written}  # each id is its own event's
@@ -316,7 +319,7 @@ def test_a_batch_larger_than_one_statement_is_written_whole_with_its_rollups():
 
 @pytest.mark.django_db
 def test_recording_nothing_writes_nothing():
-    assert record_events([]) == []
+    assert ExecutionEvent.objects.insert_batch([]) == []
     assert not ExecutionEvent.objects.exists() and not UsageRollup.objects.exists()
 
 
@@ -325,7 +328,7 @@ def test_recording_nothing_writes_nothing():
 def test_on_postgresql_a_batch_is_one_statement_and_its_summaries_follow(django_assert_num_queries):
     events = make_events(40, datetime(2025, 3, 1, 22, tzinfo=UTC))  # across two hours and two days
     with django_assert_num_queries(1):
-        record_events(events)
+        ExecutionEvent.objects.insert_batch(events)
     assert ExecutionEvent.objects.count() == 40
     assert sum(row["requests"] for row in rollup_table().values()) == 40
     assert_summaries_match_rollups()

@@ -28,7 +28,7 @@ PRUNE_BATCH = 10_000
 
 
 def _latency_bin_filter(index: int) -> Q:
-    # The same bins as usage.recording.latency_bin (bisect_left): bin i holds bounds[i-1] < d <= bounds[i].
+    # The same bins as usage.models.rollups.latency_bin (bisect_left): bin i holds bounds[i-1] < d <= bounds[i].
     condition = Q()
     if index > 0:
         condition &= Q(duration_ms__gt=LATENCY_BIN_BOUNDS_MS[index - 1])
@@ -37,14 +37,12 @@ def _latency_bin_filter(index: int) -> Q:
     return condition
 
 
-ROLLUP_KEY_COLUMNS = ROLLUP_KEY_FIELDS
-ROLLUP_SUM_COLUMNS = ROLLUP_SUM_FIELDS
 
 
 def aggregate_events(events):
-    """An ExecutionEvent queryset grouped into rollup rows: values in ROLLUP_KEY_COLUMNS + ROLLUP_SUM_COLUMNS order.
+    """An ExecutionEvent queryset grouped into rollup rows: values in ROLLUP_KEY_FIELDS + ROLLUP_SUM_FIELDS order.
 
-    The bucket and model are computed as usage.recording does: the UTC hour, and the response model or else the
+    The bucket and model are computed as usage.models.rollups does: the UTC hour, and the response model or else the
     requested one.
     """
     model = Case(
@@ -79,7 +77,7 @@ def insert_rollups_from_events(events) -> int:
     """
     select_sql, params = aggregate_events(events).query.sql_with_params()
     quote = connection.ops.quote_name
-    columns = ", ".join(quote(name) for name in ROLLUP_KEY_COLUMNS + ROLLUP_SUM_COLUMNS)
+    columns = ", ".join(quote(name) for name in ROLLUP_KEY_FIELDS + ROLLUP_SUM_FIELDS)
     table = quote(UsageRollup._meta.db_table)
     with connection.cursor() as cursor:
         # SELECT * keeps the grouped query's column order: the values() fields, then the sums in dict order.
@@ -88,7 +86,7 @@ def insert_rollups_from_events(events) -> int:
 
 
 def _lock_rollups_against_writers() -> None:
-    """Hold off usage.recording's upserts until this transaction ends (readers are not blocked).
+    """Hold off the recording upserts until this transaction ends (readers are not blocked).
 
     Without it, an event committed between this chunk's DELETE and its INSERT would be counted twice or make
     the INSERT fail on the unique key. On SQLite the IMMEDIATE transaction already holds the database's

@@ -1,6 +1,6 @@
 """Reading usage: totals, series, per-user and per-model breakdowns for a range, from rollups only.
 
-Which rollup serves what (all three hold the same sums; usage/summaries.py explains the two coarser ones):
+Which rollup serves what (all three hold the same sums; usage/models/summaries.py explains the two coarser ones):
 
 - the series, the totals and the overview: UsageHourlyTotal (two rows per connector and hour);
 - the per-user and per-model breakdowns: UsageDailyRollup for the whole UTC days inside the range, UsageRollup
@@ -26,11 +26,12 @@ from usage.models import (
     LATENCY_BIN_COUNT,
     ExecutionEvent,
     Outcome,
+    UsageDailyRollup,
+    UsageHourlyTotal,
     UsageRollup,
     latency_bin_field,
 )
 from usage.ranges import DAY, UsageRange
-from usage.summaries import UsageDailyRollup, UsageHourlyTotal
 
 BIN_FIELDS = tuple(latency_bin_field(i) for i in range(LATENCY_BIN_COUNT))
 TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")

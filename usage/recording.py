@@ -1,278 +1,338 @@
-"""The one write path for execution events: insert the events and add them to the usage rollups atomically.
+"""The one door for execution events: ``record_execution(event)``, from async code, for every execution.
 
-Rollups are updated with an upsert that adds in SQL (``INSERT ... ON CONFLICT DO UPDATE SET x = x + excluded.x``),
-so concurrent writers on PostgreSQL and SQLite never lose a count.
+Under a server the event goes to this process's writer thread (group commit, below); elsewhere it is written
+directly. Either way it ends in ``ExecutionEvent.objects.insert_batch`` (usage.models.events), which inserts the
+events and adds them to the usage rollups in one transaction, after making each one storable
+(``ExecutionEvent.make_storable``: lone surrogates and NUL replaced, lengths and counts bounded), so no string a
+caller or a provider sends can make the database refuse it. That step runs in the writer thread, off the event
+loop that answers callers.
 """
 
 import asyncio
-import json
 import logging
 import threading
 import time
-from bisect import bisect_left
-from collections import defaultdict, deque
-from collections.abc import Iterable
+from collections import deque
 from concurrent.futures import Future, InvalidStateError
+from pathlib import Path
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import (
-    DatabaseError,
-    InterfaceError,
-    OperationalError,
-    connection,
-    transaction,
-)
+from django.db import InterfaceError, OperationalError, connection
 
-from usage.models import (
-    LATENCY_BIN_BOUNDS_MS,
-    ROLLUP_KEY_FIELDS,
-    ROLLUP_SUM_FIELDS,
-    ExecutionEvent,
-    UsageRollup,
-    latency_bin_field,
-)
-
-SUM_FIELDS = ROLLUP_SUM_FIELDS
-KEY_FIELDS = ROLLUP_KEY_FIELDS
+from usage.models import ExecutionEvent
+from usage.spool import EventSpool, event_as_json, release, replay_file
 
 
-def latency_bin(duration_ms: float) -> int:
-    return bisect_left(LATENCY_BIN_BOUNDS_MS, duration_ms)
-
-
-def rollup_key(event: ExecutionEvent) -> tuple:
-    bucket = event.timestamp.replace(minute=0, second=0, microsecond=0)
-    return (event.connector_id, bucket, event.model[:255], event.user_name, event.outcome)
-
-
-def rollup_deltas(events: Iterable[ExecutionEvent]) -> dict[tuple, dict[str, float]]:
-    """Sum events into per-rollup-row increments."""
-    deltas: dict[tuple, dict[str, float]] = defaultdict(lambda: dict.fromkeys(SUM_FIELDS, 0))
-    for event in events:
-        row = deltas[rollup_key(event)]
-        row["requests"] += 1
-        row["prompt_tokens"] += event.prompt_tokens
-        row["completion_tokens"] += event.completion_tokens
-        row["total_tokens"] += event.total_tokens
-        row["cached_tokens"] += event.cached_tokens or 0
-        row["reasoning_tokens"] += event.reasoning_tokens or 0
-        row["estimated_requests"] += 1 if event.usage_source == "estimated" else 0
-        row["duration_ms_sum"] += event.duration_ms
-        row[latency_bin_field(latency_bin(event.duration_ms))] += 1
-    return deltas
-
-
-ROLLUP_ROWS_PER_STATEMENT = 200
-EVENTS_PER_STATEMENT = 500  # with their rollup rows, well under PostgreSQL's 65,535 parameters a statement
-
-
-def _sorted_deltas(deltas: dict[tuple, dict[str, float]]) -> list[tuple[tuple, dict[str, float]]]:
-    # Sorted so that concurrent batches take row locks in the same order (no deadlocks on PostgreSQL).
-    return sorted(deltas.items(), key=lambda item: tuple(str(part) for part in item[0]))
-
-
-def _rollup_upsert(items: list[tuple[tuple, dict[str, float]]]) -> tuple[str, list]:
-    """The statement adding ``items`` (rollup key, increments) to the rollup rows, creating missing ones."""
-    table = connection.ops.quote_name(UsageRollup._meta.db_table)
-    quoted = [connection.ops.quote_name(c) for c in KEY_FIELDS + SUM_FIELDS]
-    updates = ", ".join(f"{q} = {table}.{q} + excluded.{q}" for q in quoted[len(KEY_FIELDS):])
-    row_placeholder = "(" + ", ".join(["%s"] * len(quoted)) + ")"
-    bucket_field = UsageRollup._meta.get_field("bucket")
-    params: list = []
-    for (connector_id, bucket, model, user_name, outcome), sums in items:
-        params += [connector_id, bucket_field.get_db_prep_value(bucket, connection), model, user_name, outcome]
-        params += [sums[field] for field in SUM_FIELDS]
-    sql = (
-        f"INSERT INTO {table} ({', '.join(quoted)}) VALUES {', '.join([row_placeholder] * len(items))} "
-        f"ON CONFLICT ({', '.join(quoted[: len(KEY_FIELDS)])}) DO UPDATE SET {updates}"
-    )
-    return sql, params
-
-
-def add_to_rollups(deltas: dict[tuple, dict[str, float]]) -> None:
-    """Add increments to the rollup rows, creating missing rows. Safe under concurrent writers."""
-    items = _sorted_deltas(deltas)
-    with connection.cursor() as cursor:
-        for start in range(0, len(items), ROLLUP_ROWS_PER_STATEMENT):
-            cursor.execute(*_rollup_upsert(items[start : start + ROLLUP_ROWS_PER_STATEMENT]))
-
-
-def _insert_and_roll_up(events: list[ExecutionEvent]) -> None:
-    """PostgreSQL: insert ``events`` and add them to the rollups in one statement (the upsert in a data-modifying
-    WITH, which PostgreSQL always runs), atomic on its own: one round trip to the database instead of four
-    (BEGIN, the inserts, the upsert, COMMIT). It is what an execution waits for before it is answered, and the
-    fewer exchanges with the database, the less the gateway adds (docs/PERFORMANCE.md)."""
-    rollup_sql, rollup_params = _rollup_upsert(_sorted_deltas(rollup_deltas(events)))
-    fields = [field for field in ExecutionEvent._meta.concrete_fields if not field.primary_key]
-    params: list = []
-    for event in events:
-        params += [field.get_db_prep_save(field.pre_save(event, True), connection) for field in fields]
-    row_placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    quote = connection.ops.quote_name
-    sql = (
-        f"WITH rollups AS ({rollup_sql} RETURNING 1) "
-        f"INSERT INTO {quote(ExecutionEvent._meta.db_table)} ({', '.join(quote(field.column) for field in fields)}) "
-        f"VALUES {', '.join([row_placeholder] * len(events))} RETURNING {quote(ExecutionEvent._meta.pk.column)}"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, rollup_params + params)
-        ids = [row[0] for row in cursor.fetchall()]
-    for event, pk in zip(events, ids, strict=True):
-        event.pk = pk
-        event._state.adding, event._state.db = False, connection.alias
-
-
-def record_events(events: list[ExecutionEvent]) -> list[ExecutionEvent]:
-    """Insert ``events`` and add them to the rollups, atomically."""
-    if not events:
-        return events
-    for event in events:
-        event.total_tokens = event.total_tokens or (event.prompt_tokens + event.completion_tokens)
-        event.error_message = (event.error_message or "")[:4000]
-    if connection.vendor == "postgresql" and len(events) <= EVENTS_PER_STATEMENT:
-        _insert_and_roll_up(events)
-        return events
-    with transaction.atomic():
-        if connection.vendor == "postgresql":
-            for start in range(0, len(events), EVENTS_PER_STATEMENT):
-                _insert_and_roll_up(events[start : start + EVENTS_PER_STATEMENT])
-            return events
-        created = ExecutionEvent.objects.bulk_create(events)
-        add_to_rollups(rollup_deltas(created))
-    return created
+def _insert(events: list[ExecutionEvent]) -> list[ExecutionEvent]:
+    return ExecutionEvent.objects.insert_batch(events)
 
 
 # --- Group commit -------------------------------------------------------------------------------------------------
 #
 # Under a server, executions hand their event to one writer thread per process instead of each opening a
 # transaction from a thread hop of its own. The writer takes everything queued so far (up to MAX_BATCH events),
-# writes it with record_events (one transaction: the inserts and the rollup upsert), and only then wakes the
-# executions that are waiting: a caller gets its answer after its event is committed (group commit), so a crash
-# loses no event of an answered request. Under load one transaction carries hundreds of events; alone, an event
-# costs one transaction, as before, without a thread being started for it.
+# writes it with ExecutionEvent.objects.insert_batch (one transaction: the inserts and the rollup upsert), and only
+# then wakes the executions that are waiting: a caller gets its answer after its event is stored (group commit).
+# Under load one transaction carries hundreds of events; alone, an event costs one transaction.
+#
+# "Stored" means committed, or, while the database cannot be reached, appended and fsync'd to the spool
+# (usage/spool.py): the writer does not hold events in memory through an outage. A replayer thread puts spooled
+# events into the database as soon as it answers (and, at start-up, those a previous process left), each exactly
+# once. An event the database refuses for its content (which make_storable should make impossible) is split from
+# its batch, logged whole as JSON, and its caller's wait ends with EventNotRecorded: never a pretended commit.
 #
 # The writer runs only where it has been started (connectors_admin/asgi.py starts it for the server process and
-# flushes it at shutdown). Elsewhere (management commands, Django's test client) record_event writes in the
-# caller's own database connection and transaction, as it always did.
+# flushes it at shutdown). Elsewhere (management commands, Django's test client) record_execution writes in the
+# caller's own database connection and transaction.
 
 MAX_BATCH = 500
-# How long an execution waits for its event's commit before it answers anyway. The event stays queued and is
-# written when the database is back; the caller's answer must not be held hostage by the event log.
+# How long an execution waits for its event to be stored before it answers anyway (the event stays queued).
+# With the spool this only happens when neither the database nor the local disk takes the event.
 COMMIT_WAIT_SECONDS = 10.0
-RETRY_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)  # then every 2 s, for as long as the database stays away
+# Without a spool, a batch is retried at these intervals (then every 2 s) while the database stays away.
+RETRY_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
+# While the database is away, the replayer tries it again at these intervals (then every 2 s).
+REPLAY_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0)
 
 logger = logging.getLogger(__name__)
 
 
-class EventWriter:
-    """A thread that writes queued events in batches through record_events. See the note above."""
+class EventNotRecorded(Exception):
+    """An event could be neither committed nor spooled; its fields are in the log (as JSON)."""
 
-    def __init__(self, max_batch: int = MAX_BATCH, retry_delays: tuple[float, ...] = RETRY_DELAYS):
+
+COMMITTED, SPOOLED = "committed", "spooled"
+
+
+class EventWriter:
+    """A thread that writes queued events in batches through insert_batch, and one that replays the spool."""
+
+    def __init__(self, max_batch: int = MAX_BATCH, retry_delays: tuple[float, ...] = RETRY_DELAYS,
+                 spool: EventSpool | None = None):
         self.max_batch = max_batch
         self.retry_delays = retry_delays
+        self.spool = spool
         self._queue: deque[tuple[ExecutionEvent, Future]] = deque()
         self._wakeup = threading.Condition()
         self._stopping = False
         self._pending = 0  # queued or being written
         self._thread: threading.Thread | None = None
+        self._replayer: threading.Thread | None = None
+        self._replay_wanted = spool is not None  # at start-up: files a previous process may have left
+        self._spool_gate = threading.Lock()  # orders "spool this batch" against "the outage is over"
+        self.outage = False  # the database is away: batches go straight to the spool until a replay succeeds
         self.batches_written = 0
+        self.restarts = 0
+        self.events_committed = 0
+        self.events_spooled = 0
+        self.events_replayed = 0
+        self.events_lost = 0
+        self.last_error = ""
 
     # -- used by executions --------------------------------------------------------------------------------------
     def submit(self, event: ExecutionEvent) -> Future:
-        """Queue ``event``; the future completes once it is committed (or given up on, see _write_alone)."""
+        """Queue ``event``; the future ends with COMMITTED or SPOOLED, or raises EventNotRecorded."""
         future: Future = Future()
         with self._wakeup:
             if self._stopping:
                 raise RuntimeError("the event writer is stopped")
             self._queue.append((event, future))
             self._pending += 1
-            self._wakeup.notify()
+            self._wakeup.notify_all()
         return future
 
     # -- life cycle ----------------------------------------------------------------------------------------------
     def start(self) -> "EventWriter":
         self._thread = threading.Thread(target=self._run, name="event-writer", daemon=True)
         self._thread.start()
+        if self.spool is not None and (self._replayer is None or not self._replayer.is_alive()):
+            self._replayer = threading.Thread(target=self._replay_loop, name="event-replayer", daemon=True)
+            self._replayer.start()
         return self
 
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive() and not self._stopping
 
+    @property
+    def healthy(self) -> bool:
+        """Both threads alive (the replayer only where there is a spool)."""
+        return self.running and (self.spool is None or (self._replayer is not None and self._replayer.is_alive()))
+
+    def ensure_running(self) -> bool:
+        """Restart a thread that died (neither should: they survive any exception). False when stopped."""
+        with self._wakeup:
+            if self._stopping:
+                return False
+            if self.healthy:
+                return True
+            self.restarts += 1
+            logger.error("an event writer thread had died; restarting it (restart %d)", self.restarts)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="event-writer", daemon=True)
+                self._thread.start()
+            if self.spool is not None and (self._replayer is None or not self._replayer.is_alive()):
+                self._replay_wanted = True
+                self._replayer = threading.Thread(target=self._replay_loop, name="event-replayer", daemon=True)
+                self._replayer.start()
+        return True
+
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every event submitted so far is written. True if it happened within ``timeout``."""
+        """Wait until every event submitted so far is stored. True if it happened within ``timeout``."""
         with self._wakeup:
             return self._wakeup.wait_for(lambda: self._pending == 0, timeout)
 
     def stop(self, timeout: float = 30.0) -> bool:
-        """Write what is queued, then end the thread. Events still unwritten after ``timeout`` are logged."""
+        """Store what is queued (committed or spooled), then end the threads. Events still unstored after
+        ``timeout`` are logged. True when nothing was lost."""
         with self._wakeup:
             self._stopping = True
             self._wakeup.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._replayer is not None:
+            # A replay blocked on an unreachable database is left to the next start (its file stays).
+            self._replayer.join(min(timeout, 1.0))
         with self._wakeup:
             left = list(self._queue)
             self._queue.clear()
-        for event, _future in left:
-            # The last resort: the event's fields in the log, where they can be replayed from.
-            logger.error("execution event not written before shutdown: %s", event_as_json(event))
-        return not left and (self._thread is None or not self._thread.is_alive())
+        for event, future in left:
+            self._lose(event, future, "not stored before shutdown")
+        if self.spool is not None:
+            self.spool.close()
+        return not left and not self.events_lost and (self._thread is None or not self._thread.is_alive())
 
-    # -- the thread ----------------------------------------------------------------------------------------------
+    def health(self) -> dict:
+        return {
+            "running": self.healthy,
+            "restarts": self.restarts,
+            "queued": self._pending,
+            "database_reachable": not self.outage,
+            "spool_files": self.spool.pending_files() if self.spool is not None else 0,
+            "events_committed": self.events_committed,
+            "events_spooled": self.events_spooled,
+            "events_replayed": self.events_replayed,
+            "events_lost": self.events_lost,
+            "last_error": self.last_error,
+        }
+
+    # -- the writer thread ---------------------------------------------------------------------------------------
     def _run(self) -> None:
-        while True:
-            with self._wakeup:
-                self._wakeup.wait_for(lambda: self._queue or self._stopping)
-                if not self._queue:
-                    break  # stopping, and everything is written
-                batch = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
-            try:
-                self._write(batch)
-            finally:
-                for _event, future in batch:
-                    _complete(future)
+        try:
+            while True:
                 with self._wakeup:
-                    self._pending -= len(batch)
-                    self._wakeup.notify_all()
-        connection.close()
+                    self._wakeup.wait_for(lambda: self._queue or self._stopping)
+                    if not self._queue:
+                        break  # stopping, and everything is stored
+                    batch = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
+                try:
+                    self._write(batch)
+                except BaseException as exc:  # a bug of ours must not take the writer, or its batch, down
+                    logger.exception("the event writer failed on a batch of %d events", len(batch))
+                    self._last_resort(batch, f"writer error: {exc!r}")
+                    if not isinstance(exc, Exception):
+                        raise  # the thread ends; ensure_running starts another one (see record_execution)
+                finally:
+                    with self._wakeup:
+                        self._pending -= len(batch)
+                        self._wakeup.notify_all()
+        finally:
+            connection.close()
 
     def _write(self, batch: list[tuple[ExecutionEvent, Future]]) -> None:
-        """Write ``batch`` in one transaction, retrying while the database is unreachable.
-
-        A batch the database rejects for its content (which no retry fixes) is split so that every good event
-        is still written; an event rejected on its own is logged whole, never silently dropped.
-        """
+        """Commit ``batch`` in one transaction; spool it while the database is away; split it when the database
+        refuses its content, so that every good event is stored and a bad one is logged, never dropped silently."""
         events = [event for event, _future in batch]
+        if self.outage and self._spool(batch):
+            return
         attempt = 0
         while True:
             try:
-                record_events(events)
-                self.batches_written += 1
-                return
+                _insert(events)
             except (OperationalError, InterfaceError) as exc:
                 _forget_ids(events)
                 connection.close()  # the next attempt opens (or takes from the pool) a fresh connection
+                self.last_error = f"database unreachable: {exc}"
+                if self.spool is not None and self._spool(batch, outage=True):
+                    return
                 if self._stopping and attempt >= len(self.retry_delays):
-                    reason = f"giving up at shutdown after {attempt + 1} attempts: {exc}"
-                    for event in events:
-                        logger.error("execution event not written (%s): %s", reason, event_as_json(event))
+                    for event, future in batch:
+                        self._lose(event, future, f"giving up at shutdown after {attempt + 1} attempts: {exc}")
                     return
                 delay = self.retry_delays[min(attempt, len(self.retry_delays) - 1)]
                 logger.warning("writing %d execution events failed (%s); retrying in %g s", len(events), exc, delay)
                 attempt += 1
                 time.sleep(delay)
-            except DatabaseError as exc:
+                continue
+            except Exception as exc:  # the content: no retry fixes it
                 _forget_ids(events)
                 connection.close()
                 if len(batch) == 1:
-                    logger.error("execution event rejected by the database (%s): %s", exc, event_as_json(events[0]))
+                    self._lose(events[0], batch[0][1], f"rejected by the database: {exc}")
                     return
                 middle = len(batch) // 2
                 self._write(batch[:middle])
                 self._write(batch[middle:])
                 return
+            self.batches_written += 1
+            self.events_committed += len(events)
+            for _event, future in batch:
+                _resolve(future, COMMITTED)
+            return
+
+    def _spool(self, batch: list[tuple[ExecutionEvent, Future]], *, outage: bool = False) -> bool:
+        """Append ``batch`` to the spool (fsync'd). False when there is no spool, or the disk failed too."""
+        if self.spool is None:
+            return False
+        with self._spool_gate:
+            if not (self.outage or outage):
+                return False  # the outage ended meanwhile: back to the database
+            try:
+                self.spool.append([event for event, _future in batch])
+            except OSError as exc:
+                self.last_error = f"spool unavailable: {exc}"
+                logger.error("spooling %d execution events failed: %s", len(batch), exc)
+                return False
+            if not self.outage:
+                logger.warning("the database is unreachable; execution events go to the spool in %s",
+                               self.spool.directory)
+            self.outage = True
+        self.events_spooled += len(batch)
+        for _event, future in batch:
+            _resolve(future, SPOOLED)
+        with self._wakeup:
+            self._replay_wanted = True
+            self._wakeup.notify_all()
+        return True
+
+    def _last_resort(self, batch: list[tuple[ExecutionEvent, Future]], reason: str) -> None:
+        unresolved = [(event, future) for event, future in batch if not future.done()]
+        if unresolved and not self._spool(unresolved, outage=True):
+            for event, future in unresolved:
+                self._lose(event, future, reason)
+
+    def _lose(self, event: ExecutionEvent, future: Future, reason: str) -> None:
+        # The last resort: the event's fields in the log, where they can be replayed from.
+        self.events_lost += 1
+        self.last_error = reason
+        logger.error("execution event not stored (%s): %s", reason, event_as_json(event))
+        try:
+            future.set_exception(EventNotRecorded(reason))
+        except InvalidStateError:
+            pass
+
+    # -- the replayer thread -------------------------------------------------------------------------------------
+    def _replay_loop(self) -> None:
+        failures = 0
+        try:
+            while True:
+                with self._wakeup:
+                    self._wakeup.wait_for(lambda: self._stopping or self._replay_wanted)
+                    if self._stopping:
+                        return
+                    self._replay_wanted = False
+                if self._replay_once():
+                    failures = 0
+                    continue
+                with self._wakeup:
+                    self._replay_wanted = True
+                    delay = REPLAY_DELAYS[min(failures, len(REPLAY_DELAYS) - 1)]
+                    failures += 1
+                    if self._wakeup.wait_for(lambda: self._stopping, delay):
+                        return
+        finally:
+            connection.close()
+
+    def _replay_once(self) -> bool:
+        """Replay every claimable spool file. True when the database took them all (the outage is over)."""
+        claimed = self.spool.claim()
+        try:
+            while claimed:
+                path, handle = claimed[0]
+                self.events_replayed += replay_file(path, handle)
+                claimed.pop(0)
+        except (OperationalError, InterfaceError) as exc:
+            connection.close()
+            self.last_error = f"database unreachable: {exc}"
+            logger.info("replaying the event spool failed, will try again: %s", exc)
+            release(claimed)
+            return False
+        except Exception:
+            logger.exception("replaying the event spool failed")
+            release(claimed)
+            return False
+        with self._spool_gate:
+            if self.spool.has_active_file:
+                with self._wakeup:  # spooled while we replayed: once more
+                    self._replay_wanted = True
+                return True
+            if self.outage:
+                logger.warning("the database is reachable again; the spooled execution events are stored")
+            self.outage = False
+        with self._wakeup:
+            self._wakeup.notify_all()  # for flush-like waits on the replay (tests, health)
+        return True
 
 
 def _forget_ids(events: list[ExecutionEvent]) -> None:
@@ -281,16 +341,11 @@ def _forget_ids(events: list[ExecutionEvent]) -> None:
         event._state.adding, event._state.db = True, None
 
 
-def _complete(future: Future) -> None:
+def _resolve(future: Future, result: str) -> None:
     try:
-        future.set_result(None)
-    except InvalidStateError:  # the waiting execution was cancelled; the event is written all the same
+        future.set_result(result)
+    except InvalidStateError:  # already resolved
         pass
-
-
-def event_as_json(event: ExecutionEvent) -> str:
-    fields = {f.attname: getattr(event, f.attname) for f in ExecutionEvent._meta.concrete_fields if f.attname != "id"}
-    return json.dumps(fields, default=str, sort_keys=True)
 
 
 _writer: EventWriter | None = None
@@ -298,16 +353,18 @@ _writer_lock = threading.Lock()
 
 
 def start_event_writer() -> EventWriter:
-    """Start this process's event writer (idempotent). From now on record_event goes through it."""
+    """Start this process's event writer (idempotent), with the spool in EVENT_SPOOL_DIR; it replays what a
+    previous process left there. From now on record_execution goes through it."""
     global _writer
     with _writer_lock:
         if _writer is None or not _writer.running:
-            _writer = EventWriter().start()
+            _writer = EventWriter(spool=EventSpool(Path(settings.EVENT_SPOOL_DIR))).start()
         return _writer
 
 
 def stop_event_writer(timeout: float = 30.0) -> bool:
-    """Write everything queued and stop the writer; record_event writes directly again. True if nothing was left."""
+    """Store everything queued and stop the writer; record_execution writes directly again. True if nothing was
+    lost."""
     global _writer
     with _writer_lock:
         writer, _writer = _writer, None
@@ -315,26 +372,43 @@ def stop_event_writer(timeout: float = 30.0) -> bool:
 
 
 def flush_events(timeout: float | None = 30.0) -> bool:
-    """Wait until every event recorded so far is committed (for tests and shutdown)."""
+    """Wait until every event recorded so far is stored (for tests and shutdown)."""
     writer = _writer
     return writer.flush(timeout) if writer is not None else True
 
 
-async def record_event(event: ExecutionEvent) -> None:
-    """Record one execution from async code: through the writer when it runs (group commit), else directly."""
+def writer_health() -> dict:
+    """The event writer's state, for the health endpoint."""
     writer = _writer
+    if writer is None:
+        return {"running": False, "started": False}
+    return {"started": True, **writer.health()}
+
+
+async def record_execution(event: ExecutionEvent) -> str:
+    """Record one execution's event: through the writer when it runs (group commit), else directly.
+
+    Returns once the event is stored: COMMITTED, or SPOOLED while the database is away (unless
+    EVENT_WRITE_BEHIND, or storing takes longer than COMMIT_WAIT_SECONDS: then "queued"). Raises
+    EventNotRecorded when the event could not be stored at all (it is in the log). The wait is shielded: a caller
+    cancelled while it waits does not take its event with it.
+    """
+    writer = _writer
+    if writer is not None and not writer.healthy:
+        writer.ensure_running()
     if writer is None or not writer.running:
-        await sync_to_async(record_events)([event])
-        return
+        await sync_to_async(_insert)([event])
+        return COMMITTED
     try:
         future = writer.submit(event)
     except RuntimeError:  # stopped between the check and the submit
-        await sync_to_async(record_events)([event])
-        return
+        await sync_to_async(_insert)([event])
+        return COMMITTED
     if settings.EVENT_WRITE_BEHIND:
-        return
+        return "queued"
     try:
         async with asyncio.timeout(COMMIT_WAIT_SECONDS):
-            await asyncio.shield(asyncio.wrap_future(future))
+            return await asyncio.shield(asyncio.wrap_future(future))
     except TimeoutError:
-        logger.warning("answering before the execution event is committed; it stays queued for the database")
+        logger.warning("answering before the execution event is stored; it stays queued")
+        return "queued"

@@ -9,14 +9,18 @@ from django.db import IntegrityError, transaction
 from django.http import HttpResponse, JsonResponse
 
 from connectors.api.endpoint import KIBANA_ERRORS, ApiError, json_endpoint, json_object_body, read_json_body
-from connectors.lookup import aget_connector_or_404, all_connectors, get_connector_or_404
+from connectors.lookup import all_connectors, get_connector_or_404
 from connectors.models import CONNECTOR_TYPE_ID, CONNECTOR_TYPE_NAME, Connector, Provider, connector_id_validator
-from connectors.outbound.execution import execute, wants_stream
+from connectors.outbound.envelopes import failure_envelope
+from connectors.outbound.execution import ConnectorUnavailable, connector_to_execute, execute, wants_stream
+from connectors.outbound.record import ExecutionRecord
 from connectors.outbound.streaming import sse_response, start_execute_stream
 from connectors.permissions import ADD_CONNECTOR, CHANGE_CONNECTOR, DELETE_CONNECTOR, EXECUTE_CONNECTOR, VIEW_CONNECTOR
 from connectors.preconfigured import preconfigured_connectors
 from connectors.validation import api_key_error
-from usage.models import Source
+from usage.models import EventSource
+
+RETRY_AFTER_OUTAGE_SECONDS = 5  # suggested to callers when the connector cannot be read (database outage)
 
 # Model field -> the name a Kibana client uses, for error messages.
 API_FIELD_NAMES = {
@@ -204,23 +208,33 @@ async def connector_types(request):
 
 @json_endpoint({"POST": EXECUTE_CONNECTOR})
 async def execute_connector(request, connector_id: str):
-    connector = await aget_connector_or_404(request, connector_id, EXECUTE_CONNECTOR)
+    try:
+        connector = await connector_to_execute(request, connector_id, EXECUTE_CONNECTOR, source=EventSource.API,
+                                               request_bytes=_declared_length(request))
+    except ConnectorUnavailable as exc:
+        # The envelope with retry: true, as HTTP 503 so that clients and proxies see a temporary failure.
+        response = JsonResponse(failure_envelope(connector_id, str(exc), retry=True), status=503)
+        response["Retry-After"] = str(RETRY_AFTER_OUTAGE_SECONDS)
+        return response
     try:
         body = read_json_body(request)
         if not isinstance(body, dict) or not isinstance(body.get("params"), dict):
             raise ApiError(400, "[request body.params]: expected value of type [object]")
     except ApiError as exc:
-        # Still an execution attempt: record it, then answer as Kibana does (HTTP 400 outside the envelope).
-        await execute(connector, None, user=request.user, source=Source.API, request_bytes=_declared_length(request))
+        # Still an execution attempt: record it with the reason the caller is told (HTTP 400 outside the envelope,
+        # as Kibana answers it).
+        record = ExecutionRecord(connector, user=request.user, source=EventSource.API, sub_action="",
+                                 request_bytes=_declared_length(request))
+        await record.rejected(exc.message)
         return KIBANA_ERRORS.response(exc.status, exc.message)
     if wants_stream(body["params"]):
         stream = await start_execute_stream(
-            connector, body["params"], user=request.user, source=Source.API, request_bytes=_declared_length(request)
+            connector, body["params"], user=request.user, source=EventSource.API, request_bytes=_declared_length(request)
         )
         # A failure before the first byte is answered like a non-streamed one: HTTP 200 with the error envelope.
         return JsonResponse(stream.envelope()) if stream.failure else sse_response(stream.relay())
     execution = await execute(
-        connector, body["params"], user=request.user, source=Source.API, request_bytes=_declared_length(request)
+        connector, body["params"], user=request.user, source=EventSource.API, request_bytes=_declared_length(request)
     )
     return JsonResponse(execution.envelope)
 

@@ -10,28 +10,54 @@ with its status and body (the provider key masked). Every chat completion is rec
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse, JsonResponse
 
 from connectors.api.endpoint import OPENAI_ERRORS, json_endpoint
-from connectors.lookup import aget_connector_or_404
 from connectors.models import Connector, Provider
 from connectors.outbound import transport
-from connectors.outbound.execution import execute_passthrough, passed_headers, record_rejection, scrub_secret
+from connectors.outbound.execution import (
+    ConnectorUnavailable,
+    connector_to_execute,
+    execute_passthrough,
+    passed_headers,
+)
+from connectors.outbound.providers import azure_deployment
+from connectors.outbound.record import ExecutionRecord
 from connectors.outbound.streaming import StreamFailure, StreamingExecution, sse_response
+from connectors.outbound.upstream_errors import scrub_secret
 from connectors.permissions import EXECUTE_CONNECTOR
-from usage.models import Source
+from usage.models import EventSource
 
 openai_error = OPENAI_ERRORS.response
+RETRY_AFTER_OUTAGE_SECONDS = 5  # suggested to callers when the connector cannot be read (database outage)
+
+
+async def _connector(request, connector_id: str, *, executing: bool) -> Connector:
+    """The connector, or ConnectorUnavailable during a database outage (answered 503 by the views)."""
+    return await connector_to_execute(request, connector_id, EXECUTE_CONNECTOR, source=EventSource.OPENAI_API,
+                                      sub_action="run", request_bytes=_declared_length(request), executing=executing)
+
+
+def _unavailable(exc: ConnectorUnavailable) -> JsonResponse:
+    response = openai_error(503, str(exc), error_type="api_error", code="database_unavailable")
+    response["Retry-After"] = str(RETRY_AFTER_OUTAGE_SECONDS)
+    return response
+
+
+def _declared_length(request) -> int:
+    value = request.headers.get("Content-Length", "")
+    return int(value) if value.isdigit() else 0
 
 
 @json_endpoint({"POST": EXECUTE_CONNECTOR}, errors=OPENAI_ERRORS)
 async def chat_completions(request, connector_id: str):
-    connector = await aget_connector_or_404(request, connector_id, EXECUTE_CONNECTOR)
+    try:
+        connector = await _connector(request, connector_id, executing=True)
+    except ConnectorUnavailable as exc:
+        return _unavailable(exc)
     try:
         raw = request.body
     except RequestDataTooBig:
@@ -40,16 +66,17 @@ async def chat_completions(request, connector_id: str):
     body, problem = _chat_body(raw)
     stream = isinstance(body, dict) and body.get("stream") is True
     if problem:
-        await record_rejection(connector, problem.message, user=request.user, source=Source.OPENAI_API,
-                               sub_action="stream" if stream else "run", request_bytes=request_bytes)
+        record = ExecutionRecord(connector, user=request.user, source=EventSource.OPENAI_API,
+                                 sub_action="stream" if stream else "run", request_bytes=request_bytes)
+        await record.rejected(problem.message)
         return openai_error(400, problem.message, param=problem.param)
     if stream:
-        execution = StreamingExecution(connector, user=request.user, source=Source.OPENAI_API, sub_action="stream",
+        execution = StreamingExecution(connector, user=request.user, source=EventSource.OPENAI_API, sub_action="stream",
                                        request_bytes=request_bytes, openai_caller=True)
         if await execution.start(body):
             return sse_response(execution.relay())
         return _stream_failure_response(execution.failure, connector)
-    result = await execute_passthrough(connector, body, user=request.user, source=Source.OPENAI_API,
+    result = await execute_passthrough(connector, body, user=request.user, source=EventSource.OPENAI_API,
                                        request_bytes=request_bytes)
     if result.failure is not None:
         return _outbound_error(result.failure)
@@ -64,17 +91,15 @@ async def chat_completions(request, connector_id: str):
 
 @json_endpoint({"GET": EXECUTE_CONNECTOR}, errors=OPENAI_ERRORS)
 async def list_models(request, connector_id: str):
-    connector = await aget_connector_or_404(request, connector_id, EXECUTE_CONNECTOR)
-    model = connector.effective_default_model or _azure_deployment(connector.api_url)
+    try:
+        connector = await _connector(request, connector_id, executing=False)
+    except ConnectorUnavailable as exc:
+        return _unavailable(exc)
+    model = connector.effective_default_model or azure_deployment(connector.api_url)
     created = int(connector.created_at.timestamp()) if getattr(connector, "created_at", None) else 0
     owner = {Provider.OPENAI: "openai", Provider.AZURE: "azure"}.get(connector.provider, "system")
     data = [{"id": model, "object": "model", "created": created, "owned_by": owner}] if model else []
     return JsonResponse({"object": "list", "data": data})
-
-
-def _azure_deployment(api_url: str) -> str:
-    match = re.search(r"/openai/deployments/([^/]+)/", urlsplit(api_url).path)
-    return match.group(1) if match else ""
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Running a sub-action: validate the params, call the provider, build Kibana's envelope, record the event.
 
-Every execution, whatever happens, ends in exactly one ``ExecutionEvent`` written through usage.recording.
+Every execution opens an ``ExecutionRecord`` (connectors.outbound.record) and ends it once, whatever happens, so
+it is written exactly once with the reason its caller was told.
 """
 
 from __future__ import annotations
@@ -8,25 +9,52 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from typing import Any
 
-from django.utils import timezone
+from django.db import InterfaceError, OperationalError
 
 from connectors.crypto import SecretUnavailable
+from connectors.lookup import aget_connector_or_404
 from connectors.models import CONNECTOR_TYPE_ID, Connector
 from connectors.outbound import transport
-from connectors.outbound.providers import UpstreamRequest, build_upstream_request
-from usage.models import ExecutionEvent, Outcome, UsageSource
-from usage.recording import record_event
+from connectors.outbound.envelopes import failure_envelope, ok_envelope, rejection_envelope
+from connectors.outbound.providers import build_upstream_request
+from connectors.outbound.record import ExecutionRecord, complete_despite_hangup
+from connectors.outbound.upstream_errors import not_json_message, upstream_error
+from usage.models import ExecutionEvent, UsageSource
 
+DATABASE_UNAVAILABLE = "The connector could not be read: the database is unavailable. Retry later."
 RUN_SUB_ACTIONS = ("run", "test")
 INVOKE_FIELDS = ("model", "temperature", "stop", "tools", "tool_choice", "response_format")
-ACTION_ERROR = "an error occurred while running the action"
+INTERNAL_ERROR = "internal error"
 
 logger = logging.getLogger(__name__)
+
+
+class ConnectorUnavailable(Exception):
+    """The connector could not be read because the database is unreachable (a cache miss during an outage)."""
+
+
+async def connector_to_execute(request_or_user, connector_id: str, permission: str, *, source: str,
+                               sub_action: str = "", request_bytes: int = 0, executing: bool = True) -> Connector:
+    """``connectors.lookup.aget_connector_or_404`` for an execution, with what a database outage needs.
+
+    A connector this process has cached is found without the database. Otherwise, while the database is
+    unreachable, ConnectorUnavailable is raised (the callers answer 503 with ``retry``), and an execution attempt
+    (``executing``) is recorded all the same, with the connector's name unknown: its event reaches the event log
+    through the spool once the database is back (README, "Guarantees").
+    """
+    try:
+        return await aget_connector_or_404(request_or_user, connector_id, permission)
+    except (OperationalError, InterfaceError):
+        if executing:
+            user = getattr(request_or_user, "user", request_or_user)
+            stand_in = Connector(pk=connector_id, name="")
+            record = ExecutionRecord(stand_in, user=user, source=source, sub_action=sub_action,
+                                     request_bytes=request_bytes)
+            await record.failed(DATABASE_UNAVAILABLE)
+        raise ConnectorUnavailable(DATABASE_UNAVAILABLE) from None
 
 
 class ParamsError(ValueError):
@@ -45,20 +73,6 @@ class Execution:
     @property
     def duration_ms(self) -> float:
         return self.event.duration_ms
-
-
-def ok_envelope(connector_id: str, data: Any) -> dict[str, Any]:
-    return {"status": "ok", "connector_id": connector_id, "data": data}
-
-
-def error_envelope(connector_id: str, message: str, service_message: str | None = None, retry: bool = False,
-                   retry_after: float | None = None) -> dict[str, Any]:
-    envelope = {"status": "error", "connector_id": connector_id, "message": message, "retry": retry}
-    if service_message:
-        envelope["service_message"] = service_message
-    if retry_after is not None:
-        envelope["retry_after"] = retry_after
-    return envelope
 
 
 def call_timeout_ms(sub_params: dict) -> float | None:
@@ -176,101 +190,9 @@ def extract_usage(payload: Any) -> dict[str, int] | None:
     return counts
 
 
-def provider_error_message(status: int, body: bytes) -> str:
-    """Kibana's service_message: ``Status code: 429. Message: API Error: Too Many Requests - <provider's message>``."""
-    try:
-        reason = HTTPStatus(status).phrase
-    except ValueError:
-        reason = "Error"
-    detail = ""
-    try:
-        payload = json.loads(body)
-        error = payload.get("error") if isinstance(payload, dict) else None
-        if isinstance(error, dict):
-            detail = str(error.get("message") or error.get("code") or "")
-        elif isinstance(error, str):
-            detail = error
-        elif isinstance(payload, dict) and payload.get("message"):
-            detail = str(payload["message"])
-    except ValueError:
-        detail = body[:200].decode("utf-8", "replace").strip()
-    message = f"Status code: {status}. Message: API Error: {reason}"
-    return f"{message} - {detail[:1000]}" if detail else message
-
-
-def retry_after_seconds(headers) -> float | None:
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value:
-            try:
-                return max(0.0, float(value) * scale)
-            except ValueError:
-                continue
-    return None
-
-
-def new_event(connector: Connector, user, source: str, sub_action: str) -> ExecutionEvent:
-    return ExecutionEvent(
-        timestamp=timezone.now(),
-        connector_id=str(connector.pk),
-        connector_name=connector.name,
-        connector_is_preconfigured=connector.is_preconfigured,
-        user=user if getattr(user, "pk", None) else None,
-        user_name=user.get_username() if getattr(user, "pk", None) else "",
-        source=source,
-        sub_action=str(sub_action)[:32],
-        outcome=Outcome.FAILURE,
-    )
-
-
-def apply_usage(event: ExecutionEvent, usage: dict[str, int] | None, source: str = UsageSource.PROVIDER) -> None:
-    if not usage:
-        event.usage_source = UsageSource.NONE
-        return
-    event.usage_source = source
-    event.prompt_tokens = usage["prompt_tokens"]
-    event.completion_tokens = usage["completion_tokens"]
-    event.total_tokens = usage["total_tokens"]
-    event.cached_tokens = usage.get("cached_tokens")
-    event.reasoning_tokens = usage.get("reasoning_tokens")
-
-
-async def _call_provider(connector: Connector, event: ExecutionEvent, sub_action: str, upstream: UpstreamRequest,
-                         timeout_ms: float | None) -> tuple[dict, dict | None]:
-    """Send the request; returns (envelope, usage)."""
-    connector_id = str(connector.pk)
-    try:
-        response = await transport.send(upstream, call_timeout_ms=timeout_ms)
-    except transport.OutboundError as exc:
-        event.error_message = str(exc)
-        return error_envelope(connector_id, ACTION_ERROR, str(exc), retry=exc.retry), None
-    event.upstream_status = response.status
-    event.response_bytes = len(response.body)
-    if response.status >= 400:
-        retry = response.status == 429 or response.status >= 500
-        after = retry_after_seconds(response.headers) if retry else None
-        # A provider may echo the key it was sent; it must not reach the caller or the event log.
-        service_message = provider_error_message(response.status, scrub_secret(response.body, connector.api_key))
-        if after is not None:
-            service_message += f" (retry after {after:g} s)"
-        event.error_message = service_message
-        return error_envelope(connector_id, ACTION_ERROR, service_message, retry=retry, retry_after=after), None
-    try:
-        payload = json.loads(response.body)
-    except ValueError:
-        content_type = response.headers.get("content-type", "unknown")
-        service_message = (
-            f"Status code: {response.status}. Message: the provider's response is not JSON (content-type {content_type})"
-        )
-        event.error_message = service_message
-        return error_envelope(connector_id, ACTION_ERROR, service_message), None
-    usage = extract_usage(payload)
-    if isinstance(payload, dict) and isinstance(payload.get("model"), str):
-        event.response_model = payload["model"][:255]
-    event.outcome = Outcome.SUCCESS
-    if sub_action == "invokeAI":
-        return ok_envelope(connector_id, {"message": _first_message(payload), "usage": payload.get("usage")}), usage
-    return ok_envelope(connector_id, payload), usage
+def response_model_of(payload: Any) -> str:
+    model = payload.get("model") if isinstance(payload, dict) else None
+    return model if isinstance(model, str) else ""
 
 
 def _first_message(payload: Any) -> str:
@@ -282,53 +204,66 @@ def _first_message(payload: Any) -> str:
 
 
 async def execute(connector: Connector, params: Any, *, user, source: str, request_bytes: int = 0) -> Execution:
-    """Run one non-streaming sub-action and record it. Never raises for bad input or upstream failures."""
-    started = time.perf_counter()
+    """Run one non-streaming sub-action and record it. Never raises for bad input or upstream failures.
+
+    A caller that hangs up does not stop it: the upstream call and its event complete (complete_despite_hangup).
+    """
+    return await complete_despite_hangup(_execute_to_end(connector, params, user=user, source=source,
+                                                         request_bytes=request_bytes))
+
+
+async def _execute_to_end(connector: Connector, params: Any, *, user, source: str, request_bytes: int) -> Execution:
     sub_action = params.get("subAction") if isinstance(params, dict) else None
-    event = new_event(connector, user, source, sub_action if isinstance(sub_action, str) else "")
-    event.request_bytes = request_bytes
-    usage = None
+    record = ExecutionRecord(connector, user=user, source=source,
+                             sub_action=sub_action if isinstance(sub_action, str) else "", request_bytes=request_bytes)
+    try:
+        envelope, usage = await _execute(record, params)
+    except Exception:  # anything unforeseen is still answered in the envelope and still recorded
+        logger.exception("execution of connector %s failed unexpectedly", connector.pk)
+        await record.failed(INTERNAL_ERROR)
+        envelope, usage = failure_envelope(str(connector.pk), INTERNAL_ERROR), None
+    return Execution(connector=connector, envelope=envelope, event=record.event, usage=usage or {})
+
+
+async def _execute(record: ExecutionRecord, params: Any) -> tuple[dict, dict | None]:
+    """Validate, send, read the answer; ends ``record`` and returns (envelope, usage)."""
+    connector = record.connector
+    connector_id = str(connector.pk)
     try:
         sub_action, sub_params, body = parse_params(connector, params)
         if sub_action == "stream" and sub_params.get("stream") is True:
             raise ParamsError("error validating action params: streaming needs a streaming response; use the stream endpoint")
-        upstream = build_upstream_request(connector, body, stream=False)
-        event.requested_model = upstream.requested_model
-        event.request_bytes = len(upstream.body)
-        envelope, usage = await _call_provider(connector, event, sub_action, upstream, call_timeout_ms(sub_params))
+        timeout_ms = call_timeout_ms(sub_params)
     except ParamsError as exc:
-        event.error_message = str(exc)
-        envelope = error_envelope(str(connector.pk), str(exc), retry=False)
+        await record.rejected(str(exc))
+        return rejection_envelope(connector_id, str(exc)), None
+    try:
+        upstream = build_upstream_request(connector, body, stream=False)
     except SecretUnavailable as exc:
-        event.error_message = str(exc)
-        envelope = error_envelope(str(connector.pk), ACTION_ERROR, str(exc), retry=False)
-    except Exception:  # anything unforeseen is still answered in the envelope and still recorded
-        logger.exception("execution of connector %s failed unexpectedly", connector.pk)
-        event.error_message = "internal error"
-        envelope = error_envelope(str(connector.pk), ACTION_ERROR, "internal error", retry=False)
-    apply_usage(event, usage)
-    event.duration_ms = (time.perf_counter() - started) * 1000
-    await record_event(event)
-    return Execution(connector=connector, envelope=envelope, event=event, usage=usage or {})
-
-
-
-async def record_rejection(connector: Connector, message: str, *, user, source: str, sub_action: str,
-                           request_bytes: int = 0) -> ExecutionEvent:
-    """Record an execution refused before it reached the provider (bad body or params): outcome failure."""
-    event = new_event(connector, user, source, sub_action)
-    event.request_bytes = request_bytes
-    event.error_message = message
-    apply_usage(event, None)
-    await record_event(event)
-    return event
-
-
-def scrub_secret(body: bytes, secret: str) -> bytes:
-    """``body`` with every occurrence of ``secret`` masked: a provider may echo the key it was sent."""
-    if not secret or len(secret) < 4:
-        return body
-    return body.replace(secret.encode("utf-8"), b"***")
+        await record.failed(str(exc))
+        return failure_envelope(connector_id, str(exc)), None
+    record.sending(upstream.requested_model, len(upstream.body))
+    try:
+        response = await transport.send(upstream, call_timeout_ms=timeout_ms)
+    except transport.OutboundError as exc:
+        await record.failed(str(exc))
+        return failure_envelope(connector_id, str(exc), retry=exc.retry), None
+    record.answered(response.status, len(response.body))
+    if response.status >= 400:
+        error = upstream_error(response.status, response.headers, response.body, connector.api_key)
+        await record.upstream_error(error)
+        return failure_envelope(connector_id, error.message, retry=error.retry, retry_after=error.retry_after), None
+    try:
+        payload = json.loads(response.body)
+    except ValueError:
+        message = not_json_message(response.status, response.headers)
+        await record.failed(message)
+        return failure_envelope(connector_id, message), None
+    usage = extract_usage(payload)
+    await record.succeeded(usage, response_model=response_model_of(payload))
+    if sub_action == "invokeAI":
+        return ok_envelope(connector_id, {"message": _first_message(payload), "usage": payload.get("usage")}), usage
+    return ok_envelope(connector_id, payload), usage
 
 
 async def estimated_usage(body: dict, completion_text: str, model: str) -> dict[str, int] | None:
@@ -374,54 +309,61 @@ async def execute_passthrough(connector: Connector, body: dict, *, user, source:
                               request_bytes: int = 0) -> PassthroughResult:
     """Send a chat completion body upstream (not streamed), record the event, return the provider's answer.
 
-    When the provider reports no usage, the counts are estimated with the offline tokenizer.
+    When the provider reports no usage, the counts are estimated with the offline tokenizer. A caller that hangs
+    up does not stop it (complete_despite_hangup).
     """
-    from connectors.outbound import tokens
+    return await complete_despite_hangup(_passthrough_to_end(connector, body, user=user, source=source,
+                                                             request_bytes=request_bytes))
 
-    started = time.perf_counter()
-    event = new_event(connector, user, source, "run")
-    event.request_bytes = request_bytes
-    usage, usage_source = None, UsageSource.PROVIDER
-    result = PassthroughResult(status=502, body=b"", headers={}, event=event)
+
+async def _passthrough_to_end(connector: Connector, body: dict, *, user, source: str,
+                              request_bytes: int) -> PassthroughResult:
+    record = ExecutionRecord(connector, user=user, source=source, sub_action="run", request_bytes=request_bytes)
+    result = PassthroughResult(status=502, body=b"", headers={}, event=record.event)
     try:
-        upstream = build_upstream_request(connector, body, stream=False)
-        event.requested_model = upstream.requested_model
-        event.request_bytes = len(upstream.body)
-        response = await transport.send(upstream)
-        event.upstream_status = response.status
-        event.response_bytes = len(response.body)
-        result.status, result.headers = response.status, passed_headers(response.headers)
-        result.body = response.body
-        if response.status >= 400:
-            result.body = scrub_secret(response.body, connector.api_key)
-            event.error_message = provider_error_message(response.status, result.body)
-        else:
-            try:
-                payload = json.loads(response.body)
-            except ValueError:
-                content_type = response.headers.get("content-type", "unknown")
-                raise transport.OutboundError(
-                    f"Status code: {response.status}. Message: the provider's response is not JSON "
-                    f"(content-type {content_type})"
-                ) from None
-            usage = extract_usage(payload)
-            if isinstance(payload, dict) and isinstance(payload.get("model"), str):
-                event.response_model = payload["model"][:255]
-            if usage is None:
-                usage_source = UsageSource.ESTIMATED
-                usage = await estimated_usage(upstream.payload, tokens.completion_text_of(payload), event.model)
-            event.outcome = Outcome.SUCCESS
-    except transport.OutboundError as exc:
-        event.error_message = str(exc)
-        result.failure = exc
-    except SecretUnavailable as exc:
-        event.error_message = str(exc)
-        result.failure = transport.OutboundError(str(exc))
+        await _passthrough(record, body, result)
     except Exception:  # still answered and still recorded
         logger.exception("execution of connector %s failed unexpectedly", connector.pk)
-        event.error_message = "internal error"
-        result.failure = transport.OutboundError("internal error")
-    apply_usage(event, usage, usage_source)
-    event.duration_ms = (time.perf_counter() - started) * 1000
-    await record_event(event)
+        await record.failed(INTERNAL_ERROR)
+        result.failure = transport.OutboundError(INTERNAL_ERROR)
     return result
+
+
+async def _passthrough(record: ExecutionRecord, body: dict, result: PassthroughResult) -> None:
+    from connectors.outbound import tokens
+
+    connector = record.connector
+    try:
+        upstream = build_upstream_request(connector, body, stream=False)
+    except SecretUnavailable as exc:
+        await record.failed(str(exc))
+        result.failure = transport.OutboundError(str(exc))
+        return
+    record.sending(upstream.requested_model, len(upstream.body))
+    try:
+        response = await transport.send(upstream)
+    except transport.OutboundError as exc:
+        await record.failed(str(exc))
+        result.failure = exc
+        return
+    record.answered(response.status, len(response.body))
+    result.status, result.headers, result.body = response.status, passed_headers(response.headers), response.body
+    if response.status >= 400:
+        error = upstream_error(response.status, response.headers, response.body, connector.api_key)
+        result.body = error.body
+        await record.upstream_error(error)
+        return
+    try:
+        payload = json.loads(response.body)
+    except ValueError:
+        message = not_json_message(response.status, response.headers)
+        await record.failed(message)
+        result.failure = transport.OutboundError(message)
+        return
+    usage, usage_source = extract_usage(payload), UsageSource.PROVIDER
+    response_model = response_model_of(payload)
+    if usage is None:
+        usage_source = UsageSource.ESTIMATED
+        usage = await estimated_usage(upstream.payload, tokens.completion_text_of(payload),
+                                      response_model or upstream.requested_model)
+    await record.succeeded(usage, usage_source=usage_source, response_model=response_model)

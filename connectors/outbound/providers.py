@@ -73,16 +73,19 @@ def build_upstream_request(connector: Connector, body: dict, *, stream: bool = F
         url=normalise_url(connector.api_url),
         headers=build_headers(connector),
         body=json.dumps(shaped, separators=(",", ":"), ensure_ascii=False).encode("utf-8"),
-        requested_model=str(shaped.get("model") or _azure_deployment(connector) or "")[:255],
+        requested_model=str(shaped.get("model") or _deployment_of(connector) or "")[:255],
         stream=stream,
         payload=shaped,
     )
 
 
-def _azure_deployment(connector: Connector) -> str:
-    if connector.provider != Provider.AZURE:
-        return ""
-    match = re.search(r"/openai/deployments/([^/]+)/", urlsplit(connector.api_url).path)
+def _deployment_of(connector: Connector) -> str:
+    return azure_deployment(connector.api_url) if connector.provider == Provider.AZURE else ""
+
+
+def azure_deployment(api_url: str) -> str:
+    """The deployment name in an Azure deployments URL (``.../openai/deployments/{deployment}/...``), or ""."""
+    match = re.search(r"/openai/deployments/([^/]+)/", urlsplit(api_url).path)
     return match.group(1) if match else ""
 
 

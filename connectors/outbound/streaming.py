@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -31,31 +30,23 @@ from django.http import StreamingHttpResponse
 from connectors.crypto import SecretUnavailable
 from connectors.models import Connector
 from connectors.outbound import transport
+from connectors.outbound.envelopes import failure_envelope, rejection_envelope
 from connectors.outbound.execution import (
-    ACTION_ERROR,
+    INTERNAL_ERROR,
     ParamsError,
-    apply_usage,
     call_timeout_ms,
-    error_envelope,
     estimated_usage,
     extract_usage,
-    new_event,
     parse_params,
-    provider_error_message,
-    retry_after_seconds,
-    scrub_secret,
 )
 from connectors.outbound.providers import UpstreamRequest, build_upstream_request
+from connectors.outbound.record import CLIENT_DISCONNECTED, ExecutionRecord, keep_until_done
+from connectors.outbound.upstream_errors import UpstreamError, scrub_secret, upstream_error
 from usage.models import Outcome, UsageSource
-from usage.recording import record_event
 
-CLIENT_DISCONNECTED = "client disconnected"
 ERROR_BODY_LIMIT = 64 * 1024  # an upstream error body is read up to this much, to report it
 
 logger = logging.getLogger(__name__)
-
-# Recording tasks still running; held so that a second cancellation of the request cannot drop an event.
-_pending_records: set[asyncio.Task] = set()
 
 
 class SSEUsageTracker:
@@ -194,6 +185,7 @@ class StreamFailure:
     upstream_body: bytes = b""
     upstream_headers: Mapping[str, str] = field(default_factory=dict)
     error: Exception | None = None
+    upstream: UpstreamError | None = None  # kind "upstream_status": the provider's error, read once
 
 
 class StreamingExecution:
@@ -202,20 +194,23 @@ class StreamingExecution:
     def __init__(self, connector: Connector, *, user, source: str, sub_action: str, request_bytes: int = 0,
                  openai_caller: bool = False):
         self.connector = connector
-        self.event = new_event(connector, user, source, sub_action)
-        self.event.request_bytes = request_bytes
+        self.record = ExecutionRecord(connector, user=user, source=source, sub_action=sub_action,
+                                      request_bytes=request_bytes)
         self.tracker = SSEUsageTracker()
         self.failure: StreamFailure | None = None
         # For callers of the OpenAI-compatible endpoint: a stream that breaks ends with a ``data: {"error": ...}``
         # event, which the OpenAI SDKs raise (Kibana's stream just ends), and the usage event the gateway asked
         # for is not passed on unless the caller asked for it too.
         self._openai_caller = openai_caller
-        self._started = time.perf_counter()
         self._upstream: UpstreamRequest | None = None
         self._response: transport.Exchange | None = None
         self._exit_stack = AsyncExitStack()
         self._finished = False
         self._body: AsyncIterator[bytes] | None = None
+
+    @property
+    def event(self):
+        return self.record.event
 
     # --- the caller's side ------------------------------------------------------------------------------
     async def start(self, body: dict, *, timeout_ms: float | None = None) -> bool:
@@ -226,9 +221,8 @@ class StreamingExecution:
             return await self._fail_early(StreamFailure(str(exc), "internal"))
         except Exception:  # anything unforeseen is still answered and still recorded
             logger.exception("shaping the stream request of connector %s failed unexpectedly", self.connector.pk)
-            return await self._fail_early(StreamFailure("internal error", "internal"))
-        self.event.requested_model = self._upstream.requested_model
-        self.event.request_bytes = len(self._upstream.body)
+            return await self._fail_early(StreamFailure(INTERNAL_ERROR, "internal"))
+        self.record.sending(self._upstream.requested_model, len(self._upstream.body))
         if self._openai_caller and not _asks_for_usage(body) and self._upstream.payload.get("stream_options"):
             self.tracker = SSEUsageTracker(drop_usage_only_events=True)
         # The relay generator does the opening too, so that from here on one place owns the upstream response
@@ -252,9 +246,8 @@ class StreamingExecution:
         """Kibana's error envelope for a stream that failed before it started."""
         failure, connector_id = self.failure, str(self.connector.pk)
         if failure.kind == "params":
-            return error_envelope(connector_id, failure.message, retry=False)
-        return error_envelope(connector_id, ACTION_ERROR, failure.message, retry=failure.retry,
-                              retry_after=failure.retry_after)
+            return rejection_envelope(connector_id, failure.message)
+        return failure_envelope(connector_id, failure.message, retry=failure.retry, retry_after=failure.retry_after)
 
     # --- the relay ----------------------------------------------------------------------------------------
     async def _run(self, timeout_ms: float | None) -> AsyncIterator[bytes]:
@@ -266,7 +259,7 @@ class StreamingExecution:
             raise
         except Exception:  # anything unforeseen is still answered and still recorded
             logger.exception("opening the stream of connector %s failed unexpectedly", self.connector.pk)
-            self.failure = StreamFailure("internal error", "internal")
+            self.failure = StreamFailure(INTERNAL_ERROR, "internal")
         if self.failure is not None:
             await self._finish(Outcome.FAILURE, self.failure.message)
             return
@@ -280,7 +273,7 @@ class StreamingExecution:
                         chunk = await anext(chunks)
                 except StopAsyncIteration:
                     break
-                self.event.response_bytes += len(chunk)
+                self.record.received(len(chunk))
                 passed = self.tracker.feed(chunk)
                 if passed:
                     yield passed
@@ -296,7 +289,7 @@ class StreamingExecution:
             raise
         except Exception:
             logger.exception("relaying the stream of connector %s failed unexpectedly", self.connector.pk)
-            error = "internal error"
+            error = INTERNAL_ERROR
         tail = self.tracker.close()
         if not error:
             error = self.tracker.error_message
@@ -320,7 +313,7 @@ class StreamingExecution:
             )
         except transport.OutboundError as exc:
             return StreamFailure(str(exc), "outbound", retry=exc.retry, error=exc)
-        self.event.upstream_status = response.status
+        self.record.answered(response.status)
         if response.status < 400 and response.headers.get("content-type", "").startswith("text/event-stream"):
             return None
         try:
@@ -328,17 +321,13 @@ class StreamingExecution:
                 body = await self._read_error_body(response)
         except (TimeoutError, transport.OutboundError):
             body = b""
-        self.event.response_bytes = len(body)
-        body = scrub_secret(body, self.connector.api_key)
+        self.record.answered(response.status, len(body))
         if response.status >= 400:
-            retry = response.status == 429 or response.status >= 500
-            after = retry_after_seconds(response.headers) if retry else None
-            message = provider_error_message(response.status, body)
-            if after is not None:
-                message += f" (retry after {after:g} s)"
-            return StreamFailure(message, "upstream_status", retry=retry, retry_after=after,
-                                 upstream_status=response.status, upstream_body=body,
-                                 upstream_headers=response.headers)
+            error = upstream_error(response.status, response.headers, body, self.connector.api_key)
+            return StreamFailure(error.message, "upstream_status", retry=error.retry, retry_after=error.retry_after,
+                                 upstream_status=response.status, upstream_body=error.body,
+                                 upstream_headers=response.headers, upstream=error)
+        body = scrub_secret(body, self.connector.api_key)
         content_type = response.headers.get("content-type", "unknown")
         return StreamFailure(
             f"Status code: {response.status}. Message: the provider answered a streaming request with "
@@ -379,28 +368,28 @@ class StreamingExecution:
         except BaseException:  # a broken upstream connection may fail to close cleanly; it is gone either way
             logger.debug("closing the upstream stream of connector %s failed", self.connector.pk, exc_info=True)
         # Shielded: a second cancellation of the request (server shutdown) must not lose the event.
-        task = asyncio.ensure_future(self._record(outcome, error_message))
-        _pending_records.add(task)
-        task.add_done_callback(_pending_records.discard)
-        await asyncio.shield(task)
+        await asyncio.shield(keep_until_done(self._record(outcome, error_message)))
 
     async def _record(self, outcome: str, error_message: str) -> None:
-        event = self.event
-        event.outcome = outcome
-        event.error_message = error_message or ""
-        if self.tracker.model:
-            event.response_model = self.tracker.model
+        """End the execution's record with what the stream came to."""
         usage, usage_source = self.tracker.usage, UsageSource.PROVIDER
         if usage is None and self._response is not None and self.failure is None:
             # The stream was open: the prompt was sent and some output may have been produced.
-            usage = await estimated_usage(self._upstream.payload, self.tracker.generated_text, event.model)
+            model = self.tracker.model or self.record.event.requested_model
+            usage = await estimated_usage(self._upstream.payload, self.tracker.generated_text, model)
             usage_source = UsageSource.ESTIMATED
-        apply_usage(event, usage, usage_source)
-        event.duration_ms = (time.perf_counter() - self._started) * 1000
-        try:
-            await record_event(event)
-        except Exception:
-            logger.exception("recording the event of a streamed execution of connector %s failed", self.connector.pk)
+        counted = {"usage": usage, "usage_source": usage_source, "response_model": self.tracker.model}
+        failure = self.failure
+        if outcome == Outcome.SUCCESS:
+            await self.record.succeeded(**counted)
+        elif error_message == CLIENT_DISCONNECTED:
+            await self.record.cancelled(**counted)
+        elif failure is not None and failure.kind == "params":
+            await self.record.rejected(error_message)
+        elif failure is not None and failure.upstream is not None:
+            await self.record.upstream_error(failure.upstream)
+        else:
+            await self.record.failed(error_message, **counted)
 
 
 def _asks_for_usage(body: dict) -> bool:

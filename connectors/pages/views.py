@@ -14,9 +14,10 @@ from django.urls import reverse, reverse_lazy
 from django.views.decorators.http import require_POST
 from django.views.generic import CreateView, DeleteView, DetailView, ListView, UpdateView
 
-from connectors.lookup import ConnectorNotFound, aget_connector_or_404, all_connectors, get_connector_or_404
-from connectors.outbound.execution import execute
+from connectors.lookup import ConnectorNotFound, all_connectors, get_connector_or_404
+from connectors.outbound.execution import ConnectorUnavailable, connector_to_execute, execute
 from connectors.outbound.providers import default_test_body
+from connectors.outbound.record import ExecutionRecord
 from connectors.pages.forms import ConnectorForm
 from connectors.permissions import (
     ADD_CONNECTOR,
@@ -25,7 +26,7 @@ from connectors.permissions import (
     EXECUTE_CONNECTOR,
     VIEW_CONNECTOR,
 )
-from usage.models import Source
+from usage.models import EventSource
 
 
 class ConnectorListView(PermissionRequiredMixin, ListView):
@@ -128,18 +129,26 @@ async def run_connector_test(request, connector_id: str):
     if not user.is_authenticated:
         return _test_error(401, "Log in again: your session has ended.")
     try:
-        connector = await aget_connector_or_404(user, connector_id, EXECUTE_CONNECTOR)
+        connector = await connector_to_execute(user, connector_id, EXECUTE_CONNECTOR, source=EventSource.UI_TEST,
+                                               sub_action="test", request_bytes=len(request.body))
     except PermissionDenied:
         return _test_error(403, "You may not run connectors.")
     except ConnectorNotFound:
         return _test_error(404, "No connector with that id.")
+    except ConnectorUnavailable as exc:
+        return JsonResponse({"status": "error", "message": str(exc), "retry": True}, status=503)
     try:
         payload = json.loads(request.body)
         body = payload["body"]
     except (ValueError, KeyError, TypeError):
-        return _test_error(400, "Send {\"body\": \"<JSON string>\"}.")
+        # An execution attempt all the same: recorded with what the panel is told.
+        record = ExecutionRecord(connector, user=user, source=EventSource.UI_TEST, sub_action="test",
+                                 request_bytes=len(request.body))
+        await record.rejected(MALFORMED_TEST_REQUEST)
+        return _test_error(400, MALFORMED_TEST_REQUEST)
     params = {"subAction": "test", "subActionParams": {"body": body}}
-    execution = await execute(connector, params, user=user, source=Source.UI_TEST, request_bytes=len(request.body))
+    execution = await execute(connector, params, user=user, source=EventSource.UI_TEST,
+                              request_bytes=len(request.body))
     return JsonResponse(
         {
             **execution.envelope,
@@ -147,6 +156,9 @@ async def run_connector_test(request, connector_id: str):
             "usage": execution.usage or None,
         }
     )
+
+
+MALFORMED_TEST_REQUEST = "Send {\"body\": \"<JSON string>\"}."
 
 
 def _test_error(status: int, message: str) -> JsonResponse:

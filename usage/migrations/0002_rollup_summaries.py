@@ -1,4 +1,4 @@
-"""Summaries of UsageRollup kept exact by triggers (see usage/summaries.py for why), and their backfill.
+"""Summaries of UsageRollup kept exact by triggers (see usage/models/summaries.py for why), and their backfill.
 
 The triggers add every change to a usage_usagerollup row (insert, update or delete) to usage_usagehourlytotal and
 usage_usagedailyrollup in the same transaction, with an upsert that adds in SQL, so concurrent writers never lose

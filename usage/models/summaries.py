@@ -10,17 +10,18 @@ coarser views of the same numbers:
   over whole UTC days (the partial days at the ends of a range are read from UsageRollup).
 
 Triggers on the UsageRollup table (migration 0002) add each inserted, updated or deleted rollup row's change to
-both summaries, in the same transaction and with the same upsert-and-add as usage.recording, so the summaries
+both summaries, in the same transaction and with the same upsert-and-add as usage.models.rollups, so the summaries
 equal the rollups whatever writes them (recording, rebuild_usage_rollups, a manual fix) without another code
 path to keep in step. Nothing else writes these tables.
 """
 
 from django.db import models
 
-from usage.models import LATENCY_BIN_COUNT, ROLLUP_SUM_FIELDS, Outcome, latency_bin_field
+from usage.models.choices import Outcome
+from usage.models.rollups import LATENCY_BIN_COUNT, latency_bin_field
 
-# The columns each summary sums (the triggers in migration 0002 list the same ones).
-HOURLY_SUM_FIELDS = ROLLUP_SUM_FIELDS
+# The columns UsageDailyRollup sums (UsageHourlyTotal sums all of ROLLUP_SUM_FIELDS; the triggers in migration
+# 0002 list the same ones).
 DAILY_SUM_FIELDS = ("requests", "prompt_tokens", "completion_tokens", "total_tokens")
 
 
@@ -40,6 +41,7 @@ class UsageHourlyTotal(models.Model):
     duration_ms_sum = models.FloatField(default=0)
 
     class Meta:
+        app_label = "usage"
         default_permissions = ()
         constraints = [
             # The triggers' upsert key; also serves the series and totals: one connector, a time range.
@@ -65,6 +67,7 @@ class UsageDailyRollup(models.Model):
     total_tokens = models.BigIntegerField(default=0)
 
     class Meta:
+        app_label = "usage"
         default_permissions = ()
         constraints = [
             # The triggers' upsert key; also serves the breakdowns: one connector, a range of whole days.

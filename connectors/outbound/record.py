@@ -1,0 +1,156 @@
+"""One execution's record: opened when the execution starts, ended exactly once, written through usage.
+
+Every path that runs a connector (``_execute``, streams, the OpenAI-compatible endpoint, the Test panel) opens an
+``ExecutionRecord`` first and ends it with one of:
+
+- ``succeeded(usage)``: the provider answered;
+- ``rejected(reason)``: refused before anything was sent (a malformed body, invalid params);
+- ``failed(reason)``: failed on the way (unreachable, timeout, host not allowed, a secret that cannot be
+  decrypted, an answer that is not JSON, a stream cut short, an internal error);
+- ``upstream_error(error)``: the provider answered 4xx/5xx (connectors.outbound.upstream_errors);
+- ``cancelled()``: the caller went away (``client disconnected``).
+
+The reason given is the one the caller is told, so the event log and the answer never disagree. Ending a record
+writes its event through ``usage.recording.record_execution``, the one door of the event log; a write that fails
+is logged the same way on every path and never costs the caller its answer. Ending a record twice is a no-op, so
+a path that reaches two endings (a stream closed while it records) still writes one event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from django.utils import timezone
+
+from connectors.models import Connector
+from connectors.outbound.upstream_errors import UpstreamError
+from usage.models import ExecutionEvent, Outcome, UsageSource
+from usage.recording import record_execution
+
+CLIENT_DISCONNECTED = "client disconnected"
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Executions and event writes running on after their caller left; held so that they are not garbage-collected
+# and so that the server's shutdown can wait for them (connectors_admin/asgi.py).
+_detached: set[asyncio.Future] = set()
+
+
+def keep_until_done(awaitable: Awaitable[T]) -> asyncio.Future:
+    """``awaitable`` as a task that runs to its end whatever happens to the request that started it."""
+    task = asyncio.ensure_future(awaitable)
+    _detached.add(task)
+    task.add_done_callback(_detached.discard)
+    return task
+
+
+async def complete_despite_hangup(awaitable: Awaitable[T]) -> T:
+    """Run a non-streamed execution to its end even if its caller hangs up.
+
+    A client that disconnects makes the server cancel the request's task; the provider has the request by then
+    (and bills it), so the execution goes on in a task of its own, finishes the upstream call and records its
+    event. The caller's task alone is cancelled. Streams handle a hang-up themselves (``client disconnected``).
+    """
+    return await asyncio.shield(keep_until_done(awaitable))
+
+
+async def wait_for_detached(timeout: float) -> bool:
+    """Wait (at shutdown) for executions whose callers left. True if none is left running."""
+    pending = set(_detached)
+    if not pending:
+        return True
+    _done, still_running = await asyncio.wait(pending, timeout=timeout)
+    return not still_running
+
+
+class ExecutionRecord:
+    """The event of one execution, filled in as it runs and written once when it ends."""
+
+    __slots__ = ("connector", "event", "ended", "_started")
+
+    def __init__(self, connector: Connector, *, user, source: str, sub_action: str, request_bytes: int = 0):
+        self.connector = connector
+        self._started = time.perf_counter()
+        self.ended = False
+        known_user = getattr(user, "pk", None) is not None
+        self.event = ExecutionEvent(
+            timestamp=timezone.now(),
+            connector_id=str(connector.pk),
+            connector_name=connector.name,
+            connector_is_preconfigured=connector.is_preconfigured,
+            user=user if known_user else None,
+            user_name=user.get_username() if known_user else "",
+            source=source,
+            sub_action=str(sub_action or "")[:32],
+            outcome=Outcome.FAILURE,
+            request_bytes=request_bytes,
+        )
+
+    @property
+    def duration_ms(self) -> float:
+        return self.event.duration_ms
+
+    # --- while it runs ------------------------------------------------------------------------------------
+    def sending(self, requested_model: str, request_bytes: int) -> None:
+        """The request shaped for the provider: its model and size."""
+        self.event.requested_model = requested_model
+        self.event.request_bytes = request_bytes
+
+    def answered(self, status: int, response_bytes: int | None = None) -> None:
+        """The provider's status line (and body size, when read whole)."""
+        self.event.upstream_status = status
+        if response_bytes is not None:
+            self.event.response_bytes = response_bytes
+
+    def received(self, chunk_bytes: int) -> None:
+        """A piece of a streamed body."""
+        self.event.response_bytes += chunk_bytes
+
+    # --- the endings --------------------------------------------------------------------------------------
+    async def succeeded(self, usage: dict[str, int] | None, *, usage_source: str = UsageSource.PROVIDER,
+                        response_model: str = "") -> None:
+        await self._end(Outcome.SUCCESS, "", usage, usage_source, response_model)
+
+    async def rejected(self, reason: str) -> None:
+        await self._end(Outcome.FAILURE, reason, None, UsageSource.NONE, "")
+
+    async def failed(self, reason: str, *, usage: dict[str, int] | None = None,
+                     usage_source: str = UsageSource.PROVIDER, response_model: str = "") -> None:
+        await self._end(Outcome.FAILURE, reason, usage, usage_source, response_model)
+
+    async def upstream_error(self, error: UpstreamError) -> None:
+        await self._end(Outcome.FAILURE, error.message, None, UsageSource.NONE, "")
+
+    async def cancelled(self, *, usage: dict[str, int] | None = None, usage_source: str = UsageSource.PROVIDER,
+                        response_model: str = "") -> None:
+        await self._end(Outcome.FAILURE, CLIENT_DISCONNECTED, usage, usage_source, response_model)
+
+    async def _end(self, outcome: str, reason: str, usage: dict[str, int] | None, usage_source: str,
+                   response_model: str) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        event = self.event
+        event.outcome = outcome
+        event.error_message = reason or ""
+        if response_model:
+            event.response_model = response_model[:255]
+        if usage:
+            event.usage_source = usage_source
+            event.prompt_tokens = usage["prompt_tokens"]
+            event.completion_tokens = usage["completion_tokens"]
+            event.total_tokens = usage["total_tokens"]
+            event.cached_tokens = usage.get("cached_tokens")
+            event.reasoning_tokens = usage.get("reasoning_tokens")
+        else:
+            event.usage_source = UsageSource.NONE
+        event.duration_ms = (time.perf_counter() - self._started) * 1000
+        try:
+            await record_execution(event)
+        except Exception:  # the caller keeps its answer; the event is in the log line
+            logger.exception("recording the event of an execution of connector %s failed", event.connector_id)

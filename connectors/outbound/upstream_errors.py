@@ -1,0 +1,79 @@
+"""What a provider's error answer means for the caller: one reading of ``status >= 400`` for every path.
+
+The non-streamed execution, the OpenAI-compatible passthrough and streams all turn an upstream 4xx/5xx into the
+same ``UpstreamError``: Kibana's service message, whether to retry (429 and 5xx), how long to wait
+(``retry-after``/``retry-after-ms``), and the body with the provider key masked (README, "Running a connector").
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from http import HTTPStatus
+
+
+@dataclass(frozen=True)
+class UpstreamError:
+    status: int
+    message: str  # Kibana's service_message, safe to show and to store
+    retry: bool
+    retry_after: float | None
+    body: bytes  # the provider's body, its key masked
+
+
+def upstream_error(status: int, headers: Mapping[str, str], body: bytes, api_key: str) -> UpstreamError:
+    """The provider answered ``status`` >= 400 with ``body``: what to tell the caller and record."""
+    # A provider may echo the key it was sent; it must not reach the caller or the event log.
+    body = scrub_secret(body, api_key)
+    retry = status == 429 or status >= 500
+    after = retry_after_seconds(headers) if retry else None
+    message = provider_error_message(status, body)
+    if after is not None:
+        message += f" (retry after {after:g} s)"
+    return UpstreamError(status=status, message=message, retry=retry, retry_after=after, body=body)
+
+
+def not_json_message(status: int, headers: Mapping[str, str]) -> str:
+    content_type = headers.get("content-type", "unknown")
+    return f"Status code: {status}. Message: the provider's response is not JSON (content-type {content_type})"
+
+
+def provider_error_message(status: int, body: bytes) -> str:
+    """Kibana's service_message: ``Status code: 429. Message: API Error: Too Many Requests - <provider's message>``."""
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:
+        reason = "Error"
+    detail = ""
+    try:
+        payload = json.loads(body)
+        error = payload.get("error") if isinstance(payload, dict) else None
+        if isinstance(error, dict):
+            detail = str(error.get("message") or error.get("code") or "")
+        elif isinstance(error, str):
+            detail = error
+        elif isinstance(payload, dict) and payload.get("message"):
+            detail = str(payload["message"])
+    except ValueError:
+        detail = body[:200].decode("utf-8", "replace").strip()
+    message = f"Status code: {status}. Message: API Error: {reason}"
+    return f"{message} - {detail[:1000]}" if detail else message
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value:
+            try:
+                return max(0.0, float(value) * scale)
+            except ValueError:
+                continue
+    return None
+
+
+def scrub_secret(body: bytes, secret: str) -> bytes:
+    """``body`` with every occurrence of ``secret`` masked: a provider may echo the key it was sent."""
+    if not secret or len(secret) < 4:
+        return body
+    return body.replace(secret.encode("utf-8"), b"***")

@@ -1,0 +1,30 @@
+"""The event log's models: events (events.py), their hourly rollups (rollups.py) and the trigger-kept summaries of
+the rollups (summaries.py). Nothing here imports the recording or the queries: they import these."""
+
+from usage.models.choices import EventSource, Outcome, UsageSource
+from usage.models.events import ExecutionEvent
+from usage.models.rollups import (
+    LATENCY_BIN_BOUNDS_MS,
+    LATENCY_BIN_COUNT,
+    ROLLUP_KEY_FIELDS,
+    ROLLUP_SUM_FIELDS,
+    UsageRollup,
+    latency_bin_field,
+)
+from usage.models.summaries import DAILY_SUM_FIELDS, UsageDailyRollup, UsageHourlyTotal
+
+__all__ = [
+    "DAILY_SUM_FIELDS",
+    "LATENCY_BIN_BOUNDS_MS",
+    "LATENCY_BIN_COUNT",
+    "ROLLUP_KEY_FIELDS",
+    "ROLLUP_SUM_FIELDS",
+    "EventSource",
+    "ExecutionEvent",
+    "Outcome",
+    "UsageDailyRollup",
+    "UsageHourlyTotal",
+    "UsageRollup",
+    "UsageSource",
+    "latency_bin_field",
+]

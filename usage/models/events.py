@@ -1,0 +1,159 @@
+"""The event log: one ExecutionEvent per execution, and the batch insert that adds events to the rollups."""
+
+import math
+import operator
+import re
+import uuid
+
+from django.conf import settings
+from django.db import connection, models, transaction
+from django.utils import timezone
+
+from usage.models.choices import EventSource, Outcome, UsageSource
+from usage.models.rollups import add_to_rollups, rollup_deltas, rollup_upsert, sorted_deltas
+
+EVENTS_PER_STATEMENT = 500  # with their rollup rows, well under PostgreSQL's 65,535 parameters a statement
+ERROR_MESSAGE_LIMIT = 4000
+# Text neither database can store: lone UTF-16 surrogates (unencodable as UTF-8) and NUL (PostgreSQL refuses it).
+UNSTORABLE_CHARACTERS = re.compile(r"[\x00\ud800-\udfff]")
+INTEGER_LIMITS = {"PositiveIntegerField": 2_147_483_647, "PositiveSmallIntegerField": 32_767}
+
+
+class ExecutionEventManager(models.Manager):
+    def insert_batch(self, events: list["ExecutionEvent"]) -> list["ExecutionEvent"]:
+        """Insert ``events`` and add them to the usage rollups, atomically.
+
+        The one batch insert of events; executions reach it through ``usage.recording.record_execution``.
+        """
+        if not events:
+            return events
+        for event in events:
+            event.make_storable()
+        if connection.vendor == "postgresql" and len(events) <= EVENTS_PER_STATEMENT:
+            _insert_and_roll_up(events)
+            return events
+        with transaction.atomic(using=self.db):
+            if connection.vendor == "postgresql":
+                for start in range(0, len(events), EVENTS_PER_STATEMENT):
+                    _insert_and_roll_up(events[start : start + EVENTS_PER_STATEMENT])
+                return events
+            created = self.bulk_create(events)
+            add_to_rollups(rollup_deltas(created))
+        return created
+
+
+def _insert_and_roll_up(events: list["ExecutionEvent"]) -> None:
+    """PostgreSQL: insert ``events`` and add them to the rollups in one statement (the upsert in a data-modifying
+    WITH, which PostgreSQL always runs), atomic on its own: one round trip to the database instead of four
+    (BEGIN, the inserts, the upsert, COMMIT). It is what an execution waits for before it is answered, and the
+    fewer exchanges with the database, the less the gateway adds (docs/PERFORMANCE.md)."""
+    rollup_sql, rollup_params = rollup_upsert(sorted_deltas(rollup_deltas(events)))
+    fields = [field for field in ExecutionEvent._meta.concrete_fields if not field.primary_key]
+    params: list = []
+    for event in events:
+        params += [field.get_db_prep_save(field.pre_save(event, True), connection) for field in fields]
+    row_placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    quote = connection.ops.quote_name
+    sql = (
+        f"WITH rollups AS ({rollup_sql} RETURNING 1) "
+        f"INSERT INTO {quote(ExecutionEvent._meta.db_table)} ({', '.join(quote(field.column) for field in fields)}) "
+        f"VALUES {', '.join([row_placeholder] * len(events))} RETURNING {quote(ExecutionEvent._meta.pk.column)}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, rollup_params + params)
+        ids = [row[0] for row in cursor.fetchall()]
+    for event, pk in zip(events, ids, strict=True):
+        event.pk = pk
+        event._state.adding, event._state.db = False, connection.alias
+
+
+class ExecutionEvent(models.Model):
+    """One execution of a connector, success or failure: Kibana's `execute` event with what it lacked."""
+
+    timestamp = models.DateTimeField(default=timezone.now, help_text="When the execution started.")
+    connector_id = models.CharField(max_length=64)
+    connector_name = models.CharField(max_length=255, help_text="The connector's name at the time.")
+    connector_is_preconfigured = models.BooleanField(default=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    user_name = models.CharField(max_length=150, blank=True, help_text="The user (or API key owner) at the time.")
+    source = models.CharField(max_length=16, choices=EventSource.choices)
+    sub_action = models.CharField(max_length=32)
+    outcome = models.CharField(max_length=8, choices=Outcome.choices)
+    duration_ms = models.FloatField(default=0)
+    upstream_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    requested_model = models.CharField(max_length=255, blank=True)
+    response_model = models.CharField(max_length=255, blank=True)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    total_tokens = models.PositiveIntegerField(default=0)
+    cached_tokens = models.PositiveIntegerField(null=True, blank=True)
+    reasoning_tokens = models.PositiveIntegerField(null=True, blank=True)
+    usage_source = models.CharField(max_length=16, choices=UsageSource.choices, default=UsageSource.NONE)
+    error_message = models.TextField(blank=True)
+    request_bytes = models.PositiveIntegerField(default=0)
+    response_bytes = models.PositiveIntegerField(default=0)
+    # Unique per event, given when the execution starts: an event replayed from the spool (usage/spool.py) after
+    # a database outage is inserted only if this id is not stored yet, so a replay never counts an event twice.
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, null=True, editable=False)
+
+    objects = ExecutionEventManager()
+
+    class Meta:
+        app_label = "usage"
+        ordering = ["-timestamp"]
+        default_permissions = ("view",)
+        permissions = [("view_usage_dashboard", "Can view token usage dashboards")]
+        indexes = [
+            # The raw-event CSV export and the admin: one connector, a time range, newest first.
+            models.Index(fields=["connector_id", "timestamp"], name="event_connector_time"),
+            # prune_usage_events: everything older than a cut-off.
+            models.Index(fields=["timestamp"], name="event_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.connector_name} {self.sub_action} {self.outcome} at {self.timestamp:%Y-%m-%d %H:%M:%S}"
+
+    @property
+    def model(self) -> str:
+        return self.response_model or self.requested_model
+
+    def make_storable(self) -> None:
+        """Make every field storable on SQLite and PostgreSQL, whatever a caller or a provider sent.
+
+        Lone surrogates and NUL become U+FFFD, text is cut to its column's length, counts are bounded to their
+        column's range. Idempotent and cheap (one pass over the text fields when they are plain ASCII, the usual
+        case): insert_batch, the only way events reach the database, runs it on every event.
+        """
+        texts = _read_texts(self)
+        plain = all(isinstance(value, str) for value in texts)
+        if plain:
+            joined = "".join(texts)
+            plain = joined.isascii() and "\x00" not in joined
+        for (name, limit), value in zip(_TEXT_LIMITS, texts, strict=True):
+            if not plain:
+                value = UNSTORABLE_CHARACTERS.sub("\ufffd", "" if value is None else str(value))
+                setattr(self, name, value[:limit])
+            elif len(value) > limit:
+                setattr(self, name, value[:limit])
+        self.total_tokens = self.total_tokens or (self.prompt_tokens + self.completion_tokens)
+        for name, limit in _INTEGER_LIMITS:
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= limit:
+                setattr(self, name, min(max(int(value), 0), limit))
+        if not math.isfinite(self.duration_ms):
+            self.duration_ms = 0.0
+
+
+_TEXT_LIMITS = tuple(
+    (field.attname, field.max_length or ERROR_MESSAGE_LIMIT)
+    for field in ExecutionEvent._meta.concrete_fields
+    if isinstance(field, (models.CharField, models.TextField))
+)
+_read_texts = operator.attrgetter(*(name for name, _limit in _TEXT_LIMITS))
+_INTEGER_LIMITS = tuple(
+    (field.attname, INTEGER_LIMITS[field.get_internal_type()])
+    for field in ExecutionEvent._meta.concrete_fields
+    if field.get_internal_type() in INTEGER_LIMITS
+)

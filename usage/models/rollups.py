@@ -1,0 +1,129 @@
+"""Per-hour sums of the events (UsageRollup) and how a batch of events is added to them.
+
+Rollups are updated with an upsert that adds in SQL (``INSERT ... ON CONFLICT DO UPDATE SET x = x + excluded.x``),
+so concurrent writers on PostgreSQL and SQLite never lose a count.
+"""
+
+from bisect import bisect_left
+from collections import defaultdict
+from collections.abc import Iterable
+
+from django.db import connection, models
+
+from usage.models.choices import Outcome, UsageSource
+
+# Upper bounds (ms) of the latency histogram bins kept in each rollup row; the last bin is open-ended.
+# Percentiles on the dashboard are read from these bins, so they are exact to the bin.
+LATENCY_BIN_BOUNDS_MS = (10, 25, 50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 10000, 30000)
+LATENCY_BIN_COUNT = len(LATENCY_BIN_BOUNDS_MS) + 1
+ROLLUP_ROWS_PER_STATEMENT = 200
+
+
+class UsageRollup(models.Model):
+    """Per connector, hour, model, user and outcome: sums of the events, kept up to date as events are recorded.
+
+    The dashboards read only these rows, never raw events. ``manage.py rebuild_usage_rollups`` recomputes them.
+    """
+
+    connector_id = models.CharField(max_length=64)
+    bucket = models.DateTimeField(help_text="Start of the hour (UTC).")
+    model = models.CharField(max_length=255, blank=True)
+    user_name = models.CharField(max_length=150, blank=True)
+    outcome = models.CharField(max_length=8, choices=Outcome.choices)
+    requests = models.BigIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    total_tokens = models.BigIntegerField(default=0)
+    cached_tokens = models.BigIntegerField(default=0)
+    reasoning_tokens = models.BigIntegerField(default=0)
+    estimated_requests = models.BigIntegerField(default=0, help_text="Requests whose counts were estimated.")
+    duration_ms_sum = models.FloatField(default=0)
+
+    class Meta:
+        app_label = "usage"
+        default_permissions = ()
+        constraints = [
+            # The upsert key of add_to_rollups; also serves the dashboard's "one connector, a time range".
+            models.UniqueConstraint(
+                fields=["connector_id", "bucket", "model", "user_name", "outcome"], name="rollup_key"
+            )
+        ]
+
+
+def latency_bin_field(index: int) -> str:
+    return f"latency_bin_{index}"
+
+
+# One counter column per latency bin (not a JSON list) so that concurrent writers can add to them in SQL.
+for _index in range(LATENCY_BIN_COUNT):
+    models.BigIntegerField(default=0).contribute_to_class(UsageRollup, latency_bin_field(_index))
+
+# The key and the additive columns of a rollup row, in one place for the recorder, the rebuild and the summaries.
+ROLLUP_KEY_FIELDS = ("connector_id", "bucket", "model", "user_name", "outcome")
+ROLLUP_SUM_FIELDS = (
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "estimated_requests",
+    "duration_ms_sum",
+) + tuple(latency_bin_field(i) for i in range(LATENCY_BIN_COUNT))
+
+
+def latency_bin(duration_ms: float) -> int:
+    return bisect_left(LATENCY_BIN_BOUNDS_MS, duration_ms)
+
+
+def rollup_key(event) -> tuple:
+    bucket = event.timestamp.replace(minute=0, second=0, microsecond=0)
+    return (event.connector_id, bucket, event.model[:255], event.user_name, event.outcome)
+
+
+def rollup_deltas(events: Iterable) -> dict[tuple, dict[str, float]]:
+    """Sum events into per-rollup-row increments."""
+    deltas: dict[tuple, dict[str, float]] = defaultdict(lambda: dict.fromkeys(ROLLUP_SUM_FIELDS, 0))
+    for event in events:
+        row = deltas[rollup_key(event)]
+        row["requests"] += 1
+        row["prompt_tokens"] += event.prompt_tokens
+        row["completion_tokens"] += event.completion_tokens
+        row["total_tokens"] += event.total_tokens
+        row["cached_tokens"] += event.cached_tokens or 0
+        row["reasoning_tokens"] += event.reasoning_tokens or 0
+        row["estimated_requests"] += 1 if event.usage_source == UsageSource.ESTIMATED else 0
+        row["duration_ms_sum"] += event.duration_ms
+        row[latency_bin_field(latency_bin(event.duration_ms))] += 1
+    return deltas
+
+
+def sorted_deltas(deltas: dict[tuple, dict[str, float]]) -> list[tuple[tuple, dict[str, float]]]:
+    # Sorted so that concurrent batches take row locks in the same order (no deadlocks on PostgreSQL).
+    return sorted(deltas.items(), key=lambda item: tuple(str(part) for part in item[0]))
+
+
+def rollup_upsert(items: list[tuple[tuple, dict[str, float]]]) -> tuple[str, list]:
+    """The statement adding ``items`` (rollup key, increments) to the rollup rows, creating missing ones."""
+    table = connection.ops.quote_name(UsageRollup._meta.db_table)
+    quoted = [connection.ops.quote_name(c) for c in ROLLUP_KEY_FIELDS + ROLLUP_SUM_FIELDS]
+    updates = ", ".join(f"{q} = {table}.{q} + excluded.{q}" for q in quoted[len(ROLLUP_KEY_FIELDS):])
+    row_placeholder = "(" + ", ".join(["%s"] * len(quoted)) + ")"
+    bucket_field = UsageRollup._meta.get_field("bucket")
+    params: list = []
+    for (connector_id, bucket, model, user_name, outcome), sums in items:
+        params += [connector_id, bucket_field.get_db_prep_value(bucket, connection), model, user_name, outcome]
+        params += [sums[field] for field in ROLLUP_SUM_FIELDS]
+    sql = (
+        f"INSERT INTO {table} ({', '.join(quoted)}) VALUES {', '.join([row_placeholder] * len(items))} "
+        f"ON CONFLICT ({', '.join(quoted[: len(ROLLUP_KEY_FIELDS)])}) DO UPDATE SET {updates}"
+    )
+    return sql, params
+
+
+def add_to_rollups(deltas: dict[tuple, dict[str, float]]) -> None:
+    """Add increments to the rollup rows, creating missing rows. Safe under concurrent writers."""
+    items = sorted_deltas(deltas)
+    with connection.cursor() as cursor:
+        for start in range(0, len(items), ROLLUP_ROWS_PER_STATEMENT):
+            cursor.execute(*rollup_upsert(items[start : start + ROLLUP_ROWS_PER_STATEMENT]))
