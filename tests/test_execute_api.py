@@ -227,6 +227,9 @@ class TestTestTab:
         client.force_login(personas["connector_admin"])
         missing = client.post("/connectors/no-such-connector/test/", body, content_type="application/json")
         assert (missing.status_code, missing.json()["message"]) == (404, "No connector with that id.")
+        assert not ExecutionEvent.objects.exists()  # refused before any execution was attempted
         malformed = client.post(url, json.dumps({"text": "{}"}), content_type="application/json")
         assert (malformed.status_code, malformed.json()["status"]) == (400, "error")
-        assert not fake_openai.requests and not ExecutionEvent.objects.exists()
+        # A malformed request is an execution attempt, recorded (as _execute's) with what the panel is told.
+        assert ExecutionEvent.objects.get().error_message == malformed.json()["message"]
+        assert not fake_openai.requests
