@@ -52,6 +52,7 @@ bench: $(VENV)/.installed
 	$(PY) -m bench.concurrency --requests 1000 --upstream-ms 1000 --limit 3
 	$(PY) -m bench.streaming
 	$(PY) -m bench.throughput --clients 64 --requests 100000
+	$(PY) -m bench.faults
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache test-artifacts
