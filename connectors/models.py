@@ -103,6 +103,10 @@ class Connector(models.Model):
         self.default_model = (self.default_model or "").strip()
         if not self.name:
             errors["name"] = "Name is required."
+        for field_name in ("name", "default_model", "organization_id", "project_id"):
+            problem = validation.text_error(getattr(self, field_name) or "")
+            if problem:
+                errors[field_name] = problem
         url_problem = validation.url_error(self.api_url) if self.api_url else "URL is required."
         if not url_problem and self.provider == Provider.AZURE:
             url_problem = validation.azure_url_error(self.api_url)

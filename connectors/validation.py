@@ -13,10 +13,25 @@ AZURE_V1_URL_PATTERN = "https://{resource}.openai.azure.com/openai/v1/chat/compl
 OPENAI_DEFAULT_MODEL = "gpt-4o"
 
 # RFC 9110 token characters; a header name outside them would be rejected (or worse, split) on the wire.
-_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _AZURE_DEPLOYMENTS_PATH = re.compile(r"^/openai/deployments/[^/]+/chat/completions/?$")
 _AZURE_V1_PATH = re.compile(r"^/openai/v1/.+")
 MAX_HEADERS = 50
+# Headers that belong to the connection, its framing or its routing, which the HTTP client sets itself: a
+# Content-Length or Transfer-Encoding of our own would desynchronise a pooled connection, Host would route around
+# allowedHosts at a virtual-host gateway, Expect would stall every call. See README "Connectors".
+FORBIDDEN_HEADERS = frozenset(
+    name.lower()
+    for name in (
+        "Host", "Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive", "Expect", "Upgrade", "TE",
+        "Trailer", "Proxy-Connection", "Proxy-Authorization", "Proxy-Authenticate", "HTTP2-Settings",
+        "Content-Encoding", "Forwarded", "X-Forwarded-Host",
+    )
+)
+FORBIDDEN_HEADER_PREFIXES = ("proxy-", ":")
+# A header value is visible ASCII, spaces and tabs (RFC 9110 field-value without obsolete text).
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def url_error(url: str) -> str | None:
@@ -28,6 +43,14 @@ def url_error(url: str) -> str | None:
         return "Enter a valid URL."
     if parts.scheme not in ("http", "https"):
         return "The URL must start with http:// or https://."
+    if _CONTROL_CHARACTERS.search(url) or any(char.isspace() for char in url.strip()):
+        return "The URL cannot contain spaces or control characters."
+    if "\\" in url:
+        # Browsers and some clients read a backslash as "/", others keep it: the host would depend on who parses.
+        return "The URL cannot contain a backslash (\\)."
+    if "@" in parts.netloc:
+        return ("The URL cannot contain a user name or password (user:pass@host); put the provider's key in the API "
+                "key field, or other credentials in the headers.")
     if not parts.hostname:
         return "The URL must include a hostname."
     return None
@@ -64,12 +87,29 @@ def headers_error(headers: object) -> str | None:
     if len(headers) > MAX_HEADERS:
         return f"At most {MAX_HEADERS} headers."
     for name, value in headers.items():
-        if not isinstance(name, str) or not _HEADER_NAME.match(name):
-            return f"{name!r} is not a valid header name."
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+            return f"{_shown(name)} is not a valid header name (letters, digits and !#$%&'*+-.^_`|~ only)."
+        if name.lower() in FORBIDDEN_HEADERS or name.lower().startswith(FORBIDDEN_HEADER_PREFIXES):
+            return (f"The header {name} cannot be set: it is a connection, framing or routing header that the HTTP "
+                    "client manages itself.")
         if not isinstance(value, str):
             return f"The value of header {name} must be a string."
-        if "\r" in value or "\n" in value or "\0" in value:
-            return f"The value of header {name} cannot contain line breaks."
+        if not _HEADER_VALUE.fullmatch(value):
+            return (f"The value of header {name} can hold only printable ASCII characters, spaces and tabs (no line "
+                    "breaks or other control characters).")
+    return None
+
+
+def _shown(value: object) -> str:
+    """A value quoted for a message, control characters escaped and length bounded."""
+    return repr(value)[:80]
+
+
+def text_error(value: str) -> str | None:
+    """Why a short text field (a name, a model, an id) cannot be stored: NUL and other control characters, which
+    PostgreSQL refuses in text and which no name needs. None when it is fine."""
+    if _CONTROL_CHARACTERS.search(value):
+        return "This field cannot contain control characters (such as NUL or a line break)."
     return None
 
 

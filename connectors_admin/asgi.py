@@ -10,12 +10,16 @@
   nor messages, and the API authenticates it itself; Django's stack of sync middleware would cost it a hop to a
   thread and back for each middleware (about twenty per request, most of the gateway's added latency). It runs
   through Django's own handler (URL resolution, views, exception handling, request signals) with one async
-  middleware that sets the security headers the full stack would have set on a JSON response. Browser requests,
-  and API calls authenticated by a session, take the full stack.
+  middleware that does what the full stack's security middleware would have done for a JSON response: the
+  ALLOWED_HOSTS check, the HTTPS redirect and HSTS, the security headers and the Content-Security-Policy. Browser
+  requests, and API calls authenticated by a session, take the full stack.
+- A path holding a control character (``/api/actions/connector/%00``) is answered 400 before either stack sees it:
+  no URL of this application has one, and PostgreSQL refuses NUL in any text it would be compared with.
 """
 
 import asyncio
 import os
+import re
 
 from django.core.asgi import get_asgi_application
 
@@ -25,34 +29,40 @@ django_application = get_asgi_application()
 
 # Imported once Django is set up: usage.recording imports models.
 from asgiref.sync import markcoroutinefunction
-from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.exception import convert_exception_to_response
+from django.middleware.clickjacking import XFrameOptionsMiddleware
+from django.middleware.security import SecurityMiddleware
 
 from connectors.caching.invalidation import start_listener, stop_listener
 from connectors.outbound.record import wait_for_detached
+from connectors_admin.csp import add_content_security_policy
 from usage.recording import start_event_writer, stop_event_writer
 
 API_PREFIX = "/api/"
 SHUTDOWN_EXECUTIONS_WAIT_SECONDS = 30
 CREDENTIAL_SCHEMES = (b"basic ", b"apikey ", b"bearer ")
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def api_security_headers(get_response):
-    """What SecurityMiddleware and XFrameOptionsMiddleware set on a response, for the API's short path."""
+    """What the full stack's SecurityMiddleware, CommonMiddleware (ALLOWED_HOSTS), XFrameOptionsMiddleware and
+    the CSP middleware do to a JSON request and response, for the API's short path.
+
+    Django's own middleware methods are called directly: they are plain functions of the request or response
+    (no I/O), so calling them costs nothing, while running them as middleware would cost a thread hop each.
+    """
+    security = SecurityMiddleware(get_response)
+    frame_options = XFrameOptionsMiddleware(get_response)
 
     async def middleware(request):
         request.user = AnonymousUser()  # until the API's authentication replaces it
-        response = await get_response(request)
-        if settings.SECURE_CONTENT_TYPE_NOSNIFF:
-            response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        if settings.SECURE_REFERRER_POLICY:
-            response.headers.setdefault("Referrer-Policy", settings.SECURE_REFERRER_POLICY)
-        if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
-            response.headers.setdefault("Cross-Origin-Opener-Policy", settings.SECURE_CROSS_ORIGIN_OPENER_POLICY)
-        response.headers.setdefault("X-Frame-Options", getattr(settings, "X_FRAME_OPTIONS", "DENY"))
-        return response
+        request.get_host()  # DisallowedHost for a Host outside ALLOWED_HOSTS: 400, as on the full stack
+        response = security.process_request(request) or await get_response(request)  # SECURE_SSL_REDIRECT
+        response = security.process_response(request, response)  # HSTS, nosniff, Referrer-Policy, COOP
+        response = frame_options.process_response(request, response)
+        return add_content_security_policy(response)
 
     return markcoroutinefunction(middleware)
 
@@ -109,9 +119,19 @@ async def lifespan(receive, send) -> None:
             return
 
 
+async def bad_path(send) -> None:
+    body = b"Bad Request: the path contains a control character.\n"
+    await send({"type": "http.response.start", "status": 400,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(body))]})
+    await send({"type": "http.response.body", "body": body})
+
+
 async def application(scope, receive, send):
     if scope["type"] == "lifespan":
         await lifespan(receive, send)
+    elif scope["type"] in ("http", "websocket") and _CONTROL_CHARACTER.search(scope["path"]):
+        if scope["type"] == "http":
+            await bad_path(send)
     elif scope["type"] == "http" and takes_short_path(scope):
         await api_application(scope, receive, send)
     else:

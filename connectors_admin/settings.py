@@ -89,11 +89,13 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "connectors",
+    "connectors.throttling",
     "usage",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "connectors_admin.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -190,6 +192,20 @@ STORAGES = {
 if _bool("SECURE_PROXY_SSL_HEADER", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = _bool("SECURE_COOKIES", default=False)
+# HTTPS only: redirect plain http to https, and tell browsers to use https for this host from now on (HSTS).
+# Set them once the site is served over TLS; `manage.py check --deploy` asks for all of them (README "Production").
+SECURE_SSL_REDIRECT = _bool("SECURE_SSL_REDIRECT", default=False)
+SECURE_HSTS_SECONDS = _int("SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = _bool("SECURE_HSTS_PRELOAD", default=False)
+if SECURE_HSTS_SECONDS < 0:
+    raise ImproperlyConfigured(f"SECURE_HSTS_SECONDS must be 0 or more, got {SECURE_HSTS_SECONDS}")
+# Pages load scripts, styles, images and fonts from this server only (connectors_admin/csp.py); empty: no header.
+CONTENT_SECURITY_POLICY = env.str(
+    "CONTENT_SECURITY_POLICY",
+    default="default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
+    "connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'",
+)
 
 # Outbound connections per transport profile and process: enough for thousands of slow executions in flight at
 # once. Idle connections are kept for reuse for 30 s (connectors/outbound/transport.py).
@@ -206,6 +222,19 @@ EVENT_SPOOL_DIR = Path(env.str("EVENT_SPOOL_DIR", default="").strip() or BASE_DI
 
 # How long a verified HTTP Basic credential is remembered (see connectors/api/auth.py).
 BASIC_AUTH_CACHE_SECONDS = _int("BASIC_AUTH_CACHE_SECONDS", default=300)
+# Failed logins and failed HTTP Basic credentials (connectors/throttling): after this many failures within the
+# window, from one client address or for one username, further attempts are answered 429 until the window ends.
+AUTH_THROTTLE_WINDOW_SECONDS = _int("AUTH_THROTTLE_WINDOW_SECONDS", default=300)
+AUTH_THROTTLE_FAILURES_PER_ADDRESS = _int("AUTH_THROTTLE_FAILURES_PER_ADDRESS", default=50)
+AUTH_THROTTLE_FAILURES_PER_USERNAME = _int("AUTH_THROTTLE_FAILURES_PER_USERNAME", default=10)
+# Basic passwords are checked by this many threads of their own per process (never the thread the execution path
+# shares), with at most AUTH_HASHER_QUEUE checks running or waiting; beyond that, a new check is answered 429.
+AUTH_HASHER_THREADS = _int("AUTH_HASHER_THREADS", default=2)
+AUTH_HASHER_QUEUE = _int("AUTH_HASHER_QUEUE", default=64)
+for _name in ("AUTH_THROTTLE_WINDOW_SECONDS", "AUTH_THROTTLE_FAILURES_PER_ADDRESS",
+              "AUTH_THROTTLE_FAILURES_PER_USERNAME", "AUTH_HASHER_THREADS", "AUTH_HASHER_QUEUE"):
+    if globals()[_name] < 1:
+        raise ImproperlyConfigured(f"{_name} must be 1 or more, got {globals()[_name]}")
 # How long the execution path trusts a connector it has read (connectors/caching/connector_cache.py); a change
 # reaches every process at once on PostgreSQL, this is the backstop.
 CONNECTOR_CACHE_SECONDS = _int("CONNECTOR_CACHE_SECONDS", default=60)

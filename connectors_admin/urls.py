@@ -2,8 +2,10 @@ from django.contrib import admin
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.urls import include, path
+from django.views.generic import RedirectView
 
 from connectors.accounts import api_key_views
+from connectors.accounts.login_view import ThrottledLoginView
 from connectors.permissions import VIEW_CONNECTOR
 from usage.health import healthz
 from usage.permissions import VIEW_USAGE_DASHBOARD
@@ -20,9 +22,12 @@ def home(request):
 
 urlpatterns = [
     path("", home, name="home"),
+    path("accounts/login/", ThrottledLoginView.as_view(), name="login"),  # before auth.urls' own "login"
     path("accounts/", include("django.contrib.auth.urls")),
     path("account/api-keys/", api_key_views.api_key_list, name="api_keys"),
     path("account/api-keys/<int:key_id>/revoke/", api_key_views.api_key_revoke, name="api_key_revoke"),
+    # The admin's own login page would not be throttled: it sends people to the one that is.
+    path("admin/login/", RedirectView.as_view(pattern_name="login", query_string=True)),
     path("admin/", admin.site.urls),
     path("connectors/", include("connectors.pages.urls")),
     path("usage/", include("usage.urls")),

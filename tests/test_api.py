@@ -24,6 +24,7 @@ def create_body(**overrides):
 def call(client, method, path, user=None, body=None, **headers):
     if user is not None:
         headers["HTTP_AUTHORIZATION"] = basic_auth(user)
+        headers.setdefault("HTTP_KBN_XSRF", "true")  # Kibana's rule for Basic writes (README "Authentication")
     kwargs = {"content_type": "application/json"}
     if body is not None:
         kwargs["data"] = body if isinstance(body, (str, bytes)) else json.dumps(body)
@@ -183,7 +184,7 @@ class TestAuthentication:
         assert response["WWW-Authenticate"].startswith("Basic")
 
     def test_a_wrong_password_is_401(self, client, operator):
-        response = client.get("/api/actions/connectors", HTTP_AUTHORIZATION=basic_auth(operator, "wrong"))
+        response = client.get("/api/actions/connectors", HTTP_KBN_XSRF="true", HTTP_AUTHORIZATION=basic_auth(operator, "wrong"))
         assert response.status_code == 401
 
     @pytest.mark.parametrize("header", ["Basic !!!", "Basic " + "dXNlcm5vY29sb24=", "Negotiate abc", "ApiKey "])
@@ -193,7 +194,7 @@ class TestAuthentication:
     def test_an_inactive_user_is_401(self, client, operator):
         operator.is_active = False
         operator.save()
-        assert client.get("/api/actions/connectors", HTTP_AUTHORIZATION=basic_auth(operator)).status_code == 401
+        assert client.get("/api/actions/connectors", HTTP_KBN_XSRF="true", HTTP_AUTHORIZATION=basic_auth(operator)).status_code == 401
 
     @pytest.mark.parametrize("scheme", ["ApiKey", "Bearer"])
     def test_an_api_key_authenticates(self, client, operator, scheme):
@@ -222,7 +223,7 @@ class TestAuthentication:
         browser.get("/connectors/")  # sets the csrftoken cookie
         token = browser.cookies["csrftoken"].value
         accepted = browser.post("/api/actions/connector", json.dumps(create_body()), content_type="application/json",
-                                HTTP_X_CSRFTOKEN=token)
+                                HTTP_X_CSRFTOKEN=token, HTTP_KBN_XSRF="true")
         assert accepted.status_code == 200
 
     def test_basic_auth_needs_no_csrf_token(self, connector_admin):
@@ -230,7 +231,7 @@ class TestAuthentication:
 
         api_client = Client(enforce_csrf_checks=True)
         response = api_client.post("/api/actions/connector", json.dumps(create_body()), content_type="application/json",
-                                   HTTP_AUTHORIZATION=basic_auth(connector_admin))
+                                   HTTP_KBN_XSRF="true", HTTP_AUTHORIZATION=basic_auth(connector_admin))
         assert response.status_code == 200
 
 
@@ -303,6 +304,6 @@ def test_an_api_key_that_cannot_go_in_a_header_is_refused(client, connector_admi
     body = {"name": "n", "connector_type_id": ".gen-ai", "secrets": {"apiKey": bad_key},
             "config": {"apiProvider": "OpenAI", "apiUrl": "https://api.openai.com/v1/chat/completions"}}
     response = client.post("/api/actions/connector", body, content_type="application/json",
-                           HTTP_AUTHORIZATION=basic_auth(connector_admin))
+                           HTTP_KBN_XSRF="true", HTTP_AUTHORIZATION=basic_auth(connector_admin))
     assert response.status_code == 400
     assert "[secrets.apiKey]" in response.json()["message"] and bad_key not in response.json()["message"]

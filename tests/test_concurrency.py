@@ -50,7 +50,7 @@ def test_concurrent_executions_with_basic_auth_all_succeed_and_produce_exactly_o
     verifications = []
     original_verify = auth._verify_basic
     monkeypatch.setattr(auth, "_verify_basic", lambda *args: verifications.append(args) or original_verify(*args))
-    headers = {"Content-Type": "application/json", "Authorization": basic_auth(operator)}
+    headers = {"Content-Type": "application/json", "kbn-xsrf": "true", "Authorization": basic_auth(operator)}
 
     responses = asyncio.run(
         send_at_once(asgi_live_server.port, f"/api/actions/connector/{connector.pk}/_execute", headers, CONCURRENT)
@@ -78,7 +78,7 @@ def test_an_api_call_with_credentials_gets_the_security_headers(asgi_live_server
     async def call():
         connection = Connection("127.0.0.1", asgi_live_server.port)
         try:
-            return await connection.request("GET", "/api/actions/connector_types", b"", {"Authorization": basic_auth(operator)})
+            return await connection.request("GET", "/api/actions/connector_types", b"", {"kbn-xsrf": "true", "Authorization": basic_auth(operator)})
         finally:
             await connection.close()
 

@@ -46,7 +46,7 @@ class TestTheCache:
         Connector.objects.get(pk=connector.pk).delete()
         assert afind(connector.pk) is None
         response = client.post(f"/api/actions/connector/{connector.pk}/_execute", execute_body(),
-                               content_type="application/json", HTTP_AUTHORIZATION=basic_auth(operator))
+                               content_type="application/json", HTTP_KBN_XSRF="true", HTTP_AUTHORIZATION=basic_auth(operator))
         assert response.status_code == 404
 
     def test_an_unknown_id_is_not_remembered(self, make_connector, django_assert_num_queries):

@@ -16,7 +16,7 @@ HELLO = {"messages": [{"role": "user", "content": "Hello world"}]}
 def execute(client, user, connector, params):
     raw = params if isinstance(params, str) else json.dumps(params)
     return client.post(f"/api/actions/connector/{connector.pk}/_execute", raw, content_type="application/json",
-                       HTTP_AUTHORIZATION=basic_auth(user))
+                       HTTP_KBN_XSRF="true", HTTP_AUTHORIZATION=basic_auth(user))
 
 
 def run_params(body=HELLO, sub_action="run", **extra):
@@ -121,7 +121,7 @@ def test_a_malformed_request_body_is_400_and_still_recorded(client, operator, ma
 
 def test_an_unknown_connector_is_404_and_not_recorded(client, operator):
     response = client.post("/api/actions/connector/nope/_execute", "{}", content_type="application/json",
-                           HTTP_AUTHORIZATION=basic_auth(operator))
+                           HTTP_KBN_XSRF="true", HTTP_AUTHORIZATION=basic_auth(operator))
     assert response.status_code == 404
     assert not ExecutionEvent.objects.exists()
 

@@ -219,7 +219,7 @@ def test_the_execute_api_answers_an_upstream_failure_with_http_200_and_the_envel
     connector = make_connector(api_url=fake_openai.url("status-429"), api_key=SECRET)
     body = {"params": {"subAction": "run", "subActionParams": {"body": json.dumps({"messages": []})}}}
     response = client.post(f"/api/actions/connector/{connector.pk}/_execute", body, content_type="application/json",
-                           HTTP_AUTHORIZATION=basic_auth(operator))
+                           HTTP_KBN_XSRF="true", HTTP_AUTHORIZATION=basic_auth(operator))
     assert response.status_code == 200
     envelope = response.json()
     assert envelope["status"] == "error" and envelope["retry"] is True and envelope["retry_after"] == 7

@@ -321,7 +321,7 @@ def test_the_form_accepts_an_allowed_host(client, connector_admin, actions_confi
 def test_the_api_refuses_to_create_a_connector_for_a_disallowed_host(client, connector_admin, actions_config):
     actions_config({"allowedHosts": ["api.openai.com", "*.example.com"]})
     response = client.post("/api/actions/connector", api_body(), content_type="application/json",
-                           HTTP_AUTHORIZATION=basic_auth(connector_admin))
+                           HTTP_KBN_XSRF="true", HTTP_AUTHORIZATION=basic_auth(connector_admin))
     assert response.status_code == 400
     assert response.json() == {
         "statusCode": 400,
@@ -337,7 +337,7 @@ def test_the_api_refuses_to_update_a_connector_to_a_disallowed_host(client, conn
     connector = make_connector(api_url="https://api.openai.com/v1/chat/completions")
     actions_config({"allowedHosts": ["api.openai.com"]})
     response = client.put(f"/api/actions/connector/{connector.pk}", {"name": "x", "config": api_body()["config"]},
-                          content_type="application/json", HTTP_AUTHORIZATION=basic_auth(connector_admin))
+                          content_type="application/json", HTTP_KBN_XSRF="true", HTTP_AUTHORIZATION=basic_auth(connector_admin))
     assert response.status_code == 400
     assert response.json()["message"].startswith("error validating connector: [config.apiUrl]: ")
     assert NOT_ALLOWED in response.json()["message"]
@@ -350,7 +350,7 @@ def test_an_empty_allowed_hosts_list_blocks_every_host(client, connector_admin, 
     connector = make_connector(api_url=fake_openai.url("ok"), api_key=SECRET)
     actions_config({"allowedHosts": []})
     response = client.post("/api/actions/connector", api_body("https://api.openai.com/v1/chat/completions"),
-                           content_type="application/json", HTTP_AUTHORIZATION=basic_auth(connector_admin))
+                           content_type="application/json", HTTP_KBN_XSRF="true", HTTP_AUTHORIZATION=basic_auth(connector_admin))
     assert response.status_code == 400 and "[config.apiUrl]" in response.json()["message"]
     execution = run(connector)
     assert execution.envelope["service_message"] == f'The host "127.0.0.1" {NOT_ALLOWED}.'

@@ -140,7 +140,7 @@ def test_basic_auth_is_accepted_too(asgi_live_server, recorded_events, operator,
     connector = make_connector(api_url=fake_openai.url("ok"))
     response = httpx.post(f"{asgi_live_server.url}/api/openai/{connector.pk}/v1/chat/completions",
                           json={"model": "gpt-4o", "messages": MESSAGES},
-                          headers={"Authorization": basic_auth(operator)})
+                          headers={"kbn-xsrf": "true", "Authorization": basic_auth(operator)})
     assert response.status_code == 200 and response.json()["object"] == "chat.completion"
     assert_one_event(recorded_events, outcome="success", source="openai_api")
 

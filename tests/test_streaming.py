@@ -28,7 +28,7 @@ def stream_params(body=HELLO, stream=True, **extra):
 
 def post_execute(server, user, connector, params, **kwargs) -> httpx.Response:
     return httpx.post(f"{server.url}/api/actions/connector/{connector.pk}/_execute", json=params,
-                      headers={"Authorization": basic_auth(user)}, timeout=30, **kwargs)
+                      headers={"kbn-xsrf": "true", "Authorization": basic_auth(user)}, timeout=30, **kwargs)
 
 
 def sse_payloads(text: str) -> list:
@@ -135,7 +135,7 @@ def test_the_first_chunk_reaches_the_caller_before_the_provider_sends_the_last(
     connector = make_connector(api_url=fake_openai.url("stream-gated"))
     pieces = []
     with httpx.stream("POST", f"{asgi_live_server.url}/api/actions/connector/{connector.pk}/_execute",
-                      json=stream_params(), headers={"Authorization": basic_auth(operator)}, timeout=60) as response:
+                      json=stream_params(), headers={"kbn-xsrf": "true", "Authorization": basic_auth(operator)}, timeout=60) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         for piece in response.iter_raw():
             pieces.append(piece)
@@ -206,7 +206,7 @@ def test_a_caller_who_disconnects_cancels_the_upstream_and_is_recorded_once(asgi
         caller = socket.create_connection(("127.0.0.1", asgi_live_server.port), timeout=10)
         caller.sendall(
             f"POST /api/actions/connector/{connector.pk}/_execute HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            f"Authorization: {basic_auth(operator)}\r\nContent-Type: application/json\r\n"
+            f"Authorization: {basic_auth(operator)}\r\nkbn-xsrf: true\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n".encode() + body
         )
         received = b""
@@ -233,7 +233,7 @@ def test_a_caller_who_hangs_up_once_it_has_done_is_a_success(asgi_live_server, r
                                    api_url=f"http://127.0.0.1:{upstream.port}/v1/chat/completions")
         with httpx.Client(timeout=10) as caller, caller.stream(
             "POST", f"{asgi_live_server.url}/api/actions/connector/{connector.pk}/_execute", json=stream_params(),
-            headers={"Authorization": basic_auth(operator)},
+            headers={"kbn-xsrf": "true", "Authorization": basic_auth(operator)},
         ) as response:
             received = b""
             for piece in response.iter_raw():
@@ -254,7 +254,7 @@ def test_a_caller_who_disconnects_before_the_provider_answers_is_recorded_once(a
         with httpx.Client(timeout=0.5) as caller, pytest.raises(httpx.ReadTimeout):
             # The caller gives up after 0.5 s and closes its connection; the provider has not answered.
             caller.post(f"{asgi_live_server.url}/api/actions/connector/{connector.pk}/_execute", json=stream_params(),
-                        headers={"Authorization": basic_auth(operator)})
+                        headers={"kbn-xsrf": "true", "Authorization": basic_auth(operator)})
         assert upstream.peer_closed.wait(30), "the gateway kept the upstream request open"
         recorded_events.wait_for(1)
     event = ExecutionEvent.objects.get()
@@ -381,7 +381,7 @@ def test_invalid_stream_params_are_refused_and_recorded(asgi_live_server, record
 @pytest.mark.parametrize("who, status", [("anonymous", 401), ("outsider", 403), ("analyst", 403)])
 def test_streaming_needs_the_execute_permission(asgi_live_server, personas, make_connector, fake_openai, who, status):
     connector = make_connector(api_url=fake_openai.url("stream"))
-    headers = {} if who == "anonymous" else {"Authorization": basic_auth(personas[who])}
+    headers = {} if who == "anonymous" else {"kbn-xsrf": "true", "Authorization": basic_auth(personas[who])}
     response = httpx.post(f"{asgi_live_server.url}/api/actions/connector/{connector.pk}/_execute",
                           json=stream_params(), headers=headers, timeout=10)
     assert response.status_code == status and fake_openai.requests == []

@@ -36,6 +36,10 @@ HOUR, DAY = "hour", "day"
 MAX_HOURLY_SPAN = timedelta(days=7)
 # A bound on custom ranges so that a typo (year 20225) cannot ask for millions of buckets.
 MAX_SPAN = timedelta(days=366 * 5)
+# Bounds on from/to: nothing is recorded before 1970, and beyond them the arithmetic of a range (widening to whole
+# hours, a day added to a date alone, time zone conversions) would step off the calendar (OverflowError).
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 class InvalidRange(ValueError):
@@ -155,14 +159,23 @@ def parse_moment(name: str, raw: str, tz: ZoneInfo, *, end_of_day: bool) -> date
     try:
         if len(text) == 10:
             day = date.fromisoformat(text)
-            return local_midnight(day + timedelta(days=1) if end_of_day else day, tz)
-        moment = datetime.fromisoformat(text)
+            moment = local_midnight(day + timedelta(days=1) if end_of_day else day, tz)
+        else:
+            moment = datetime.fromisoformat(text)
     except ValueError:
         raise InvalidRange(
             f"[{name}]: {raw[:64]!r} is not an ISO 8601 date or date-time, such as 2025-01-31 or 2025-01-31T14:00:00Z."
         ) from None
-    if timezone.is_naive(moment):
+    except OverflowError:
+        moment = None
+    if moment is not None and timezone.is_naive(moment):
         moment = moment.replace(tzinfo=tz)
+    try:
+        within = moment is not None and EARLIEST <= moment.astimezone(UTC) <= LATEST
+    except OverflowError:  # 0001-01-01T00:00+14:00 is before the first day the calendar has
+        within = False
+    if not within:
+        raise InvalidRange(f"[{name}]: {raw[:64]!r} is out of range; use a date between 1970-01-01 and 9998-12-31.")
     return moment
 
 

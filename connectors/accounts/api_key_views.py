@@ -2,6 +2,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_POST
 
 from connectors.accounts.api_keys import create_api_key
@@ -16,11 +17,16 @@ def api_key_list(request):
             messages.error(request, "Give the key a name, for example the application that will use it.")
             return redirect("api_keys")
         record, plaintext = create_api_key(request.user, name)
-        # Shown once, on the next page only; the session drops it when the message is read.
-        request.session["new_api_key"] = {"id": record.pk, "key": plaintext}
+        # Shown once, in the answer to this POST: the plaintext is never stored anywhere, not even in the session
+        # until the next page, and the answer must not be cached.
         messages.success(request, f"API key “{name}” created. Copy it now: it will not be shown again.")
-        return redirect("api_keys")
-    new_key = request.session.pop("new_api_key", None)
+        response = _key_list(request, new_key={"id": record.pk, "key": plaintext})
+        add_never_cache_headers(response)
+        return response
+    return _key_list(request)
+
+
+def _key_list(request, new_key: dict | None = None):
     keys = ApiKey.objects.filter(user=request.user)
     return render(request, "connectors/api_keys.html", {"keys": keys, "new_key": new_key})
 

@@ -6,6 +6,11 @@ per-process random salt (the cache never holds a password or anything that could
 BASIC_AUTH_CACHE_SECONDS. An entry is dropped when the user, their groups or their permissions change: at once in
 this process, and on PostgreSQL in every other server process too (connectors/caching/invalidation.py); otherwise
 when it expires. API keys are cached the same way, and a revoked key is dropped the same way.
+
+A Basic password that is not in the cache is checked by a small pool of threads of its own (AUTH_HASHER_THREADS,
+at most AUTH_HASHER_QUEUE checks running or waiting), never on the single thread that asgiref shares among the
+execution path's sync calls: a flood of wrong passwords then slows only other uncached Basic callers, and is
+throttled per client address and per username (connectors/throttling/failures.py, README "Throttles").
 """
 
 import asyncio
@@ -15,12 +20,13 @@ import hmac
 import secrets
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.contrib.auth import authenticate, get_user_model
+from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import check_password, make_password
 from django.contrib.auth.models import Group
 from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.middleware.csrf import CsrfViewMiddleware
@@ -30,13 +36,46 @@ from connectors.accounts.api_keys import digest_of
 from connectors.caching import invalidation
 from connectors.caching.expiring_cache import ExpiringCache
 from connectors.models import ApiKey
+from connectors.throttling import failures
+from connectors.throttling.failures import Throttled, client_address
 
 _SALT = secrets.token_bytes(32)
 _LAST_USED_WRITE_INTERVAL = 60  # seconds: how stale an API key's "last used" may be, to spare a write a request
 
 
 class NotAuthenticated(Exception):
-    """No credentials, or wrong ones. The message is safe to return to the caller."""
+    """No credentials, or wrong ones. The message is safe to return to the caller; ``status`` is 401, or 400 for
+    credentials that cannot even be looked up."""
+
+    def __init__(self, message: str, status: int = 401):
+        super().__init__(message)
+        self.status = status
+
+
+# Kibana's rule (docs/KIBANA.md, README "Authentication"): a write authenticated by credentials a browser may
+# send on its own (Basic, a session cookie) must carry kbn-xsrf (any value) or kbn-version; API keys are exempt.
+XSRF_SCHEMES = ("basic", "session")
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+XSRF_MESSAGE = "Request must contain a kbn-xsrf header."
+
+
+def writes_as_basic_without_json(request) -> bool:
+    """For the OpenAI-compatible endpoint: a Basic-authenticated write with neither a JSON content type nor
+    kbn-xsrf, which a page on another site can make a browser send (a JSON content type needs a CORS preflight,
+    which this server never approves)."""
+    if request.method in SAFE_METHODS or getattr(request, "auth_scheme", None) != "basic":
+        return False
+    return (request.content_type or "").lower() != "application/json" and "kbn-xsrf" not in request.headers
+
+
+def lacks_xsrf_header(request) -> bool:
+    """Whether this request is a write made with browser-held credentials and without kbn-xsrf / kbn-version."""
+    return (
+        request.method not in SAFE_METHODS
+        and getattr(request, "auth_scheme", None) in XSRF_SCHEMES
+        and "kbn-xsrf" not in request.headers
+        and "kbn-version" not in request.headers
+    )
 
 
 @dataclass
@@ -70,9 +109,63 @@ def _with_permissions(user):
     return user
 
 
-def _verify_basic(username: str, password: str):
-    user = authenticate(username=username, password=password)
-    return _with_permissions(user) if user is not None else None
+_hasher_pool: ThreadPoolExecutor | None = None
+_hasher_lock = threading.Lock()
+_hashes_in_flight = 0
+
+
+def _hasher() -> ThreadPoolExecutor:
+    global _hasher_pool
+    with _hasher_lock:
+        if _hasher_pool is None:
+            _hasher_pool = ThreadPoolExecutor(settings.AUTH_HASHER_THREADS, thread_name_prefix="password-hasher")
+        return _hasher_pool
+
+
+def _password_matches(password: str, encoded: str | None) -> bool:
+    """Runs in the hasher pool: no database, only the deliberately slow hash."""
+    if encoded is None:
+        make_password(password)  # an unknown user costs as much as a known one, as in Django's ModelBackend
+        return False
+    return check_password(password, encoded)
+
+
+async def _check_password_off_thread(password: str, encoded: str | None) -> bool:
+    global _hashes_in_flight
+    with _hasher_lock:
+        if _hashes_in_flight >= settings.AUTH_HASHER_QUEUE:
+            raise Throttled("Too many password checks in progress. Try again in a second.", 1)
+        _hashes_in_flight += 1
+    try:
+        return await asyncio.wrap_future(_hasher().submit(_password_matches, password, encoded))
+    finally:
+        with _hasher_lock:
+            _hashes_in_flight -= 1
+
+
+def _user_to_check(address: str, username: str):
+    """Count the attempt (Throttled when over a limit), then find the user; None when there is none."""
+    failures.count_attempt(address, username)
+    try:
+        return User._default_manager.get_by_natural_key(username)
+    except User.DoesNotExist:
+        return None
+
+
+def _accept(address: str, user):
+    failures.succeeded(address, user.get_username())
+    return _with_permissions(user)
+
+
+async def _verify_basic(username: str, password: str, address: str):
+    """The user, or None for wrong credentials. Like Django's ModelBackend, with the hash off the shared thread:
+    the quick database work goes to asgiref's thread, the hash to the hasher pool."""
+    user = await sync_to_async(_user_to_check)(address, username)
+    matches = await _check_password_off_thread(password, user.password if user is not None else None)
+    if matches and user.is_active:
+        return await sync_to_async(_accept)(address, user)
+    await sync_to_async(failures.failed)(address, username)
+    return None
 
 
 def _verify_api_key(key: str):
@@ -94,7 +187,7 @@ async def _note_api_key_use(api_key_id: int) -> None:
     await sync_to_async(_touch_api_key)(api_key_id)
 
 
-async def authenticate_basic(username: str, password: str):
+async def authenticate_basic(username: str, password: str, address: str = "unknown"):
     key = _cache_key("basic", username, password)
     entry = _cache.get(key)
     if entry is not None:
@@ -109,7 +202,7 @@ async def authenticate_basic(username: str, password: str):
             verification = _verifying[key] = Future()
     if leader:
         try:
-            user = await sync_to_async(_verify_basic)(username, password)
+            user = await _verify_basic(username, password, address)
             if user is not None:
                 _remember(key, user)
             verification.set_result(user)
@@ -122,7 +215,7 @@ async def authenticate_basic(username: str, password: str):
     else:
         user = await asyncio.shield(asyncio.wrap_future(verification))
         if user is _VERIFICATION_FAILED:  # the leading request failed or was cancelled: verify on our own
-            user = await sync_to_async(_verify_basic)(username, password)
+            user = await _verify_basic(username, password, address)
             if user is not None:
                 _remember(key, user)
     if user is None:
@@ -155,11 +248,13 @@ def _csrf_failure(request) -> str | None:
 
 
 async def authenticate_request(request, *, allow_session: bool = True):
-    """The user making an API request, with permissions preloaded. Raises NotAuthenticated."""
+    """The user making an API request, with permissions preloaded; ``request.auth_scheme`` says how it
+    authenticated (basic, apikey, bearer or session). Raises NotAuthenticated or Throttled."""
     header = request.headers.get("Authorization", "")
     scheme, _, credentials = header.partition(" ")
     scheme = scheme.lower()
     credentials = credentials.strip()
+    request.auth_scheme = scheme if scheme in ("basic", "apikey", "bearer") else "session"
     if scheme == "basic":
         try:
             decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
@@ -168,7 +263,9 @@ async def authenticate_request(request, *, allow_session: bool = True):
         username, sep, password = decoded.partition(":")
         if not sep:
             raise NotAuthenticated("Malformed Basic credentials.")
-        return await authenticate_basic(username, password)
+        if "\0" in username:  # no user has one, and PostgreSQL refuses NUL in a query
+            raise NotAuthenticated("Malformed Basic credentials: the username contains a NUL character.", 400)
+        return await authenticate_basic(username, password, client_address(request))
     if scheme in ("apikey", "bearer"):
         if not credentials:
             raise NotAuthenticated("Missing API key.")

@@ -4,11 +4,11 @@
 Kibana's API (and the usage API, which follows it) answers errors as ``{"statusCode", "error", "message"}``
 (docs/KIBANA.md, 'HTTP routes'); the OpenAI-compatible API as ``{"error": {"message", "type", "param", "code"}}``,
 which the SDKs parse (docs/OPENAI.md, 'Errors'). ``json_endpoint(methods, errors=...)`` takes the shape as a
-parameter, so both APIs run the same guard in the same order: 405, 401, 403, then the view (whose lookup may answer
+parameter, so both APIs run the same guard in the same order: 405, 401 (or 429 when failed logins are throttled),
+400 for a write that could come from another site (README "kbn-xsrf"), 403, then the view (whose lookup may answer
 404).
 """
 
-import json
 from functools import wraps
 from http import HTTPStatus
 
@@ -16,7 +16,15 @@ from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from connectors.api.auth import NotAuthenticated, authenticate_request
+from connectors import untrusted_json
+from connectors.api.auth import (
+    XSRF_MESSAGE,
+    NotAuthenticated,
+    Throttled,
+    authenticate_request,
+    lacks_xsrf_header,
+    writes_as_basic_without_json,
+)
 from connectors.lookup import ConnectorNotFound
 
 
@@ -49,6 +57,15 @@ class KibanaErrors:
     def unauthenticated(self, problem: str) -> JsonResponse:
         return self.response(401, problem)
 
+    def throttled(self, exc: Throttled) -> JsonResponse:
+        response = self.response(429, exc.message)
+        response["Retry-After"] = str(exc.retry_after)
+        return response
+
+    def cross_site_refusal(self, request) -> JsonResponse | None:
+        """Kibana's rule: a write with Basic or session credentials needs kbn-xsrf."""
+        return self.response(400, XSRF_MESSAGE) if lacks_xsrf_header(request) else None
+
     def forbidden(self, permission: str) -> JsonResponse:
         return self.response(403, f"Unauthorized: this needs the {permission} permission.")
 
@@ -73,6 +90,19 @@ class OpenAIErrors:
     def unauthenticated(self, problem: str) -> JsonResponse:
         return self.response(401, f"{problem} Send Authorization: Bearer <API key>.", code="invalid_api_key")
 
+    def throttled(self, exc: Throttled) -> JsonResponse:
+        response = self.response(429, exc.message, error_type="requests", code="rate_limit_exceeded")
+        response["Retry-After"] = str(exc.retry_after)
+        return response
+
+    def cross_site_refusal(self, request) -> JsonResponse | None:
+        """The SDKs never send kbn-xsrf, so Basic writes need a JSON content type instead (README "OpenAI-compatible
+        endpoint"); Bearer and ApiKey callers, whose keys a browser never holds, need neither."""
+        if not writes_as_basic_without_json(request):
+            return None
+        return self.response(400, "A request with HTTP Basic credentials must send Content-Type: application/json "
+                             "(or a kbn-xsrf header); SDKs use Authorization: Bearer <API key>.", code="xsrf_protection")
+
     def forbidden(self, permission: str) -> JsonResponse:
         return self.response(403, f"You need the {permission} permission to use connectors.",
                              error_type="permission_error", code="insufficient_permissions")
@@ -93,7 +123,7 @@ def read_json_body(request) -> object:
     if not raw:
         raise ApiError(400, "[request body]: expected a JSON object but got an empty body")
     try:
-        return json.loads(raw)
+        return untrusted_json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"[request body]: invalid JSON: {exc}") from None
 
@@ -122,7 +152,12 @@ def json_endpoint(methods: dict[str, str | None], errors: KibanaErrors | OpenAIE
             try:
                 user = await authenticate_request(request, allow_session=errors.allow_session)
             except NotAuthenticated as exc:
-                return errors.unauthenticated(str(exc))
+                return errors.unauthenticated(str(exc)) if exc.status == 401 else errors.response(exc.status, str(exc))
+            except Throttled as exc:
+                return errors.throttled(exc)
+            refusal = errors.cross_site_refusal(request)
+            if refusal is not None:
+                return refusal
             request.user = user
             request.auser = _returns(user)
             if permission and not user.has_perm(permission):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse, JsonResponse
 
+from connectors import untrusted_json
 from connectors.api.endpoint import OPENAI_ERRORS, json_endpoint
 from connectors.models import Connector, Provider
 from connectors.outbound import transport
@@ -22,6 +23,7 @@ from connectors.outbound.execution import (
     ConnectorUnavailable,
     connector_to_execute,
     execute_passthrough,
+    model_error,
     passed_headers,
 )
 from connectors.outbound.providers import azure_deployment
@@ -111,11 +113,14 @@ class _BadBody:
 def _chat_body(raw: bytes) -> tuple[dict | None, _BadBody | None]:
     """The parsed request body, or why it earns a 400 (an ``invalid_request_error``)."""
     try:
-        body = json.loads(raw)
+        body = untrusted_json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         return None, _BadBody(f"We could not parse the JSON body of your request: {exc}")
     if not isinstance(body, dict):
         return None, _BadBody("The request body must be a JSON object.")
+    model_problem = model_error(body.get("model"))
+    if model_problem:
+        return body, _BadBody(f"Invalid 'model': {model_problem}.", param="model")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         return body, _BadBody("'messages' is required and must be a non-empty array.", param="messages")

@@ -14,6 +14,7 @@ from typing import Any
 
 from django.db import InterfaceError, OperationalError
 
+from connectors import untrusted_json
 from connectors.crypto import SecretUnavailable
 from connectors.lookup import aget_connector_or_404
 from connectors.models import CONNECTOR_TYPE_ID, Connector
@@ -93,7 +94,7 @@ def parse_body_param(sub_params: dict) -> dict:
             f"[{_type_name(body)}]"
         )
     try:
-        parsed = json.loads(body)
+        parsed = untrusted_json.loads(body)  # bounded: see connectors/untrusted_json.py
     except ValueError as exc:
         raise ParamsError(f"error validating action params: [subActionParams.body]: body is not valid JSON: {exc}") from None
     if not isinstance(parsed, dict):
@@ -162,7 +163,21 @@ def parse_params(connector: Connector, params: Any) -> tuple[str, dict, dict]:
             f"Connector name: {connector.name}. Connector type: {CONNECTOR_TYPE_ID}"
         )
     call_timeout_ms(sub_params)
+    problem = model_error(body.get("model"))
+    if problem:
+        raise ParamsError(f"error validating action params: [model]: {problem}")
     return sub_action, sub_params, body
+
+
+def model_error(model: Any) -> str | None:
+    """Why a body's ``model`` cannot be used (it is sent on and stored with the event), or None."""
+    if model is None:
+        return None
+    if not isinstance(model, str):
+        return f"expected value of type [string] but got [{_type_name(model)}]"
+    if len(model) > 255 or any(ord(char) < 32 or ord(char) == 127 for char in model):
+        return "a model name is at most 255 characters, without control characters (such as NUL)"
+    return None
 
 
 def extract_usage(payload: Any) -> dict[str, int] | None:

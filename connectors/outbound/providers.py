@@ -22,6 +22,8 @@ class UpstreamRequest:
     stream: bool
     # The caller's messages, kept to estimate prompt tokens when the provider reports no usage.
     payload: dict = field(repr=False, default_factory=dict)
+    # The provider's key, so that transport can mask it in whatever the provider sends back (outbound/masking.py).
+    secret: str = field(repr=False, default="")
 
 
 def normalise_url(url: str) -> str:
@@ -76,6 +78,7 @@ def build_upstream_request(connector: Connector, body: dict, *, stream: bool = F
         requested_model=str(shaped.get("model") or _deployment_of(connector) or "")[:255],
         stream=stream,
         payload=shaped,
+        secret=connector.api_key,
     )
 
 

@@ -9,6 +9,9 @@ in flight). Connections through a proxy go through httpx, which verifies an http
 
 Every request and every redirect target is checked against allowedHosts; responses are read up to
 maxResponseContentLength; the whole exchange is bounded by max(responseTimeout, the call's timeout).
+
+Everything the provider sends comes in here, so the provider's key is masked here (connectors/outbound/masking.py):
+in the response headers, the body (whole or streamed) and every error message built from the provider's bytes.
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ import aiohttp
 import certifi
 import httpx
 from django.conf import settings
+from multidict import CIMultiDict
 
+from connectors.outbound.masking import StreamMasker, mask_secret
 from connectors.outbound.providers import UpstreamRequest
 from connectors_admin.actions_config import ActionsConfig, TLSSettings, default_port
 
@@ -74,36 +79,74 @@ class UpstreamResponse:
 
 class Exchange:
     """A response whose head has arrived: ``status``, case-insensitive ``headers``, and ``chunks()``, the body as it
-    arrives (raising OutboundError if the connection breaks). The same for both clients."""
+    arrives (raising OutboundError if the connection breaks). The same for both clients. The provider's key is
+    masked in the headers, the body and the errors."""
 
     status: int
     headers: Mapping[str, str]
 
-    def __init__(self, where: str):
+    def __init__(self, where: str, secret: str = ""):
         self.where = where  # host:port (and the proxy's), for messages
+        self.secret = secret
 
-    def chunks(self) -> AsyncIterator[bytes]:
+    def _take_head(self, status: int, headers: Mapping[str, str]) -> None:
+        self.status, self.headers = status, masked_headers(headers, self.secret)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        masker = StreamMasker(self.secret)
+        async for chunk in self._raw_chunks():
+            passed = masker.feed(chunk)
+            if passed:
+                yield passed
+        rest = masker.close()
+        if rest:
+            yield rest
+
+    def _raw_chunks(self) -> AsyncIterator[bytes]:
         raise NotImplementedError
 
     async def aclose(self) -> None:
         raise NotImplementedError
 
     def broken(self, exc: Exception) -> OutboundError:
-        return UpstreamUnreachable(f"The connection to {self.where} broke: {exc or type(exc).__name__}.")
+        reason = mask_secret(str(exc) or type(exc).__name__, self.secret)
+        error = UpstreamUnreachable(f"The connection to {self.where} broke: {reason}.")
+        # What callers show as the cause must be masked too (the client's own exception text may echo the key).
+        error.__cause__ = ProviderProtocolError(reason)
+        return error
+
+
+class ProviderProtocolError(Exception):
+    """The text of a client library's error about the provider's bytes, with the key masked."""
+
+
+def masked_headers(headers: Mapping[str, str], secret: str) -> CIMultiDict:
+    """Response headers with the key masked in names and values (a provider may echo it in x-request-id)."""
+    return CIMultiDict((mask_secret(name, secret), mask_secret(value, secret)) for name, value in headers.items())
+
+
+def masked_error(error: OutboundError, secret: str) -> OutboundError:
+    """``error`` with the key masked in its message, same class and retry flag."""
+    message = str(error)
+    masked = mask_secret(message, secret)
+    if masked == message:
+        return error
+    return type(error)(masked, retry=error.retry)
 
 
 class _AiohttpExchange(Exchange):
-    def __init__(self, response: aiohttp.ClientResponse, where: str):
-        super().__init__(where)
+    def __init__(self, response: aiohttp.ClientResponse, where: str, secret: str = ""):
+        super().__init__(where, secret)
         self._response = response
-        self.status, self.headers = response.status, response.headers
+        self._take_head(response.status, response.headers)
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def _raw_chunks(self) -> AsyncIterator[bytes]:
         try:
             async for chunk in self._response.content.iter_any():
                 yield chunk
         except aiohttp.ClientError as exc:
-            raise self.broken(exc) from exc
+            error = self.broken(exc)
+            raise error from error.__cause__
 
     async def aclose(self) -> None:
         # A body read to its end gives the connection back to the pool; anything else closes it.
@@ -114,17 +157,18 @@ class _AiohttpExchange(Exchange):
 
 
 class _HttpxExchange(Exchange):
-    def __init__(self, response: httpx.Response, where: str):
-        super().__init__(where)
+    def __init__(self, response: httpx.Response, where: str, secret: str = ""):
+        super().__init__(where, secret)
         self._response = response
-        self.status, self.headers = response.status_code, response.headers
+        self._take_head(response.status_code, response.headers)
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def _raw_chunks(self) -> AsyncIterator[bytes]:
         try:
             async for chunk in self._response.aiter_bytes():
                 yield chunk
         except httpx.HTTPError as exc:
-            raise self.broken(exc) from exc
+            error = self.broken(exc)
+            raise error from error.__cause__
 
     async def aclose(self) -> None:
         await self._response.aclose()
@@ -331,18 +375,19 @@ async def _read_limited(exchange: Exchange, limit: int) -> bytes:
 
 
 async def _send_once(profile: TransportProfile, method: str, url: str, headers: dict, body: bytes | None,
-                     timeout: float) -> Exchange:
+                     timeout: float, secret: str = "") -> Exchange:
     """One request (no redirect following); the response head has arrived."""
     client = client_for(profile)
     where = _where(url, profile.proxy_url)
     try:
         if isinstance(client, httpx.AsyncClient):
             request = client.build_request(method, url, headers=headers, content=body)
-            return _HttpxExchange(await client.send(request, stream=True), where)
+            return _HttpxExchange(await client.send(request, stream=True), where, secret)
         response = await client.request(method, url, headers=headers, data=body, allow_redirects=False)
-        return _AiohttpExchange(response, where)
+        return _AiohttpExchange(response, where, secret)
     except (httpx.HTTPError, aiohttp.ClientError) as exc:
-        raise _describe_failure(exc, url, timeout, profile.proxy_url) from exc
+        # Not chained: a malformed status line or header is quoted in the client's exception, key and all.
+        raise masked_error(_describe_failure(exc, url, timeout, profile.proxy_url), secret) from None
 
 
 @asynccontextmanager
@@ -352,7 +397,7 @@ async def _open(request: UpstreamRequest, config: ActionsConfig, timeout: float)
     headers = dict(request.headers)
     for _hop in range(MAX_REDIRECTS + 1):
         check_host_allowed(config, url)
-        exchange = await _send_once(profile_for(config, url), method, url, headers, body, timeout)
+        exchange = await _send_once(profile_for(config, url), method, url, headers, body, timeout, request.secret)
         location = exchange.headers.get("location")
         if exchange.status in (301, 302, 303, 307, 308) and location:
             await exchange.aclose()

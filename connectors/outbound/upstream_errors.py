@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 
+from connectors.outbound.masking import mask_secret
+
 
 @dataclass(frozen=True)
 class UpstreamError:
@@ -73,7 +75,5 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
 
 
 def scrub_secret(body: bytes, secret: str) -> bytes:
-    """``body`` with every occurrence of ``secret`` masked: a provider may echo the key it was sent."""
-    if not secret or len(secret) < 4:
-        return body
-    return body.replace(secret.encode("utf-8"), b"***")
+    """``body`` with every form of ``secret`` masked (connectors/outbound/masking.py; transport masks already)."""
+    return mask_secret(body, secret)

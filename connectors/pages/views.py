@@ -4,7 +4,6 @@ Each view needs one capability (connectors/permissions.py): anonymous users are 
 without it get 403. A URL's id becomes a connector through connectors.lookup (404 when there is none).
 """
 
-import json
 
 from django.contrib import messages
 from django.contrib.auth.mixins import PermissionRequiredMixin
@@ -14,6 +13,7 @@ from django.urls import reverse, reverse_lazy
 from django.views.decorators.http import require_POST
 from django.views.generic import CreateView, DeleteView, DetailView, ListView, UpdateView
 
+from connectors import untrusted_json
 from connectors.lookup import ConnectorNotFound, all_connectors, get_connector_or_404
 from connectors.outbound.execution import ConnectorUnavailable, connector_to_execute, execute
 from connectors.outbound.providers import default_test_body
@@ -138,7 +138,7 @@ async def run_connector_test(request, connector_id: str):
     except ConnectorUnavailable as exc:
         return JsonResponse({"status": "error", "message": str(exc), "retry": True}, status=503)
     try:
-        payload = json.loads(request.body)
+        payload = untrusted_json.loads(request.body)  # bounded: connectors/untrusted_json.py
         body = payload["body"]
     except (ValueError, KeyError, TypeError):
         # An execution attempt all the same: recorded with what the panel is told.
