@@ -24,6 +24,11 @@ The first path segment picks the behaviour, so one server serves every scenario:
   that calls ran side by side without timing them); after 60 s without them, 503
 - ``gated``: as ok, once ``server.gate`` is set (so a test decides when the provider answers)
 - ``model-surrogate`` / ``model-nul``: as ok, but the reported model holds a lone surrogate / a NUL character
+- ``echo-key``: a completion that echoes the key it was sent (raw, JSON-escaped, URL-encoded) in its content
+  and in ``x-request-id`` / ``x-ratelimit-*`` headers: a hostile or careless provider
+- ``echo-key-error``: a 400 error whose message quotes the key
+- ``echo-key-status``: a malformed status line that holds the key
+- ``echo-key-stream``: SSE that spells the key out across two separately flushed chunks
 
 Every request is kept in ``server.requests`` (method, path, query, headers, body); ``wait_for_requests(n)`` waits
 until n have arrived.
@@ -37,7 +42,7 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 REPLY_WORDS = "Hello from the fake OpenAI server, happy to help"
 
@@ -167,6 +172,8 @@ class FakeOpenAI:
         segments = request.path.strip("/").split("/", 1)
         scenario = segments[0]
         rest = "/" + (segments[1] if len(segments) > 1 else "")
+        if scenario.startswith("echo-key"):
+            return await self._echo_key(scenario, request, writer)
         if rest.endswith("/models") and request.method == "GET":
             return self._send(writer, 200, json.dumps({"object": "list", "data": [{"id": "gpt-4o", "object": "model"}]}).encode())
         if scenario == "stall":
@@ -227,6 +234,37 @@ class FakeOpenAI:
         except TimeoutError:
             return False
         return True
+
+    async def _echo_key(self, scenario: str, request: RecordedRequest, writer: asyncio.StreamWriter) -> bool:
+        key = request.headers.get("api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
+        echoed = f"your key {key} or {quote(key, safe='')} was used"  # json.dumps escapes it once more
+        if scenario == "echo-key-status":
+            writer.write(f"HTTP/1.1 2x0 {key}\r\ncontent-length: 0\r\n\r\n".encode("latin-1"))
+            await writer.drain()
+            return False
+        if scenario == "echo-key-error":
+            body = json.dumps({"error": {"message": echoed, "type": "invalid_request_error", "param": None,
+                                         "code": "invalid_api_key"}}).encode()
+            return self._send(writer, 400, body, extra={"x-request-id": key})
+        headers = {"x-request-id": f"req-{key}", "x-ratelimit-remaining-requests": key,
+                   f"x-ratelimit-{quote(key, safe='')}": "1"}
+        if scenario == "echo-key-stream":
+            writer.write(self._head(200, {"content-type": "text/event-stream", "transfer-encoding": "chunked", **headers}))
+            middle = len(key) // 2
+            event = json.dumps({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": "gpt-4o",
+                                "choices": [{"index": 0, "delta": {"content": key}, "finish_reason": "stop"}]})
+            at = event.index(json.dumps(key)[1:-1]) + middle
+            for piece in (f"data: {event[:at]}", f"{event[at:]}\n\n", "data: [DONE]\n\n"):
+                raw = piece.encode()
+                writer.write(f"{len(raw):x}\r\n".encode() + raw + b"\r\n")
+                await writer.drain()
+                await asyncio.sleep(0.01)  # separate reads are likely, not needed: the masking holds either way
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+            return True
+        payload = json.loads(request.body or b"{}")
+        body = completion({**payload, "messages": [{"role": "user", "content": echoed}]})
+        return self._send(writer, 200, json.dumps(body).encode(), extra=headers)
 
     async def _stream(self, scenario: str, payload: dict, writer: asyncio.StreamWriter) -> None:
         writer.write(self._head(200, {"content-type": "text/event-stream", "cache-control": "no-cache", "transfer-encoding": "chunked"}))

@@ -29,6 +29,7 @@ def _forms(secret: str) -> tuple[str, ...]:
         quote(secret, safe=""),
         quote(secret),  # as a path segment keeps "/"
         quote_plus(secret),
+        repr(secret.encode("utf-8"))[2:-1],  # as client libraries quote a malformed status line or header
     }
     return tuple(sorted(forms, key=len, reverse=True))
 
