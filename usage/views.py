@@ -15,6 +15,7 @@ from django.shortcuts import render
 from django.urls import reverse
 
 from connectors.lookup import get_connector_or_404
+from connectors_admin.csp import allows_inline_styles
 from usage import charts, exports
 from usage.permissions import VIEW_USAGE_DASHBOARD
 from usage.queries import BREAKDOWN_LIMIT, ConnectorRef, connector_usage, find_connector, usage_overview
@@ -95,6 +96,7 @@ def overview(request):
     return render(request, "usage/overview.html", context)
 
 
+@allows_inline_styles  # plotly.js (connectors_admin/csp.py)
 @connector_usage_view()
 def connector_dashboard(request, connector: ConnectorRef, usage_range: UsageRange):
     report = connector_usage(connector.id, usage_range, breakdown_limit=BREAKDOWN_LIMIT)
