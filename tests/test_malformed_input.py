@@ -195,3 +195,12 @@ def test_wrong_types_in_execute_params_are_an_error_envelope(asgi_live_server, r
     assert response.status_code in (200, 400)
     text = response.text
     assert named in text and "internal error" not in text
+
+
+def test_a_control_character_in_an_api_key_name_is_refused(client, operator):
+    from connectors.models import ApiKey
+
+    client.force_login(operator)
+    response = client.post("/account/api-keys/", {"name": "ci\x00"}, follow=True)
+    assert response.status_code == 200 and "cannot contain control characters" in response.content.decode()
+    assert not ApiKey.objects.exists()

@@ -7,6 +7,7 @@ from django.views.decorators.http import require_POST
 
 from connectors.accounts.api_keys import create_api_key
 from connectors.models import ApiKey
+from connectors.validation import text_error
 
 
 @login_required
@@ -15,6 +16,9 @@ def api_key_list(request):
         name = (request.POST.get("name") or "").strip()[:100]
         if not name:
             messages.error(request, "Give the key a name, for example the application that will use it.")
+            return redirect("api_keys")
+        if text_error(name):  # PostgreSQL refuses NUL in text; no name needs a control character
+            messages.error(request, "The key's name cannot contain control characters (such as NUL or a line break).")
             return redirect("api_keys")
         record, plaintext = create_api_key(request.user, name)
         # Shown once, in the answer to this POST: the plaintext is never stored anywhere, not even in the session
