@@ -108,6 +108,7 @@ def test_a_usage_viewer_cannot_open_configure_or_execute_connectors(client, anal
         f"/api/actions/connector/{connector.pk}/_execute",
         data={"params": {"subAction": "test", "subActionParams": {"body": "{}"}}},
         content_type="application/json",
+        HTTP_KBN_XSRF="true",
         HTTP_AUTHORIZATION=basic_auth(analyst),
     )
     assert execute.status_code == 403

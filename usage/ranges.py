@@ -36,9 +36,9 @@ HOUR, DAY = "hour", "day"
 MAX_HOURLY_SPAN = timedelta(days=7)
 # A bound on custom ranges so that a typo (year 20225) cannot ask for millions of buckets.
 MAX_SPAN = timedelta(days=366 * 5)
-# Bounds on from/to: nothing is recorded before 1970, and beyond them the arithmetic of a range (widening to whole
-# hours, a day added to a date alone, time zone conversions) would step off the calendar (OverflowError).
-EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+# Bounds on from/to: beyond them the arithmetic of a range (widening to whole hours, a day added to a date alone,
+# time zone conversions) would step off the calendar (OverflowError) instead of answering a 400.
+EARLIEST = datetime(1000, 1, 1, tzinfo=UTC)
 LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 
 
@@ -175,7 +175,7 @@ def parse_moment(name: str, raw: str, tz: ZoneInfo, *, end_of_day: bool) -> date
     except OverflowError:  # 0001-01-01T00:00+14:00 is before the first day the calendar has
         within = False
     if not within:
-        raise InvalidRange(f"[{name}]: {raw[:64]!r} is out of range; use a date between 1970-01-01 and 9998-12-31.")
+        raise InvalidRange(f"[{name}]: {raw[:64]!r} is out of range; use a date between 1000-01-01 and 9998-12-31.")
     return moment
 
 
