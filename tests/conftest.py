@@ -81,10 +81,14 @@ def _static_files_without_collectstatic():
 
 @pytest.fixture(autouse=True)
 def _fresh_caches():
-    """Each test starts with empty per-process caches (verified credentials, connectors)."""
+    """Each test starts with empty per-process caches (verified credentials, connectors, known login locks)."""
+    from connectors.throttling.failures import forget_locks
+
     forget_everything()
+    forget_locks()
     yield
     forget_everything()
+    forget_locks()
 
 
 @pytest.fixture(scope="session")

@@ -164,7 +164,7 @@ async def _verify_basic(username: str, password: str, address: str):
     matches = await _check_password_off_thread(password, user.password if user is not None else None)
     if matches and user.is_active:
         return await sync_to_async(_accept)(address, user)
-    await sync_to_async(failures.failed)(address, username)
+    failures.failed(address, username)
     return None
 
 

@@ -36,6 +36,10 @@ logger = logging.getLogger("connectors.throttling")
 _PRUNE_EVERY = 200  # attempts counted by this process between two deletions of expired windows
 _counted = 0
 _counted_lock = threading.Lock()
+# Buckets this process has seen over their limit, until their window ends: a flood of attempts that are refused
+# anyway then costs no database write each (on SQLite those would queue behind the event writer).
+_locked_until: dict[str, tuple[float, str]] = {}
+_MAX_LOCKED = 10_000
 
 
 class Throttled(Exception):
@@ -44,7 +48,7 @@ class Throttled(Exception):
     def __init__(self, message: str, retry_after: int):
         super().__init__(message)
         self.message = message
-        self.retry_after = max(1, int(retry_after))
+        self.retry_after = max(1, math.ceil(retry_after))
 
 
 @dataclass(frozen=True)
@@ -85,11 +89,16 @@ def count_attempt(address: str, username: str) -> None:
     Synchronous (database); call it from a thread. A refused attempt is logged, without the password.
     """
     now = time.time()
+    keys = _keys(address, username)
+    for key in keys:
+        until, message_of = _locked_until.get(key.bucket, (0.0, ""))
+        if until > now:
+            raise Throttled(message_of.format(math.ceil(until - now)), until - now)
     window = settings.AUTH_THROTTLE_WINDOW_SECONDS
     expired_before = now - window
     refusal = None
     with connection.cursor() as cursor:
-        for key in _keys(address, username):
+        for key in keys:
             cursor.execute(_upsert_sql(), [key.bucket, now, expired_before, expired_before, now])
             failures, started = cursor.fetchone()
             if failures > key.limit and refusal is None:
@@ -98,11 +107,27 @@ def count_attempt(address: str, username: str) -> None:
     if refusal is not None:
         key, remaining = refusal
         retry_after = math.ceil(remaining)
+        message_of = f"Too many failed login attempts for {key.what}. Try again in {{}} seconds."
+        _remember_lock(key.bucket, now + remaining, message_of)
         logger.warning("authentication throttled: too many failed attempts from %s for username %r (limit %d per "
                        "%d s for %s); refused for %d s", address, username[:150], key.limit, window, key.what,
                        retry_after)
-        raise Throttled(f"Too many failed login attempts for {key.what}. Try again in {retry_after} seconds.",
-                        retry_after)
+        raise Throttled(message_of.format(retry_after), retry_after)
+
+
+def _remember_lock(bucket: str, until: float, message_of: str) -> None:
+    if len(_locked_until) >= _MAX_LOCKED:
+        now = time.time()
+        for stale in [name for name, (end, _message) in _locked_until.items() if end <= now]:
+            _locked_until.pop(stale, None)
+        if len(_locked_until) >= _MAX_LOCKED:
+            _locked_until.clear()
+    _locked_until[bucket] = (until, message_of)
+
+
+def forget_locks() -> None:
+    """Drop this process's memory of locked buckets (the database keeps the counts); for tests."""
+    _locked_until.clear()
 
 
 def succeeded(address: str, username: str) -> None:
