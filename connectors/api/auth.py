@@ -52,8 +52,9 @@ class NotAuthenticated(Exception):
         self.status = status
 
 
-# Kibana's rule (docs/KIBANA.md, README "Authentication"): a write authenticated by credentials a browser may
-# send on its own (Basic, a session cookie) must carry kbn-xsrf (any value) or kbn-version; API keys are exempt.
+# Kibana's rule (docs/KIBANA.md, 'HTTP routes'): a write authenticated by credentials a browser may send on its own
+# (Basic, a session cookie) must carry kbn-xsrf (any value) or kbn-version; API keys are exempt, as in Kibana with
+# server.xsrf.allowedSchemes [apikey, bearer].
 XSRF_SCHEMES = ("basic", "session")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 XSRF_MESSAGE = "Request must contain a kbn-xsrf header."

@@ -5,8 +5,8 @@ Kibana's API (and the usage API, which follows it) answers errors as ``{"statusC
 (docs/KIBANA.md, 'HTTP routes'); the OpenAI-compatible API as ``{"error": {"message", "type", "param", "code"}}``,
 which the SDKs parse (docs/OPENAI.md, 'Errors'). ``json_endpoint(methods, errors=...)`` takes the shape as a
 parameter, so both APIs run the same guard in the same order: 405, 401 (or 429 when failed logins are throttled),
-400 for a write that could come from another site (README "kbn-xsrf"), 403, then the view (whose lookup may answer
-404).
+400 for a write that could come from another site (docs/KIBANA.md, 'HTTP routes', kbn-xsrf), 403, then the view
+(whose lookup may answer 404).
 """
 
 from functools import wraps
