@@ -89,7 +89,7 @@ def headers_error(headers: object) -> str | None:
     for name, value in headers.items():
         if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
             return f"{_shown(name)} is not a valid header name (letters, digits and !#$%&'*+-.^_`|~ only)."
-        if name.lower() in FORBIDDEN_HEADERS or name.lower().startswith(FORBIDDEN_HEADER_PREFIXES):
+        if is_forbidden_header(name):
             return (f"The header {name} cannot be set: it is a connection, framing or routing header that the HTTP "
                     "client manages itself.")
         if not isinstance(value, str):
@@ -98,6 +98,11 @@ def headers_error(headers: object) -> str | None:
             return (f"The value of header {name} can hold only printable ASCII characters, spaces and tabs (no line "
                     "breaks or other control characters).")
     return None
+
+
+def is_forbidden_header(name: str) -> bool:
+    """A connection, framing or routing header, which only the HTTP client may set."""
+    return name.lower() in FORBIDDEN_HEADERS or name.lower().startswith(FORBIDDEN_HEADER_PREFIXES)
 
 
 def _shown(value: object) -> str:

@@ -152,6 +152,16 @@ def test_a_preconfigured_connector_with_an_expect_header_stops_start_up(actions_
         preconfigured_connectors()
 
 
+def test_a_connector_stored_before_the_rule_does_not_send_its_framing_headers(admin_user, fake_openai):
+    from connectors.outbound.providers import build_headers
+
+    connector = Connector(name="Old", provider="Other", api_url=fake_openai.url("ok"), default_model="m",
+                          headers={"Host": "internal.example", "Content-Length": "0", "X-Team": "search"},
+                          created_by=admin_user)
+    connector.save()  # without full_clean: as stored by an older version
+    assert build_headers(connector) == {"X-Team": "search", "Content-Type": "application/json"}
+
+
 # --- item 10: hosts, CSP, HSTS, SSL redirect, API key -----------------------------------------------------------
 def test_the_api_short_path_checks_allowed_hosts(asgi_live_server, operator):
     headers = {"Authorization": basic_auth(operator)}

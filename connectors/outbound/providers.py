@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
 from connectors.models import Connector, Provider
+from connectors.validation import is_forbidden_header
 
 _TOOL_FIELDS = (("tools", ("tool_choice", "parallel_tool_calls")), ("functions", ("function_call",)))
 
@@ -58,7 +59,12 @@ def build_headers(connector: Connector) -> dict[str, str]:
     if api_key:
         auth = {"api-key": api_key} if connector.provider == Provider.AZURE else {"Authorization": f"Bearer {api_key}"}
     reserved = {name.lower() for name in auth} | {"content-type"}
-    headers = {name: value for name, value in (connector.headers or {}).items() if name.lower() not in reserved}
+    headers = {
+        name: value
+        for name, value in (connector.headers or {}).items()
+        # A connector stored before such headers were refused (connectors/validation.py) must not send them either.
+        if name.lower() not in reserved and not is_forbidden_header(name)
+    }
     if connector.provider == Provider.OPENAI:
         if connector.organization_id:
             headers["OpenAI-Organization"] = connector.organization_id
