@@ -5,6 +5,9 @@ nesting deep enough to exhaust the recursion limit (``[[[[…``: RecursionError 
 encoding), a ``\\ud800`` escape that decodes to a lone surrogate (no UTF-8 encoding exists for it), and the
 non-standard ``NaN`` / ``Infinity`` (and numbers such as ``1e400`` that overflow to infinity). ``loads`` refuses
 them with a ValueError whose message says what is wrong, so every endpoint answers them with a 400.
+
+Lone surrogates can be replaced by U+FFFD instead (``replace_lone_surrogates``): Kibana's ``_execute`` accepts any
+JSON string (JavaScript strings may hold them) and answers in its envelope, so that API keeps doing so.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ def _refuse_constant(name: str):
     raise InvalidJSON(f"{name} is not valid JSON")
 
 
-def loads(raw: str | bytes) -> object:
+def loads(raw: str | bytes, *, replace_lone_surrogates: bool = False) -> object:
     """``json.loads`` for a caller's input; InvalidJSON (a ValueError) for what cannot be used."""
     try:
         value = json.loads(raw, parse_float=_finite, parse_constant=_refuse_constant)
@@ -42,7 +45,23 @@ def loads(raw: str | bytes) -> object:
     # Only a \\uD800-\\uDFFF escape can produce a lone surrogate: look for one before walking the strings.
     # (A str may hold one already, decoded from an outer JSON document.)
     if not isinstance(raw, bytes | bytearray) or _SURROGATE_ESCAPE.search(raw):
+        if replace_lone_surrogates:
+            return _without_lone_surrogates(value)
         check_encodable(value)
+    return value
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # json.loads has already joined every valid pair
+
+
+def _without_lone_surrogates(value: object) -> object:
+    """``value`` with each lone surrogate replaced by U+FFFD (depth already bounded, so recursion is safe)."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_without_lone_surrogates(key): _without_lone_surrogates(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_lone_surrogates(item) for item in value]
     return value
 
 

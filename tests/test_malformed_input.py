@@ -204,3 +204,15 @@ def test_a_control_character_in_an_api_key_name_is_refused(client, operator):
     response = client.post("/account/api-keys/", {"name": "ci\x00"}, follow=True)
     assert response.status_code == 200 and "cannot contain control characters" in response.content.decode()
     assert not ApiKey.objects.exists()
+
+
+def test_a_lone_surrogate_in_an_execute_body_is_replaced_and_answered_in_the_envelope(
+        asgi_live_server, recorded_events, operator, make_connector, fake_openai):
+    # Kibana accepts any JSON string here; the gateway sends U+FFFD on rather than failing with "internal error".
+    connector = make_connector(api_url=fake_openai.url("ok"))
+    raw = '{"params": {"subAction": "invokeAI", "subActionParams": {"messages": [{"role": "user", "content": "a\\ud800b"}]}}}'
+    response = api(asgi_live_server, "POST", f"/api/actions/connector/{connector.pk}/_execute", operator, content=raw,
+                   headers={"Content-Type": "application/json"})
+    assert response.status_code == 200 and response.json()["status"] == "ok"
+    assert fake_openai.requests[-1].json()["messages"][0]["content"] == "a\ufffdb"
+    recorded_events.wait_for(1)

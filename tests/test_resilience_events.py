@@ -47,7 +47,7 @@ async def post_all(port: int, path: str, bodies: list[bytes], headers: dict):
 
 @pytest.fixture
 def headers(operator):
-    return {"Content-Type": "application/json", "Authorization": basic_auth(operator)}
+    return {"Content-Type": "application/json", "kbn-xsrf": "true", "Authorization": basic_auth(operator)}
 
 
 def writer() -> recording.EventWriter:

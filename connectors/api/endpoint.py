@@ -115,7 +115,7 @@ KIBANA_ERRORS = KibanaErrors()
 OPENAI_ERRORS = OpenAIErrors()
 
 
-def read_json_body(request) -> object:
+def read_json_body(request, *, replace_lone_surrogates: bool = False) -> object:
     try:
         raw = request.body
     except RequestDataTooBig:
@@ -123,7 +123,7 @@ def read_json_body(request) -> object:
     if not raw:
         raise ApiError(400, "[request body]: expected a JSON object but got an empty body")
     try:
-        return untrusted_json.loads(raw)
+        return untrusted_json.loads(raw, replace_lone_surrogates=replace_lone_surrogates)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"[request body]: invalid JSON: {exc}") from None
 

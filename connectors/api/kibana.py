@@ -217,7 +217,8 @@ async def execute_connector(request, connector_id: str):
         response["Retry-After"] = str(RETRY_AFTER_OUTAGE_SECONDS)
         return response
     try:
-        body = read_json_body(request)
+        # Kibana accepts lone surrogates in strings; they become U+FFFD here (connectors/untrusted_json.py).
+        body = read_json_body(request, replace_lone_surrogates=True)
         if not isinstance(body, dict) or not isinstance(body.get("params"), dict):
             raise ApiError(400, "[request body.params]: expected value of type [object]")
     except ApiError as exc:
