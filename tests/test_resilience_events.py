@@ -165,11 +165,7 @@ def test_a_dead_writer_shows_in_healthz_and_is_restarted_without_losing_its_batc
 def wait_for_replay(timeout: float) -> None:
     """Until the spool is empty and the writer back on the database."""
     current = writer()
-    with current._wakeup:
-        done = current._wakeup.wait_for(
-            lambda: not current.outage and not current._replay_wanted and current.spool.pending_files() == 0, timeout
-        )
-    assert done, f"the spool was not replayed within {timeout} s: {current.health()}"
+    assert current.wait_for_replay(timeout), f"the spool was not replayed within {timeout} s: {current.health()}"
 
 
 # --- 2. callers that hang up ------------------------------------------------------------------------------------
@@ -254,8 +250,7 @@ def test_events_spooled_during_an_outage_survive_a_restart_and_are_stored_exactl
     state["down"] = False
     second = recording.EventWriter(spool=EventSpool(tmp_path)).start()
     try:
-        with second._wakeup:
-            assert second._wakeup.wait_for(lambda: not list(tmp_path.glob("events-*.jsonl")), 30)
+        assert second.wait_for_replay(30)
     finally:
         second.stop(timeout=10)
 
@@ -454,8 +449,7 @@ def test_events_spooled_by_a_process_killed_with_sigkill_are_replayed_by_the_nex
 
     replayer = recording.EventWriter(spool=EventSpool(tmp_path)).start()
     try:
-        with replayer._wakeup:
-            assert replayer._wakeup.wait_for(lambda: not list(tmp_path.glob("events-*.jsonl")), 60)
+        assert replayer.wait_for_replay(60)
     finally:
         replayer.stop(timeout=10)
     assert ExecutionEvent.objects.filter(connector_id="killed").count() == 12

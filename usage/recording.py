@@ -79,6 +79,8 @@ class EventWriter:
         self._pending = 0  # queued or being written
         self._thread: threading.Thread | None = None
         self._replayer: threading.Thread | None = None
+        # The replayer waits on a condition of its own, so that queuing an event wakes the writer thread only.
+        self._replay_signal = threading.Condition()
         self._replay_wanted = spool is not None  # at start-up: files a previous process may have left
         self._spool_gate = threading.Lock()  # orders "spool this batch" against "the outage is over"
         self.outage = False  # the database is away: batches go straight to the spool until a replay succeeds
@@ -133,7 +135,7 @@ class EventWriter:
                 self._thread = threading.Thread(target=self._run, name="event-writer", daemon=True)
                 self._thread.start()
             if self.spool is not None and (self._replayer is None or not self._replayer.is_alive()):
-                self._replay_wanted = True
+                self._want_replay()
                 self._replayer = threading.Thread(target=self._replay_loop, name="event-replayer", daemon=True)
                 self._replayer.start()
         return True
@@ -149,6 +151,8 @@ class EventWriter:
         with self._wakeup:
             self._stopping = True
             self._wakeup.notify_all()
+        with self._replay_signal:
+            self._replay_signal.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
         if self._replayer is not None:
@@ -261,9 +265,7 @@ class EventWriter:
         self.events_spooled += len(batch)
         for _event, future in batch:
             _resolve(future, SPOOLED)
-        with self._wakeup:
-            self._replay_wanted = True
-            self._wakeup.notify_all()
+        self._want_replay()
         return True
 
     def _last_resort(self, batch: list[tuple[ExecutionEvent, Future]], reason: str) -> None:
@@ -283,23 +285,35 @@ class EventWriter:
             pass
 
     # -- the replayer thread -------------------------------------------------------------------------------------
+    def _want_replay(self) -> None:
+        with self._replay_signal:
+            self._replay_wanted = True
+            self._replay_signal.notify_all()
+
+    def wait_for_replay(self, timeout: float) -> bool:
+        """Wait until nothing is left to replay and the database is in use again (for tests and operators)."""
+        with self._replay_signal:
+            return self._replay_signal.wait_for(
+                lambda: not self.outage and not self._replay_wanted and self.spool.pending_files() == 0, timeout
+            )
+
     def _replay_loop(self) -> None:
         failures = 0
         try:
             while True:
-                with self._wakeup:
-                    self._wakeup.wait_for(lambda: self._stopping or self._replay_wanted)
+                with self._replay_signal:
+                    self._replay_signal.wait_for(lambda: self._stopping or self._replay_wanted)
                     if self._stopping:
                         return
                     self._replay_wanted = False
                 if self._replay_once():
                     failures = 0
                     continue
-                with self._wakeup:
+                with self._replay_signal:
                     self._replay_wanted = True
                     delay = REPLAY_DELAYS[min(failures, len(REPLAY_DELAYS) - 1)]
                     failures += 1
-                    if self._wakeup.wait_for(lambda: self._stopping, delay):
+                    if self._replay_signal.wait_for(lambda: self._stopping, delay):
                         return
         finally:
             connection.close()
@@ -324,14 +338,13 @@ class EventWriter:
             return False
         with self._spool_gate:
             if self.spool.has_active_file:
-                with self._wakeup:  # spooled while we replayed: once more
-                    self._replay_wanted = True
+                self._want_replay()  # spooled while we replayed: once more
                 return True
             if self.outage:
                 logger.warning("the database is reachable again; the spooled execution events are stored")
             self.outage = False
-        with self._wakeup:
-            self._wakeup.notify_all()  # for flush-like waits on the replay (tests, health)
+        with self._replay_signal:
+            self._replay_signal.notify_all()  # for wait_for_replay
         return True
 
 
