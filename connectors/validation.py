@@ -60,6 +60,13 @@ def is_azure_deployments_url(url: str) -> bool:
     return bool(_AZURE_DEPLOYMENTS_PATH.match(urlsplit(url).path))
 
 
+def azure_deployment(url: str) -> str:
+    """The deployment named by an Azure deployments URL (``.../openai/deployments/{deployment}/chat/completions``),
+    or "" for any other URL: on such a connector the deployment is the model."""
+    match = _AZURE_DEPLOYMENTS_PATH.match(urlsplit(url).path)
+    return match["deployment"] if match else ""
+
+
 def azure_url_error(url: str) -> str | None:
     parts = urlsplit(url)
     if _AZURE_DEPLOYMENTS_PATH.match(parts.path):

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
 from connectors.models import Connector, Provider
-from connectors.validation import is_forbidden_header
+from connectors.validation import azure_deployment, is_forbidden_header
 
 _TOOL_FIELDS = (("tools", ("tool_choice", "parallel_tool_calls")), ("functions", ("function_call",)))
 
@@ -90,12 +90,6 @@ def build_upstream_request(connector: Connector, body: dict, *, stream: bool = F
 
 def _deployment_of(connector: Connector) -> str:
     return azure_deployment(connector.api_url) if connector.provider == Provider.AZURE else ""
-
-
-def azure_deployment(api_url: str) -> str:
-    """The deployment name in an Azure deployments URL (``.../openai/deployments/{deployment}/...``), or ""."""
-    match = re.search(r"/openai/deployments/([^/]+)/", urlsplit(api_url).path)
-    return match.group(1) if match else ""
 
 
 def default_test_body(connector: Connector) -> str:
