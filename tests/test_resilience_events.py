@@ -453,3 +453,28 @@ def test_events_spooled_by_a_process_killed_with_sigkill_are_replayed_by_the_nex
     finally:
         replayer.stop(timeout=10)
     assert ExecutionEvent.objects.filter(connector_id="killed").count() == 12
+
+
+# --- a failed write, handled the same way on every path ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("path, body", [("_execute", run_body()), ("openai", HELLO.encode())])
+def test_when_the_event_cannot_be_written_the_caller_still_gets_its_answer_and_the_event_is_logged(
+    client, operator, make_connector, fake_openai, monkeypatch, caplog, path, body
+):
+    """Without a writer (Django's test client), an event is written in the caller's request; the database
+    refusing it must cost the caller nothing, and the event must be in the log. (Streams end their record the same
+    way, through ExecutionRecord; Django's test client cannot consume a live async stream, see test_streaming.py.)"""
+    connector = make_connector(api_url=fake_openai.url("ok"))
+
+    def refused(manager, events):
+        raise OperationalError("the database refused the write")
+
+    monkeypatch.setattr(ExecutionEventManager, "insert_batch", refused)
+    url = (f"/api/openai/{connector.pk}/v1/chat/completions" if path == "openai"
+           else f"/api/actions/connector/{connector.pk}/_execute")
+
+    response = client.post(url, body, content_type="application/json", HTTP_AUTHORIZATION=basic_auth(operator))
+
+    assert response.status_code == 200 and b"You said" in response.content
+    assert f'"connector_id": "{connector.pk}"' in caplog.text and "the database refused the write" in caplog.text

@@ -29,7 +29,8 @@ from django.utils import timezone
 from connectors.models import Connector
 from connectors.outbound.upstream_errors import UpstreamError
 from usage.models import ExecutionEvent, Outcome, UsageSource
-from usage.recording import record_execution
+from usage.recording import EventNotRecorded, record_execution
+from usage.spool import event_as_json
 
 CLIENT_DISCONNECTED = "client disconnected"
 
@@ -152,5 +153,8 @@ class ExecutionRecord:
         event.duration_ms = (time.perf_counter() - self._started) * 1000
         try:
             await record_execution(event)
-        except Exception:  # the caller keeps its answer; the event is in the log line
-            logger.exception("recording the event of an execution of connector %s failed", event.connector_id)
+        except EventNotRecorded:
+            pass  # the writer logged the event whole; the caller keeps its answer
+        except Exception:  # written directly (no writer in this process) and refused: the caller keeps its answer
+            logger.exception("recording the event of an execution of connector %s failed; the event: %s",
+                             event.connector_id, event_as_json(event))
