@@ -15,6 +15,8 @@ OPENAI_DEFAULT_MODEL = "gpt-4o"
 # RFC 9110 token characters; a header name outside them would be rejected (or worse, split) on the wire.
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _AZURE_DEPLOYMENTS_PATH = re.compile(r"^/openai/deployments/[^/]+/chat/completions/?$")
+# Where a deployments URL names its deployment, wherever the path puts it (a gateway may prefix the path).
+_AZURE_DEPLOYMENT_SEGMENT = re.compile(r"/openai/deployments/(?P<deployment>[^/]+)/")
 _AZURE_V1_PATH = re.compile(r"^/openai/v1/.+")
 MAX_HEADERS = 50
 # Headers that belong to the connection, its framing or its routing, which the HTTP client sets itself: a
@@ -63,7 +65,7 @@ def is_azure_deployments_url(url: str) -> bool:
 def azure_deployment(url: str) -> str:
     """The deployment named by an Azure deployments URL (``.../openai/deployments/{deployment}/chat/completions``),
     or "" for any other URL: on such a connector the deployment is the model."""
-    match = _AZURE_DEPLOYMENTS_PATH.match(urlsplit(url).path)
+    match = _AZURE_DEPLOYMENT_SEGMENT.search(urlsplit(url).path)
     return match["deployment"] if match else ""
 
 
