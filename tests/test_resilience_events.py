@@ -474,7 +474,8 @@ def test_when_the_event_cannot_be_written_the_caller_still_gets_its_answer_and_t
     url = (f"/api/openai/{connector.pk}/v1/chat/completions" if path == "openai"
            else f"/api/actions/connector/{connector.pk}/_execute")
 
-    response = client.post(url, body, content_type="application/json", HTTP_AUTHORIZATION=basic_auth(operator))
+    response = client.post(url, body, content_type="application/json", HTTP_AUTHORIZATION=basic_auth(operator),
+                           HTTP_KBN_XSRF="true")
 
     assert response.status_code == 200 and b"You said" in response.content
     assert f'"connector_id": "{connector.pk}"' in caplog.text and "the database refused the write" in caplog.text
