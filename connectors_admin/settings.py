@@ -91,6 +91,7 @@ INSTALLED_APPS = [
     "connectors",
     "connectors.throttling",
     "usage",
+    "usage.governance",
 ]
 
 MIDDLEWARE = [
@@ -238,6 +239,11 @@ for _name in ("AUTH_THROTTLE_WINDOW_SECONDS", "AUTH_THROTTLE_FAILURES_PER_ADDRES
 # How long the execution path trusts a connector it has read (connectors/caching/connector_cache.py); a change
 # reaches every process at once on PostgreSQL, this is the backstop.
 CONNECTOR_CACHE_SECONDS = _int("CONNECTOR_CACHE_SECONDS", default=60)
+
+# The currency every price is in and every cost is summed in (usage/governance/pricing.py): an ISO 4217 code.
+USAGE_CURRENCY = env.str("USAGE_CURRENCY", default="USD").upper()
+if not (len(USAGE_CURRENCY) == 3 and USAGE_CURRENCY.isalpha() and USAGE_CURRENCY.isascii()):
+    raise ImproperlyConfigured("USAGE_CURRENCY must be a three-letter ISO 4217 currency code, such as USD or EUR")
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
 LOGGING = {
