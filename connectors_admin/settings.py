@@ -245,6 +245,11 @@ USAGE_CURRENCY = env.str("USAGE_CURRENCY", default="USD").upper()
 if not (len(USAGE_CURRENCY) == 3 and USAGE_CURRENCY.isalpha() and USAGE_CURRENCY.isascii()):
     raise ImproperlyConfigured("USAGE_CURRENCY must be a three-letter ISO 4217 currency code, such as USD or EUR")
 
+# Where budgets and rate limits keep their counters (usage/governance/counters.py): a Redis URL such as
+# redis://127.0.0.1:6379/0, or empty for the database (works on SQLite with no server, and across processes and
+# hosts on PostgreSQL).
+REDIS_URL = env.str("REDIS_URL", default="")
+
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
 LOGGING = {
     "version": 1,

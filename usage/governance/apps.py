@@ -9,6 +9,7 @@ class GovernanceConfig(AppConfig):
     verbose_name = "Governance"
 
     def ready(self) -> None:
-        from usage.governance import pricing
+        from usage.governance import admission, pricing
 
         pricing.connect_signals()
+        admission.connect_signals()

@@ -2,6 +2,7 @@
 
 from decimal import Decimal
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
@@ -50,8 +51,6 @@ class Price(models.Model):
         return f"{self.model_pattern}{scope} from {self.valid_from}"
 
     def clean(self) -> None:
-        from django.conf import settings
-
         if self.currency != settings.USAGE_CURRENCY:
             raise ValidationError(
                 {"currency": f"Costs are summed in one currency, {settings.USAGE_CURRENCY} (USAGE_CURRENCY)."}
@@ -85,3 +84,152 @@ class ConnectorPricing(models.Model):
             isinstance(k, str) and isinstance(v, str) and k and v for k, v in mapping.items()
         ):
             raise ValidationError({"deployment_models": "Expected an object of deployment name to model name."})
+
+
+class Scope(models.TextChoices):
+    CONNECTOR = "connector", "Connector"
+    USER = "user", "User"
+    API_KEY = "api_key", "API key"
+
+
+class Period(models.TextChoices):
+    DAY = "day", "Calendar day"
+    WEEK = "week", "Calendar week (Monday to Sunday)"
+    MONTH = "month", "Calendar month"
+
+
+class Unit(models.TextChoices):
+    TOKENS = "tokens", "Tokens"
+    COST = "cost", "Cost"
+
+
+class ScopedRule(models.Model):
+    """Whose executions a budget or a rate limit counts: one connector's, one user's, or one API key's."""
+
+    scope = models.CharField(max_length=16, choices=Scope.choices)
+    connector_id = models.CharField(max_length=64, blank=True, help_text="Scope connector: the connector's id.")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+",
+        help_text="Scope user: every execution by this user, with any API key and on any connector.",
+    )
+    api_key = models.ForeignKey(
+        "connectors.ApiKey", null=True, blank=True, on_delete=models.CASCADE, related_name="+",
+        help_text="Scope API key: every execution made with this key.",
+    )
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+
+    @property
+    def subject(self) -> str:
+        """Whose executions, in words: ``connector 3f2…``, ``user alice``, ``API key ci (cak_ab12…)``."""
+        if self.scope == Scope.USER:
+            return f"user {self.user.get_username() if self.user else '?'}"
+        if self.scope == Scope.API_KEY:
+            return f"API key {self.api_key if self.api_key else '?'}"
+        return f"connector {self.connector_id}"
+
+    @property
+    def subject_key(self) -> str:
+        """The scope and id as one string, for counter keys."""
+        if self.scope == Scope.USER:
+            return f"user:{self.user_id}"
+        if self.scope == Scope.API_KEY:
+            return f"key:{self.api_key_id}"
+        return f"connector:{self.connector_id}"
+
+    def clean(self) -> None:
+        needed = {Scope.CONNECTOR: "connector_id", Scope.USER: "user", Scope.API_KEY: "api_key"}.get(self.scope)
+        if needed is None:
+            return
+        values = {"connector_id": self.connector_id, "user": self.user_id, "api_key": self.api_key_id}
+        if not values[needed]:
+            raise ValidationError({needed: "Required for this scope."})
+        extra = [name for name, value in values.items() if value and name != needed]
+        if extra:
+            raise ValidationError({extra[0]: "Leave this empty for this scope."})
+
+
+class Budget(ScopedRule):
+    """A spending limit over a calendar period: tokens or money, with a soft threshold that alerts and an optional
+    hard limit that refuses executions until the period ends (README, "Budgets and rate limits")."""
+
+    name = models.CharField(max_length=100, help_text="Shown in alerts and in the error a refused call gets.")
+    period = models.CharField(max_length=8, choices=Period.choices, default=Period.MONTH)
+    time_zone = models.CharField(max_length=64, default="UTC", help_text="Where the period's days begin and end.")
+    unit = models.CharField(max_length=8, choices=Unit.choices, default=Unit.COST)
+    amount = models.DecimalField(
+        max_digits=20, decimal_places=4, validators=[MinValueValidator(Decimal(0))],
+        help_text="Tokens, or money in USAGE_CURRENCY.",
+    )
+    soft_threshold_percent = models.PositiveSmallIntegerField(
+        default=80, validators=[MinValueValidator(1), MaxValueValidator(100)],
+        help_text="An alert goes out once per period when consumption reaches this share of the amount.",
+    )
+    hard_limit = models.BooleanField(
+        default=True, help_text="Refuse further executions once the amount is reached, until the period ends.",
+    )
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def limit_units(self) -> int:
+        """The amount in counter units: tokens, or nanos of USAGE_CURRENCY."""
+        from usage.governance.pricing import NANOS_PER_UNIT
+
+        return int(self.amount) if self.unit == Unit.TOKENS else int(self.amount * NANOS_PER_UNIT)
+
+    def clean(self) -> None:
+        super().clean()
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(self.time_zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValidationError({"time_zone": "Not a time zone name (for example Europe/Paris or UTC)."}) from None
+
+
+class RateLimit(ScopedRule):
+    """Requests and tokens per calendar minute (README, "Budgets and rate limits")."""
+
+    requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_minute = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["scope", "connector_id"]
+
+    def __str__(self) -> str:
+        parts = []
+        if self.requests_per_minute is not None:
+            parts.append(f"{self.requests_per_minute} requests/min")
+        if self.tokens_per_minute is not None:
+            parts.append(f"{self.tokens_per_minute} tokens/min")
+        return f"{', '.join(parts) or 'no limit'} for {self.subject}"
+
+    def clean(self) -> None:
+        super().clean()
+        if self.requests_per_minute is None and self.tokens_per_minute is None:
+            raise ValidationError("Set requests per minute, tokens per minute, or both.")
+
+
+class Counter(models.Model):
+    """The database counter store (usage/governance/counters.py) when no Redis is configured: one row per budget
+    period or rate-limit minute, added to atomically by every process."""
+
+    key = models.CharField(max_length=200, primary_key=True)
+    value = models.BigIntegerField(default=0)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        default_permissions = ()
+        indexes = [
+            # Dropping expired counters: WHERE expires_at < now.
+            models.Index(fields=["expires_at"], name="counter_expiry"),
+        ]

@@ -1,0 +1,178 @@
+"""Budgets and rate limits: the shared counters and the admission rule, on the database store and on Redis."""
+
+import asyncio
+import datetime as dt
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.test import override_settings
+
+from usage.governance import admission
+from usage.governance.counters import Charge, DatabaseStore, RedisStore, counter_store, reset_counter_store
+from usage.governance.models import Budget, Period, RateLimit, Scope, Unit
+from usage.governance.periods import minute_bounds, period_bounds
+
+REDIS_URL = "redis://127.0.0.1:6379/15"
+LATER = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+
+
+def redis_available() -> bool:
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+        return True
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture(params=["database", "redis"])
+def store(request):
+    if request.param == "redis":
+        if not redis_available():
+            pytest.fail("Redis is expected at 127.0.0.1:6379 (it runs on every machine of this project)")
+        return RedisStore(REDIS_URL, prefix=f"test:{uuid.uuid4().hex}")
+    request.getfixturevalue("transactional_db")
+    return DatabaseStore()
+
+
+def test_period_bounds_follow_the_calendar_of_the_time_zone():
+    at = dt.datetime(2026, 3, 31, 23, 30, tzinfo=dt.UTC)  # already April 1st in Paris
+    start, end = period_bounds(Period.MONTH, "Europe/Paris", at)
+    assert (start.isoformat(), end.isoformat()) == ("2026-04-01T00:00:00+02:00", "2026-05-01T00:00:00+02:00")
+    start, end = period_bounds(Period.WEEK, "UTC", dt.datetime(2026, 11, 29, 12, tzinfo=dt.UTC))  # a Sunday
+    assert (start.date().isoformat(), end.date().isoformat()) == ("2026-11-23", "2026-11-30")
+    start, end = period_bounds(Period.DAY, "America/New_York", dt.datetime(2026, 3, 8, 12, tzinfo=dt.UTC))
+    assert end.astimezone(dt.UTC) - start.astimezone(dt.UTC) == dt.timedelta(hours=23)  # the day clocks go forward
+    assert minute_bounds(dt.datetime(2026, 1, 1, 10, 5, 59, 999, tzinfo=dt.UTC))[1].minute == 6
+
+
+def test_a_must_fit_charge_admits_exactly_the_limit(store):
+    async def run():
+        results = await asyncio.gather(*(store.reserve([Charge("rpm", 1, 5, LATER, must_fit=True)]) for _ in range(12)))
+        return results
+
+    results = asyncio.run(run()) if isinstance(store, RedisStore) else [
+        store.reserve_now([Charge("rpm", 1, 5, LATER, must_fit=True)]) for _ in range(12)
+    ]
+    assert results.count(None) == 5
+    assert results.count(0) == 7
+
+
+def test_a_refused_execution_adds_to_no_counter(store):
+    charges = [Charge("a", 10, 100, LATER), Charge("b", 1, 0, LATER, must_fit=True)]
+    refused = asyncio.run(store.reserve(charges)) if isinstance(store, RedisStore) else store.reserve_now(charges)
+    assert refused == 1
+    assert store.values_now(["a", "b"]).get("a", 0) == 0
+
+
+def test_token_counters_admit_until_the_limit_is_reached_then_settle(store):
+    async def run():
+        first = await store.reserve([Charge("t", 60, 100, LATER)])
+        second = await store.reserve([Charge("t", 60, 100, LATER)])  # 60 < 100: admitted, now 120
+        third = await store.reserve([Charge("t", 1, 100, LATER)])  # 120 >= 100: refused
+        values = await store.add([("t", -50, LATER)])  # the second used 10 tokens, not 60
+        fourth = await store.reserve([Charge("t", 1, 100, LATER)])  # 70 < 100: admitted
+        return first, second, third, values, fourth
+
+    if isinstance(store, DatabaseStore):
+        from asgiref.sync import async_to_sync
+
+        first, second, third, values, fourth = async_to_sync(run)()
+    else:
+        first, second, third, values, fourth = asyncio.run(run())
+    assert (first, second, third, fourth) == (None, None, 0, None)
+    assert values == {"t": 70}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_database_store_admits_exactly_the_limit_from_many_threads():
+    store = DatabaseStore()
+
+    def one(_):
+        try:
+            return store.reserve_now([Charge("rpm-threads", 1, 25, LATER, must_fit=True)])
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, range(100)))
+    assert results.count(None) == 25
+    assert store.values_now(["rpm-threads"]) == {"rpm-threads": 25}
+
+
+def test_redis_admits_exactly_the_limit_from_many_clients():
+    if not redis_available():
+        pytest.fail("Redis is expected at 127.0.0.1:6379")
+    prefix = f"test:{uuid.uuid4().hex}"
+
+    def one_loop(_):
+        store = RedisStore(REDIS_URL, prefix=prefix)
+
+        async def burst():
+            return await asyncio.gather(
+                *(store.reserve([Charge("rpm", 1, 37, LATER, must_fit=True)]) for _ in range(25))
+            )
+
+        return asyncio.run(burst())
+
+    with ThreadPoolExecutor(4) as pool:  # four event loops, four connection pools: as four processes would
+        results = [r for batch in pool.map(one_loop, range(4)) for r in batch]
+    assert results.count(None) == 37
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("redis_url", ["", REDIS_URL])
+def test_admission_refuses_with_a_message_that_names_the_budget_and_its_reset(django_user_model, redis_url):
+    if redis_url and not redis_available():
+        pytest.fail("Redis is expected at 127.0.0.1:6379")
+    user = django_user_model.objects.create_user("bea")
+    connector_id = f"c-{uuid.uuid4().hex[:8]}"
+    Budget.objects.create(name="Team tokens", scope=Scope.CONNECTOR, connector_id=connector_id,
+                          period=Period.DAY, time_zone="Europe/Paris", unit=Unit.TOKENS, amount=Decimal(100))
+    at = dt.datetime(2026, 11, 29, 22, 30, tzinfo=dt.UTC)
+    with override_settings(REDIS_URL=redis_url):
+        reset_counter_store()
+        try:
+            from asgiref.sync import async_to_sync
+
+            first = async_to_sync(admission.admit)(connector_id, user.pk, None, request_bytes=400, at=at)
+            assert isinstance(first, admission.Reservation) and first.estimated_tokens == 100
+            refused = async_to_sync(admission.admit)(connector_id, user.pk, None, request_bytes=4, at=at)
+            assert isinstance(refused, admission.Refusal)
+            assert refused.kind == "budget"
+            assert 'Budget "Team tokens" (connector' in refused.message
+            assert "2026-11-30T00:00:00+01:00" in refused.message
+            assert refused.retry_after == 30 * 60
+            # Settling with the actual usage frees what was over-estimated.
+            async_to_sync(admission.settle)(first, total_tokens=40, cost=None)
+            again = async_to_sync(admission.admit)(connector_id, user.pk, None, request_bytes=4, at=at)
+            assert isinstance(again, admission.Reservation)
+        finally:
+            reset_counter_store()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rules_for_other_subjects_cost_nothing(django_user_model):
+    RateLimit.objects.create(scope=Scope.CONNECTOR, connector_id="limited", requests_per_minute=1)
+    from asgiref.sync import async_to_sync
+
+    assert async_to_sync(admission.admit)("free", None, None, request_bytes=10) is admission.NOTHING_RESERVED
+    assert isinstance(async_to_sync(admission.admit)("limited", None, None, request_bytes=10), admission.Reservation)
+    refused = async_to_sync(admission.admit)("limited", None, None, request_bytes=10)
+    assert isinstance(refused, admission.Refusal) and refused.kind == "rate_limit"
+    assert refused.message == "Rate limit reached: 1 requests per minute for connector limited."
+    assert 1 <= refused.retry_after <= 60
+
+
+def test_the_store_follows_redis_url():
+    with override_settings(REDIS_URL=""):
+        reset_counter_store()
+        assert isinstance(counter_store(), DatabaseStore)
+    with override_settings(REDIS_URL=REDIS_URL):
+        reset_counter_store()
+        assert isinstance(counter_store(), RedisStore)
+    reset_counter_store()

@@ -1,0 +1,220 @@
+"""Budgets and rate limits on the execution path: admit an execution before it is sent, settle it afterwards.
+
+``admit`` runs before anything is sent to the provider. With no budget or rate limit for the connector, the user
+or the API key it returns at once, without I/O (the rules live in memory per process, read again when one
+changes). Otherwise it reserves, in one atomic step of the counter store (usage/governance/counters.py):
+one request against each requests-per-minute limit, and the execution's estimated tokens (the request's size in
+bytes / 4, a deliberate over-estimate for English text) or their estimated cost against each tokens-per-minute
+limit and budget. ``settle`` replaces the estimate with the provider's usage once the execution has ended.
+
+The exact rule (README, "Budgets and rate limits"): an execution is refused when a requests-per-minute counter
+would pass its limit, or when a token or money counter has already reached its limit; a refused execution adds
+nothing. So N requests per minute admits at most N per calendar minute across every process and host, and a budget
+or token limit is passed at most by what the executions admitted before it was reached used beyond their estimate.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from asgiref.sync import sync_to_async
+from django.db.models.signals import post_delete, post_save
+from django.utils import timezone
+
+from connectors.caching import invalidation
+from usage.governance.counters import Charge, counter_store
+from usage.governance.models import Budget, Period, RateLimit, Scope, Unit
+from usage.governance.periods import minute_bounds, period_bounds
+
+RULES_SECONDS = 300
+TOPIC = "governance"
+BYTES_PER_ESTIMATED_TOKEN = 4
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why an execution was refused, for the caller and the event log."""
+
+    kind: str  # "budget" or "rate_limit"
+    message: str
+    retry_after: int  # seconds until the period or minute ends
+    resets_at: dt.datetime
+
+
+@dataclass
+class Reservation:
+    """What an admitted execution reserved, to be settled with its actual usage."""
+
+    token_charges: list[Charge] = field(default_factory=list)  # reserved estimated tokens
+    cost_charges: list[Charge] = field(default_factory=list)  # reserved estimated cost (nanos)
+    budgets: dict[str, Budget] = field(default_factory=dict)  # counter key -> its budget (for alerts)
+    estimated_tokens: int = 0
+    estimated_cost: int = 0
+
+    @property
+    def empty(self) -> bool:
+        return not (self.token_charges or self.cost_charges)
+
+
+NOTHING_RESERVED = Reservation()
+
+
+class RuleSet:
+    """Every enabled budget and rate limit, by whose executions it counts."""
+
+    def __init__(self, budgets: list[Budget], limits: list[RateLimit]):
+        self.by_subject: dict[str, tuple[list[Budget], list[RateLimit]]] = {}
+        for budget in budgets:
+            self.by_subject.setdefault(budget.subject_key, ([], []))[0].append(budget)
+        for limit in limits:
+            self.by_subject.setdefault(limit.subject_key, ([], []))[1].append(limit)
+
+    @classmethod
+    def load(cls) -> RuleSet:
+        budgets = list(Budget.objects.filter(enabled=True).select_related("user", "api_key"))
+        limits = list(RateLimit.objects.filter(enabled=True).select_related("user", "api_key"))
+        return cls(budgets, limits)
+
+    def rules_for(self, connector_id: str, user_id: int | None, api_key_id: int | None):
+        budgets: list[Budget] = []
+        limits: list[RateLimit] = []
+        for subject in (f"connector:{connector_id}", f"user:{user_id}", f"key:{api_key_id}"):
+            found = self.by_subject.get(subject)
+            if found:
+                budgets += found[0]
+                limits += found[1]
+        return budgets, limits
+
+
+_rules: RuleSet | None = None
+_loaded_at = 0.0
+_lock = threading.Lock()
+
+
+def current_rules() -> RuleSet:
+    global _rules, _loaded_at
+    rules = _rules
+    if rules is not None and time.monotonic() - _loaded_at < RULES_SECONDS:
+        return rules
+    with _lock:
+        if _rules is None or time.monotonic() - _loaded_at >= RULES_SECONDS:
+            _rules, _loaded_at = RuleSet.load(), time.monotonic()
+        return _rules
+
+
+def forget_rules(_key: str = "") -> None:
+    global _rules
+    _rules = None
+
+
+def _announce_change(sender, instance, using=None, **kwargs) -> None:
+    invalidation.announce(TOPIC, using=using)
+
+
+def connect_signals() -> None:
+    invalidation.register(TOPIC, forget_rules, forget_rules)
+    for model in (Budget, RateLimit):
+        post_save.connect(_announce_change, sender=model, dispatch_uid=f"governance_saved_{model.__name__}")
+        post_delete.connect(_announce_change, sender=model, dispatch_uid=f"governance_deleted_{model.__name__}")
+
+
+def budget_counter_key(budget: Budget, at: dt.datetime) -> tuple[str, dt.datetime, dt.datetime]:
+    start, end = period_bounds(budget.period, budget.time_zone, at)
+    return f"budget:{budget.pk}:{start.date().isoformat()}", start, end
+
+
+def estimate_tokens(request_bytes: int) -> int:
+    return max(1, request_bytes // BYTES_PER_ESTIMATED_TOKEN)
+
+
+async def _rules_for_execution() -> RuleSet:
+    """The process's rules; read in a thread only when they are stale (the execution path does no I/O otherwise)."""
+    rules = _rules_cached()
+    return rules if rules is not None else await sync_to_async(current_rules)()
+
+
+def _rules_cached() -> RuleSet | None:
+    rules = _rules
+    return rules if rules is not None and time.monotonic() - _loaded_at < RULES_SECONDS else None
+
+
+async def admit(connector_id: str, user_id: int | None, api_key_id: int | None, *, request_bytes: int,
+                estimate_cost=None, at: dt.datetime | None = None) -> Reservation | Refusal:
+    """Reserve this execution against every budget and rate limit that counts it, or say why it is refused.
+
+    ``estimate_cost(tokens)`` gives the estimated cost in nanos of that many prompt tokens (None: no price known,
+    then money budgets reserve nothing and count the actual cost when it is settled).
+    """
+    budgets, limits = (await _rules_for_execution()).rules_for(connector_id, user_id, api_key_id)
+    if not budgets and not limits:
+        return NOTHING_RESERVED
+    at = at or timezone.now()
+    estimated_tokens = estimate_tokens(request_bytes)
+    estimated_cost = 0
+    if any(b.unit == Unit.COST for b in budgets) and estimate_cost is not None:
+        estimated_cost = estimate_cost(estimated_tokens) or 0
+    charges: list[Charge] = []
+    reasons: list[tuple[str, str, dt.datetime]] = []  # per charge: kind, message, resets at
+    reservation = Reservation(estimated_tokens=estimated_tokens, estimated_cost=estimated_cost)
+    minute_start, minute_end = minute_bounds(at)
+    stamp = minute_start.strftime("%Y%m%dT%H%M")
+    for limit in limits:
+        if limit.requests_per_minute is not None:
+            charges.append(Charge(f"rpm:{limit.pk}:{stamp}", 1, limit.requests_per_minute, minute_end, must_fit=True))
+            reasons.append(("rate_limit", f"Rate limit reached: {limit.requests_per_minute} requests per minute for "
+                            f"{limit.subject}.", minute_end))
+        if limit.tokens_per_minute is not None:
+            charge = Charge(f"tpm:{limit.pk}:{stamp}", estimated_tokens, limit.tokens_per_minute, minute_end)
+            charges.append(charge)
+            reservation.token_charges.append(charge)
+            reasons.append(("rate_limit", f"Rate limit reached: {limit.tokens_per_minute} tokens per minute for "
+                            f"{limit.subject}.", minute_end))
+    for budget in budgets:
+        key, _, end = budget_counter_key(budget, at)
+        amount = estimated_tokens if budget.unit == Unit.TOKENS else estimated_cost
+        # A budget without a hard limit counts but never refuses.
+        limit_units = budget.limit_units if budget.hard_limit else 2**62
+        charge = Charge(key, amount, limit_units, end + dt.timedelta(days=1))
+        charges.append(charge)
+        (reservation.token_charges if budget.unit == Unit.TOKENS else reservation.cost_charges).append(charge)
+        reservation.budgets[key] = budget
+        reasons.append(("budget", f'Budget "{budget.name}" ({budget.subject}) is used up for this '
+                        f"{Period(budget.period).label.lower()}: {budget.amount.normalize():f} "
+                        f"{_unit_name(budget)}. It resets at {end.isoformat()}.", end))
+    refused = await counter_store().reserve(charges)
+    if refused is not None:
+        kind, message, resets_at = reasons[refused]
+        retry_after = max(1, int((resets_at - at).total_seconds() + 0.999))
+        return Refusal(kind, message, retry_after, resets_at)
+    return reservation
+
+
+def _unit_name(budget: Budget) -> str:
+    from django.conf import settings
+
+    return "tokens" if budget.unit == Unit.TOKENS else settings.USAGE_CURRENCY
+
+
+async def settle(reservation: Reservation, *, total_tokens: int, cost: int | None) -> dict[str, int]:
+    """Replace the reservation's estimates with what the execution used; returns the budget counters' new values
+    (for threshold alerts). Never raises: a failed settlement is logged and the estimate stands."""
+    if reservation.empty:
+        return {}
+    amounts = [(c.key, total_tokens - c.amount, c.expires_at) for c in reservation.token_charges]
+    amounts += [(c.key, (cost or 0) - c.amount, c.expires_at) for c in reservation.cost_charges]
+    try:
+        values = await counter_store().add(amounts)
+    except Exception:
+        logger.exception("Could not settle budget and rate-limit counters; the reservation stands")
+        return {}
+    return {key: value for key, value in values.items() if key in reservation.budgets}
+
+
+def scope_label(scope: str) -> str:
+    return Scope(scope).label

@@ -1,0 +1,210 @@
+"""Counters shared by every server process and host: what budgets and rate limits have used.
+
+Two stores, chosen by REDIS_URL (README, "Budgets and rate limits"): Redis when it is set (one round trip per
+execution, a Lua script that checks every counter and adds to all of them atomically), else the database
+(``governance.Counter`` rows, checked and added to in one transaction with the rows locked). The embedded SQLite
+default therefore needs no server; PostgreSQL and Redis both hold across processes and hosts.
+
+The admission rule is the same in both: a charge is refused when its counter is already at its limit (for
+``must_fit`` charges, such as one request against requests-per-minute: when adding it would pass the limit); when
+any charge of an execution is refused, none is added. Once admitted, amounts are settled later by ``add`` (the
+provider's usage minus the reservation), so a counter can end above its limit by what executions already admitted
+used beyond their reservations, and never by more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import threading
+import weakref
+from dataclasses import dataclass
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+
+@dataclass(frozen=True)
+class Charge:
+    key: str
+    amount: int
+    limit: int
+    expires_at: dt.datetime
+    must_fit: bool = False  # refused when value + amount > limit (else: when value >= limit)
+
+    def refuses(self, value: int) -> bool:
+        return value + self.amount > self.limit if self.must_fit else value >= self.limit
+
+
+class DatabaseStore:
+    """Counters in the ``governance_counter`` table.
+
+    On SQLite the process's threads take turns (a lock): SQLite has one writer at a time anyway, and its shared-cache
+    test database answers "table is locked" instead of waiting. Other processes wait on the busy timeout.
+    """
+
+    def __init__(self):
+        self._sqlite_lock = threading.Lock()
+
+    def _serialised(self):
+        return self._sqlite_lock if connection.vendor == "sqlite" else contextlib.nullcontext()
+
+    async def reserve(self, charges: list[Charge]) -> int | None:
+        return await _in_a_thread(self.reserve_now)(charges)
+
+    async def add(self, amounts: list[tuple[str, int, dt.datetime]]) -> dict[str, int]:
+        return await _in_a_thread(self.add_now)(amounts)
+
+    def reserve_now(self, charges: list[Charge]) -> int | None:
+        """Index of the first refused charge, or None when all were added."""
+        from usage.governance.models import Counter
+
+        try:
+            with self._serialised(), transaction.atomic():
+                Counter.objects.bulk_create(
+                    [Counter(key=c.key, value=0, expires_at=c.expires_at) for c in charges], ignore_conflicts=True
+                )
+                # Locked in key order, so two executions sharing counters cannot deadlock (SQLite's IMMEDIATE
+                # transactions serialise writers already).
+                keys = sorted({c.key for c in charges})
+                values = dict(Counter.objects.select_for_update().filter(key__in=keys).values_list("key", "value"))
+                for index, charge in enumerate(charges):
+                    if charge.refuses(values.get(charge.key, 0)):
+                        return index
+                for charge in charges:
+                    if charge.amount:
+                        Counter.objects.filter(key=charge.key).update(value=F("value") + charge.amount)
+                return None
+        finally:
+            if not connection.in_atomic_block:
+                connection.close_if_unusable_or_obsolete()
+
+    def add_now(self, amounts: list[tuple[str, int, dt.datetime]]) -> dict[str, int]:
+        from usage.governance.models import Counter
+
+        with self._serialised(), transaction.atomic():
+            Counter.objects.bulk_create(
+                [Counter(key=key, value=0, expires_at=expires) for key, _, expires in amounts], ignore_conflicts=True
+            )
+            for key, amount, _ in amounts:
+                if amount:
+                    Counter.objects.filter(key=key).update(value=F("value") + amount)
+            return dict(Counter.objects.filter(key__in=[key for key, _, _ in amounts]).values_list("key", "value"))
+
+    def values_now(self, keys: list[str]) -> dict[str, int]:
+        from usage.governance.models import Counter
+
+        return dict(Counter.objects.filter(key__in=keys).values_list("key", "value"))
+
+    def prune_now(self) -> int:
+        from usage.governance.models import Counter
+
+        return Counter.objects.filter(expires_at__lt=timezone.now()).delete()[0]
+
+
+def _in_a_thread(function):
+    """PostgreSQL: any worker thread, so counters never queue behind the shared ``sync_to_async`` thread. SQLite:
+    that shared thread, since SQLite has a single writer and its in-memory test database one connection per thread."""
+    return sync_to_async(function, thread_sensitive=connection.vendor == "sqlite")
+
+
+# KEYS: the counters. ARGV: for each, amount, limit, must_fit (1/0), expiry (unix seconds).
+# Returns 0 when every charge was added, else the 1-based index of the first refused one.
+_RESERVE = """
+for i, key in ipairs(KEYS) do
+  local b = (i - 1) * 4
+  local value = tonumber(redis.call('GET', key) or '0')
+  local amount, limit = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
+  if (ARGV[b + 3] == '1' and value + amount > limit) or (ARGV[b + 3] ~= '1' and value >= limit) then
+    return i
+  end
+end
+for i, key in ipairs(KEYS) do
+  local b = (i - 1) * 4
+  redis.call('INCRBY', key, ARGV[b + 1])
+  redis.call('EXPIREAT', key, ARGV[b + 4])
+end
+return 0
+"""
+
+_ADD = """
+local values = {}
+for i, key in ipairs(KEYS) do
+  values[i] = redis.call('INCRBY', key, ARGV[(i - 1) * 2 + 1])
+  redis.call('EXPIREAT', key, ARGV[(i - 1) * 2 + 2])
+end
+return values
+"""
+
+
+class RedisStore:
+    """Counters in Redis, under ``<prefix>:``; each expires with its period."""
+
+    def __init__(self, url: str, prefix: str = "connectors-admin:governance"):
+        self.url = url
+        self.prefix = prefix
+        # redis.asyncio connections belong to the event loop that opened them.
+        self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def _client(self):
+        import redis.asyncio as redis
+
+        loop = asyncio.get_running_loop()
+        entry = self._clients.get(loop)
+        if entry is None:
+            client = redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=2)
+            entry = self._clients[loop] = (client, client.register_script(_RESERVE), client.register_script(_ADD))
+        return entry
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}:{key}"
+
+    async def reserve(self, charges: list[Charge]) -> int | None:
+        _, reserve, _ = self._client()
+        args: list = []
+        for charge in charges:
+            args += [charge.amount, charge.limit, 1 if charge.must_fit else 0, int(charge.expires_at.timestamp()) + 1]
+        refused = await reserve(keys=[self._key(c.key) for c in charges], args=args)
+        return None if int(refused) == 0 else int(refused) - 1
+
+    async def add(self, amounts: list[tuple[str, int, dt.datetime]]) -> dict[str, int]:
+        _, _, add = self._client()
+        args: list = []
+        for _, amount, expires_at in amounts:
+            args += [amount, int(expires_at.timestamp()) + 1]
+        values = await add(keys=[self._key(key) for key, _, _ in amounts], args=args)
+        return {key: int(value) for (key, _, _), value in zip(amounts, values, strict=True)}
+
+    def values_now(self, keys: list[str]) -> dict[str, int]:
+        import redis
+
+        client = redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=2)
+        try:
+            values = client.mget([self._key(key) for key in keys]) if keys else []
+        finally:
+            client.close()
+        return {key: int(value) for key, value in zip(keys, values, strict=True) if value is not None}
+
+    def prune_now(self) -> int:
+        return 0  # Redis expires counters itself
+
+
+_store = None
+
+
+def counter_store() -> DatabaseStore | RedisStore:
+    """The store REDIS_URL chooses, made once per process."""
+    global _store
+    if _store is None:
+        _store = RedisStore(settings.REDIS_URL) if settings.REDIS_URL else DatabaseStore()
+    return _store
+
+
+def reset_counter_store() -> None:
+    """Forget the store (tests that switch REDIS_URL)."""
+    global _store
+    _store = None
