@@ -250,6 +250,14 @@ if not (len(USAGE_CURRENCY) == 3 and USAGE_CURRENCY.isalpha() and USAGE_CURRENCY
 # hosts on PostgreSQL).
 REDIS_URL = env.str("REDIS_URL", default="")
 
+# Mail for alerts (usage/governance/alerts.py): EMAIL_URL such as smtp://user:password@mail.example.com:587
+# (smtp+tls://, smtp+ssl://, consolemail:// for development). Without it, mail goes to the console.
+try:
+    vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+except (ImproperlyConfigured, ValueError, KeyError) as exc:
+    raise ImproperlyConfigured(f"EMAIL_URL is not a mail URL (smtp://user:password@host:port): {exc}") from None
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="connectors-admin@localhost")
+
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
 LOGGING = {
     "version": 1,

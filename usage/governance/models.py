@@ -233,3 +233,131 @@ class Counter(models.Model):
             # Dropping expired counters: WHERE expires_at < now.
             models.Index(fields=["expires_at"], name="counter_expiry"),
         ]
+
+
+class ChannelKind(models.TextChoices):
+    EMAIL = "email", "Email"
+    WEBHOOK = "webhook", "Webhook (JSON, Slack-compatible, HMAC-signed)"
+
+
+class AlertChannel(models.Model):
+    """Where alerts go: email addresses, or a webhook URL that receives signed JSON."""
+
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=8, choices=ChannelKind.choices)
+    target = models.CharField(
+        max_length=2048, help_text="Email: addresses separated by commas. Webhook: the https:// or http:// URL."
+    )
+    secret_encrypted = models.TextField(blank=True, editable=False)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def secret(self) -> str:
+        """The webhook's signing secret (stored encrypted like connector API keys)."""
+        from connectors.crypto import decrypt_secret
+
+        return decrypt_secret(self.secret_encrypted) if self.secret_encrypted else ""
+
+    def set_secret(self, secret: str) -> None:
+        from connectors.crypto import encrypt_secret
+
+        self.secret_encrypted = encrypt_secret(secret) if secret else ""
+
+    @property
+    def recipients(self) -> list[str]:
+        return [address.strip() for address in self.target.split(",") if address.strip()]
+
+    def clean(self) -> None:
+        from django.core.validators import URLValidator, validate_email
+
+        if self.kind == ChannelKind.EMAIL:
+            if not self.recipients:
+                raise ValidationError({"target": "Give at least one email address."})
+            for address in self.recipients:
+                try:
+                    validate_email(address)
+                except ValidationError:
+                    raise ValidationError({"target": f"{address!r} is not an email address."}) from None
+        elif self.kind == ChannelKind.WEBHOOK:
+            try:
+                URLValidator(schemes=["http", "https"])(self.target)
+            except ValidationError:
+                raise ValidationError({"target": "Give an http:// or https:// URL."}) from None
+
+
+class AlertKind(models.TextChoices):
+    BUDGET_THRESHOLD = "budget_threshold", "Budget threshold reached"
+    BUDGET_REACHED = "budget_reached", "Budget used up"
+    RATE_LIMITED = "rate_limited", "Rate limit reached"
+    ERROR_RATE = "error_rate", "Error rate over threshold"
+
+
+class Alert(models.Model):
+    """One alert, raised once per threshold and period however many processes see it (``key`` is unique)."""
+
+    key = models.CharField(max_length=200, unique=True)
+    kind = models.CharField(max_length=20, choices=AlertKind.choices)
+    connector_id = models.CharField(max_length=64, blank=True)
+    message = models.TextField()
+    details = models.JSONField(default=dict)
+    raised_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-raised_at"]
+        default_permissions = ("view",)
+        indexes = [
+            # The alerts page: newest first.
+            models.Index(fields=["-raised_at"], name="alert_newest"),
+        ]
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Failed (gave up)"
+
+
+class AlertDelivery(models.Model):
+    """An alert sent to one channel, retried with backoff until it is sent or given up."""
+
+    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="deliveries")
+    channel = models.ForeignKey(AlertChannel, on_delete=models.CASCADE, related_name="deliveries")
+    status = models.CharField(max_length=8, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField()
+    last_error = models.CharField(max_length=500, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        default_permissions = ()
+        constraints = [models.UniqueConstraint(fields=["alert", "channel"], name="one_delivery_per_channel")]
+        indexes = [
+            # The sender's claim: pending deliveries that are due.
+            models.Index(fields=["status", "next_attempt_at"], name="delivery_due"),
+        ]
+
+
+class ErrorRateRule(models.Model):
+    """Alert when a connector's share of failed executions over a window reaches a threshold."""
+
+    connector_id = models.CharField(max_length=64)
+    threshold_percent = models.PositiveSmallIntegerField(validators=[MinValueValidator(1), MaxValueValidator(100)])
+    window_minutes = models.PositiveIntegerField(default=15, validators=[MinValueValidator(1), MaxValueValidator(1440)])
+    min_requests = models.PositiveIntegerField(default=10, help_text="No alert on fewer executions in the window.")
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["connector_id"]
+
+    def __str__(self) -> str:
+        return f"{self.threshold_percent}% errors over {self.window_minutes} min on connector {self.connector_id}"

@@ -1,0 +1,259 @@
+"""Alerts: raised once per threshold and period, delivered to every enabled channel, retried with backoff.
+
+Raising is idempotent across processes and hosts: an alert is a row with a unique key (for example
+``budget:12:2026-11-01:threshold``); whoever inserts it first creates its deliveries, everyone else finds it there.
+The execution path never waits for any of this: ``raise_later`` queues the alert for this process's sender thread,
+which writes it, sends due deliveries, and evaluates error-rate rules once a minute.
+
+Delivery: email through Django's mail settings (EMAIL_URL), or a webhook: a JSON POST whose ``text`` makes it a
+Slack incoming-webhook message, signed with HMAC-SHA256 of ``<timestamp>.<body>`` under the channel's secret in
+``X-Connectors-Admin-Signature: t=<timestamp>,v1=<hex>`` (README, "Alerts"). A failed delivery is retried after
+30 s, 2 min, 10 min, 30 min, 2 h and then every 6 h until MAX_ATTEMPTS, then marked failed. Deliveries are claimed
+with a conditional UPDATE, so two senders never send the same one at once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import logging
+import queue
+import threading
+import time
+
+import httpx
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db import IntegrityError, close_old_connections, transaction
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from usage.governance.models import (
+    Alert,
+    AlertChannel,
+    AlertDelivery,
+    ChannelKind,
+    DeliveryStatus,
+    ErrorRateRule,
+)
+
+BACKOFF_SECONDS = (30, 120, 600, 1800, 7200)
+LATER_BACKOFF_SECONDS = 6 * 3600
+MAX_ATTEMPTS = 10
+CLAIM_SECONDS = 120  # a claimed delivery is retried by anyone after this, should its sender die mid-send
+WEBHOOK_TIMEOUT_SECONDS = 10
+SIGNATURE_HEADER = "X-Connectors-Admin-Signature"
+
+logger = logging.getLogger(__name__)
+
+
+def raise_alert(key: str, kind: str, message: str, *, connector_id: str = "", details: dict | None = None) -> bool:
+    """Record the alert and its deliveries unless an alert with this key exists; True when this call created it."""
+    try:
+        with transaction.atomic():
+            alert = Alert.objects.create(
+                key=key[:200], kind=kind, connector_id=connector_id, message=message, details=details or {}
+            )
+            now = timezone.now()
+            AlertDelivery.objects.bulk_create(
+                [AlertDelivery(alert=alert, channel=channel, next_attempt_at=now)
+                 for channel in AlertChannel.objects.filter(enabled=True)]
+            )
+    except IntegrityError:
+        return False
+    logger.info("Alert raised: %s", message)
+    return True
+
+
+def backoff_after(attempts: int) -> dt.timedelta:
+    seconds = BACKOFF_SECONDS[attempts - 1] if attempts <= len(BACKOFF_SECONDS) else LATER_BACKOFF_SECONDS
+    return dt.timedelta(seconds=seconds)
+
+
+def webhook_signature(secret: str, timestamp: int, body: bytes) -> str:
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def webhook_body(alert: Alert) -> bytes:
+    return json.dumps(
+        {
+            "text": f":rotating_light: connectors-admin: {alert.message}",
+            "alert": {
+                "key": alert.key,
+                "kind": alert.kind,
+                "connector_id": alert.connector_id,
+                "message": alert.message,
+                "details": alert.details,
+                "raised_at": alert.raised_at.isoformat(),
+            },
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def _send(delivery: AlertDelivery) -> None:
+    alert, channel = delivery.alert, delivery.channel
+    if channel.kind == ChannelKind.EMAIL:
+        send_mail(
+            subject=f"[connectors-admin] {alert.get_kind_display()}",
+            message=f"{alert.message}\n\nRaised at {alert.raised_at.isoformat()}.\n",
+            from_email=settings.DEFAULT_FROM_EMAIL,
+            recipient_list=channel.recipients,
+        )
+        return
+    body = webhook_body(alert)
+    headers = {"Content-Type": "application/json", "User-Agent": "connectors-admin-alerts"}
+    if channel.secret_encrypted:
+        headers[SIGNATURE_HEADER] = webhook_signature(channel.secret, int(time.time()), body)
+    response = httpx.post(channel.target, content=body, headers=headers, timeout=WEBHOOK_TIMEOUT_SECONDS,
+                          follow_redirects=False)
+    if response.status_code >= 300:
+        raise RuntimeError(f"the webhook answered HTTP {response.status_code}")
+
+
+def _claim(delivery_id: int, now: dt.datetime) -> bool:
+    """Take a due delivery for this sender: a conditional UPDATE that only one sender can win."""
+    return bool(
+        AlertDelivery.objects.filter(
+            pk=delivery_id, status=DeliveryStatus.PENDING, next_attempt_at__lte=now
+        ).update(next_attempt_at=now + dt.timedelta(seconds=CLAIM_SECONDS))
+    )
+
+
+def send_due_deliveries(now: dt.datetime | None = None, limit: int = 50) -> int:
+    """Send every pending delivery that is due; returns how many were sent."""
+    now = now or timezone.now()
+    sent = 0
+    due = list(
+        AlertDelivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
+        .order_by("next_attempt_at").values_list("pk", flat=True)[:limit]
+    )
+    for delivery_id in due:
+        if not _claim(delivery_id, now):
+            continue
+        delivery = AlertDelivery.objects.select_related("alert", "channel").get(pk=delivery_id)
+        delivery.attempts += 1
+        try:
+            _send(delivery)
+        except Exception as exc:  # noqa: BLE001 - any failure of a channel is retried, and shown on the page
+            delivery.last_error = _describe(exc)[:500]
+            if delivery.attempts >= MAX_ATTEMPTS:
+                delivery.status = DeliveryStatus.FAILED
+            else:
+                delivery.next_attempt_at = timezone.now() + backoff_after(delivery.attempts)
+            logger.warning("Alert delivery to %s failed (attempt %d): %s", delivery.channel, delivery.attempts,
+                           delivery.last_error)
+        else:
+            delivery.status = DeliveryStatus.SENT
+            delivery.sent_at = timezone.now()
+            delivery.last_error = ""
+            sent += 1
+        delivery.save(update_fields=["attempts", "status", "next_attempt_at", "last_error", "sent_at"])
+    return sent
+
+
+def _describe(exc: Exception) -> str:
+    # A URL may hold credentials (https://user:pass@...): name the failure, never echo a request.
+    if isinstance(exc, httpx.HTTPError):
+        return f"{type(exc).__name__}: the webhook could not be reached"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def check_error_rates(now: dt.datetime | None = None) -> int:
+    """Raise an alert for each connector whose error rate over its rule's window reached the threshold. Once per
+    rule and window: the key names the window's start, windows being aligned on multiples of their length."""
+    from usage.models import ExecutionEvent, Outcome
+
+    now = now or timezone.now()
+    raised = 0
+    for rule in ErrorRateRule.objects.filter(enabled=True):
+        window = dt.timedelta(minutes=rule.window_minutes)
+        start = now - window
+        counts = ExecutionEvent.objects.filter(connector_id=rule.connector_id, timestamp__gt=start,
+                                               timestamp__lte=now).aggregate(
+            total=Count("pk"), failed=Count("pk", filter=Q(outcome=Outcome.FAILURE)))
+        total, failed = counts["total"], counts["failed"]
+        if total < rule.min_requests or failed * 100 < rule.threshold_percent * total:
+            continue
+        slot = int(now.timestamp()) // int(window.total_seconds())
+        rate = round(100 * failed / total, 1)
+        if raise_alert(
+            f"errors:{rule.pk}:{slot}", "error_rate",
+            f"Connector {rule.connector_id}: {rate}% of {total} executions failed in the last "
+            f"{rule.window_minutes} minutes (threshold {rule.threshold_percent}%).",
+            connector_id=rule.connector_id, details={"failed": failed, "total": total, "rate_percent": rate},
+        ):
+            raised += 1
+    return raised
+
+
+class AlertSender:
+    """This process's sender thread: writes queued alerts, sends due deliveries, checks error rates each minute."""
+
+    def __init__(self, tick_seconds: float = 5.0, error_rate_seconds: float = 60.0):
+        self.tick_seconds = tick_seconds
+        self.error_rate_seconds = error_rate_seconds
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="alert-sender", daemon=True)
+
+    def start(self) -> AlertSender:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def raise_later(self, key: str, kind: str, message: str, **extra) -> None:
+        self._queue.put((key, kind, message, extra))
+
+    def _run(self) -> None:
+        last_error_check = 0.0
+        while not self._stopping.is_set():
+            try:
+                item = self._queue.get(timeout=self.tick_seconds)
+            except queue.Empty:
+                item = None
+            try:
+                while item is not None:
+                    raise_alert(item[0], item[1], item[2], **item[3])
+                    item = self._queue.get_nowait() if not self._queue.empty() else None
+                if time.monotonic() - last_error_check >= self.error_rate_seconds:
+                    last_error_check = time.monotonic()
+                    check_error_rates()
+                send_due_deliveries()
+            except Exception:
+                logger.exception("The alert sender failed a round; it tries again")
+            finally:
+                close_old_connections()
+
+
+_sender: AlertSender | None = None
+
+
+def start_alert_sender() -> AlertSender:
+    global _sender
+    if _sender is None:
+        _sender = AlertSender().start()
+    return _sender
+
+
+def stop_alert_sender() -> None:
+    global _sender
+    if _sender is not None:
+        _sender.stop()
+        _sender = None
+
+
+def raise_later(key: str, kind: str, message: str, **extra) -> None:
+    """Queue an alert for this process's sender (started by the ASGI lifespan); without one (a management command,
+    a test), raise it now."""
+    if _sender is not None:
+        _sender.raise_later(key, kind, message, **extra)
+    else:
+        raise_alert(key, kind, message, **extra)
