@@ -38,6 +38,7 @@ from django.middleware.security import SecurityMiddleware
 from connectors.caching.invalidation import start_listener, stop_listener
 from connectors.outbound.record import wait_for_detached
 from connectors_admin.csp import add_content_security_policy
+from usage.governance.alerts import start_alert_sender, stop_alert_sender
 from usage.recording import start_event_writer, stop_event_writer
 
 API_PREFIX = "/api/"
@@ -104,12 +105,14 @@ async def lifespan(receive, send) -> None:
         if message["type"] == "lifespan.startup":
             start_event_writer()
             start_listener()
+            start_alert_sender()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             # The server has drained its requests. Executions whose callers hung up may still run (they finish
             # their upstream call and record it): wait for them, then store what they all queued.
             await wait_for_detached(timeout=SHUTDOWN_EXECUTIONS_WAIT_SECONDS)
             await asyncio.to_thread(stop_listener)
+            await asyncio.to_thread(stop_alert_sender)
             flushed = await asyncio.to_thread(stop_event_writer)
             if flushed:
                 await send({"type": "lifespan.shutdown.complete"})
