@@ -168,7 +168,6 @@ def test_an_unreachable_webhook_error_names_no_url():
 
 def test_a_connector_over_its_error_rate_raises_one_alert_per_window(django_user_model):
     from usage.models import ExecutionEvent, Outcome
-    from usage.recording import record_events
 
     ErrorRateRule.objects.create(connector_id="flaky", threshold_percent=50, window_minutes=10, min_requests=4)
     now = timezone.now()
@@ -177,7 +176,7 @@ def test_a_connector_over_its_error_rate_raises_one_alert_per_window(django_user
                        outcome=Outcome.FAILURE if i < 3 else Outcome.SUCCESS, timestamp=now - dt.timedelta(minutes=1))
         for i in range(5)
     ]
-    record_events(events)
+    ExecutionEvent.objects.insert_batch(events)
     assert alerts.check_error_rates(now) == 1
     assert alerts.check_error_rates(now) == 0
     assert "60.0% of 5 executions failed" in Alert.objects.get().message
@@ -185,11 +184,10 @@ def test_a_connector_over_its_error_rate_raises_one_alert_per_window(django_user
 
 def test_an_error_rate_under_the_threshold_or_too_few_calls_raises_nothing():
     from usage.models import ExecutionEvent, Outcome
-    from usage.recording import record_events
 
     ErrorRateRule.objects.create(connector_id="ok", threshold_percent=50, window_minutes=10, min_requests=4)
     now = timezone.now()
-    record_events([ExecutionEvent(connector_id="ok", connector_name="Ok", source="api", sub_action="run",
+    ExecutionEvent.objects.insert_batch([ExecutionEvent(connector_id="ok", connector_name="Ok", source="api", sub_action="run",
                                   outcome=Outcome.FAILURE, timestamp=now - dt.timedelta(minutes=1))
                    for _ in range(3)])
     assert alerts.check_error_rates(now) == 0

@@ -59,6 +59,10 @@ def aggregate_events(events):
         "n_reasoning_tokens": Sum(Coalesce("reasoning_tokens", Value(0))),
         "n_estimated_requests": Count("id", filter=Q(usage_source="estimated")),
         "n_duration_ms_sum": Sum("duration_ms"),
+        "n_cost_nanos": Sum(Coalesce("cost_nanos", Value(0))),
+        "n_unpriced_requests": Count(
+            "id", filter=Q(cost_nanos__isnull=True) & (Q(prompt_tokens__gt=0) | Q(completion_tokens__gt=0))
+        ),
     }
     for index in range(LATENCY_BIN_COUNT):
         sums[f"n_{latency_bin_field(index)}"] = Count("id", filter=_latency_bin_filter(index))

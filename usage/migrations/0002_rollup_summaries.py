@@ -29,18 +29,21 @@ def _day(vendor: str, bucket: str) -> str:
     return f"substr({bucket}, 1, 10) || ' 00:00:00'"
 
 
-def _summary_rows(vendor: str, row: str):
-    """(table, key columns, sum columns, key values) of the two summary rows of the rollup row ``row`` (NEW/OLD)."""
+def _summary_rows(vendor: str, row: str, hourly_sums=HOURLY_SUMS, daily_sums=DAILY_SUMS):
+    """(table, key columns, sum columns, key values) of the two summary rows of the rollup row ``row`` (NEW/OLD).
+
+    The sum columns are parameters so that a later migration adding a column can recreate the triggers with it.
+    """
     return (
-        (HOURLY, HOURLY_KEY, HOURLY_SUMS, [f"{row}.connector_id", f"{row}.bucket", f"{row}.outcome"]),
-        (DAILY, DAILY_KEY, DAILY_SUMS, [f"{row}.connector_id", _day(vendor, f"{row}.bucket"), f"{row}.model", f"{row}.user_name", f"{row}.outcome"]),
+        (HOURLY, HOURLY_KEY, hourly_sums, [f"{row}.connector_id", f"{row}.bucket", f"{row}.outcome"]),
+        (DAILY, DAILY_KEY, daily_sums, [f"{row}.connector_id", _day(vendor, f"{row}.bucket"), f"{row}.model", f"{row}.user_name", f"{row}.outcome"]),
     )
 
 
-def _upserts(vendor: str, row: str, amount) -> list[str]:
+def _upserts(vendor: str, row: str, amount, hourly_sums=HOURLY_SUMS, daily_sums=DAILY_SUMS) -> list[str]:
     """Add ``amount(column)`` to the summary rows of ``row``, creating them if needed."""
     statements = []
-    for table, key, sums, key_values in _summary_rows(vendor, row):
+    for table, key, sums, key_values in _summary_rows(vendor, row, hourly_sums, daily_sums):
         columns = ", ".join(key + sums)
         values = ", ".join(key_values + [amount(column) for column in sums])
         updates = ", ".join(f"{column} = {table}.{column} + excluded.{column}" for column in sums)
@@ -50,23 +53,23 @@ def _upserts(vendor: str, row: str, amount) -> list[str]:
     return statements
 
 
-def _subtracts(vendor: str, row: str) -> list[str]:
+def _subtracts(vendor: str, row: str, hourly_sums=HOURLY_SUMS, daily_sums=DAILY_SUMS) -> list[str]:
     """Take ``row``'s sums off its summary rows. An UPDATE, not an upsert: when the summary rows are gone already
     (a test database flush on SQLite deletes table by table, in no fixed order) there is nothing to take off."""
     statements = []
-    for table, key, sums, key_values in _summary_rows(vendor, row):
+    for table, key, sums, key_values in _summary_rows(vendor, row, hourly_sums, daily_sums):
         updates = ", ".join(f"{column} = {column} - {row}.{column}" for column in sums)
         where = " AND ".join(f"{column} = {value}" for column, value in zip(key, key_values, strict=True))
         statements.append(f"UPDATE {table} SET {updates} WHERE {where};")
     return statements
 
 
-def _pg_grouped_upserts(sources: tuple[str, ...]) -> list[str]:
+def _pg_grouped_upserts(sources: tuple[str, ...], hourly_sums=HOURLY_SUMS, daily_sums=DAILY_SUMS) -> list[str]:
     """For PostgreSQL: add the net change of the rows in the transition tables ``sources`` to both summaries."""
     statements = []
     for table, key, key_exprs, sums in (
-        (HOURLY, HOURLY_KEY, ("connector_id", "bucket", "outcome"), HOURLY_SUMS),
-        (DAILY, DAILY_KEY, ("connector_id", _day("postgresql", "bucket"), "model", "user_name", "outcome"), DAILY_SUMS),
+        (HOURLY, HOURLY_KEY, ("connector_id", "bucket", "outcome"), hourly_sums),
+        (DAILY, DAILY_KEY, ("connector_id", _day("postgresql", "bucket"), "model", "user_name", "outcome"), daily_sums),
     ):
         keys = ", ".join(f"{expr} AS {name}" for expr, name in zip(key_exprs, key, strict=True))
         parts = []
@@ -107,7 +110,8 @@ def _backfill(vendor: str) -> list[str]:
     ]
 
 
-def _create_triggers(vendor: str) -> list[str]:
+def _create_triggers(vendor: str, hourly_sums=HOURLY_SUMS, daily_sums=DAILY_SUMS) -> list[str]:
+    sums = (hourly_sums, daily_sums)
     if vendor == "postgresql":
         # Statement-level triggers over transition tables: one grouped upsert per summary and statement, rows taken
         # in key order so that concurrent writers lock summary rows in the same order (no deadlocks), and a
@@ -115,7 +119,7 @@ def _create_triggers(vendor: str) -> list[str]:
         statements = []
         for event, sources in (("INSERT", ("new_rows",)), ("UPDATE", ("new_rows", "old_rows")), ("DELETE", ("old_rows",))):
             name = f"usage_rollup_{event.lower()}_summaries"
-            body = "\n".join(_pg_grouped_upserts(sources))
+            body = "\n".join(_pg_grouped_upserts(sources, *sums))
             statements.append(f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$\nBEGIN\n{body}\nRETURN NULL;\nEND $$;")
             referencing = " ".join(
                 f"{'NEW' if source == 'new_rows' else 'OLD'} TABLE AS {source}" for source in sources
@@ -128,12 +132,12 @@ def _create_triggers(vendor: str) -> list[str]:
     if vendor == "sqlite":
         # SQLite triggers have no IF: one trigger per case.
         return [
-            f"CREATE TRIGGER usage_rollup_insert AFTER INSERT ON {ROLLUP} BEGIN {' '.join(_upserts(vendor, 'NEW', _add_new))} END;",
-            f"CREATE TRIGGER usage_rollup_delete AFTER DELETE ON {ROLLUP} BEGIN {' '.join(_subtracts(vendor, 'OLD'))} END;",
+            f"CREATE TRIGGER usage_rollup_insert AFTER INSERT ON {ROLLUP} BEGIN {' '.join(_upserts(vendor, 'NEW', _add_new, *sums))} END;",
+            f"CREATE TRIGGER usage_rollup_delete AFTER DELETE ON {ROLLUP} BEGIN {' '.join(_subtracts(vendor, 'OLD', *sums))} END;",
             f"CREATE TRIGGER usage_rollup_update AFTER UPDATE ON {ROLLUP} WHEN {_same_key()} "
-            f"BEGIN {' '.join(_upserts(vendor, 'NEW', _delta))} END;",
+            f"BEGIN {' '.join(_upserts(vendor, 'NEW', _delta, *sums))} END;",
             f"CREATE TRIGGER usage_rollup_rekey AFTER UPDATE ON {ROLLUP} WHEN NOT ({_same_key()}) "
-            f"BEGIN {' '.join(_subtracts(vendor, 'OLD') + _upserts(vendor, 'NEW', _add_new))} END;",
+            f"BEGIN {' '.join(_subtracts(vendor, 'OLD', *sums) + _upserts(vendor, 'NEW', _add_new, *sums))} END;",
         ]
     raise NotImplementedError(f"usage rollup summaries need triggers written for {vendor}")
 

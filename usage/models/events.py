@@ -97,6 +97,15 @@ class ExecutionEvent(models.Model):
     # Unique per event, given when the execution starts: an event replayed from the spool (usage/spool.py) after
     # a database outage is inserted only if this id is not stored yet, so a replay never counts an event twice.
     uid = models.UUIDField(default=uuid.uuid4, unique=True, null=True, editable=False)
+    api_key = models.ForeignKey(
+        "connectors.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="The API key the call was made with, if any.",
+    )
+    cost_nanos = models.BigIntegerField(
+        null=True, blank=True,
+        help_text="What the call cost, in billionths of USAGE_CURRENCY, at the price of its day (empty: no price "
+        "applies to its model). Estimated when its tokens are (usage_source).",
+    )
 
     objects = ExecutionEventManager()
 

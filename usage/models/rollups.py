@@ -38,6 +38,8 @@ class UsageRollup(models.Model):
     reasoning_tokens = models.BigIntegerField(default=0)
     estimated_requests = models.BigIntegerField(default=0, help_text="Requests whose counts were estimated.")
     duration_ms_sum = models.FloatField(default=0)
+    cost_nanos = models.BigIntegerField(default=0, help_text="Sum of the priced events' costs (nanos).")
+    unpriced_requests = models.BigIntegerField(default=0, help_text="Requests with tokens but no price.")
 
     class Meta:
         app_label = "usage"
@@ -69,6 +71,8 @@ ROLLUP_SUM_FIELDS = (
     "reasoning_tokens",
     "estimated_requests",
     "duration_ms_sum",
+    "cost_nanos",
+    "unpriced_requests",
 ) + tuple(latency_bin_field(i) for i in range(LATENCY_BIN_COUNT))
 
 
@@ -94,6 +98,10 @@ def rollup_deltas(events: Iterable) -> dict[tuple, dict[str, float]]:
         row["reasoning_tokens"] += event.reasoning_tokens or 0
         row["estimated_requests"] += 1 if event.usage_source == UsageSource.ESTIMATED else 0
         row["duration_ms_sum"] += event.duration_ms
+        if event.cost_nanos is not None:
+            row["cost_nanos"] += event.cost_nanos
+        elif event.prompt_tokens or event.completion_tokens:
+            row["unpriced_requests"] += 1
         row[latency_bin_field(latency_bin(event.duration_ms))] += 1
     return deltas
 

@@ -22,7 +22,7 @@ from usage.models.rollups import LATENCY_BIN_COUNT, latency_bin_field
 
 # The columns UsageDailyRollup sums (UsageHourlyTotal sums all of ROLLUP_SUM_FIELDS; the triggers in migration
 # 0002 list the same ones).
-DAILY_SUM_FIELDS = ("requests", "prompt_tokens", "completion_tokens", "total_tokens")
+DAILY_SUM_FIELDS = ("requests", "prompt_tokens", "completion_tokens", "total_tokens", "cost_nanos")
 
 
 class UsageHourlyTotal(models.Model):
@@ -39,6 +39,8 @@ class UsageHourlyTotal(models.Model):
     reasoning_tokens = models.BigIntegerField(default=0)
     estimated_requests = models.BigIntegerField(default=0)
     duration_ms_sum = models.FloatField(default=0)
+    cost_nanos = models.BigIntegerField(default=0)
+    unpriced_requests = models.BigIntegerField(default=0)
 
     class Meta:
         app_label = "usage"
@@ -65,6 +67,7 @@ class UsageDailyRollup(models.Model):
     prompt_tokens = models.BigIntegerField(default=0)
     completion_tokens = models.BigIntegerField(default=0)
     total_tokens = models.BigIntegerField(default=0)
+    cost_nanos = models.BigIntegerField(default=0)
 
     class Meta:
         app_label = "usage"
