@@ -35,6 +35,7 @@ from django.utils import timezone
 from connectors.accounts.api_keys import digest_of
 from connectors.caching import invalidation
 from connectors.caching.expiring_cache import ExpiringCache
+from connectors.caller import current_api_key_id
 from connectors.models import ApiKey
 from connectors.throttling import failures
 from connectors.throttling.failures import Throttled, client_address
@@ -234,6 +235,7 @@ async def authenticate_api_key(key: str):
         _remember(cache_key, user, api_key_id)
     else:
         user, api_key_id = entry.user, entry.api_key_id
+    current_api_key_id.set(api_key_id)
     await _note_api_key_use(api_key_id)
     return user
 
@@ -251,6 +253,7 @@ def _csrf_failure(request) -> str | None:
 async def authenticate_request(request, *, allow_session: bool = True):
     """The user making an API request, with permissions preloaded; ``request.auth_scheme`` says how it
     authenticated (basic, apikey, bearer or session). Raises NotAuthenticated or Throttled."""
+    current_api_key_id.set(None)
     header = request.headers.get("Authorization", "")
     scheme, _, credentials = header.partition(" ")
     scheme = scheme.lower()

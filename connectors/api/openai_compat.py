@@ -80,6 +80,8 @@ async def chat_completions(request, connector_id: str):
         return _stream_failure_response(execution.failure, connector)
     result = await execute_passthrough(connector, body, user=request.user, source=EventSource.OPENAI_API,
                                        request_bytes=request_bytes)
+    if result.refusal is not None:
+        return _refusal_response(result.refusal)
     if result.failure is not None:
         return _outbound_error(result.failure)
     if result.status >= 400:
@@ -158,7 +160,20 @@ def _provider_error(status: int, body: bytes, connector: Connector) -> HttpRespo
     return HttpResponse(scrub_secret(body, connector.api_key), status=status, content_type="application/json")
 
 
+def _refusal_response(refusal) -> JsonResponse:
+    """429 with OpenAI's body: ``insufficient_quota`` for a budget (what OpenAI answers when a quota is used up),
+    ``rate_limit_exceeded`` for a rate limit; ``Retry-After`` says when the budget or the minute resets."""
+    if refusal.kind == "budget":
+        response = openai_error(429, refusal.message, "insufficient_quota", "insufficient_quota")
+    else:
+        response = openai_error(429, refusal.message, "requests", "rate_limit_exceeded")
+    response["Retry-After"] = str(refusal.retry_after)
+    return response
+
+
 def _stream_failure_response(failure: StreamFailure, connector: Connector) -> HttpResponse:
+    if failure.refusal is not None:
+        return _refusal_response(failure.refusal)
     if failure.kind == "upstream_status":
         response = _provider_error(failure.upstream_status, failure.upstream_body, connector)
         for name, value in passed_headers(failure.upstream_headers).items():

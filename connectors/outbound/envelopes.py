@@ -37,3 +37,9 @@ def failure_envelope(connector_id: str, reason: str, *, retry: bool = False,
                      retry_after: float | None = None) -> dict[str, Any]:
     """Failed while running: Kibana's generic message, with the reason as service_message."""
     return error_envelope(connector_id, ACTION_ERROR, reason, retry=retry, retry_after=retry_after)
+
+
+def refusal_envelope(connector_id: str, refusal) -> dict[str, Any]:
+    """Refused by a budget or a rate limit (usage.governance.admission): the reason, which names the budget or
+    limit and when it resets, is the message; ``retry`` is true and ``retry_after`` says when."""
+    return error_envelope(connector_id, refusal.message, retry=True, retry_after=refusal.retry_after)

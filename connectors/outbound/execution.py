@@ -19,10 +19,11 @@ from connectors.crypto import SecretUnavailable
 from connectors.lookup import aget_connector_or_404
 from connectors.models import CONNECTOR_TYPE_ID, Connector
 from connectors.outbound import transport
-from connectors.outbound.envelopes import failure_envelope, ok_envelope, rejection_envelope
+from connectors.outbound.envelopes import failure_envelope, ok_envelope, refusal_envelope, rejection_envelope
 from connectors.outbound.providers import build_upstream_request
 from connectors.outbound.record import ExecutionRecord, complete_despite_hangup
 from connectors.outbound.upstream_errors import not_json_message, upstream_error
+from usage.governance.admission import Refusal
 from usage.models import ExecutionEvent, UsageSource
 
 DATABASE_UNAVAILABLE = "The connector could not be read: the database is unavailable. Retry later."
@@ -257,7 +258,9 @@ async def _execute(record: ExecutionRecord, params: Any) -> tuple[dict, dict | N
     except SecretUnavailable as exc:
         await record.failed(str(exc))
         return failure_envelope(connector_id, str(exc)), None
-    record.sending(upstream.requested_model, len(upstream.body))
+    refusal = await record.sending(upstream.requested_model, len(upstream.body))
+    if refusal is not None:
+        return refusal_envelope(connector_id, refusal), None
     try:
         response = await transport.send(upstream, call_timeout_ms=timeout_ms)
     except transport.OutboundError as exc:
@@ -305,6 +308,7 @@ class PassthroughResult:
     headers: dict[str, str]
     event: ExecutionEvent
     failure: transport.OutboundError | None = None
+    refusal: Refusal | None = None  # refused by a budget or a rate limit before sending
 
 
 # Provider response headers worth passing on: the SDKs read them for back-off and request tracing.
@@ -354,7 +358,9 @@ async def _passthrough(record: ExecutionRecord, body: dict, result: PassthroughR
         await record.failed(str(exc))
         result.failure = transport.OutboundError(str(exc))
         return
-    record.sending(upstream.requested_model, len(upstream.body))
+    result.refusal = await record.sending(upstream.requested_model, len(upstream.body))
+    if result.refusal is not None:
+        return
     try:
         response = await transport.send(upstream)
     except transport.OutboundError as exc:

@@ -26,8 +26,11 @@ from typing import TypeVar
 
 from django.utils import timezone
 
+from connectors.caller import current_api_key_id
 from connectors.models import Connector
 from connectors.outbound.upstream_errors import UpstreamError
+from usage.governance import admission, alerts, pricing
+from usage.governance.admission import Refusal
 from usage.models import ExecutionEvent, Outcome, UsageSource
 from usage.recording import EventNotRecorded, record_execution
 from usage.spool import event_as_json
@@ -72,12 +75,13 @@ async def wait_for_detached(timeout: float) -> bool:
 class ExecutionRecord:
     """The event of one execution, filled in as it runs and written once when it ends."""
 
-    __slots__ = ("connector", "event", "ended", "_started")
+    __slots__ = ("connector", "event", "ended", "reservation", "_started")
 
     def __init__(self, connector: Connector, *, user, source: str, sub_action: str, request_bytes: int = 0):
         self.connector = connector
         self._started = time.perf_counter()
         self.ended = False
+        self.reservation = admission.NOTHING_RESERVED
         known_user = getattr(user, "pk", None) is not None
         self.event = ExecutionEvent(
             timestamp=timezone.now(),
@@ -90,6 +94,7 @@ class ExecutionRecord:
             sub_action=str(sub_action or "")[:32],
             outcome=Outcome.FAILURE,
             request_bytes=request_bytes,
+            api_key_id=current_api_key_id.get(),
         )
 
     @property
@@ -97,10 +102,32 @@ class ExecutionRecord:
         return self.event.duration_ms
 
     # --- while it runs ------------------------------------------------------------------------------------
-    def sending(self, requested_model: str, request_bytes: int) -> None:
-        """The request shaped for the provider: its model and size."""
+    async def sending(self, requested_model: str, request_bytes: int) -> Refusal | None:
+        """The request shaped for the provider: its model and size. Before anything is sent, the budgets and rate
+        limits that count this execution admit it (usage.governance.admission); when one refuses, the record ends
+        as rejected, with zero tokens, and the refusal is returned for the caller's answer."""
         self.event.requested_model = requested_model
         self.event.request_bytes = request_bytes
+        event = self.event
+        decision = await admission.admit(
+            event.connector_id, event.user_id, event.api_key_id, request_bytes=request_bytes,
+            estimate_cost=self._estimated_cost,
+        )
+        if isinstance(decision, Refusal):
+            alerts.raise_once(decision.alert_key, decision.alert_kind, decision.message,
+                              connector_id=event.connector_id)
+            await self.rejected(decision.message)
+            return decision
+        self.reservation = decision
+        return None
+
+    def _estimated_cost(self, prompt_tokens: int) -> int | None:
+        table = pricing.current_table_if_fresh()
+        if table is None:
+            return None
+        event = self.event
+        return table.cost_of(event.connector_id, (event.requested_model,), event.timestamp,
+                             pricing.TokenCounts(prompt=prompt_tokens))
 
     def answered(self, status: int, response_bytes: int | None = None) -> None:
         """The provider's status line (and body size, when read whole)."""
@@ -152,9 +179,17 @@ class ExecutionRecord:
             event.usage_source = UsageSource.NONE
         event.duration_ms = (time.perf_counter() - self._started) * 1000
         try:
+            event.cost_nanos = await pricing.acost_of_event(event)
+        except Exception:  # a price table that cannot be read costs the event its cost, not the event
+            logger.exception("pricing the event of an execution of connector %s failed", event.connector_id)
+        try:
             await record_execution(event)
         except EventNotRecorded:
             pass  # the writer logged the event whole; the caller keeps its answer
         except Exception:  # written directly (no writer in this process) and refused: the caller keeps its answer
             logger.exception("recording the event of an execution of connector %s failed; the event: %s",
                              event.connector_id, event_as_json(event))
+        if not self.reservation.empty:
+            used = await admission.settle(self.reservation, total_tokens=event.total_tokens or 0,
+                                          cost=event.cost_nanos)
+            admission.alert_on_thresholds(self.reservation, used, connector_id=event.connector_id)

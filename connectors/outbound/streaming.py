@@ -30,7 +30,7 @@ from django.http import StreamingHttpResponse
 from connectors.crypto import SecretUnavailable
 from connectors.models import Connector
 from connectors.outbound import transport
-from connectors.outbound.envelopes import failure_envelope, rejection_envelope
+from connectors.outbound.envelopes import failure_envelope, refusal_envelope, rejection_envelope
 from connectors.outbound.execution import (
     INTERNAL_ERROR,
     ParamsError,
@@ -42,6 +42,7 @@ from connectors.outbound.execution import (
 from connectors.outbound.providers import UpstreamRequest, build_upstream_request
 from connectors.outbound.record import CLIENT_DISCONNECTED, ExecutionRecord, keep_until_done
 from connectors.outbound.upstream_errors import UpstreamError, scrub_secret, upstream_error
+from usage.governance.admission import Refusal
 from usage.models import Outcome, UsageSource
 
 ERROR_BODY_LIMIT = 64 * 1024  # an upstream error body is read up to this much, to report it
@@ -178,7 +179,7 @@ class StreamFailure:
     """Why a streaming execution ended before its first byte was relayed. ``message`` is safe to show."""
 
     message: str
-    kind: str  # "params", "outbound", "upstream_status", "not_sse" or "internal"
+    kind: str  # "params", "refused", "outbound", "upstream_status", "not_sse" or "internal"
     retry: bool = False
     retry_after: float | None = None
     upstream_status: int | None = None
@@ -186,6 +187,7 @@ class StreamFailure:
     upstream_headers: Mapping[str, str] = field(default_factory=dict)
     error: Exception | None = None
     upstream: UpstreamError | None = None  # kind "upstream_status": the provider's error, read once
+    refusal: Refusal | None = None  # kind "refused": a budget or a rate limit refused the execution
 
 
 class StreamingExecution:
@@ -222,7 +224,11 @@ class StreamingExecution:
         except Exception:  # anything unforeseen is still answered and still recorded
             logger.exception("shaping the stream request of connector %s failed unexpectedly", self.connector.pk)
             return await self._fail_early(StreamFailure(INTERNAL_ERROR, "internal"))
-        self.record.sending(self._upstream.requested_model, len(self._upstream.body))
+        refusal = await self.record.sending(self._upstream.requested_model, len(self._upstream.body))
+        if refusal is not None:  # the record has ended as rejected already
+            self.failure = StreamFailure(refusal.message, "refused", retry=True, retry_after=refusal.retry_after,
+                                         refusal=refusal)
+            return False
         if self._openai_caller and not _asks_for_usage(body) and self._upstream.payload.get("stream_options"):
             self.tracker = SSEUsageTracker(drop_usage_only_events=True)
         # The relay generator does the opening too, so that from here on one place owns the upstream response
@@ -247,6 +253,8 @@ class StreamingExecution:
         failure, connector_id = self.failure, str(self.connector.pk)
         if failure.kind == "params":
             return rejection_envelope(connector_id, failure.message)
+        if failure.refusal is not None:
+            return refusal_envelope(connector_id, failure.refusal)
         return failure_envelope(connector_id, failure.message, retry=failure.retry, retry_after=failure.retry_after)
 
     # --- the relay ----------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from asgiref.sync import sync_to_async
 from django.db.models.signals import post_delete, post_save
@@ -27,7 +28,7 @@ from django.utils import timezone
 
 from connectors.caching import invalidation
 from usage.governance.counters import Charge, counter_store
-from usage.governance.models import Budget, Period, RateLimit, Scope, Unit
+from usage.governance.models import AlertKind, Budget, Period, RateLimit, Unit
 from usage.governance.periods import minute_bounds, period_bounds
 
 RULES_SECONDS = 300
@@ -45,6 +46,8 @@ class Refusal:
     message: str
     retry_after: int  # seconds until the period or minute ends
     resets_at: dt.datetime
+    alert_key: str = ""  # the alert this refusal raises, once per budget period or rate limit and hour
+    alert_kind: str = ""
 
 
 @dataclass
@@ -160,7 +163,7 @@ async def admit(connector_id: str, user_id: int | None, api_key_id: int | None, 
     if any(b.unit == Unit.COST for b in budgets) and estimate_cost is not None:
         estimated_cost = estimate_cost(estimated_tokens) or 0
     charges: list[Charge] = []
-    reasons: list[tuple[str, str, dt.datetime]] = []  # per charge: kind, message, resets at
+    reasons: list[tuple[str, str, dt.datetime, str]] = []  # per charge: kind, message, resets at, alert key
     reservation = Reservation(estimated_tokens=estimated_tokens, estimated_cost=estimated_cost)
     minute_start, minute_end = minute_bounds(at)
     stamp = minute_start.strftime("%Y%m%dT%H%M")
@@ -168,13 +171,13 @@ async def admit(connector_id: str, user_id: int | None, api_key_id: int | None, 
         if limit.requests_per_minute is not None:
             charges.append(Charge(f"rpm:{limit.pk}:{stamp}", 1, limit.requests_per_minute, minute_end, must_fit=True))
             reasons.append(("rate_limit", f"Rate limit reached: {limit.requests_per_minute} requests per minute for "
-                            f"{limit.subject}.", minute_end))
+                            f"{limit.subject}.", minute_end, f"ratelimit:{limit.pk}:{minute_start:%Y%m%dT%H}"))
         if limit.tokens_per_minute is not None:
             charge = Charge(f"tpm:{limit.pk}:{stamp}", estimated_tokens, limit.tokens_per_minute, minute_end)
             charges.append(charge)
             reservation.token_charges.append(charge)
             reasons.append(("rate_limit", f"Rate limit reached: {limit.tokens_per_minute} tokens per minute for "
-                            f"{limit.subject}.", minute_end))
+                            f"{limit.subject}.", minute_end, f"ratelimit:{limit.pk}:{minute_start:%Y%m%dT%H}"))
     for budget in budgets:
         key, _, end = budget_counter_key(budget, at)
         amount = estimated_tokens if budget.unit == Unit.TOKENS else estimated_cost
@@ -186,12 +189,13 @@ async def admit(connector_id: str, user_id: int | None, api_key_id: int | None, 
         reservation.budgets[key] = budget
         reasons.append(("budget", f'Budget "{budget.name}" ({budget.subject}) is used up for this '
                         f"{Period(budget.period).label.lower()}: {budget.amount.normalize():f} "
-                        f"{_unit_name(budget)}. It resets at {end.isoformat()}.", end))
+                        f"{_unit_name(budget)}. It resets at {end.isoformat()}.", end, f"{key}:reached"))
     refused = await counter_store().reserve(charges)
     if refused is not None:
-        kind, message, resets_at = reasons[refused]
+        kind, message, resets_at, alert_key = reasons[refused]
         retry_after = max(1, int((resets_at - at).total_seconds() + 0.999))
-        return Refusal(kind, message, retry_after, resets_at)
+        alert_kind = AlertKind.BUDGET_REACHED if kind == "budget" else AlertKind.RATE_LIMITED
+        return Refusal(kind, message, retry_after, resets_at, alert_key, alert_kind)
     return reservation
 
 
@@ -216,5 +220,33 @@ async def settle(reservation: Reservation, *, total_tokens: int, cost: int | Non
     return {key: value for key, value in values.items() if key in reservation.budgets}
 
 
-def scope_label(scope: str) -> str:
-    return Scope(scope).label
+def alert_on_thresholds(reservation: Reservation, used: dict[str, int], *, connector_id: str) -> None:
+    """Raise each budget's threshold alert (and its "used up" alert) once per period, from the counters' values
+    after settlement. Queued for the sender thread: the caller never waits for it."""
+    from usage.governance import alerts
+
+    for key, value in used.items():
+        budget = reservation.budgets[key]
+        limit = budget.limit_units
+        if limit <= 0:
+            continue
+        percent = 100 * value / limit
+        unit = _unit_name(budget)
+        amount = f"{budget.amount.normalize():f} {unit}"
+        if value >= limit:
+            alerts.raise_once(f"{key}:reached", AlertKind.BUDGET_REACHED,
+                              f'Budget "{budget.name}" ({budget.subject}) is used up: {_format_used(budget, value)} '
+                              f"of {amount}.", connector_id=connector_id)
+        elif percent >= budget.soft_threshold_percent:
+            alerts.raise_once(f"{key}:threshold", AlertKind.BUDGET_THRESHOLD,
+                              f'Budget "{budget.name}" ({budget.subject}) reached {int(percent)}% '
+                              f"({_format_used(budget, value)} of {amount}; threshold "
+                              f"{budget.soft_threshold_percent}%).", connector_id=connector_id)
+
+
+def _format_used(budget: Budget, value: int) -> str:
+    from usage.governance.pricing import NANOS_PER_UNIT
+
+    if budget.unit == Unit.TOKENS:
+        return f"{value} tokens"
+    return f"{(Decimal(value) / NANOS_PER_UNIT).quantize(Decimal('0.01'))} {_unit_name(budget)}"

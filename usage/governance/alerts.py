@@ -193,8 +193,9 @@ def check_error_rates(now: dt.datetime | None = None) -> int:
 class AlertSender:
     """This process's sender thread: writes queued alerts, sends due deliveries, checks error rates each minute."""
 
-    def __init__(self, tick_seconds: float = 5.0, error_rate_seconds: float = 60.0):
+    def __init__(self, tick_seconds: float = 5.0, error_rate_seconds: float = 60.0, periodic: bool = True):
         self.tick_seconds = tick_seconds
+        self.periodic = periodic  # check error-rate rules (the server's senders; not one started on first use)
         self.error_rate_seconds = error_rate_seconds
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._stopping = threading.Event()
@@ -213,34 +214,48 @@ class AlertSender:
         self._queue.put((key, kind, message, extra))
 
     def _run(self) -> None:
+        pending: list[tuple] = []  # alerts taken from the queue and not yet written (kept across failed rounds)
         last_error_check = 0.0
-        while not self._stopping.is_set():
+        while True:
+            stopping = self._stopping.is_set()
             try:
-                item = self._queue.get(timeout=self.tick_seconds)
+                item = self._queue.get(timeout=0.5 if pending else self.tick_seconds) if not stopping else None
             except queue.Empty:
                 item = None
+            while item is not None:
+                pending.append(item)
+                item = None if self._queue.empty() else self._queue.get_nowait()
+            pending = [item for item in pending if item is not None]
             try:
-                while item is not None:
-                    raise_alert(item[0], item[1], item[2], **item[3])
-                    item = self._queue.get_nowait() if not self._queue.empty() else None
-                if time.monotonic() - last_error_check >= self.error_rate_seconds:
+                while pending:
+                    key, kind, message, extra = pending[0]
+                    raise_alert(key, kind, message, **extra)
+                    pending.pop(0)
+                if self.periodic and time.monotonic() - last_error_check >= self.error_rate_seconds:
                     last_error_check = time.monotonic()
                     check_error_rates()
                 send_due_deliveries()
             except Exception:
                 logger.exception("The alert sender failed a round; it tries again")
-            finally:
+            try:
                 close_old_connections()
+            except Exception:  # the database is away: the next round finds out again
+                logger.debug("closing the alert sender's database connection failed", exc_info=True)
+            if stopping or (self._stopping.is_set() and self._queue.empty() and not pending):
+                return
 
 
 _sender: AlertSender | None = None
+_sender_lock = threading.Lock()
 
 
-def start_alert_sender() -> AlertSender:
+def start_alert_sender(periodic: bool = True) -> AlertSender:
+    """This process's sender; the ASGI lifespan starts it with the server, ``raise_later`` on first use elsewhere."""
     global _sender
-    if _sender is None:
-        _sender = AlertSender().start()
-    return _sender
+    with _sender_lock:
+        if _sender is None:
+            _sender = AlertSender(periodic=periodic).start()
+        return _sender
 
 
 def stop_alert_sender() -> None:
@@ -250,10 +265,21 @@ def stop_alert_sender() -> None:
         _sender = None
 
 
+_raised_here: dict[str, None] = {}  # keys this process has already raised (insertion-ordered, bounded)
+RAISED_HERE_MAX = 10_000
+
+
+def raise_once(key: str, kind: str, message: str, **extra) -> None:
+    """``raise_later`` unless this process raised the key already: once a budget is used up, every refused call
+    would otherwise queue the same alert again (the unique key would still stop it, at one insert each)."""
+    if key in _raised_here:
+        return
+    if len(_raised_here) >= RAISED_HERE_MAX:
+        _raised_here.pop(next(iter(_raised_here)))
+    _raised_here[key] = None
+    raise_later(key, kind, message, **extra)
+
+
 def raise_later(key: str, kind: str, message: str, **extra) -> None:
-    """Queue an alert for this process's sender (started by the ASGI lifespan); without one (a management command,
-    a test), raise it now."""
-    if _sender is not None:
-        _sender.raise_later(key, kind, message, **extra)
-    else:
-        raise_alert(key, kind, message, **extra)
+    """Queue an alert for this process's sender thread (started by the ASGI lifespan, or here on first use)."""
+    start_alert_sender(periodic=False).raise_later(key, kind, message, **extra)

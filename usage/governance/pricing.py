@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 from fnmatch import fnmatchcase
 
+from asgiref.sync import sync_to_async
 from django.db.models.signals import post_delete, post_save
 
 from connectors.caching import invalidation
@@ -198,6 +199,37 @@ def current_table() -> PriceTable:
         if _table is None or time.monotonic() - _loaded_at >= TABLE_SECONDS:
             _table, _loaded_at = PriceTable.load(), time.monotonic()
         return _table
+
+
+def current_table_if_fresh() -> PriceTable | None:
+    """The process's table when it needs no reading, else None (for estimates that must not wait)."""
+    table = _table
+    return table if table is not None and time.monotonic() - _loaded_at < TABLE_SECONDS else None
+
+
+async def acurrent_table() -> PriceTable:
+    """``current_table`` for the execution path: no I/O unless the table is stale (then it is read in a thread)."""
+    table = _table
+    if table is not None and time.monotonic() - _loaded_at < TABLE_SECONDS:
+        return table
+    return await sync_to_async(current_table, thread_sensitive=False)()
+
+
+async def acost_of_event(event) -> int | None:
+    """The cost of an ``ExecutionEvent`` (its connector, models, day and tokens), in nanos; None without a price."""
+    tokens = TokenCounts(event.prompt_tokens, event.completion_tokens, event.cached_tokens or 0,
+                         event.reasoning_tokens or 0)
+    if not (tokens.prompt or tokens.completion):
+        return 0
+    table = await acurrent_table()
+    return table.cost_of(event.connector_id, (event.requested_model, event.response_model), event.timestamp, tokens)
+
+
+def cost_of_event(event, table: PriceTable) -> int | None:
+    """``acost_of_event`` with a given table, for repricing."""
+    tokens = TokenCounts(event.prompt_tokens, event.completion_tokens, event.cached_tokens or 0,
+                         event.reasoning_tokens or 0)
+    return table.cost_of(event.connector_id, (event.requested_model, event.response_model), event.timestamp, tokens)
 
 
 def forget_table(_key: str = "") -> None:
