@@ -180,3 +180,20 @@ def test_the_store_follows_redis_url():
         reset_counter_store()
         assert isinstance(counter_store(), RedisStore)
     reset_counter_store()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_unreachable_counter_store_admits_and_says_so(caplog):
+    from asgiref.sync import async_to_sync
+
+    from bench.harness import free_port
+
+    RateLimit.objects.create(scope=Scope.CONNECTOR, connector_id="c", requests_per_minute=0)
+    with override_settings(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0"):  # nothing listens there
+        reset_counter_store()
+        try:
+            decision = async_to_sync(admission.admit)("c", None, None, request_bytes=10)
+        finally:
+            reset_counter_store()
+    assert decision is admission.NOTHING_RESERVED
+    assert "admitted unchecked" in caplog.text

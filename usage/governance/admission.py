@@ -190,7 +190,13 @@ async def admit(connector_id: str, user_id: int | None, api_key_id: int | None, 
         reasons.append(("budget", f'Budget "{budget.name}" ({budget.subject}) is used up for this '
                         f"{Period(budget.period).label.lower()}: {budget.amount.normalize():f} "
                         f"{_unit_name(budget)}. It resets at {end.isoformat()}.", end, f"{key}:reached"))
-    refused = await counter_store().reserve(charges)
+    try:
+        refused = await counter_store().reserve(charges)
+    except Exception:
+        # The counters cannot be reached (Redis or the database is away): admit, so that an outage of the counter
+        # store never stops every call, and say so loudly (README, "Budgets and rate limits").
+        logger.exception("Budgets and rate limits could not be checked; the execution is admitted unchecked")
+        return NOTHING_RESERVED
     if refused is not None:
         kind, message, resets_at, alert_key = reasons[refused]
         retry_after = max(1, int((resets_at - at).total_seconds() + 0.999))

@@ -156,7 +156,12 @@ class RedisStore:
         loop = asyncio.get_running_loop()
         entry = self._clients.get(loop)
         if entry is None:
-            client = redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=2)
+            # A blocking pool: under a burst, executions wait (up to 10 s) for one of 64 connections rather than
+            # each opening its own or failing with "too many connections".
+            pool = redis.BlockingConnectionPool.from_url(
+                self.url, max_connections=64, timeout=10, socket_timeout=5, socket_connect_timeout=5
+            )
+            client = redis.Redis(connection_pool=pool)
             entry = self._clients[loop] = (client, client.register_script(_RESERVE), client.register_script(_ADD))
         return entry
 
