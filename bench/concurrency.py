@@ -58,12 +58,13 @@ def main() -> None:
                         help="bench/upstream.py (default) or tests/fake_openai.py")
     parser.add_argument("--write-behind", action="store_true", help="run the app with EVENT_WRITE_BEHIND=true")
     parser.add_argument("--json", metavar="FILE", help="also write the results here")
+    harness.add_governed_argument(parser)
     args = parser.parse_args()
     install_uvloop()
 
     scenario = f"sleep-{args.upstream_ms}"
     app_env = {"EVENT_WRITE_BEHIND": "true" if args.write_behind else "false"}
-    with harness.stack([scenario], workers=args.workers, upstream=args.upstream, app_env=app_env) as stack:
+    with harness.stack([scenario], workers=args.workers, upstream=args.upstream, app_env=app_env, governed=args.governed) as stack:
         connector = stack.connector(scenario)
         auth = stack.basic_header if args.auth == "basic" else stack.api_key_header
         gateway_path = f"/api/actions/connector/{connector}/_execute"

@@ -177,10 +177,23 @@ def start_app(port: int, env: dict, workers: int = 2) -> subprocess.Popen:
 
 
 @contextmanager
-def stack(scenarios: list[str], *, workers: int = 2, upstream: str = "fast", app_env: dict | None = None):
-    """Start everything for ``scenarios``; yields a Stack; stops everything and drops the database."""
+def stack(scenarios: list[str], *, workers: int = 2, upstream: str = "fast", app_env: dict | None = None,
+          governed: str = "none"):
+    """Start everything for ``scenarios``; yields a Stack; stops everything and drops the database.
+
+    ``governed``: "none", or "database" / "redis" to put a budget and a rate limit on every connector (bench/seed.py),
+    counted in the database or in Redis (127.0.0.1:6379, database 13, emptied first).
+    """
     with ExitStack() as stack_:
         database_url = stack_.enter_context(bench_database())
+        app_env = dict(app_env or {})
+        if governed != "none":
+            app_env["BENCH_GOVERNED"] = "1"
+            app_env["REDIS_URL"] = "redis://127.0.0.1:6379/13" if governed == "redis" else ""
+            if governed == "redis":
+                import redis
+
+                redis.Redis.from_url(app_env["REDIS_URL"]).flushdb()
         env = app_environment(database_url, app_env)
         subprocess.run([PYTHON, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=ROOT, env=env, check=True)
         # As `make run` and a production deployment do (whitenoise serves the collected files).
@@ -209,6 +222,11 @@ def chat_body(message: str = "Hello world", stream: bool = False) -> bytes:
     if stream:
         payload["stream"] = True
     return json.dumps(payload).encode()
+
+
+def add_governed_argument(parser) -> None:
+    parser.add_argument("--governed", choices=("none", "database", "redis"), default="none",
+                        help="a budget and a rate limit active on the connector, counted in the database or Redis")
 
 
 def machine_description() -> str:

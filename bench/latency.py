@@ -83,10 +83,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="uvicorn workers")
     parser.add_argument("--litellm", metavar="PATH", help="the litellm executable (its proxy), to measure side by side")
     parser.add_argument("--json", metavar="FILE", help="also write the raw percentiles here")
+    harness.add_governed_argument(parser)
     args = parser.parse_args()
     install_uvloop()
 
-    with harness.stack(["ok"], workers=args.workers) as stack:
+    with harness.stack(["ok"], workers=args.workers, governed=args.governed) as stack:
         connector = stack.connector("ok")
         upstream_path = "/ok/v1/chat/completions"
         json_headers = {"Content-Type": "application/json"}

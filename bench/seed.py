@@ -37,7 +37,22 @@ def main(base_url: str, scenarios: list[str]) -> dict:
         connector.full_clean(exclude=["created_by"])
         connector.save()
         connectors[scenario] = connector.pk
+        if os.environ.get("BENCH_GOVERNED"):
+            _govern(connector.pk)
     return {"username": "bench", "password": "bench-password-9f8e7d", "api_key": api_key, "connectors": connectors}
+
+
+def _govern(connector_id: str) -> None:
+    """A budget and a rate limit on the connector, active (every execution is checked and counted against them)
+    but so large that no call of a benchmark is refused: what they add to an execution is what is measured."""
+    from decimal import Decimal
+
+    from usage.governance.models import Budget, Period, RateLimit, Scope, Unit
+
+    Budget.objects.create(name="Bench budget", scope=Scope.CONNECTOR, connector_id=connector_id, period=Period.MONTH,
+                          unit=Unit.COST, amount=Decimal(10**9))
+    RateLimit.objects.create(scope=Scope.CONNECTOR, connector_id=connector_id, requests_per_minute=10**9,
+                             tokens_per_minute=2 * 10**9)
 
 
 if __name__ == "__main__":
