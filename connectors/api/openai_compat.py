@@ -164,9 +164,9 @@ def _refusal_response(refusal) -> JsonResponse:
     """429 with OpenAI's body: ``insufficient_quota`` for a budget (what OpenAI answers when a quota is used up),
     ``rate_limit_exceeded`` for a rate limit; ``Retry-After`` says when the budget or the minute resets."""
     if refusal.kind == "budget":
-        response = openai_error(429, refusal.message, "insufficient_quota", "insufficient_quota")
+        response = openai_error(429, refusal.message, error_type="insufficient_quota", code="insufficient_quota")
     else:
-        response = openai_error(429, refusal.message, "requests", "rate_limit_exceeded")
+        response = openai_error(429, refusal.message, error_type="requests", code="rate_limit_exceeded")
     response["Retry-After"] = str(refusal.retry_after)
     return response
 

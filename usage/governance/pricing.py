@@ -1,7 +1,6 @@
 """What an execution cost: which price applies to it, and its tokens at that price in exact integer nano-units.
 
-Costs are integers in billionths of ``USAGE_CURRENCY`` (nanos): the cheapest list price, 0.005 per million
-tokens, is 5 nanos a token, so every cost is exact and sums of millions of events never drift as floats would.
+Costs are integers in billionths of ``USAGE_CURRENCY`` (nanos, usage/governance/money.py).
 
 Which price applies (README, "Prices and cost"):
 1. The model priced is, in this order, the first that has a price: the model the connector's deployment map names
@@ -29,8 +28,8 @@ from asgiref.sync import sync_to_async
 from django.db.models.signals import post_delete, post_save
 
 from connectors.caching import invalidation
+from usage.governance.money import NANOS_PER_UNIT, format_cost  # noqa: F401 - format_cost is used from here too
 
-NANOS_PER_UNIT = 10**9
 # A price is per million tokens; a token's cost in nanos is price * 10**9 / 10**6.
 _NANOS_PER_TOKEN_AT_UNIT_PRICE = Decimal(NANOS_PER_UNIT) / Decimal(10**6)
 TABLE_SECONDS = 300
@@ -248,11 +247,3 @@ def connect_signals() -> None:
     for model in (Price, ConnectorPricing):
         post_save.connect(_announce_change, sender=model, dispatch_uid=f"prices_saved_{model.__name__}")
         post_delete.connect(_announce_change, sender=model, dispatch_uid=f"prices_deleted_{model.__name__}")
-
-
-def format_cost(nanos: int | None, currency: str, places: int = 4) -> str:
-    """A cost for people: ``12.3456 USD``; an unknown cost is an empty string."""
-    if nanos is None:
-        return ""
-    amount = (Decimal(nanos) / NANOS_PER_UNIT).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
-    return f"{amount} {currency}"
