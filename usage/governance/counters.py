@@ -54,10 +54,10 @@ class DatabaseStore:
         return self._sqlite_lock if connection.vendor == "sqlite" else contextlib.nullcontext()
 
     async def reserve(self, charges: list[Charge]) -> int | None:
-        return await _in_a_thread(self.reserve_now)(charges)
+        return await in_a_worker_thread(self.reserve_now)(charges)
 
     async def add(self, amounts: list[tuple[str, int, dt.datetime]]) -> dict[str, int]:
-        return await _in_a_thread(self.add_now)(amounts)
+        return await in_a_worker_thread(self.add_now)(amounts)
 
     def reserve_now(self, charges: list[Charge]) -> int | None:
         """Index of the first refused charge, or None when all were added."""
@@ -106,10 +106,21 @@ class DatabaseStore:
         return Counter.objects.filter(expires_at__lt=timezone.now()).delete()[0]
 
 
-def _in_a_thread(function):
-    """PostgreSQL: any worker thread, so counters never queue behind the shared ``sync_to_async`` thread. SQLite:
-    that shared thread, since SQLite has a single writer and its in-memory test database one connection per thread."""
-    return sync_to_async(function, thread_sensitive=connection.vendor == "sqlite")
+def in_a_worker_thread(function):
+    """``function`` made awaitable. PostgreSQL: in any worker thread, so counters never queue behind the shared
+    ``sync_to_async`` thread, giving the thread's connection back to the pool when done (a worker thread would
+    otherwise keep one connection each). SQLite: on that shared thread, since SQLite has a single writer and its
+    in-memory test database one connection per thread."""
+    if connection.vendor == "sqlite":
+        return sync_to_async(function, thread_sensitive=True)
+
+    def run_and_release(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        finally:
+            connection.close()
+
+    return sync_to_async(run_and_release, thread_sensitive=False)
 
 
 # KEYS: the counters. ARGV: for each, amount, limit, must_fit (1/0), expiry (unix seconds).

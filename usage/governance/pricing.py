@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 from fnmatch import fnmatchcase
 
-from asgiref.sync import sync_to_async
 from django.db.models.signals import post_delete, post_save
 
 from connectors.caching import invalidation
@@ -211,7 +210,9 @@ async def acurrent_table() -> PriceTable:
     table = _table
     if table is not None and time.monotonic() - _loaded_at < TABLE_SECONDS:
         return table
-    return await sync_to_async(current_table, thread_sensitive=False)()
+    from usage.governance.counters import in_a_worker_thread
+
+    return await in_a_worker_thread(current_table)()
 
 
 async def acost_of_event(event) -> int | None:
