@@ -10,7 +10,7 @@ import environ
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
-from connectors_admin.actions_config import ActionsConfigError, load_actions_config
+from connectors_admin.actions_config import ActionsConfigError, load_actions_config, parse_byte_size
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -39,6 +39,24 @@ def _int(name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise ImproperlyConfigured(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def _positive_int(name: str, default: int) -> int:
+    value = _int(name, default)
+    if value <= 0:
+        raise ImproperlyConfigured(f"{name} must be a whole number above 0, got {value}")
+    return value
+
+
+def _byte_size(name: str, default: int) -> int:
+    """A size in bytes, or with Kibana's units as ACTIONS_CONFIG takes them: ``64mb``, ``512kb`` (binary)."""
+    raw = env.str(name, default="").strip()
+    if not raw:
+        return default
+    try:
+        return parse_byte_size(raw, name)
+    except ActionsConfigError as exc:
+        raise ImproperlyConfigured(str(exc)) from None
 
 
 def _fernet_keys(name: str) -> list[str]:
@@ -211,6 +229,15 @@ CONTENT_SECURITY_POLICY = env.str(
 # Outbound connections per transport profile and process: enough for thousands of slow executions in flight at
 # once. Idle connections are kept for reuse for 30 s (connectors/outbound/transport.py).
 OUTBOUND_MAX_CONNECTIONS = _int("OUTBOUND_MAX_CONNECTIONS", default=2000)
+
+# Limits on a relayed stream (connectors/outbound/stream_bounds.py, README "Limits on streams"); responseTimeout
+# (ACTIONS_CONFIG) is the fourth, the longest wait for any byte. The defaults let long answers through: OpenAI's SSE
+# framing costs about 150-200 bytes per token (Azure's content-filter annotations more), so 64 MiB is some 300k
+# tokens; an hour is 64k tokens at under 20 tokens/s; one event is one token, or a whole answer from servers that
+# send it at once.
+STREAM_MAX_BYTES = _byte_size("STREAM_MAX_BYTES", default=64 * 1024 * 1024)
+STREAM_MAX_SECONDS = _positive_int("STREAM_MAX_SECONDS", default=3600)
+STREAM_MAX_EVENT_BYTES = _byte_size("STREAM_MAX_EVENT_BYTES", default=1024 * 1024)
 
 # Execution events are committed in batches by one writer thread per server process (usage/recording.py). By
 # default an execution is answered after its event's commit; with write-behind it is answered at once, which is

@@ -407,11 +407,11 @@ def test_the_tracker_reads_events_split_anywhere_and_drops_only_the_usage_event(
         b"[DONE]",
         newline=newline,
     )
-    for drop in (False, True):
-        tracker = SSEUsageTracker(drop_usage_only_events=drop)
+    for whole, drop in ((False, False), (True, False), (True, True)):
+        tracker = SSEUsageTracker(max_event_bytes=1024, whole_events=whole, drop_usage_only_events=drop)
         passed = b"".join(tracker.feed(stream[i:i + piece]) for i in range(0, len(stream), piece)) + tracker.close()
         assert tracker.usage == usage and tracker.model == "gpt-4o-2024-08-06"
-        assert tracker.generated_text == "Héf{}" and tracker.done and tracker.complete
+        assert tracker.completion.pending_text == "Héf{}" and tracker.done and tracker.complete
         if drop:
             assert passed == stream.replace(_sse({"choices": [], "usage": usage}, newline=newline), b"")
         else:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from django.http import StreamingHttpResponse
 
 from connectors.crypto import SecretUnavailable
 from connectors.models import Connector
-from connectors.outbound import transport
+from connectors.outbound import tokens, transport
 from connectors.outbound.envelopes import failure_envelope, refusal_envelope, rejection_envelope
 from connectors.outbound.execution import (
     INTERNAL_ERROR,
@@ -41,6 +42,7 @@ from connectors.outbound.execution import (
 )
 from connectors.outbound.providers import UpstreamRequest, build_upstream_request
 from connectors.outbound.record import CLIENT_DISCONNECTED, ExecutionRecord, keep_until_done
+from connectors.outbound.stream_bounds import EventTooLarge, SSELineReader, StreamBounds, StreamCut
 from connectors.outbound.upstream_errors import UpstreamError, scrub_secret, upstream_error
 from usage.governance.admission import Refusal
 from usage.models import Outcome, UsageSource
@@ -57,50 +59,62 @@ class SSEUsageTracker:
     last chunk with empty choices, some servers on the last chunk with choices, Azure may lead with a chunk whose
     choices are empty and which carries only ``prompt_filter_results``).
 
-    ``feed()`` returns the bytes to pass on: the chunk itself, unless ``drop_usage_only_events`` is set. Then the
-    usage-only event that the gateway asked for on the caller's behalf is left out (a caller who did not ask for
-    usage does not expect an event without choices), and bytes are passed on whole events at a time.
+    ``feed()`` returns the bytes to pass on: the chunk itself as it came, or with ``whole_events`` whole events
+    at a time, so that the stream can always be ended with an event of its own (the OpenAI-compatible endpoint's
+    ``stream_interrupted``) that is not glued to half of one (an SSE client acts only on complete events, so
+    holding back a part costs it nothing). With ``drop_usage_only_events`` (which implies whole events), the
+    usage-only event that the gateway asked for on the caller's behalf is left out: a caller who did not ask for
+    usage does not expect an event without choices.
+
+    Memory stays bounded whatever the provider sends: lines are read by ``SSELineReader`` (linear time, at most
+    ``max_event_bytes`` of an unfinished event held, ``EventTooLarge`` past it), and the generated text goes into
+    a ``StreamedCompletion``, which the relay counts in pieces instead of keeping it.
     """
 
-    def __init__(self, *, drop_usage_only_events: bool = False) -> None:
-        self._partial = b""
+    def __init__(self, *, max_event_bytes: int, whole_events: bool = False,
+                 drop_usage_only_events: bool = False) -> None:
+        self._reader = SSELineReader(max_event_bytes)
         self._data: list[bytes] = []
         self._drop_usage_only = drop_usage_only_events
-        self._event_bytes = bytearray()  # the current event's raw lines, when events may be dropped
+        self._whole_events = whole_events or drop_usage_only_events
+        self._event_bytes = bytearray()  # the current event's raw lines, when passed whole events at a time
         self._passed = bytearray()
         self.usage: dict[str, int] | None = None
         self.model = ""
         self.done = False  # data: [DONE] seen
         self.finish_reason_seen = False
         self.error_message = ""
-        self._generated: list[str] = []
-
-    @property
-    def generated_text(self) -> str:
-        return "".join(self._generated)
+        self.completion = tokens.StreamedCompletion()
 
     @property
     def complete(self) -> bool:
         return self.done or self.finish_reason_seen
 
     def feed(self, chunk: bytes) -> bytes:
-        lines = (self._partial + chunk).split(b"\n")
-        self._partial = lines.pop()
-        for line in lines:
-            if self._drop_usage_only:
+        """Read ``chunk``; the bytes to pass on. Raises EventTooLarge (and passes nothing of ``chunk``)."""
+        for line in self._reader.lines(chunk):
+            if self._whole_events:
                 self._event_bytes += line + b"\n"
             self._line(line.rstrip(b"\r"))
-        return self._take_passed() if self._drop_usage_only else chunk
+        return self._take_passed() if self._whole_events else chunk
 
-    def close(self) -> bytes:
-        """The stream ended: an event not followed by a blank line still counts. Returns bytes still to pass on."""
-        if self._partial:
-            if self._drop_usage_only:
-                self._event_bytes += self._partial
-            self._line(self._partial.rstrip(b"\r"))
-            self._partial = b""
+    def close(self, *, clean: bool = True) -> bytes:
+        """The stream ended; returns bytes still to pass on.
+
+        After a clean end, an event not followed by a blank line still counts. After a failure (a bound, a broken
+        or stalled connection) the unfinished event is dropped: it was cut off, and SSE discards it too.
+        """
+        rest = self._reader.rest()
+        if not clean:
+            self._data = []
+            self._event_bytes.clear()
+            return self._take_passed() if self._whole_events else b""
+        if rest:
+            if self._whole_events:
+                self._event_bytes += rest
+            self._line(rest.rstrip(b"\r"))
         self._line(b"")
-        if self._drop_usage_only:
+        if self._whole_events:
             self._passed += self._event_bytes
             self._event_bytes.clear()
             return self._take_passed()
@@ -117,8 +131,8 @@ class SSEUsageTracker:
             if self._data:
                 keep = self._event(b"\n".join(self._data))
                 self._data = []
-            if self._drop_usage_only:
-                if keep:
+            if self._whole_events:
+                if keep or not self._drop_usage_only:
                     self._passed += self._event_bytes
                 self._event_bytes.clear()
         elif line.startswith(b"data:"):
@@ -159,19 +173,19 @@ class SSEUsageTracker:
     def _collect(self, delta: dict) -> None:
         for key in ("content", "refusal", "reasoning_content"):
             if isinstance(delta.get(key), str):
-                self._generated.append(delta[key])
+                self.completion.add(delta[key])
         calls = delta.get("tool_calls")
         for call in calls if isinstance(calls, list) else ():
             function = call.get("function") if isinstance(call, dict) else None
             if isinstance(function, dict):
                 for key in ("name", "arguments"):
                     if isinstance(function.get(key), str):
-                        self._generated.append(function[key])
+                        self.completion.add(function[key])
         function_call = delta.get("function_call")
         if isinstance(function_call, dict):
             for key in ("name", "arguments"):
                 if isinstance(function_call.get(key), str):
-                    self._generated.append(function_call[key])
+                    self.completion.add(function_call[key])
 
 
 @dataclass
@@ -198,12 +212,14 @@ class StreamingExecution:
         self.connector = connector
         self.record = ExecutionRecord(connector, user=user, source=source, sub_action=sub_action,
                                       request_bytes=request_bytes)
-        self.tracker = SSEUsageTracker()
         self.failure: StreamFailure | None = None
         # For callers of the OpenAI-compatible endpoint: a stream that breaks ends with a ``data: {"error": ...}``
         # event, which the OpenAI SDKs raise (Kibana's stream just ends), and the usage event the gateway asked
         # for is not passed on unless the caller asked for it too.
         self._openai_caller = openai_caller
+        self._bounds = StreamBounds.from_settings()
+        self.tracker = SSEUsageTracker(max_event_bytes=self._bounds.max_event_bytes, whole_events=openai_caller)
+        self._deadline = time.monotonic() + self._bounds.max_seconds  # STREAM_MAX_SECONDS counts from the request
         self._upstream: UpstreamRequest | None = None
         self._response: transport.Exchange | None = None
         self._exit_stack = AsyncExitStack()
@@ -230,7 +246,7 @@ class StreamingExecution:
                                          refusal=refusal)
             return False
         if self._openai_caller and not _asks_for_usage(body) and self._upstream.payload.get("stream_options"):
-            self.tracker = SSEUsageTracker(drop_usage_only_events=True)
+            self.tracker = SSEUsageTracker(max_event_bytes=self._bounds.max_event_bytes, drop_usage_only_events=True)
         # The relay generator does the opening too, so that from here on one place owns the upstream response
         # and its cleanup: if the response is abandoned, closing (or collecting) the generator runs it.
         self._body = self._run(timeout_ms)
@@ -275,18 +291,21 @@ class StreamingExecution:
         try:
             yield b""  # opened; start() consumes this
             chunks = self._response.chunks()
-            while True:
-                try:
-                    async with asyncio.timeout(idle_timeout):
-                        chunk = await anext(chunks)
-                except StopAsyncIteration:
-                    break
+            while (chunk := await self._next_chunk(chunks, idle_timeout)) is not None:
                 self.record.received(len(chunk))
-                passed = self.tracker.feed(chunk)
+                if self.event.response_bytes > self._bounds.max_bytes:
+                    raise StreamCut.too_large(self._where(), self.event.response_bytes, self._bounds.max_bytes)
+                try:
+                    passed = self.tracker.feed(chunk)
+                except EventTooLarge:
+                    raise StreamCut.event_too_large(self._where(), self._bounds.max_event_bytes) from None
+                await self._count_completion()
                 if passed:
                     yield passed
                     # The caller has [DONE]: it may now hang up (the OpenAI SDK does) before the upstream ends.
                     relayed_done = self.tracker.done
+        except StreamCut as exc:
+            error = exc.reason
         except (TimeoutError, transport.OutboundError) as exc:
             error = self._mid_stream_error(exc, idle_timeout)
         except (asyncio.CancelledError, GeneratorExit):  # the caller went away mid-stream (or after [DONE])
@@ -298,7 +317,7 @@ class StreamingExecution:
         except Exception:
             logger.exception("relaying the stream of connector %s failed unexpectedly", self.connector.pk)
             error = INTERNAL_ERROR
-        tail = self.tracker.close()
+        tail = self.tracker.close(clean=not error)
         if not error:
             error = self.tracker.error_message
         if not error and not self.tracker.complete:
@@ -352,8 +371,49 @@ class StreamingExecution:
                 return body[:ERROR_BODY_LIMIT]
         return body
 
+    async def _next_chunk(self, chunks: AsyncIterator[bytes], idle_timeout: float) -> bytes | None:
+        """The provider's next chunk, None at its end; StreamCut past STREAM_MAX_SECONDS, TimeoutError when idle.
+
+        The wait is bounded by whichever comes first, the idle bound or the stream's deadline; the time the caller
+        takes to read counts towards the deadline too, which is checked before each wait.
+        """
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise StreamCut.too_long(self._where(), self._bounds.max_seconds)
+        try:
+            async with asyncio.timeout(min(idle_timeout, remaining)):
+                return await anext(chunks)
+        except StopAsyncIteration:
+            return None
+        except TimeoutError:
+            if remaining < idle_timeout:
+                raise StreamCut.too_long(self._where(), self._bounds.max_seconds) from None
+            raise
+
+    async def _count_completion(self) -> None:
+        """Count the generated text in pieces as it arrives, so that it is never held whole (README, "Limits on
+        streams"). Short answers never get here: they are counted at the end, only if the provider reports no
+        usage, as before."""
+        completion = self.tracker.completion
+        while completion.piece_ready:
+            if self.tracker.usage is not None:
+                completion.forget_pending()  # the provider's counts will be recorded; no estimate is needed
+                return
+            piece = completion.ready_piece()
+            model = self.tracker.model or self.event.requested_model
+            try:
+                count = await asyncio.to_thread(tokens.count_tokens, piece, model)
+            except Exception:  # an estimate is a nicety; a failing tokenizer fails the final estimate too
+                logger.exception("counting the tokens of a stream of connector %s failed", self.connector.pk)
+                completion.give_up()
+                return
+            completion.counted(piece, count)
+
+    def _where(self) -> str:
+        return urlsplit(self._upstream.url).netloc.rpartition("@")[2]
+
     def _mid_stream_error(self, exc: BaseException, idle_timeout: float) -> str:
-        where = urlsplit(self._upstream.url).netloc.rpartition("@")[2]
+        where = self._where()
         if isinstance(exc, TimeoutError):
             return (f"The provider's stream from {where} stalled: no data for {idle_timeout:g} s "
                     "(responseTimeout/timeout).")
@@ -384,7 +444,7 @@ class StreamingExecution:
         if usage is None and self._response is not None and self.failure is None:
             # The stream was open: the prompt was sent and some output may have been produced.
             model = self.tracker.model or self.record.event.requested_model
-            usage = await estimated_usage(self._upstream.payload, self.tracker.generated_text, model)
+            usage = await estimated_usage(self._upstream.payload, self.tracker.completion, model)
             usage_source = UsageSource.ESTIMATED
         counted = {"usage": usage, "usage_source": usage_source, "response_model": self.tracker.model}
         failure = self.failure
