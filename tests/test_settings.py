@@ -48,6 +48,9 @@ def test_production_starts_with_its_secrets():
         ({"DATABASE_URL": "nosuchdb://x"}, "DATABASE_URL"),
         ({"ACTIONS_CONFIG": "/nonexistent/actions.yml"}, "ACTIONS_CONFIG: cannot read /nonexistent/actions.yml"),
         ({"BASIC_AUTH_CACHE_SECONDS": "soon"}, "BASIC_AUTH_CACHE_SECONDS must be a whole number"),
+        ({"STREAM_MAX_BYTES": "lots"}, "STREAM_MAX_BYTES must be a size such as 1mb"),
+        ({"STREAM_MAX_EVENT_BYTES": "0"}, "STREAM_MAX_EVENT_BYTES must be a size such as 1mb"),
+        ({"STREAM_MAX_SECONDS": "0"}, "STREAM_MAX_SECONDS must be a whole number above 0"),
     ],
 )
 def test_a_malformed_value_names_its_variable(env, message):
@@ -78,3 +81,19 @@ def test_debug_mode_starts_with_the_env_file(tmp_path):
     subprocess.run([sys.executable, "-m", "connectors_admin.devenv", str(env_file)], cwd=ROOT, check=True)
     result = start(ENV_FILE=str(env_file))
     assert result.returncode == 0, result.stderr
+
+
+def test_the_stream_limits_take_sizes_with_units_and_default_to_long_answers():
+    code = ("import django; django.setup(); from django.conf import settings as s; "
+            "print(s.STREAM_MAX_BYTES, s.STREAM_MAX_SECONDS, s.STREAM_MAX_EVENT_BYTES)")
+    base = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_")}
+    base.update(ENV_FILE="", DJANGO_SETTINGS_MODULE="connectors_admin.settings", DEBUG="false", SECRET_KEY="x" * 50,
+                CONNECTORS_ENCRYPTION_KEYS=GOOD_KEY)
+    for extra, expected in (
+        ({}, f"{64 * 1024 * 1024} 3600 {1024 * 1024}"),
+        ({"STREAM_MAX_BYTES": "8mb", "STREAM_MAX_SECONDS": "90", "STREAM_MAX_EVENT_BYTES": "2048"},
+         f"{8 * 1024 * 1024} 90 2048"),
+    ):
+        result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**base, **extra}, capture_output=True,
+                                text=True, timeout=60)
+        assert result.stdout.split("\n")[0] == expected, result.stderr
