@@ -4,7 +4,8 @@ One ``StreamingExecution`` per request. ``start()`` opens the upstream exchange 
 that a failure before the first byte (bad params, upstream 4xx/5xx, refused connection, timeout, allowedHosts)
 is answered like a non-streamed one. After that, ``relay()`` yields each chunk as it comes off the upstream
 socket (never the whole response) while an ``SSEUsageTracker`` watches the events for usage, the model, the
-generated text and the end marker.
+generated text and the end marker. Four bounds end a stream whatever the provider sends (its size, its duration, one
+event's size, and silence: connectors.outbound.stream_bounds), and what a stream holds in memory is bounded too.
 
 Exactly one event is recorded per execution, when the stream ends, fails, or the caller goes away. A caller who
 disconnects is seen as a cancellation (uvicorn reports the disconnect and Django cancels the request task) or as
@@ -392,8 +393,8 @@ class StreamingExecution:
 
     async def _count_completion(self) -> None:
         """Count the generated text in pieces as it arrives, so that it is never held whole (README, "Limits on
-        streams"). Short answers never get here: they are counted at the end, only if the provider reports no
-        usage, as before."""
+        streams"). Answers shorter than a piece are not counted here: they are counted at the end, and only if the
+        provider reports no usage, as before."""
         completion = self.tracker.completion
         while completion.piece_ready:
             if self.tracker.usage is not None:
