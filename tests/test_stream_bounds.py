@@ -19,8 +19,6 @@ from tests.conftest import basic_auth
 from tests.hostile_upstream import HostileUpstream
 from usage.models import ExecutionEvent
 
-pytest_plugins = ["tests.asgi_server"]
-
 HELLO = [{"role": "user", "content": "Hello world"}]
 ENTRY_POINTS = ["execute", "openai"]
 
