@@ -79,7 +79,8 @@ async def phase(stack: harness.Stack, scenario: str, streams: int) -> tuple[list
     targets = [
         (f"/api/openai/{connector}/v1/chat/completions", chat,
          {**json_headers, "Authorization": "Bearer " + stack.seed["api_key"]}),
-        (f"/api/actions/connector/{connector}/_execute", execute, {**json_headers, "Authorization": stack.basic_header}),
+        (f"/api/actions/connector/{connector}/_execute", execute,
+         {**json_headers, "Authorization": stack.basic_header, "kbn-xsrf": "true"}),
     ]
     samples: list[int] = []
     running = True

@@ -54,7 +54,7 @@ def read_stream(server, entry: str, user, connector, *, give_up_bytes: int = 1 <
                 give_up_seconds: float = 60) -> StreamRead:
     """Stream through ``entry`` and read to the end; give up (``ended`` False) past either limit, so that a test
     of an unbounded stream fails instead of running forever."""
-    headers = {"Authorization": basic_auth(user)}
+    headers = {"Authorization": basic_auth(user), "kbn-xsrf": "true"}  # Basic writes carry it, as Kibana's clients do
     if entry == "execute":
         url = f"{server.url}/api/actions/connector/{connector.pk}/_execute"
         body = {"params": {"subAction": "stream",
@@ -123,7 +123,7 @@ def test_a_line_without_end_is_cut_at_the_event_bound_and_other_calls_go_on_mean
         assert hostile.gate_reached.wait(20)
         answer = httpx.post(f"{asgi_live_server.url}/api/actions/connector/{other.pk}/_execute",
                             json={"params": {"subAction": "run", "subActionParams": {"body": json.dumps({"messages": HELLO})}}},
-                            headers={"Authorization": basic_auth(operator)}, timeout=30).json()
+                            headers={"Authorization": basic_auth(operator), "kbn-xsrf": "true"}, timeout=30).json()
         assert answer["status"] == "ok"
         recorded_events.wait_for(1)
         assert reader.is_alive() and not ExecutionEvent.objects.filter(connector_id=connector.pk).exists()
