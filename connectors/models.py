@@ -4,7 +4,7 @@ import uuid
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
-from django.db import models
+from django.db import models, transaction
 
 from connectors import validation
 from connectors.crypto import decrypt_secret, encrypt_secret
@@ -29,7 +29,20 @@ class Provider(models.TextChoices):
     OTHER = "Other", "Other (OpenAI-compatible)"
 
 
-class Connector(models.Model):
+class AuditedSaveMixin:
+    """Saves and deletes in a transaction, so that the audit record the post_save/post_delete receivers write
+    (connectors/audit/receivers.py) commits with the change or not at all."""
+
+    def save(self, *args, **kwargs):
+        with transaction.atomic(using=kwargs.get("using")):
+            super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        with transaction.atomic(using=kwargs.get("using")):
+            return super().delete(*args, **kwargs)
+
+
+class Connector(AuditedSaveMixin, models.Model):
     # Generated ids are UUIDs; the API also accepts a caller-chosen id, as Kibana does.
     id = models.CharField(
         primary_key=True, max_length=64, default=new_connector_id, validators=[connector_id_validator]
@@ -154,7 +167,7 @@ class ApiKeyQuerySet(models.QuerySet):
         return self.filter(revoked_at__isnull=True)
 
 
-class ApiKey(models.Model):
+class ApiKey(AuditedSaveMixin, models.Model):
     """A per-user key for the JSON API (``Authorization: ApiKey <key>`` or ``Bearer <key>``).
 
     Only a SHA-256 digest is stored: the key is 256 random bits, so a slow password hash would add cost and no

@@ -18,6 +18,7 @@
 """
 
 import asyncio
+import logging
 import os
 import re
 
@@ -35,6 +36,7 @@ from django.core.handlers.exception import convert_exception_to_response
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.security import SecurityMiddleware
 
+from connectors.audit.preconfigured import record_preconfigured_changes
 from connectors.caching.invalidation import start_listener, stop_listener
 from connectors.outbound.record import wait_for_detached
 from connectors_admin.csp import add_content_security_policy
@@ -99,6 +101,16 @@ def takes_short_path(scope) -> bool:
     return False
 
 
+async def _record_preconfigured_changes() -> None:
+    """A change of ACTIONS_CONFIG's preconfigured connectors goes into the audit trail once (not once a start)."""
+    from asgiref.sync import sync_to_async
+
+    try:
+        await sync_to_async(record_preconfigured_changes, thread_sensitive=False)()
+    except Exception:  # noqa: BLE001 - the server still serves; the next start (or migrate) records the change
+        logging.getLogger(__name__).exception("audit: could not record the preconfigured connectors")
+
+
 async def lifespan(receive, send) -> None:
     while True:
         message = await receive()
@@ -106,6 +118,7 @@ async def lifespan(receive, send) -> None:
             start_event_writer()
             start_listener()
             start_alert_sender()
+            await _record_preconfigured_changes()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             # The server has drained its requests. Executions whose callers hung up may still run (they finish

@@ -108,6 +108,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "connectors",
     "connectors.throttling",
+    "connectors.accounts",  # single sign-on identities (README "Single sign-on")
+    "connectors.audit",  # the audit trail (README "Audit trail")
     "usage",
     "usage.governance",
 ]
@@ -120,6 +122,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "connectors.audit.middleware.AuditContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -136,6 +139,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "connectors.accounts.context_processors.single_sign_on",
             ],
         },
     },
@@ -179,6 +183,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+AUTHENTICATION_BACKENDS = ["connectors.accounts.backends.LocalPasswordBackend"]
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
@@ -225,6 +231,57 @@ CONTENT_SECURITY_POLICY = env.str(
     default="default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
     "connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'",
 )
+
+
+def _networks(name: str) -> list:
+    import ipaddress
+
+    networks = []
+    for item in env.list(name, default=[]):
+        try:
+            networks.append(ipaddress.ip_network(item.strip(), strict=False))
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}: {item!r} is not an IP address or network") from None
+    return networks
+
+
+# Reverse proxies whose X-Forwarded-For is believed when the audit trail records a client's address
+# (connectors/audit/context.py). Empty: the address of the connecting peer is recorded.
+TRUSTED_PROXIES = _networks("TRUSTED_PROXIES")
+
+# Single sign-on with OpenID Connect (connectors/accounts/sso.py, README "Single sign-on"). Off unless the issuer
+# and client id are set.
+OIDC_ISSUER_URL = env.str("OIDC_ISSUER_URL", default="").strip().rstrip("/")
+OIDC_CLIENT_ID = env.str("OIDC_CLIENT_ID", default="").strip()
+OIDC_CLIENT_SECRET = env.str("OIDC_CLIENT_SECRET", default="")
+OIDC_SCOPES = env.str("OIDC_SCOPES", default="openid email profile").strip()
+OIDC_PROVIDER_NAME = env.str("OIDC_PROVIDER_NAME", default="single sign-on").strip()
+OIDC_GROUPS_CLAIM = env.str("OIDC_GROUPS_CLAIM", default="groups").strip()
+OIDC_USERNAME_CLAIM = env.str("OIDC_USERNAME_CLAIM", default="preferred_username").strip()
+
+
+def _group_map(name: str) -> dict[str, str]:
+    mapping = {}
+    for item in env.str(name, default="").split(";"):
+        if not item.strip():
+            continue
+        idp_group, sep, local = item.partition("=")
+        if not sep or not idp_group.strip() or not local.strip():
+            raise ImproperlyConfigured(f"{name}: expected 'idp-group=Local group;...', got {item.strip()!r}")
+        mapping[idp_group.strip()] = local.strip()
+    return mapping
+
+
+OIDC_GROUP_MAP = _group_map("OIDC_GROUP_MAP")
+if OIDC_ISSUER_URL and not OIDC_ISSUER_URL.startswith(("https://", "http://")):
+    raise ImproperlyConfigured("OIDC_ISSUER_URL must be an http(s) URL")
+if bool(OIDC_ISSUER_URL) != bool(OIDC_CLIENT_ID):
+    raise ImproperlyConfigured("OIDC_ISSUER_URL and OIDC_CLIENT_ID must be set together (or neither)")
+if OIDC_ISSUER_URL and "openid" not in OIDC_SCOPES.split():
+    raise ImproperlyConfigured("OIDC_SCOPES must include openid")
+# Password sign-in (login page and HTTP Basic) only for superusers: everyone else signs in through the identity
+# provider (or uses API keys).
+LOCAL_LOGIN_SUPERUSERS_ONLY = _bool("LOCAL_LOGIN_SUPERUSERS_ONLY", default=False)
 
 # Outbound connections per transport profile and process: enough for thousands of slow executions in flight at
 # once. Idle connections are kept for reuse for 30 s (connectors/outbound/transport.py).

@@ -4,7 +4,7 @@ from django.shortcuts import redirect, render
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from connectors.accounts import api_key_views
+from connectors.accounts import api_key_views, sso_views
 from connectors.accounts.login_view import ThrottledLoginView
 from connectors.permissions import VIEW_CONNECTOR
 from usage.health import healthz
@@ -23,7 +23,10 @@ def home(request):
 urlpatterns = [
     path("", home, name="home"),
     path("accounts/login/", ThrottledLoginView.as_view(), name="login"),  # before auth.urls' own "login"
+    path("accounts/sso/login/", sso_views.sso_login, name="sso_login"),
+    path("accounts/sso/callback/", sso_views.sso_callback, name="sso_callback"),
     path("accounts/", include("django.contrib.auth.urls")),
+    path("audit/", include("connectors.audit.urls")),
     path("account/api-keys/", api_key_views.api_key_list, name="api_keys"),
     path("account/api-keys/<int:key_id>/revoke/", api_key_views.api_key_revoke, name="api_key_revoke"),
     # The admin's own login page would not be throttled: it sends people to the one that is.

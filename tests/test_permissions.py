@@ -95,4 +95,4 @@ def test_syncing_roles_again_changes_nothing():
     before = {g.name: set(g.permissions.values_list("pk", flat=True)) for g in Group.objects.all()}
     sync_roles()
     after = {g.name: set(g.permissions.values_list("pk", flat=True)) for g in Group.objects.all()}
-    assert before == after and len(after) == 3
+    assert before == after and len(after) == 4

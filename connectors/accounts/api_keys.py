@@ -3,6 +3,9 @@
 import hashlib
 import secrets
 
+from django.db import transaction
+from django.utils import timezone
+
 from connectors.models import ApiKey
 
 KEY_PREFIX = "cak_"
@@ -17,3 +20,23 @@ def create_api_key(user, name: str) -> tuple[ApiKey, str]:
     plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
     record = ApiKey.objects.create(user=user, name=name, prefix=plaintext[:12], digest=digest_of(plaintext))
     return record, plaintext
+
+
+def note_api_key_use(api_key_id: int) -> None:
+    """Update the key's "last used" time; the first time a key is ever used, record that in the audit trail.
+
+    Called by the API's authentication at most once a minute per key and process (connectors/api/auth.py), so
+    neither write is on the path of every request. The first use is recorded exactly once across processes: only
+    the UPDATE that finds ``last_used_at`` still empty records it, in the same transaction.
+    """
+    now = timezone.now()
+    from connectors.audit import recording
+
+    with transaction.atomic():
+        first = ApiKey.objects.filter(pk=api_key_id, last_used_at__isnull=True).update(last_used_at=now)
+        if first:
+            key = ApiKey.objects.select_related("user").get(pk=api_key_id)
+            recording.record("api_key", "first_use", object_id=key.pk, object_repr=str(key),
+                             changes={"owner": key.user.get_username()})
+        else:
+            ApiKey.objects.filter(pk=api_key_id).update(last_used_at=now)

@@ -30,9 +30,11 @@ from django.contrib.auth.hashers import check_password, make_password
 from django.contrib.auth.models import Group
 from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.middleware.csrf import CsrfViewMiddleware
-from django.utils import timezone
 
-from connectors.accounts.api_keys import digest_of
+from connectors.accounts.api_keys import digest_of, note_api_key_use
+from connectors.accounts.backends import password_login_allowed
+from connectors.audit import context as audit_context
+from connectors.audit import sign_ins
 from connectors.caching import invalidation
 from connectors.caching.expiring_cache import ExpiringCache
 from connectors.caller import current_api_key_id
@@ -156,6 +158,7 @@ def _user_to_check(address: str, username: str):
 
 def _accept(address: str, user):
     failures.succeeded(address, user.get_username())
+    sign_ins.api_credential_checked("basic", user.get_username(), user)  # once per verification, not per call
     return _with_permissions(user)
 
 
@@ -164,21 +167,24 @@ async def _verify_basic(username: str, password: str, address: str):
     the quick database work goes to asgiref's thread, the hash to the hasher pool."""
     user = await sync_to_async(_user_to_check)(address, username)
     matches = await _check_password_off_thread(password, user.password if user is not None else None)
-    if matches and user.is_active:
+    if matches and user.is_active and password_login_allowed(user):
         return await sync_to_async(_accept)(address, user)
     failures.failed(address, username)
+    await sign_ins.afailed(username, "basic")  # in memory unless a record is due (connectors/audit/sign_ins.py)
     return None
 
 
 def _verify_api_key(key: str):
     record = ApiKey.objects.active().select_related("user").filter(digest=digest_of(key)).first()
     if record is None or not record.user.is_active:
+        sign_ins.api_credential_checked("api_key", key[:12], None)
         return None, None
+    sign_ins.api_credential_checked("api_key", record.user.get_username(), record.user, api_key_id=record.pk)
     return _with_permissions(record.user), record.pk
 
 
 def _touch_api_key(api_key_id: int) -> None:
-    ApiKey.objects.filter(pk=api_key_id).update(last_used_at=timezone.now())
+    note_api_key_use(api_key_id)  # also records the key's first use in the audit trail
 
 
 async def _note_api_key_use(api_key_id: int) -> None:
@@ -236,6 +242,7 @@ async def authenticate_api_key(key: str):
     else:
         user, api_key_id = entry.user, entry.api_key_id
     current_api_key_id.set(api_key_id)
+    audit_context.note_api_key(api_key_id)  # changes made by this request are the key's
     await _note_api_key_use(api_key_id)
     return user
 
@@ -254,6 +261,7 @@ async def authenticate_request(request, *, allow_session: bool = True):
     """The user making an API request, with permissions preloaded; ``request.auth_scheme`` says how it
     authenticated (basic, apikey, bearer or session). Raises NotAuthenticated or Throttled."""
     current_api_key_id.set(None)
+    audit_context.enter_api(request)  # the audit trail's "how" and "from where" for this request
     header = request.headers.get("Authorization", "")
     scheme, _, credentials = header.partition(" ")
     scheme = scheme.lower()

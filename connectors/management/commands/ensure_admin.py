@@ -1,10 +1,11 @@
 import secrets
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+
+from connectors.audit.commands import AuditedCommand
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = "Create a superuser named 'admin' with a generated password when no user exists yet (used by `make run`)."
 
     def handle(self, *args, **options):

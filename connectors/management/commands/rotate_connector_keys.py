@@ -1,11 +1,12 @@
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db import transaction
 
+from connectors.audit.commands import AuditedCommand
 from connectors.crypto import SecretUnavailable, is_encrypted_with_newest_key, reencrypt_with_newest_key
 from connectors.models import Connector
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = (
         "Re-encrypt every stored connector API key with the newest key of CONNECTORS_ENCRYPTION_KEYS. "
         "Idempotent: keys already under the newest key are left alone."

@@ -1,0 +1,17 @@
+from django.conf import settings
+from django.contrib.auth.backends import ModelBackend
+
+
+def password_login_allowed(user) -> bool:
+    """Whether this user may sign in with a password (the login page, HTTP Basic on the APIs)."""
+    return user.is_superuser or not settings.LOCAL_LOGIN_SUPERUSERS_ONLY
+
+
+class LocalPasswordBackend(ModelBackend):
+    """Django's username-and-password backend (the login page and HTTP Basic), which can be limited to superusers
+    (LOCAL_LOGIN_SUPERUSERS_ONLY) when everyone else signs in with single sign-on."""
+
+    def user_can_authenticate(self, user) -> bool:
+        if not password_login_allowed(user):
+            return False
+        return super().user_can_authenticate(user)
