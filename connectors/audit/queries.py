@@ -8,6 +8,7 @@ costs what page 1 does, at ten million records as at a thousand. No OFFSET, no C
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 
+from django.db import connections
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
@@ -40,12 +41,13 @@ class AuditQuery:
 
 
 def _moment(name: str, raw: str, *, end_of_day: bool) -> datetime:
-    moment = parse_datetime(raw)
-    if moment is None:
-        day = parse_date(raw)
-        if day is None:
-            raise BadFilter(f"[{name}]: expected a date (2025-03-01) or a date-time (2025-03-01T12:00:00Z), got {raw!r}")
+    day = parse_date(raw) if len(raw) == 10 else None  # parse_datetime also takes a bare date, as midnight
+    if day is not None:
         moment = datetime.combine(day + timedelta(days=1) if end_of_day else day, time.min)
+    else:
+        moment = parse_datetime(raw)
+        if moment is None:
+            raise BadFilter(f"[{name}]: expected a date (2025-03-01) or a date-time (2025-03-01T12:00:00Z), got {raw!r}")
     if timezone.is_naive(moment):
         moment = timezone.make_aware(moment, timezone.get_current_timezone())
     return moment
@@ -77,6 +79,14 @@ def filtered(query: AuditQuery):
     return records.order_by("-at", "-id")
 
 
+def after_cursor(records, at, record_id: int):
+    """The records before (at, id) in the page order. A row-value comparison, so that the database walks the
+    (…, at, id) index from the cursor on (an OR of two conditions would not be one index range)."""
+    at_field = AuditRecord._meta.get_field("at")
+    at_value = at_field.get_db_prep_value(at, connections[records.db])  # SQLite stores naive UTC text
+    return records.extra(where=["(at, id) < (%s, %s)"], params=[at_value, record_id])
+
+
 def page(query: AuditQuery, cursor: str = "", size: int = PAGE_SIZE) -> tuple[list[AuditRecord], str]:
     """One page of records, newest first, and the cursor of the next page ("" on the last one).
 
@@ -90,8 +100,7 @@ def page(query: AuditQuery, cursor: str = "", size: int = PAGE_SIZE) -> tuple[li
             raise BadFilter(f"[cursor]: expected a record id, got {cursor!r}") from None
         if last is None:
             raise BadFilter(f"[cursor]: no record {cursor}")
-        # A row-value comparison, so that the database walks the (…, at, id) index from the cursor on.
-        records = records.extra(where=["(at, id) < (%s, %s)"], params=[last, int(cursor)])
+        records = after_cursor(records, last, int(cursor))
     rows = list(records[: size + 1])
     next_cursor = str(rows[size - 1].pk) if len(rows) > size else ""
     return rows[:size], next_cursor

@@ -50,15 +50,15 @@ def record(
     object_id: object = "",
     object_repr: str = "",
     changes: dict | None = None,
-    actor: context.Actor | None = None,
+    by: context.Actor | None = None,
     using: str | None = None,
     **overrides,
 ) -> AuditRecord:
-    """Write one audit record, attributed to the current actor (``context.current()``) unless one is given.
+    """Write one audit record, attributed to the current actor (``context.current()``) unless ``by`` is given.
 
-    ``overrides`` set record fields directly (a failed sign-in names the attempted username as ``actor``).
+    ``overrides`` set record fields directly (``at`` when importing, ``actor`` for a name outside the app).
     """
-    fields = _actor_fields(actor or context.current())
+    fields = _actor_fields(by or context.current())
     fields.update(overrides)
     return AuditRecord.objects.using(using or DEFAULT_DB_ALIAS).create(
         object_type=object_type,

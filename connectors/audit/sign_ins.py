@@ -31,7 +31,7 @@ def signed_in(user, method: str, *, request=None, api_key_id: int | None = None)
         sign_in_method=actor.sign_in_method,
     )
     recording.record("user", "sign_in", object_id=user.pk, object_repr=user.get_username(),
-                     changes={"method": method}, actor=actor)
+                     changes={"method": method}, by=actor)
 
 
 def _due(method: str, username: str, request) -> int | None:
@@ -72,7 +72,7 @@ def _write_failure(username: str, method: str, request, earlier: int) -> None:
         changes["attempts_since_last_record"] = earlier
     attempted = context.Actor(via=actor.via, request=request, sign_in_method=actor.sign_in_method)
     recording.record("user", "sign_in_failed", object_id=username[:150], object_repr=username[:300],
-                     changes=changes, actor=attempted)
+                     changes=changes, by=attempted)
 
 
 def api_credential_checked(method: str, username: str, user, *, api_key_id: int | None = None) -> None:

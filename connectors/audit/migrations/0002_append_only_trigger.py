@@ -34,7 +34,8 @@ DROP FUNCTION IF EXISTS audit_record_append_only();
 def _on_postgresql(sql: str):
     def run(apps, schema_editor):
         if schema_editor.connection.vendor == "postgresql":
-            schema_editor.execute(sql)
+            with schema_editor.connection.cursor() as cursor:
+                cursor.execute(sql)  # no parameters: the '%' of RAISE stays as it is
 
     return run
 

@@ -1,4 +1,4 @@
-from datetime import datetime, time
+from datetime import UTC, datetime, time
 
 from django.core.management.base import CommandError
 from django.db import connection, transaction
@@ -26,7 +26,7 @@ class Command(AuditedCommand):
         day = parse_date(before or "")
         if day is None:
             raise CommandError(f"--before: expected a date such as 2025-01-31, got {before!r}")
-        cutoff = timezone.make_aware(datetime.combine(day, time.min), timezone.UTC)
+        cutoff = datetime.combine(day, time.min, tzinfo=UTC)
         if cutoff > timezone.now():
             raise CommandError("--before is in the future: that would delete records of today")
         older = AuditRecord.objects.filter(at__lt=cutoff)
