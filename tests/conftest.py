@@ -7,6 +7,7 @@ import pytest
 from django.contrib.auth.models import Group
 from django.test import override_settings
 
+from connectors.audit.sign_ins import forget_failures
 from connectors.caching.invalidation import forget_everything
 from connectors.models import Connector, Provider
 from connectors_admin.actions_config import parse_actions_config
@@ -81,14 +82,17 @@ def _static_files_without_collectstatic():
 
 @pytest.fixture(autouse=True)
 def _fresh_caches():
-    """Each test starts with empty per-process caches (verified credentials, connectors, known login locks)."""
+    """Each test starts with empty per-process caches (verified credentials, connectors, known login locks,
+    failed sign-in counts of the audit trail)."""
     from connectors.throttling.failures import forget_locks
 
     forget_everything()
     forget_locks()
+    forget_failures()
     yield
     forget_everything()
     forget_locks()
+    forget_failures()
 
 
 @pytest.fixture(scope="session")

@@ -29,13 +29,6 @@ pytestmark = pytest.mark.django_db
 BROWSER = "Mozilla/5.0 (audit test)"
 
 
-@pytest.fixture(autouse=True)
-def _fresh_failure_counts():
-    sign_ins.forget_failures()
-    yield
-    sign_ins.forget_failures()
-
-
 @pytest.fixture
 def auditor(django_user_model):
     return make_user(django_user_model, "audrey", "Auditors")
