@@ -97,3 +97,25 @@ def test_the_stream_limits_take_sizes_with_units_and_default_to_long_answers():
         result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**base, **extra}, capture_output=True,
                                 text=True, timeout=60)
         assert result.stdout.split("\n")[0] == expected, result.stderr
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"OIDC_GROUP_MAP": "admins"}, "OIDC_GROUP_MAP: expected 'idp-group=Local group;...', got 'admins'"),
+    ({"OIDC_ISSUER_URL": "https://idp.example.com/realms/x"}, "OIDC_ISSUER_URL and OIDC_CLIENT_ID must be set together"),
+    ({"OIDC_ISSUER_URL": "idp.example.com", "OIDC_CLIENT_ID": "x"}, "OIDC_ISSUER_URL must be an http(s) URL"),
+    ({"OIDC_ISSUER_URL": "https://idp.example.com", "OIDC_CLIENT_ID": "x", "OIDC_SCOPES": "email"},
+     "OIDC_SCOPES must include openid"),
+    ({"TRUSTED_PROXIES": "10.0.0.0/8,not-an-address"}, "TRUSTED_PROXIES: 'not-an-address' is not an IP address"),
+    ({"LOCAL_LOGIN_SUPERUSERS_ONLY": "maybe"}, "LOCAL_LOGIN_SUPERUSERS_ONLY must be true or false"),
+])
+def test_malformed_sign_on_and_audit_settings_name_the_variable(env, message):
+    result = start(DEBUG="true", CONNECTORS_ENCRYPTION_KEYS=GOOD_KEY, **env)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_a_complete_sign_on_configuration_starts():
+    result = start(DEBUG="true", CONNECTORS_ENCRYPTION_KEYS=GOOD_KEY, OIDC_ISSUER_URL="https://idp.example.com/",
+                   OIDC_CLIENT_ID="connectors-admin", OIDC_GROUP_MAP="admins=Connector admins; root = superuser",
+                   TRUSTED_PROXIES="10.0.0.0/8, 192.0.2.1")
+    assert result.returncode == 0, result.stderr
