@@ -1,10 +1,13 @@
 import logging
 
+import requests
+from authlib.common.errors import AuthlibBaseError
 from django.contrib.auth import login
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
+from joserfc.errors import JoseError
 
 from connectors.accounts import sso
 from connectors.audit import context as audit_context
@@ -12,6 +15,9 @@ from connectors.audit import sign_ins
 
 log = logging.getLogger(__name__)
 NEXT_KEY = "sso_next"
+# What a sign-in that cannot be trusted raises: authlib's OAuth errors (state, the provider's error answer),
+# joserfc's (signature, expiry, issuer, audience, nonce), the network, and a malformed answer.
+VERIFICATION_ERRORS = (AuthlibBaseError, JoseError, requests.RequestException, ValueError, KeyError)
 
 
 def sso_login(request):
@@ -22,7 +28,7 @@ def sso_login(request):
         request.session[NEXT_KEY] = next_url
     try:
         return sso.client().authorize_redirect(request, request.build_absolute_uri(reverse("sso_callback")))
-    except Exception as exc:  # noqa: BLE001 - discovery failed: say so on the login page, never a 500
+    except (requests.RequestException, ValueError) as exc:  # discovery failed: say so, never a 500
         log.warning("single sign-on: the identity provider's discovery document could not be read: %s", exc)
         return _refused(request, "The identity provider could not be reached.", status=502)
 
@@ -41,7 +47,7 @@ def sso_callback(request):
         except sso.SsoError as exc:
             sign_ins.failed("", "sso", request=request)
             return _refused(request, str(exc))
-        except Exception as exc:  # noqa: BLE001 - bad state, signature, issuer, audience, expiry, nonce, network
+        except VERIFICATION_ERRORS as exc:  # bad state, signature, issuer, audience, expiry, nonce, or network
             log.warning("single sign-on refused: %s: %s", type(exc).__name__, exc)
             sign_ins.failed("", "sso", request=request)
             return _refused(request, "The sign-in could not be verified. Try again.")
