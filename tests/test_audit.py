@@ -92,7 +92,8 @@ class TestConnectorPages:
 
 class TestConnectorApi:
     def test_create_update_delete_through_kibanas_api(self, client, connector_admin):
-        auth = {"HTTP_AUTHORIZATION": basic_auth(connector_admin), "HTTP_USER_AGENT": "kibana-script/1.0"}
+        auth = {"HTTP_AUTHORIZATION": basic_auth(connector_admin), "HTTP_USER_AGENT": "kibana-script/1.0",
+                "HTTP_KBN_XSRF": "true"}
         created = client.post("/api/actions/connector/audited", json.dumps(create_body()),
                               content_type="application/json", **auth).json()
         client.put("/api/actions/connector/audited",
