@@ -507,3 +507,34 @@ class TestAuditPage:
             cursor.execute("EXPLAIN " + sql, sql_params)
             plan = "\n".join(row[0] for row in cursor.fetchall())
         assert index in plan and "Sort" not in plan, plan
+
+
+class TestGovernanceRecords:
+    """Budgets, limits and alert channels (usage/governance) are in the trail too."""
+
+    def test_a_budget_created_changed_and_deleted(self, client, admin_user, make_connector):
+        from usage.governance.models import Budget, Period, Scope, Unit
+
+        connector = make_connector()
+        with transaction.atomic():  # as /admin/ does
+            budget = Budget.objects.create(name="Pilot", scope=Scope.CONNECTOR, connector_id=connector.pk,
+                                           period=Period.MONTH, unit=Unit.TOKENS, amount=1000)
+        budget.amount = 5000
+        budget.save()
+        budget.delete()
+        create, update, delete = records(object_type="budget")
+        assert (create.action, update.action, delete.action) == ("create", "update", "delete")
+        assert create.changes["name"] == "Pilot"
+        assert list(update.changes) == ["amount"]
+        assert [float(value) for value in update.changes["amount"]] == [1000, 5000]
+
+    def test_an_alert_channels_target_and_secret_are_never_recorded(self):
+        from usage.governance.models import AlertChannel, ChannelKind
+
+        hook = "https://hooks.slack.example/services/T000/B000/SECRETTOKEN"
+        channel = AlertChannel.objects.create(name="slack", kind=ChannelKind.WEBHOOK, target=hook)
+        channel.target = hook.replace("SECRETTOKEN", "OTHERTOKEN")
+        channel.save()
+        create, update = records(object_type="alert_channel")
+        assert create.changes["target"] == "Target set" and update.changes == {"target": "Target changed"}
+        assert "TOKEN" not in json.dumps([create.changes, update.changes])

@@ -49,6 +49,18 @@ def _plain(value):
     return str(value)
 
 
+def _raw(instance, name: str):
+    """The field's value as its Python type (an int assigned to a DecimalField compares as the Decimal it is)."""
+    model_field = instance._meta.get_field(name)
+    if model_field.is_relation:
+        return getattr(instance, model_field.attname)
+    value = getattr(instance, name)
+    try:
+        return model_field.to_python(value)
+    except Exception:  # noqa: BLE001 - an invalid value about to fail validation: record it as it is
+        return value
+
+
 def _value(instance, name: str):
     model_field = instance._meta.get_field(name)
     if model_field.is_relation:
@@ -56,7 +68,7 @@ def _value(instance, name: str):
         if related_id is None:
             return None
         return str(getattr(instance, name))
-    return _plain(getattr(instance, name))
+    return _plain(_raw(instance, name))
 
 
 def _secret_note(spec: Secret, before, after, name: str) -> str | None:
@@ -89,9 +101,8 @@ def diff(before, after, spec: Audited) -> dict:
     """{"field": [before, after]} for each changed field; secrets as {"field": "API key changed"}."""
     changes = {}
     for name in spec.fields:
-        old, new = _value(before, name), _value(after, name)
-        if old != new:
-            changes[name] = [old, new]
+        if _raw(before, name) != _raw(after, name):
+            changes[name] = [_value(before, name), _value(after, name)]
     for name, secret in spec.secrets.items():
         note = _secret_note(secret, before, after, name)
         if note:

@@ -120,6 +120,44 @@ def _sign_in_failed(sender, credentials, request=None, **kwargs):
     sign_ins.failed(credentials.get("username") or "", "password", request=request)
 
 
+# The governance records of this round (usage/governance: prices, budgets, limits, alert channels and rules), by
+# app label and model name so that the audit app does not import usage. Secrets: an alert channel's signing secret,
+# and its target, since a webhook URL (Slack's, for one) carries a token.
+GOVERNANCE = {
+    "Price": ("price", {}),
+    "ConnectorPricing": ("connector_pricing", {}),
+    "Budget": ("budget", {}),
+    "RateLimit": ("rate_limit", {}),
+    "AlertChannel": ("alert_channel", {"target": Secret("Target"), "secret_encrypted": Secret("Signing secret")}),
+    "ErrorRateRule": ("error_rate_rule", {}),
+}
+_NOT_RECORDED = {"created_at", "updated_at"}
+
+
+def _register_governance() -> None:
+    from django.apps import apps
+
+    for model_name, (object_type, secrets) in GOVERNANCE.items():
+        try:
+            model = apps.get_model("governance", model_name)
+        except LookupError:
+            continue
+        fields = tuple(
+            f.name for f in model._meta.concrete_fields
+            if not f.primary_key and f.name not in _NOT_RECORDED and f.name not in secrets
+        )
+        if model._meta.pk.name not in ("id",) and model._meta.pk.name not in fields:
+            fields = (model._meta.pk.name, *fields)  # a natural key (ConnectorPricing.connector_id) is worth showing
+        diffs.register(model, Audited(object_type, fields, secrets=secrets, ignored=frozenset({"updated_at"})))
+        _connect(model)
+
+
+def _connect(model) -> None:
+    pre_save.connect(_before_save, sender=model, dispatch_uid=f"audit_pre_save_{model._meta.label}")
+    post_save.connect(_after_save, sender=model, dispatch_uid=f"audit_post_save_{model._meta.label}")
+    post_delete.connect(_after_delete, sender=model, dispatch_uid=f"audit_post_delete_{model._meta.label}")
+
+
 def connect() -> None:
     from connectors.models import ApiKey, Connector
 
@@ -141,9 +179,8 @@ def connect() -> None:
     ))
     diffs.register(Group, Audited("group", ("name",)))
     for model in (Connector, ApiKey, User, Group):
-        pre_save.connect(_before_save, sender=model, dispatch_uid=f"audit_pre_save_{model._meta.label}")
-        post_save.connect(_after_save, sender=model, dispatch_uid=f"audit_post_save_{model._meta.label}")
-        post_delete.connect(_after_delete, sender=model, dispatch_uid=f"audit_post_delete_{model._meta.label}")
+        _connect(model)
+    _register_governance()
     m2m_changed.connect(_relation_changed("user", "role"), sender=User.groups.through,
                         dispatch_uid="audit_user_groups", weak=False)
     m2m_changed.connect(_relation_changed("user", "permission"), sender=User.user_permissions.through,
