@@ -56,6 +56,7 @@ def test_a_used_up_budget_refuses_with_kibanas_envelope_and_records_a_rejected_e
     assert 'Budget "Pilot tokens"' in refused["message"] and "It resets at" in refused["message"]
     assert len(fake_openai.requests) == sent_before  # nothing was sent
     recorded_events.wait_for(2)
+    alerts.stop_alert_sender()  # the refusal's alert is written by then (SQLite's test database has one writer)
     event = ExecutionEvent.objects.order_by("-pk").first()
     assert (event.outcome, event.total_tokens, event.cost_nanos, event.upstream_status) == ("failure", 0, 0, None)
     assert event.error_message == refused["message"]
@@ -73,8 +74,9 @@ def test_the_openai_endpoint_answers_429_insufficient_quota_and_rate_limit_excee
     assert limited.status_code == 429
     assert limited.json()["error"]["code"] == "rate_limit_exceeded"
     assert 1 <= int(limited.headers["Retry-After"]) <= 60
-    RateLimit.objects.all().delete()
     recorded_events.wait_for(2)
+    alerts.stop_alert_sender()  # the refusal's alert is written by then (SQLite's test database has one writer)
+    RateLimit.objects.all().delete()
     Budget.objects.create(name="Key budget", scope=Scope.API_KEY, api_key_id=ExecutionEvent.objects.first().api_key_id,
                           period=Period.DAY, unit=Unit.TOKENS, amount=Decimal(0))
     quota = httpx.post(url, json={"messages": MESSAGES, "stream": True}, headers=headers, timeout=20)
