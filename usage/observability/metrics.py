@@ -17,6 +17,7 @@ sub-action, outcome) are looked up in a dict after the first execution with thos
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 from pathlib import Path
 
@@ -204,12 +205,20 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+AUTOMATIC_DIRECTORY_PREFIX = "connectors-admin-metrics-"  # + the supervisor's pid (connectors_admin/settings.py)
+
+
 def forget_dead_workers() -> None:
     """Drop the live-gauge files of worker processes that are gone (a crashed or replaced worker), so the queue
-    depth sums live workers only. Counters and histograms of dead workers stay: their counts happened."""
+    depth sums live workers only; counters and histograms of dead workers stay: their counts happened. Also
+    remove the directories that earlier servers' supervisors were given automatically, once they are gone."""
     directory = multiprocess_directory()
     if not directory:
         return
+    for earlier in Path(directory).parent.glob(AUTOMATIC_DIRECTORY_PREFIX + "*"):
+        pid = earlier.name.removeprefix(AUTOMATIC_DIRECTORY_PREFIX)
+        if earlier != Path(directory) and pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(earlier, ignore_errors=True)
     for path in Path(directory).glob("gauge_live*_*.db"):
         pid = path.stem.rsplit("_", 1)[-1]
         if pid.isdigit() and not _pid_alive(int(pid)):
