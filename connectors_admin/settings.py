@@ -290,6 +290,8 @@ except (ImproperlyConfigured, ValueError, KeyError) as exc:
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="connectors-admin@localhost")
 
 # --- Observability (README: Prometheus, OpenTelemetry, Kibana event-log export) ------------------------------------
+# Prometheus metrics are collected unless this is off (then GET /metrics answers 404).
+METRICS_ENABLED = _bool("METRICS_ENABLED", default=True)
 # GET /metrics is refused to everyone unless a bearer token or client networks are configured (usage/observability).
 METRICS_BEARER_TOKEN = env.str("METRICS_BEARER_TOKEN", default="")
 try:

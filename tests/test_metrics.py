@@ -168,3 +168,13 @@ def test_event_writer_failures_and_queue_depth_are_exported(client, token):
 def test_refusals_are_declared_for_the_budget_and_rate_limit_checks(client, token):
     samples = scrape(client)
     assert "connectors_refusals" in samples  # declared (HELP and TYPE) before anything counts one
+
+
+def test_with_metrics_off_nothing_is_counted_and_the_endpoint_is_gone(client, token, settings, operator,
+                                                                       make_connector, fake_openai):
+    connector = make_connector(api_url=fake_openai.url("ok"))
+    settings.METRICS_ENABLED = False
+    execute(client, operator, connector)
+    assert client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}").status_code == 404
+    settings.METRICS_ENABLED = True
+    assert value(scrape(client), "connectors_executions_total", connector=connector.pk) == 0

@@ -11,6 +11,8 @@ import logging
 import time
 from contextvars import ContextVar
 
+from django.conf import settings
+
 from usage.observability import metrics, tracing
 
 logger = logging.getLogger(__name__)
@@ -44,9 +46,13 @@ class Observation:
 
 def execution_opened(event, connector) -> None:
     """Start following the execution whose event was just created (attached to the event as ``observation``)."""
+    traced = tracing.enabled()
+    if not (traced or settings.METRICS_ENABLED):
+        _current.set(None)
+        return
     incoming = _incoming.get()
     span = None
-    if tracing.enabled():
+    if traced:
         span = tracing.start_execution_span(incoming[1] if incoming else None, time.time_ns())
     observation = Observation(connector.provider, incoming[0] if incoming else time.perf_counter(), span)
     event.observation = observation
@@ -81,8 +87,9 @@ def execution_recorded(event) -> None:
     if observation is None:
         return
     try:
-        total = time.perf_counter() - observation.started
-        metrics.observe_execution(event, observation.provider, observation.upstream_seconds, total)
+        if settings.METRICS_ENABLED:
+            total = time.perf_counter() - observation.started
+            metrics.observe_execution(event, observation.provider, observation.upstream_seconds, total)
         if observation.span is not None:
             tracing.finish_execution_span(observation.span, event, observation.provider, observation.response_id,
                                           observation.finish_reasons, observation.server, time.time_ns())

@@ -161,6 +161,8 @@ _cache_children: dict[tuple[str, bool], Counter] = {}
 
 
 def count_cache_lookup(cache: str, hit: bool) -> None:
+    if not settings.METRICS_ENABLED:
+        return
     child = _cache_children.get((cache, hit))
     if child is None:
         child = _cache_children[(cache, hit)] = CACHE_REQUESTS.labels(cache, "hit" if hit else "miss")
@@ -173,7 +175,8 @@ def count_refusal(connector_id: str, reason: str) -> None:
 
 
 def set_event_queue_depth(depth: int) -> None:
-    EVENT_QUEUE_DEPTH.set(depth)
+    if settings.METRICS_ENABLED:
+        EVENT_QUEUE_DEPTH.set(depth)
 
 
 def count_event_write_failure(reason: str, events: int = 1) -> None:

@@ -9,7 +9,7 @@ import hmac
 import ipaddress
 
 from django.conf import settings
-from django.http import HttpResponse
+from django.http import Http404, HttpResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -54,6 +54,8 @@ def refusal(request) -> HttpResponse | None:
 
 @require_GET
 def metrics_endpoint(request):
+    if not settings.METRICS_ENABLED:
+        raise Http404("Metrics are off (METRICS_ENABLED).")
     refused = refusal(request)
     if refused is not None:
         return refused
