@@ -53,7 +53,7 @@ async def _execute_batch(port: int, seed: dict, count: int) -> None:
 
     async def one():
         # A connection of its own each: the kernel hands them to whichever worker accepts first.
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(timeout=120) as client:  # generous: a cold worker on a busy machine
             response = await client.post(url, content=body, headers={
                 "Authorization": f"ApiKey {seed['api_key']}", "Content-Type": "application/json"})
             assert response.status_code == 200 and response.json()["status"] == "ok", response.text
@@ -62,7 +62,7 @@ async def _execute_batch(port: int, seed: dict, count: int) -> None:
 
 
 def _executions_in_a_scrape(port: int) -> float:
-    response = httpx.get(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    response = httpx.get(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120)
     assert response.status_code == 200
     return sum(sample.value for family in text_string_to_metric_families(response.text)
                for sample in family.samples if sample.name == "connectors_executions_total")
