@@ -1,7 +1,8 @@
-"""Prometheus multi-process mode: the app under uvicorn with 2 worker processes, every worker counted in a scrape.
+"""Prometheus multi-process mode: the app with 2 worker processes, under uvicorn's supervisor and under gunicorn,
+every worker counted in a scrape.
 
 No PROMETHEUS_MULTIPROC_DIR is given: the workers find their supervisor's directory themselves (settings.py).
-The server is a real uvicorn with its own SQLite database, seeded as the benchmarks seed theirs.
+The server has its own SQLite database, seeded as the benchmarks seed theirs.
 """
 
 import asyncio
@@ -23,8 +24,18 @@ ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "workers-metrics-token-0123456789"
 
 
-@pytest.fixture
-def two_worker_server(tmp_path, upstream):
+BIN = Path(sys.executable).parent
+SERVERS = {
+    "uvicorn": lambda port: [str(BIN / "uvicorn"), "connectors_admin.asgi:application", "--host", "127.0.0.1",
+                             "--port", str(port), "--workers", "2", "--log-level", "warning", "--no-access-log"],
+    "gunicorn": lambda port: [str(BIN / "gunicorn"), "connectors_admin.asgi:application", "-k",
+                              "uvicorn.workers.UvicornWorker", "-w", "2", "-b", f"127.0.0.1:{port}",
+                              "--log-level", "warning"],
+}
+
+
+@pytest.fixture(params=sorted(SERVERS))
+def two_worker_server(request, tmp_path, upstream):
     env = {key: value for key, value in os.environ.items() if not key.startswith(("PROMETHEUS_", "OTEL_"))}
     env.update(DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}", ENV_FILE="", METRICS_BEARER_TOKEN=TOKEN,
                LOG_LEVEL="WARNING", PYTHONPATH=str(ROOT))
@@ -33,11 +44,7 @@ def two_worker_server(tmp_path, upstream):
                             check=True, capture_output=True, text=True).stdout
     seed = json.loads(seeded.strip().splitlines()[-1])
     port = harness.free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "uvicorn"), "connectors_admin.asgi:application", "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "2", "--log-level", "warning", "--no-access-log"],
-        cwd=ROOT, env=env,
-    )
+    server = subprocess.Popen(SERVERS[request.param](port), cwd=ROOT, env=env)
     try:
         harness.wait_for_port(port, server, timeout=60)
         yield port, seed, server
