@@ -178,3 +178,35 @@ def test_with_metrics_off_nothing_is_counted_and_the_endpoint_is_gone(client, to
     assert client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}").status_code == 404
     settings.METRICS_ENABLED = True
     assert value(scrape(client), "connectors_executions_total", connector=connector.pk) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_event_writer_reports_its_queue_and_its_failed_attempts(client, token, monkeypatch):
+    from django.db import OperationalError
+    from django.utils import timezone
+
+    from usage import recording
+    from usage.models import ExecutionEvent
+
+    failures = {"left": 2}
+    original = recording.record_events
+
+    def flaky_record_events(events):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise OperationalError("server closed the connection unexpectedly")
+        return original(events)
+
+    before = value(scrape(client), "connectors_event_write_failures_total", reason="database_unavailable")
+    monkeypatch.setattr(recording, "record_events", flaky_record_events)
+    writer = recording.EventWriter(retry_delays=(0.01,))
+    for index in range(5):  # queued before the thread starts: the depth is exactly what is waiting
+        writer.submit(ExecutionEvent(timestamp=timezone.now(), connector_id="metrics-writer", connector_name="w",
+                                     source="api", sub_action="run", outcome="success", error_message=str(index)))
+    assert value(scrape(client), "connectors_event_writer_queue_depth") == 5
+    writer.start()
+    assert writer.flush(timeout=10)
+    writer.stop(timeout=5)
+    samples = scrape(client)
+    assert value(samples, "connectors_event_writer_queue_depth") == 0
+    assert value(samples, "connectors_event_write_failures_total", reason="database_unavailable") == before + 2
