@@ -66,7 +66,7 @@ def record(connector, **fields) -> ExecutionEvent:
                     source="api", sub_action="run", outcome="success", duration_ms=1248.5, upstream_status=200,
                     requested_model="gpt-4o", response_model="gpt-4o-2024-08-06", prompt_tokens=10,
                     completion_tokens=12, total_tokens=22, usage_source="provider", request_bytes=78)
-    return ExecutionEvent.objects.record(**{**defaults, **fields})
+    return ExecutionEvent.objects.insert_batch([ExecutionEvent(**{**defaults, **fields})])[0]
 
 
 def export(client, user, **params):

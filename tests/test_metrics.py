@@ -189,16 +189,16 @@ def test_the_event_writer_reports_its_queue_and_its_failed_attempts(client, toke
     from usage.models import ExecutionEvent
 
     failures = {"left": 2}
-    original = recording.record_events
+    original = recording._insert
 
-    def flaky_record_events(events):
+    def flaky_insert(events):
         if failures["left"]:
             failures["left"] -= 1
             raise OperationalError("server closed the connection unexpectedly")
         return original(events)
 
     before = value(scrape(client), "connectors_event_write_failures_total", reason="database_unavailable")
-    monkeypatch.setattr(recording, "record_events", flaky_record_events)
+    monkeypatch.setattr(recording, "_insert", flaky_insert)
     writer = recording.EventWriter(retry_delays=(0.01,))
     for index in range(5):  # queued before the thread starts: the depth is exactly what is waiting
         writer.submit(ExecutionEvent(timestamp=timezone.now(), connector_id="metrics-writer", connector_name="w",

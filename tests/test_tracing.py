@@ -132,12 +132,12 @@ def test_an_execution_refused_before_the_network_has_no_http_span(spans, asgi_li
 
 
 def test_tracing_is_off_without_an_endpoint(settings, make_connector):
-    from connectors.outbound.execution import new_event
+    from connectors.outbound.record import ExecutionRecord
 
     settings.TRACING_ENABLED = False
     tracing.shutdown()
-    event = new_event(make_connector(), None, "api", "run")
-    assert event.observation.span is None and not tracing.enabled()
+    record = ExecutionRecord(make_connector(), user=None, source="api", sub_action="run")
+    assert record.event.observation.span is None and not tracing.enabled()
 
 
 def test_spans_reach_a_real_otlp_receiver_through_the_exporter(settings, monkeypatch, asgi_live_server,

@@ -1,8 +1,8 @@
 """One execution followed from its opening to its recorded event: where metrics and tracing hook in.
 
-The execution path calls ``execution_opened`` when it creates an execution's event and usage.recording calls
-``execution_recorded`` at its one door for events; outbound HTTP calls in between report through
-``upstream_call``. Nothing here may fail an execution: ``execution_recorded`` logs and swallows its own errors.
+``ExecutionRecord`` (connectors/outbound/record.py) calls ``execution_opened`` when it opens an execution's
+event, and ``usage.recording.record_execution``, the one door of the event log, calls ``execution_recorded``;
+outbound HTTP calls in between report through ``upstream_call``. Nothing here may fail an execution: ``execution_recorded`` logs and swallows its own errors.
 """
 
 from __future__ import annotations

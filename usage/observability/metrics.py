@@ -65,9 +65,9 @@ EVENT_QUEUE_DEPTH = Gauge(
     multiprocess_mode="livesum",
 )
 EVENT_WRITE_FAILURES = Counter(
-    "connectors_event_write_failures", "Failed event writes: database_unavailable (a batch attempt that will be "
-    "retried), rejected (an event the database refused, logged whole), abandoned (events still unwritten when a "
-    "shutdown gave up, logged whole).",
+    "connectors_event_write_failures", "Failed event writes: database_unavailable (a batch attempt; the batch is "
+    "retried or spooled), spool_unavailable (the local spool could not take a batch), rejected (an event the "
+    "database refused, logged whole), lost (an event not stored for another reason, logged whole).",
     ["reason"],
 )
 CACHE_REQUESTS = Counter(
