@@ -36,7 +36,7 @@ def exported(client, settings, operator, make_connector, fake_openai) -> tuple[s
     connector = make_connector(api_url=fake_openai.url("ok"))
     params = {"params": {"subAction": "run", "subActionParams": {"body": json.dumps({"messages": [{"role": "user", "content": "Hi"}]})}}}
     client.post(f"/api/actions/connector/{connector.pk}/_execute", json.dumps(params), content_type="application/json",
-                HTTP_AUTHORIZATION=basic_auth(operator))
+                HTTP_AUTHORIZATION=basic_auth(operator), HTTP_KBN_XSRF="true")
     text = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}").content.decode()
     names, labels = set(), {}
     for family in text_string_to_metric_families(text):

@@ -84,7 +84,7 @@ def test_an_execution_becomes_kibanas_execute_document(client, analyst, operator
     params = {"params": {"subAction": "run", "subActionParams": {"body": json.dumps(
         {"messages": [{"role": "user", "content": "Hello world"}]})}}}
     client.post(f"/api/actions/connector/{connector.pk}/_execute", json.dumps(params),
-                content_type="application/json", HTTP_AUTHORIZATION=basic_auth(operator))
+                content_type="application/json", HTTP_AUTHORIZATION=basic_auth(operator), HTTP_KBN_XSRF="true")
     event = ExecutionEvent.objects.get()
     response, body = export(client, analyst, **{"from": (event.timestamp - timedelta(minutes=1)).isoformat(),
                                                 "to": (event.timestamp + timedelta(minutes=1)).isoformat()})

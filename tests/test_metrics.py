@@ -34,7 +34,7 @@ def value(samples: dict, name: str, **labels) -> float:
 def execute(client, user, connector, body=HELLO, sub_action="run"):
     params = {"params": {"subAction": sub_action, "subActionParams": {"body": json.dumps(body)}}}
     return client.post(f"/api/actions/connector/{connector.pk}/_execute", json.dumps(params),
-                       content_type="application/json", HTTP_AUTHORIZATION=basic_auth(user))
+                       content_type="application/json", HTTP_AUTHORIZATION=basic_auth(user), HTTP_KBN_XSRF="true")
 
 
 @pytest.fixture

@@ -38,7 +38,8 @@ def execute(url: str, user, connector, sub_action="run", body=None, **headers):
     if sub_action == "stream":
         params["params"]["subActionParams"]["stream"] = True
     return httpx.post(f"{url}/api/actions/connector/{connector.pk}/_execute", content=json.dumps(params),
-                      headers={"Authorization": basic_auth(user), "Content-Type": "application/json", **headers},
+                      headers={"Authorization": basic_auth(user), "Content-Type": "application/json", "kbn-xsrf": "true",
+                               **headers},
                       timeout=30)
 
 
