@@ -210,3 +210,33 @@ def test_the_event_writer_reports_its_queue_and_its_failed_attempts(client, toke
     samples = scrape(client)
     assert value(samples, "connectors_event_writer_queue_depth") == 0
     assert value(samples, "connectors_event_write_failures_total", reason="database_unavailable") == before + 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cost_and_rate_limit_refusals_are_counted(client, token, settings, operator, make_connector, fake_openai):
+    import datetime as dt
+    from decimal import Decimal
+
+    from usage.governance.counters import reset_counter_store
+    from usage.governance.models import Price, RateLimit, Scope
+    from usage.governance.pricing import forget_table
+
+    settings.REDIS_URL = ""  # the database's counters
+    reset_counter_store()
+    forget_table()
+    try:
+        connector = make_connector(api_url=fake_openai.url("ok"), default_model="gpt-4o")
+        Price.objects.create(model_pattern="gpt-4o", valid_from=dt.date(2020, 1, 1),
+                             input_per_million=Decimal("1000000"), output_per_million=Decimal("2000000"),
+                             connector_id=connector.pk)
+        RateLimit.objects.create(scope=Scope.CONNECTOR, connector_id=connector.pk, requests_per_minute=1)
+        assert execute(client, operator, connector).json()["status"] == "ok"
+        assert execute(client, operator, connector).json()["status"] == "error"  # the second in the minute
+        samples = scrape(client)
+        # 1 (resp. 2) currency units per prompt (resp. completion) token: 9 + 9 tokens cost 27.
+        assert value(samples, "connectors_cost_total", connector=connector.pk, model="gpt-4o",
+                     currency=settings.USAGE_CURRENCY) == 27
+        assert value(samples, "connectors_refusals_total", connector=connector.pk, reason="rate_limit") == 1
+    finally:
+        reset_counter_store()
+        forget_table()

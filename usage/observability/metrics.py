@@ -44,6 +44,11 @@ TOKENS = Counter(
     "part of the prompt tokens and reasoning tokens part of the completion tokens, as OpenAI reports them.",
     ["connector", "model", "kind"],
 )
+COST = Counter(
+    "connectors_cost", "What executions cost, in units of USAGE_CURRENCY (the currency label), at the prices of "
+    "usage/governance/pricing.py; executions without a known price add nothing.",
+    ["connector", "model", "currency"],
+)
 UPSTREAM_LATENCY = Histogram(
     "connectors_upstream_latency_seconds", "Time spent in the call to the provider (for streams: until the stream "
     "ended), per execution that reached the network.",
@@ -76,8 +81,8 @@ CACHE_REQUESTS = Counter(
     ["cache", "result"],
 )
 REFUSALS = Counter(
-    "connectors_refusals", "Executions refused by a token budget or a rate limit, by reason (budget, rate_limit). "
-    "Counted once those features exist; until then always absent.",
+    "connectors_refusals", "Executions refused by a token or cost budget or a rate limit, by reason (budget, "
+    "rate_limit), counted where usage/governance/admission.py refuses them.",
     ["connector", "reason"],
 )
 
@@ -110,11 +115,12 @@ def sub_action_label(sub_action: str) -> str:
 class ExecutionChildren:
     """The metric children of one label combination, bound once."""
 
-    __slots__ = ("executions", "tokens", "upstream_latency", "added_latency")
+    __slots__ = ("executions", "tokens", "cost", "upstream_latency", "added_latency")
 
     def __init__(self, connector: str, provider: str, model: str, sub_action: str, outcome: str):
         self.executions = EXECUTIONS.labels(connector, provider, model, sub_action, outcome)
         self.tokens = tuple(TOKENS.labels(connector, model, kind) for kind in TOKEN_KINDS)
+        self.cost = COST.labels(connector, model, settings.USAGE_CURRENCY)
         self.upstream_latency = UPSTREAM_LATENCY.labels(connector, model)
         self.added_latency = ADDED_LATENCY.labels(connector)
 
@@ -143,6 +149,8 @@ def observe_execution(event, provider: str, upstream_seconds: float | None, tota
         cached.inc(event.cached_tokens)
     if event.reasoning_tokens:
         reasoning.inc(event.reasoning_tokens)
+    if event.cost_nanos:
+        children.cost.inc(event.cost_nanos / 1_000_000_000)
     if upstream_seconds is None:
         return  # refused before the network: no upstream time, no status, nothing added to a call
     children.upstream_latency.observe(upstream_seconds)
@@ -170,8 +178,9 @@ def count_cache_lookup(cache: str, hit: bool) -> None:
 
 
 def count_refusal(connector_id: str, reason: str) -> None:
-    """For the budget and rate-limit checks (``reason``: budget or rate_limit) once they exist."""
-    REFUSALS.labels(connector_id, reason).inc()
+    """An execution refused by a budget or a rate limit (``reason``: budget or rate_limit)."""
+    if settings.METRICS_ENABLED:
+        REFUSALS.labels(connector_id, reason if reason in ("budget", "rate_limit") else OTHER).inc()
 
 
 def set_event_queue_depth(depth: int) -> None:
