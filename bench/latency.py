@@ -9,6 +9,11 @@ endpoint exists), and ``litellm`` (LiteLLM's proxy against the same upstream, wi
 in a second pass interleaved with direct requests of its own (see ``main``).
 
 Example: ``python -m bench.latency --rounds 2000``  (about 1 minute).
+
+``--observability on`` runs the app with Prometheus metrics and OpenTelemetry tracing on, its spans exported over
+OTLP/HTTP to a local receiver (tests/otlp_receiver.py) and /metrics scraped at the end; ``--observability off``
+with both off (METRICS_ENABLED=false, no OTLP endpoint). Without the option the app's defaults apply (metrics on,
+tracing off). docs/PERFORMANCE.md compares ``off`` and ``on`` side by side.
 """
 
 from __future__ import annotations
@@ -26,6 +31,34 @@ from bench import harness
 from bench.loadgen import Connection, install_uvloop, percentile, print_table
 
 LITELLM_MASTER_KEY = "sk-litellm-bench-master-key-0123456789abcdef"
+METRICS_TOKEN = "bench-metrics-token-0123456789"
+
+
+def start_otlp_receiver() -> tuple[subprocess.Popen, int]:
+    port = harness.free_port()
+    process = subprocess.Popen([harness.PYTHON, "-m", "tests.otlp_receiver", "--port", str(port)], cwd=harness.ROOT,
+                               env={**os.environ, "PYTHONPATH": str(harness.ROOT)})
+    harness.wait_for_port(port, process)
+    return process, port
+
+
+def observability_environment(mode: str | None, receiver_port: int | None) -> dict:
+    if mode == "off":
+        return {"METRICS_ENABLED": "false"}
+    if mode == "on":
+        return {"METRICS_ENABLED": "true", "METRICS_BEARER_TOKEN": METRICS_TOKEN,
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver_port}",
+                "OTEL_SERVICE_NAME": "connectors-admin-bench"}
+    return {}
+
+
+def scraped_executions(port: int) -> float:
+    """connectors_executions_total summed over a scrape of /metrics (both workers, multi-process mode)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = asyncio.run(_get(port, "/metrics", {"Authorization": f"Bearer {METRICS_TOKEN}"}))
+    return sum(sample.value for family in text_string_to_metric_families(response.body.decode())
+               for sample in family.samples if sample.name == "connectors_executions_total")
 
 
 def start_litellm(litellm_bin: str, upstream_port: int) -> tuple[subprocess.Popen, int, Path]:
@@ -84,10 +117,14 @@ def main() -> None:
     parser.add_argument("--litellm", metavar="PATH", help="the litellm executable (its proxy), to measure side by side")
     parser.add_argument("--json", metavar="FILE", help="also write the raw percentiles here")
     harness.add_governed_argument(parser)
+    parser.add_argument("--observability", choices=("off", "on"),
+                        help="off: no metrics, no tracing; on: metrics and tracing to a local OTLP receiver")
     args = parser.parse_args()
     install_uvloop()
 
-    with harness.stack(["ok"], workers=args.workers, governed=args.governed) as stack:
+    receiver, receiver_port = start_otlp_receiver() if args.observability == "on" else (None, None)
+    app_env = observability_environment(args.observability, receiver_port)
+    with harness.stack(["ok"], workers=args.workers, governed=args.governed, app_env=app_env) as stack:
         connector = stack.connector("ok")
         upstream_path = "/ok/v1/chat/completions"
         json_headers = {"Content-Type": "application/json"}
@@ -124,7 +161,9 @@ def main() -> None:
             if litellm is not None:
                 harness.stop(litellm)
         events = stack.count_events(connector)
-
+        scraped = scraped_executions(stack.app_port) if args.observability == "on" else None
+    if receiver is not None:
+        harness.stop(receiver)  # it prints the spans it received
     rows, results = [], {}
     for pass_number, samples in enumerate(passes):
         direct = samples["direct"]
@@ -149,8 +188,19 @@ def main() -> None:
     gateway_targets = [name for name in passes[0] if name.startswith(("execute", "openai"))]
     expected = (args.rounds + args.warmup) * len(gateway_targets) + (1 if probe == 200 else 0)  # + the probe
     print(f"events recorded for the connector: {events} (expected {expected}: one per gateway request)")
+    if scraped is not None:
+        print(f"connectors_executions_total in a scrape of /metrics: {scraped:.0f}")
+    print(f"observability: {args.observability or 'app defaults (metrics on, tracing off)'}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+async def _get(port: int, path: str, headers: dict):
+    connection = await Connection("127.0.0.1", port).open()
+    try:
+        return await connection.request("GET", path, b"", headers)
+    finally:
+        await connection.close()
 
 
 async def _probe(port: int, path: str, headers: dict) -> int:

@@ -5,6 +5,8 @@
   PostgreSQL the listener that keeps the process's caches in step with changes made by other processes
   (connectors.caching.invalidation); at shutdown, after the server has finished the requests in flight, everything still
   queued is written.
+- The request's arrival time and W3C ``traceparent`` are noted for the metrics and spans of its execution
+  (usage/observability).
 - A short path for the JSON API called with credentials in the ``Authorization`` header (HTTP Basic, ``ApiKey``,
   ``Bearer``), which is how Kibana scripts and SDKs call it. Such a request uses neither the session, nor CSRF,
   nor messages, and the API authenticates it itself; Django's stack of sync middleware would cost it a hop to a
@@ -41,6 +43,8 @@ from connectors.caching.invalidation import start_listener, stop_listener
 from connectors.outbound.record import wait_for_detached
 from connectors_admin.csp import add_content_security_policy
 from usage.governance.alerts import start_alert_sender, stop_alert_sender
+from usage.observability import metrics, tracing
+from usage.observability.execution import request_arrived
 from usage.recording import start_event_writer, stop_event_writer
 
 API_PREFIX = "/api/"
@@ -115,6 +119,7 @@ async def lifespan(receive, send) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            metrics.forget_dead_workers()
             start_event_writer()
             start_listener()
             start_alert_sender()
@@ -127,6 +132,8 @@ async def lifespan(receive, send) -> None:
             await asyncio.to_thread(stop_listener)
             await asyncio.to_thread(stop_alert_sender)
             flushed = await asyncio.to_thread(stop_event_writer)
+            metrics.worker_stopping()
+            await asyncio.to_thread(tracing.shutdown)  # export the spans still buffered
             if flushed:
                 await send({"type": "lifespan.shutdown.complete"})
             else:
@@ -148,7 +155,11 @@ async def application(scope, receive, send):
     elif scope["type"] in ("http", "websocket") and _CONTROL_CHARACTER.search(scope["path"]):
         if scope["type"] == "http":
             await bad_path(send)
-    elif scope["type"] == "http" and takes_short_path(scope):
-        await api_application(scope, receive, send)
+    elif scope["type"] == "http":
+        request_arrived(scope)  # for the added-latency metric and a traceparent to continue (usage/observability)
+        if takes_short_path(scope):
+            await api_application(scope, receive, send)
+        else:
+            await django_application(scope, receive, send)
     else:
         await django_application(scope, receive, send)

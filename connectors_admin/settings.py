@@ -4,6 +4,10 @@ Every variable is listed in .env.example and the README. With DEBUG off, the sec
 stops with a message naming what is missing; `make run` writes local development values into an ignored .env.
 """
 
+import ipaddress
+import multiprocessing
+import os
+import tempfile
 from pathlib import Path
 
 import environ
@@ -341,6 +345,57 @@ try:
 except (ImproperlyConfigured, ValueError, KeyError) as exc:
     raise ImproperlyConfigured(f"EMAIL_URL is not a mail URL (smtp://user:password@host:port): {exc}") from None
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="connectors-admin@localhost")
+
+# --- Observability (README: Prometheus, OpenTelemetry, Kibana event-log export) ------------------------------------
+# Prometheus metrics are collected unless this is off (then GET /metrics answers 404).
+METRICS_ENABLED = _bool("METRICS_ENABLED", default=True)
+# GET /metrics is refused to everyone unless a bearer token or client networks are configured (usage/observability).
+METRICS_BEARER_TOKEN = env.str("METRICS_BEARER_TOKEN", default="")
+try:
+    METRICS_ALLOWED_NETWORKS = [ipaddress.ip_network(net.strip(), strict=False)
+                                for net in env.list("METRICS_ALLOWED_NETWORKS", default=[]) if net.strip()]
+except ValueError as exc:
+    raise ImproperlyConfigured(f"METRICS_ALLOWED_NETWORKS: {exc}") from None
+# Label cardinality bound: per connector, the first N model names a process sees are labels, later ones `other`.
+METRICS_MODELS_PER_CONNECTOR = _int("METRICS_MODELS_PER_CONNECTOR", default=20)
+
+
+def _metrics_directory() -> str:
+    """Where worker processes share their metric values (prometheus-client's multi-process mode), or "".
+
+    An explicit PROMETHEUS_MULTIPROC_DIR wins. Otherwise a worker of a multi-process server gets a directory of
+    its supervisor's: uvicorn --workers spawns its workers with multiprocessing, gunicorn forks them and sets
+    SERVER_SOFTWARE. A single process (make run, tests, management commands) keeps its values in memory.
+    """
+    explicit = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
+    if explicit:
+        return explicit
+    if multiprocessing.parent_process() is not None or env.str("SERVER_SOFTWARE", default="").startswith("gunicorn"):
+        return str(Path(tempfile.gettempdir()) / f"connectors-admin-metrics-{os.getppid()}")
+    return ""
+
+
+PROMETHEUS_MULTIPROC_DIR = _metrics_directory()
+if PROMETHEUS_MULTIPROC_DIR:
+    Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+    # prometheus-client chooses its mode from the environment when it is first imported (after these settings).
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = PROMETHEUS_MULTIPROC_DIR
+
+# OpenTelemetry tracing is on only when an OTLP endpoint is set; the SDK reads the other OTEL_* variables itself
+# (OTEL_SERVICE_NAME, OTEL_EXPORTER_OTLP_HEADERS, OTEL_RESOURCE_ATTRIBUTES, ...).
+OTEL_EXPORTER_OTLP_ENDPOINT = env.str("OTEL_EXPORTER_OTLP_ENDPOINT", default="")
+OTEL_EXPORTER_OTLP_TRACES_ENDPOINT = env.str("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", default="")
+OTEL_SERVICE_NAME = env.str("OTEL_SERVICE_NAME", default="connectors-admin")
+OTEL_SDK_DISABLED = _bool("OTEL_SDK_DISABLED", default=False)
+OTEL_TRACES_EXPORTER = env.str("OTEL_TRACES_EXPORTER", default="otlp").strip().lower()
+TRACING_ENABLED = (
+    bool(OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)
+    and not OTEL_SDK_DISABLED
+    and OTEL_TRACES_EXPORTER != "none"
+)
+
+# The Kibana event-log export (usage/kibana_event_log.py): the index or data stream named in its _bulk action lines.
+KIBANA_EVENT_LOG_INDEX = env.str("KIBANA_EVENT_LOG_INDEX", default=".kibana-event-log-ds")
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
 LOGGING = {

@@ -8,6 +8,7 @@ from connectors.accounts import api_key_views, sso_views
 from connectors.accounts.login_view import ThrottledLoginView
 from connectors.permissions import VIEW_CONNECTOR
 from usage.health import healthz
+from usage.observability.views import metrics_endpoint
 from usage.permissions import VIEW_USAGE_DASHBOARD
 
 
@@ -36,4 +37,5 @@ urlpatterns = [
     path("usage/", include("usage.urls")),
     path("api/", include("connectors.api.urls")),
     path("healthz", healthz, name="healthz"),
+    path("metrics", metrics_endpoint, name="metrics"),
 ]

@@ -51,6 +51,10 @@ def test_production_starts_with_its_secrets():
         ({"STREAM_MAX_BYTES": "lots"}, "STREAM_MAX_BYTES must be a size such as 1mb"),
         ({"STREAM_MAX_EVENT_BYTES": "0"}, "STREAM_MAX_EVENT_BYTES must be a size such as 1mb"),
         ({"STREAM_MAX_SECONDS": "0"}, "STREAM_MAX_SECONDS must be a whole number above 0"),
+        ({"METRICS_ALLOWED_NETWORKS": "10.0.0.0/8,not-a-network"}, "METRICS_ALLOWED_NETWORKS:"),
+        ({"METRICS_ENABLED": "perhaps"}, "METRICS_ENABLED must be true or false"),
+        ({"METRICS_MODELS_PER_CONNECTOR": "many"}, "METRICS_MODELS_PER_CONNECTOR must be a whole number"),
+        ({"OTEL_SDK_DISABLED": "perhaps"}, "OTEL_SDK_DISABLED must be true or false"),
     ],
 )
 def test_a_malformed_value_names_its_variable(env, message):
@@ -119,3 +123,19 @@ def test_a_complete_sign_on_configuration_starts():
                    OIDC_CLIENT_ID="connectors-admin", OIDC_GROUP_MAP="admins=Connector admins; root = superuser",
                    TRUSTED_PROXIES="10.0.0.0/8, 192.0.2.1")
     assert result.returncode == 0, result.stderr
+
+
+def test_tracing_is_on_only_with_an_otlp_endpoint():
+    code = "import django; django.setup(); from django.conf import settings; print(settings.TRACING_ENABLED)"
+    base = {"DEBUG": "true", "CONNECTORS_ENCRYPTION_KEYS": GOOD_KEY}
+    outputs = []
+    for env in ({}, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"},
+                {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318/v1/traces"},
+                {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_SDK_DISABLED": "true"},
+                {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_TRACES_EXPORTER": "none"}):
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "DEBUG", "SECRET_KEY"))}
+        clean.update({"ENV_FILE": "", "DJANGO_SETTINGS_MODULE": "connectors_admin.settings", **base, **env})
+        result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=clean, capture_output=True, text=True,
+                                timeout=60)
+        outputs.append(result.stdout.strip())
+    assert outputs == ["False", "True", "True", "False", "False"]

@@ -21,6 +21,8 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
 
 from usage.models import ExecutionEvent
+from usage.observability import metrics
+from usage.observability.execution import execution_recorded
 from usage.spool import EventSpool, event_as_json, release, replay_file
 
 
@@ -56,6 +58,9 @@ RETRY_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 REPLAY_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0)
 
 logger = logging.getLogger(__name__)
+
+
+REJECTED = "rejected by the database"
 
 
 class EventNotRecorded(Exception):
@@ -101,6 +106,7 @@ class EventWriter:
                 raise RuntimeError("the event writer is stopped")
             self._queue.append((event, future))
             self._pending += 1
+            metrics.set_event_queue_depth(self._pending)
             self._wakeup.notify_all()
         return future
 
@@ -200,6 +206,7 @@ class EventWriter:
                 finally:
                     with self._wakeup:
                         self._pending -= len(batch)
+                        metrics.set_event_queue_depth(self._pending)
                         self._wakeup.notify_all()
         finally:
             connection.close()
@@ -218,6 +225,7 @@ class EventWriter:
                 _forget_ids(events)
                 connection.close()  # the next attempt opens (or takes from the pool) a fresh connection
                 self.last_error = f"database unreachable: {exc}"
+                metrics.count_event_write_failure("database_unavailable")
                 if self.spool is not None and self._spool(batch, outage=True):
                     return
                 if self._stopping and attempt >= len(self.retry_delays):
@@ -233,7 +241,7 @@ class EventWriter:
                 _forget_ids(events)
                 connection.close()
                 if len(batch) == 1:
-                    self._lose(events[0], batch[0][1], f"rejected by the database: {exc}")
+                    self._lose(events[0], batch[0][1], f"{REJECTED}: {exc}")
                     return
                 middle = len(batch) // 2
                 self._write(batch[:middle])
@@ -255,6 +263,7 @@ class EventWriter:
             try:
                 self.spool.append([event for event, _future in batch])
             except OSError as exc:
+                metrics.count_event_write_failure("spool_unavailable")
                 self.last_error = f"spool unavailable: {exc}"
                 logger.error("spooling %d execution events failed: %s", len(batch), exc)
                 return False
@@ -277,6 +286,7 @@ class EventWriter:
     def _lose(self, event: ExecutionEvent, future: Future, reason: str) -> None:
         # The last resort: the event's fields in the log, where they can be replayed from.
         self.events_lost += 1
+        metrics.count_event_write_failure("rejected" if reason.startswith(REJECTED) else "lost")
         self.last_error = reason
         logger.error("execution event not stored (%s): %s", reason, event_as_json(event))
         try:
@@ -406,6 +416,7 @@ async def record_execution(event: ExecutionEvent) -> str:
     EventNotRecorded when the event could not be stored at all (it is in the log). The wait is shielded: a caller
     cancelled while it waits does not take its event with it.
     """
+    execution_recorded(event)  # metrics and the execution's span (usage/observability)
     writer = _writer
     if writer is not None and not writer.healthy:
         writer.ensure_running()

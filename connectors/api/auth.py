@@ -88,7 +88,7 @@ class _Entry:
     api_key_id: int | None = None
 
 
-_cache = ExpiringCache(max_entries=10_000)  # HMAC of the credentials -> _Entry
+_cache = ExpiringCache(max_entries=10_000, name="credential")  # HMAC of the credentials -> _Entry
 _lock = threading.Lock()  # for the single-flight table below
 _api_key_last_written: dict[int, float] = {}
 _verifying: dict[bytes, Future] = {}  # Basic verifications in progress, by cache key

@@ -16,4 +16,5 @@ urlpatterns = [
     ),
     path("openai/<str:connector_id>/v1/models", openai_compat.list_models, name="openai_models"),
     path("usage/connectors/<str:connector_id>", usage_report.connector_usage, name="api_usage_connector"),
+    path("usage/events.ndjson", usage_report.events_ndjson, name="api_usage_events_ndjson"),
 ]

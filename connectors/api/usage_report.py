@@ -1,17 +1,23 @@
-"""Usage as JSON for automation: ``GET /api/usage/connectors/<id>?from=<ISO>&to=<ISO>``, with the connector API's
-authentication and error shape. It lives with the other JSON endpoints (usage/ itself never imports the API, see
-.importlinter); the figures come from usage.queries, as the dashboards' do.
+"""Usage for automation, with the connector API's authentication and error shape. It lives with the other JSON
+endpoints (usage/ itself never imports the API, see .importlinter):
+
+- ``GET /api/usage/connectors/<id>?from=<ISO>&to=<ISO>``: JSON; the figures come from usage.queries, as the
+  dashboards' do.
+- ``GET /api/usage/events.ndjson?from=<ISO>&to=<ISO>[&connector=<id>][&cursor=...][&limit=N]``: the events as
+  Kibana event-log documents for Elasticsearch's _bulk API (usage/kibana_event_log.py, README 'Kibana event log
+  export'); ``X-Next-Cursor`` and ``X-Export-Complete`` say where it stopped.
 
 Same query parameters as the dashboard (``range``, ``from``, ``to``, ``tz``); ``from`` and ``to`` in the answer
 are the effective range (widened to whole hours), and ``bucket`` values are ISO 8601 in the requested zone.
 """
 
 from asgiref.sync import sync_to_async
-from django.http import JsonResponse
+from django.core.handlers.asgi import ASGIRequest
+from django.http import JsonResponse, StreamingHttpResponse
 
 from connectors.api.endpoint import ApiError, json_endpoint
 from connectors.lookup import get_connector_or_404
-from usage import queries
+from usage import kibana_event_log, queries
 from usage.permissions import VIEW_USAGE_DASHBOARD
 from usage.ranges import InvalidRange, iso, parse_range
 
@@ -52,3 +58,21 @@ def _connector_usage(user, connector_id: str, params) -> dict:
 @json_endpoint({"GET": VIEW_USAGE_DASHBOARD})
 async def connector_usage(request, connector_id: str):
     return JsonResponse(await sync_to_async(_connector_usage)(request.user, connector_id, request.GET))
+
+
+def _plan_export(params) -> kibana_event_log.ExportPage:
+    try:
+        return kibana_event_log.plan_page(params)
+    except kibana_event_log.ExportError as exc:
+        raise ApiError(400, str(exc)) from None
+
+
+@json_endpoint({"GET": VIEW_USAGE_DASHBOARD})
+async def events_ndjson(request):
+    page = await sync_to_async(_plan_export)(request.GET)
+    # Streamed either way; the iterator must match the server, or Django reads it whole into memory first.
+    lines = kibana_event_log.andjson(page) if isinstance(request, ASGIRequest) else kibana_event_log.ndjson(page)
+    response = StreamingHttpResponse(lines, content_type="application/x-ndjson")
+    response["X-Next-Cursor"] = page.next_cursor
+    response["X-Export-Complete"] = "true" if page.complete else "false"
+    return response

@@ -19,7 +19,7 @@ from connectors.caching.expiring_cache import ExpiringCache
 
 TOPIC = "connector"
 
-_entries = ExpiringCache(max_entries=10_000)  # connector id -> Connector
+_entries = ExpiringCache(max_entries=10_000, name="connector")  # connector id -> Connector
 
 
 def get(connector_id: str):

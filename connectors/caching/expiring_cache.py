@@ -7,25 +7,28 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
+from usage.observability.metrics import count_cache_lookup
+
 
 class ExpiringCache:
     """Entries live ``ttl`` seconds (0 or less: nothing is kept). Past ``max_entries`` the map starts afresh, which
     bounds memory without bookkeeping on the hot path. Reads take no lock; writes and drops do."""
 
-    def __init__(self, max_entries: int = 10_000):
+    def __init__(self, max_entries: int = 10_000, name: str = ""):
+        """``name``: counted in the connectors_cache_requests metric under this name (README, Prometheus)."""
         self.max_entries = max_entries
+        self.name = name
         self._entries: dict[Hashable, tuple[Any, float]] = {}
         self._lock = threading.Lock()
 
     def get(self, key: Hashable) -> Any | None:
         entry = self._entries.get(key)
-        if entry is None:
-            return None
-        value, expires_at = entry
-        if expires_at < time.monotonic():
+        if entry is not None and entry[1] < time.monotonic():
             self._entries.pop(key, None)
-            return None
-        return value
+            entry = None
+        if self.name:
+            count_cache_lookup(self.name, entry is not None)
+        return None if entry is None else entry[0]
 
     def put(self, key: Hashable, value: Any, ttl: float) -> None:
         if ttl <= 0:

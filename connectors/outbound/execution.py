@@ -25,6 +25,7 @@ from connectors.outbound.record import ExecutionRecord, complete_despite_hangup
 from connectors.outbound.upstream_errors import not_json_message, upstream_error
 from usage.governance.admission import Refusal
 from usage.models import ExecutionEvent, UsageSource
+from usage.observability.execution import note_response
 
 DATABASE_UNAVAILABLE = "The connector could not be read: the database is unavailable. Retry later."
 RUN_SUB_ACTIONS = ("run", "test")
@@ -278,6 +279,7 @@ async def _execute(record: ExecutionRecord, params: Any) -> tuple[dict, dict | N
         await record.failed(message)
         return failure_envelope(connector_id, message), None
     usage = extract_usage(payload)
+    note_response(payload)  # its id and finish reasons, for the execution's span
     await record.succeeded(usage, response_model=response_model_of(payload))
     if sub_action == "invokeAI":
         return ok_envelope(connector_id, {"message": _first_message(payload), "usage": payload.get("usage")}), usage
@@ -383,6 +385,7 @@ async def _passthrough(record: ExecutionRecord, body: dict, result: PassthroughR
         return
     usage, usage_source = extract_usage(payload), UsageSource.PROVIDER
     response_model = response_model_of(payload)
+    note_response(payload)  # its id and finish reasons, for the execution's span
     if usage is None:
         usage_source = UsageSource.ESTIMATED
         usage = await estimated_usage(upstream.payload, tokens.completion_text_of(payload),

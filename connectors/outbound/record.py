@@ -32,6 +32,7 @@ from connectors.outbound.upstream_errors import UpstreamError
 from usage.governance import admission, alerts, pricing
 from usage.governance.admission import Refusal
 from usage.models import ExecutionEvent, Outcome, UsageSource
+from usage.observability.execution import execution_opened
 from usage.recording import EventNotRecorded, record_execution
 from usage.spool import event_as_json
 
@@ -96,6 +97,8 @@ class ExecutionRecord:
             request_bytes=request_bytes,
             api_key_id=current_api_key_id.get(),
         )
+        # Metrics and tracing follow the execution from here to record_execution (README, Prometheus).
+        execution_opened(self.event, connector)
 
     @property
     def duration_ms(self) -> float:

@@ -47,6 +47,7 @@ from connectors.outbound.stream_bounds import EventTooLarge, SSELineReader, Stre
 from connectors.outbound.upstream_errors import UpstreamError, scrub_secret, upstream_error
 from usage.governance.admission import Refusal
 from usage.models import Outcome, UsageSource
+from usage.observability.execution import note_response_meta
 
 ERROR_BODY_LIMIT = 64 * 1024  # an upstream error body is read up to this much, to report it
 
@@ -86,6 +87,8 @@ class SSEUsageTracker:
         self.finish_reason_seen = False
         self.error_message = ""
         self.completion = tokens.StreamedCompletion()
+        self.response_id = ""  # for the execution's span (usage/observability)
+        self.finish_reasons: list[str] = []
 
     @property
     def complete(self) -> bool:
@@ -155,6 +158,8 @@ class SSEUsageTracker:
             self.usage = extract_usage(payload) or self.usage
         if isinstance(payload.get("model"), str) and payload["model"]:
             self.model = payload["model"][:255]
+        if not self.response_id and isinstance(payload.get("id"), str):
+            self.response_id = payload["id"][:255]
         error = payload.get("error")
         if error:
             message = error.get("message") if isinstance(error, dict) else error
@@ -165,6 +170,7 @@ class SSEUsageTracker:
                 continue
             if choice.get("finish_reason"):
                 self.finish_reason_seen = True
+                self.finish_reasons.append(str(choice["finish_reason"]))
             delta = choice.get("delta")
             if isinstance(delta, dict):
                 self._collect(delta)
@@ -448,6 +454,8 @@ class StreamingExecution:
             usage = await estimated_usage(self._upstream.payload, self.tracker.completion, model)
             usage_source = UsageSource.ESTIMATED
         counted = {"usage": usage, "usage_source": usage_source, "response_model": self.tracker.model}
+        note_response_meta(getattr(self.record.event, "observation", None), self.tracker.response_id,
+                           self.tracker.finish_reasons)
         failure = self.failure
         if outcome == Outcome.SUCCESS:
             await self.record.succeeded(**counted)

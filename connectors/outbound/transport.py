@@ -34,6 +34,7 @@ from multidict import CIMultiDict
 from connectors.outbound.masking import StreamMasker, mask_secret
 from connectors.outbound.providers import UpstreamRequest
 from connectors_admin.actions_config import ActionsConfig, TLSSettings, default_port
+from usage.observability.execution import upstream_call
 
 MAX_REDIRECTS = 5
 KEEPALIVE_SECONDS = 30
@@ -423,13 +424,21 @@ async def send(request: UpstreamRequest, *, call_timeout_ms: float | None = None
     """Send ``request`` and read the whole response, within the networking settings."""
     config = settings.ACTIONS_CONFIG
     timeout = effective_timeout(config, call_timeout_ms)
+    call = upstream_call("POST", request.url)  # the execution's upstream time, and its HTTP span when tracing
     try:
         async with asyncio.timeout(timeout):
             async with _open(request, config, timeout) as exchange:
+                call.responded(exchange.status)
                 body = await _read_limited(exchange, config.max_response_content_length)
+                call.end()
                 return UpstreamResponse(status=exchange.status, headers=exchange.headers, body=body)
     except TimeoutError as exc:
-        raise _describe_failure(exc, request.url, timeout) from None
+        failure = _describe_failure(exc, request.url, timeout)
+        call.end(failure)
+        raise failure from None
+    except BaseException as exc:
+        call.end(exc)
+        raise
 
 
 @asynccontextmanager
@@ -440,16 +449,25 @@ async def open_stream(request: UpstreamRequest, *, call_timeout_ms: float | None
     """
     config = settings.ACTIONS_CONFIG
     timeout = effective_timeout(config, call_timeout_ms)
+    call = upstream_call("POST", request.url)  # lasts until the stream is closed
     try:
         async with asyncio.timeout(timeout):
             context = _open(request, config, timeout)
             exchange = await context.__aenter__()
     except TimeoutError as exc:
-        raise _describe_failure(exc, request.url, timeout) from None
+        failure = _describe_failure(exc, request.url, timeout)
+        call.end(failure)
+        raise failure from None
+    except BaseException as exc:
+        call.end(exc)
+        raise
+    call.responded(exchange.status)
     try:
         yield exchange
     except BaseException as exc:
+        call.end(exc)
         if not await context.__aexit__(type(exc), exc, exc.__traceback__):
             raise
     else:
+        call.end()
         await context.__aexit__(None, None, None)

@@ -30,6 +30,7 @@ from connectors.caching import invalidation
 from usage.governance.counters import Charge, counter_store
 from usage.governance.models import AlertKind, Budget, Period, RateLimit, Unit
 from usage.governance.periods import minute_bounds, period_bounds
+from usage.observability.metrics import count_refusal
 
 RULES_SECONDS = 300
 TOPIC = "governance"
@@ -201,6 +202,7 @@ async def admit(connector_id: str, user_id: int | None, api_key_id: int | None, 
         kind, message, resets_at, alert_key = reasons[refused]
         retry_after = max(1, int((resets_at - at).total_seconds() + 0.999))
         alert_kind = AlertKind.BUDGET_REACHED if kind == "budget" else AlertKind.RATE_LIMITED
+        count_refusal(connector_id, kind)  # connectors_refusals_total (README, Prometheus)
         return Refusal(kind, message, retry_after, resets_at, alert_key, alert_kind)
     return reservation
 

@@ -1,0 +1,133 @@
+"""One execution followed from its opening to its recorded event: where metrics and tracing hook in.
+
+``ExecutionRecord`` (connectors/outbound/record.py) calls ``execution_opened`` when it opens an execution's
+event, and ``usage.recording.record_execution``, the one door of the event log, calls ``execution_recorded``;
+outbound HTTP calls in between report through ``upstream_call``. Nothing here may fail an execution: ``execution_recorded`` logs and swallows its own errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextvars import ContextVar
+
+from django.conf import settings
+
+from usage.observability import metrics, tracing
+
+logger = logging.getLogger(__name__)
+
+# Set by the ASGI application for each HTTP request: (arrival, perf_counter; the trace context of its traceparent).
+_incoming: ContextVar[tuple[float, object] | None] = ContextVar("connectors_incoming_request", default=None)
+# The execution this task is running, for the outbound calls it makes.
+_current: ContextVar[Observation | None] = ContextVar("connectors_execution", default=None)
+
+
+def request_arrived(scope) -> None:
+    """Note an HTTP request's arrival (for the added latency) and, with tracing on, its W3C trace context."""
+    context = tracing.incoming_context(scope["headers"]) if tracing.enabled() else None
+    _incoming.set((time.perf_counter(), context))
+
+
+class Observation:
+    """What one execution's metrics and span need beyond its event."""
+
+    __slots__ = ("provider", "started", "upstream_seconds", "span", "response_id", "finish_reasons", "server")
+
+    def __init__(self, provider: str, started: float, span):
+        self.provider = provider
+        self.started = started
+        self.upstream_seconds: float | None = None  # None: the provider was never called
+        self.span = span
+        self.response_id = ""
+        self.finish_reasons: tuple[str, ...] = ()
+        self.server: tuple[str, int] | None = None
+
+
+def execution_opened(event, connector) -> None:
+    """Start following the execution whose event was just created (attached to the event as ``observation``)."""
+    traced = tracing.enabled()
+    if not (traced or settings.METRICS_ENABLED):
+        _current.set(None)
+        return
+    incoming = _incoming.get()
+    span = None
+    if traced:
+        span = tracing.start_execution_span(incoming[1] if incoming else None, time.time_ns())
+    observation = Observation(connector.provider, incoming[0] if incoming else time.perf_counter(), span)
+    event.observation = observation
+    _current.set(observation)
+
+
+def note_response(payload) -> None:
+    """A provider's chat completion (non-streamed) was parsed: keep its id and finish reasons for the span."""
+    observation = _current.get()
+    if observation is None or observation.span is None or not isinstance(payload, dict):
+        return
+    note_response_meta(observation, payload.get("id"), [
+        choice.get("finish_reason") for choice in payload.get("choices") or () if isinstance(choice, dict)
+    ])
+
+
+def note_response_meta(observation: Observation | None, response_id, finish_reasons) -> None:
+    if observation is None or observation.span is None:
+        return
+    if isinstance(response_id, str):
+        observation.response_id = response_id[:255]
+    observation.finish_reasons = tuple(str(reason)[:64] for reason in finish_reasons if isinstance(reason, str))
+
+
+def current() -> Observation | None:
+    return _current.get()
+
+
+def execution_recorded(event) -> None:
+    """The execution's event goes to the event log: count it, end its span."""
+    observation = getattr(event, "observation", None)
+    if observation is None:
+        return
+    try:
+        if settings.METRICS_ENABLED:
+            total = time.perf_counter() - observation.started
+            metrics.observe_execution(event, observation.provider, observation.upstream_seconds, total)
+        if observation.span is not None:
+            tracing.finish_execution_span(observation.span, event, observation.provider, observation.response_id,
+                                          observation.finish_reasons, observation.server, time.time_ns())
+    except Exception:  # monitoring must never cost an execution its answer or its event
+        logger.exception("observing the execution of connector %s failed", event.connector_id)
+
+
+class UpstreamCall:
+    """One outbound exchange of the current execution: its time goes to the execution's upstream time, and with
+    tracing on it is a child span of the execution's span."""
+
+    __slots__ = ("_observation", "_started", "_span", "_status")
+
+    def __init__(self, observation: Observation | None, method: str, url: str):
+        self._observation = observation
+        self._started = time.perf_counter()
+        self._status: int | None = None
+        self._span = None
+        if observation is not None and observation.span is not None:
+            observation.server = tracing.server_of(url)
+            self._span = tracing.start_http_span(observation.span, method, url)
+
+    def responded(self, status: int) -> None:
+        self._status = status
+
+    def end(self, error: BaseException | None = None) -> None:
+        """Once: later calls (an exception raised while the exchange closes) change nothing."""
+        observation, self._observation = self._observation, None
+        if observation is None:
+            return
+        elapsed = time.perf_counter() - self._started
+        observation.upstream_seconds = (observation.upstream_seconds or 0.0) + elapsed
+        if self._span is not None:
+            try:
+                tracing.finish_http_span(self._span, self._status, error)
+            except Exception:
+                logger.exception("ending the span of an upstream call failed")
+
+
+def upstream_call(method: str, url: str) -> UpstreamCall:
+    return UpstreamCall(_current.get(), method, url)

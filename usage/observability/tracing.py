@@ -1,0 +1,173 @@
+"""Optional OpenTelemetry tracing: one span per execution, the outbound HTTP call as its child (README,
+OpenTelemetry).
+
+Off unless an OTLP endpoint is configured (``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``..._TRACES_ENDPOINT``); then the
+SDK and its OTLP/HTTP exporter are imported on first use in each process, and configured by the standard
+``OTEL_*`` variables, which the SDK reads itself. With tracing off nothing of OpenTelemetry is imported and the
+execution path only tests a flag.
+
+The execution span follows the OpenTelemetry GenAI semantic conventions (operation ``chat``): provider, request
+and response model, token usage, response id, finish reasons. Its parent is the W3C ``traceparent`` of the
+incoming request, when it has one. Attributes never carry a prompt, a completion, a body or a secret: only
+names, counts, ids and statuses.
+"""
+
+from __future__ import annotations
+
+import threading
+from urllib.parse import urlsplit
+
+from django.conf import settings
+
+# gen_ai.provider.name (and the older gen_ai.system) per connector provider, as the conventions name them; a
+# server that only speaks OpenAI's API ("Other") is not OpenAI, hence the conventions' _OTHER.
+PROVIDER_NAMES = {"OpenAI": ("openai", "openai"), "Azure OpenAI": ("azure.ai.openai", "az.ai.openai")}
+OTHER_PROVIDER = ("_OTHER", "_OTHER")
+
+_lock = threading.Lock()
+_provider = None  # opentelemetry.sdk.trace.TracerProvider, once set up
+_tracer = None
+_propagator = None
+
+
+def enabled() -> bool:
+    return _tracer is not None or settings.TRACING_ENABLED
+
+
+def _set_up(span_processor=None):
+    """The tracer provider of this process: ``span_processor``, or a batch processor with the OTLP exporter."""
+    global _provider, _tracer, _propagator
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    if span_processor is None:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        span_processor = BatchSpanProcessor(OTLPSpanExporter())  # endpoint, headers, timeout: from OTEL_*
+    provider = TracerProvider(resource=Resource.create({"service.name": settings.OTEL_SERVICE_NAME}))
+    provider.add_span_processor(span_processor)
+    _propagator = TraceContextTextMapPropagator()
+    _provider, _tracer = provider, provider.get_tracer("connectors-admin")
+    return provider
+
+
+def tracer():
+    if _tracer is None:
+        with _lock:
+            if _tracer is None:
+                _set_up()
+    return _tracer
+
+
+def install(span_processor):
+    """Trace through ``span_processor`` from now on (tests: the SDK's in-memory exporter). Returns the provider."""
+    with _lock:
+        shutdown()
+        return _set_up(span_processor)
+
+
+def shutdown() -> None:
+    """Export what is still buffered and stop (server shutdown); tracing is set up again on next use."""
+    global _provider, _tracer
+    provider, _provider, _tracer = _provider, None, None
+    if provider is not None:
+        provider.shutdown()
+
+
+def incoming_context(headers):
+    """The OpenTelemetry context of an incoming W3C ``traceparent`` (ASGI header pairs), or None."""
+    carrier = {}
+    for name, value in headers:
+        if name in (b"traceparent", b"tracestate"):
+            carrier[name.decode("latin-1")] = value.decode("latin-1")
+    if "traceparent" not in carrier:
+        return None
+    tracer()  # sets the propagator up
+    context = _propagator.extract(carrier)
+    from opentelemetry import trace
+
+    return context if trace.get_current_span(context).get_span_context().is_valid else None
+
+
+def start_execution_span(parent_context, start_time_ns: int):
+    from opentelemetry.trace import SpanKind
+
+    # Named "chat" until the model is known (finish_execution_span renames it "chat <model>").
+    return tracer().start_span("chat", context=parent_context, kind=SpanKind.CLIENT, start_time=start_time_ns)
+
+
+def finish_execution_span(span, event, provider: str, response_id: str, finish_reasons: tuple[str, ...],
+                          server: tuple[str, int] | None, end_time_ns: int) -> None:
+    from opentelemetry.trace import Status, StatusCode
+
+    provider_name, system = PROVIDER_NAMES.get(provider, OTHER_PROVIDER)
+    attributes = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": provider_name,
+        "gen_ai.system": system,
+        "connectors.connector.id": event.connector_id,
+        "connectors.sub_action": event.sub_action,
+        "connectors.source": event.source,
+        "connectors.usage_source": event.usage_source,
+    }
+    if event.requested_model:
+        attributes["gen_ai.request.model"] = event.requested_model
+        span.update_name(f"chat {event.requested_model}")
+    if event.response_model:
+        attributes["gen_ai.response.model"] = event.response_model
+    if response_id:
+        attributes["gen_ai.response.id"] = response_id
+    if finish_reasons:
+        attributes["gen_ai.response.finish_reasons"] = finish_reasons
+    if event.usage_source != "none":
+        attributes["gen_ai.usage.input_tokens"] = event.prompt_tokens
+        attributes["gen_ai.usage.output_tokens"] = event.completion_tokens
+        if event.cached_tokens is not None:
+            attributes["gen_ai.usage.cache_read.input_tokens"] = event.cached_tokens
+    if server is not None:
+        attributes["server.address"], attributes["server.port"] = server
+    if event.outcome != "success":
+        # A class of error, never the message (a provider's message could quote the prompt).
+        attributes["error.type"] = str(event.upstream_status) if event.upstream_status else "execution_failed"
+        span.set_status(Status(StatusCode.ERROR))
+    span.set_attributes(attributes)
+    span.end(end_time=end_time_ns)
+
+
+def server_of(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def start_http_span(parent_span, method: str, url: str):
+    """The child span of one outbound HTTP exchange. Only the URL's scheme, host, port and path are kept: its
+    userinfo and query (Azure's api-version, or anything a connector's URL may carry) are not."""
+    from opentelemetry import trace
+    from opentelemetry.trace import SpanKind
+
+    parts = urlsplit(url)
+    host, port = server_of(url)
+    return tracer().start_span(
+        method,
+        context=trace.set_span_in_context(parent_span),
+        kind=SpanKind.CLIENT,
+        attributes={
+            "http.request.method": method,
+            "server.address": host,
+            "server.port": port,
+            "url.full": f"{parts.scheme}://{host}:{port}{parts.path}",
+        },
+    )
+
+
+def finish_http_span(span, status: int | None, error: BaseException | None) -> None:
+    from opentelemetry.trace import Status, StatusCode
+
+    if status is not None:
+        span.set_attribute("http.response.status_code", status)
+    if error is not None or (status is not None and status >= 400):
+        span.set_attribute("error.type", type(error).__name__ if error is not None else str(status))
+        span.set_status(Status(StatusCode.ERROR))
+    span.end()
