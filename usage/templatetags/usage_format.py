@@ -28,3 +28,13 @@ def percent(value) -> str:
     if value is None:
         return "—"
     return f"{value * 100:.2f} %"
+
+
+@register.filter
+def cost(nanos) -> str:
+    """A cost in nanos of USAGE_CURRENCY as ``12.3456 USD`` (usage/governance/pricing.format_cost); — when none."""
+    from django.conf import settings
+
+    from usage.governance.money import format_cost
+
+    return format_cost(nanos, settings.USAGE_CURRENCY) or "—"
