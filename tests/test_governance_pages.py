@@ -383,3 +383,14 @@ def test_nav_links_follow_the_capabilities(client, personas):
     html = client.get("/usage/me/").content.decode()
     assert 'href="/usage/me/"' in html
     assert not any(link in html for link in ('href="/usage/budgets/"', 'href="/usage/prices/"', 'href="/usage/alerts/"'))
+
+
+def test_the_connector_pricing_page_lists_its_negotiated_prices_with_their_state(client, connector_admin, rules):
+    connector = rules["connector"]
+    Price.objects.create(model_pattern="gpt-4.1", connector_id=connector.pk, valid_from=dt.date(2026, 1, 1),
+                         input_per_million=Decimal("1.5"), output_per_million=Decimal("6"))
+    Price.objects.create(model_pattern="gpt-4.1", connector_id="another", valid_from=dt.date(2026, 1, 1),
+                         input_per_million=Decimal("0.1"), output_per_million=Decimal("0.1"))
+    client.force_login(connector_admin)
+    html = client.get(f"/usage/prices/connectors/{connector.pk}/").content.decode()
+    assert "1.500000" in html and "In force" in html and "0.100000" not in html and "Past" not in html

@@ -260,10 +260,8 @@ def usage_by_api_key(connector_id: str, usage_range: UsageRange, *, limit: int |
         .annotate(**event_sum_expressions())
     )
     rows = list(rows)
-    names = dict(
-        (key.pk, f"{key} of {key.user.get_username()}")
-        for key in ApiKey.objects.filter(pk__in=[r["api_key_id"] for r in rows if r["api_key_id"]]).select_related("user")
-    )
+    keys = ApiKey.objects.filter(pk__in=[r["api_key_id"] for r in rows if r["api_key_id"]]).select_related("user")
+    names = {key.pk: f"{key} of {key.user.get_username()}" for key in keys}
     sums_by_key: dict[str, UsageSums] = {}
     for row in rows:
         label = names.get(row["api_key_id"], "") if row["api_key_id"] else ""

@@ -107,9 +107,12 @@ class ScopedRuleMixin(GovernanceFormMixin):
         return {**super().get_form_kwargs(), "user": self.request.user}
 
     def get_initial(self):
-        # "Add a budget" on a connector's page links here with ?connector=<id>.
+        # "Add a budget" on a connector's page links here with ?connector=<id> (new rules only: an edit form shows
+        # the rule as it is).
         connector_id = self.request.GET.get("connector")
-        return {"scope": "connector", "connector_id": connector_id} if connector_id else {}
+        if connector_id and getattr(self, "object", None) is None:
+            return {"scope": "connector", "connector_id": connector_id}
+        return {}
 
     def get_object(self, queryset=None):
         rule = super().get_object(queryset)
@@ -166,11 +169,11 @@ class RateLimitDelete(DeleteMixin, ScopedRuleMixin, DeleteView):
 
 # --- Prices ------------------------------------------------------------------------------------------------------
 
-@_guarded(perm.VIEW_PRICE)
-def price_list(request):
-    """Every price version, grouped by model pattern and scope, the version in force today marked."""
+def mark_versions(prices) -> list[Price]:
+    """Each price (newest version first per model and scope) marked ``is_current`` (in force today) or
+    ``is_future``; any other is a past version."""
     today = timezone.now().date()
-    prices = list(Price.objects.order_by("connector_id", "model_pattern", "-valid_from"))
+    prices = list(prices)
     current: set[tuple[str, str]] = set()
     for price in prices:
         scope = (price.connector_id, price.model_pattern)
@@ -178,6 +181,13 @@ def price_list(request):
         price.is_future = price.valid_from > today
         if price.is_current:
             current.add(scope)
+    return prices
+
+
+@_guarded(perm.VIEW_PRICE)
+def price_list(request):
+    """Every price version, grouped by model pattern and scope, the version in force today marked."""
+    prices = mark_versions(Price.objects.order_by("connector_id", "model_pattern", "-valid_from"))
     return render(request, "governance/prices.html", {
         "list_prices": [p for p in prices if not p.connector_id],
         "negotiated": [p for p in prices if p.connector_id],
@@ -236,7 +246,8 @@ def connector_pricing(request, connector_id: str):
     return render(request, "governance/connector_pricing.html", {
         "connector": connector,
         "form": form,
-        "negotiated": Price.objects.filter(connector_id=connector.pk).order_by("model_pattern", "-valid_from"),
+        "negotiated": mark_versions(Price.objects.filter(connector_id=connector.pk).order_by("model_pattern",
+                                                                                          "-valid_from")),
     }, status=400 if form.errors else 200)
 
 
