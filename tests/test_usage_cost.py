@@ -51,6 +51,8 @@ def test_the_dashboard_shows_cost_in_totals_chart_and_breakdowns(client, admin_u
     by_key = {row.key: (row.sums.requests, row.sums.cost_nanos) for row in report.by_api_key}
     assert by_key == {f"{key} of olivia": (1, 6_000_000), "": (2, 600_000)}
     assert "(no API key: browser or password)" in html
+    api_key_table = html[html.index('data-breakdown="api_key"'):]
+    assert '0.0006 USD <span class="badge">estimated</span>' in api_key_table  # the estimated call had no key
 
 
 def test_the_overview_shows_each_connectors_cost(client, admin_user, priced):

@@ -18,6 +18,7 @@ from usage.governance.admission import budget_counter_key, rate_limit_counter_ke
 from usage.governance.counters import counter_store
 from usage.governance.models import Budget, RateLimit, Unit
 from usage.governance.money import format_cost
+from usage.governance.permissions import VIEW_BUDGET, VIEW_RATE_LIMIT
 
 
 def _quantity(value: int, unit: str) -> str:
@@ -126,8 +127,6 @@ def all_rules() -> tuple[list[BudgetStatus], list[RateLimitStatus]]:
 def connector_governance(user, connector_id: str) -> dict | None:
     """The connector page's governance panel (governance/_connector_panel.html): the connector's budgets and rate
     limits with their consumption, and links for who may change them; None for a user who may see neither."""
-    from usage.governance.permissions import VIEW_BUDGET, VIEW_RATE_LIMIT
-
     sees_budgets, sees_limits = user.has_perm(VIEW_BUDGET), user.has_perm(VIEW_RATE_LIMIT)
     if not (sees_budgets or sees_limits):
         return None
