@@ -68,13 +68,12 @@ class GovernanceFormMixin(LoginRequiredMixin, PermissionRequiredMixin):
     """A create/edit/delete page: 403 (not a login redirect) for a signed-in user without the permission, the
     generic form template, and a message naming what was done."""
 
-    raise_exception = False
     template_name = "governance/form.html"
     title = ""
     outcome = ""
-    cancel_url = ""
 
     def handle_no_permission(self):
+        # AccessMixin answers both cases alike (login redirect, or 403 with raise_exception): split them.
         if self.request.user.is_authenticated:
             raise PermissionDenied
         return super().handle_no_permission()
