@@ -46,6 +46,11 @@ def test_every_signed_in_user_may_see_their_usage(client, personas, persona):
     assert client.get("/usage/me/").status_code == 200
 
 
+def test_the_home_page_of_a_user_without_a_role_points_to_my_usage(client, outsider):
+    client.force_login(outsider)
+    assert 'on <a href="/usage/me/">My usage</a>' in client.get("/").content.decode()
+
+
 def test_a_user_without_any_role_sees_their_own_calls_tokens_and_cost(client, outsider, calls):
     first, second, key = calls
     client.force_login(outsider)
