@@ -172,8 +172,9 @@ async def admit(connector_id: str, user_id: int | None, api_key_id: int | None, 
     charges: list[Charge] = []
     reasons: list[tuple[str, str, dt.datetime, str]] = []  # per charge: kind, message, resets at, alert key
     reservation = Reservation(estimated_tokens=estimated_tokens, estimated_cost=estimated_cost)
+    minute_start, minute_end = minute_bounds(at)
     for limit in limits:
-        rpm_key, tpm_key, minute_end = rate_limit_counter_keys(limit, at)
+        rpm_key, tpm_key, _ = rate_limit_counter_keys(limit, at)
         if limit.requests_per_minute is not None:
             charges.append(Charge(rpm_key, 1, limit.requests_per_minute, minute_end, must_fit=True))
             reasons.append(("rate_limit", f"Rate limit reached: {limit.requests_per_minute} requests per minute for "
