@@ -20,26 +20,31 @@ ROLES: dict[str, list[str]] = {
 }
 
 
-def sync_roles(roles: dict[str, list[str]] = ROLES) -> None:
-    """Create each role's Group and give it exactly its permissions. Idempotent."""
+def sync_roles(roles: dict[str, list[str]] = ROLES, app_label: str | None = None) -> None:
+    """Create each role's Group and give it exactly its permissions. Idempotent.
+
+    With ``app_label``, only that app's share of each group is replaced: a role such as Connector admins is made of
+    several apps' shares (connectors', governance's), each synced when its app has migrated.
+    """
     from django.contrib.auth.models import Group, Permission
 
     for group_name, codenames in roles.items():
         group, _ = Group.objects.get_or_create(name=group_name)
+        kept = list(group.permissions.exclude(content_type__app_label=app_label)) if app_label else []
         permissions = []
         for dotted in codenames:
-            app_label, codename = dotted.split(".")
-            permission = Permission.objects.filter(content_type__app_label=app_label, codename=codename).first()
+            permission_app, codename = dotted.split(".")
+            permission = Permission.objects.filter(content_type__app_label=permission_app, codename=codename).first()
             if permission is not None:
                 permissions.append(permission)
-        group.permissions.set(permissions)
+        group.permissions.set(kept + permissions)
 
 
 def sync_roles_after_migrate(app_config, roles: dict[str, list[str]]) -> None:
     """Sync ``roles`` each time migrate has run for ``app_config``, whose permissions then exist."""
 
     def sync(**_kwargs) -> None:
-        sync_roles(roles)
+        sync_roles(roles, app_label=app_config.label)
 
     # post_migrate keeps a weak reference by default: the closure must be held strongly.
     post_migrate.connect(sync, sender=app_config, weak=False, dispatch_uid=f"{app_config.label}.sync_roles")

@@ -34,6 +34,7 @@ urlpatterns = [
     path("admin/login/", RedirectView.as_view(pattern_name="login", query_string=True)),
     path("admin/", admin.site.urls),
     path("connectors/", include("connectors.pages.urls")),
+    path("usage/", include("usage.governance.urls")),
     path("usage/", include("usage.urls")),
     path("api/", include("connectors.api.urls")),
     path("healthz", healthz, name="healthz"),

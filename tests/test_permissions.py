@@ -79,10 +79,13 @@ def test_roles_are_groups_with_exactly_their_permissions():
     def codenames(group):
         return sorted(f"{p.content_type.app_label}.{p.codename}" for p in Group.objects.get(name=group).permissions.all())
 
-    assert codenames("Connector admins") == [
+    from usage.governance.roles import ROLES as GOVERNANCE_ROLES
+
+    assert codenames("Connector admins") == sorted([
         "connectors.add_connector", "connectors.change_connector", "connectors.delete_connector",
-        "connectors.execute_connector", "connectors.view_connector",
-    ]
+        "connectors.execute_connector", "connectors.view_connector", *GOVERNANCE_ROLES["Connector admins"],
+    ])
+    assert "governance.add_budget" in codenames("Connector admins")
     assert codenames("Connector users") == ["connectors.execute_connector", "connectors.view_connector"]
     assert codenames("Usage viewers") == ["usage.view_usage_dashboard"]
 
@@ -93,6 +96,21 @@ def test_syncing_roles_again_changes_nothing():
     from connectors.roles import sync_roles
 
     before = {g.name: set(g.permissions.values_list("pk", flat=True)) for g in Group.objects.all()}
-    sync_roles()
+    sync_roles(app_label="connectors")
     after = {g.name: set(g.permissions.values_list("pk", flat=True)) for g in Group.objects.all()}
     assert before == after and len(after) == 4
+
+
+def test_each_app_syncs_only_its_share_of_a_role():
+    """Connector admins is made of connectors' and governance's shares; syncing one keeps the other."""
+    from django.contrib.auth.models import Group
+
+    from connectors.roles import ROLES, sync_roles
+    from usage.governance.roles import ROLES as GOVERNANCE_ROLES
+
+    group = Group.objects.get(name="Connector admins")
+    sync_roles(ROLES, app_label="connectors")
+    assert group.permissions.filter(content_type__app_label="governance").count() == len(
+        GOVERNANCE_ROLES["Connector admins"])
+    sync_roles(GOVERNANCE_ROLES, app_label="governance")
+    assert group.permissions.filter(content_type__app_label="connectors").count() == 5

@@ -18,6 +18,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 CHART_IDS = (
     "chart-tokens-over-time",
+    "chart-cost-over-time",
     "chart-tokens-per-user",
     "chart-tokens-per-model",
     "chart-requests-by-outcome",

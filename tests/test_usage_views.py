@@ -145,7 +145,8 @@ def test_the_dashboard_link_is_shown_to_those_who_may_open_it(client, admin_user
 def test_the_dashboard_link_is_hidden_from_those_who_may_not(client, personas, connector, persona):
     client.force_login(personas[persona])
     html = client.get(f"/connectors/{connector.pk}/").content.decode()
-    assert "Usage Dashboard" not in html and "/usage/" not in html.split("<main", 1)[1]
+    # No dashboard link (connector admins do get /usage/ links of the governance panel: budgets, pricing).
+    assert "Usage Dashboard" not in html and "/usage/connectors/" not in html.split("<main", 1)[1]
     assert client.get(f"/usage/connectors/{connector.pk}/").status_code == 403
 
 
@@ -165,6 +166,7 @@ def test_the_dashboard_shows_totals_charts_and_breakdowns(client, analyst, conne
     assert "Cached tokens" in html and "Reasoning tokens" in html
     for chart_id in (
         "chart-tokens-over-time",
+        "chart-cost-over-time",
         "chart-tokens-per-user",
         "chart-tokens-per-model",
         "chart-requests-by-outcome",
@@ -178,7 +180,7 @@ def test_the_dashboard_shows_totals_charts_and_breakdowns(client, analyst, conne
 def test_every_figure_is_valid_for_plotly(client, analyst, connector):
     client.force_login(analyst)
     charts = client.get(f"/usage/connectors/{connector.pk}/?{RANGE}").context["charts"]
-    assert len(charts) == 5
+    assert len(charts) == 6
     for chart in charts:
         figure = go.Figure(chart["figure"])  # raises on a property plotly does not know
         assert figure.data, chart["id"]
@@ -311,22 +313,25 @@ def test_the_api_returns_the_documented_shape_with_exact_sums(client, analyst, c
     )
     assert response.status_code == 200
     payload = response.json()
-    assert list(payload) == ["connector_id", "from", "to", "totals", "series", "by_user", "by_model"]
+    assert list(payload) == ["connector_id", "from", "to", "totals", "series", "by_user", "by_model", "by_api_key"]
     assert payload["connector_id"] == connector.pk
     assert (payload["from"], payload["to"]) == ("2025-03-01T00:00:00Z", "2025-03-02T00:00:00Z")
     events = list(ExecutionEvent.objects.filter(connector_id=connector.pk, timestamp__lt=datetime(2025, 3, 2, tzinfo=UTC)))
-    assert payload["totals"] == api_sums(events)
-    assert list(payload["totals"]) == ["requests", "failures", "prompt_tokens", "completion_tokens", "total_tokens"]
+    assert {k: v for k, v in payload["totals"].items() if k != "cost"} == api_sums(events)
+    assert list(payload["totals"]) == ["requests", "failures", "prompt_tokens", "completion_tokens", "total_tokens",
+                                       "cost"]
     assert len(payload["series"]) == 24
     for point in payload["series"]:
-        assert list(point) == ["bucket", "prompt_tokens", "completion_tokens", "total_tokens", "requests", "failures"]
+        assert list(point) == ["bucket", "prompt_tokens", "completion_tokens", "total_tokens", "requests", "failures",
+                               "cost"]
         hour = datetime.fromisoformat(point["bucket"])
         in_hour = [e for e in events if hour <= e.timestamp < hour + timedelta(hours=1)]
-        assert {k: v for k, v in point.items() if k != "bucket"} == api_sums(in_hour)
+        assert {k: v for k, v in point.items() if k not in ("bucket", "cost")} == api_sums(in_hour)
     assert sum(row["total_tokens"] for row in payload["by_user"]) == payload["totals"]["total_tokens"]
     assert {row["model"] for row in payload["by_model"]} == {e.model for e in events}
     for row in payload["by_user"]:
-        assert row == {"user_name": row["user_name"], **api_sums([e for e in events if e.user_name == row["user_name"]])}
+        assert row == {"user_name": row["user_name"], **api_sums([e for e in events if e.user_name == row["user_name"]]),
+                       "cost": {"amount": "0.0000", "currency": "USD"}}
 
 
 def test_the_api_buckets_follow_the_requested_time_zone(client, analyst, connector):

@@ -64,6 +64,20 @@ def tokens_over_time(report: UsageReport) -> dict:
     }
 
 
+COST_COLOUR = "#6b3fa0"
+
+
+def cost_over_time(report: UsageReport) -> dict:
+    """The priced requests' cost per bucket, in USAGE_CURRENCY (nanos turned into the currency for the axis only)."""
+    from django.conf import settings
+
+    x = _bucket_labels(report)
+    y = [p.sums.cost_nanos / 1e9 for p in report.series]  # a plot's axis; every figure shown as text is exact
+    layout = _layout(hovermode="x unified", xaxis=_time_axis(report))
+    layout["yaxis"] = {**layout["yaxis"], "title": {"text": f"Cost ({settings.USAGE_CURRENCY})"}}
+    return {"data": [_bar("Cost", x, y, COST_COLOUR, hovertemplate="%{y:,.4f}")], "layout": layout}
+
+
 def _breakdown_figure(rows: list[BreakdownRow], empty_label: str, axis_title: str) -> dict:
     # Horizontal bars, largest at the top, so that long user and model names stay readable.
     rows = list(reversed(rows))
@@ -130,6 +144,7 @@ def dashboard_charts(report: UsageReport) -> list[dict]:
     """The dashboard's charts in page order: ``{"id", "title", "figure"}`` each."""
     return [
         {"id": "chart-tokens-over-time", "title": "Prompt and completion tokens over time", "figure": tokens_over_time(report)},
+        {"id": "chart-cost-over-time", "title": "Cost over time", "figure": cost_over_time(report)},
         {"id": "chart-tokens-per-user", "title": "Tokens per user", "figure": tokens_per_user(report)},
         {"id": "chart-tokens-per-model", "title": "Tokens per model", "figure": tokens_per_model(report)},
         {"id": "chart-requests-by-outcome", "title": "Requests by outcome over time", "figure": requests_by_outcome(report)},

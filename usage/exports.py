@@ -4,6 +4,10 @@ import csv
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 
+from django.conf import settings
+
+from usage.governance.money import nanos_to_amount
+from usage.models import UsageSource
 from usage.queries import RAW_EVENT_COLUMNS, UsageReport, araw_events, raw_events
 from usage.ranges import UsageRange, iso
 
@@ -20,7 +24,17 @@ SERIES_COLUMNS = (
     "p50_ms",
     "p95_ms",
     "p99_ms",
+    "cost",
+    "currency",
+    "cost_estimated",
+    "unpriced_requests",
 )
+# The raw-event CSV names the cost column by what it holds, a decimal amount of USAGE_CURRENCY, not nanos.
+RAW_EVENT_HEADER = tuple(
+    "cost" if name == "cost_nanos" else name for name in RAW_EVENT_COLUMNS
+) + ("currency", "cost_estimated")
+_COST_INDEX = RAW_EVENT_COLUMNS.index("cost_nanos")
+_USAGE_SOURCE_INDEX = RAW_EVENT_COLUMNS.index("usage_source")
 # A cell starting with one of these is run as a formula by spreadsheet programs (CSV injection); user names,
 # model names and upstream error messages come from outside, so such cells get a leading apostrophe.
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -60,6 +74,10 @@ def series_rows(report: UsageReport) -> Iterator[list]:
             _ms(sums.p50_ms),
             _ms(sums.p95_ms),
             _ms(sums.p99_ms),
+            _amount(sums.cost_nanos),
+            settings.USAGE_CURRENCY,
+            "true" if sums.cost_is_estimated else "false",
+            sums.unpriced_requests,
         ]
 
 
@@ -68,14 +86,23 @@ def series_csv(report: UsageReport) -> str:
     return "".join(writer.writerow(row) for row in series_rows(report))
 
 
+def _amount(nanos: int | None) -> str:
+    """Exact, to the nano: a spreadsheet sums these without the rounding of a 4-decimal display."""
+    return "" if nanos is None else str(nanos_to_amount(nanos, places=9))
+
+
 def _event_row(row: tuple, usage_range: UsageRange) -> list:
-    return [iso(value, usage_range.tz) if isinstance(value, datetime) else _safe(value) for value in row]
+    cells = [iso(value, usage_range.tz) if isinstance(value, datetime) else _safe(value) for value in row]
+    nanos = row[_COST_INDEX]
+    cells[_COST_INDEX] = _amount(nanos)
+    estimated = nanos is not None and row[_USAGE_SOURCE_INDEX] == UsageSource.ESTIMATED
+    return cells + [settings.USAGE_CURRENCY, "true" if estimated else "false"]
 
 
 def raw_events_csv(connector_id: str, usage_range: UsageRange) -> Iterator[str]:
     """The range's raw events as CSV lines, read from the database in chunks as the lines are sent."""
     writer = csv.writer(_Echo())
-    yield writer.writerow(RAW_EVENT_COLUMNS)
+    yield writer.writerow(RAW_EVENT_HEADER)
     for row in raw_events(connector_id, usage_range):
         yield writer.writerow(_event_row(row, usage_range))
 
@@ -83,7 +110,7 @@ def raw_events_csv(connector_id: str, usage_range: UsageRange) -> Iterator[str]:
 async def araw_events_csv(connector_id: str, usage_range: UsageRange) -> AsyncIterator[str]:
     """``raw_events_csv`` for ASGI servers (Django reads a synchronous iterator whole before sending it there)."""
     writer = csv.writer(_Echo())
-    yield writer.writerow(RAW_EVENT_COLUMNS)
+    yield writer.writerow(RAW_EVENT_HEADER)
     async for row in araw_events(connector_id, usage_range):
         yield writer.writerow(_event_row(row, usage_range))
 

@@ -115,12 +115,16 @@ def rebuild_rollups(
     connector_id: str | None = None,
     chunk: timedelta = DEFAULT_CHUNK,
     progress: Callable[[datetime, datetime, int], None] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> RebuildResult:
     """Recompute the rollups from the events, one chunk of time per transaction.
 
     Rebuilds from the hour of the oldest event on: rollups older than that summarise events that
     ``prune_usage_events`` removed, and are kept. Each chunk replaces its rollup rows with the sums of its
     events atomically, so the dashboards read correct numbers before, during and after a rebuild.
+    ``since`` / ``until`` limit the rebuild to the whole hours around them (reprice_usage rebuilds only the range
+    it repriced); the rollups outside are left as they are.
     """
     events = ExecutionEvent.objects.all()
     rollups = UsageRollup.objects.all()
@@ -137,11 +141,20 @@ def rebuild_rollups(
     )
     # The last chunk is open-ended, so events recorded while the rebuild runs land in a chunk either way.
     stop = ceil_hour(newest + timedelta(microseconds=1))
+    bounded = until is not None and ceil_hour(until) < stop
+    if since is not None:
+        start = max(start, floor_hour(since))
+    if bounded:
+        stop = ceil_hour(until)
+    if start >= stop:
+        return RebuildResult(start=None)
     result = RebuildResult(start=start)
     chunk_start = start
     while chunk_start < stop:
         chunk_end = chunk_start + chunk
-        is_last = chunk_end >= stop
+        # A bounded rebuild ends at its last whole hour; the events after it belong to rollups it leaves alone.
+        is_last = chunk_end >= stop and not bounded
+        chunk_end = min(chunk_end, stop)
         with transaction.atomic():
             _lock_rollups_against_writers()
             in_chunk = Q(timestamp__gte=chunk_start) if is_last else Q(timestamp__gte=chunk_start, timestamp__lt=chunk_end)

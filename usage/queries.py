@@ -16,11 +16,11 @@ from datetime import UTC, datetime, time, timedelta
 from itertools import islice
 
 from asgiref.sync import sync_to_async
-from django.db.models import F, Q, Sum
+from django.db.models import Count, F, Q, Sum
 from django.db.models.functions import TruncDay
 
 from connectors import lookup
-from connectors.models import Connector
+from connectors.models import ApiKey, Connector
 from usage.models import (
     LATENCY_BIN_BOUNDS_MS,
     LATENCY_BIN_COUNT,
@@ -29,6 +29,7 @@ from usage.models import (
     UsageDailyRollup,
     UsageHourlyTotal,
     UsageRollup,
+    UsageSource,
     latency_bin_field,
 )
 from usage.ranges import DAY, UsageRange
@@ -36,6 +37,8 @@ from usage.ranges import DAY, UsageRange
 BIN_FIELDS = tuple(latency_bin_field(i) for i in range(LATENCY_BIN_COUNT))
 TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
 DETAIL_FIELDS = ("cached_tokens", "reasoning_tokens", "estimated_requests", "duration_ms_sum")
+# Cost (usage/governance/pricing.py): the priced events' sum in nanos, and the requests no price applied to.
+COST_FIELDS = ("cost_nanos", "unpriced_requests")
 # How many users and models the breakdowns list by name; the rest are summed into one "others" row.
 BREAKDOWN_LIMIT = 25
 
@@ -75,11 +78,13 @@ class UsageSums:
     reasoning_tokens: int = 0
     estimated_requests: int = 0
     duration_ms_sum: float = 0.0
+    cost_nanos: int = 0
+    unpriced_requests: int = 0
     latency_bins: list[int] = field(default_factory=lambda: [0] * LATENCY_BIN_COUNT)
 
     def add_row(self, row: dict) -> None:
         """Add one row of ``_sum_expressions`` annotations (``sum_<field>`` keys; absent ones are skipped)."""
-        for name in ("requests", "failures", *TOKEN_FIELDS, *DETAIL_FIELDS):
+        for name in ("requests", "failures", *TOKEN_FIELDS, *DETAIL_FIELDS, *COST_FIELDS):
             value = row.get(f"sum_{name}")
             if value:
                 setattr(self, name, getattr(self, name) + value)
@@ -88,7 +93,7 @@ class UsageSums:
                 self.latency_bins[index] += row[f"sum_{name}"] or 0
 
     def add(self, other: "UsageSums") -> None:
-        for name in ("requests", "failures", *TOKEN_FIELDS, *DETAIL_FIELDS):
+        for name in ("requests", "failures", *TOKEN_FIELDS, *DETAIL_FIELDS, *COST_FIELDS):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.latency_bins = [a + b for a, b in zip(self.latency_bins, other.latency_bins, strict=True)]
 
@@ -115,6 +120,11 @@ class UsageSums:
     @property
     def p99_ms(self) -> float | None:
         return percentile_ms(self.latency_bins, 0.99)
+
+    @property
+    def cost_is_estimated(self) -> bool:
+        """Some of the cost is of requests whose tokens were estimated (the provider reported none)."""
+        return bool(self.estimated_requests and self.cost_nanos)
 
     def api_dict(self) -> dict[str, int]:
         return {
@@ -149,6 +159,7 @@ class UsageReport:
     series: list[SeriesPoint]
     by_user: list[BreakdownRow]
     by_model: list[BreakdownRow]
+    by_api_key: list[BreakdownRow] = field(default_factory=list)
 
     @property
     def is_empty(self) -> bool:
@@ -176,7 +187,7 @@ def usage_series(connector_id: str, usage_range: UsageRange) -> list[SeriesPoint
         rows = rows.annotate(viewer_bucket=TruncDay("bucket", tzinfo=usage_range.tz)).values("viewer_bucket")
     else:
         rows = rows.annotate(viewer_bucket=F("bucket")).values("viewer_bucket")
-    rows = rows.annotate(**_sum_expressions(("requests", *TOKEN_FIELDS, *DETAIL_FIELDS, *BIN_FIELDS)))
+    rows = rows.annotate(**_sum_expressions(("requests", *TOKEN_FIELDS, *DETAIL_FIELDS, *COST_FIELDS, *BIN_FIELDS)))
     points = {start: SeriesPoint(start, UsageSums()) for start in usage_range.bucket_starts()}
     for row in rows:
         point = points.get(usage_range.bucket_of(row["viewer_bucket"]))
@@ -215,8 +226,14 @@ def usage_breakdown(connector_id: str, usage_range: UsageRange, dimension: str, 
         raise ValueError(f"cannot break usage down by {dimension!r}")
     sums_by_key: dict[str, UsageSums] = {}
     for source in _breakdown_sources(connector_id, usage_range):
-        for row in source.order_by().values(dimension).annotate(**_sum_expressions(("requests", *TOKEN_FIELDS))):
+        # cost_nanos is in both sources (UsageDailyRollup sums it too); unpriced and estimated counts are not.
+        sums = _sum_expressions(("requests", *TOKEN_FIELDS, "cost_nanos"))
+        for row in source.order_by().values(dimension).annotate(**sums):
             sums_by_key.setdefault(row[dimension], UsageSums()).add_row(row)
+    return _limited(sums_by_key, limit)
+
+
+def _limited(sums_by_key: dict[str, UsageSums], limit: int | None) -> list[BreakdownRow]:
     breakdown = [BreakdownRow(key, sums) for key, sums in sums_by_key.items()]
     breakdown.sort(key=lambda item: (-item.sums.total_tokens, -item.sums.requests, item.key))
     if limit is not None and len(breakdown) > limit:
@@ -227,8 +244,48 @@ def usage_breakdown(connector_id: str, usage_range: UsageRange, dimension: str, 
     return breakdown
 
 
-def connector_usage(connector_id: str, usage_range: UsageRange, *, breakdown_limit: int | None = None) -> UsageReport:
-    """The report behind a connector's dashboard, its CSV export and its JSON endpoint."""
+def usage_by_api_key(connector_id: str, usage_range: UsageRange, *, limit: int | None = None) -> list[BreakdownRow]:
+    """Sums per API key the calls were made with (``""``: calls without one, from the browser or with a password).
+
+    The rollups do not keep the API key, so this reads the range's raw events through the (connector_id, timestamp)
+    index, grouped in the database: its cost grows with the events in the range, unlike the other breakdowns, and is
+    paid only by the dashboard and the JSON endpoint, not the series CSV. A rollup per key would make it constant
+    but add a write to every recorded event, the path whose latency docs/PERFORMANCE.md budgets.
+    """
+    rows = (
+        ExecutionEvent.objects.filter(connector_id=connector_id, timestamp__gte=usage_range.start,
+                                      timestamp__lt=usage_range.end)
+        .order_by()
+        .values("api_key_id")
+        .annotate(**event_sum_expressions())
+    )
+    rows = list(rows)
+    keys = ApiKey.objects.filter(pk__in=[r["api_key_id"] for r in rows if r["api_key_id"]]).select_related("user")
+    names = {key.pk: f"{key} of {key.user.get_username()}" for key in keys}
+    sums_by_key: dict[str, UsageSums] = {}
+    for row in rows:
+        label = names.get(row["api_key_id"], "") if row["api_key_id"] else ""
+        sums_by_key.setdefault(label, UsageSums()).add_row(row)
+    return _limited(sums_by_key, limit)
+
+
+def event_sum_expressions() -> dict:
+    """The UsageSums of raw events (the same ``sum_<field>`` keys as the rollup annotations)."""
+    priced = Q(cost_nanos__isnull=True) & (Q(prompt_tokens__gt=0) | Q(completion_tokens__gt=0))
+    return {
+        "sum_requests": Count("id"),
+        "sum_failures": Count("id", filter=Q(outcome=Outcome.FAILURE)),
+        **{f"sum_{name}": Sum(name) for name in TOKEN_FIELDS},
+        "sum_estimated_requests": Count("id", filter=Q(usage_source=UsageSource.ESTIMATED)),
+        "sum_cost_nanos": Sum("cost_nanos"),
+        "sum_unpriced_requests": Count("id", filter=priced),
+    }
+
+
+def connector_usage(connector_id: str, usage_range: UsageRange, *, breakdown_limit: int | None = None,
+                    with_api_keys: bool = False) -> UsageReport:
+    """The report behind a connector's dashboard, its CSV export and its JSON endpoint (``with_api_keys``: the
+    per-API-key breakdown too, read from raw events, see ``usage_by_api_key``)."""
     series = usage_series(connector_id, usage_range)
     totals = UsageSums()
     for point in series:
@@ -240,6 +297,7 @@ def connector_usage(connector_id: str, usage_range: UsageRange, *, breakdown_lim
         series=series,
         by_user=usage_breakdown(connector_id, usage_range, "user_name", limit=breakdown_limit),
         by_model=usage_breakdown(connector_id, usage_range, "model", limit=breakdown_limit),
+        by_api_key=usage_by_api_key(connector_id, usage_range, limit=breakdown_limit) if with_api_keys else [],
     )
 
 
@@ -292,7 +350,7 @@ def usage_overview(usage_range: UsageRange) -> list[OverviewRow]:
         _hourly_totals(None, usage_range.start, usage_range.end)
         .order_by()
         .values("connector_id")
-        .annotate(**_sum_expressions(("requests", *TOKEN_FIELDS, *DETAIL_FIELDS, *BIN_FIELDS)))
+        .annotate(**_sum_expressions(("requests", *TOKEN_FIELDS, *DETAIL_FIELDS, *COST_FIELDS, *BIN_FIELDS)))
     )
     sums_by_id: dict[str, UsageSums] = {}
     for row in rows:
@@ -328,6 +386,8 @@ RAW_EVENT_COLUMNS = (
     "error_message",
     "request_bytes",
     "response_bytes",
+    "api_key_id",
+    "cost_nanos",
 )
 RAW_EVENT_CHUNK = 2000
 

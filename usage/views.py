@@ -99,7 +99,7 @@ def overview(request):
 @allows_inline_styles  # plotly.js (connectors_admin/csp.py)
 @connector_usage_view()
 def connector_dashboard(request, connector: ConnectorRef, usage_range: UsageRange):
-    report = connector_usage(connector.id, usage_range, breakdown_limit=BREAKDOWN_LIMIT)
+    report = connector_usage(connector.id, usage_range, breakdown_limit=BREAKDOWN_LIMIT, with_api_keys=True)
     context = {
         **range_context(request, usage_range),
         "connector": connector,

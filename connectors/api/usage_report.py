@@ -12,24 +12,36 @@ are the effective range (widened to whole hours), and ``bucket`` values are ISO 
 """
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.http import JsonResponse, StreamingHttpResponse
 
 from connectors.api.endpoint import ApiError, json_endpoint
 from connectors.lookup import get_connector_or_404
 from usage import kibana_event_log, queries
+from usage.governance.money import nanos_to_amount
 from usage.permissions import VIEW_USAGE_DASHBOARD
 from usage.ranges import InvalidRange, iso, parse_range
 
 
+def cost_json(sums: queries.UsageSums, *, detailed: bool = True) -> dict:
+    """A cost as an exact decimal string with its currency (``{"amount": "12.3456", "currency": "USD", ...}``);
+    ``detailed`` adds whether any of it is estimated and how many requests had no price (known per bucket and for
+    the totals, not per user or model, whose daily rollups do not keep those counts)."""
+    cost = {"amount": str(nanos_to_amount(sums.cost_nanos)), "currency": settings.USAGE_CURRENCY}
+    if detailed:
+        cost |= {"estimated": sums.cost_is_estimated, "unpriced_requests": sums.unpriced_requests}
+    return cost
+
+
 def usage_json(report: queries.UsageReport) -> dict:
-    """The answer's shape: connector_id, from, to, totals, series, by_user, by_model."""
+    """The answer's shape: connector_id, from, to, totals, series, by_user, by_model, by_api_key; each with a cost."""
     tz = report.range.tz
     return {
         "connector_id": report.connector_id,
         "from": iso(report.range.start, tz),
         "to": iso(report.range.end, tz),
-        "totals": report.totals.api_dict(),
+        "totals": {**report.totals.api_dict(), "cost": cost_json(report.totals)},
         "series": [
             {
                 "bucket": iso(point.bucket, tz),
@@ -38,11 +50,16 @@ def usage_json(report: queries.UsageReport) -> dict:
                 "total_tokens": point.sums.total_tokens,
                 "requests": point.sums.requests,
                 "failures": point.sums.failures,
+                "cost": cost_json(point.sums),
             }
             for point in report.series
         ],
-        "by_user": [{"user_name": row.key, **row.sums.api_dict()} for row in report.by_user],
-        "by_model": [{"model": row.key, **row.sums.api_dict()} for row in report.by_model],
+        "by_user": [{"user_name": row.key, **row.sums.api_dict(), "cost": cost_json(row.sums, detailed=False)}
+                    for row in report.by_user],
+        "by_model": [{"model": row.key, **row.sums.api_dict(), "cost": cost_json(row.sums, detailed=False)}
+                     for row in report.by_model],
+        "by_api_key": [{"api_key": row.key, **row.sums.api_dict(), "cost": cost_json(row.sums)}
+                       for row in report.by_api_key],
     }
 
 
@@ -52,7 +69,7 @@ def _connector_usage(user, connector_id: str, params) -> dict:
         usage_range = parse_range(params)
     except InvalidRange as exc:
         raise ApiError(400, str(exc)) from None
-    return usage_json(queries.connector_usage(connector.id, usage_range))
+    return usage_json(queries.connector_usage(connector.id, usage_range, with_api_keys=True))
 
 
 @json_endpoint({"GET": VIEW_USAGE_DASHBOARD})

@@ -26,6 +26,7 @@ from connectors.permissions import (
     EXECUTE_CONNECTOR,
     VIEW_CONNECTOR,
 )
+from usage.governance.consumption import connector_governance
 from usage.models import EventSource
 
 
@@ -99,6 +100,7 @@ class ConnectorDetailView(PermissionRequiredMixin, ConnectorObjectMixin, DetailV
         openai_base_path = reverse("openai_models", args=[self.object.pk]).removesuffix("/models")
         context["execute_url"] = self.request.build_absolute_uri(execute_path)
         context["openai_base_url"] = self.request.build_absolute_uri(openai_base_path)
+        context["governance"] = connector_governance(self.request.user, self.object.pk)
         return context
 
 

@@ -133,6 +133,13 @@ def budget_counter_key(budget: Budget, at: dt.datetime) -> tuple[str, dt.datetim
     return f"budget:{budget.pk}:{start.date().isoformat()}", start, end
 
 
+def rate_limit_counter_keys(limit: RateLimit, at: dt.datetime) -> tuple[str, str, dt.datetime]:
+    """The requests-per-minute and tokens-per-minute counter keys of the minute around ``at``, and when it ends."""
+    minute_start, minute_end = minute_bounds(at)
+    stamp = minute_start.strftime("%Y%m%dT%H%M")
+    return f"rpm:{limit.pk}:{stamp}", f"tpm:{limit.pk}:{stamp}", minute_end
+
+
 def estimate_tokens(request_bytes: int) -> int:
     return max(1, request_bytes // BYTES_PER_ESTIMATED_TOKEN)
 
@@ -167,14 +174,14 @@ async def admit(connector_id: str, user_id: int | None, api_key_id: int | None, 
     reasons: list[tuple[str, str, dt.datetime, str]] = []  # per charge: kind, message, resets at, alert key
     reservation = Reservation(estimated_tokens=estimated_tokens, estimated_cost=estimated_cost)
     minute_start, minute_end = minute_bounds(at)
-    stamp = minute_start.strftime("%Y%m%dT%H%M")
     for limit in limits:
+        rpm_key, tpm_key, _ = rate_limit_counter_keys(limit, at)
         if limit.requests_per_minute is not None:
-            charges.append(Charge(f"rpm:{limit.pk}:{stamp}", 1, limit.requests_per_minute, minute_end, must_fit=True))
+            charges.append(Charge(rpm_key, 1, limit.requests_per_minute, minute_end, must_fit=True))
             reasons.append(("rate_limit", f"Rate limit reached: {limit.requests_per_minute} requests per minute for "
                             f"{limit.subject}.", minute_end, f"ratelimit:{limit.pk}:{minute_start:%Y%m%dT%H}"))
         if limit.tokens_per_minute is not None:
-            charge = Charge(f"tpm:{limit.pk}:{stamp}", estimated_tokens, limit.tokens_per_minute, minute_end)
+            charge = Charge(tpm_key, estimated_tokens, limit.tokens_per_minute, minute_end)
             charges.append(charge)
             reservation.token_charges.append(charge)
             reasons.append(("rate_limit", f"Rate limit reached: {limit.tokens_per_minute} tokens per minute for "

@@ -9,7 +9,10 @@ class GovernanceConfig(AppConfig):
     verbose_name = "Governance"
 
     def ready(self) -> None:
+        from connectors.roles import sync_roles_after_migrate
         from usage.governance import admission, pricing
+        from usage.governance.roles import ROLES
 
+        sync_roles_after_migrate(self, ROLES)
         pricing.connect_signals()
         admission.connect_signals()

@@ -119,6 +119,9 @@ class ExecutionEvent(models.Model):
             models.Index(fields=["connector_id", "timestamp"], name="event_connector_time"),
             # prune_usage_events: everything older than a cut-off.
             models.Index(fields=["timestamp"], name="event_time"),
+            # "My usage" (usage/my_usage.py): one user's events in a range, across connectors, grouped
+            # by connector and API key: WHERE user_id = %s AND timestamp >= %s AND timestamp < %s.
+            models.Index(fields=["user", "timestamp"], name="event_user_time"),
         ]
 
     def __str__(self) -> str:

@@ -1,6 +1,9 @@
 """Number formats for the usage pages (django.contrib.humanize is not installed, and these are all we need)."""
 
 from django import template
+from django.conf import settings
+
+from usage.governance.money import format_cost
 
 register = template.Library()
 
@@ -28,3 +31,9 @@ def percent(value) -> str:
     if value is None:
         return "—"
     return f"{value * 100:.2f} %"
+
+
+@register.filter
+def cost(nanos) -> str:
+    """A cost in nanos of USAGE_CURRENCY as ``12.3456 USD`` (usage/governance/money.format_cost); — when none."""
+    return format_cost(nanos, settings.USAGE_CURRENCY) or "—"

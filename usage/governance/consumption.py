@@ -1,0 +1,135 @@
+"""What each budget and rate limit has used in its current period, for the pages (never the execution path).
+
+Read from the same counters admission reserves against (usage/governance/counters.py), by the same keys
+(``admission.budget_counter_key`` and ``admission.rate_limit_counter_keys``), so a page shows exactly what the
+next execution will be admitted against: estimates of executions still running included.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from usage.governance.admission import budget_counter_key, rate_limit_counter_keys
+from usage.governance.counters import counter_store
+from usage.governance.models import Budget, RateLimit, Unit
+from usage.governance.money import format_cost
+from usage.governance.permissions import VIEW_BUDGET, VIEW_RATE_LIMIT
+
+
+def _quantity(value: int, unit: str) -> str:
+    return format_cost(value, settings.USAGE_CURRENCY) if unit == Unit.COST else f"{value:,} tokens"
+
+
+@dataclass
+class BudgetStatus:
+    budget: Budget
+    used: int  # counter units: tokens, or nanos of USAGE_CURRENCY
+    period_start: dt.datetime
+    resets_at: dt.datetime
+
+    @property
+    def limit(self) -> int:
+        return self.budget.limit_units
+
+    @property
+    def left(self) -> int:
+        return max(0, self.limit - self.used)
+
+    @property
+    def percent_used(self) -> float | None:
+        return 100 * self.used / self.limit if self.limit else None
+
+    @property
+    def used_text(self) -> str:
+        return _quantity(self.used, self.budget.unit)
+
+    @property
+    def left_text(self) -> str:
+        return _quantity(self.left, self.budget.unit)
+
+    @property
+    def amount_text(self) -> str:
+        return _quantity(self.limit, self.budget.unit)
+
+    @property
+    def state(self) -> str:
+        """``exhausted`` (a hard limit refuses now), ``over`` (a soft-only budget passed), ``warning`` (past the
+        soft threshold) or ``ok``."""
+        if self.limit and self.used >= self.limit:
+            return "exhausted" if self.budget.hard_limit else "over"
+        percent = self.percent_used
+        if percent is not None and percent >= self.budget.soft_threshold_percent:
+            return "warning"
+        return "ok"
+
+
+@dataclass
+class RateLimitStatus:
+    limit: RateLimit
+    requests: int
+    tokens: int
+    resets_at: dt.datetime
+
+    @property
+    def requests_left(self) -> int | None:
+        rpm = self.limit.requests_per_minute
+        return None if rpm is None else max(0, rpm - self.requests)
+
+    @property
+    def tokens_left(self) -> int | None:
+        tpm = self.limit.tokens_per_minute
+        return None if tpm is None else max(0, tpm - self.tokens)
+
+
+def budget_statuses(budgets, at: dt.datetime | None = None) -> list[BudgetStatus]:
+    """Each budget with its current period's consumption, read in one round trip to the counter store."""
+    at = at or timezone.now()
+    keyed = [(budget, *budget_counter_key(budget, at)) for budget in budgets]
+    values = counter_store().values_now([key for _, key, _, _ in keyed]) if keyed else {}
+    return [BudgetStatus(budget, values.get(key, 0), start, end) for budget, key, start, end in keyed]
+
+
+def rate_limit_statuses(limits, at: dt.datetime | None = None) -> list[RateLimitStatus]:
+    """Each rate limit with the current minute's requests and tokens."""
+    at = at or timezone.now()
+    keyed = [(limit, *rate_limit_counter_keys(limit, at)) for limit in limits]
+    keys = [key for _, rpm, tpm, _ in keyed for key in (rpm, tpm)]
+    values = counter_store().values_now(keys) if keys else {}
+    return [RateLimitStatus(limit, values.get(rpm, 0), values.get(tpm, 0), end) for limit, rpm, tpm, end in keyed]
+
+
+def _rules(model, **scope):
+    return model.objects.filter(**scope).select_related("user", "api_key", "api_key__user")
+
+
+def connector_rules(connector_id: str) -> tuple[list[BudgetStatus], list[RateLimitStatus]]:
+    """The budgets and rate limits of one connector (its connector scope), with their consumption."""
+    return (budget_statuses(_rules(Budget, scope="connector", connector_id=connector_id)),
+            rate_limit_statuses(_rules(RateLimit, scope="connector", connector_id=connector_id)))
+
+
+def user_rules(user) -> tuple[list[BudgetStatus], list[RateLimitStatus]]:
+    """The budgets and rate limits that count this user's executions: their own, and their API keys'."""
+    mine = Q(scope="user", user=user) | Q(scope="api_key", api_key__user=user)
+    return budget_statuses(_rules(Budget).filter(mine)), rate_limit_statuses(_rules(RateLimit).filter(mine))
+
+
+def all_rules() -> tuple[list[BudgetStatus], list[RateLimitStatus]]:
+    return (budget_statuses(_rules(Budget).order_by("scope", "name")),
+            rate_limit_statuses(_rules(RateLimit).order_by("scope", "connector_id", "pk")))
+
+
+def connector_governance(user, connector_id: str) -> dict | None:
+    """The connector page's governance panel (governance/_connector_panel.html): the connector's budgets and rate
+    limits with their consumption, and links for who may change them; None for a user who may see neither."""
+    sees_budgets, sees_limits = user.has_perm(VIEW_BUDGET), user.has_perm(VIEW_RATE_LIMIT)
+    if not (sees_budgets or sees_limits):
+        return None
+    budgets, limits = connector_rules(connector_id)
+    return {"connector_id": connector_id, "budgets": budgets if sees_budgets else [],
+            "limits": limits if sees_limits else [], "sees_budgets": sees_budgets, "sees_limits": sees_limits}

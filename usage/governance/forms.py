@@ -1,0 +1,275 @@
+"""The governance pages' forms: budgets, rate limits, prices, per-connector pricing, alert channels, error-rate rules.
+
+Each refuses bad input with a message that says what to type instead. Budgets and rate limits of a user or an API
+key are for superusers only (usage/governance/permissions.py): the form offers those scopes to superusers alone and
+refuses them from anyone else, whatever was posted.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django import forms
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from connectors.lookup import all_connectors
+from connectors.models import ApiKey
+from usage.governance.models import (
+    AlertChannel,
+    Budget,
+    ChannelKind,
+    ConnectorPricing,
+    ErrorRateRule,
+    Price,
+    RateLimit,
+    Scope,
+    Unit,
+)
+from usage.governance.pricing import current_table
+from usage.ranges import known_time_zones
+
+SUPERUSER_SCOPES = (Scope.USER, Scope.API_KEY)
+SUPERUSERS_ONLY = "Only superusers may set budgets and rate limits for a user or an API key."
+
+
+def connector_choices(current: str = "") -> list[tuple[str, str]]:
+    """Every connector by name; a rule's connector that was deleted since stays choosable under its id."""
+    choices = [(c.pk, f"{c.name} ({c.pk})") for c in all_connectors()]
+    if current and current not in {pk for pk, _ in choices}:
+        choices.append((current, f"{current} (deleted connector)"))
+    return choices
+
+
+def _refuse_negative(form: forms.Form, names: tuple[str, ...], what: str) -> None:
+    for name in names:
+        value = form.cleaned_data.get(name)
+        if value is not None and value < 0:
+            form.add_error(name, f"{what} cannot be negative.")
+
+
+class ScopedRuleForm(forms.ModelForm):
+    """Scope and subject of a budget or rate limit. ``user`` is the person submitting the form."""
+
+    connector_id = forms.ChoiceField(label="Connector", required=False)
+
+    def __init__(self, *args, user, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.editor = user
+        self.fields["connector_id"].choices = [("", "—")] + connector_choices(self.instance.connector_id)
+        self.fields["connector_id"].help_text = "Scope connector: every execution of this connector."
+        if "user" in self.fields:
+            self.fields["user"].queryset = get_user_model().objects.order_by("username")
+            self.fields["api_key"].queryset = ApiKey.objects.select_related("user").order_by("user__username", "name")
+            self.fields["api_key"].label_from_instance = lambda key: f"{key} of {key.user.get_username()}"
+        if not user.is_superuser:
+            # Shown only the connector scope; a user or API-key scope posted all the same is refused by clean_scope
+            # with a message saying why (the field still accepts every scope, so the refusal is not "invalid choice").
+            self.fields["scope"].widget.choices = [(Scope.CONNECTOR, Scope.CONNECTOR.label)]
+            for name in ("user", "api_key"):
+                self.fields.pop(name, None)
+
+    def clean_scope(self):
+        scope = self.cleaned_data["scope"]
+        if scope in SUPERUSER_SCOPES and not self.editor.is_superuser:
+            raise forms.ValidationError(SUPERUSERS_ONLY)
+        return scope
+
+    def clean(self):
+        cleaned = super().clean()
+        scope = cleaned.get("scope")
+        # Only the field of the chosen scope is kept, so a value left in another field is not an error.
+        for scope_value, name in ((Scope.CONNECTOR, "connector_id"), (Scope.USER, "user"), (Scope.API_KEY, "api_key")):
+            if scope != scope_value and name in cleaned:
+                cleaned[name] = "" if name == "connector_id" else None
+                setattr(self.instance, name, cleaned[name])
+        if scope == Scope.CONNECTOR and not cleaned.get("connector_id"):
+            self.add_error("connector_id", "Choose the connector this rule counts.")
+        return cleaned
+
+
+class BudgetForm(ScopedRuleForm):
+    time_zone = forms.CharField(
+        initial="UTC", help_text="Where the period's days begin and end: an IANA name such as Europe/Paris or UTC.",
+        widget=forms.TextInput(attrs={"list": "time-zones", "autocomplete": "off", "spellcheck": "false"}),
+    )
+
+    class Meta:
+        model = Budget
+        fields = ["name", "scope", "connector_id", "user", "api_key", "period", "time_zone", "unit", "amount",
+                  "soft_threshold_percent", "hard_limit", "enabled"]
+        labels = {"amount": f"Amount (tokens, or {settings.USAGE_CURRENCY} for a cost budget)",
+                  "soft_threshold_percent": "Soft threshold (%)"}
+
+    price_warning = ""
+
+    def clean_time_zone(self):
+        name = self.cleaned_data["time_zone"].strip()
+        if name not in known_time_zones():
+            raise forms.ValidationError(f"Unknown time zone {name[:64]!r}: use an IANA name such as Europe/Paris or UTC.")
+        return name
+
+    def clean_amount(self):
+        amount = self.cleaned_data["amount"]
+        if amount is not None and amount <= 0:
+            raise forms.ValidationError("The amount must be more than zero.")
+        return amount
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("unit") == Unit.TOKENS and cleaned.get("amount") is not None:
+            if cleaned["amount"] != cleaned["amount"].to_integral_value():
+                self.add_error("amount", "A token budget is a whole number of tokens.")
+        if cleaned.get("unit") == Unit.COST and not self.errors:
+            self.price_warning = _missing_price_warning(cleaned.get("scope"), cleaned.get("connector_id"))
+        return cleaned
+
+
+def _missing_price_warning(scope: str, connector_id: str) -> str:
+    """A cost budget without any price that applies to it is allowed (prices may come later), but said."""
+    table = current_table()
+    today = timezone.now().date()
+    if scope == Scope.CONNECTOR:
+        connector = next((c for c in all_connectors() if c.pk == connector_id), None)
+        model = (connector.effective_default_model if connector else "") or ""
+        if model and table.price_for(connector_id, (model,), today) is None:
+            return (f"No price applies to {model!r}, this connector's default model: its executions add nothing to "
+                    f"this cost budget until a price is added on the Prices page.")
+        return ""
+    if not Price.objects.exists():
+        return "The price table is empty: executions add nothing to a cost budget until prices are added."
+    return ""
+
+
+class RateLimitForm(ScopedRuleForm):
+    class Meta:
+        model = RateLimit
+        fields = ["scope", "connector_id", "user", "api_key", "requests_per_minute", "tokens_per_minute", "enabled"]
+        help_texts = {"requests_per_minute": "Empty: no limit on requests.",
+                      "tokens_per_minute": "Empty: no limit on tokens."}
+
+    def clean(self):
+        cleaned = super().clean()
+        _refuse_negative(self, ("requests_per_minute", "tokens_per_minute"), "A limit")
+        for name in ("requests_per_minute", "tokens_per_minute"):
+            if cleaned.get(name) == 0:
+                self.add_error(name, "A limit of zero would refuse everything: disable the rule instead.")
+        return cleaned
+
+
+PRICE_FIELDS = ("input_per_million", "cached_input_per_million", "output_per_million", "reasoning_per_million")
+
+
+class PriceForm(forms.ModelForm):
+    connector_id = forms.ChoiceField(
+        label="Connector", required=False,
+        help_text="Empty: a list price for every connector. A connector: its negotiated price (no discount applies).",
+    )
+
+    class Meta:
+        model = Price
+        fields = ["model_pattern", "valid_from", "input_per_million", "cached_input_per_million",
+                  "output_per_million", "reasoning_per_million", "currency", "connector_id", "source"]
+        widgets = {"valid_from": forms.DateInput(attrs={"type": "date"}),
+                   "model_pattern": forms.TextInput(attrs={"spellcheck": "false"})}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["connector_id"].choices = [("", "— list price —")] + connector_choices(self.instance.connector_id)
+        self.fields["currency"].initial = settings.USAGE_CURRENCY
+
+    def clean_model_pattern(self):
+        pattern = self.cleaned_data["model_pattern"].strip()
+        if not pattern:
+            raise forms.ValidationError("Give a model name or a pattern such as gpt-4o-*.")
+        return pattern
+
+    def clean(self):
+        cleaned = super().clean()
+        _refuse_negative(self, PRICE_FIELDS, "A price")
+        return cleaned
+
+
+class DeploymentMapField(forms.CharField):
+    """Azure's deployment -> model map typed one per line as ``deployment: model``."""
+
+    widget = forms.Textarea(attrs={"rows": 4, "placeholder": "chat-prod: gpt-4o\nchat-mini: gpt-4o-mini",
+                                   "spellcheck": "false"})
+
+    def prepare_value(self, value):
+        if isinstance(value, dict):
+            return "\n".join(f"{deployment}: {model}" for deployment, model in value.items())
+        return value
+
+    def to_python(self, value) -> dict[str, str]:
+        mapping: dict[str, str] = {}
+        for number, line in enumerate((super().to_python(value) or "").splitlines(), start=1):
+            if not line.strip():
+                continue
+            deployment, sep, model = line.partition(":")
+            if not sep or not deployment.strip() or not model.strip():
+                raise forms.ValidationError(f"Line {number}: write each entry as 'deployment: model'.")
+            mapping[deployment.strip()] = model.strip()
+        return mapping
+
+
+class ConnectorPricingForm(forms.ModelForm):
+    deployment_models = DeploymentMapField(
+        label="Azure deployments", required=False,
+        help_text="Which model each deployment runs, one 'deployment: model' per line. A deployment name is not a "
+        "model name: without an entry, the model the provider reports is priced.",
+    )
+
+    class Meta:
+        model = ConnectorPricing
+        fields = ["discount_percent", "deployment_models"]
+        labels = {"discount_percent": "Discount on list prices (%)"}
+
+    def clean_discount_percent(self):
+        discount = self.cleaned_data["discount_percent"]
+        if discount is not None and not Decimal(0) <= discount <= Decimal(100):
+            raise forms.ValidationError("A discount is between 0 and 100 %.")
+        return discount
+
+
+class AlertChannelForm(forms.ModelForm):
+    secret = forms.CharField(
+        label="Signing secret", required=False, strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+    )
+
+    class Meta:
+        model = AlertChannel
+        fields = ["name", "kind", "target", "enabled"]
+        widgets = {"target": forms.TextInput(attrs={"spellcheck": "false"})}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.secret_encrypted:
+            self.fields["secret"].help_text = "Webhooks: a secret is stored. Leave blank to keep it; never shown again."
+        else:
+            self.fields["secret"].help_text = ("Webhooks: signs each body with HMAC-SHA256 (README, \"Alerts\"). Stored "
+                                               "encrypted, never shown again. Empty: sent unsigned.")
+
+    def clean(self):
+        cleaned = super().clean()
+        secret = cleaned.get("secret")
+        if secret and cleaned.get("kind") == ChannelKind.EMAIL:
+            self.add_error("secret", "Email channels are not signed: leave the secret empty.")
+        elif secret:
+            self.instance.set_secret(secret)
+        return cleaned
+
+
+class ErrorRateRuleForm(forms.ModelForm):
+    connector_id = forms.ChoiceField(label="Connector")
+
+    class Meta:
+        model = ErrorRateRule
+        fields = ["connector_id", "threshold_percent", "window_minutes", "min_requests", "enabled"]
+        labels = {"threshold_percent": "Threshold (% of executions failed)", "window_minutes": "Window (minutes)"}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["connector_id"].choices = connector_choices(self.instance.connector_id)
