@@ -122,6 +122,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "connectors_admin.database_outage.DatabaseOutageMiddleware",  # a 503 page, not 500, during a database outage
 ]
 
 ROOT_URLCONF = "connectors_admin.urls"
