@@ -129,6 +129,7 @@ MIDDLEWARE = [
     "connectors.audit.middleware.AuditContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "connectors_admin.database_outage.DatabaseOutageMiddleware",  # a 503 page, not 500, during a database outage
 ]
 
 ROOT_URLCONF = "connectors_admin.urls"

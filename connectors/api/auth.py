@@ -17,6 +17,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import logging
 import secrets
 import threading
 import time
@@ -28,6 +29,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import check_password, make_password
 from django.contrib.auth.models import Group
+from django.db import InterfaceError, OperationalError
 from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.middleware.csrf import CsrfViewMiddleware
 
@@ -42,6 +44,7 @@ from connectors.models import ApiKey
 from connectors.throttling import failures
 from connectors.throttling.failures import Throttled, client_address
 
+logger = logging.getLogger(__name__)
 _SALT = secrets.token_bytes(32)
 _LAST_USED_WRITE_INTERVAL = 60  # seconds: how stale an API key's "last used" may be, to spare a write a request
 
@@ -192,7 +195,12 @@ async def _note_api_key_use(api_key_id: int) -> None:
     if now - _api_key_last_written.get(api_key_id, -1e9) < _LAST_USED_WRITE_INTERVAL:
         return
     _api_key_last_written[api_key_id] = now
-    await sync_to_async(_touch_api_key)(api_key_id)
+    try:
+        await sync_to_async(_touch_api_key)(api_key_id)
+    except (OperationalError, InterfaceError) as exc:
+        # A cached key keeps working while the database is away (README "Guarantees"); "last used" is a hint.
+        _api_key_last_written.pop(api_key_id, None)
+        logger.warning("could not note the use of API key %s, the database is unavailable: %s", api_key_id, exc)
 
 
 async def authenticate_basic(username: str, password: str, address: str = "unknown"):

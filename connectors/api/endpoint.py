@@ -7,12 +7,17 @@ which the SDKs parse (docs/OPENAI.md, 'Errors'). ``json_endpoint(methods, errors
 parameter, so both APIs run the same guard in the same order: 405, 401 (or 429 when failed logins are throttled),
 400 for a write that could come from another site (docs/KIBANA.md, 'HTTP routes', kbn-xsrf), 403, then the view
 (whose lookup may answer 404).
+
+When the database cannot be reached, credentials that are not cached (and sessions) cannot be checked, and a view
+may fail to read what it needs: both are answered 503 with ``Retry-After`` in the endpoint's shape, never 500
+(README "Guarantees").
 """
 
 from functools import wraps
 from http import HTTPStatus
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -26,6 +31,11 @@ from connectors.api.auth import (
     writes_as_basic_without_json,
 )
 from connectors.lookup import ConnectorNotFound
+
+# What a connection to a database that is stopped, restarting or cut off raises (not a refused value: DataError).
+DATABASE_UNREACHABLE = (OperationalError, InterfaceError)
+DATABASE_UNAVAILABLE_MESSAGE = "The database is unavailable. Retry later."
+RETRY_AFTER_OUTAGE_SECONDS = 5
 
 
 class ApiError(Exception):
@@ -69,6 +79,11 @@ class KibanaErrors:
     def forbidden(self, permission: str) -> JsonResponse:
         return self.response(403, f"Unauthorized: this needs the {permission} permission.")
 
+    def unavailable(self) -> JsonResponse:
+        response = self.response(503, DATABASE_UNAVAILABLE_MESSAGE)
+        response["Retry-After"] = str(RETRY_AFTER_OUTAGE_SECONDS)
+        return response
+
     def not_found(self, connector_id: str) -> JsonResponse:
         return self.response(404, f"Saved object [action/{connector_id}] not found")
 
@@ -106,6 +121,13 @@ class OpenAIErrors:
     def forbidden(self, permission: str) -> JsonResponse:
         return self.response(403, f"You need the {permission} permission to use connectors.",
                              error_type="permission_error", code="insufficient_permissions")
+
+    def unavailable(self) -> JsonResponse:
+        # The code connectors/api/openai_compat.py answers for a connector it cannot read during an outage.
+        response = self.response(503, DATABASE_UNAVAILABLE_MESSAGE, error_type="api_error",
+                                 code="database_unavailable")
+        response["Retry-After"] = str(RETRY_AFTER_OUTAGE_SECONDS)
+        return response
 
     def not_found(self, connector_id: str) -> JsonResponse:
         return self.response(404, f"The connector {connector_id!r} does not exist.", code="connector_not_found")
@@ -155,6 +177,8 @@ def json_endpoint(methods: dict[str, str | None], errors: KibanaErrors | OpenAIE
                 return errors.unauthenticated(str(exc)) if exc.status == 401 else errors.response(exc.status, str(exc))
             except Throttled as exc:
                 return errors.throttled(exc)
+            except DATABASE_UNREACHABLE:
+                return errors.unavailable()
             refusal = errors.cross_site_refusal(request)
             if refusal is not None:
                 return refusal
@@ -171,6 +195,8 @@ def json_endpoint(methods: dict[str, str | None], errors: KibanaErrors | OpenAIE
                 return errors.not_found(exc.connector_id)
             except PermissionDenied:
                 return errors.forbidden(permission)
+            except DATABASE_UNREACHABLE:
+                return errors.unavailable()
 
         return wrapper
 
