@@ -81,7 +81,7 @@ def test_roles_are_groups_with_exactly_their_permissions():
 
     assert codenames("Connector admins") == [
         "connectors.add_connector", "connectors.change_connector", "connectors.delete_connector",
-        "connectors.execute_connector", "connectors.view_connector",
+        "connectors.execute_connector", "connectors.view_connector", "usage.view_usage_dashboard",
     ]
     assert codenames("Connector users") == ["connectors.execute_connector", "connectors.view_connector"]
     assert codenames("Usage viewers") == ["usage.view_usage_dashboard"]

@@ -25,7 +25,9 @@ def _layout(**extra) -> dict:
         "height": 320,
         "margin": {"l": 60, "r": 20, "t": 10, "b": 50},
         # "normal": plotly lists stacked bars top-down by default, the opposite of the order they are named in.
-        "legend": {"orientation": "h", "y": 1.12, "x": 0, "traceorder": "normal"},
+        # Above the plot area, anchored by its bottom edge: when a narrow screen wraps the legend onto more lines
+        # it grows upwards and plotly widens the top margin for it, instead of covering the bars.
+        "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0, "traceorder": "normal"},
         "font": {"family": "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", "size": 12},
         "paper_bgcolor": "rgba(0,0,0,0)",
         "plot_bgcolor": "rgba(0,0,0,0)",

@@ -21,6 +21,7 @@ from django.db.models.functions import TruncDay
 
 from connectors import lookup
 from connectors.models import Connector
+from usage.event_filters import EventFilters
 from usage.models import (
     LATENCY_BIN_BOUNDS_MS,
     LATENCY_BIN_COUNT,
@@ -194,8 +195,8 @@ def _utc_midnight_on_or_before(moment: datetime) -> datetime:
     return datetime.combine(moment.astimezone(UTC).date(), time.min, tzinfo=UTC)
 
 
-def _breakdown_sources(connector_id: str, usage_range: UsageRange) -> list:
-    """Querysets that together cover the range once: daily rows for whole UTC days, hourly rows for the rest."""
+def rollup_sources(connector_id: str, usage_range: UsageRange) -> list:
+    """Querysets of UsageDailyRollup and UsageRollup (both keyed by model, user and outcome, with the token sums) that together cover the range once: daily rows for whole UTC days, hourly rows for the rest."""
     first_day = _utc_midnight_on_or_after(usage_range.start)
     last_day = _utc_midnight_on_or_before(usage_range.end)
     hourly = UsageRollup.objects.filter(connector_id=connector_id)
@@ -214,7 +215,7 @@ def usage_breakdown(connector_id: str, usage_range: UsageRange, dimension: str, 
     if dimension not in ("user_name", "model"):
         raise ValueError(f"cannot break usage down by {dimension!r}")
     sums_by_key: dict[str, UsageSums] = {}
-    for source in _breakdown_sources(connector_id, usage_range):
+    for source in rollup_sources(connector_id, usage_range):
         for row in source.order_by().values(dimension).annotate(**_sum_expressions(("requests", *TOKEN_FIELDS))):
             sums_by_key.setdefault(row[dimension], UsageSums()).add_row(row)
     breakdown = [BreakdownRow(key, sums) for key, sums in sums_by_key.items()]
@@ -332,29 +333,31 @@ RAW_EVENT_COLUMNS = (
 RAW_EVENT_CHUNK = 2000
 
 
-def _raw_events_queryset(connector_id: str, usage_range: UsageRange):
-    return (
-        ExecutionEvent.objects.filter(
-            connector_id=connector_id, timestamp__gte=usage_range.start, timestamp__lt=usage_range.end
-        )
-        .order_by("timestamp", "id")
-        .values_list(*RAW_EVENT_COLUMNS)
+def _raw_events_queryset(connector_id: str, usage_range: UsageRange, filters: EventFilters | None):
+    events = ExecutionEvent.objects.filter(
+        connector_id=connector_id, timestamp__gte=usage_range.start, timestamp__lt=usage_range.end
     )
+    if filters is not None:
+        events = filters.apply(events)
+    return events.order_by("timestamp", "id").values_list(*RAW_EVENT_COLUMNS)
 
 
-def raw_events(connector_id: str, usage_range: UsageRange) -> Iterator[tuple]:
-    """The range's events, oldest first, fetched in chunks (a server-side cursor on PostgreSQL)."""
-    return _raw_events_queryset(connector_id, usage_range).iterator(chunk_size=RAW_EVENT_CHUNK)
+def raw_events(connector_id: str, usage_range: UsageRange, filters: EventFilters | None = None) -> Iterator[tuple]:
+    """The range's events (under the Logs tab's ``filters``), oldest first, fetched in chunks (a server-side
+    cursor on PostgreSQL)."""
+    return _raw_events_queryset(connector_id, usage_range, filters).iterator(chunk_size=RAW_EVENT_CHUNK)
 
 
-async def araw_events(connector_id: str, usage_range: UsageRange) -> AsyncIterator[tuple]:
+async def araw_events(
+    connector_id: str, usage_range: UsageRange, filters: EventFilters | None = None
+) -> AsyncIterator[tuple]:
     """``raw_events`` for ASGI, where a synchronous iterator would be read whole into memory before sending.
 
     Not QuerySet.aiterator(): for values_list() querysets it runs the query in the event loop's thread
     (SynchronousOnlyOperation). The lazy synchronous iterator is advanced one chunk at a time in the
     thread that owns the connection instead.
     """
-    rows = raw_events(connector_id, usage_range)
+    rows = raw_events(connector_id, usage_range, filters)
     while True:
         chunk = await sync_to_async(_next_chunk)(rows)
         for row in chunk:

@@ -28,3 +28,16 @@ def percent(value) -> str:
     if value is None:
         return "—"
     return f"{value * 100:.2f} %"
+
+
+@register.filter
+def ms1(value) -> str:
+    """A duration in milliseconds with one decimal (1.4409899999918707 -> 1.4 ms); — when there is none."""
+    if value is None or value == "":
+        return "—"
+    return f"{value:,.1f} ms"
+
+
+@register.filter
+def get_item(mapping: dict, key):
+    return mapping.get(key, "")

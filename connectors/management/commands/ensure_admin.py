@@ -7,6 +7,10 @@ from django.core.management.base import BaseCommand
 class Command(BaseCommand):
     help = "Create a superuser named 'admin' with a generated password when no user exists yet (used by `make run`)."
 
+    def add_arguments(self, parser):
+        # `make run` passes the HOST and PORT it serves on, so the message names the address that works.
+        parser.add_argument("--url", default="http://127.0.0.1:8000/", help="Where the app is served.")
+
     def handle(self, *args, **options):
         User = get_user_model()
         if User.objects.exists():
@@ -15,8 +19,8 @@ class Command(BaseCommand):
         User.objects.create_superuser("admin", "", password)
         self.stdout.write(
             self.style.SUCCESS(
-                "Created the first account. Log in at http://127.0.0.1:8000/ with\n"
+                f"Created the first account. Log in at {options['url']} with\n"
                 f"    username: admin\n    password: {password}\n"
-                "This password is shown only now; change it at /admin/password_change/."
+                "This password is shown only now; change it at /accounts/password_change/."
             )
         )
