@@ -283,3 +283,28 @@ def test_the_skip_link_moves_focus_to_the_content(page, live_server, operator):
     page.keyboard.press("Enter")
     assert page.evaluate("document.activeElement.id") == "main"
     assert re.search(r"#main$", page.url)
+
+
+def test_the_overview_charts_per_user_and_filters_kept_in_the_links(page, live_server, analyst, make_connector, viewport):
+    first, second = make_connector(name="First"), make_connector(name="Second")
+    now = timezone.now()
+    record(now - timedelta(hours=2), connector_id=first.pk, user_name="alice", prompt_tokens=100, completion_tokens=10)
+    record(now - timedelta(hours=2), connector_id=second.pk, user_name="alice", prompt_tokens=50, completion_tokens=5)
+    record(now - timedelta(hours=1), connector_id=second.pk, user_name="bob", prompt_tokens=7, completion_tokens=1)
+    log_in_via(page, f"{live_server.url}/usage/", analyst)
+    for chart_id in ("chart-user-prompt-completion", "chart-user-total"):
+        page.locator(f"#{chart_id}[data-rendered=true] svg.main-svg").first.wait_for()
+    assert_no_horizontal_scroll(page, viewport)
+    assert_accessible(page)
+    page.fill("#slice-user", "alice")
+    page.click("[data-slice-form] button[type=submit]")
+    page.wait_for_url("**user=alice**")
+    assert "alice" in page.inner_text("[data-slice-label]")
+    page.click("[data-range='24h']")
+    page.wait_for_url("**range=24h**")
+    assert "user=alice" in page.url
+    page.click("text=Second")
+    page.wait_for_url(f"**/usage/connectors/{second.pk}/**")
+    assert "user=alice" in page.url and page.inner_text("[data-total=total_tokens]") == "55"
+    assert_accessible(page)
+    assert not page.console_errors, page.console_errors

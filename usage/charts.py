@@ -128,6 +128,24 @@ def duration_percentiles(report: UsageReport) -> dict:
     return {"data": lines, "layout": layout}
 
 
+def total_tokens_per_user(rows: list[BreakdownRow]) -> dict:
+    """One bar of total tokens per user (Kibana's "Total tokens per user"), largest at the top."""
+    figure = _breakdown_figure(rows, "(no user)", "User")
+    names = figure["data"][0]["y"]
+    totals = [row.sums.total_tokens for row in reversed(rows)]
+    figure["data"] = [_bar("Total tokens", totals, names, PROMPT_COLOUR, orientation="h")]
+    return figure
+
+
+def overview_charts(by_user: list[BreakdownRow]) -> list[dict]:
+    """The overview's two charts across every connector, as Kibana's OpenAI Token Usage dashboard shows them."""
+    return [
+        {"id": "chart-user-prompt-completion", "title": "Prompt + completion tokens per user",
+         "figure": _breakdown_figure(by_user, "(no user)", "User")},
+        {"id": "chart-user-total", "title": "Total tokens per user", "figure": total_tokens_per_user(by_user)},
+    ]
+
+
 def dashboard_charts(report: UsageReport) -> list[dict]:
     """The dashboard's charts in page order: ``{"id", "title", "figure"}`` each."""
     return [

@@ -163,14 +163,49 @@ def _sum_expressions(fields: tuple[str, ...]) -> dict:
     return expressions
 
 
-def _hourly_totals(connector_id: str | None, start: datetime, end: datetime):
-    rows = UsageHourlyTotal.objects.filter(bucket__gte=start, bucket__lt=end)
+@dataclass(frozen=True)
+class UsageSlice:
+    """A dashboard's filters, kept in the URL with the range: ``user`` (the user name recorded) and ``model`` (the
+    model the provider reported, else the requested one, as the rollups key it). Empty: everything."""
+
+    user: str = ""
+    model: str = ""
+
+    @classmethod
+    def from_params(cls, params) -> "UsageSlice":
+        return cls(user=(params.get("user") or "").strip()[:150], model=(params.get("model") or "").strip()[:255])
+
+    def __bool__(self) -> bool:
+        return bool(self.user or self.model)
+
+    def query_params(self) -> dict[str, str]:
+        return {name: value for name, value in (("user", self.user), ("model", self.model)) if value}
+
+    def apply(self, rollups):
+        """Narrow a queryset of UsageRollup or UsageDailyRollup (both keyed by user_name and model)."""
+        if self.user:
+            rollups = rollups.filter(user_name=self.user)
+        if self.model:
+            rollups = rollups.filter(model=self.model)
+        return rollups
+
+
+EVERYTHING = UsageSlice()
+
+
+def _hourly_totals(connector_id: str | None, start: datetime, end: datetime, usage_slice: UsageSlice = EVERYTHING):
+    """Hourly sums: the per-connector totals, or for a slice the hourly rollups (the only hourly rows that know the
+    user and the model; more rows to read, see README "Dashboards you can slice")."""
+    if usage_slice:
+        rows = usage_slice.apply(UsageRollup.objects.filter(bucket__gte=start, bucket__lt=end))
+    else:
+        rows = UsageHourlyTotal.objects.filter(bucket__gte=start, bucket__lt=end)
     return rows if connector_id is None else rows.filter(connector_id=connector_id)
 
 
-def usage_series(connector_id: str, usage_range: UsageRange) -> list[SeriesPoint]:
+def usage_series(connector_id: str, usage_range: UsageRange, usage_slice: UsageSlice = EVERYTHING) -> list[SeriesPoint]:
     """One point per bucket of the range, empty buckets included (so charts show gaps as zeros)."""
-    rows = _hourly_totals(connector_id, usage_range.start, usage_range.end).order_by()
+    rows = _hourly_totals(connector_id, usage_range.start, usage_range.end, usage_slice).order_by()
     if usage_range.bucket == DAY:
         # The viewer's day of each UTC hour, computed by the database: 90 rows instead of 2,160 for 90 days, which
         # matters because turning each row's 27 sums into Python numbers costs more than the query itself.
@@ -195,14 +230,17 @@ def _utc_midnight_on_or_before(moment: datetime) -> datetime:
     return datetime.combine(moment.astimezone(UTC).date(), time.min, tzinfo=UTC)
 
 
-def rollup_sources(connector_id: str, usage_range: UsageRange) -> list:
+def rollup_sources(connector_id: str | None, usage_range: UsageRange, usage_slice: UsageSlice = EVERYTHING) -> list:
     """Querysets of UsageDailyRollup and UsageRollup (both keyed by model, user and outcome, with the token sums) that together cover the range once: daily rows for whole UTC days, hourly rows for the rest."""
     first_day = _utc_midnight_on_or_after(usage_range.start)
     last_day = _utc_midnight_on_or_before(usage_range.end)
-    hourly = UsageRollup.objects.filter(connector_id=connector_id)
+    # connector_id None: every connector (the overview's cross-connector charts).
+    of_connector = {} if connector_id is None else {"connector_id": connector_id}
+    hourly = usage_slice.apply(UsageRollup.objects.filter(**of_connector))
     if first_day >= last_day:
         return [hourly.filter(bucket__gte=usage_range.start, bucket__lt=usage_range.end)]
-    sources = [UsageDailyRollup.objects.filter(connector_id=connector_id, day__gte=first_day, day__lt=last_day)]
+    daily = usage_slice.apply(UsageDailyRollup.objects.filter(**of_connector))
+    sources = [daily.filter(day__gte=first_day, day__lt=last_day)]
     if usage_range.start < first_day:
         sources.append(hourly.filter(bucket__gte=usage_range.start, bucket__lt=first_day))
     if last_day < usage_range.end:
@@ -210,12 +248,15 @@ def rollup_sources(connector_id: str, usage_range: UsageRange) -> list:
     return sources
 
 
-def usage_breakdown(connector_id: str, usage_range: UsageRange, dimension: str, *, limit: int | None = None) -> list[BreakdownRow]:
-    """Sums per ``dimension`` ("user_name" or "model"), largest total first; beyond ``limit``, one others row."""
+def usage_breakdown(connector_id: str | None, usage_range: UsageRange, dimension: str, *, limit: int | None = None,
+                    usage_slice: UsageSlice = EVERYTHING) -> list[BreakdownRow]:
+    """Sums per ``dimension`` ("user_name" or "model"), largest total first; beyond ``limit``, one others row.
+
+    ``connector_id`` None sums over every connector (the overview's "per user" charts, as Kibana's dashboard)."""
     if dimension not in ("user_name", "model"):
         raise ValueError(f"cannot break usage down by {dimension!r}")
     sums_by_key: dict[str, UsageSums] = {}
-    for source in rollup_sources(connector_id, usage_range):
+    for source in rollup_sources(connector_id, usage_range, usage_slice):
         for row in source.order_by().values(dimension).annotate(**_sum_expressions(("requests", *TOKEN_FIELDS))):
             sums_by_key.setdefault(row[dimension], UsageSums()).add_row(row)
     breakdown = [BreakdownRow(key, sums) for key, sums in sums_by_key.items()]
@@ -228,9 +269,10 @@ def usage_breakdown(connector_id: str, usage_range: UsageRange, dimension: str, 
     return breakdown
 
 
-def connector_usage(connector_id: str, usage_range: UsageRange, *, breakdown_limit: int | None = None) -> UsageReport:
-    """The report behind a connector's dashboard, its CSV export and its JSON endpoint."""
-    series = usage_series(connector_id, usage_range)
+def connector_usage(connector_id: str, usage_range: UsageRange, *, breakdown_limit: int | None = None,
+                    usage_slice: UsageSlice = EVERYTHING) -> UsageReport:
+    """The report behind a connector's dashboard, its CSV export and its JSON endpoint, for a slice if given."""
+    series = usage_series(connector_id, usage_range, usage_slice)
     totals = UsageSums()
     for point in series:
         totals.add(point.sums)
@@ -239,8 +281,8 @@ def connector_usage(connector_id: str, usage_range: UsageRange, *, breakdown_lim
         range=usage_range,
         totals=totals,
         series=series,
-        by_user=usage_breakdown(connector_id, usage_range, "user_name", limit=breakdown_limit),
-        by_model=usage_breakdown(connector_id, usage_range, "model", limit=breakdown_limit),
+        by_user=usage_breakdown(connector_id, usage_range, "user_name", limit=breakdown_limit, usage_slice=usage_slice),
+        by_model=usage_breakdown(connector_id, usage_range, "model", limit=breakdown_limit, usage_slice=usage_slice),
     )
 
 
@@ -287,10 +329,10 @@ class OverviewRow:
     sums: UsageSums
 
 
-def usage_overview(usage_range: UsageRange) -> list[OverviewRow]:
+def usage_overview(usage_range: UsageRange, usage_slice: UsageSlice = EVERYTHING) -> list[OverviewRow]:
     """Every connector (live ones even without usage, deleted ones with usage in the range) with its totals."""
     rows = (
-        _hourly_totals(None, usage_range.start, usage_range.end)
+        _hourly_totals(None, usage_range.start, usage_range.end, usage_slice)
         .order_by()
         .values("connector_id")
         .annotate(**_sum_expressions(("requests", *TOKEN_FIELDS, *DETAIL_FIELDS, *BIN_FIELDS)))

@@ -22,7 +22,15 @@ from usage import charts, exports
 from usage.access import logs_scope, usage_view
 from usage.event_filters import EventFilters, InvalidFilter
 from usage.permissions import VIEW_USAGE_DASHBOARD
-from usage.queries import BREAKDOWN_LIMIT, ConnectorRef, connector_usage, find_connector, usage_overview
+from usage.queries import (
+    BREAKDOWN_LIMIT,
+    ConnectorRef,
+    UsageSlice,
+    connector_usage,
+    find_connector,
+    usage_breakdown,
+    usage_overview,
+)
 from usage.ranges import PRESET_LABELS, InvalidRange, UsageRange, parse_range
 
 
@@ -92,6 +100,15 @@ def range_context(request, usage_range: UsageRange, *, keep: dict | None = None,
     }
 
 
+def slice_context(usage_slice: UsageSlice, by_user, by_model) -> dict:
+    """The filter form of a dashboard: its values and suggestions (the users and models of the breakdowns)."""
+    return {
+        "usage_slice": usage_slice,
+        "user_suggestions": [row.key for row in by_user if row.key and not row.is_others],
+        "model_suggestions": [row.key for row in by_model if row.key and not row.is_others],
+    }
+
+
 def shows_role_note(user) -> bool:
     """Admins, who can hand out the Usage viewers role, get Kibana's note on who may see this page."""
     return user.is_superuser or user.is_staff or user.has_perm("auth.change_user")
@@ -100,11 +117,18 @@ def shows_role_note(user) -> bool:
 @usage_view
 def overview(request):
     usage_range, range_error = parse_range_or_default(request)
-    rows = usage_overview(usage_range)
+    usage_slice = UsageSlice.from_params(request.GET)
+    rows = usage_overview(usage_range, usage_slice)
+    by_user = usage_breakdown(None, usage_range, "user_name", limit=BREAKDOWN_LIMIT, usage_slice=usage_slice)
+    has_usage = any(row.sums.requests for row in rows)
     context = {
-        **range_context(request, usage_range, error=range_error),
+        **range_context(request, usage_range, keep=usage_slice.query_params(), error=range_error),
+        **slice_context(usage_slice, by_user, usage_breakdown(None, usage_range, "model", limit=BREAKDOWN_LIMIT)),
         "rows": rows,
-        "has_usage": any(row.sums.requests for row in rows),
+        "by_user": by_user,
+        "charts": charts.overview_charts(by_user) if has_usage else [],
+        "plot_config": charts.PLOT_CONFIG,
+        "has_usage": has_usage,
         "show_role_note": shows_role_note(request.user),
     }
     return render(request, "usage/overview.html", context, status=400 if range_error else 200)
@@ -113,14 +137,17 @@ def overview(request):
 @allows_inline_styles  # plotly.js (connectors_admin/csp.py)
 @connector_usage_view()
 def connector_dashboard(request, connector: ConnectorRef, usage_range: UsageRange, range_error: str | None):
-    report = connector_usage(connector.id, usage_range, breakdown_limit=BREAKDOWN_LIMIT)
+    usage_slice = UsageSlice.from_params(request.GET)
+    report = connector_usage(connector.id, usage_range, breakdown_limit=BREAKDOWN_LIMIT, usage_slice=usage_slice)
     context = {
-        **range_context(request, usage_range, error=range_error),
+        **range_context(request, usage_range, keep=usage_slice.query_params(), error=range_error),
+        **slice_context(usage_slice, report.by_user, report.by_model),
         "connector": connector,
         "report": report,
         "charts": [] if report.is_empty else charts.dashboard_charts(report),
         "plot_config": charts.PLOT_CONFIG,
-        "api_url": reverse("api_usage_connector", args=[connector.id]) + "?" + usage_range.querystring(),
+        "api_url": reverse("api_usage_connector", args=[connector.id]) + "?"
+        + usage_range.querystring(**usage_slice.query_params()),
         "show_role_note": shows_role_note(request.user),
     }
     return render(request, "usage/connector_dashboard.html", context, status=400 if range_error else 200)
@@ -133,7 +160,7 @@ def _attachment(response: HttpResponse, filename: str) -> HttpResponse:
 
 @connector_usage_view(plain=True)
 def export_series_csv(request, connector: ConnectorRef, usage_range: UsageRange):
-    report = connector_usage(connector.id, usage_range)
+    report = connector_usage(connector.id, usage_range, usage_slice=UsageSlice.from_params(request.GET))
     response = HttpResponse(exports.series_csv(report), content_type="text/csv; charset=utf-8")
     return _attachment(response, exports.export_filename("series", connector.id, usage_range))
 

@@ -2,7 +2,7 @@
 authentication and error shape. It lives with the other JSON endpoints (usage/ itself never imports the API, see
 .importlinter); the figures come from usage.queries, as the dashboards' do.
 
-Same query parameters as the dashboard (``range``, ``from``, ``to``, ``tz``); ``from`` and ``to`` in the answer
+Same query parameters as the dashboard (``range``, ``from``, ``to``, ``tz``, and the filters ``user``, ``model``); ``from`` and ``to`` in the answer
 are the effective range (widened to whole hours), and ``bucket`` values are ISO 8601 in the requested zone.
 """
 
@@ -46,7 +46,8 @@ def _connector_usage(user, connector_id: str, params) -> dict:
         usage_range = parse_range(params)
     except InvalidRange as exc:
         raise ApiError(400, str(exc)) from None
-    return usage_json(queries.connector_usage(connector.id, usage_range))
+    # The dashboard's filters too (user, model), so that its "same as JSON" link gives the same numbers.
+    return usage_json(queries.connector_usage(connector.id, usage_range, usage_slice=queries.UsageSlice.from_params(params)))
 
 
 @json_endpoint({"GET": VIEW_USAGE_DASHBOARD})
