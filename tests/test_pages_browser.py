@@ -19,6 +19,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 PHONE = {"width": 375, "height": 800}
 LAPTOP = {"width": 1280, "height": 900}
 LONG_NAME = "x" * 255
+NOTE_KEY = "connectors-admin.role-note-collapsed"  # static/js/page_tools.js
 
 
 @pytest.fixture(params=[PHONE, LAPTOP], ids=["375px", "1280px"])
@@ -56,8 +57,10 @@ def test_the_logs_tab_as_a_usage_viewer(page, live_server, analyst, make_connect
     assert_no_horizontal_scroll(page, viewport)
     assert_accessible(page)
     page.click("text=Back to the logs")
+    page.wait_for_url("**/logs/?**q=too+many**")
 
     page.click("text=Clear filters")
+    page.wait_for_url(lambda url: "q=" not in url)
     page.click("[data-count=failure]")
     page.wait_for_url("**outcome=failure**")
     assert page.locator("[data-log-table] tbody tr").count() == min(failures, 50)
@@ -81,6 +84,7 @@ def test_walking_older_and_newer_pages(page, live_server, analyst, make_connecto
     page.wait_for_url("**before=**")
     assert page.locator("[data-log-table] tbody tr").count() == 20 and page.locator("[data-page=older]").count() == 0
     page.click("[data-page=newest]")
+    page.wait_for_url(lambda url: "before=" not in url)
     assert page.locator("[data-log-table] tbody tr").first.get_attribute("data-event") == first
 
 
@@ -124,6 +128,7 @@ def test_the_connector_list_as_a_connector_admin(page, live_server, connector_ad
     assert page.locator("tbody tr").first.get_attribute("data-connector") == busy.pk
     page.fill("#connector-search", "twin")
     page.click("form[role=search] button[type=submit]")
+    page.wait_for_url("**q=twin**")
     assert page.locator("tbody tr").count() == 2
 
     page.goto(f"{live_server.url}/connectors/")
@@ -184,6 +189,7 @@ def test_revoking_an_api_key_asks_first(page, live_server, analyst):
     page.click("[data-revoke]")
     assert_accessible(page)
     page.click("text=Cancel")
+    page.wait_for_url("**/account/api-keys/")
     record_.refresh_from_db()
     assert record_.revoked_at is None
     page.click("[data-revoke]")
@@ -235,12 +241,15 @@ def test_a_connector_admin_opens_the_dashboards_and_collapses_the_note(page, liv
     note = page.locator("[data-role-note]")
     assert note.get_attribute("open") is not None
     page.click("[data-role-note] summary")
+    # The note's "toggle" event, which stores the choice, fires after the click: wait for it before reloading.
+    page.wait_for_function(f"localStorage.getItem('{NOTE_KEY}') === 'true'")
     page.reload()
     assert page.locator("[data-role-note]").get_attribute("open") is None
     page.goto(f"{live_server.url}/usage/")
     assert page.locator("[data-role-note]").get_attribute("open") is None
     assert_accessible(page)
     page.click("[data-role-note] summary")
+    page.wait_for_function(f"localStorage.getItem('{NOTE_KEY}') === 'false'")
     page.reload()
     assert page.locator("[data-role-note]").get_attribute("open") is not None
     assert not page.console_errors, page.console_errors
