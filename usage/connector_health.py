@@ -10,9 +10,8 @@ from django.db.models import Q, Sum
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
-from usage.models import ExecutionEvent, Outcome
+from usage.models import ExecutionEvent, Outcome, UsageHourlyTotal
 from usage.ranges import floor_hour
-from usage.summaries import UsageHourlyTotal
 
 
 @dataclass

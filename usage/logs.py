@@ -34,10 +34,9 @@ from datetime import datetime
 from django.db.models import Q, Sum
 
 from usage.event_filters import EventFilters
-from usage.models import ExecutionEvent, Outcome
+from usage.models import ExecutionEvent, Outcome, UsageHourlyTotal
 from usage.queries import rollup_sources
 from usage.ranges import UsageRange
-from usage.summaries import UsageHourlyTotal
 
 PAGE_SIZE = 50
 COUNT_CAP = 10_000
