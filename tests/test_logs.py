@@ -191,6 +191,8 @@ def test_the_event_detail_shows_what_was_recorded_and_no_secret(client, analyst,
         assert text in html
     assert re.search(r"Cached tokens</dt><dd>7<", html) and re.search(r"Reasoning tokens</dt><dd>11<", html)
     assert "sk-detail-secret-999" not in html and "1.44098" not in html
+    event.refresh_from_db()
+    assert event.uid and str(event.uid) in html  # the event's unique id (the event log's own; no provider request id)
 
 
 def test_durations_are_rounded_in_the_events_csv(client, analyst, connector):
