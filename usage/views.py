@@ -114,6 +114,7 @@ def shows_role_note(user) -> bool:
     return user.is_superuser or user.is_staff or user.has_perm("auth.change_user")
 
 
+@allows_inline_styles  # plotly.js draws the two per-user charts here too (connectors_admin/csp.py)
 @usage_view
 def overview(request):
     usage_range, range_error = parse_range_or_default(request)
