@@ -9,7 +9,7 @@ row shown", so page 1,000 costs what page 1 costs. The query of a page,
       [AND outcome = %s ...]                                            -- the filters
     ORDER BY timestamp DESC, id DESC LIMIT 51
 
-is served on PostgreSQL by the index ``event_connector_time_id`` (connector_id, timestamp, id), migration 0004:
+is served on PostgreSQL by the index ``event_connector_time_id`` (connector_id, timestamp, id), migration 0005:
 
     Limit
       ->  Index Scan Backward using event_connector_time_id on usage_executionevent

@@ -30,7 +30,6 @@ from connectors.outbound.record import ExecutionRecord
 from connectors.outbound.streaming import StreamFailure, StreamingExecution, sse_response
 from connectors.outbound.upstream_errors import scrub_secret
 from connectors.permissions import EXECUTE_CONNECTOR
-from connectors.validation import azure_deployment
 from usage.models import EventSource
 
 openai_error = OPENAI_ERRORS.response

@@ -22,6 +22,7 @@ from connectors.caching.expiring_cache import ExpiringCache
 from connectors.models import Connector, Provider
 from connectors.outbound import transport
 from connectors.outbound.providers import UpstreamRequest, build_headers, normalise_url
+from connectors.validation import azure_deployment
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +52,7 @@ def _model(model_id: str, created: int, owner: str) -> dict:
 
 def fallback_models(connector: Connector) -> list[dict]:
     """The connector's own model: its default model, or its Azure deployment."""
-    match = re.search(r"/openai/deployments/([^/]+)/", urlsplit(connector.api_url).path)
-    model = connector.effective_default_model or (match.group(1) if match else "")
+    model = connector.effective_default_model or azure_deployment(connector.api_url)
     created = int(connector.created_at.timestamp()) if getattr(connector, "created_at", None) else 0
     owner = {Provider.OPENAI: "openai", Provider.AZURE: "azure"}.get(connector.provider, "system")
     return [_model(model, created, owner)] if model else []

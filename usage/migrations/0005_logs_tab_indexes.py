@@ -11,7 +11,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('usage', '0003_executionevent_uid'),
+        ('usage', '0004_event_cost'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
