@@ -13,9 +13,14 @@ from connectors.permissions import (
     EXECUTE_CONNECTOR,
     VIEW_CONNECTOR,
 )
+from usage.permissions import VIEW_USAGE_DASHBOARD
 
 ROLES: dict[str, list[str]] = {
-    "Connector admins": [VIEW_CONNECTOR, ADD_CONNECTOR, CHANGE_CONNECTOR, DELETE_CONNECTOR, EXECUTE_CONNECTOR],
+    # Connector admins also open the usage dashboards and every user's logs of the connectors they manage (issue
+    # 12): usage's permission, so usage/apps.py syncs this role again once that permission exists.
+    "Connector admins": [
+        VIEW_CONNECTOR, ADD_CONNECTOR, CHANGE_CONNECTOR, DELETE_CONNECTOR, EXECUTE_CONNECTOR, VIEW_USAGE_DASHBOARD,
+    ],
     "Connector users": [VIEW_CONNECTOR, EXECUTE_CONNECTOR],
 }
 
@@ -48,3 +53,19 @@ def sync_roles_after_migrate(app_config, roles: dict[str, list[str]]) -> None:
 
     # post_migrate keeps a weak reference by default: the closure must be held strongly.
     post_migrate.connect(sync, sender=app_config, weak=False, dispatch_uid=f"{app_config.label}.sync_roles")
+
+
+def roles_granting(permission: str) -> list[str]:
+    """The names of the roles (of every app) that include ``permission`` (a dotted codename), for messages."""
+    from usage.roles import ROLES as USAGE_ROLES
+
+    return [name for name, codenames in {**ROLES, **USAGE_ROLES}.items() if permission in codenames]
+
+
+def permission_denied_message(permission: str) -> str:
+    """What a 403 says: the missing permission and the roles that grant it, as the API errors do."""
+    roles = roles_granting(permission)
+    if not roles:
+        return f"This page needs the permission {permission}. Ask an administrator for it."
+    granted_by = f"the {' or '.join(roles)} role" + ("s" if len(roles) > 1 else "")
+    return f"This page needs the permission {permission}, which {granted_by} grant{'' if len(roles) > 1 else 's'}. Ask an administrator for it."

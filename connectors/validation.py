@@ -11,6 +11,8 @@ AZURE_DEPLOYMENTS_URL_PATTERN = (
 )
 AZURE_V1_URL_PATTERN = "https://{resource}.openai.azure.com/openai/v1/chat/completions"
 OPENAI_DEFAULT_MODEL = "gpt-4o"
+# Offered by the create form for Other: Ollama's OpenAI-compatible endpoint on this machine.
+OTHER_DEFAULT_URL = "http://localhost:11434/v1/chat/completions"
 
 # RFC 9110 token characters; a header name outside them would be rejected (or worse, split) on the wire.
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -36,8 +38,30 @@ _HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 
+# What to put in place of each part of the documented URL shapes that a user copied without filling it in.
+PLACEHOLDER_HINTS = {
+    "resource": "your Azure OpenAI resource name",
+    "deployment": "your deployment name",
+    "version": "an API version such as 2024-10-21",
+}
+_PLACEHOLDER = re.compile(r"\{([^{}/]*)\}")
+
+
+def placeholder_error(url: str) -> str | None:
+    """A URL still holding a ``{part}`` of a documented shape: say which part to fill in, and with what."""
+    match = _PLACEHOLDER.search(url)
+    if match is None:
+        return None
+    part = match.group(1)
+    hint = PLACEHOLDER_HINTS.get(part, "its value")
+    return f"Replace {{{part}}} in the URL with {hint}."
+
+
 def url_error(url: str) -> str | None:
     """Why ``url`` cannot be an upstream URL, or None."""
+    placeholder = placeholder_error(url)
+    if placeholder:
+        return placeholder
     try:
         parts = urlsplit(url.strip())
         parts.port  # noqa: B018 - raises ValueError on a malformed port

@@ -7,6 +7,7 @@ from django.views.generic import RedirectView
 from connectors.accounts import api_key_views, sso_views
 from connectors.accounts.login_view import ThrottledLoginView
 from connectors.permissions import VIEW_CONNECTOR
+from usage import logs_views
 from usage.health import healthz
 from usage.observability.views import metrics_endpoint
 from usage.permissions import VIEW_USAGE_DASHBOARD
@@ -33,6 +34,9 @@ urlpatterns = [
     # The admin's own login page would not be throttled: it sends people to the one that is.
     path("admin/login/", RedirectView.as_view(pattern_name="login", query_string=True)),
     path("admin/", admin.site.urls),
+    # The Logs tab sits beside the connector's pages but reads the event log, so it belongs to usage.
+    path("connectors/<str:connector_id>/logs/", logs_views.connector_logs, name="connector_logs"),
+    path("connectors/<str:connector_id>/logs/<int:event_id>/", logs_views.log_event_detail, name="connector_log_event"),
     path("connectors/", include("connectors.pages.urls")),
     path("usage/", include("usage.governance.urls")),
     path("usage/", include("usage.urls")),

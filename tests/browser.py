@@ -67,6 +67,28 @@ def log_in(page, live_server, user, password: str = PASSWORD) -> None:
     page.wait_for_load_state()
 
 
+# axe-core's impact levels that fail a test; "moderate" and "minor" findings are reported by axe but not gated.
+BLOCKING_IMPACTS = ("serious", "critical")
+
+
+def assert_accessible(page) -> None:
+    """Run axe-core (bundled in axe-playwright-python: nothing is downloaded) on the page as it is now; fail on any
+    serious or critical violation, naming the rule and the elements."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    violations = Axe().run(page).response["violations"]
+    blocking = [v for v in violations if v.get("impact") in BLOCKING_IMPACTS]
+    report = "\n".join(
+        f"{v['id']} ({v['impact']}): {v['help']} -> {[node['target'] for node in v['nodes']][:5]}" for v in blocking
+    )
+    assert not blocking, f"axe on {page.url}:\n{report}"
+
+
+def page_width(page) -> int:
+    """How wide the page's content is: wider than the viewport means a horizontal scroll bar."""
+    return page.evaluate("document.documentElement.scrollWidth")
+
+
 def screenshot(page, name: str) -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / f"{name}.png"

@@ -13,6 +13,7 @@ The first path segment picks the behaviour, so one server serves every scenario:
 - ``nousage``: a completion without a usage object
 - ``redirect``: 307 to the URL in the ``to`` query parameter
 - ``stream``: SSE chunks, usage in a final chunk with empty choices (include_usage)
+- ``stream-always-usage``: SSE ending with a usage-only chunk even when not asked for (some OpenAI-compatible servers)
 - ``stream-usage-in-choice``: SSE whose usage rides on the last chunk that still has choices
 - ``stream-nousage``: SSE without usage
 - ``stream-azure-filter``: SSE whose first chunk carries only prompt_filter_results (Azure)
@@ -32,6 +33,8 @@ The first path segment picks the behaviour, so one server serves every scenario:
 
 Every request is kept in ``server.requests`` (method, path, query, headers, body); ``wait_for_requests(n)`` waits
 until n have arrived.
+
+``GET .../models`` lists two models (except for ``status-<code>`` and ``stall``, which behave as above).
 """
 
 from __future__ import annotations
@@ -174,8 +177,10 @@ class FakeOpenAI:
         rest = "/" + (segments[1] if len(segments) > 1 else "")
         if scenario.startswith("echo-key"):
             return await self._echo_key(scenario, request, writer)
-        if rest.endswith("/models") and request.method == "GET":
-            return self._send(writer, 200, json.dumps({"object": "list", "data": [{"id": "gpt-4o", "object": "model"}]}).encode())
+        if rest.endswith("/models") and request.method == "GET" and not scenario.startswith(("status-", "stall")):
+            models = [{"id": "gpt-4o", "object": "model", "created": 1715367049, "owned_by": "system"},
+                      {"id": "gpt-4o-mini", "object": "model", "created": 1721172741, "owned_by": "system"}]
+            return self._send(writer, 200, json.dumps({"object": "list", "data": models}).encode())
         if scenario == "stall":
             await asyncio.sleep(3600)
             return False
@@ -296,8 +301,8 @@ class FakeOpenAI:
                 await asyncio.sleep(delay)
             if scenario == "stream-gated" and index == 0:
                 self.gate_was_opened = await asyncio.to_thread(self.gate.wait, 30)
-        wants_usage = (payload.get("stream_options") or {}).get("include_usage")
-        if scenario in ("stream", "stream-azure-filter") or (scenario.startswith("stream-slow-") and wants_usage):
+        wants_usage = (payload.get("stream_options") or {}).get("include_usage") or scenario == "stream-always-usage"
+        if scenario in ("stream", "stream-azure-filter", "stream-always-usage") or (scenario.startswith("stream-slow-") and wants_usage):
             if wants_usage:
                 chunk(json.dumps({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()), "model": model, "choices": [], "usage": usage_for(payload)}))
         chunk("[DONE]")

@@ -102,10 +102,13 @@ class TestApiKeysPage:
         record.refresh_from_db()
         assert record.revoked_at is None
 
-    def test_revoke_is_post_only(self, client, operator):
+    def test_revoke_asks_for_confirmation_and_only_a_post_revokes(self, client, operator):
         record, _ = create_api_key(operator, "ci")
         client.force_login(operator)
-        assert client.get(f"/account/api-keys/{record.pk}/revoke/").status_code == 405
+        response = client.get(f"/account/api-keys/{record.pk}/revoke/")
+        assert response.status_code == 200 and "Revoke “ci”?" in response.content.decode()
+        record.refresh_from_db()
+        assert record.revoked_at is None
 
     def test_last_used_time_is_recorded_and_shown(self, client, operator):
         record, key = create_api_key(operator, "ci")

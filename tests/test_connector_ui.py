@@ -106,6 +106,7 @@ def test_a_form_with_errors_keeps_what_was_typed_except_the_key(client, connecto
     "overrides, field, message",
     [
         ({"name": "   "}, "name", "This field is required"),
+        ({"api_url": "https://{host}/v1"}, "api_url", "Replace {host} in the URL"),
         ({"api_url": "not a url"}, "api_url", "must start with http:// or https://"),
         ({"api_url": "https:///v1/chat"}, "api_url", "must include a hostname"),
         ({"api_url": "http://host:99999/x"}, "api_url", "Enter a valid URL"),
@@ -183,7 +184,7 @@ def test_the_page_shows_how_to_call_the_connector_from_code_and_the_snippet_work
     assert f"http://testserver/api/openai/{connector.pk}/v1" in page
     assert reverse("api_keys") in page and "/api/openapi.json" in page
     assert SECRET not in page
-    snippet = html.unescape(re.search(r'<pre class="code" data-snippet="kibana">(.*?)</pre>', page, re.S).group(1))
+    snippet = html.unescape(re.search(r'<pre class="code snippet" id="snippet-kibana" data-snippet="kibana" tabindex="0">(.*?)</pre>', page, re.S).group(1))
     url = re.search(r"curl -X POST '([^']+)'", snippet).group(1)
     body = json.loads(re.search(r"-d '(.*)'", snippet).group(1))
     _record, key = create_api_key(operator, "from the snippet")
@@ -221,3 +222,52 @@ def test_each_change_is_reported_with_the_connectors_name(client, connector_admi
     deleted = client.post(reverse("connectors:delete", args=[connector.pk]), follow=True)
     assert "Connector “Renamed” deleted." in deleted.content.decode()
     assert not Connector.objects.filter(pk=connector.pk).exists()
+# -- issue 12: the form's defects ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("https://{resource}.openai.azure.com/openai/deployments/{deployment}/chat/completions?api-version={version}",
+         "Replace {resource} in the URL with your Azure OpenAI resource name"),
+        ("https://res.openai.azure.com/openai/deployments/{deployment}/chat/completions?api-version=2024-10-21",
+         "Replace {deployment} in the URL with your deployment name"),
+        ("https://res.openai.azure.com/openai/deployments/gpt4/chat/completions?api-version={version}",
+         "Replace {version} in the URL with an API version"),
+    ],
+)
+def test_an_azure_url_still_holding_a_placeholder_is_refused_naming_the_part(client, connector_admin, url, message):
+    client.force_login(connector_admin)
+    response = client.post(reverse("connectors:create"), form_data(provider="Azure OpenAI", api_url=url, default_model=""))
+    assert message in " ".join(response.context["form"].errors["api_url"])
+    assert not Connector.objects.exists()
+
+
+def test_the_azure_shape_is_a_placeholder_not_a_value(client, connector_admin):
+    client.force_login(connector_admin)
+    html = client.get(reverse("connectors:create")).content.decode()
+    assert 'data-placeholder-url-azure="https://{resource}.openai.azure.com/' in html
+    assert "data-default-url-azure" not in html
+    response = client.post(reverse("connectors:create"), form_data(provider="Azure OpenAI", api_url="", default_model=""))
+    assert 'placeholder="https://{resource}.openai.azure.com/' in response.content.decode()
+
+
+def test_every_aria_describedby_id_exists_and_an_empty_name_has_one_error(client, connector_admin):
+    client.force_login(connector_admin)
+    response = client.post(reverse("connectors:create"), form_data(name="", api_key="", api_url="not a url"))
+    html = response.content.decode()
+    referenced = {ref for refs in re.findall(r'aria-describedby="([^"]+)"', html) for ref in refs.split()}
+    assert {"id_name_error", "id_api_key_error", "id_api_url_helptext", "id_api_url_error"} <= referenced
+    for ref in referenced:
+        assert f'id="{ref}"' in html, ref
+    assert response.context["form"].errors["name"] == ["This field is required."]
+
+
+def test_the_api_key_has_a_required_marker_when_the_provider_needs_one(client, connector_admin, make_connector):
+    client.force_login(connector_admin)
+    html = client.get(reverse("connectors:create")).content.decode()
+    marker = re.search(r'<label for="id_api_key">API key <span class="req"[^>]*data-required-marker([^>]*)>', html)
+    assert marker and "hidden" not in marker.group(1)
+    connector = make_connector(name="Keyed")
+    html = client.get(reverse("connectors:edit", args=[connector.pk])).content.decode()
+    assert re.search(r'data-required-marker hidden', html)  # a key is stored: leaving it blank keeps it

@@ -16,7 +16,7 @@ from openai import OpenAI
 
 from connectors.accounts.api_keys import create_api_key
 from connectors.models import Connector, Provider
-from connectors.outbound import tokens
+from connectors.outbound import models_list, tokens
 from tests.conftest import basic_auth
 from tests.fake_openai import REPLY_WORDS, usage_for
 from usage.models import ExecutionEvent
@@ -119,6 +119,24 @@ def test_sdk_streaming_through_an_azure_connector(asgi_live_server, recorded_eve
                      completion_tokens=len(REPLY_WORDS.split()))
 
 
+@pytest.mark.parametrize("asks", [False, True])
+def test_an_other_server_streams_the_usage_chunk_only_to_callers_who_asked_as_openai_and_azure_do(
+        asgi_live_server, recorded_events, operator_key, make_connector, fake_openai, asks):
+    connector = make_connector(provider=Provider.OTHER, api_url=fake_openai.url("stream-always-usage"),
+                               default_model="llama3.1", api_key="")
+    extra = {"stream_options": {"include_usage": True}} if asks else {}
+    chunks = list(sdk(asgi_live_server, connector, operator_key).chat.completions.create(
+        model="llama3.1", messages=MESSAGES, stream=True, **extra))
+    sent = fake_openai.requests[-1].json()
+    assert sent.get("stream_options") == extra.get("stream_options")  # the gateway does not ask an Other server
+    if asks:
+        assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens == usage_for(sent)["total_tokens"]
+    else:
+        assert all(chunk.choices for chunk in chunks) and all(chunk.usage is None for chunk in chunks)
+    assert "".join(c.choices[0].delta.content for c in chunks if c.choices) == REPLY_WORDS
+    assert_one_event(recorded_events, usage_source="provider", total_tokens=usage_for(sent)["total_tokens"])
+
+
 @pytest.mark.parametrize("stream, scenario", [(False, "nousage"), (True, "stream-nousage")])
 def test_an_other_server_without_usage_is_recorded_as_estimated(asgi_live_server, recorded_events, operator_key,
                                                                  make_connector, fake_openai, stream, scenario):
@@ -145,14 +163,52 @@ def test_basic_auth_is_accepted_too(asgi_live_server, recorded_events, operator,
     assert_one_event(recorded_events, outcome="success", source="openai_api")
 
 
-def test_models_lists_the_connectors_model(asgi_live_server, operator_key, admin_user, make_connector, fake_openai):
-    connector = make_connector(api_url=fake_openai.url("ok"), default_model="gpt-4.1-mini")
+@pytest.fixture
+def fresh_models():
+    models_list.forget_models()
+    yield
+    models_list.forget_models()
+
+
+@pytest.mark.parametrize("provider", [Provider.OPENAI, Provider.OTHER])
+def test_models_lists_what_the_provider_offers_and_caches_it(asgi_live_server, operator_key, make_connector, fake_openai,
+                                                             fresh_models, provider):
+    connector = make_connector(provider=provider, api_url=fake_openai.url("ok"), default_model="gpt-4.1-mini",
+                               api_key=PROVIDER_KEY)
+    client = sdk(asgi_live_server, connector, operator_key)
+    assert [m.id for m in client.models.list().data] == ["gpt-4o", "gpt-4o-mini"]
+    sent = fake_openai.requests[-1]
+    assert (sent.method, sent.path) == ("GET", "/ok/v1/models")
+    assert sent.headers["authorization"] == f"Bearer {PROVIDER_KEY}"
+    assert [m.id for m in client.models.list().data] == ["gpt-4o", "gpt-4o-mini"]
+    assert len(fake_openai.requests) == 1  # the second answer came from the cache
+    assert not ExecutionEvent.objects.exists()  # a listing is not an execution
+
+
+@pytest.mark.parametrize("scenario", ["status-500", "status-401", "status-404"])
+def test_models_falls_back_to_the_default_model_when_the_provider_cannot_be_asked(
+        asgi_live_server, operator_key, make_connector, fake_openai, fresh_models, scenario):
+    connector = make_connector(api_url=fake_openai.url(scenario), default_model="gpt-4.1-mini")
     models = sdk(asgi_live_server, connector, operator_key).models.list()
     assert [(m.id, m.object, m.owned_by) for m in models.data] == [("gpt-4.1-mini", "model", "openai")]
+
+
+def test_models_of_an_unreachable_provider_is_the_default_model(asgi_live_server, operator_key, make_connector,
+                                                                 fresh_models):
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    connector = make_connector(provider=Provider.OTHER, api_url=f"http://127.0.0.1:{port}/v1/chat/completions",
+                               default_model="llama3.1", api_key="")
+    assert [m.id for m in sdk(asgi_live_server, connector, operator_key).models.list().data] == ["llama3.1"]
+
+
+def test_models_of_an_azure_connector_is_its_deployment(asgi_live_server, operator_key, admin_user, fake_openai,
+                                                        fresh_models):
     azure = azure_connector(
         admin_user, "https://res.openai.azure.com/openai/deployments/gpt4o-prod/chat/completions?api-version=2024-10-21")
     assert [m.id for m in sdk(asgi_live_server, azure, operator_key).models.list().data] == ["gpt4o-prod"]
-    assert not fake_openai.requests and not ExecutionEvent.objects.exists()  # a listing is not an execution
+    assert not fake_openai.requests
 
 
 @pytest.mark.parametrize("path, method", [("chat/completions", "POST"), ("models", "GET")])

@@ -83,7 +83,8 @@ def test_roles_are_groups_with_exactly_their_permissions():
 
     assert codenames("Connector admins") == sorted([
         "connectors.add_connector", "connectors.change_connector", "connectors.delete_connector",
-        "connectors.execute_connector", "connectors.view_connector", *GOVERNANCE_ROLES["Connector admins"],
+        "connectors.execute_connector", "connectors.view_connector", "usage.view_usage_dashboard",
+        *GOVERNANCE_ROLES["Connector admins"],
     ])
     assert "governance.add_budget" in codenames("Connector admins")
     assert codenames("Connector users") == ["connectors.execute_connector", "connectors.view_connector"]

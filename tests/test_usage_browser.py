@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import pytest
 from django.utils import timezone
 
-from tests.browser import screenshot
+from tests.browser import assert_accessible, screenshot
 from tests.conftest import PASSWORD
 from tests.test_usage_queries import record_mix
 from usage.models import ExecutionEvent
@@ -62,6 +62,7 @@ def test_a_usage_viewer_sees_the_charts_changes_the_range_and_downloads_the_csv(
     assert week == 30 * 3
     assert "Last 7 days" in page.inner_text("[data-range-label]") and "UTC" in page.inner_text("[data-tz-label]")
     screenshot(page, "usage-dashboard-7d")
+    assert_accessible(page)
 
     page.click("[data-range='30d']")
     page.wait_for_url("**range=30d**")
@@ -92,4 +93,5 @@ def test_an_empty_dashboard_shows_its_empty_state_without_errors(page, live_serv
     assert "No executions in this range" in page.inner_text("[data-usage-empty]")
     assert "Europe/Paris" in page.inner_text("[data-tz-label]")
     screenshot(page, "usage-dashboard-empty")
+    assert_accessible(page)
     assert not page.console_errors, page.console_errors

@@ -8,7 +8,7 @@ class ExecutionEventAdmin(admin.ModelAdmin):
     """Read-only: events are written only by usage.recording."""
 
     list_display = (
-        "timestamp", "connector_name", "user_name", "source", "sub_action", "outcome", "duration_ms",
+        "timestamp", "connector_name", "user_name", "source", "sub_action", "outcome", "duration",
         "upstream_status", "response_model", "total_tokens", "usage_source",
     )
     list_filter = ("outcome", "source", "sub_action", "usage_source", "connector_name", "timestamp")
@@ -18,7 +18,12 @@ class ExecutionEventAdmin(admin.ModelAdmin):
     show_full_result_count = False  # counting millions of rows on every page view is slow on PostgreSQL
 
     def get_readonly_fields(self, request, obj=None):
-        return [field.name for field in self.model._meta.fields]
+        return [*(field.name for field in self.model._meta.fields if field.name != "duration_ms"), "duration"]
+
+    @admin.display(description="duration (ms)", ordering="duration_ms")
+    def duration(self, event: ExecutionEvent) -> str:
+        # Milliseconds with one decimal, as on the Logs tab and in events.csv (the float carries noise).
+        return f"{event.duration_ms:.1f}"
 
     def has_add_permission(self, request) -> bool:
         return False

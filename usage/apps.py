@@ -6,7 +6,9 @@ class UsageConfig(AppConfig):
     verbose_name = "Usage"
 
     def ready(self) -> None:
+        from connectors.roles import ROLES as CONNECTOR_ROLES
         from connectors.roles import sync_roles_after_migrate
         from usage.roles import ROLES
 
-        sync_roles_after_migrate(self, ROLES)
+        # The connector roles too: Connector admins include usage's permission, which exists only from here on.
+        sync_roles_after_migrate(self, {**CONNECTOR_ROLES, **ROLES})

@@ -25,7 +25,9 @@ def _layout(**extra) -> dict:
         "height": 320,
         "margin": {"l": 60, "r": 20, "t": 10, "b": 50},
         # "normal": plotly lists stacked bars top-down by default, the opposite of the order they are named in.
-        "legend": {"orientation": "h", "y": 1.12, "x": 0, "traceorder": "normal"},
+        # Above the plot area, anchored by its bottom edge: when a narrow screen wraps the legend onto more lines
+        # it grows upwards and plotly widens the top margin for it, instead of covering the bars.
+        "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0, "traceorder": "normal"},
         "font": {"family": "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", "size": 12},
         "paper_bgcolor": "rgba(0,0,0,0)",
         "plot_bgcolor": "rgba(0,0,0,0)",
@@ -138,6 +140,24 @@ def duration_percentiles(report: UsageReport) -> dict:
     layout = _layout(hovermode="x unified", xaxis=_time_axis(report))
     layout["yaxis"] = {**layout["yaxis"], "title": {"text": "Duration (ms)"}}
     return {"data": lines, "layout": layout}
+
+
+def total_tokens_per_user(rows: list[BreakdownRow]) -> dict:
+    """One bar of total tokens per user (Kibana's "Total tokens per user"), largest at the top."""
+    figure = _breakdown_figure(rows, "(no user)", "User")
+    names = figure["data"][0]["y"]
+    totals = [row.sums.total_tokens for row in reversed(rows)]
+    figure["data"] = [_bar("Total tokens", totals, names, PROMPT_COLOUR, orientation="h")]
+    return figure
+
+
+def overview_charts(by_user: list[BreakdownRow]) -> list[dict]:
+    """The overview's two charts across every connector, as Kibana's OpenAI Token Usage dashboard shows them."""
+    return [
+        {"id": "chart-user-prompt-completion", "title": "Prompt + completion tokens per user",
+         "figure": _breakdown_figure(by_user, "(no user)", "User")},
+        {"id": "chart-user-total", "title": "Total tokens per user", "figure": total_tokens_per_user(by_user)},
+    ]
 
 
 def dashboard_charts(report: UsageReport) -> list[dict]:

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from django.conf import settings
 
+from usage.event_filters import EventFilters
 from usage.governance.money import nanos_to_amount
 from usage.models import UsageSource
 from usage.queries import RAW_EVENT_COLUMNS, UsageReport, araw_events, raw_events
@@ -91,27 +92,34 @@ def _amount(nanos: int | None) -> str:
     return "" if nanos is None else str(nanos_to_amount(nanos, places=9))
 
 
+_DURATION_COLUMN = RAW_EVENT_COLUMNS.index("duration_ms")
+
+
 def _event_row(row: tuple, usage_range: UsageRange) -> list:
     cells = [iso(value, usage_range.tz) if isinstance(value, datetime) else _safe(value) for value in row]
+    # Milliseconds with one decimal, as everywhere else (the float holds sub-microsecond noise).
+    cells[_DURATION_COLUMN] = _ms(row[_DURATION_COLUMN])
     nanos = row[_COST_INDEX]
     cells[_COST_INDEX] = _amount(nanos)
     estimated = nanos is not None and row[_USAGE_SOURCE_INDEX] == UsageSource.ESTIMATED
     return cells + [settings.USAGE_CURRENCY, "true" if estimated else "false"]
 
 
-def raw_events_csv(connector_id: str, usage_range: UsageRange) -> Iterator[str]:
+def raw_events_csv(connector_id: str, usage_range: UsageRange, filters: EventFilters | None = None) -> Iterator[str]:
     """The range's raw events as CSV lines, read from the database in chunks as the lines are sent."""
     writer = csv.writer(_Echo())
     yield writer.writerow(RAW_EVENT_HEADER)
-    for row in raw_events(connector_id, usage_range):
+    for row in raw_events(connector_id, usage_range, filters):
         yield writer.writerow(_event_row(row, usage_range))
 
 
-async def araw_events_csv(connector_id: str, usage_range: UsageRange) -> AsyncIterator[str]:
+async def araw_events_csv(
+    connector_id: str, usage_range: UsageRange, filters: EventFilters | None = None
+) -> AsyncIterator[str]:
     """``raw_events_csv`` for ASGI servers (Django reads a synchronous iterator whole before sending it there)."""
     writer = csv.writer(_Echo())
     yield writer.writerow(RAW_EVENT_HEADER)
-    async for row in araw_events(connector_id, usage_range):
+    async for row in araw_events(connector_id, usage_range, filters):
         yield writer.writerow(_event_row(row, usage_range))
 
 

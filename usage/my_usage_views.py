@@ -6,20 +6,16 @@ from django.shortcuts import render
 
 from usage.governance.consumption import user_rules
 from usage.my_usage import my_usage
-from usage.ranges import InvalidRange, parse_range
-from usage.views import bad_range, range_context
+from usage.views import parse_range_or_default, range_context
 
 
 @login_required
 def my_usage_page(request):
-    try:
-        usage_range = parse_range(request.GET)
-    except InvalidRange as exc:
-        return bad_range(request, exc)
+    usage_range, range_error = parse_range_or_default(request)  # a bad range is shown on the range form
     budgets, limits = user_rules(request.user)
     return render(request, "usage/my_usage.html", {
-        **range_context(request, usage_range),
+        **range_context(request, usage_range, error=range_error),
         "usage": my_usage(request.user, usage_range),
         "budgets": budgets,
         "limits": limits,
-    })
+    }, status=400 if range_error else 200)

@@ -21,6 +21,7 @@ from django.db.models.functions import TruncDay
 
 from connectors import lookup
 from connectors.models import ApiKey, Connector
+from usage.event_filters import EventFilters
 from usage.models import (
     LATENCY_BIN_BOUNDS_MS,
     LATENCY_BIN_COUNT,
@@ -173,14 +174,49 @@ def _sum_expressions(fields: tuple[str, ...]) -> dict:
     return expressions
 
 
-def _hourly_totals(connector_id: str | None, start: datetime, end: datetime):
-    rows = UsageHourlyTotal.objects.filter(bucket__gte=start, bucket__lt=end)
+@dataclass(frozen=True)
+class UsageSlice:
+    """A dashboard's filters, kept in the URL with the range: ``user`` (the user name recorded) and ``model`` (the
+    model the provider reported, else the requested one, as the rollups key it). Empty: everything."""
+
+    user: str = ""
+    model: str = ""
+
+    @classmethod
+    def from_params(cls, params) -> "UsageSlice":
+        return cls(user=(params.get("user") or "").strip()[:150], model=(params.get("model") or "").strip()[:255])
+
+    def __bool__(self) -> bool:
+        return bool(self.user or self.model)
+
+    def query_params(self) -> dict[str, str]:
+        return {name: value for name, value in (("user", self.user), ("model", self.model)) if value}
+
+    def apply(self, rollups):
+        """Narrow a queryset of UsageRollup or UsageDailyRollup (both keyed by user_name and model)."""
+        if self.user:
+            rollups = rollups.filter(user_name=self.user)
+        if self.model:
+            rollups = rollups.filter(model=self.model)
+        return rollups
+
+
+EVERYTHING = UsageSlice()
+
+
+def _hourly_totals(connector_id: str | None, start: datetime, end: datetime, usage_slice: UsageSlice = EVERYTHING):
+    """Hourly sums: the per-connector totals, or for a slice the hourly rollups (the only hourly rows that know the
+    user and the model; more rows to read, see README "Dashboards you can slice")."""
+    if usage_slice:
+        rows = usage_slice.apply(UsageRollup.objects.filter(bucket__gte=start, bucket__lt=end))
+    else:
+        rows = UsageHourlyTotal.objects.filter(bucket__gte=start, bucket__lt=end)
     return rows if connector_id is None else rows.filter(connector_id=connector_id)
 
 
-def usage_series(connector_id: str, usage_range: UsageRange) -> list[SeriesPoint]:
+def usage_series(connector_id: str, usage_range: UsageRange, usage_slice: UsageSlice = EVERYTHING) -> list[SeriesPoint]:
     """One point per bucket of the range, empty buckets included (so charts show gaps as zeros)."""
-    rows = _hourly_totals(connector_id, usage_range.start, usage_range.end).order_by()
+    rows = _hourly_totals(connector_id, usage_range.start, usage_range.end, usage_slice).order_by()
     if usage_range.bucket == DAY:
         # The viewer's day of each UTC hour, computed by the database: 90 rows instead of 2,160 for 90 days, which
         # matters because turning each row's 27 sums into Python numbers costs more than the query itself.
@@ -205,14 +241,17 @@ def _utc_midnight_on_or_before(moment: datetime) -> datetime:
     return datetime.combine(moment.astimezone(UTC).date(), time.min, tzinfo=UTC)
 
 
-def _breakdown_sources(connector_id: str, usage_range: UsageRange) -> list:
-    """Querysets that together cover the range once: daily rows for whole UTC days, hourly rows for the rest."""
+def rollup_sources(connector_id: str | None, usage_range: UsageRange, usage_slice: UsageSlice = EVERYTHING) -> list:
+    """Querysets of UsageDailyRollup and UsageRollup (both keyed by model, user and outcome, with the token sums) that together cover the range once: daily rows for whole UTC days, hourly rows for the rest."""
     first_day = _utc_midnight_on_or_after(usage_range.start)
     last_day = _utc_midnight_on_or_before(usage_range.end)
-    hourly = UsageRollup.objects.filter(connector_id=connector_id)
+    # connector_id None: every connector (the overview's cross-connector charts).
+    of_connector = {} if connector_id is None else {"connector_id": connector_id}
+    hourly = usage_slice.apply(UsageRollup.objects.filter(**of_connector))
     if first_day >= last_day:
         return [hourly.filter(bucket__gte=usage_range.start, bucket__lt=usage_range.end)]
-    sources = [UsageDailyRollup.objects.filter(connector_id=connector_id, day__gte=first_day, day__lt=last_day)]
+    daily = usage_slice.apply(UsageDailyRollup.objects.filter(**of_connector))
+    sources = [daily.filter(day__gte=first_day, day__lt=last_day)]
     if usage_range.start < first_day:
         sources.append(hourly.filter(bucket__gte=usage_range.start, bucket__lt=first_day))
     if last_day < usage_range.end:
@@ -220,12 +259,15 @@ def _breakdown_sources(connector_id: str, usage_range: UsageRange) -> list:
     return sources
 
 
-def usage_breakdown(connector_id: str, usage_range: UsageRange, dimension: str, *, limit: int | None = None) -> list[BreakdownRow]:
-    """Sums per ``dimension`` ("user_name" or "model"), largest total first; beyond ``limit``, one others row."""
+def usage_breakdown(connector_id: str | None, usage_range: UsageRange, dimension: str, *, limit: int | None = None,
+                    usage_slice: UsageSlice = EVERYTHING) -> list[BreakdownRow]:
+    """Sums per ``dimension`` ("user_name" or "model"), largest total first; beyond ``limit``, one others row.
+
+    ``connector_id`` None sums over every connector (the overview's "per user" charts, as Kibana's dashboard)."""
     if dimension not in ("user_name", "model"):
         raise ValueError(f"cannot break usage down by {dimension!r}")
     sums_by_key: dict[str, UsageSums] = {}
-    for source in _breakdown_sources(connector_id, usage_range):
+    for source in rollup_sources(connector_id, usage_range, usage_slice):
         # cost_nanos is in both sources (UsageDailyRollup sums it too); unpriced and estimated counts are not.
         sums = _sum_expressions(("requests", *TOKEN_FIELDS, "cost_nanos"))
         for row in source.order_by().values(dimension).annotate(**sums):
@@ -244,7 +286,8 @@ def _limited(sums_by_key: dict[str, UsageSums], limit: int | None) -> list[Break
     return breakdown
 
 
-def usage_by_api_key(connector_id: str, usage_range: UsageRange, *, limit: int | None = None) -> list[BreakdownRow]:
+def usage_by_api_key(connector_id: str, usage_range: UsageRange, *, limit: int | None = None,
+                     usage_slice: UsageSlice = EVERYTHING) -> list[BreakdownRow]:
     """Sums per API key the calls were made with (``""``: calls without one, from the browser or with a password).
 
     The rollups do not keep the API key, so this reads the range's raw events through the (connector_id, timestamp)
@@ -252,9 +295,14 @@ def usage_by_api_key(connector_id: str, usage_range: UsageRange, *, limit: int |
     paid only by the dashboard and the JSON endpoint, not the series CSV. A rollup per key would make it constant
     but add a write to every recorded event, the path whose latency docs/PERFORMANCE.md budgets.
     """
+    events = ExecutionEvent.objects.filter(connector_id=connector_id, timestamp__gte=usage_range.start,
+                                           timestamp__lt=usage_range.end)
+    if usage_slice.user:
+        events = events.filter(user_name=usage_slice.user)
+    if usage_slice.model:  # the model as the rollups key it: the reported one, else the requested one
+        events = events.filter(Q(response_model=usage_slice.model) | Q(response_model="", requested_model=usage_slice.model))
     rows = (
-        ExecutionEvent.objects.filter(connector_id=connector_id, timestamp__gte=usage_range.start,
-                                      timestamp__lt=usage_range.end)
+        events
         .order_by()
         .values("api_key_id")
         .annotate(**event_sum_expressions())
@@ -283,10 +331,10 @@ def event_sum_expressions() -> dict:
 
 
 def connector_usage(connector_id: str, usage_range: UsageRange, *, breakdown_limit: int | None = None,
-                    with_api_keys: bool = False) -> UsageReport:
-    """The report behind a connector's dashboard, its CSV export and its JSON endpoint (``with_api_keys``: the
-    per-API-key breakdown too, read from raw events, see ``usage_by_api_key``)."""
-    series = usage_series(connector_id, usage_range)
+                    with_api_keys: bool = False, usage_slice: UsageSlice = EVERYTHING) -> UsageReport:
+    """The report behind a connector's dashboard, its CSV export and its JSON endpoint, for a slice if given
+    (``with_api_keys``: the per-API-key breakdown too, read from raw events, see ``usage_by_api_key``)."""
+    series = usage_series(connector_id, usage_range, usage_slice)
     totals = UsageSums()
     for point in series:
         totals.add(point.sums)
@@ -295,9 +343,10 @@ def connector_usage(connector_id: str, usage_range: UsageRange, *, breakdown_lim
         range=usage_range,
         totals=totals,
         series=series,
-        by_user=usage_breakdown(connector_id, usage_range, "user_name", limit=breakdown_limit),
-        by_model=usage_breakdown(connector_id, usage_range, "model", limit=breakdown_limit),
-        by_api_key=usage_by_api_key(connector_id, usage_range, limit=breakdown_limit) if with_api_keys else [],
+        by_user=usage_breakdown(connector_id, usage_range, "user_name", limit=breakdown_limit, usage_slice=usage_slice),
+        by_model=usage_breakdown(connector_id, usage_range, "model", limit=breakdown_limit, usage_slice=usage_slice),
+        by_api_key=usage_by_api_key(connector_id, usage_range, limit=breakdown_limit, usage_slice=usage_slice)
+        if with_api_keys else [],
     )
 
 
@@ -344,10 +393,10 @@ class OverviewRow:
     sums: UsageSums
 
 
-def usage_overview(usage_range: UsageRange) -> list[OverviewRow]:
+def usage_overview(usage_range: UsageRange, usage_slice: UsageSlice = EVERYTHING) -> list[OverviewRow]:
     """Every connector (live ones even without usage, deleted ones with usage in the range) with its totals."""
     rows = (
-        _hourly_totals(None, usage_range.start, usage_range.end)
+        _hourly_totals(None, usage_range.start, usage_range.end, usage_slice)
         .order_by()
         .values("connector_id")
         .annotate(**_sum_expressions(("requests", *TOKEN_FIELDS, *DETAIL_FIELDS, *COST_FIELDS, *BIN_FIELDS)))
@@ -392,29 +441,31 @@ RAW_EVENT_COLUMNS = (
 RAW_EVENT_CHUNK = 2000
 
 
-def _raw_events_queryset(connector_id: str, usage_range: UsageRange):
-    return (
-        ExecutionEvent.objects.filter(
-            connector_id=connector_id, timestamp__gte=usage_range.start, timestamp__lt=usage_range.end
-        )
-        .order_by("timestamp", "id")
-        .values_list(*RAW_EVENT_COLUMNS)
+def _raw_events_queryset(connector_id: str, usage_range: UsageRange, filters: EventFilters | None):
+    events = ExecutionEvent.objects.filter(
+        connector_id=connector_id, timestamp__gte=usage_range.start, timestamp__lt=usage_range.end
     )
+    if filters is not None:
+        events = filters.apply(events)
+    return events.order_by("timestamp", "id").values_list(*RAW_EVENT_COLUMNS)
 
 
-def raw_events(connector_id: str, usage_range: UsageRange) -> Iterator[tuple]:
-    """The range's events, oldest first, fetched in chunks (a server-side cursor on PostgreSQL)."""
-    return _raw_events_queryset(connector_id, usage_range).iterator(chunk_size=RAW_EVENT_CHUNK)
+def raw_events(connector_id: str, usage_range: UsageRange, filters: EventFilters | None = None) -> Iterator[tuple]:
+    """The range's events (under the Logs tab's ``filters``), oldest first, fetched in chunks (a server-side
+    cursor on PostgreSQL)."""
+    return _raw_events_queryset(connector_id, usage_range, filters).iterator(chunk_size=RAW_EVENT_CHUNK)
 
 
-async def araw_events(connector_id: str, usage_range: UsageRange) -> AsyncIterator[tuple]:
+async def araw_events(
+    connector_id: str, usage_range: UsageRange, filters: EventFilters | None = None
+) -> AsyncIterator[tuple]:
     """``raw_events`` for ASGI, where a synchronous iterator would be read whole into memory before sending.
 
     Not QuerySet.aiterator(): for values_list() querysets it runs the query in the event loop's thread
     (SynchronousOnlyOperation). The lazy synchronous iterator is advanced one chunk at a time in the
     thread that owns the connection instead.
     """
-    rows = raw_events(connector_id, usage_range)
+    rows = raw_events(connector_id, usage_range, filters)
     while True:
         chunk = await sync_to_async(_next_chunk)(rows)
         for row in chunk:

@@ -1,14 +1,16 @@
 """The usage pages: the overview of every connector, one connector's dashboard, and its CSV exports.
 
-Every view needs ``usage.view_usage_dashboard`` (usage/permissions.py): anonymous users are sent to the login
-page, others get 403.
+Every view needs ``usage.view_usage_dashboard`` (usage/permissions.py, checked by usage.access): anonymous users are
+sent to the login page, others get a 403 naming it. The raw events CSV follows the Logs tab's rules instead (own
+calls only for connector users). A bad range is shown on the page's range form (with the default range's data);
+the CSV downloads answer it as a plain-text 400.
 The aggregation lives in usage.queries, the figures in usage.charts, the CSV formats in usage.exports.
 """
 
 from functools import wraps
 from urllib.parse import urlencode
 
-from django.contrib.auth.decorators import login_required, permission_required
+from django.contrib.auth.decorators import login_required
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
@@ -17,21 +19,27 @@ from django.urls import reverse
 from connectors.lookup import get_connector_or_404
 from connectors_admin.csp import allows_inline_styles
 from usage import charts, exports
+from usage.access import logs_scope, usage_view
+from usage.event_filters import EventFilters, InvalidFilter
 from usage.permissions import VIEW_USAGE_DASHBOARD
-from usage.queries import BREAKDOWN_LIMIT, ConnectorRef, connector_usage, find_connector, usage_overview
+from usage.queries import (
+    BREAKDOWN_LIMIT,
+    ConnectorRef,
+    UsageSlice,
+    connector_usage,
+    find_connector,
+    usage_breakdown,
+    usage_overview,
+)
 from usage.ranges import PRESET_LABELS, InvalidRange, UsageRange, parse_range
-
-
-def usage_view(view):
-    # login_required first: permission_required(raise_exception=True) alone would answer 403 to anonymous users.
-    return login_required(permission_required(VIEW_USAGE_DASHBOARD, raise_exception=True)(view))
 
 
 def connector_usage_view(*, plain: bool = False):
     """A usage view of one connector: the view receives the connector of the URL and the range of the query.
 
     404 when there is no such connector and no usage left by one (a deleted connector's usage stays readable,
-    named from its last event), then 400 for a bad range: a page, or ``plain`` text for the CSV downloads.
+    named from its last event). A bad range: a ``plain`` text 400 for the CSV downloads; for a page, the default
+    range and the error, which the view shows on its range form (the view then also receives ``range_error``).
     """
 
     def decorator(view):
@@ -41,10 +49,12 @@ def connector_usage_view(*, plain: bool = False):
             missing = "No connector and no usage with that id."
             connector = get_connector_or_404(request, connector_id, VIEW_USAGE_DASHBOARD, find=find_connector,
                                              missing=missing)
+            if not plain:
+                return view(request, connector, *parse_range_or_default(request))
             try:
                 usage_range = parse_range(request.GET)
             except InvalidRange as exc:
-                return bad_range(request, exc, plain=plain)
+                return bad_range(exc)
             return view(request, connector, usage_range)
 
         return wrapper
@@ -52,26 +62,50 @@ def connector_usage_view(*, plain: bool = False):
     return decorator
 
 
-def bad_range(request, error: InvalidRange, *, plain: bool = False) -> HttpResponse:
-    if plain:
-        return HttpResponse(f"{error}\n", status=400, content_type="text/plain; charset=utf-8")
-    return render(request, "usage/bad_request.html", {"error": error, "retry_url": request.path}, status=400)
+def bad_range(error: ValueError) -> HttpResponse:
+    """For the CSV downloads; the pages show the error on their range form instead (parse_range_or_default)."""
+    return HttpResponse(f"{error}\n", status=400, content_type="text/plain; charset=utf-8")
 
 
-def range_context(request, usage_range: UsageRange) -> dict:
-    """What the range picker needs: a link per preset (keeping the time zone) and the custom form's values."""
+def parse_range_or_default(request) -> tuple[UsageRange, str | None]:
+    """The range of the query string, or the default range and the error to show on the range form."""
+    try:
+        return parse_range(request.GET), None
+    except InvalidRange as exc:
+        try:
+            return parse_range({"tz": request.GET.get("tz")}), str(exc)
+        except InvalidRange:
+            return parse_range({}), str(exc)
+
+
+def range_context(request, usage_range: UsageRange, *, keep: dict | None = None, error: str | None = None) -> dict:
+    """What the range picker needs: a link per preset (keeping the time zone and the ``keep`` filters), the custom
+    form's values, and the ``error`` of a range that could not be used (shown on the form, not on another page)."""
+    keep = keep or {}
     keep_tz = {"tz": usage_range.tz_name} if usage_range.tz_name != "UTC" else {}
     presets = [
-        {"key": key, "label": label, "url": f"{request.path}?{urlencode({'range': key, **keep_tz})}"}
+        {"key": key, "label": label, "url": f"{request.path}?{urlencode({'range': key, **keep_tz, **keep})}"}
         for key, label in PRESET_LABELS.items()
     ]
     fmt = "%Y-%m-%dT%H:%M"
     return {
         "range": usage_range,
         "presets": presets,
-        "custom_from": usage_range.local(usage_range.start).strftime(fmt),
-        "custom_to": usage_range.local(usage_range.end).strftime(fmt),
-        "querystring": usage_range.querystring(),
+        # What was typed stays in the fields when it could not be used.
+        "custom_from": request.GET.get("from", "")[:64] if error else usage_range.local(usage_range.start).strftime(fmt),
+        "custom_to": request.GET.get("to", "")[:64] if error else usage_range.local(usage_range.end).strftime(fmt),
+        "querystring": usage_range.querystring(**keep),
+        "range_error": error,
+        "keep_params": sorted(keep.items()),
+    }
+
+
+def slice_context(usage_slice: UsageSlice, by_user, by_model) -> dict:
+    """The filter form of a dashboard: its values and suggestions (the users and models of the breakdowns)."""
+    return {
+        "usage_slice": usage_slice,
+        "user_suggestions": [row.key for row in by_user if row.key and not row.is_others],
+        "model_suggestions": [row.key for row in by_model if row.key and not row.is_others],
     }
 
 
@@ -80,36 +114,45 @@ def shows_role_note(user) -> bool:
     return user.is_superuser or user.is_staff or user.has_perm("auth.change_user")
 
 
+@allows_inline_styles  # plotly.js draws the two per-user charts here too (connectors_admin/csp.py)
 @usage_view
 def overview(request):
-    try:
-        usage_range = parse_range(request.GET)
-    except InvalidRange as exc:
-        return bad_range(request, exc)
-    rows = usage_overview(usage_range)
+    usage_range, range_error = parse_range_or_default(request)
+    usage_slice = UsageSlice.from_params(request.GET)
+    rows = usage_overview(usage_range, usage_slice)
+    by_user = usage_breakdown(None, usage_range, "user_name", limit=BREAKDOWN_LIMIT, usage_slice=usage_slice)
+    has_usage = any(row.sums.requests for row in rows)
     context = {
-        **range_context(request, usage_range),
+        **range_context(request, usage_range, keep=usage_slice.query_params(), error=range_error),
+        **slice_context(usage_slice, by_user, usage_breakdown(None, usage_range, "model", limit=BREAKDOWN_LIMIT)),
         "rows": rows,
-        "has_usage": any(row.sums.requests for row in rows),
+        "by_user": by_user,
+        "charts": charts.overview_charts(by_user) if has_usage else [],
+        "plot_config": charts.PLOT_CONFIG,
+        "has_usage": has_usage,
         "show_role_note": shows_role_note(request.user),
     }
-    return render(request, "usage/overview.html", context)
+    return render(request, "usage/overview.html", context, status=400 if range_error else 200)
 
 
 @allows_inline_styles  # plotly.js (connectors_admin/csp.py)
 @connector_usage_view()
-def connector_dashboard(request, connector: ConnectorRef, usage_range: UsageRange):
-    report = connector_usage(connector.id, usage_range, breakdown_limit=BREAKDOWN_LIMIT, with_api_keys=True)
+def connector_dashboard(request, connector: ConnectorRef, usage_range: UsageRange, range_error: str | None):
+    usage_slice = UsageSlice.from_params(request.GET)
+    report = connector_usage(connector.id, usage_range, breakdown_limit=BREAKDOWN_LIMIT, usage_slice=usage_slice,
+                             with_api_keys=True)
     context = {
-        **range_context(request, usage_range),
+        **range_context(request, usage_range, keep=usage_slice.query_params(), error=range_error),
+        **slice_context(usage_slice, report.by_user, report.by_model),
         "connector": connector,
         "report": report,
         "charts": [] if report.is_empty else charts.dashboard_charts(report),
         "plot_config": charts.PLOT_CONFIG,
-        "api_url": reverse("api_usage_connector", args=[connector.id]) + "?" + usage_range.querystring(),
+        "api_url": reverse("api_usage_connector", args=[connector.id]) + "?"
+        + usage_range.querystring(**usage_slice.query_params()),
         "show_role_note": shows_role_note(request.user),
     }
-    return render(request, "usage/connector_dashboard.html", context)
+    return render(request, "usage/connector_dashboard.html", context, status=400 if range_error else 200)
 
 
 def _attachment(response: HttpResponse, filename: str) -> HttpResponse:
@@ -119,17 +162,24 @@ def _attachment(response: HttpResponse, filename: str) -> HttpResponse:
 
 @connector_usage_view(plain=True)
 def export_series_csv(request, connector: ConnectorRef, usage_range: UsageRange):
-    report = connector_usage(connector.id, usage_range)
+    report = connector_usage(connector.id, usage_range, usage_slice=UsageSlice.from_params(request.GET))
     response = HttpResponse(exports.series_csv(report), content_type="text/csv; charset=utf-8")
     return _attachment(response, exports.export_filename("series", connector.id, usage_range))
 
 
-@connector_usage_view(plain=True)
-def export_events_csv(request, connector: ConnectorRef, usage_range: UsageRange):
+@login_required
+def export_events_csv(request, connector_id: str):
+    """The Logs tab's rows as CSV: a range's raw events under its filters; own calls only without VIEW_USAGE."""
+    connector, only_user_id = logs_scope(request, connector_id)
+    try:
+        usage_range = parse_range(request.GET)
+        filters = EventFilters.from_params(request.GET, only_user_id=only_user_id)
+    except (InvalidRange, InvalidFilter) as exc:
+        return bad_range(exc)
     # Streamed either way; the iterator must match the server, or Django reads it whole into memory first.
     if isinstance(request, ASGIRequest):
-        lines = exports.araw_events_csv(connector.id, usage_range)
+        lines = exports.araw_events_csv(connector.id, usage_range, filters)
     else:
-        lines = exports.raw_events_csv(connector.id, usage_range)
+        lines = exports.raw_events_csv(connector.id, usage_range, filters)
     response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
     return _attachment(response, exports.export_filename("events", connector.id, usage_range))

@@ -3,7 +3,6 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
-from django.views.decorators.http import require_POST
 
 from connectors.accounts.api_keys import create_api_key
 from connectors.models import ApiKey
@@ -32,13 +31,18 @@ def api_key_list(request):
 
 def _key_list(request, new_key: dict | None = None):
     keys = ApiKey.objects.filter(user=request.user)
-    return render(request, "connectors/api_keys.html", {"keys": keys, "new_key": new_key})
+    response = render(request, "connectors/api_keys.html", {"keys": keys, "new_key": new_key})
+    if new_key:
+        response.no_compression = True  # a page showing a secret is never compressed (BREACH): connectors_admin/compression.py
+    return response
 
 
 @login_required
-@require_POST
 def api_key_revoke(request, key_id: int):
+    """GET asks for confirmation (revoking cannot be undone and breaks the applications using the key); POST revokes."""
     record = get_object_or_404(ApiKey, pk=key_id, user=request.user)
+    if request.method != "POST":
+        return render(request, "connectors/api_key_confirm_revoke.html", {"key": record})
     if record.revoked_at is None:
         record.revoked_at = timezone.now()
         record.save(update_fields=["revoked_at"])

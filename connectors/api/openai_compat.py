@@ -17,8 +17,8 @@ from django.http import HttpResponse, JsonResponse
 
 from connectors import untrusted_json
 from connectors.api.endpoint import OPENAI_ERRORS, json_endpoint
-from connectors.models import Connector, Provider
-from connectors.outbound import transport
+from connectors.models import Connector
+from connectors.outbound import models_list, transport
 from connectors.outbound.execution import (
     ConnectorUnavailable,
     connector_to_execute,
@@ -30,7 +30,6 @@ from connectors.outbound.record import ExecutionRecord
 from connectors.outbound.streaming import StreamFailure, StreamingExecution, sse_response
 from connectors.outbound.upstream_errors import scrub_secret
 from connectors.permissions import EXECUTE_CONNECTOR
-from connectors.validation import azure_deployment
 from usage.models import EventSource
 
 openai_error = OPENAI_ERRORS.response
@@ -99,11 +98,7 @@ async def list_models(request, connector_id: str):
         connector = await _connector(request, connector_id, executing=False)
     except ConnectorUnavailable as exc:
         return _unavailable(exc)
-    model = connector.effective_default_model or azure_deployment(connector.api_url)
-    created = int(connector.created_at.timestamp()) if getattr(connector, "created_at", None) else 0
-    owner = {Provider.OPENAI: "openai", Provider.AZURE: "azure"}.get(connector.provider, "system")
-    data = [{"id": model, "object": "model", "created": created, "owned_by": owner}] if model else []
-    return JsonResponse({"object": "list", "data": data})
+    return JsonResponse({"object": "list", "data": await models_list.available_models(connector)})
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ endpoints (usage/ itself never imports the API, see .importlinter):
   Kibana event-log documents for Elasticsearch's _bulk API (usage/kibana_event_log.py, README 'Kibana event log
   export'); ``X-Next-Cursor`` and ``X-Export-Complete`` say where it stopped.
 
-Same query parameters as the dashboard (``range``, ``from``, ``to``, ``tz``); ``from`` and ``to`` in the answer
+Same query parameters as the dashboard (``range``, ``from``, ``to``, ``tz``, and the filters ``user``, ``model``); ``from`` and ``to`` in the answer
 are the effective range (widened to whole hours), and ``bucket`` values are ISO 8601 in the requested zone.
 """
 
@@ -69,7 +69,9 @@ def _connector_usage(user, connector_id: str, params) -> dict:
         usage_range = parse_range(params)
     except InvalidRange as exc:
         raise ApiError(400, str(exc)) from None
-    return usage_json(queries.connector_usage(connector.id, usage_range, with_api_keys=True))
+    # The dashboard's filters too (user, model), so that its "same as JSON" link gives the same numbers.
+    return usage_json(queries.connector_usage(connector.id, usage_range, with_api_keys=True,
+                                              usage_slice=queries.UsageSlice.from_params(params)))
 
 
 @json_endpoint({"GET": VIEW_USAGE_DASHBOARD})

@@ -252,7 +252,10 @@ class StreamingExecution:
             self.failure = StreamFailure(refusal.message, "refused", retry=True, retry_after=refusal.retry_after,
                                          refusal=refusal)
             return False
-        if self._openai_caller and not _asks_for_usage(body) and self._upstream.payload.get("stream_options"):
+        # Whatever the provider: a caller of the OpenAI-compatible API gets the usage-only event exactly when it
+        # asked for it (README, "OpenAI-compatible endpoint"), whether the gateway asked on its behalf (OpenAI,
+        # Azure) or the server sends one unasked (some Other servers).
+        if self._openai_caller and not _asks_for_usage(body):
             self.tracker = SSEUsageTracker(max_event_bytes=self._bounds.max_event_bytes, drop_usage_only_events=True)
         # The relay generator does the opening too, so that from here on one place owns the upstream response
         # and its cleanup: if the response is abandoned, closing (or collecting) the generator runs it.

@@ -392,9 +392,10 @@ async def _send_once(profile: TransportProfile, method: str, url: str, headers: 
 
 
 @asynccontextmanager
-async def _open(request: UpstreamRequest, config: ActionsConfig, timeout: float) -> AsyncIterator[Exchange]:
+async def _open(request: UpstreamRequest, config: ActionsConfig, timeout: float,
+                method: str = "POST") -> AsyncIterator[Exchange]:
     """Send the request, following redirects (each target checked), and yield the final response."""
-    method, url, body = "POST", request.url, request.body
+    url, body = request.url, (request.body if method == "POST" else None)
     headers = dict(request.headers)
     for _hop in range(MAX_REDIRECTS + 1):
         check_host_allowed(config, url)
@@ -420,14 +421,16 @@ async def _open(request: UpstreamRequest, config: ActionsConfig, timeout: float)
     raise UpstreamUnreachable(f"Too many redirects (more than {MAX_REDIRECTS}).")
 
 
-async def send(request: UpstreamRequest, *, call_timeout_ms: float | None = None) -> UpstreamResponse:
-    """Send ``request`` and read the whole response, within the networking settings."""
+async def send(request: UpstreamRequest, *, call_timeout_ms: float | None = None,
+               method: str = "POST") -> UpstreamResponse:
+    """Send ``request`` and read the whole response, within the networking settings. ``method="GET"`` sends no
+    body (connectors.outbound.models_list asks a provider for its models that way)."""
     config = settings.ACTIONS_CONFIG
     timeout = effective_timeout(config, call_timeout_ms)
     call = upstream_call("POST", request.url)  # the execution's upstream time, and its HTTP span when tracing
     try:
         async with asyncio.timeout(timeout):
-            async with _open(request, config, timeout) as exchange:
+            async with _open(request, config, timeout, method) as exchange:
                 call.responded(exchange.status)
                 body = await _read_limited(exchange, config.max_response_content_length)
                 call.end()

@@ -56,6 +56,17 @@ class ConnectorForm(forms.ModelForm):
         else:
             self.fields["api_key"].help_text = "Stored encrypted; never shown again."
 
+    def _update_errors(self, errors):
+        # Connector.clean() checks again what the form's fields already refused (an empty name): one message per
+        # problem is enough, so the model's message is dropped for a field that has one already.
+        if hasattr(errors, "error_dict"):
+            for name in list(errors.error_dict):
+                if name in self._errors:
+                    del errors.error_dict[name]
+            if not errors.error_dict:
+                return
+        super()._update_errors(errors)
+
     def clean(self):
         cleaned = super().clean()
         # The default-model field is hidden for Azure deployments URLs (the deployment is the model), so a value

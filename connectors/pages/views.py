@@ -4,20 +4,25 @@ Each view needs one capability (connectors/permissions.py): anonymous users are 
 without it get 403. A URL's id becomes a connector through connectors.lookup (404 when there is none).
 """
 
+from urllib.parse import urlencode
 
 from django.contrib import messages
+from django.contrib.auth.decorators import login_required
 from django.contrib.auth.mixins import PermissionRequiredMixin
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect, JsonResponse
+from django.shortcuts import redirect, render
 from django.urls import reverse, reverse_lazy
 from django.views.decorators.http import require_POST
 from django.views.generic import CreateView, DeleteView, DetailView, ListView, UpdateView
 
-from connectors import untrusted_json
-from connectors.lookup import ConnectorNotFound, all_connectors, get_connector_or_404
+from connectors import untrusted_json, validation
+from connectors.lookup import ConnectorNotFound, get_connector_or_404
+from connectors.models import Connector, Provider
 from connectors.outbound.execution import ConnectorUnavailable, connector_to_execute, execute
 from connectors.outbound.providers import default_test_body
 from connectors.outbound.record import ExecutionRecord
+from connectors.pages import connector_list
 from connectors.pages.forms import ConnectorForm
 from connectors.permissions import (
     ADD_CONNECTOR,
@@ -26,17 +31,74 @@ from connectors.permissions import (
     EXECUTE_CONNECTOR,
     VIEW_CONNECTOR,
 )
+from connectors.roles import permission_denied_message
 from usage.governance.consumption import connector_governance
 from usage.models import EventSource
 
 
-class ConnectorListView(PermissionRequiredMixin, ListView):
+class NamedPermissionMixin(PermissionRequiredMixin):
+    """A 403 that names the missing permission and the roles granting it (templates/403.html shows it)."""
+
+    def get_permission_denied_message(self):
+        return permission_denied_message(self.get_permission_required()[0])
+
+
+class ConnectorListView(NamedPermissionMixin, ListView):
+    """Search, provider filter, sort on every column, pages; usage per row from the rollups (pages/connector_list)."""
+
     permission_required = VIEW_CONNECTOR
     template_name = "connectors/connector_list.html"
-    context_object_name = "connectors"
+    context_object_name = "rows"
+    paginate_by = connector_list.PAGE_SIZE
 
     def get_queryset(self):
-        return all_connectors()
+        self.sort, self.descending = connector_list.parse_sort(self.request.GET.get("sort"))
+        return connector_list.connector_rows(
+            search=self.request.GET.get("q", "")[:200],
+            provider=self.request.GET.get("provider", ""),
+            sort=self.sort,
+            descending=self.descending,
+        )
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        connector_list.attach_last_executions(context["rows"])
+        keep = {name: self.request.GET[name] for name in ("q", "provider") if self.request.GET.get(name)}
+        context["columns"] = [
+            {
+                "key": key,
+                "label": label,
+                "sorted": "descending" if key == self.sort and self.descending else "ascending" if key == self.sort else "",
+                "url": "?" + urlencode({**keep, "sort": f"-{key}" if key == self.sort and not self.descending else key}),
+            }
+            for key, label in connector_list.SORT_COLUMNS.items()
+        ]
+        context["keep_query"] = urlencode({**keep, "sort": ("-" if self.descending else "") + self.sort})
+        context["providers"] = Provider.choices
+        context["search"] = self.request.GET.get("q", "")
+        context["provider"] = self.request.GET.get("provider", "")
+        context["has_connectors"] = bool(context["paginator"].count) or bool(keep)
+        return context
+
+
+@login_required
+@require_POST
+def bulk_delete(request):
+    """Two steps on one URL: the list's selection shows a confirmation page; its form (confirm=1) deletes."""
+    if not request.user.has_perm(DELETE_CONNECTOR):
+        raise PermissionDenied(permission_denied_message(DELETE_CONNECTOR))
+    ids = request.POST.getlist("ids")[:1000]
+    # Preconfigured connectors are not in the database, so they can never be selected here.
+    connectors = list(Connector.objects.filter(pk__in=ids).order_by("name"))
+    if not connectors:
+        messages.error(request, "Select the connectors to delete first.")
+        return redirect("connectors:list")
+    if request.POST.get("confirm") != "1":
+        return render(request, "connectors/connector_confirm_bulk_delete.html", {"connectors": connectors})
+    names = ", ".join(f"“{c.name}”" for c in connectors)
+    Connector.objects.filter(pk__in=[c.pk for c in connectors]).delete()
+    messages.success(request, f"Deleted {len(connectors)} connector{'s' if len(connectors) > 1 else ''}: {names}.")
+    return redirect("connectors:list")
 
 
 class ConnectorObjectMixin:
@@ -69,13 +131,33 @@ class ReportOutcomeMixin:
         return response
 
 
+class ConnectorFormPageMixin:
+    """What the create and edit pages add to the form: each provider's URL (a value, or for Azure a placeholder
+    with parts to fill in) and whether the API key is required (connector_form.js keeps both in step)."""
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        form = context["form"]
+        provider = form["provider"].value()
+        context["default_urls"] = {
+            "openai": validation.OPENAI_DEFAULT_URL,
+            "azure": validation.AZURE_DEPLOYMENTS_URL_PATTERN,
+            "other": validation.OTHER_DEFAULT_URL,
+        }
+        needs_key = provider in (Provider.OPENAI, Provider.AZURE) and not form.instance.has_api_key
+        context["api_key_required"] = "shown" if needs_key else "hidden"
+        if provider == Provider.AZURE:
+            form.fields["api_url"].widget.attrs["placeholder"] = validation.AZURE_DEPLOYMENTS_URL_PATTERN
+        return context
+
+
 class SaveAndTestMixin:
     def get_success_url(self):
         url = reverse("connectors:detail", args=[self.object.pk])
         return url + "?test=1#test" if "save_and_test" in self.request.POST else url
 
 
-class ConnectorCreateView(PermissionRequiredMixin, ReportOutcomeMixin, SaveAndTestMixin, CreateView):
+class ConnectorCreateView(NamedPermissionMixin, ConnectorFormPageMixin, ReportOutcomeMixin, SaveAndTestMixin, CreateView):
     permission_required = ADD_CONNECTOR
     form_class = ConnectorForm
     template_name = "connectors/connector_form.html"
@@ -86,7 +168,7 @@ class ConnectorCreateView(PermissionRequiredMixin, ReportOutcomeMixin, SaveAndTe
         return super().form_valid(form)
 
 
-class ConnectorDetailView(PermissionRequiredMixin, ConnectorObjectMixin, DetailView):
+class ConnectorDetailView(NamedPermissionMixin, ConnectorObjectMixin, DetailView):
     permission_required = VIEW_CONNECTOR
     template_name = "connectors/connector_detail.html"
     context_object_name = "connector"
@@ -105,7 +187,7 @@ class ConnectorDetailView(PermissionRequiredMixin, ConnectorObjectMixin, DetailV
 
 
 class ConnectorUpdateView(
-    PermissionRequiredMixin, StoredConnectorMixin, ReportOutcomeMixin, SaveAndTestMixin, UpdateView
+    NamedPermissionMixin, StoredConnectorMixin, ConnectorFormPageMixin, ReportOutcomeMixin, SaveAndTestMixin, UpdateView
 ):
     permission_required = CHANGE_CONNECTOR
     form_class = ConnectorForm
@@ -114,7 +196,7 @@ class ConnectorUpdateView(
     outcome = "saved"
 
 
-class ConnectorDeleteView(PermissionRequiredMixin, StoredConnectorMixin, ReportOutcomeMixin, DeleteView):
+class ConnectorDeleteView(NamedPermissionMixin, StoredConnectorMixin, ReportOutcomeMixin, DeleteView):
     permission_required = DELETE_CONNECTOR
     template_name = "connectors/connector_confirm_delete.html"
     context_object_name = "connector"

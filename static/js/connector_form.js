@@ -1,27 +1,38 @@
-// Show the fields that apply to the chosen provider and offer its default URL.
+// Show the fields that apply to the chosen provider, offer its default URL, and mark the API key as required
+// for the providers that need one.
 (function () {
   "use strict";
   const form = document.querySelector("[data-connector-form]");
   if (!form) return;
   const provider = form.querySelector("[name=provider]");
   const url = form.querySelector("[name=api_url]");
-  const defaults = {
+  const apiKey = form.querySelector("[name=api_key]");
+  const keyMarker = form.querySelector('[data-field="api_key"] [data-required-marker]');
+  // A usable URL is filled in; Azure's has parts only the user knows ({resource}, ...), so it is only a
+  // placeholder, and the server refuses a URL that still holds a {placeholder}.
+  const values = {
     "OpenAI": form.dataset.defaultUrlOpenai,
-    "Azure OpenAI": form.dataset.defaultUrlAzure,
     "Other": form.dataset.defaultUrlOther,
   };
-  const isDefault = (value) => !value || Object.values(defaults).includes(value);
+  const placeholders = {
+    "Azure OpenAI": form.dataset.placeholderUrlAzure,
+  };
+  const isDefault = (value) => !value || Object.values(values).includes(value);
   const show = (name, visible) => {
     const row = form.querySelector(`[data-field="${name}"]`);
     if (row) row.hidden = !visible;
   };
   function update(prefill) {
     const value = provider.value;
-    if (prefill && isDefault(url.value.trim())) url.value = defaults[value] || "";
+    if (prefill && isDefault(url.value.trim())) url.value = values[value] || "";
+    url.placeholder = placeholders[value] || values[value] || "";
     const azureDeployments = value === "Azure OpenAI" && /\/openai\/deployments\//.test(url.value);
     show("default_model", !azureDeployments);
     show("organization_id", value === "OpenAI");
     show("project_id", value === "OpenAI");
+    const keyRequired = form.dataset.hasApiKey !== "true" && (value === "OpenAI" || value === "Azure OpenAI");
+    if (keyMarker) keyMarker.hidden = !keyRequired;
+    if (apiKey) apiKey.setAttribute("aria-required", keyRequired ? "true" : "false");
   }
   provider.addEventListener("change", () => update(true));
   url.addEventListener("input", () => update(false));

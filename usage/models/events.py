@@ -117,6 +117,11 @@ class ExecutionEvent(models.Model):
         indexes = [
             # The raw-event CSV export and the admin: one connector, a time range, newest first.
             models.Index(fields=["connector_id", "timestamp"], name="event_connector_time"),
+            # The Logs tab's keyset pagination (usage/logs.py): one connector, a range, ORDER BY timestamp DESC,
+            # id DESC, the page after (timestamp, id) of the last row shown.
+            models.Index(fields=["connector_id", "timestamp", "id"], name="event_connector_time_id"),
+            # The same for a user who sees only their own calls (no usage.view_usage_dashboard).
+            models.Index(fields=["user", "connector_id", "timestamp", "id"], name="event_user_connector_time"),
             # prune_usage_events: everything older than a cut-off.
             models.Index(fields=["timestamp"], name="event_time"),
             # "My usage" (usage/my_usage.py): one user's events in a range, across connectors, grouped

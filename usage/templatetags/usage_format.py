@@ -37,3 +37,16 @@ def percent(value) -> str:
 def cost(nanos) -> str:
     """A cost in nanos of USAGE_CURRENCY as ``12.3456 USD`` (usage/governance/money.format_cost); — when none."""
     return format_cost(nanos, settings.USAGE_CURRENCY) or "—"
+
+
+@register.filter
+def ms1(value) -> str:
+    """A duration in milliseconds with one decimal (1.4409899999918707 -> 1.4 ms); — when there is none."""
+    if value is None or value == "":
+        return "—"
+    return f"{value:,.1f} ms"
+
+
+@register.filter
+def get_item(mapping: dict, key):
+    return mapping.get(key, "")

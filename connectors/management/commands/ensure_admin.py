@@ -8,6 +8,10 @@ from connectors.audit.commands import AuditedCommand
 class Command(AuditedCommand):
     help = "Create a superuser named 'admin' with a generated password when no user exists yet (used by `make run`)."
 
+    def add_arguments(self, parser):
+        # `make run` passes the HOST and PORT it serves on, so the message names the address that works.
+        parser.add_argument("--url", default="http://127.0.0.1:8000/", help="Where the app is served.")
+
     def handle(self, *args, **options):
         User = get_user_model()
         if User.objects.exists():
@@ -16,8 +20,8 @@ class Command(AuditedCommand):
         User.objects.create_superuser("admin", "", password)
         self.stdout.write(
             self.style.SUCCESS(
-                "Created the first account. Log in at http://127.0.0.1:8000/ with\n"
+                f"Created the first account. Log in at {options['url']} with\n"
                 f"    username: admin\n    password: {password}\n"
-                "This password is shown only now; change it at /admin/password_change/."
+                "This password is shown only now; change it at /accounts/password_change/."
             )
         )

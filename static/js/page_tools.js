@@ -1,0 +1,64 @@
+// Small behaviours of every page: copy buttons, and the usage permissions note that stays collapsed once a
+// viewer collapses it (remembered in this browser's localStorage, nothing is sent to the server).
+(function () {
+  "use strict";
+
+  function copyText(text) {
+    if (navigator.clipboard && window.isSecureContext) return navigator.clipboard.writeText(text);
+    // Plain http on another host than localhost: the older way, through a selection.
+    var area = document.createElement("textarea");
+    area.value = text;
+    area.setAttribute("readonly", "");
+    area.className = "visually-hidden";
+    document.body.appendChild(area);
+    area.select();
+    var done = document.execCommand("copy");
+    document.body.removeChild(area);
+    return done ? Promise.resolve() : Promise.reject(new Error("copy refused"));
+  }
+
+  function wireCopyButtons() {
+    document.querySelectorAll("[data-copy]").forEach(function (button) {
+      var label = button.textContent;
+      var status = document.createElement("span");
+      status.className = "copy-status";
+      status.setAttribute("role", "status");
+      button.insertAdjacentElement("afterend", status);
+      button.addEventListener("click", function () {
+        var source = document.querySelector(button.getAttribute("data-copy"));
+        if (!source) return;
+        copyText(source.textContent).then(
+          function () { status.textContent = "Copied"; button.setAttribute("data-copied", "true"); },
+          function () { status.textContent = "Copy failed: select the text and copy it by hand"; }
+        );
+        window.setTimeout(function () { status.textContent = ""; button.textContent = label; }, 4000);
+      });
+    });
+  }
+
+  var NOTE_KEY = "connectors-admin.role-note-collapsed";
+
+  function rememberRoleNote() {
+    var note = document.querySelector("[data-role-note]");
+    if (!note) return;
+    try {
+      if (window.localStorage.getItem(NOTE_KEY) === "true") note.open = false;
+      note.addEventListener("toggle", function () {
+        window.localStorage.setItem(NOTE_KEY, note.open ? "false" : "true");
+      });
+    } catch (error) {
+      // Storage disabled (private mode, a policy): the note simply opens every time.
+    }
+  }
+
+  function start() {
+    wireCopyButtons();
+    rememberRoleNote();
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", start);
+  } else {
+    start();
+  }
+})();

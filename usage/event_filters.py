@@ -1,0 +1,93 @@
+"""Filters on raw execution events, read from the query string: one definition for the Logs tab and events.csv.
+
+Query parameters (kept in every link of the Logs tab, so that a filtered view can be shared as a URL):
+
+- ``outcome``: ``success`` or ``failure``;
+- ``sub_action``: one of ``SUB_ACTIONS``;
+- ``user``: the user name recorded with the event;
+- ``model``: the model the provider reported, or the requested one when it reported none (as the rollups key it);
+- ``q``: words searched in the error message (case-insensitive substring).
+
+A user who may not see everyone's usage (no ``usage.view_usage_dashboard``) is limited to their own calls: the
+views pass ``only_user_id`` and the ``user`` parameter is then ignored.
+"""
+
+from dataclasses import dataclass, replace
+from urllib.parse import urlencode
+
+from django.db.models import Q, QuerySet
+
+from usage.models import Outcome
+
+# Kibana's sub-actions of the .gen-ai connector (docs/KIBANA.md), the only values recorded in sub_action.
+SUB_ACTIONS = ("run", "test", "invokeAI", "stream", "invokeStream")
+MAX_SEARCH_LENGTH = 200
+MAX_NAME_LENGTH = 255
+
+
+class InvalidFilter(ValueError):
+    """A filter value that cannot be used; the message names the parameter and is safe to show."""
+
+
+@dataclass(frozen=True)
+class EventFilters:
+    outcome: str = ""
+    sub_action: str = ""
+    user: str = ""
+    model: str = ""
+    q: str = ""
+    only_user_id: int | None = None
+
+    @classmethod
+    def from_params(cls, params, *, only_user_id: int | None = None) -> "EventFilters":
+        outcome = (params.get("outcome") or "").strip()
+        if outcome and outcome not in Outcome.values:
+            raise InvalidFilter(f"[outcome]: {outcome[:32]!r} is not an outcome; use success or failure.")
+        sub_action = (params.get("sub_action") or "").strip()
+        if sub_action and sub_action not in SUB_ACTIONS:
+            raise InvalidFilter(f"[sub_action]: {sub_action[:32]!r} is not a sub-action; use one of {', '.join(SUB_ACTIONS)}.")
+        user = "" if only_user_id is not None else (params.get("user") or "").strip()[:MAX_NAME_LENGTH]
+        return cls(
+            outcome=outcome,
+            sub_action=sub_action,
+            user=user,
+            model=(params.get("model") or "").strip()[:MAX_NAME_LENGTH],
+            q=(params.get("q") or "").strip()[:MAX_SEARCH_LENGTH],
+            only_user_id=only_user_id,
+        )
+
+    @property
+    def is_active(self) -> bool:
+        return any((self.outcome, self.sub_action, self.user, self.model, self.q))
+
+    @property
+    def rollups_can_count(self) -> bool:
+        """Whether the rollups (keyed by connector, hour, model, user and outcome) can count these events."""
+        return not (self.sub_action or self.q or self.only_user_id is not None)
+
+    def without_outcome(self) -> "EventFilters":
+        return replace(self, outcome="")
+
+    def apply(self, events: QuerySet) -> QuerySet:
+        if self.only_user_id is not None:
+            events = events.filter(user_id=self.only_user_id)
+        if self.outcome:
+            events = events.filter(outcome=self.outcome)
+        if self.sub_action:
+            events = events.filter(sub_action=self.sub_action)
+        if self.user:
+            events = events.filter(user_name=self.user)
+        if self.model:
+            events = events.filter(Q(response_model=self.model) | Q(response_model="", requested_model=self.model))
+        if self.q:
+            # A substring scan of the rows the other conditions and the range leave (see docs/PERFORMANCE.md,
+            # "Logs tab"); error messages are short and only failures have one.
+            events = events.filter(error_message__icontains=self.q)
+        return events
+
+    def query_params(self) -> dict[str, str]:
+        names = ("outcome", "sub_action", "user", "model", "q")
+        return {name: getattr(self, name) for name in names if getattr(self, name)}
+
+    def querystring(self) -> str:
+        return urlencode(self.query_params())

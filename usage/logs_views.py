@@ -1,0 +1,99 @@
+"""The Logs tab of a connector (/connectors/<id>/logs/) and one event's detail.
+
+Who sees what: anyone who may view connectors (``connectors.view_connector``) or usage
+(``usage.view_usage_dashboard``) opens the tab; only the latter see every user's calls, the others see their own
+(the page says so). The filters are usage.event_filters, the paging and counts usage.logs.
+"""
+
+from urllib.parse import urlencode
+
+from django.contrib.auth.decorators import login_required
+from django.http import Http404
+from django.shortcuts import render
+from django.urls import reverse
+
+from usage.access import logs_scope
+from usage.event_filters import SUB_ACTIONS, EventFilters, InvalidFilter
+from usage.logs import Cursor, InvalidCursor, find_event, log_page, outcome_counts
+from usage.models import Outcome
+from usage.queries import usage_breakdown
+from usage.ranges import InvalidRange, parse_range
+from usage.views import parse_range_or_default, range_context
+
+# How many users and models the filter fields suggest.
+SUGGESTIONS = 100
+
+
+def _suggestions(connector_id: str, usage_range, dimension: str) -> list[str]:
+    return [row.key for row in usage_breakdown(connector_id, usage_range, dimension)[:SUGGESTIONS] if row.key]
+
+
+@login_required
+def connector_logs(request, connector_id: str):
+    connector, only_user_id = logs_scope(request, connector_id)
+    errors = []
+    usage_range, range_error = parse_range_or_default(request)
+    try:
+        filters = EventFilters.from_params(request.GET, only_user_id=only_user_id)
+    except InvalidFilter as exc:
+        filters = EventFilters(only_user_id=only_user_id)
+        errors.append(str(exc))
+    before = after = None
+    try:
+        before = Cursor.decode(request.GET["before"]) if request.GET.get("before") else None
+        after = Cursor.decode(request.GET["after"]) if request.GET.get("after") and before is None else None
+    except InvalidCursor as exc:
+        errors.append(str(exc))
+    page = log_page(connector.id, usage_range, filters, before=before, after=after)
+    for event in page.events:
+        # Formatted here: the |date filter would convert back to the server's time zone.
+        event["local_time"] = usage_range.local(event["timestamp"]).strftime("%Y-%m-%d %H:%M:%S")
+    base = {**usage_range.query_params(), **filters.query_params()}
+    path = request.path
+    sees_everyone = only_user_id is None
+    context = {
+        **range_context(request, usage_range, keep=filters.query_params(), error=range_error),
+        "connector": connector,
+        "tab": "logs",
+        "page": page,
+        "filters": filters,
+        "errors": errors,
+        "sees_everyone": sees_everyone,
+        "counts": outcome_counts(connector.id, usage_range, filters),
+        "outcomes": Outcome.choices,
+        "sub_actions": SUB_ACTIONS,
+        "user_suggestions": _suggestions(connector.id, usage_range, "user_name") if sees_everyone else [],
+        "model_suggestions": _suggestions(connector.id, usage_range, "model") if sees_everyone else [],
+        "newest_url": f"{path}?{urlencode(base)}",
+        "newer_url": f"{path}?{urlencode({**base, 'after': page.newer.encode()})}" if page.newer else "",
+        "older_url": f"{path}?{urlencode({**base, 'before': page.older.encode()})}" if page.older else "",
+        "outcome_url": {
+            value: f"{path}?{urlencode({**base, 'outcome': value})}" for value in Outcome.values
+        },
+        "csv_url": reverse("usage:export_events_csv", args=[connector.id]) + "?" + urlencode(base),
+        "detail_query": urlencode(base),
+    }
+    return render(request, "usage/logs.html", context, status=400 if range_error or errors else 200)
+
+
+@login_required
+def log_event_detail(request, connector_id: str, event_id: int):
+    connector, only_user_id = logs_scope(request, connector_id)
+    event = find_event(connector.id, event_id, only_user_id=only_user_id)
+    if event is None:
+        raise Http404("No such event for this connector.")
+    try:
+        usage_range = parse_range(request.GET)
+    except InvalidRange:
+        usage_range = parse_range({})
+    back = reverse("connector_logs", args=[connector.id])
+    query = request.GET.urlencode()
+    context = {
+        "connector": connector,
+        "tab": "logs",
+        "event": event,
+        "local_time": usage_range.local(event.timestamp).strftime("%Y-%m-%d %H:%M:%S.%f"),
+        "tz_name": usage_range.tz_name,
+        "back_url": f"{back}?{query}" if query else back,
+    }
+    return render(request, "usage/log_event.html", context)
