@@ -142,11 +142,12 @@ def test_azure_urls_on_any_host_are_accepted(client, connector_admin, url):
     assert Connector.objects.get().provider == Provider.AZURE
 
 
-def test_a_default_model_typed_before_switching_to_an_azure_deployments_url_is_dropped(client, connector_admin):
+def test_an_azure_deployments_connector_keeps_its_default_model(client, connector_admin):
+    # Issue 11 changed this test (the form used to drop it): Kibana accepts and sends defaultModel for Azure.
     client.force_login(connector_admin)
     url = "https://res.openai.azure.com/openai/deployments/gpt4/chat/completions?api-version=2024-10-21"
     client.post(reverse("connectors:create"), form_data(provider="Azure OpenAI", api_url=url, default_model="gpt-4o"))
-    assert Connector.objects.get().default_model == ""
+    assert Connector.objects.get().default_model == "gpt-4o"
 
 
 def test_delete_asks_then_deletes(client, connector_admin, make_connector):
@@ -221,3 +222,14 @@ def test_each_change_is_reported_with_the_connectors_name(client, connector_admi
     deleted = client.post(reverse("connectors:delete", args=[connector.pk]), follow=True)
     assert "Connector “Renamed” deleted." in deleted.content.decode()
     assert not Connector.objects.filter(pk=connector.pk).exists()
+
+
+def test_an_azure_url_left_with_its_template_placeholders_is_refused_on_the_url_field(client, connector_admin):
+    # Issue 11: the form used to save such a URL unchanged; the message says which part to fill in.
+    client.force_login(connector_admin)
+    url = "https://{resource}.openai.azure.com/openai/deployments/{deployment}/chat/completions?api-version={version}"
+    response = client.post(reverse("connectors:create"), form_data(provider="Azure OpenAI", api_url=url))
+    assert response.status_code == 200
+    errors = response.context["form"].errors["api_url"]
+    assert errors == ["The URL still holds the placeholder {resource}: replace it with your Azure OpenAI resource name."]
+    assert not Connector.objects.exists()

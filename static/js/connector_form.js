@@ -18,10 +18,13 @@
   function update(prefill) {
     const value = provider.value;
     if (prefill && isDefault(url.value.trim())) url.value = defaults[value] || "";
-    const azureDeployments = value === "Azure OpenAI" && /\/openai\/deployments\//.test(url.value);
-    show("default_model", !azureDeployments);
     show("organization_id", value === "OpenAI");
     show("project_id", value === "OpenAI");
+    // Kibana's Other-only keys: TLS verification, native function calling, PKI for mutual TLS.
+    for (const name of ["verification_mode", "enable_native_function_calling", "certificate_file",
+                        "private_key_file", "ca_file", "remove_pki"]) {
+      show(name, value === "Other");
+    }
   }
   provider.addEventListener("change", () => update(true));
   url.addEventListener("input", () => update(false));
