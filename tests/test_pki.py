@@ -129,7 +129,7 @@ def test_pki_secrets_come_through_the_api_encrypted_and_never_come_back(client, 
     body = {"name": "mTLS", "connector_type_id": ".gen-ai", "secrets": secrets,
             "config": {"apiProvider": "Other", "apiUrl": mtls.url("ok"), "defaultModel": "m",
                        "verificationMode": "full"}}
-    auth = {"HTTP_AUTHORIZATION": basic_auth(connector_admin)}
+    auth = {"HTTP_AUTHORIZATION": basic_auth(connector_admin), "HTTP_KBN_XSRF": "true"}
     created = client.post("/api/actions/connector", body, content_type="application/json", **auth)
     assert created.status_code == 200, created.content
     connector = Connector.objects.get()
