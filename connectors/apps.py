@@ -1,4 +1,8 @@
+import logging
+
 from django.apps import AppConfig
+
+logger = logging.getLogger("connectors_admin.actions_config")
 
 
 class ConnectorsConfig(AppConfig):
@@ -18,3 +22,15 @@ class ConnectorsConfig(AppConfig):
         post_delete.connect(connector_cache.announce_change, sender=Connector, dispatch_uid="connector_cache_deleted")
         # Fail at start-up, not at first use, when a preconfigured connector in ACTIONS_CONFIG is invalid.
         preconfigured.preconfigured_connectors()
+        log_actions_config_notes()
+
+
+def log_actions_config_notes() -> None:
+    """Once per process: the kibana.yml keys ACTIONS_CONFIG ignored (by name only) and Kibana's start-up warnings."""
+    from django.conf import settings
+
+    config = settings.ACTIONS_CONFIG
+    if config.ignored_keys:
+        logger.info("ACTIONS_CONFIG: ignoring settings outside xpack.actions: %s", ", ".join(config.ignored_keys))
+    for warning in config.warnings:
+        logger.warning("ACTIONS_CONFIG: %s", warning)

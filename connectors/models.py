@@ -23,6 +23,14 @@ connector_id_validator = RegexValidator(
 )
 
 
+class VerificationMode(models.TextChoices):
+    """TLS verification towards an Other provider (Kibana's ``config.verificationMode``; docs/KIBANA.md 1.1)."""
+
+    FULL = "full", "full (certificate and host name)"
+    CERTIFICATE = "certificate", "certificate (not the host name)"
+    NONE = "none", "none (no verification)"
+
+
 class Provider(models.TextChoices):
     OPENAI = "OpenAI", "OpenAI"
     AZURE = "Azure OpenAI", "Azure OpenAI"
@@ -56,6 +64,18 @@ class Connector(AuditedSaveMixin, models.Model):
     organization_id = models.CharField("OpenAI organization id", max_length=255, blank=True)
     project_id = models.CharField("OpenAI project id", max_length=255, blank=True)
     encrypted_api_key = models.TextField(blank=True, editable=False)
+    # Kibana's config keys that callers read (docs/KIBANA.md 1.1): stored and returned, never put into requests.
+    context_window_length = models.PositiveIntegerField(null=True, blank=True)
+    temperature = models.FloatField(null=True, blank=True)
+    enable_native_function_calling = models.BooleanField(null=True, blank=True)
+    # Other provider only: TLS verification of the provider's certificate, and the PKI secrets for mutual TLS
+    # (base64 PEM as Kibana takes them), encrypted at rest like the API key and never shown again.
+    verification_mode = models.CharField(max_length=16, choices=VerificationMode.choices, blank=True)
+    encrypted_certificate_data = models.TextField(blank=True, editable=False)
+    encrypted_private_key_data = models.TextField(blank=True, editable=False)
+    encrypted_ca_data = models.TextField(blank=True, editable=False)
+    # Beyond Kibana (its open request #166561): the connector's own call timeout, used when the call names none.
+    timeout_ms = models.PositiveIntegerField("timeout (ms)", null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     created_by = models.ForeignKey(
@@ -65,6 +85,8 @@ class Connector(AuditedSaveMixin, models.Model):
     # Preconfigured connectors (ACTIONS_CONFIG) are unsaved instances with this set; see preconfigured.py, and
     # lookup.py for finding a connector of either kind by id.
     is_preconfigured = False
+    # Kibana's exposeConfig of a preconfigured connector: its config is returned by the API.
+    expose_config = False
 
     class Meta:
         ordering = ["name"]
@@ -73,25 +95,60 @@ class Connector(AuditedSaveMixin, models.Model):
     def __str__(self) -> str:
         return self.name
 
-    @property
-    def api_key(self) -> str:
+    def _decrypted(self, field_name: str) -> str:
         # Decrypted once per instance and encrypted value (Fernet costs ~5% of an execution's CPU otherwise).
-        encrypted = self.encrypted_api_key
+        encrypted = getattr(self, field_name)
         if not encrypted:
             return ""
-        memo = self.__dict__.get("_decrypted_api_key")
+        memo_key = f"_decrypted_{field_name}"
+        memo = self.__dict__.get(memo_key)
         if memo is None or memo[0] != encrypted:
-            memo = self.__dict__["_decrypted_api_key"] = (encrypted, decrypt_secret(encrypted))
+            memo = self.__dict__[memo_key] = (encrypted, decrypt_secret(encrypted))
         return memo[1]
+
+    @property
+    def api_key(self) -> str:
+        return self._decrypted("encrypted_api_key")
 
     def __getstate__(self):
         state = super().__getstate__()
-        state.pop("_decrypted_api_key", None)  # a pickled or copied connector never carries the plaintext key
+        # A pickled or copied connector never carries a plaintext secret.
+        for name in [key for key in state if key.startswith("_decrypted_")]:
+            state.pop(name)
         return state
 
     @api_key.setter
     def api_key(self, plaintext: str) -> None:
         self.encrypted_api_key = encrypt_secret(plaintext) if plaintext else ""
+
+    @property
+    def certificate_data(self) -> str:
+        return self._decrypted("encrypted_certificate_data")
+
+    @certificate_data.setter
+    def certificate_data(self, plaintext: str) -> None:
+        self.encrypted_certificate_data = encrypt_secret(plaintext) if plaintext else ""
+
+    @property
+    def private_key_data(self) -> str:
+        return self._decrypted("encrypted_private_key_data")
+
+    @private_key_data.setter
+    def private_key_data(self, plaintext: str) -> None:
+        self.encrypted_private_key_data = encrypt_secret(plaintext) if plaintext else ""
+
+    @property
+    def ca_data(self) -> str:
+        return self._decrypted("encrypted_ca_data")
+
+    @ca_data.setter
+    def ca_data(self, plaintext: str) -> None:
+        self.encrypted_ca_data = encrypt_secret(plaintext) if plaintext else ""
+
+    @property
+    def uses_pki(self) -> bool:
+        """Mutual TLS to an Other provider with the stored client certificate (docs/KIBANA.md 1.2)."""
+        return self.provider == Provider.OTHER and bool(self.encrypted_certificate_data)
 
     @property
     def has_api_key(self) -> bool:
@@ -129,17 +186,21 @@ class Connector(AuditedSaveMixin, models.Model):
             errors["api_url"] = url_problem
         if self.provider == Provider.OTHER and not self.default_model:
             errors["default_model"] = "A default model is required for an OpenAI-compatible server."
-        if (
-            self.provider == Provider.AZURE
-            and self.default_model
-            and not url_problem
-            and validation.is_azure_deployments_url(self.api_url)
-        ):
-            errors["default_model"] = (
-                "An Azure deployments URL names the model (its deployment); leave the default model empty."
-            )
         if self.provider != Provider.OPENAI and (self.organization_id or self.project_id):
             errors["organization_id"] = "Organization and project ids apply to OpenAI connectors only."
+        if self.provider != Provider.OTHER:
+            if self.verification_mode:
+                errors["verification_mode"] = "The verification mode applies to Other connectors only."
+            if self.enable_native_function_calling is not None:
+                errors["enable_native_function_calling"] = "Native function calling applies to Other connectors only."
+            if self.encrypted_certificate_data or self.encrypted_private_key_data or self.encrypted_ca_data:
+                errors["certificate_data"] = "PKI certificates apply to Other connectors only."
+        elif self.encrypted_certificate_data or self.encrypted_private_key_data or self.encrypted_ca_data:
+            pki_problem = validation.pki_secrets_error(self.certificate_data, self.private_key_data, self.ca_data)
+            if pki_problem:
+                errors["certificate_data"] = pki_problem
+        if self.temperature is not None and not 0 <= self.temperature <= 2:
+            errors["temperature"] = "The temperature is a number from 0 to 2."
         headers_problem = validation.headers_error(self.headers if self.headers is not None else {})
         if headers_problem:
             errors["headers"] = headers_problem
@@ -159,6 +220,16 @@ class Connector(AuditedSaveMixin, models.Model):
             config["organizationId"] = self.organization_id
         if self.project_id:
             config["projectId"] = self.project_id
+        if self.context_window_length is not None:
+            config["contextWindowLength"] = self.context_window_length
+        if self.temperature is not None:
+            config["temperature"] = self.temperature
+        if self.enable_native_function_calling is not None:
+            config["enableNativeFunctionCalling"] = self.enable_native_function_calling
+        if self.verification_mode:
+            config["verificationMode"] = self.verification_mode
+        if self.timeout_ms is not None:
+            config["timeout"] = self.timeout_ms
         return config
 
 

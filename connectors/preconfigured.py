@@ -5,19 +5,39 @@ from functools import lru_cache
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 
-from connectors.models import Connector
+from connectors.models import CONNECTOR_TYPE_ID, Connector
 from connectors.validation import api_key_error
 from connectors_admin.actions_config import ActionsConfig
 
 
 def preconfigured_connectors() -> dict[str, Connector]:
+    """The preconfigured ``.gen-ai`` connectors: the ones this app runs."""
     return _build(settings.ACTIONS_CONFIG)
+
+
+def preconfigured_of_other_types() -> dict[str, Connector]:
+    """Preconfigured connectors of other types (a kibana.yml's Slack or email connectors): listed by the API as
+    Kibana lists them, refused on execute (docs/KIBANA.md 5). Unsaved instances with only id, type and name."""
+    return _build_others(settings.ACTIONS_CONFIG)
+
+
+@lru_cache(maxsize=4)
+def _build_others(config: ActionsConfig) -> dict[str, Connector]:
+    connectors = {}
+    for connector_id, entry in config.preconfigured.items():
+        if entry["actionTypeId"] != CONNECTOR_TYPE_ID:
+            connector = Connector(id=connector_id, name=entry["name"], connector_type_id=entry["actionTypeId"])
+            connector.is_preconfigured = True
+            connectors[connector_id] = connector
+    return connectors
 
 
 @lru_cache(maxsize=4)
 def _build(config: ActionsConfig) -> dict[str, Connector]:
     connectors = {}
     for connector_id, entry in config.preconfigured.items():
+        if entry["actionTypeId"] != CONNECTOR_TYPE_ID:
+            continue
         cfg = entry["config"]
         connector = Connector(
             id=connector_id,
@@ -28,9 +48,19 @@ def _build(config: ActionsConfig) -> dict[str, Connector]:
             headers=cfg.get("headers") or {},
             organization_id=cfg.get("organizationId", "") or "",
             project_id=cfg.get("projectId", "") or "",
+            context_window_length=cfg.get("contextWindowLength"),
+            temperature=cfg.get("temperature"),
+            enable_native_function_calling=cfg.get("enableNativeFunctionCalling"),
+            verification_mode=cfg.get("verificationMode", "") or "",
+            timeout_ms=cfg.get("timeout"),
         )
-        connector.api_key = str(entry["secrets"].get("apiKey") or "")
+        secrets = entry["secrets"]
+        connector.api_key = str(secrets.get("apiKey") or "")
+        connector.certificate_data = str(secrets.get("certificateData") or "")
+        connector.private_key_data = str(secrets.get("privateKeyData") or "")
+        connector.ca_data = str(secrets.get("caData") or "")
         connector.is_preconfigured = True
+        connector.expose_config = entry["exposeConfig"]
         try:
             connector.clean_fields(exclude=["created_by"])
             connector.clean()

@@ -1,5 +1,7 @@
 """Rules for a connector's configuration, shared by the model (and so the forms) and the JSON API."""
 
+import base64
+import binascii
 import re
 from urllib.parse import parse_qs, urlsplit
 
@@ -10,16 +12,22 @@ AZURE_DEPLOYMENTS_URL_PATTERN = (
     "https://{resource}.openai.azure.com/openai/deployments/{deployment}/chat/completions?api-version={version}"
 )
 AZURE_V1_URL_PATTERN = "https://{resource}.openai.azure.com/openai/v1/chat/completions"
-OPENAI_DEFAULT_MODEL = "gpt-4o"
+OPENAI_DEFAULT_MODEL = "gpt-4.1"  # Kibana's DEFAULT_MODEL, stored at create/update (docs/KIBANA.md 1.1)
 # Offered by the create form for Other: Ollama's OpenAI-compatible endpoint on this machine.
 OTHER_DEFAULT_URL = "http://localhost:11434/v1/chat/completions"
 
 # RFC 9110 token characters; a header name outside them would be rejected (or worse, split) on the wire.
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_AZURE_DEPLOYMENTS_PATH = re.compile(r"^/openai/deployments/[^/]+/chat/completions/?$")
+# Anywhere in the path, so that API Management and proxy prefixes pass, as in Kibana (docs/KIBANA.md 4.8).
+_AZURE_DEPLOYMENTS_PATH = re.compile(
+    r"/openai/deployments/[^/]+/(?:chat/completions|completions|extensions/chat/completions)/?$"
+)
+_AZURE_V1_PATH = re.compile(r"/openai/v1/.+")
+# Hosts of Azure itself, which answer 404 to a deployments URL without api-version (an API Management gateway may
+# add the query itself, so other hosts are not held to it).
+_AZURE_HOST_SUFFIXES = (".openai.azure.com", ".cognitiveservices.azure.com", ".services.ai.azure.com")
 # Where a deployments URL names its deployment, wherever the path puts it (a gateway may prefix the path).
 _AZURE_DEPLOYMENT_SEGMENT = re.compile(r"/openai/deployments/(?P<deployment>[^/]+)/")
-_AZURE_V1_PATH = re.compile(r"^/openai/v1/.+")
 MAX_HEADERS = 50
 # Headers that belong to the connection, its framing or its routing, which the HTTP client sets itself: a
 # Content-Length or Transfer-Encoding of our own would desynchronise a pooled connection, Host would route around
@@ -44,7 +52,8 @@ PLACEHOLDER_HINTS = {
     "deployment": "your deployment name",
     "version": "an API version such as 2024-10-21",
 }
-_PLACEHOLDER = re.compile(r"\{([^{}/]*)\}")
+# A template part left in a URL: {resource}, or its URL-encoded form %7Bresource%7D.
+_PLACEHOLDER = re.compile(r"\{([^{}/]*)\}|%7B([^/%]*)%7D", re.IGNORECASE)
 
 
 def placeholder_error(url: str) -> str | None:
@@ -52,8 +61,8 @@ def placeholder_error(url: str) -> str | None:
     match = _PLACEHOLDER.search(url)
     if match is None:
         return None
-    part = match.group(1)
-    hint = PLACEHOLDER_HINTS.get(part, "its value")
+    part = match.group(1) if match.group(1) is not None else match.group(2)
+    hint = PLACEHOLDER_HINTS.get(part.lower(), "its value")
     return f"Replace {{{part}}} in the URL with {hint}."
 
 
@@ -83,7 +92,7 @@ def url_error(url: str) -> str | None:
 
 
 def is_azure_deployments_url(url: str) -> bool:
-    return bool(_AZURE_DEPLOYMENTS_PATH.match(urlsplit(url).path))
+    return bool(_AZURE_DEPLOYMENTS_PATH.search(urlsplit(url).path))
 
 
 def azure_deployment(url: str) -> str:
@@ -95,15 +104,19 @@ def azure_deployment(url: str) -> str:
 
 def azure_url_error(url: str) -> str | None:
     parts = urlsplit(url)
-    if _AZURE_DEPLOYMENTS_PATH.match(parts.path):
-        if not parse_qs(parts.query).get("api-version"):
+    on_azure = (parts.hostname or "").endswith(_AZURE_HOST_SUFFIXES)
+    if _AZURE_DEPLOYMENTS_PATH.search(parts.path):
+        if on_azure and not parse_qs(parts.query).get("api-version"):
             return f"An Azure deployments URL needs an api-version query: {AZURE_DEPLOYMENTS_URL_PATTERN}"
         return None
-    if _AZURE_V1_PATH.match(parts.path):
+    if _AZURE_V1_PATH.search(parts.path):
+        return None
+    # An API Management gateway or proxy may expose any path (Kibana posts to apiUrl as it is).
+    if not on_azure and parts.path.rstrip("/").endswith("/chat/completions"):
         return None
     return (
         "The Azure OpenAI URL must look like "
-        f"{AZURE_DEPLOYMENTS_URL_PATTERN} or {AZURE_V1_URL_PATTERN} (any host name)."
+        f"{AZURE_DEPLOYMENTS_URL_PATTERN} or {AZURE_V1_URL_PATTERN} (any host name, any path prefix)."
     )
 
 
@@ -156,3 +169,76 @@ def api_key_error(api_key: str) -> str | None:
     if any(char.isspace() or ord(char) < 32 or ord(char) == 127 for char in api_key):
         return "The API key cannot contain spaces, line breaks or control characters."
     return None
+
+
+# Kibana's connector-type validation sentences (docs/KIBANA.md 1.1, 6), for the API's error messages.
+CONFIG_ERROR_PREFIX = "error validating action type config: "
+SECRETS_ERROR_PREFIX = "error validating action type secrets: "
+
+
+def kibana_url_error(url: str) -> str | None:
+    """Kibana's ``configValidator`` verdict on ``apiUrl`` (URL shape, then allowedHosts), or None."""
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        return "Error configuring OpenAI action: Error: URL Error: Invalid URL"
+    if not parts.scheme or not parts.netloc:
+        return "Error configuring OpenAI action: Error: URL Error: Invalid URL"
+    if not parts.hostname:
+        return "Error configuring OpenAI action: Error: URL Error: URL must contain hostname"
+    if parts.scheme not in ("http", "https"):
+        return "Error configuring OpenAI action: Error: URL Error: Invalid protocol"
+    if not settings.ACTIONS_CONFIG.is_host_allowed(parts.hostname):
+        return (
+            f'Error configuring OpenAI action: Error: error validating url: target url "{url}" is not added to the '
+            "Kibana config xpack.actions.allowedHosts"
+        )
+    return None
+
+
+_PEM_FORMAT = 'Invalid {what} file format: The file must be a PEM-encoded {kind} beginning with {begins}.'
+_CERTIFICATE_BEGIN = '"-----BEGIN CERTIFICATE-----"'
+_KEY_BEGIN = '"-----BEGIN PRIVATE KEY-----" or "-----BEGIN RSA PRIVATE KEY-----"'
+
+
+def decode_pem(data: str) -> str:
+    """The PEM text of a base64-encoded secret (Kibana takes PKI material base64-encoded); "" if it is not base64."""
+    try:
+        return base64.b64decode(data.strip(), validate=False).decode("utf-8")
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return ""
+
+
+def pki_secrets_error(certificate_data: str, private_key_data: str, ca_data: str) -> str | None:
+    """Kibana's ``pkiSecretsValidator`` (docs/KIBANA.md 1.2): both parts present, each with the right PEM header.
+
+    As in Kibana only the headers are checked here; a certificate that does not load fails when it is used.
+    """
+    if not certificate_data:
+        return "Certificate data must be provided for PKI"
+    if not private_key_data:
+        return "Private key data must be provided for PKI"
+    if "-----BEGIN CERTIFICATE-----" not in decode_pem(certificate_data):
+        return _PEM_FORMAT.format(what="Certificate data", kind="certificate", begins=_CERTIFICATE_BEGIN)
+    key = decode_pem(private_key_data)
+    if "-----BEGIN PRIVATE KEY-----" not in key and "-----BEGIN RSA PRIVATE KEY-----" not in key:
+        return _PEM_FORMAT.format(what="Private key data", kind="private key", begins=_KEY_BEGIN)
+    if ca_data and "-----BEGIN CERTIFICATE-----" not in decode_pem(ca_data):
+        return _PEM_FORMAT.format(what="CA certificate data", kind="certificate", begins=_CERTIFICATE_BEGIN)
+    return None
+
+
+def schema_type_of(value: object) -> str:
+    """The type name Kibana's schema errors print for a JSON value (``but got [<type>]``)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "Array"
+    return "Object"

@@ -4,6 +4,10 @@ The keys are Kibana's ``xpack.actions.*`` keys, so a kibana.yml section can be c
 hold them at the top level, nested under ``xpack: {actions: ...}``, or as dotted keys
 (``xpack.actions.allowedHosts: [...]``, ``ssl.verificationMode: none``). This module has no Django imports so
 that settings.py can use it; a malformed file raises ``ActionsConfigError`` naming the key.
+
+A whole kibana.yml works too: keys outside ``xpack.actions`` (``server.*``, ``elasticsearch.*``, ``xpack.security.*``
+...) are ignored and listed, by name only, in ``ActionsConfig.ignored_keys``, which the connectors app logs once at
+INFO when it starts (their values may be secrets, so they are never read or logged).
 """
 
 from __future__ import annotations
@@ -29,9 +33,14 @@ class ActionsConfigError(ValueError):
 
 @dataclass(frozen=True)
 class TLSSettings:
+    """TLS towards one target. Certificate authorities, when given, replace the default trust store (as Node's ``ca``
+    option does in Kibana, docs/KIBANA.md 6.1); a client certificate and key (PEM) make it mutual TLS."""
+
     verification_mode: str = "full"
     certificate_authorities_files: tuple[str, ...] = ()
     certificate_authorities_data: str = ""
+    client_certificate: str = field(default="", repr=False)
+    client_key: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -42,9 +51,29 @@ class CustomHostSetting:
     ssl: TLSSettings
 
 
+def action_type_disabled_message(type_id: str) -> str:
+    """Kibana's ``ActionTypeDisabledError`` text (docs/KIBANA.md 3)."""
+    return f'action type "{type_id}" is not enabled in the Kibana config xpack.actions.enabledActionTypes'
+
+
+# Top-level sections of a kibana.yml (Kibana's settings reference) that mark a file as one even without xpack.*.
+KIBANA_SECTIONS = frozenset({
+    "server", "elasticsearch", "logging", "path", "pid", "i18n", "telemetry", "monitoring", "csp", "savedObjects",
+    "migrations", "uiSettings", "status", "ops", "map", "newsfeed", "home", "console", "data", "security",
+    "unifiedSearch", "execution_context", "node", "coreApp", "interactiveSetup", "vis_type_vega", "tileMap",
+    "regionmap", "timeline", "discover", "dashboard", "searchprofiler", "stack_connectors",
+})
+
+PROXY_HOSTS_WARNING = (
+    "The configurations xpack.actions.proxyBypassHosts and xpack.actions.proxyOnlyHosts can not be used at the same "
+    "time. The configuration xpack.actions.proxyOnlyHosts will be ignored."
+)
+
+
 @dataclass(frozen=True)
 class ActionsConfig:
     allowed_hosts: tuple[str, ...] = ("*",)
+    enabled_action_types: tuple[str, ...] = ("*",)
     proxy_url: str = ""
     proxy_headers: tuple[tuple[str, str], ...] = ()
     proxy_bypass_hosts: frozenset[str] = frozenset()
@@ -55,6 +84,12 @@ class ActionsConfig:
     max_response_content_length: int = DEFAULT_MAX_RESPONSE_BYTES
     response_timeout: float = DEFAULT_RESPONSE_TIMEOUT_SECONDS
     preconfigured: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)
+    # kibana.yml keys outside xpack.actions, by name, and Kibana's start-up warnings: logged once by the app.
+    ignored_keys: tuple[str, ...] = field(default=(), compare=False)
+    warnings: tuple[str, ...] = field(default=(), compare=False)
+
+    def is_action_type_enabled(self, type_id: str) -> bool:
+        return "*" in self.enabled_action_types or type_id in self.enabled_action_types
 
     def is_host_allowed(self, hostname: str) -> bool:
         return "*" in self.allowed_hosts or (hostname or "").lower() in self.allowed_hosts
@@ -98,11 +133,11 @@ def parse_actions_config(raw: Any) -> ActionsConfig:
     if not isinstance(raw, dict):
         raise ActionsConfigError("the file must hold a mapping of settings")
     tree = _expand_dotted_keys(raw)
-    if "xpack" in tree:
+    ignored: list[str] = []
+    kibana_yml = "xpack" in tree
+    if kibana_yml:
         xpack = _mapping(tree.pop("xpack"), "xpack")
-        others = sorted(set(xpack) - {"actions"})
-        if others:
-            raise ActionsConfigError(f"only xpack.actions settings belong here, not xpack.{others[0]}")
+        ignored += [f"xpack.{name}" for name in sorted(set(xpack) - {"actions"})]
         nested = _mapping(xpack.get("actions") or {}, "xpack.actions")
         both = sorted(set(tree) & set(nested))
         if both:
@@ -118,13 +153,21 @@ def parse_actions_config(raw: Any) -> ActionsConfig:
         "queued", "usage", "maxAttempts",
     }
     unknown = sorted(set(tree) - known)
-    if unknown:
+    # A kibana.yml (it has xpack.*, or Kibana's own top-level sections) keeps its other settings; the short form of
+    # this app's own file (actions keys at the top level) still refuses a misspelt key.
+    if unknown and (kibana_yml or set(unknown) <= KIBANA_SECTIONS):
+        ignored += unknown
+        tree = {key: value for key, value in tree.items() if key in known}
+    elif unknown:
         raise ActionsConfigError(f"unknown setting(s): {', '.join(unknown)}")
 
+    warnings: list[str] = []
     bypass = _host_set(tree.get("proxyBypassHosts"), "proxyBypassHosts")
     only = _host_set(tree.get("proxyOnlyHosts"), "proxyOnlyHosts")
     if bypass and only:
-        raise ActionsConfigError("proxyBypassHosts and proxyOnlyHosts cannot both be set")
+        # As Kibana's getValidatedConfig: a warning, and proxyBypassHosts wins (docs/KIBANA.md 6).
+        warnings.append(PROXY_HOSTS_WARNING)
+        only = frozenset()
     proxy_url = tree.get("proxyUrl") or ""
     if proxy_url:
         _check_url(proxy_url, "proxyUrl")
@@ -136,8 +179,10 @@ def parse_actions_config(raw: Any) -> ActionsConfig:
     verification_default = "none" if _flag(tree, "rejectUnauthorized") is False else "full"
     proxy_verification_default = "none" if _flag(tree, "proxyRejectUnauthorizedCertificates") is False else "full"
     verification_mode = _mode(ssl.get("verificationMode", verification_default), "ssl.verificationMode")
+    custom_hosts = _custom_host_settings(tree.get("customHostSettings") or [], warnings)
     return ActionsConfig(
         allowed_hosts=_allowed_hosts(tree.get("allowedHosts", ["*"])),
+        enabled_action_types=_action_types(tree.get("enabledActionTypes", ["*"])),
         proxy_url=proxy_url,
         proxy_headers=tuple(_header_map(tree.get("proxyHeaders") or {}, "proxyHeaders").items()),
         proxy_bypass_hosts=bypass,
@@ -146,13 +191,21 @@ def parse_actions_config(raw: Any) -> ActionsConfig:
         proxy_verification_mode=_mode(
             ssl.get("proxyVerificationMode", proxy_verification_default), "ssl.proxyVerificationMode"
         ),
-        custom_host_settings=_custom_host_settings(tree.get("customHostSettings") or [], verification_mode),
+        custom_host_settings=custom_hosts,
         max_response_content_length=parse_byte_size(
             tree.get("maxResponseContentLength", DEFAULT_MAX_RESPONSE_BYTES), "maxResponseContentLength"
         ),
         response_timeout=parse_duration_seconds(tree.get("responseTimeout", "60s"), "responseTimeout"),
         preconfigured=_preconfigured(tree.get("preconfigured") or {}),
+        ignored_keys=tuple(ignored),
+        warnings=tuple(warnings),
     )
+
+
+def _action_types(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        raise ActionsConfigError("enabledActionTypes must be a list of connector type ids such as .gen-ai or *")
+    return tuple(value)
 
 
 def parse_byte_size(value: Any, name: str) -> int:
@@ -274,9 +327,10 @@ def _check_url(value: Any, name: str) -> None:
         raise ActionsConfigError(f"{name} must be an http or https URL with a host, got {value!r}")
 
 
-def _custom_host_settings(value: Any, global_mode: str) -> tuple[CustomHostSetting, ...]:
-    """Each entry's ssl replaces the global ssl for its host; without its own verificationMode it keeps the global
-    one, as in Kibana (only the keys an entry sets override)."""
+def _custom_host_settings(value: Any, warnings: list[str]) -> tuple[CustomHostSetting, ...]:
+    """Each entry's ssl replaces the global ssl for its host, as in Kibana's axios_utils (docs/KIBANA.md 6.1): an
+    entry without its own verificationMode means ``full``, and its certificate authorities replace the default trust
+    store for that host. Entries for other protocols than https are ignored with Kibana's warning."""
     if not isinstance(value, list):
         raise ActionsConfigError("customHostSettings must be a list")
     settings = []
@@ -288,6 +342,12 @@ def _custom_host_settings(value: Any, global_mode: str) -> tuple[CustomHostSetti
             raise ActionsConfigError(f"unknown setting: {name}.{unknown[0]}")
         _check_url(entry.get("url"), f"{name}.url")
         parts = urlsplit(entry["url"])
+        if parts.scheme != "https":
+            warnings.append(
+                "In configuration xpack.actions.customHosts, unsupported protocol used in URL "
+                f'"{entry["url"]}", ignoring'
+            )
+            continue
         ssl = _mapping(entry.get("ssl") or {}, f"{name}.ssl")
         unknown = sorted(set(ssl) - {"verificationMode", "certificateAuthoritiesFiles", "certificateAuthoritiesData"})
         if unknown:
@@ -306,7 +366,7 @@ def _custom_host_settings(value: Any, global_mode: str) -> tuple[CustomHostSetti
             raise ActionsConfigError(f"{name}.ssl.certificateAuthoritiesData must hold PEM certificates")
         if data:
             _check_certificates(f"{name}.ssl.certificateAuthoritiesData", cadata=data)
-        mode = ssl.get("verificationMode", global_mode)
+        mode = ssl.get("verificationMode", "full")
         settings.append(
             CustomHostSetting(
                 scheme=parts.scheme,
@@ -337,11 +397,20 @@ def _preconfigured(value: Any) -> dict[str, dict[str, Any]]:
     for connector_id, entry in value.items():
         name = f"preconfigured.{connector_id}"
         entry = _mapping(entry, name)
-        if entry.get("actionTypeId") != ".gen-ai":
-            raise ActionsConfigError(f"{name}.actionTypeId must be .gen-ai")
+        if not isinstance(entry.get("actionTypeId"), str) or not entry["actionTypeId"]:
+            raise ActionsConfigError(f"{name}.actionTypeId is required")
+        if str(connector_id) in ("", "__proto__", "constructor"):
+            raise ActionsConfigError(f'invalid preconfigured action id "{connector_id}"')
         if not str(entry.get("name") or "").strip():
             raise ActionsConfigError(f"{name}.name is required")
+        unknown = sorted(set(entry) - {"actionTypeId", "name", "config", "secrets", "exposeConfig"})
+        if unknown:
+            raise ActionsConfigError(f"unknown setting: {name}.{unknown[0]}")
+        # Connectors of other types are listed by the API and refused on execute, as Kibana refuses a type it does
+        # not run (docs/KIBANA.md 5); only .gen-ai ones are validated and run.
         connectors[str(connector_id)] = {
+            "actionTypeId": entry["actionTypeId"],
+            "exposeConfig": entry.get("exposeConfig") is True,
             "name": str(entry["name"]),
             "config": _mapping(entry.get("config") or {}, f"{name}.config"),
             "secrets": _mapping(entry.get("secrets") or {}, f"{name}.secrets"),

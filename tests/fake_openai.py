@@ -201,6 +201,16 @@ class FakeOpenAI:
             writer.write(self._head(status, {"content-type": "application/json", "content-length": str(len(json.dumps(body))), **extra}, "Error"))
             writer.write(json.dumps(body).encode())
             return True
+        if scenario == "tool-call":  # an answer without text: the model calls a tool
+            message = {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}]}
+            body = {"id": "chatcmpl-tool", "object": "chat.completion", "model": "gpt-4o",
+                    "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+                    "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}}
+            return self._send(writer, 200, json.dumps(body).encode())
+        if scenario == "no-choices":  # neither text nor usage
+            return self._send(writer, 200, json.dumps({"id": "chatcmpl-empty", "object": "chat.completion",
+                                                       "choices": []}).encode())
         if scenario == "html":
             return self._send(writer, 200, b"<html><body><h1>Welcome to nginx!</h1></body></html>", "text/html")
         if scenario.startswith("big-"):

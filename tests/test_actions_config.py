@@ -190,8 +190,6 @@ def test_bad_durations_name_the_key(value):
 @pytest.mark.parametrize(
     "raw, message",
     [
-        ({"proxyUrl": "http://p:3128", "proxyBypassHosts": ["a"], "proxyOnlyHosts": ["b"]},
-         "proxyBypassHosts and proxyOnlyHosts cannot both be set"),
         ({"allowedHosts": "*"}, "allowedHosts must be a list of hostnames"),
         ({"allowedHosts": ["https://api.openai.com"]}, "allowedHosts takes hostnames without scheme or port"),
         ({"allowedHosts": ["api.openai.com:443"]}, "allowedHosts takes hostnames without scheme or port"),
@@ -218,11 +216,10 @@ def test_bad_durations_name_the_key(value):
         ({"customHostSettings": [{"url": "https://a", "ssl": {
             "certificateAuthoritiesData": "-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n"}}]},
          "customHostSettings[0].ssl.certificateAuthoritiesData holds no usable PEM certificate"),
-        ({"xpack": {"actions": {"allowedHosts": ["a"]}, "security": {}}}, "only xpack.actions settings belong here"),
         ({"allowedHosts": ["a"], "xpack.actions.allowedHosts": ["b"]}, "allowedHosts is set both at the top level"),
         ({"ssl.verificationMode": "none", "ssl": {"verificationMode": "full"}}, "setting ssl.verificationMode is given twice"),
         ({"rejectUnauthorized": "no"}, "rejectUnauthorized must be true or false"),
-        ({"preconfigured": {"x": {"name": "X", "actionTypeId": ".slack"}}}, "preconfigured.x.actionTypeId must be .gen-ai"),
+        ({"preconfigured": {"x": {"name": "X"}}}, "preconfigured.x.actionTypeId is required"),
         ([], "the file must hold a mapping of settings"),
     ],
 )
@@ -265,10 +262,8 @@ def start_django(actions_config: Path) -> subprocess.CompletedProcess:
     [
         ("xpack.actions.maxResponseContentLength: lots\n",
          "ImproperlyConfigured: ACTIONS_CONFIG: maxResponseContentLength must be a size such as 1mb, got 'lots'"),
-        ("xpack:\n  actions:\n    proxyUrl: http://p:3128\n    proxyBypassHosts: [a]\n    proxyOnlyHosts: [b]\n",
-         "ImproperlyConfigured: ACTIONS_CONFIG: proxyBypassHosts and proxyOnlyHosts cannot both be set"),
     ],
-    ids=["bad-size", "bypass-and-only"],
+    ids=["bad-size"],
 )
 def test_a_bad_file_stops_start_up_naming_the_key(tmp_path, text, message):
     path = tmp_path / "actions.yml"
@@ -286,11 +281,13 @@ def test_a_good_file_is_what_settings_hold(tmp_path):
     assert result.stdout.strip() == "('api.openai.com', 'localhost')"
 
 
-def test_a_host_entry_inherits_the_global_verification_mode_unless_it_sets_its_own():
+def test_a_host_entry_without_its_own_verification_mode_means_full_as_in_kibana():
+    # Issue 11 changed this from "inherits the global mode": Kibana's axios_utils recomputes rejectUnauthorized from
+    # the entry's own mode, so an entry without one is full (docs/KIBANA.md 6.1).
     config = parse_actions_config({"ssl": {"verificationMode": "none"}, "customHostSettings": [
-        {"url": "https://a.example"}, {"url": "https://b.example", "ssl": {"verificationMode": "full"}}]})
-    inherited, own = config.custom_host_settings
-    assert inherited.ssl.verification_mode == "none" and own.ssl.verification_mode == "full"
+        {"url": "https://a.example"}, {"url": "https://b.example", "ssl": {"verificationMode": "certificate"}}]})
+    unset, own = config.custom_host_settings
+    assert unset.ssl.verification_mode == "full" and own.ssl.verification_mode == "certificate"
 
 
 def test_the_example_file_in_docs_loads(tmp_path, ca):
@@ -299,3 +296,79 @@ def test_the_example_file_in_docs_loads(tmp_path, ca):
     config = load(tmp_path, text)
     assert "api.openai.com" in config.allowed_hosts and config.custom_host_settings
     assert config.preconfigured["shared-openai"]["config"]["apiProvider"] == "OpenAI"
+
+
+# --- issue 11: a whole kibana.yml as ACTIONS_CONFIG (docs/KIBANA.md 5, 6) ---
+
+KIBANA_YML = """
+server.port: 5601
+server.host: "0.0.0.0"
+elasticsearch.hosts: ["https://es:9200"]
+elasticsearch.password: "es-secret-password"
+xpack.security.encryptionKey: "a-very-secret-encryption-key-0123456789"
+xpack.actions.allowedHosts: ["api.openai.com"]
+xpack.actions.enabledActionTypes: [".gen-ai", ".slack"]
+xpack.actions.preconfigured:
+  team-slack:
+    name: Team Slack
+    actionTypeId: .slack
+    secrets:
+      webhookUrl: https://hooks.slack.com/services/XXX
+"""
+
+
+def test_a_real_kibana_yml_loads_and_lists_what_it_ignored_by_name(tmp_path):
+    config = load(tmp_path, KIBANA_YML)
+    assert config.allowed_hosts == ("api.openai.com",)
+    assert config.enabled_action_types == (".gen-ai", ".slack")
+    assert set(config.ignored_keys) == {"xpack.security", "server", "elasticsearch"}
+    assert config.preconfigured["team-slack"]["actionTypeId"] == ".slack"
+
+
+def test_kibana_sections_mark_a_file_as_kibana_yml_even_without_xpack():
+    config = parse_actions_config({"server": {"port": 5601}, "logging": {"root": {"level": "info"}}})
+    assert set(config.ignored_keys) == {"server", "logging"}
+
+
+def test_ignored_keys_are_logged_once_at_info_by_name_only(tmp_path):
+    path = tmp_path / "kibana.yml"
+    path.write_text(KIBANA_YML)
+    env = dict(os.environ, ACTIONS_CONFIG=str(path), ENV_FILE="", DEBUG="false",
+               SECRET_KEY="x" * 50, CONNECTORS_ENCRYPTION_KEYS="p6S0Bi6Mn5mDNjsC5nWxGZA0Y0pvjW2sJqHjeIuQoxo=")
+    code = (
+        "import logging; logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s %(message)s');"
+        "import django; django.setup()"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "ignoring settings outside xpack.actions" in line]
+    assert len(lines) == 1 and " INFO connectors_admin.actions_config " in lines[0]
+    assert "xpack.security" in lines[0] and "server" in lines[0] and "elasticsearch" in lines[0]
+    assert "es-secret-password" not in result.stderr and "a-very-secret-encryption-key" not in result.stderr
+
+
+def test_proxy_bypass_and_only_hosts_together_warn_and_bypass_wins_as_in_kibana():
+    config = parse_actions_config({"proxyUrl": "http://p:3128", "proxyBypassHosts": ["a"], "proxyOnlyHosts": ["b"]})
+    assert config.warnings == (
+        "The configurations xpack.actions.proxyBypassHosts and xpack.actions.proxyOnlyHosts can not be used at the "
+        "same time. The configuration xpack.actions.proxyOnlyHosts will be ignored.",
+    )
+    assert config.proxy_only_hosts == frozenset()
+    assert not config.uses_proxy_for("a") and config.uses_proxy_for("c")
+
+
+def test_an_http_custom_host_entry_is_ignored_with_kibanas_warning():
+    config = parse_actions_config({"customHostSettings": [{"url": "http://plain.example:8080"}]})
+    assert config.custom_host_settings == ()
+    assert config.warnings == (
+        'In configuration xpack.actions.customHosts, unsupported protocol used in URL "http://plain.example:8080", '
+        "ignoring",
+    )
+
+
+def test_enabled_action_types_default_to_everything_and_must_be_a_list():
+    assert parse_actions_config({}).is_action_type_enabled(".gen-ai")
+    config = parse_actions_config({"enabledActionTypes": [".slack"]})
+    assert not config.is_action_type_enabled(".gen-ai") and config.is_action_type_enabled(".slack")
+    with pytest.raises(ActionsConfigError, match="enabledActionTypes must be a list"):
+        parse_actions_config({"enabledActionTypes": ".gen-ai"})

@@ -70,7 +70,7 @@ def test_get_list_and_types(client, operator, make_connector):
     types = call(client, "GET", "/api/actions/connector_types", operator).json()
     assert types[0]["id"] == ".gen-ai" and types[0]["enabled"] is True
     assert {"id", "name", "enabled", "enabled_in_config", "enabled_in_license", "minimum_license_required",
-            "supported_feature_ids", "is_system_action_type"} == set(types[0])
+            "supported_feature_ids", "is_system_action_type", "source", "is_deprecated"} == set(types[0])
 
 
 def test_update_without_secrets_keeps_the_stored_key(client, connector_admin, make_connector):
@@ -109,23 +109,25 @@ def test_delete_is_204_then_404(client, connector_admin, make_connector):
 @pytest.mark.parametrize(
     "body, field",
     [
-        (create_body(name=""), "name"),
-        (create_body(name=5), "name"),
-        (create_body(connector_type_id=".slack"), "connector_type_id"),
-        (create_body(config={**CONFIG, "apiUrl": "ftp://x"}), "config.apiUrl"),
-        (create_body(config={**CONFIG, "apiUrl": 12}), "config.apiUrl"),
-        (create_body(config={**CONFIG, "apiProvider": "Anthropic"}), "config.apiProvider"),
-        (create_body(config={**CONFIG, "unknownKey": 1}), "config.unknownKey"),
-        (create_body(config={**CONFIG, "headers": {"bad header": "x"}}), "config.headers"),
-        (create_body(config={**CONFIG, "headers": {"X-Ok": 5}}), "config.headers"),
-        (create_body(config={"apiProvider": "Other", "apiUrl": "http://localhost:11434/v1/chat/completions"}), "config.defaultModel"),
-        (create_body(config={"apiProvider": "Azure OpenAI", "apiUrl": "https://x.openai.azure.com/nope"}), "config.apiUrl"),
-        (create_body(config={"apiProvider": "Azure OpenAI", "apiUrl": "https://x.openai.azure.com/openai/v1/chat/completions", "organizationId": "org"}), "config.organizationId"),
-        (create_body(secrets={}), "secrets.apiKey"),
-        (create_body(secrets={"apiKey": 5}), "secrets.apiKey"),
-        (create_body(secrets={"apiKey": "k", "other": "x"}), "secrets"),
-        (create_body(config="not an object"), "config"),
-        ({"name": "x"}, "connector_type_id"),
+        # Issue 11: the messages are Kibana's (docs/KIBANA.md 1.1, 1.2, 3); connector-type problems name the key
+        # inside config/secrets after "error validating action type config:/secrets:", as Kibana does.
+        (create_body(name=""), "request body.name"),
+        (create_body(name=5), "request body.name"),
+        (create_body(connector_type_id=".slack"), 'Action type ".slack" is not registered'),
+        (create_body(config={**CONFIG, "apiUrl": "ftp://x"}), "config: Error configuring OpenAI action: Error: URL Error: Invalid protocol"),
+        (create_body(config={**CONFIG, "apiUrl": 12}), "1.apiUrl]: expected value of type [string] but got [number]"),
+        (create_body(config={**CONFIG, "apiProvider": "Anthropic"}), "0.apiProvider]: expected value to equal [Azure OpenAI]"),
+        (create_body(config={**CONFIG, "unknownKey": 1}), "config: [unknownKey]"),
+        (create_body(config={**CONFIG, "headers": {"bad header": "x"}}), "config: [headers]"),
+        (create_body(config={**CONFIG, "headers": {"X-Ok": 5}}), "config: [headers]"),
+        (create_body(config={"apiProvider": "Other", "apiUrl": "http://localhost:11434/v1/chat/completions"}), "config: [defaultModel]"),
+        (create_body(config={"apiProvider": "Azure OpenAI", "apiUrl": "https://x.openai.azure.com/nope"}), "config: [apiUrl]"),
+        (create_body(config={"apiProvider": "Azure OpenAI", "apiUrl": "https://x.openai.azure.com/openai/v1/chat/completions", "organizationId": "org"}), "config: [organizationId]"),
+        (create_body(secrets={}), "secrets: [apiKey]: expected value of type [string] but got [undefined]"),
+        (create_body(secrets={"apiKey": 5}), "secrets: [apiKey]: expected value of type [string] but got [number]"),
+        (create_body(secrets={"apiKey": "k", "other": "x"}), "secrets: [other]: definition for this key is missing"),
+        (create_body(config="not an object"), "[request body.config]: expected value of type [object] but got [string]"),
+        ({"name": "x"}, "[request body.connector_type_id]: expected value of type [string] but got [undefined]"),
     ],
 )
 def test_validation_errors_are_400_and_name_the_field(client, connector_admin, body, field):
@@ -133,7 +135,7 @@ def test_validation_errors_are_400_and_name_the_field(client, connector_admin, b
     assert response.status_code == 400, response.content
     data = response.json()
     assert data["statusCode"] == 400 and data["error"] == "Bad Request"
-    assert f"[{field}" in data["message"] or f".{field}" in data["message"], data["message"]
+    assert field in data["message"], data["message"]
     assert SECRET not in response.content.decode()
     assert not Connector.objects.exists()
 
@@ -282,7 +284,7 @@ class TestPreconfigured:
     def test_cannot_be_updated_or_deleted(self, client, connector_admin, preconfigured):
         update = call(client, "PUT", "/api/actions/connector/shared-openai", connector_admin, {"name": "x", "config": CONFIG})
         assert update.status_code == 400
-        assert update.json()["message"] == "Preconfigured action shared-openai is not allowed to update."
+        assert update.json()["message"] == "Preconfigured action shared-openai can not be updated."
         delete = call(client, "DELETE", "/api/actions/connector/shared-openai", connector_admin)
         assert delete.status_code == 400
         assert delete.json()["message"] == "Preconfigured action shared-openai is not allowed to delete."
@@ -306,4 +308,5 @@ def test_an_api_key_that_cannot_go_in_a_header_is_refused(client, connector_admi
     response = client.post("/api/actions/connector", body, content_type="application/json",
                            HTTP_KBN_XSRF="true", HTTP_AUTHORIZATION=basic_auth(connector_admin))
     assert response.status_code == 400
-    assert "[secrets.apiKey]" in response.json()["message"] and bad_key not in response.json()["message"]
+    message = response.json()["message"]
+    assert message.startswith("error validating action type secrets: [apiKey]: ") and bad_key not in message

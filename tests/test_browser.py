@@ -32,7 +32,9 @@ def test_an_admin_logs_in_creates_a_connector_and_sees_it_listed(page, live_serv
     assert not page.console_errors
 
 
-def test_the_azure_choice_hides_the_model_for_deployment_urls(page, live_server, connector_admin):
+def test_the_provider_choice_shows_the_fields_that_apply(page, live_server, connector_admin):
+    # Issue 11 changed this test: Azure keeps the default model (Kibana sends it behind API Management and proxies),
+    # and the Other-only keys (verification mode, PKI files) show for Other only.
     log_in(page, live_server, connector_admin)
     page.goto(f"{live_server.url}/connectors/new/")
     page.select_option("#id_provider", "Azure OpenAI")
@@ -45,6 +47,10 @@ def test_the_azure_choice_hides_the_model_for_deployment_urls(page, live_server,
     page.fill("#id_api_url", "https://res.openai.azure.com/openai/v1/chat/completions")
     page.dispatch_event("#id_api_url", "input")
     assert page.is_visible("#id_default_model")
+    assert page.is_hidden("#id_verification_mode") and page.is_hidden("#id_certificate_file")
+    page.select_option("#id_provider", "Other")
+    assert page.is_visible("#id_verification_mode") and page.is_visible("#id_certificate_file")
+    assert page.is_visible("#id_timeout_ms") and page.is_visible("#id_temperature")
 
 
 def test_the_test_tab_runs_and_shows_the_response_or_the_error(page, live_server, operator, make_connector, fake_openai):

@@ -143,11 +143,12 @@ def test_azure_urls_on_any_host_are_accepted(client, connector_admin, url):
     assert Connector.objects.get().provider == Provider.AZURE
 
 
-def test_a_default_model_typed_before_switching_to_an_azure_deployments_url_is_dropped(client, connector_admin):
+def test_an_azure_deployments_connector_keeps_its_default_model(client, connector_admin):
+    # Issue 11 changed this test (the form used to drop it): Kibana accepts and sends defaultModel for Azure.
     client.force_login(connector_admin)
     url = "https://res.openai.azure.com/openai/deployments/gpt4/chat/completions?api-version=2024-10-21"
     client.post(reverse("connectors:create"), form_data(provider="Azure OpenAI", api_url=url, default_model="gpt-4o"))
-    assert Connector.objects.get().default_model == ""
+    assert Connector.objects.get().default_model == "gpt-4o"
 
 
 def test_delete_asks_then_deletes(client, connector_admin, make_connector):

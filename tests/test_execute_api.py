@@ -65,14 +65,49 @@ def test_invoke_ai_returns_the_trimmed_message_and_usage(client, operator, make_
     assert sent["temperature"] == 0.2 and sent["stop"] == ["END"] and "tools" not in sent
 
 
+def test_invoke_ai_forwards_every_param_kibana_forwards(client, operator, make_connector, fake_openai):
+    # Issue 11 (docs/KIBANA.md 4.5): everything but signal, timeout and telemetryMetadata goes into the body.
+    connector = make_connector(api_url=fake_openai.url("ok"))
+    functions = [{"name": "lookup", "parameters": {"type": "object"}}]
+    params = {"params": {"subAction": "invokeAI", "subActionParams": {
+        "messages": [{"role": "user", "content": "ping"}], "n": 1, "functions": functions,
+        "function_call": "auto", "model": "gpt-4o-mini", "response_format": {"type": "text"}, "timeout": 30000,
+        "telemetryMetadata": {"pluginId": "security"}, "signal": {}}}}
+    assert execute(client, operator, connector, params).json()["status"] == "ok"
+    sent = fake_openai.requests[-1].json()
+    assert sent["n"] == 1 and sent["functions"] == functions and sent["function_call"] == "auto"
+    assert sent["model"] == "gpt-4o-mini" and sent["response_format"] == {"type": "text"}
+    assert not {"timeout", "telemetryMetadata", "signal"} & set(sent)
+
+
+@pytest.mark.parametrize(
+    "scenario, usage",
+    [("tool-call", {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}),
+     ("no-choices", {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0})],
+)
+def test_invoke_ai_without_text_answers_kibanas_unrecognized_format(client, operator, make_connector, fake_openai,
+                                                                    scenario, usage):
+    connector = make_connector(api_url=fake_openai.url(scenario))
+    params = {"params": {"subAction": "invokeAI", "subActionParams": {"messages": [{"role": "user", "content": "x"}]}}}
+    envelope = execute(client, operator, connector, params).json()
+    assert envelope == {"status": "ok", "connector_id": connector.pk, "data": {
+        "message": "An error occurred sending your message. \n\nAPI Error: The response from OpenAI was in an "
+                   "unrecognized format.",
+        "usage": usage}}
+
+
 def test_an_unknown_sub_action_is_an_error_envelope(client, operator, make_connector, fake_openai):
     connector = make_connector(api_url=fake_openai.url("ok"))
     envelope = execute(client, operator, connector, {"params": {"subAction": "dance", "subActionParams": {}}}).json()
+    # Issue 11 changed this test: Kibana throws it while running (retry true, framework), and "Connector name" is the
+    # connector type's name, OpenAI (docs/KIBANA.md 4.2, 4.3).
     assert envelope == {
         "status": "error",
         "connector_id": connector.pk,
-        "message": f'Sub action "dance" is not registered. Connector id: {connector.pk}. Connector name: {connector.name}. Connector type: .gen-ai',
-        "retry": False,
+        "message": "an error occurred while running the action",
+        "service_message": f'Sub action "dance" is not registered. Connector id: {connector.pk}. Connector name: OpenAI. Connector type: .gen-ai',
+        "retry": True,
+        "errorSource": "framework",
     }
     assert not fake_openai.requests
     event = ExecutionEvent.objects.get()
@@ -82,29 +117,54 @@ def test_an_unknown_sub_action_is_an_error_envelope(client, operator, make_conne
 @pytest.mark.parametrize(
     "params, fragment",
     [
-        ({"subAction": "run", "subActionParams": {}}, "[subActionParams.body]: expected value of type [string] but got [undefined]"),
-        ({"subAction": "run", "subActionParams": {"body": 5}}, "[subActionParams.body]: expected value of type [string] but got [number]"),
-        ({"subAction": "run", "subActionParams": {"body": "{not json"}}, "body is not valid JSON"),
-        ({"subAction": "run", "subActionParams": {"body": "[1]"}}, "body must be a JSON object"),
-        ({"subAction": "run", "subActionParams": {"body": "{}", "timeout": -1}}, "[subActionParams.timeout]"),
-        ({"subAction": "invokeAI", "subActionParams": {"messages": []}}, "[subActionParams.messages]"),
-        ({"subAction": "invokeAI", "subActionParams": {"messages": ["hi"]}}, "[subActionParams.messages.0]"),
-        ({"subAction": "invokeAI", "subActionParams": {"messages": [{"role": "user", "content": "x"}], "temperature": "hot"}}, "[subActionParams.temperature]"),
-        ({"subActionParams": {}}, "[subAction]"),
-        ({"subAction": "run", "subActionParams": "x"}, "[subActionParams]"),
+        ({"subActionParams": {}}, "[subAction]: expected value of type [string] but got [undefined]"),
+        ({"subAction": 5}, "[subAction]: expected value of type [string] but got [number]"),
+        ({"subAction": "run", "subActionParams": "x"}, "[subActionParams]: expected value of type [object] but got [string]"),
     ],
 )
-def test_invalid_params_are_an_error_envelope_and_recorded(client, operator, make_connector, fake_openai, params, fragment):
+def test_invalid_top_level_params_are_a_user_error_not_retried(client, operator, make_connector, fake_openai, params,
+                                                                fragment):
+    # Kibana's params validation of a sub-action connector (docs/KIBANA.md 4.2): message, retry false, user.
     connector = make_connector(api_url=fake_openai.url("ok"))
     response = execute(client, operator, connector, {"params": params})
     assert response.status_code == 200
     envelope = response.json()
-    assert envelope["status"] == "error" and envelope["retry"] is False
-    assert envelope["message"].startswith("error validating action params: ")
-    assert fragment in envelope["message"]
+    assert envelope == {"status": "error", "connector_id": connector.pk, "retry": False, "errorSource": "user",
+                        "message": f"error validating action params: {fragment}"}
     assert not fake_openai.requests
     event = ExecutionEvent.objects.get()
-    assert event.outcome == "failure" and fragment in event.error_message
+    assert event.outcome == "failure" and event.error_message == envelope["message"]
+
+
+@pytest.mark.parametrize(
+    "params, fragment",
+    [
+        ({"subAction": "run", "subActionParams": {}}, "[body]: expected value of type [string] but got [undefined]"),
+        ({"subAction": "run", "subActionParams": {"body": 5}}, "[body]: expected value of type [string] but got [number]"),
+        ({"subAction": "run", "subActionParams": {"body": "{not json"}}, "[body]: body is not valid JSON"),
+        ({"subAction": "run", "subActionParams": {"body": "[1]"}}, "[body]: body must be a JSON object"),
+        ({"subAction": "run", "subActionParams": {"body": "{}", "timeout": -1}}, "[timeout]"),
+        ({"subAction": "run", "subActionParams": {"body": "{}", "timeout": "soon"}}, "[timeout]: expected value of type [number] but got [string]"),
+        ({"subAction": "run", "subActionParams": {"body": "{}", "extra": 1}}, "[extra]: definition for this key is missing"),
+        ({"subAction": "invokeAI", "subActionParams": {"messages": []}}, "[messages]"),
+        ({"subAction": "invokeAI", "subActionParams": {"messages": ["hi"]}}, "[messages.0]"),
+        ({"subAction": "invokeAI", "subActionParams": {"messages": [{"role": "user", "content": "x"}], "temperature": "hot"}}, "[temperature]"),
+    ],
+)
+def test_invalid_params_are_an_error_envelope_and_recorded(client, operator, make_connector, fake_openai, params, fragment):
+    # Issue 11 changed this test: a sub-action's own params fail "Request validation failed (...)", thrown while
+    # running in Kibana (retry true), tagged as a user error (docs/KIBANA.md 4.3).
+    connector = make_connector(api_url=fake_openai.url("ok"))
+    response = execute(client, operator, connector, {"params": params})
+    assert response.status_code == 200
+    envelope = response.json()
+    assert envelope["status"] == "error" and envelope["retry"] is True and envelope["errorSource"] == "user"
+    assert envelope["message"] == "an error occurred while running the action"
+    assert envelope["service_message"].startswith("Request validation failed (Error: ")
+    assert fragment in envelope["service_message"]
+    assert not fake_openai.requests
+    event = ExecutionEvent.objects.get()
+    assert event.outcome == "failure" and event.error_message == envelope["service_message"]
 
 
 @pytest.mark.parametrize("raw", ["not json", "[]", "{}", '{"params": "run"}'])
@@ -175,9 +235,9 @@ class TestTestTab:
         client.force_login(operator)
         payload = client.post(f"/connectors/{connector.pk}/test/", json.dumps({"body": "{oops"}),
                               content_type="application/json").json()
-        assert payload["status"] == "error" and "not valid JSON" in payload["message"]
+        assert payload["status"] == "error" and "not valid JSON" in payload["service_message"]
         assert not fake_openai.requests
-        assert ExecutionEvent.objects.get().error_message == payload["message"]
+        assert ExecutionEvent.objects.get().error_message == payload["service_message"]
 
     def test_a_request_without_a_body_field_is_400_and_recorded_with_its_message(self, client, operator,
                                                                                   make_connector, fake_openai):

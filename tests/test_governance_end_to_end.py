@@ -32,7 +32,7 @@ def test_a_keyed_call_shows_its_cost_on_my_usage_the_budgets_page_and_the_dashbo
     connector = make_connector(name="Metered", api_url=fake_openai.url("ok"))
     # A negotiated price (it beats the shipped list price) of one currency unit per input token and two per output
     # token: the cost is easy to check from the event.
-    Price.objects.create(model_pattern="gpt-4o", valid_from=dt.date(2020, 1, 1), input_per_million=Decimal("1000000"),
+    Price.objects.create(model_pattern="gpt-4*", valid_from=dt.date(2020, 1, 1), input_per_million=Decimal("1000000"),
                          output_per_million=Decimal("2000000"), connector_id=connector.pk)
     key, plaintext = create_api_key(operator, "batch job")
     Budget.objects.create(name="Batch job money", scope="api_key", api_key=key, unit="cost", amount=Decimal("1000"))

@@ -78,14 +78,26 @@ def test_azure_sends_the_key_as_api_key_to_a_deployments_url(make_connector, azu
     assert event.requested_model == "gpt-4o-prod"
 
 
+def test_an_azure_default_model_goes_into_a_body_without_one_behind_api_management(make_connector, azure, caplog):
+    # Issue 11: the newest Kibana injects defaultModel for Azure (API Management and proxies route on it), and the
+    # deployments path may sit behind a gateway prefix (docs/KIBANA.md 4.8).
+    url = f"{azure.base_url}/gateway/team-a/openai/deployments/gpt-4o-prod/chat/completions?api-version=2024-10-21"
+    connector = make_connector(provider=Provider.AZURE, api_url=url, api_key=SECRET, default_model="gpt-4o")
+    execution = run(connector)
+    assert execution.envelope["status"] == "ok", execution.envelope
+    assert received(azure).json()["model"] == "gpt-4o"
+    assert run(connector, {**HELLO, "model": "o3-mini"}).envelope["status"] == "ok"
+    assert azure.requests[-1].json()["model"] == "o3-mini"
+
+
 def test_an_azure_server_rejects_a_bearer_token_with_its_own_error(make_connector, azure, caplog):
     url = f"{azure.base_url}/openai/deployments/gpt-4o-prod/chat/completions?api-version=2024-10-21"
     connector = make_connector(provider=Provider.OPENAI, api_url=url, api_key=SECRET)
     execution = run(connector)
     assert execution.envelope["service_message"] == (
-        "Status code: 401. Message: API Error: Unauthorized - Access denied due to missing api-key"
+        "Status code: 401. Message: Unauthorized API Error - Access denied due to missing api-key"
     )
-    assert execution.envelope["retry"] is False
+    assert execution.envelope["retry"] is True  # Kibana: every error thrown while running (issue 11)
     event = assert_recorded_once(execution, caplog, outcome="failure")
     assert event.upstream_status == 401
 
@@ -128,7 +140,7 @@ def test_no_organization_headers_when_none_are_configured(make_connector, fake_o
     [
         ("gpt-4o-mini", None, "gpt-4o-mini"),
         ("gpt-4o-mini", "o3-mini", "o3-mini"),
-        ("", None, "gpt-4o"),  # OpenAI's own default applies
+        ("", None, "gpt-4.1"),  # Kibana's default (issue 11; was gpt-4o)
     ],
 )
 def test_the_default_model_is_inserted_only_when_the_body_has_none(make_connector, fake_openai, default_model,

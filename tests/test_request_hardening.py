@@ -106,7 +106,7 @@ def test_framing_and_routing_headers_are_refused_by_the_api(client, connector_ad
                            HTTP_KBN_XSRF="true", HTTP_AUTHORIZATION=basic_auth(connector_admin))
     assert response.status_code == 400
     message = response.json()["message"]
-    assert message.startswith("error validating connector: [config.headers]: The header ") and name in message
+    assert message.startswith("error validating action type config: [headers]: The header ") and name in message
     assert not Connector.objects.exists()
 
 
@@ -118,7 +118,7 @@ def test_control_characters_and_invalid_names_are_refused_by_the_api(client, con
     body = {**CREATE, "config": {**CREATE["config"], "headers": headers}}
     response = client.post("/api/actions/connector", json.dumps(body), content_type="application/json",
                            HTTP_KBN_XSRF="true", HTTP_AUTHORIZATION=basic_auth(connector_admin))
-    assert response.status_code == 400 and "[config.headers]" in response.json()["message"]
+    assert response.status_code == 400 and "config: [headers]" in response.json()["message"]
     assert named in response.json()["message"]
     assert not Connector.objects.exists()
 

@@ -59,13 +59,13 @@ def test_rotation_reencrypts_under_the_newest_key(make_connector, settings, caps
     assert connector.api_key == SECRET  # old ciphertext still readable during the rotation
 
     call_command("rotate_connector_keys")
-    assert "Re-encrypted 1 key(s); 0 already used the newest key." in capsys.readouterr().out
+    assert "Re-encrypted 1 secret(s); 0 already used the newest key." in capsys.readouterr().out
     connector.refresh_from_db()
     assert connector.encrypted_api_key != old_ciphertext
     assert Fernet(new_key).decrypt(connector.encrypted_api_key.encode()).decode() == SECRET
 
     call_command("rotate_connector_keys")
-    assert "Re-encrypted 0 key(s); 1 already used the newest key." in capsys.readouterr().out
+    assert "Re-encrypted 0 secret(s); 1 already used the newest key." in capsys.readouterr().out
 
     settings.CONNECTORS_ENCRYPTION_KEYS = [new_key]  # the old key can now be dropped
     connector.refresh_from_db()

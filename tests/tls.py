@@ -27,10 +27,22 @@ class ServerCertificate:
     cert_file: Path
     key_file: Path
 
-    def server_context(self) -> ssl.SSLContext:
+    def server_context(self, *, require_client_certificate_from: CertificateAuthority | None = None) -> ssl.SSLContext:
+        """The server's TLS context; with a CA, the server requires a client certificate that CA signed (mutual TLS)."""
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(self.cert_file, self.key_file)
+        if require_client_certificate_from is not None:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(cadata=require_client_certificate_from.pem)
         return context
+
+    @property
+    def pem(self) -> str:
+        return self.cert_file.read_text()
+
+    @property
+    def key_pem(self) -> str:
+        return self.key_file.read_text()
 
 
 class CertificateAuthority:
@@ -64,7 +76,11 @@ class CertificateAuthority:
         self.cert_file = folder / f"{common_name.replace(' ', '-')}.pem"
         self.cert_file.write_text(self.pem)
 
-    def issue(self, *names: str, stem: str = "server") -> ServerCertificate:
+    def issue_client(self, common_name: str = "connectors-admin client", stem: str = "client") -> ServerCertificate:
+        """A client certificate (for mutual TLS), signed by this CA; same shape as a server certificate's files."""
+        return self.issue(common_name, stem=stem, usage=x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH)
+
+    def issue(self, *names: str, stem: str = "server", usage=None) -> ServerCertificate:
         """A server certificate for DNS names and IP addresses (the first name is also the common name)."""
         key = ec.generate_private_key(ec.SECP256R1())
         alt_names: list[x509.GeneralName] = []
@@ -84,7 +100,9 @@ class CertificateAuthority:
             .not_valid_after(now + datetime.timedelta(days=1))
             .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(
+                x509.ExtendedKeyUsage([usage or x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+            )
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False
             )

@@ -4,137 +4,95 @@ The routes, bodies and error messages follow docs/KIBANA.md, 'HTTP routes'.
 """
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.http import HttpResponse, JsonResponse
 
+from connectors import lookup
+from connectors.api.connector_body import apply_payload, body_type_error
 from connectors.api.endpoint import KIBANA_ERRORS, ApiError, json_endpoint, json_object_body, read_json_body
 from connectors.lookup import all_connectors, get_connector_or_404
 from connectors.models import CONNECTOR_TYPE_ID, CONNECTOR_TYPE_NAME, Connector, Provider, connector_id_validator
 from connectors.outbound.envelopes import failure_envelope
-from connectors.outbound.execution import ConnectorUnavailable, connector_to_execute, execute, wants_stream
+from connectors.outbound.execution import ConnectorUnavailable, connector_to_execute, execute
 from connectors.outbound.record import ExecutionRecord
 from connectors.outbound.streaming import sse_response, start_execute_stream
+from connectors.outbound.sub_actions import wants_stream
 from connectors.permissions import ADD_CONNECTOR, CHANGE_CONNECTOR, DELETE_CONNECTOR, EXECUTE_CONNECTOR, VIEW_CONNECTOR
-from connectors.preconfigured import preconfigured_connectors
-from connectors.validation import api_key_error
+from connectors.preconfigured import preconfigured_connectors, preconfigured_of_other_types
+from connectors.validation import schema_type_of
+from connectors_admin.actions_config import action_type_disabled_message
 from usage.models import EventSource
 
 RETRY_AFTER_OUTAGE_SECONDS = 5  # suggested to callers when the connector cannot be read (database outage)
 
-# Model field -> the name a Kibana client uses, for error messages.
-API_FIELD_NAMES = {
-    "id": "id",
-    "name": "name",
-    "provider": "config.apiProvider",
-    "api_url": "config.apiUrl",
-    "default_model": "config.defaultModel",
-    "headers": "config.headers",
-    "organization_id": "config.organizationId",
-    "project_id": "config.projectId",
-    "api_key": "secrets.apiKey",
-}
-CONFIG_FIELDS = {
-    "apiProvider": "provider",
-    "apiUrl": "api_url",
-    "defaultModel": "default_model",
-    "headers": "headers",
-    "organizationId": "organization_id",
-    "projectId": "project_id",
-}
-
-CONNECTOR_TYPE = {
-    "id": CONNECTOR_TYPE_ID,
-    "name": CONNECTOR_TYPE_NAME,
-    "enabled": True,
-    "enabled_in_config": True,
-    "enabled_in_license": True,
-    "minimum_license_required": "enterprise",
-    "supported_feature_ids": [
-        "generativeAIForSecuritySolution",
-        "generativeAIForObservability",
-        "generativeAIForSearchPlayground",
-    ],
-    "is_system_action_type": False,
-}
+FEATURE_IDS = ["generativeAIForSecurity", "generativeAIForObservability", "generativeAIForSearchPlayground"]
 
 
-def connector_json(connector: Connector, *, with_references: bool = False) -> dict:
-    data = {
-        "id": str(connector.pk),
-        "name": connector.name,
+def connector_type_json() -> dict:
+    """The ``.gen-ai`` entry of ``connector_types`` (docs/KIBANA.md 3), enabled as ``enabledActionTypes`` says."""
+    enabled = settings.ACTIONS_CONFIG.is_action_type_enabled(CONNECTOR_TYPE_ID)
+    return {
+        "id": CONNECTOR_TYPE_ID,
+        "name": CONNECTOR_TYPE_NAME,
+        "enabled": enabled,
+        "enabled_in_config": enabled,
+        "enabled_in_license": True,
+        "minimum_license_required": "enterprise",
+        "supported_feature_ids": list(FEATURE_IDS),
+        "is_system_action_type": False,
+        "source": "stack",
+        "is_deprecated": False,
+    }
+
+
+def connector_json(connector: Connector, *, with_references: bool = False, created: bool = False) -> dict:
+    """Kibana's connector response transform (docs/KIBANA.md 2).
+
+    Preconfigured connectors come without ``config`` and ``is_missing_secrets`` (unless ``exposeConfig``), as in
+    Kibana. A create response has no ``is_connector_type_deprecated`` (Kibana's integration test deep-equals it
+    without the key).
+    """
+    data = {"id": str(connector.pk), "name": connector.name}
+    if not connector.is_preconfigured or connector.expose_config:
+        data["config"] = connector.kibana_config()
+    data.update({
         "connector_type_id": connector.connector_type_id,
-        "config": connector.kibana_config(),
         "is_preconfigured": connector.is_preconfigured,
         "is_deprecated": False,
-        "is_missing_secrets": connector.provider != Provider.OTHER and not connector.has_api_key,
         "is_system_action": False,
-    }
+    })
+    if not connector.is_preconfigured:
+        data["is_missing_secrets"] = (
+            connector.provider != Provider.OTHER and not connector.has_api_key and not connector.uses_pki
+        )
+    if not created:
+        data["is_connector_type_deprecated"] = False
     if with_references:
         data["referenced_by_count"] = 0
     return data
 
 
-def apply_payload(connector: Connector, body: dict, *, creating: bool) -> None:
-    """Copy a Kibana-shaped body onto ``connector``; ApiError(400) for anything malformed."""
-    allowed = {"name", "config", "secrets"} | ({"connector_type_id"} if creating else {"connector_type_id", "id"})
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise ApiError(400, f"[request body.{unknown[0]}]: definition for this key is missing")
-    type_id = body.get("connector_type_id", CONNECTOR_TYPE_ID if not creating else None)
-    if type_id != CONNECTOR_TYPE_ID:
-        if creating:
-            raise ApiError(400, f'[request body.connector_type_id]: expected "{CONNECTOR_TYPE_ID}", got {type_id!r}')
-        raise ApiError(400, "[request body.connector_type_id]: the connector type cannot be changed")
-    if not isinstance(body.get("name"), str):
-        raise ApiError(400, "[request body.name]: expected value of type [string]")
-    config = body.get("config")
-    if not isinstance(config, dict):
-        raise ApiError(400, "[request body.config]: expected value of type [object]")
-    unknown = sorted(set(config) - set(CONFIG_FIELDS))
-    if unknown:
-        raise ApiError(400, f"[request body.config.{unknown[0]}]: definition for this key is missing")
-    if config.get("apiProvider") not in Provider.values:
-        raise ApiError(
-            400, f"[request body.config.apiProvider]: expected one of {', '.join(Provider.values)}"
-        )
-    for key in ("apiUrl", "defaultModel", "organizationId", "projectId"):
-        if config.get(key) is not None and not isinstance(config[key], str):
-            raise ApiError(400, f"[request body.config.{key}]: expected value of type [string]")
-    if not isinstance(config.get("apiUrl"), str):
-        raise ApiError(400, "[request body.config.apiUrl]: expected value of type [string]")
-    secrets = body.get("secrets", {} if not creating else None)
-    if secrets is None:
-        secrets = {}
-    if not isinstance(secrets, dict) or (set(secrets) - {"apiKey"}):
-        raise ApiError(400, "[request body.secrets]: expected an object with only apiKey")
-    if secrets.get("apiKey") is not None and not isinstance(secrets["apiKey"], str):
-        raise ApiError(400, "[request body.secrets.apiKey]: expected value of type [string]")
-    key_problem = api_key_error(secrets["apiKey"]) if secrets.get("apiKey") else None
-    if key_problem:
-        raise ApiError(400, f"error validating connector: [secrets.apiKey]: {key_problem}")
+def ensure_type_enabled(type_id: str = CONNECTOR_TYPE_ID) -> None:
+    """Kibana's ``ensureActionTypeEnabled``: 403 when ``enabledActionTypes`` leaves the type out."""
+    if not settings.ACTIONS_CONFIG.is_action_type_enabled(type_id):
+        raise ApiError(403, action_type_disabled_message(type_id))
 
-    connector.name = body["name"]
-    for key, field in CONFIG_FIELDS.items():
-        value = config.get(key)
-        setattr(connector, field, (value if value is not None else ({} if field == "headers" else "")))
-    if secrets.get("apiKey"):
-        connector.api_key = secrets["apiKey"]
-    try:
-        connector.full_clean(exclude=["created_by"], validate_unique=False)
-    except ValidationError as exc:
-        field, messages = next(iter(exc.message_dict.items()))
-        name = API_FIELD_NAMES.get(field, field)
-        raise ApiError(400, f"error validating connector: [{name}]: {' '.join(messages)}") from None
+
+def _find_any_type(connector_id: str) -> Connector | None:
+    """``lookup.find``, and the preconfigured connectors of other types, which the API lists as Kibana does."""
+    return preconfigured_of_other_types().get(connector_id) or lookup.find(connector_id)
 
 
 def _create(user, body: dict, connector_id: str | None) -> Connector:
-    if connector_id and connector_id in preconfigured_connectors():
+    if connector_id and (connector_id in preconfigured_connectors() or connector_id in preconfigured_of_other_types()):
         raise ApiError(400, f"This {connector_id} already exists in a preconfigured action.")
     connector = Connector(created_by=user)
     if connector_id:
         connector.pk = connector_id
     apply_payload(connector, body, creating=True)
+    ensure_type_enabled()
     try:
         with transaction.atomic():
             connector.save(force_insert=True)
@@ -144,16 +102,17 @@ def _create(user, body: dict, connector_id: str | None) -> Connector:
 
 
 def _update(user, connector_id: str, body: dict) -> Connector:
-    connector = get_connector_or_404(user, connector_id, CHANGE_CONNECTOR)
+    connector = get_connector_or_404(user, connector_id, CHANGE_CONNECTOR, find=_find_any_type)
     if connector.is_preconfigured:
-        raise ApiError(400, f"Preconfigured action {connector_id} is not allowed to update.")
+        raise ApiError(400, f"Preconfigured action {connector_id} can not be updated.")
     apply_payload(connector, body, creating=False)
+    ensure_type_enabled()
     connector.save()
     return connector
 
 
 def _delete(user, connector_id: str) -> None:
-    connector = get_connector_or_404(user, connector_id, DELETE_CONNECTOR)
+    connector = get_connector_or_404(user, connector_id, DELETE_CONNECTOR, find=_find_any_type)
     if connector.is_preconfigured:
         raise ApiError(400, f"Preconfigured action {connector_id} is not allowed to delete.")
     connector.delete()
@@ -163,7 +122,7 @@ def _delete(user, connector_id: str) -> None:
 async def create_connector(request):
     body = json_object_body(request)
     connector = await sync_to_async(_create)(request.user, body, None)
-    return JsonResponse(connector_json(connector))
+    return JsonResponse(connector_json(connector, created=True))
 
 
 @json_endpoint(
@@ -175,7 +134,7 @@ async def connector_detail(request, connector_id: str):
             raise ApiError(400, "[id]: an id is 1 to 64 letters, digits, '-', '_' or '.'")
         body = json_object_body(request)
         connector = await sync_to_async(_create)(request.user, body, connector_id)
-        return JsonResponse(connector_json(connector))
+        return JsonResponse(connector_json(connector, created=True))
     if request.method == "PUT":
         body = json_object_body(request)
         connector = await sync_to_async(_update)(request.user, connector_id, body)
@@ -183,7 +142,8 @@ async def connector_detail(request, connector_id: str):
     if request.method == "DELETE":
         await sync_to_async(_delete)(request.user, connector_id)
         return HttpResponse(status=204)
-    connector = await sync_to_async(get_connector_or_404)(request.user, connector_id, VIEW_CONNECTOR)
+    connector = await sync_to_async(get_connector_or_404)(request.user, connector_id, VIEW_CONNECTOR,
+                                                          find=_find_any_type)
     return JsonResponse(connector_json(connector))
 
 
@@ -198,29 +158,43 @@ def _valid_id(connector_id: str) -> bool:
 @json_endpoint({"GET": VIEW_CONNECTOR})
 async def list_connectors(request):
     connectors = await sync_to_async(all_connectors)()
+    others = sorted(preconfigured_of_other_types().values(), key=lambda c: c.name.lower())
+    connectors = others + connectors
     return JsonResponse([connector_json(c, with_references=True) for c in connectors], safe=False)
 
 
 @json_endpoint({"GET": None})
 async def connector_types(request):
-    return JsonResponse([CONNECTOR_TYPE], safe=False)
+    feature_id = request.GET.get("feature_id")
+    types = [connector_type_json()] if not feature_id or feature_id in FEATURE_IDS else []
+    return JsonResponse(types, safe=False)
 
 
 @json_endpoint({"POST": EXECUTE_CONNECTOR})
 async def execute_connector(request, connector_id: str):
+    other_type = preconfigured_of_other_types().get(connector_id)
+    if other_type is not None and request.user.has_perm(EXECUTE_CONNECTOR):
+        await _refuse(request, other_type, _not_executable(other_type))
     try:
         connector = await connector_to_execute(request, connector_id, EXECUTE_CONNECTOR, source=EventSource.API,
                                                request_bytes=_declared_length(request))
     except ConnectorUnavailable as exc:
         # The envelope with retry: true, as HTTP 503 so that clients and proxies see a temporary failure.
-        response = JsonResponse(failure_envelope(connector_id, str(exc), retry=True), status=503)
+        response = JsonResponse(failure_envelope(connector_id, str(exc)), status=503)
         response["Retry-After"] = str(RETRY_AFTER_OUTAGE_SECONDS)
         return response
+    if not connector.is_preconfigured and not settings.ACTIONS_CONFIG.is_action_type_enabled(CONNECTOR_TYPE_ID):
+        # Kibana's isActionExecutable: preconfigured connectors run whatever enabledActionTypes says.
+        await _refuse(request, connector, ApiError(403, action_type_disabled_message(CONNECTOR_TYPE_ID)))
     try:
         # Kibana accepts lone surrogates in strings; they become U+FFFD here (connectors/untrusted_json.py).
         body = read_json_body(request, replace_lone_surrogates=True)
-        if not isinstance(body, dict) or not isinstance(body.get("params"), dict):
-            raise ApiError(400, "[request body.params]: expected value of type [object]")
+        if not isinstance(body, dict):
+            # @kbn/config-schema's sentence for a body that is not an object.
+            raise ApiError(400, f"[request body]: expected a plain object value, but found [{schema_type_of(body)}] "
+                                "instead.")
+        if not isinstance(body.get("params"), dict):
+            raise body_type_error("params", "object", body.get("params"), "params" in body)
     except ApiError as exc:
         # Still an execution attempt: record it with the reason the caller is told (HTTP 400 outside the envelope,
         # as Kibana answers it).
@@ -238,6 +212,22 @@ async def execute_connector(request, connector_id: str):
         connector, body["params"], user=request.user, source=EventSource.API, request_bytes=_declared_length(request)
     )
     return JsonResponse(execution.envelope)
+
+
+def _not_executable(connector: Connector) -> ApiError:
+    """A preconfigured connector of a type this app does not run: Kibana's message for a type it has not registered
+    (400), or the enabledActionTypes one (403) when the list leaves the type out (docs/KIBANA.md 5)."""
+    if not settings.ACTIONS_CONFIG.is_action_type_enabled(connector.connector_type_id):
+        return ApiError(403, action_type_disabled_message(connector.connector_type_id))
+    return ApiError(400, f'Action type "{connector.connector_type_id}" is not registered.')
+
+
+async def _refuse(request, connector: Connector, error: ApiError) -> None:
+    """Refused before it ran, still an execution attempt: recorded once, then answered as Kibana answers it."""
+    record = ExecutionRecord(connector, user=request.user, source=EventSource.API, sub_action="",
+                             request_bytes=_declared_length(request))
+    await record.rejected(error.message)
+    raise error
 
 
 def _declared_length(request) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse, JsonResponse
 
@@ -23,13 +24,14 @@ from connectors.outbound.execution import (
     ConnectorUnavailable,
     connector_to_execute,
     execute_passthrough,
-    model_error,
     passed_headers,
 )
 from connectors.outbound.record import ExecutionRecord
 from connectors.outbound.streaming import StreamFailure, StreamingExecution, sse_response
+from connectors.outbound.sub_actions import model_error
 from connectors.outbound.upstream_errors import scrub_secret
 from connectors.permissions import EXECUTE_CONNECTOR
+from connectors_admin.actions_config import action_type_disabled_message
 from usage.models import EventSource
 
 openai_error = OPENAI_ERRORS.response
@@ -48,6 +50,18 @@ def _unavailable(exc: ConnectorUnavailable) -> JsonResponse:
     return response
 
 
+async def _type_disabled(request, connector: Connector) -> JsonResponse | None:
+    """ACTIONS_CONFIG's enabledActionTypes leaves .gen-ai out: refused (and recorded) as on _execute
+    (docs/KIBANA.md 3); preconfigured connectors still run, as in Kibana."""
+    if connector.is_preconfigured or settings.ACTIONS_CONFIG.is_action_type_enabled(connector.connector_type_id):
+        return None
+    message = action_type_disabled_message(connector.connector_type_id)
+    record = ExecutionRecord(connector, user=request.user, source=EventSource.OPENAI_API, sub_action="run",
+                             request_bytes=_declared_length(request))
+    await record.rejected(message)
+    return openai_error(403, message, error_type="permission_error", code="connector_type_disabled")
+
+
 def _declared_length(request) -> int:
     value = request.headers.get("Content-Length", "")
     return int(value) if value.isdigit() else 0
@@ -59,6 +73,9 @@ async def chat_completions(request, connector_id: str):
         connector = await _connector(request, connector_id, executing=True)
     except ConnectorUnavailable as exc:
         return _unavailable(exc)
+    refusal = await _type_disabled(request, connector)
+    if refusal is not None:
+        return refusal
     try:
         raw = request.body
     except RequestDataTooBig:
@@ -74,7 +91,7 @@ async def chat_completions(request, connector_id: str):
     if stream:
         execution = StreamingExecution(connector, user=request.user, source=EventSource.OPENAI_API, sub_action="stream",
                                        request_bytes=request_bytes, openai_caller=True)
-        if await execution.start(body):
+        if await execution.start(body, timeout_ms=connector.timeout_ms):
             return sse_response(execution.relay())
         return _stream_failure_response(execution.failure, connector)
     result = await execute_passthrough(connector, body, user=request.user, source=EventSource.OPENAI_API,

@@ -76,7 +76,11 @@ SPEC = {
             }
         },
         "/api/actions/connector_types": {
-            "get": {"summary": "The connector types", "responses": {"200": _json({"type": "array", "items": {"type": "object"}})}}
+            "get": {
+                "summary": "The connector types",
+                "parameters": [{"name": "feature_id", "in": "query", "required": False, "schema": {"type": "string"}}],
+                "responses": {"200": _json({"type": "array", "items": {"type": "object"}})},
+            }
         },
         "/api/actions/connector/{id}/_execute": {
             "parameters": [_ID],
@@ -148,11 +152,25 @@ SPEC = {
                     "apiUrl": {"type": "string"},
                     "defaultModel": {"type": "string"},
                     "headers": {"type": "object", "additionalProperties": {"type": "string"}},
-                    "organizationId": {"type": "string"},
-                    "projectId": {"type": "string"},
+                    "organizationId": {"type": "string", "description": "OpenAI only"},
+                    "projectId": {"type": "string", "description": "OpenAI only"},
+                    "contextWindowLength": {"type": "number", "description": "Stored for the applications that read it"},
+                    "temperature": {"type": "number", "description": "Stored for the applications that read it"},
+                    "enableNativeFunctionCalling": {"type": "boolean", "description": "Other only"},
+                    "verificationMode": {"type": "string", "enum": ["full", "certificate", "none"], "description": "Other only: TLS verification; enables PKI"},
+                    "timeout": {"type": "integer", "description": "This app's addition: the call timeout (ms) when a call names none"},
                 },
             },
-            "Secrets": {"type": "object", "additionalProperties": False, "properties": {"apiKey": {"type": "string", "writeOnly": True}}},
+            "Secrets": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "apiKey": {"type": "string", "writeOnly": True},
+                    "certificateData": {"type": "string", "writeOnly": True, "description": "Other only: base64 PEM client certificate"},
+                    "privateKeyData": {"type": "string", "writeOnly": True, "description": "Other only: base64 PEM private key"},
+                    "caData": {"type": "string", "writeOnly": True, "description": "Other only: base64 PEM CA certificate"},
+                },
+            },
             "CreateConnector": {
                 "type": "object",
                 "required": ["name", "connector_type_id", "config"],
@@ -183,6 +201,7 @@ SPEC = {
                     "is_deprecated": {"type": "boolean"},
                     "is_missing_secrets": {"type": "boolean"},
                     "is_system_action": {"type": "boolean"},
+                    "is_connector_type_deprecated": {"type": "boolean", "description": "Absent from create responses"},
                     "referenced_by_count": {"type": "integer"},
                 },
             },
@@ -209,7 +228,8 @@ SPEC = {
                     "data": {},
                     "message": {"type": "string"},
                     "service_message": {"type": "string"},
-                    "retry": {"type": "boolean", "nullable": True},
+                    "retry": {"type": "boolean", "description": "false for invalid params or config, true for any error while running"},
+                    "errorSource": {"type": "string", "enum": ["user", "framework"]},
                     "retry_after": {"type": "number", "description": "Seconds, from the provider's retry-after"},
                 },
             },

@@ -14,23 +14,33 @@ from typing import Any
 
 from django.db import InterfaceError, OperationalError
 
-from connectors import untrusted_json
 from connectors.crypto import SecretUnavailable
 from connectors.lookup import aget_connector_or_404
-from connectors.models import CONNECTOR_TYPE_ID, Connector
+from connectors.models import Connector
 from connectors.outbound import transport
-from connectors.outbound.envelopes import failure_envelope, ok_envelope, refusal_envelope, rejection_envelope
+from connectors.outbound.envelopes import (
+    config_error_envelope,
+    failure_envelope,
+    ok_envelope,
+    refusal_envelope,
+    rejection_envelope,
+)
 from connectors.outbound.providers import build_upstream_request
 from connectors.outbound.record import ExecutionRecord, complete_despite_hangup
-from connectors.outbound.upstream_errors import not_json_message, upstream_error
+from connectors.outbound.sub_actions import ParamsError, SubActionError, call_timeout_for, parse_params
+from connectors.outbound.upstream_errors import not_json_message, unexpected_error_message, upstream_error
+from connectors.validation import CONFIG_ERROR_PREFIX, kibana_url_error
 from usage.governance.admission import Refusal
 from usage.models import ExecutionEvent, UsageSource
 from usage.observability.execution import note_response
 
 DATABASE_UNAVAILABLE = "The connector could not be read: the database is unavailable. Retry later."
-RUN_SUB_ACTIONS = ("run", "test")
-INVOKE_FIELDS = ("model", "temperature", "stop", "tools", "tool_choice", "response_format")
 INTERNAL_ERROR = "internal error"
+# Kibana's invokeAI answer when the provider's first choice has no text (openai.ts, docs/KIBANA.md 4.5).
+UNRECOGNIZED_FORMAT = (
+    "An error occurred sending your message. \n\nAPI Error: The response from OpenAI was in an unrecognized format."
+)
+ZERO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
 
 logger = logging.getLogger(__name__)
 
@@ -60,10 +70,6 @@ async def connector_to_execute(request_or_user, connector_id: str, permission: s
         raise ConnectorUnavailable(DATABASE_UNAVAILABLE) from None
 
 
-class ParamsError(ValueError):
-    """Invalid ``params``; the message follows Kibana's ``error validating action params: ...``."""
-
-
 @dataclass
 class Execution:
     """What one execution produced: the envelope for the caller and the event for the log."""
@@ -76,110 +82,6 @@ class Execution:
     @property
     def duration_ms(self) -> float:
         return self.event.duration_ms
-
-
-def call_timeout_ms(sub_params: dict) -> float | None:
-    """The per-call ``timeout`` (ms) of subActionParams, or None; ParamsError when it is not a positive number."""
-    timeout = sub_params.get("timeout")
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-        raise ParamsError("error validating action params: [subActionParams.timeout]: expected a positive number of milliseconds")
-    return float(timeout)
-
-
-def parse_body_param(sub_params: dict) -> dict:
-    body = sub_params.get("body")
-    if not isinstance(body, str):
-        raise ParamsError(
-            "error validating action params: [subActionParams.body]: expected value of type [string] but got "
-            f"[{_type_name(body)}]"
-        )
-    try:
-        parsed = untrusted_json.loads(body)  # bounded: see connectors/untrusted_json.py
-    except ValueError as exc:
-        raise ParamsError(f"error validating action params: [subActionParams.body]: body is not valid JSON: {exc}") from None
-    if not isinstance(parsed, dict):
-        raise ParamsError("error validating action params: [subActionParams.body]: body must be a JSON object")
-    return parsed
-
-
-def invoke_body(sub_params: dict) -> dict:
-    """The chat body of invokeAI/invokeStream: messages plus the optional fields Kibana passes through."""
-    messages = sub_params.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise ParamsError("error validating action params: [subActionParams.messages]: expected a non-empty array")
-    for index, message in enumerate(messages):
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise ParamsError(
-                f"error validating action params: [subActionParams.messages.{index}]: expected an object with a role"
-            )
-    body = {"messages": messages}
-    for name in INVOKE_FIELDS:
-        if sub_params.get(name) is not None:
-            body[name] = sub_params[name]
-    if "temperature" in body and (isinstance(body["temperature"], bool) or not isinstance(body["temperature"], (int, float))):
-        raise ParamsError("error validating action params: [subActionParams.temperature]: expected a number")
-    return body
-
-
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "undefined"
-    return {dict: "Object", list: "Array", bool: "boolean", int: "number", float: "number"}.get(type(value), type(value).__name__)
-
-
-def wants_stream(params: Any) -> bool:
-    """Whether ``_execute`` params ask for a streamed answer: ``invokeStream``, or ``stream`` with ``stream: true``."""
-    if not isinstance(params, dict):
-        return False
-    sub_action = params.get("subAction")
-    sub_params = params.get("subActionParams")
-    return sub_action == "invokeStream" or (
-        sub_action == "stream" and isinstance(sub_params, dict) and sub_params.get("stream") is True
-    )
-
-
-def parse_params(connector: Connector, params: Any) -> tuple[str, dict, dict]:
-    """(sub-action, subActionParams, chat body) from an ``_execute`` params object, or ParamsError."""
-    if not isinstance(params, dict):
-        raise ParamsError("error validating action params: [params]: expected an object")
-    sub_action = params.get("subAction")
-    if not isinstance(sub_action, str) or not sub_action:
-        raise ParamsError("error validating action params: [subAction]: expected value of type [string]")
-    sub_params = params.get("subActionParams", {})
-    if not isinstance(sub_params, dict):
-        raise ParamsError("error validating action params: [subActionParams]: expected an object")
-    if sub_action in RUN_SUB_ACTIONS or sub_action == "stream":
-        body = parse_body_param(sub_params)
-        if sub_action == "stream" and not isinstance(sub_params.get("stream", False), bool):
-            raise ParamsError(
-                "error validating action params: [subActionParams.stream]: expected value of type [boolean] but got "
-                f"[{_type_name(sub_params['stream'])}]"
-            )
-    elif sub_action in ("invokeAI", "invokeStream"):
-        body = invoke_body(sub_params)
-    else:
-        raise ParamsError(
-            f'Sub action "{sub_action}" is not registered. Connector id: {connector.pk}. '
-            f"Connector name: {connector.name}. Connector type: {CONNECTOR_TYPE_ID}"
-        )
-    call_timeout_ms(sub_params)
-    problem = model_error(body.get("model"))
-    if problem:
-        raise ParamsError(f"error validating action params: [model]: {problem}")
-    return sub_action, sub_params, body
-
-
-def model_error(model: Any) -> str | None:
-    """Why a body's ``model`` cannot be used (it is sent on and stored with the event), or None."""
-    if model is None:
-        return None
-    if not isinstance(model, str):
-        return f"expected value of type [string] but got [{_type_name(model)}]"
-    if len(model) > 255 or any(ord(char) < 32 or ord(char) == 127 for char in model):
-        return "a model name is at most 255 characters, without control characters (such as NUL)"
-    return None
 
 
 def extract_usage(payload: Any) -> dict[str, int] | None:
@@ -243,17 +145,28 @@ async def _execute_to_end(connector: Connector, params: Any, *, user, source: st
 
 
 async def _execute(record: ExecutionRecord, params: Any) -> tuple[dict, dict | None]:
-    """Validate, send, read the answer; ends ``record`` and returns (envelope, usage)."""
+    """Validate, send, read the answer; ends ``record`` and returns (envelope, usage).
+
+    The envelope follows Kibana's classification (connectors.outbound.envelopes); the record keeps the same reason.
+    """
     connector = record.connector
     connector_id = str(connector.pk)
     try:
         sub_action, sub_params, body = parse_params(connector, params)
         if sub_action == "stream" and sub_params.get("stream") is True:
-            raise ParamsError("error validating action params: streaming needs a streaming response; use the stream endpoint")
-        timeout_ms = call_timeout_ms(sub_params)
+            raise SubActionError("Request validation failed (Error: [stream]: a streamed answer needs the streaming "
+                                 "path of _execute)", "user")
+        timeout_ms = call_timeout_for(connector, sub_action, sub_params)
     except ParamsError as exc:
         await record.rejected(str(exc))
         return rejection_envelope(connector_id, str(exc)), None
+    except SubActionError as exc:
+        await record.rejected(str(exc))
+        return failure_envelope(connector_id, str(exc), error_source=exc.error_source), None
+    config_problem = configuration_error(connector)
+    if config_problem:
+        await record.rejected(config_problem)
+        return config_error_envelope(connector_id, config_problem), None
     try:
         upstream = build_upstream_request(connector, body, stream=False)
     except SecretUnavailable as exc:
@@ -265,13 +178,14 @@ async def _execute(record: ExecutionRecord, params: Any) -> tuple[dict, dict | N
     try:
         response = await transport.send(upstream, call_timeout_ms=timeout_ms)
     except transport.OutboundError as exc:
-        await record.failed(str(exc))
-        return failure_envelope(connector_id, str(exc), retry=exc.retry), None
+        message = unexpected_error_message(exc.code, str(exc))
+        await record.failed(message)
+        return failure_envelope(connector_id, message), None
     record.answered(response.status, len(response.body))
     if response.status >= 400:
         error = upstream_error(response.status, response.headers, response.body, connector.api_key)
         await record.upstream_error(error)
-        return failure_envelope(connector_id, error.message, retry=error.retry, retry_after=error.retry_after), None
+        return failure_envelope(connector_id, error.message, retry_after=error.retry_after), None
     try:
         payload = json.loads(response.body)
     except ValueError:
@@ -282,8 +196,25 @@ async def _execute(record: ExecutionRecord, params: Any) -> tuple[dict, dict | N
     note_response(payload)  # its id and finish reasons, for the execution's span
     await record.succeeded(usage, response_model=response_model_of(payload))
     if sub_action == "invokeAI":
-        return ok_envelope(connector_id, {"message": _first_message(payload), "usage": payload.get("usage")}), usage
+        return ok_envelope(connector_id, invoke_ai_answer(payload)), usage
     return ok_envelope(connector_id, payload), usage
+
+
+def configuration_error(connector: Connector) -> str | None:
+    """Kibana validates the connector's config again when it runs: an ``apiUrl`` whose host left ``allowedHosts``
+    is ``error validating action type config: ...`` (docs/KIBANA.md 6), before anything is sent."""
+    problem = kibana_url_error(connector.api_url)
+    return CONFIG_ERROR_PREFIX + problem if problem else None
+
+
+def invoke_ai_answer(payload: Any) -> dict:
+    """invokeAI's ``data`` as Kibana's openai.ts builds it: the first choice's text, trimmed, with the usage; or, when
+    there is no text, Kibana's "unrecognized format" sentence with the usage or zero counts."""
+    content = _first_message(payload)
+    usage = payload.get("usage") if isinstance(payload, dict) else None
+    if content:
+        return {"message": content, "usage": usage}
+    return {"message": UNRECOGNIZED_FORMAT, "usage": usage if isinstance(usage, dict) else dict(ZERO_USAGE)}
 
 
 async def estimated_usage(body: dict, completion_text: str, model: str) -> dict[str, int] | None:
@@ -364,7 +295,8 @@ async def _passthrough(record: ExecutionRecord, body: dict, result: PassthroughR
     if result.refusal is not None:
         return
     try:
-        response = await transport.send(upstream)
+        # The connector's own timeout, if any; Kibana's 200 s default belongs to its sub-actions (README).
+        response = await transport.send(upstream, call_timeout_ms=connector.timeout_ms)
     except transport.OutboundError as exc:
         await record.failed(str(exc))
         result.failure = exc

@@ -3,13 +3,17 @@
 No database, no network.
 """
 
+from __future__ import annotations
+
+import dataclasses
 import json
 import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
 from connectors.models import Connector, Provider
-from connectors.validation import azure_deployment, is_forbidden_header
+from connectors.validation import azure_deployment, decode_pem, is_forbidden_header
+from connectors_admin.actions_config import TLSSettings
 
 _TOOL_FIELDS = (("tools", ("tool_choice", "parallel_tool_calls")), ("functions", ("function_call",)))
 
@@ -25,6 +29,52 @@ class UpstreamRequest:
     payload: dict = field(repr=False, default_factory=dict)
     # The provider's key, so that transport can mask it in whatever the provider sends back (outbound/masking.py).
     secret: str = field(repr=False, default="")
+    # The connector's own TLS (Other provider: verificationMode, PKI), applied to its URL's origin only.
+    tls: ConnectorTLS | None = field(repr=False, default=None)
+
+
+@dataclass(frozen=True)
+class ConnectorTLS:
+    """What an Other connector changes in the TLS towards its provider (docs/KIBANA.md 1.2): the verification mode,
+    and with PKI (a mode set, as Kibana requires) the client certificate, its key and an optional CA."""
+
+    verification_mode: str
+    client_certificate: str = field(default="", repr=False)
+    client_key: str = field(default="", repr=False)
+    ca: str = field(default="", repr=False)
+
+    def applied_to(self, tls: TLSSettings) -> TLSSettings:
+        changes = {"verification_mode": self.verification_mode}
+        if self.client_certificate:
+            changes.update(client_certificate=self.client_certificate, client_key=self.client_key)
+        if self.ca:
+            changes.update(certificate_authorities_files=(), certificate_authorities_data=self.ca)
+        return dataclasses.replace(tls, **changes)
+
+
+def format_pem(text: str) -> str:
+    """PEM blocks with their base64 body wrapped at 64 characters, as Kibana's formatPEMContent does, so that PEM
+    pasted on one line (the line breaks lost) still loads."""
+
+    def wrap(match: re.Match) -> str:
+        body = re.sub(r"\s+", "", match.group(2))
+        lines = "\n".join(body[i:i + 64] for i in range(0, len(body), 64))
+        return f"-----BEGIN {match.group(1)}-----\n{lines}\n-----END {match.group(1)}-----\n"
+
+    return "".join(wrap(m) for m in re.finditer(r"-----BEGIN ([A-Z ]+)-----(.*?)-----END \1-----", text, re.S))
+
+
+def connector_tls(connector: Connector) -> ConnectorTLS | None:
+    if connector.provider != Provider.OTHER or not connector.verification_mode:
+        return None
+    if not connector.uses_pki:
+        return ConnectorTLS(verification_mode=connector.verification_mode)
+    return ConnectorTLS(
+        verification_mode=connector.verification_mode,
+        client_certificate=format_pem(decode_pem(connector.certificate_data)),
+        client_key=format_pem(decode_pem(connector.private_key_data)),
+        ca=format_pem(decode_pem(connector.ca_data)) if connector.ca_data else "",
+    )
 
 
 def normalise_url(url: str) -> str:
@@ -85,6 +135,7 @@ def build_upstream_request(connector: Connector, body: dict, *, stream: bool = F
         stream=stream,
         payload=shaped,
         secret=connector.api_key,
+        tls=connector_tls(connector),
     )
 
 

@@ -32,19 +32,19 @@ from django.http import StreamingHttpResponse
 from connectors.crypto import SecretUnavailable
 from connectors.models import Connector
 from connectors.outbound import tokens, transport
-from connectors.outbound.envelopes import failure_envelope, refusal_envelope, rejection_envelope
-from connectors.outbound.execution import (
-    INTERNAL_ERROR,
-    ParamsError,
-    call_timeout_ms,
-    estimated_usage,
-    extract_usage,
-    parse_params,
+from connectors.outbound.envelopes import (
+    FRAMEWORK,
+    config_error_envelope,
+    failure_envelope,
+    refusal_envelope,
+    rejection_envelope,
 )
+from connectors.outbound.execution import INTERNAL_ERROR, configuration_error, estimated_usage, extract_usage
 from connectors.outbound.providers import UpstreamRequest, build_upstream_request
 from connectors.outbound.record import CLIENT_DISCONNECTED, ExecutionRecord, keep_until_done
 from connectors.outbound.stream_bounds import EventTooLarge, SSELineReader, StreamBounds, StreamCut
-from connectors.outbound.upstream_errors import UpstreamError, scrub_secret, upstream_error
+from connectors.outbound.sub_actions import ParamsError, SubActionError, call_timeout_for, parse_params
+from connectors.outbound.upstream_errors import UpstreamError, scrub_secret, unexpected_error_message, upstream_error
 from usage.governance.admission import Refusal
 from usage.models import Outcome, UsageSource
 from usage.observability.execution import note_response_meta
@@ -200,7 +200,10 @@ class StreamFailure:
     """Why a streaming execution ended before its first byte was relayed. ``message`` is safe to show."""
 
     message: str
-    kind: str  # "params", "refused", "outbound", "upstream_status", "not_sse" or "internal"
+    # "params" (top-level params), "sub_action" (unknown or invalid sub-action params), "config" (the URL's host
+    # left allowedHosts), "refused" (a budget or a rate limit), "outbound", "upstream_status", "not_sse" or "internal"
+    kind: str
+    error_source: str = FRAMEWORK
     retry: bool = False
     retry_after: float | None = None
     upstream_status: int | None = None
@@ -266,9 +269,9 @@ class StreamingExecution:
             return False
         return True
 
-    async def reject(self, message: str) -> None:
-        """Refuse the execution before contacting the provider (invalid params); records the failure."""
-        await self._fail_early(StreamFailure(message, "params"))
+    async def reject(self, message: str, kind: str = "params", error_source: str = FRAMEWORK) -> None:
+        """Refuse the execution before contacting the provider (invalid params or config); records the failure."""
+        await self._fail_early(StreamFailure(message, kind, error_source=error_source))
 
     def relay(self) -> AsyncIterator[bytes]:
         assert self._body is not None and self.failure is None, "relay() needs a successful start()"
@@ -281,7 +284,10 @@ class StreamingExecution:
             return rejection_envelope(connector_id, failure.message)
         if failure.refusal is not None:
             return refusal_envelope(connector_id, failure.refusal)
-        return failure_envelope(connector_id, failure.message, retry=failure.retry, retry_after=failure.retry_after)
+        if failure.kind == "config":
+            return config_error_envelope(connector_id, failure.message)
+        return failure_envelope(connector_id, failure.message, error_source=failure.error_source,
+                                retry_after=failure.retry_after)
 
     # --- the relay ----------------------------------------------------------------------------------------
     async def _run(self, timeout_ms: float | None) -> AsyncIterator[bytes]:
@@ -349,7 +355,9 @@ class StreamingExecution:
                 transport.open_stream(self._upstream, call_timeout_ms=timeout_ms)
             )
         except transport.OutboundError as exc:
-            return StreamFailure(str(exc), "outbound", retry=exc.retry, error=exc)
+            # An _execute caller reads Kibana's sentence; an OpenAI SDK caller gets this app's (openai_compat.py).
+            message = str(exc) if self._openai_caller else unexpected_error_message(exc.code, str(exc))
+            return StreamFailure(message, "outbound", retry=exc.retry, error=exc)
         self.record.answered(response.status)
         if response.status < 400 and response.headers.get("content-type", "").startswith("text/event-stream"):
             return None
@@ -464,7 +472,7 @@ class StreamingExecution:
             await self.record.succeeded(**counted)
         elif error_message == CLIENT_DISCONNECTED:
             await self.record.cancelled(**counted)
-        elif failure is not None and failure.kind == "params":
+        elif failure is not None and failure.kind in ("params", "sub_action", "config"):
             await self.record.rejected(error_message)
         elif failure is not None and failure.upstream is not None:
             await self.record.upstream_error(failure.upstream)
@@ -484,10 +492,17 @@ async def start_execute_stream(connector: Connector, params: Any, *, user, sourc
     stream = StreamingExecution(connector, user=user, source=source, sub_action=str(sub_action or ""),
                                 request_bytes=request_bytes)
     try:
-        _sub_action, sub_params, body = parse_params(connector, params)
-        timeout_ms = call_timeout_ms(sub_params)
+        sub_action, sub_params, body = parse_params(connector, params)
+        timeout_ms = call_timeout_for(connector, sub_action, sub_params)
     except ParamsError as exc:
         await stream.reject(str(exc))
+        return stream
+    except SubActionError as exc:
+        await stream.reject(str(exc), "sub_action", exc.error_source)
+        return stream
+    config_problem = configuration_error(connector)
+    if config_problem:
+        await stream.reject(config_problem, "config")
         return stream
     await stream.start(body, timeout_ms=timeout_ms)
     return stream

@@ -17,7 +17,11 @@ in the response headers, the body (whole or streamed) and every error message bu
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
+import socket
 import ssl
+import tempfile
 import weakref
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -32,7 +36,7 @@ from django.conf import settings
 from multidict import CIMultiDict
 
 from connectors.outbound.masking import StreamMasker, mask_secret
-from connectors.outbound.providers import UpstreamRequest
+from connectors.outbound.providers import ConnectorTLS, UpstreamRequest
 from connectors_admin.actions_config import ActionsConfig, TLSSettings, default_port
 from usage.observability.execution import upstream_call
 
@@ -41,34 +45,65 @@ KEEPALIVE_SECONDS = 30
 
 
 class OutboundError(Exception):
-    """A failure of the outbound call. ``str()`` is safe to show: it never holds a secret or a URL's userinfo."""
+    """A failure of the outbound call. ``str()`` is safe to show: it never holds a secret or a URL's userinfo.
+
+    ``code`` is the error code Node would give the same failure (``ECONNREFUSED``, ``ECONNABORTED``, a TLS code...):
+    Kibana prints it in ``Unexpected API Error: <code> - <message>`` (docs/KIBANA.md 4.4).
+    """
 
     retry = False
+    code = "ERR_NETWORK"
 
-    def __init__(self, message: str, *, retry: bool | None = None):
+    def __init__(self, message: str, *, retry: bool | None = None, code: str | None = None):
         super().__init__(message)
         if retry is not None:
             self.retry = retry
+        if code:
+            self.code = code
 
 
 class HostNotAllowed(OutboundError):
-    pass
+    code = "ERR_HOST_NOT_ALLOWED"
 
 
 class UpstreamTimeout(OutboundError):
     retry = True
+    code = "ECONNABORTED"
 
 
 class UpstreamUnreachable(OutboundError):
     retry = True
+    code = "ECONNREFUSED"
 
 
 class TLSFailure(OutboundError):
-    pass
+    code = "EPROTO"
 
 
 class ResponseTooLarge(OutboundError):
-    pass
+    code = "ERR_BAD_RESPONSE"
+
+
+# OpenSSL verification results -> Node's error codes for them (what Kibana's axios errors carry).
+_TLS_CODES = {
+    10: "CERT_HAS_EXPIRED", 18: "DEPTH_ZERO_SELF_SIGNED_CERT", 19: "SELF_SIGNED_CERT_IN_CHAIN",
+    20: "UNABLE_TO_GET_ISSUER_CERT_LOCALLY", 21: "UNABLE_TO_VERIFY_LEAF_SIGNATURE", 62: "ERR_TLS_CERT_ALTNAME_INVALID",
+    64: "ERR_TLS_CERT_ALTNAME_INVALID",
+}
+
+
+def _errno_code(exc: BaseException | None, default: str) -> str:
+    """The errno name of an OS-level failure (``ECONNREFUSED``, ``ECONNRESET``...), ``ENOTFOUND`` for a name lookup."""
+    for _depth in range(6):
+        if exc is None:
+            break
+        if isinstance(exc, socket.gaierror):
+            return "ENOTFOUND"
+        number = getattr(exc, "errno", None)
+        if isinstance(number, int) and number in errno.errorcode:
+            return errno.errorcode[number]
+        exc = getattr(exc, "os_error", None) or exc.__cause__ or exc.__context__
+    return default
 
 
 @dataclass
@@ -111,7 +146,8 @@ class Exchange:
 
     def broken(self, exc: Exception) -> OutboundError:
         reason = mask_secret(str(exc) or type(exc).__name__, self.secret)
-        error = UpstreamUnreachable(f"The connection to {self.where} broke: {reason}.")
+        error = UpstreamUnreachable(f"The connection to {self.where} broke: {reason}.",
+                                    code=_errno_code(exc, "ECONNRESET"))
         # What callers show as the cause must be masked too (the client's own exception text may echo the key).
         error.__cause__ = ProviderProtocolError(reason)
         return error
@@ -132,7 +168,7 @@ def masked_error(error: OutboundError, secret: str) -> OutboundError:
     masked = mask_secret(message, secret)
     if masked == message:
         return error
-    return type(error)(masked, retry=error.retry)
+    return type(error)(masked, retry=error.retry, code=error.code)
 
 
 class _AiohttpExchange(Exchange):
@@ -185,31 +221,57 @@ class TransportProfile:
     tls: TLSSettings
 
 
-def profile_for(config: ActionsConfig, url: str) -> TransportProfile:
+def profile_for(config: ActionsConfig, url: str, connector_tls: ConnectorTLS | None = None) -> TransportProfile:
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
     custom = config.custom_host_setting_for(parts.scheme, host, parts.port)
     use_proxy = config.uses_proxy_for(host)
+    tls = custom.ssl if custom else config.ssl
     return TransportProfile(
         proxy_url=config.proxy_url if use_proxy else "",
         proxy_headers=config.proxy_headers if use_proxy else (),
         proxy_verification_mode=config.proxy_verification_mode,
-        tls=custom.ssl if custom else config.ssl,
+        tls=connector_tls.applied_to(tls) if connector_tls else tls,
     )
 
 
 @lru_cache(maxsize=64)
 def ssl_context_for(tls: TLSSettings) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=certifi.where())
-    for path in tls.certificate_authorities_files:
-        context.load_verify_locations(cafile=path)
-    if tls.certificate_authorities_data:
-        context.load_verify_locations(cadata=tls.certificate_authorities_data)
+    """The TLS context of a profile. Listed certificate authorities *replace* the public roots for that target, as in
+    Kibana (docs/KIBANA.md 6.1): a private CA trusted for one host does not also admit the whole public web there."""
+    if tls.certificate_authorities_files or tls.certificate_authorities_data:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies host names, loads no roots
+        for path in tls.certificate_authorities_files:
+            context.load_verify_locations(cafile=path)
+        if tls.certificate_authorities_data:
+            context.load_verify_locations(cadata=tls.certificate_authorities_data)
+    else:
+        context = ssl.create_default_context(cafile=certifi.where())
+    if tls.client_certificate:
+        _load_client_certificate(context, tls.client_certificate, tls.client_key)
     if tls.verification_mode in ("certificate", "none"):
         context.check_hostname = False
     if tls.verification_mode == "none":
         context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def _load_client_certificate(context: ssl.SSLContext, certificate: str, key: str) -> None:
+    """``load_cert_chain`` reads files only: hand it an anonymous in-memory file (memfd), so the private key never
+    touches the disk; a private temporary file where memfd does not exist."""
+    pem = (certificate.strip() + "\n" + key.strip() + "\n").encode("utf-8")
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("connector-client-certificate", getattr(os, "MFD_CLOEXEC", 0))
+        try:
+            os.write(fd, pem)
+            context.load_cert_chain(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
+        return
+    with tempfile.NamedTemporaryFile("wb", suffix=".pem") as handle:  # created 0600
+        handle.write(pem)
+        handle.flush()
+        context.load_cert_chain(handle.name)
 
 
 def _new_session(profile: TransportProfile) -> aiohttp.ClientSession:
@@ -338,22 +400,27 @@ def _describe_failure(exc: BaseException, url: str, timeout: float, proxy_url: s
     if isinstance(exc, (httpx.TimeoutException, TimeoutError, aiohttp.ServerTimeoutError)):
         return UpstreamTimeout(f"No complete response from {where} within {timeout:g} s (responseTimeout/timeout).")
     if isinstance(exc, httpx.ProxyError):
-        return UpstreamUnreachable(f"The proxy refused or failed the request to {where}: {exc}")
+        return UpstreamUnreachable(f"The proxy refused or failed the request to {where}: {exc}",
+                                   code="ERR_BAD_RESPONSE")
     cause = _ssl_error_in(exc)
     if cause is not None or "CERTIFICATE_VERIFY_FAILED" in str(exc) or "SSL" in str(exc):
         reason = getattr(cause, "verify_message", None) or getattr(cause, "reason", None) or str(cause or exc)
-        return TLSFailure(f"TLS connection to {where} failed: {str(reason).rstrip('.')}.")
+        code = _TLS_CODES.get(getattr(cause, "verify_code", None), "EPROTO")
+        return TLSFailure(f"TLS connection to {where} failed: {str(reason).rstrip('.')}.", code=code)
     if isinstance(exc, aiohttp.ClientConnectorError):
         reason = exc.os_error.strerror or str(exc.os_error) if exc.os_error else "connection failed"
-        return UpstreamUnreachable(f"Could not connect to {where}: {reason}.")
+        return UpstreamUnreachable(f"Could not connect to {where}: {reason}.", code=_errno_code(exc, "ECONNREFUSED"))
     if isinstance(exc, httpx.ConnectError):
-        return UpstreamUnreachable(f"Could not connect to {where}: {exc or 'connection failed'}.")
+        return UpstreamUnreachable(f"Could not connect to {where}: {exc or 'connection failed'}.",
+                                   code=_errno_code(exc, "ECONNREFUSED"))
     if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, aiohttp.ServerDisconnectedError,
                         aiohttp.ClientPayloadError, aiohttp.ClientOSError)):
-        return UpstreamUnreachable(f"The connection to {where} broke: {exc or type(exc).__name__}.")
+        return UpstreamUnreachable(f"The connection to {where} broke: {exc or type(exc).__name__}.",
+                                   code=_errno_code(exc, "ECONNRESET"))
     if isinstance(exc, aiohttp.ClientResponseError):  # a malformed response head, among others
-        return UpstreamUnreachable(f"The response from {where} could not be read: {exc.message or type(exc).__name__}.")
-    return UpstreamUnreachable(f"The request to {where} failed: {type(exc).__name__}.")
+        return UpstreamUnreachable(f"The response from {where} could not be read: {exc.message or type(exc).__name__}.",
+                                   code="ERR_BAD_RESPONSE")
+    return UpstreamUnreachable(f"The request to {where} failed: {type(exc).__name__}.", code="ERR_NETWORK")
 
 
 def effective_timeout(config: ActionsConfig, call_timeout_ms: float | None) -> float:
@@ -378,8 +445,13 @@ async def _read_limited(exchange: Exchange, limit: int) -> bytes:
 async def _send_once(profile: TransportProfile, method: str, url: str, headers: dict, body: bytes | None,
                      timeout: float, secret: str = "") -> Exchange:
     """One request (no redirect following); the response head has arrived."""
-    client = client_for(profile)
     where = _where(url, profile.proxy_url)
+    try:
+        client = client_for(profile)
+    except (ssl.SSLError, ValueError, OSError) as exc:
+        # A connector's client certificate or CA that does not load (Kibana checks only their PEM headers at save).
+        raise TLSFailure(f"The TLS settings for {where} could not be used: {getattr(exc, 'reason', None) or exc}.",
+                         code="ERR_OSSL_PEM_NO_START_LINE" if "PEM" in str(exc) else "EPROTO") from None
     try:
         if isinstance(client, httpx.AsyncClient):
             request = client.build_request(method, url, headers=headers, content=body)
@@ -399,7 +471,10 @@ async def _open(request: UpstreamRequest, config: ActionsConfig, timeout: float,
     headers = dict(request.headers)
     for _hop in range(MAX_REDIRECTS + 1):
         check_host_allowed(config, url)
-        exchange = await _send_once(profile_for(config, url), method, url, headers, body, timeout, request.secret)
+        # The connector's own TLS (client certificate) goes to its provider's origin only, never to a redirect target.
+        own_tls = request.tls if _origin(url) == _origin(request.url) else None
+        exchange = await _send_once(profile_for(config, url, own_tls), method, url, headers, body, timeout,
+                                    request.secret)
         location = exchange.headers.get("location")
         if exchange.status in (301, 302, 303, 307, 308) and location:
             await exchange.aclose()
@@ -418,7 +493,7 @@ async def _open(request: UpstreamRequest, config: ActionsConfig, timeout: float,
         finally:
             await exchange.aclose()
         return
-    raise UpstreamUnreachable(f"Too many redirects (more than {MAX_REDIRECTS}).")
+    raise UpstreamUnreachable(f"Too many redirects (more than {MAX_REDIRECTS}).", code="ERR_FR_TOO_MANY_REDIRECTS")
 
 
 async def send(request: UpstreamRequest, *, call_timeout_ms: float | None = None,

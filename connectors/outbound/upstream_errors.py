@@ -1,8 +1,9 @@
 """What a provider's error answer means for the caller: one reading of ``status >= 400`` for every path.
 
 The non-streamed execution, the OpenAI-compatible passthrough and streams all turn an upstream 4xx/5xx into the
-same ``UpstreamError``: Kibana's service message, whether to retry (429 and 5xx), how long to wait
-(``retry-after``/``retry-after-ms``), and the body with the provider key masked (README, "Running a connector").
+same ``UpstreamError``: Kibana's service message (the OpenAI connector's ``getResponseErrorMessage``, docs/KIBANA.md
+4.4), how long to wait (``retry-after``/``retry-after-ms``, for 429 and 5xx), and the body with the provider key masked
+(README, "Running a connector"). A failure without an HTTP status reads as Kibana's ``Unexpected API Error``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from connectors.outbound.masking import mask_secret
 class UpstreamError:
     status: int
     message: str  # Kibana's service_message, safe to show and to store
-    retry: bool
+    retry: bool  # worth retrying soon (429, 5xx): only these carry retry_after. The envelope says retry: true anyway.
     retry_after: float | None
     body: bytes  # the provider's body, its key masked
 
@@ -31,8 +32,6 @@ def upstream_error(status: int, headers: Mapping[str, str], body: bytes, api_key
     retry = status == 429 or status >= 500
     after = retry_after_seconds(headers) if retry else None
     message = provider_error_message(status, body)
-    if after is not None:
-        message += f" (retry after {after:g} s)"
     return UpstreamError(status=status, message=message, retry=retry, retry_after=after, body=body)
 
 
@@ -42,7 +41,10 @@ def not_json_message(status: int, headers: Mapping[str, str]) -> str:
 
 
 def provider_error_message(status: int, body: bytes) -> str:
-    """Kibana's service_message: ``Status code: 429. Message: API Error: Too Many Requests - <provider's message>``."""
+    """Kibana's service_message for a provider's error answer, as its sub-action framework writes it:
+    ``Status code: 422. Message: API Error: Unprocessable Entity - <error.message>``, and for 401
+    ``Status code: 401. Message: Unauthorized API Error - <error.message>``. The provider's message is
+    ``error.message``, or ``error`` when it is a string (LM Studio); nothing else, as in Kibana."""
     try:
         reason = HTTPStatus(status).phrase
     except ValueError:
@@ -50,17 +52,23 @@ def provider_error_message(status: int, body: bytes) -> str:
     detail = ""
     try:
         payload = json.loads(body)
-        error = payload.get("error") if isinstance(payload, dict) else None
-        if isinstance(error, dict):
-            detail = str(error.get("message") or error.get("code") or "")
-        elif isinstance(error, str):
-            detail = error
-        elif isinstance(payload, dict) and payload.get("message"):
-            detail = str(payload["message"])
-    except ValueError:
-        detail = body[:200].decode("utf-8", "replace").strip()
-    message = f"Status code: {status}. Message: API Error: {reason}"
-    return f"{message} - {detail[:1000]}" if detail else message
+    except (ValueError, UnicodeDecodeError):
+        payload = None
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if isinstance(error, dict) and error.get("message") is not None:
+        detail = str(error["message"])
+    elif isinstance(error, str):
+        detail = error
+    message = "Unauthorized API Error" if status == 401 else f"API Error: {reason}"
+    if detail:
+        message = f"{message} - {detail[:1000]}"
+    return f"Status code: {status}. Message: {message}"
+
+
+def unexpected_error_message(code: str, message: str) -> str:
+    """Kibana's service_message for a failure without an HTTP status (connection, TLS, timeout, size): the sub-action
+    framework prints the missing status as ``undefined``; ``message`` is this app's sentence saying what happened."""
+    return f"Status code: undefined. Message: Unexpected API Error: {code} - {message}"
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:

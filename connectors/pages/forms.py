@@ -1,7 +1,11 @@
+import base64
+
 from django import forms
 
 from connectors.models import Connector, Provider
-from connectors.validation import api_key_error, is_azure_deployments_url
+from connectors.validation import OPENAI_DEFAULT_MODEL, api_key_error
+
+MAX_PEM_BYTES = 64 * 1024
 
 
 class HeadersField(forms.CharField):
@@ -27,6 +31,24 @@ class HeadersField(forms.CharField):
         return headers
 
 
+class PemFileField(forms.FileField):
+    """A PEM file for mutual TLS; stored base64-encoded, as Kibana's PKI secrets are (docs/KIBANA.md 1.2).
+
+    A file input never shows its value again, which is what a secret needs.
+    """
+
+    def clean(self, data, initial=None):
+        uploaded = super().clean(data, initial)
+        if not uploaded:
+            return ""
+        if uploaded.size > MAX_PEM_BYTES:
+            raise forms.ValidationError("A PEM file is at most 64 KB.")
+        content = uploaded.read()
+        if b"-----BEGIN " not in content:
+            raise forms.ValidationError("Choose a PEM file (it starts with -----BEGIN ...).")
+        return base64.b64encode(content).decode("ascii")
+
+
 class ConnectorForm(forms.ModelForm):
     headers = HeadersField(required=False, help_text="Sent on every request; authentication headers win.")
     api_key = forms.CharField(
@@ -35,22 +57,39 @@ class ConnectorForm(forms.ModelForm):
         strip=True,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
     )
+    certificate_file = PemFileField(label="Client certificate (PEM)", required=False)
+    private_key_file = PemFileField(label="Client private key (PEM)", required=False)
+    ca_file = PemFileField(label="CA certificate (PEM)", required=False,
+                           help_text="Trusted instead of the public roots for this provider. Optional.")
+    remove_pki = forms.BooleanField(label="Remove the stored certificates", required=False)
 
     class Meta:
         model = Connector
-        fields = ["name", "provider", "api_url", "default_model", "organization_id", "project_id", "headers"]
+        fields = ["name", "provider", "api_url", "default_model", "organization_id", "project_id", "headers",
+                  "context_window_length", "temperature", "timeout_ms", "enable_native_function_calling",
+                  "verification_mode"]
         widgets = {
             "name": forms.TextInput(attrs={"autofocus": True}),
             "provider": forms.Select(attrs={"data-provider-select": ""}),
             "api_url": forms.URLInput(attrs={"spellcheck": "false"}),
+            "enable_native_function_calling": forms.NullBooleanSelect(),
         }
         help_texts = {
             "api_url": "The full chat completions URL; choosing a provider fills in its usual shape.",
-            "default_model": "Used when a request names no model. OpenAI: gpt-4o when empty. Required for Other.",
+            "default_model": (
+                f"Used when a request names no model. OpenAI: {OPENAI_DEFAULT_MODEL} when empty. Required for Other. "
+                "Azure: the deployment behind an API Management or proxy URL."
+            ),
+            "context_window_length": "The model's context window in tokens, for the applications that read it.",
+            "temperature": "For the applications that read it (0 to 2); requests are sent as they come.",
+            "timeout_ms": "A call's timeout when it names none: 200000 (200 s) when empty; streams have none.",
+            "verification_mode": "TLS verification of the server's certificate; certificates are used only with a mode.",
         }
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        if self.instance.encrypted_certificate_data:
+            self.fields["certificate_file"].help_text = "A certificate is stored. Leave empty to keep it."
         if self.instance.has_api_key:
             self.fields["api_key"].help_text = "A key is stored. Leave blank to keep it."
         else:
@@ -69,12 +108,16 @@ class ConnectorForm(forms.ModelForm):
 
     def clean(self):
         cleaned = super().clean()
-        # The default-model field is hidden for Azure deployments URLs (the deployment is the model), so a value
-        # left in it from another provider must not turn into an error the user cannot see.
-        if cleaned.get("provider") == Provider.AZURE and is_azure_deployments_url(cleaned.get("api_url") or ""):
-            cleaned["default_model"] = ""
-        if cleaned.get("provider") != Provider.OPENAI:
+        provider = cleaned.get("provider")
+        if provider == Provider.OPENAI and not (cleaned.get("default_model") or "").strip():
+            cleaned["default_model"] = self.instance.default_model = OPENAI_DEFAULT_MODEL  # stored, as Kibana does
+        if provider != Provider.OPENAI:
             cleaned["organization_id"] = cleaned["project_id"] = ""
+        # Fields hidden for this provider must not turn into errors the user cannot see.
+        if provider != Provider.OTHER:
+            cleaned["verification_mode"] = self.instance.verification_mode = ""
+            cleaned["enable_native_function_calling"] = self.instance.enable_native_function_calling = None
+        self._apply_pki(cleaned)
         if cleaned.get("api_key"):
             problem = api_key_error(cleaned["api_key"])
             if problem:
@@ -82,3 +125,20 @@ class ConnectorForm(forms.ModelForm):
             else:
                 self.instance.api_key = cleaned["api_key"]
         return cleaned
+
+    def add_error(self, field, error):
+        # The model reports PKI problems under its secret's name; here they belong to the certificate file input.
+        if field is None and hasattr(error, "error_dict") and "certificate_data" in error.error_dict:
+            error.error_dict["certificate_file"] = error.error_dict.pop("certificate_data")
+        super().add_error(field, error)
+
+    def _apply_pki(self, cleaned: dict) -> None:
+        if cleaned.get("remove_pki") or cleaned.get("provider") != Provider.OTHER:
+            self.instance.certificate_data = self.instance.private_key_data = self.instance.ca_data = ""
+            return
+        certificate, key, ca = (cleaned.get(name) for name in ("certificate_file", "private_key_file", "ca_file"))
+        if certificate or key or ca:
+            # New certificates replace the stored set as a whole (a key belongs to its certificate).
+            self.instance.certificate_data = certificate or ""
+            self.instance.private_key_data = key or ""
+            self.instance.ca_data = ca or ""

@@ -26,10 +26,14 @@
     const value = provider.value;
     if (prefill && isDefault(url.value.trim())) url.value = values[value] || "";
     url.placeholder = placeholders[value] || values[value] || "";
-    const azureDeployments = value === "Azure OpenAI" && /\/openai\/deployments\//.test(url.value);
-    show("default_model", !azureDeployments);
+    // Azure takes a default model too (sent where the URL names no deployment, and behind API Management).
     show("organization_id", value === "OpenAI");
     show("project_id", value === "OpenAI");
+    // Kibana's Other-only keys: TLS verification, native function calling, PKI for mutual TLS.
+    for (const name of ["verification_mode", "enable_native_function_calling", "certificate_file",
+                        "private_key_file", "ca_file", "remove_pki"]) {
+      show(name, value === "Other");
+    }
     const keyRequired = form.dataset.hasApiKey !== "true" && (value === "OpenAI" || value === "Azure OpenAI");
     if (keyMarker) keyMarker.hidden = !keyRequired;
     if (apiKey) apiKey.setAttribute("aria-required", keyRequired ? "true" : "false");
