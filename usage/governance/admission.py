@@ -17,12 +17,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
-import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from asgiref.sync import sync_to_async
 from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
@@ -30,6 +27,7 @@ from connectors.caching import invalidation
 from usage.governance.counters import Charge, counter_store
 from usage.governance.models import AlertKind, Budget, Period, RateLimit, Unit
 from usage.governance.periods import minute_bounds, period_bounds
+from usage.governance.process_cache import ProcessCache
 from usage.observability.metrics import count_refusal
 
 RULES_SECONDS = 300
@@ -96,25 +94,10 @@ class RuleSet:
         return budgets, limits
 
 
-_rules: RuleSet | None = None
-_loaded_at = 0.0
-_lock = threading.Lock()
-
-
-def current_rules() -> RuleSet:
-    global _rules, _loaded_at
-    rules = _rules
-    if rules is not None and time.monotonic() - _loaded_at < RULES_SECONDS:
-        return rules
-    with _lock:
-        if _rules is None or time.monotonic() - _loaded_at >= RULES_SECONDS:
-            _rules, _loaded_at = RuleSet.load(), time.monotonic()
-        return _rules
-
-
-def forget_rules(_key: str = "") -> None:
-    global _rules
-    _rules = None
+_rules: ProcessCache[RuleSet] = ProcessCache(RuleSet.load, RULES_SECONDS)
+# This process's rules, read again when older than RULES_SECONDS or when a budget or rate limit changes.
+current_rules = _rules.get
+forget_rules = _rules.forget
 
 
 def _announce_change(sender, instance, using=None, **kwargs) -> None:
@@ -144,17 +127,6 @@ def estimate_tokens(request_bytes: int) -> int:
     return max(1, request_bytes // BYTES_PER_ESTIMATED_TOKEN)
 
 
-async def _rules_for_execution() -> RuleSet:
-    """The process's rules; read in a thread only when they are stale (the execution path does no I/O otherwise)."""
-    rules = _rules_cached()
-    return rules if rules is not None else await sync_to_async(current_rules)()
-
-
-def _rules_cached() -> RuleSet | None:
-    rules = _rules
-    return rules if rules is not None and time.monotonic() - _loaded_at < RULES_SECONDS else None
-
-
 async def admit(connector_id: str, user_id: int | None, api_key_id: int | None, *, request_bytes: int,
                 estimate_cost=None, at: dt.datetime | None = None) -> Reservation | Refusal:
     """Reserve this execution against every budget and rate limit that counts it, or say why it is refused.
@@ -162,7 +134,7 @@ async def admit(connector_id: str, user_id: int | None, api_key_id: int | None, 
     ``estimate_cost(tokens)`` gives the estimated cost in nanos of that many prompt tokens (None: no price known,
     then money budgets reserve nothing and count the actual cost when it is settled).
     """
-    budgets, limits = (await _rules_for_execution()).rules_for(connector_id, user_id, api_key_id)
+    budgets, limits = (await _rules.aget()).rules_for(connector_id, user_id, api_key_id)
     if not budgets and not limits:
         return NOTHING_RESERVED
     at = at or timezone.now()

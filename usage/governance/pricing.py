@@ -18,8 +18,6 @@ changes (cross-process through connectors.caching.invalidation) or after PRICE_C
 from __future__ import annotations
 
 import datetime as dt
-import threading
-import time
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 from fnmatch import fnmatchcase
@@ -28,6 +26,7 @@ from django.db.models.signals import post_delete, post_save
 
 from connectors.caching import invalidation
 from usage.governance.money import NANOS_PER_UNIT, format_cost  # noqa: F401 - format_cost is used from here too
+from usage.governance.process_cache import ProcessCache
 
 # A price is per million tokens; a token's cost in nanos is price * 10**9 / 10**6.
 _NANOS_PER_TOKEN_AT_UNIT_PRICE = Decimal(NANOS_PER_UNIT) / Decimal(10**6)
@@ -182,37 +181,12 @@ class PriceTable:
         return cost_in_nanos(tokens, price, self.terms_of(connector_id).discount_percent)
 
 
-_table: PriceTable | None = None
-_loaded_at = 0.0
-_lock = threading.Lock()
-
-
-def current_table() -> PriceTable:
-    """This process's price table, read from the database when it is older than TABLE_SECONDS or was dropped."""
-    global _table, _loaded_at
-    table = _table
-    if table is not None and time.monotonic() - _loaded_at < TABLE_SECONDS:
-        return table
-    with _lock:
-        if _table is None or time.monotonic() - _loaded_at >= TABLE_SECONDS:
-            _table, _loaded_at = PriceTable.load(), time.monotonic()
-        return _table
-
-
-def current_table_if_fresh() -> PriceTable | None:
-    """The process's table when it needs no reading, else None (for estimates that must not wait)."""
-    table = _table
-    return table if table is not None and time.monotonic() - _loaded_at < TABLE_SECONDS else None
-
-
-async def acurrent_table() -> PriceTable:
-    """``current_table`` for the execution path: no I/O unless the table is stale (then it is read in a thread)."""
-    table = _table
-    if table is not None and time.monotonic() - _loaded_at < TABLE_SECONDS:
-        return table
-    from usage.governance.counters import in_a_worker_thread
-
-    return await in_a_worker_thread(current_table)()
+_table: ProcessCache[PriceTable] = ProcessCache(PriceTable.load, TABLE_SECONDS)
+# This process's price table, read again when older than TABLE_SECONDS or when a price changes.
+current_table = _table.get
+current_table_if_fresh = _table.fresh
+acurrent_table = _table.aget
+forget_table = _table.forget
 
 
 async def acost_of_event(event) -> int | None:
@@ -230,11 +204,6 @@ def cost_of_event(event, table: PriceTable) -> int | None:
     tokens = TokenCounts(event.prompt_tokens, event.completion_tokens, event.cached_tokens or 0,
                          event.reasoning_tokens or 0)
     return table.cost_of(event.connector_id, (event.requested_model, event.response_model), event.timestamp, tokens)
-
-
-def forget_table(_key: str = "") -> None:
-    global _table
-    _table = None
 
 
 def _announce_change(sender, instance, using=None, **kwargs) -> None:
