@@ -200,3 +200,17 @@ def test_durations_are_rounded_in_the_events_csv(client, analyst, connector):
     client.force_login(analyst)
     text = b"".join(client.get(f"/usage/connectors/{connector.pk}/events.csv?{RANGE}").streaming_content).decode()
     assert ",1.4," in text and "1.44098" not in text
+
+
+def test_each_row_and_the_detail_show_the_api_key_and_the_cost(client, analyst, operator, connector):
+    from connectors.accounts.api_keys import create_api_key
+
+    key, _plaintext = create_api_key(operator, "nightly batch")
+    priced = record(START + timedelta(minutes=7), connector_id=connector.pk, api_key=key, cost_nanos=1_234_500_000,
+                    usage_source="estimated", user_name="nightly-runner")
+    client.force_login(analyst)
+    page = client.get(logs_url(connector, RANGE + "&user=nightly-runner")).content.decode()
+    assert "key nightly batch" in page
+    assert "1.2345 USD" in page and "est." in page
+    detail = client.get(f"/connectors/{connector.pk}/logs/{priced.pk}/?{RANGE}").content.decode()
+    assert "nightly batch" in detail and "1.2345 USD (estimated" in detail

@@ -55,6 +55,10 @@ LIST_COLUMNS = (
     "duration_ms",
     "upstream_status",
     "error_message",
+    "usage_source",
+    "cost_nanos",
+    # The key's name: a join on the primary key of connectors_apikey for the page's rows only.
+    "api_key__name",
 )
 
 
