@@ -102,7 +102,7 @@ def main() -> None:
             "openai-stream": (stack.app_port, f"/api/openai/{connector}/v1/chat/completions", chat,
                               {**json_headers, "Authorization": "Bearer " + stack.seed["api_key"]}),
             "execute-stream": (stack.app_port, f"/api/actions/connector/{connector}/_execute", execute,
-                               {**json_headers, "Authorization": stack.basic_header}),
+                               {**json_headers, "Authorization": stack.basic_header, "kbn-xsrf": "true"}),
         }
         samples = asyncio.run(measure(targets, args.rounds, args.warmup))
         events = stack.count_events(connector)
