@@ -1,12 +1,13 @@
 """The event log: one ExecutionEvent per execution, and the batch insert that adds events to the rollups."""
 
+import functools
 import math
 import operator
 import re
 import uuid
 
 from django.conf import settings
-from django.db import connection, models, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, models, transaction
 from django.utils import timezone
 
 from usage.models.choices import EventSource, Outcome, UsageSource
@@ -48,23 +49,29 @@ def _insert_and_roll_up(events: list["ExecutionEvent"]) -> None:
     (BEGIN, the inserts, the upsert, COMMIT). It is what an execution waits for before it is answered, and the
     fewer exchanges with the database, the less the gateway adds (docs/PERFORMANCE.md)."""
     rollup_sql, rollup_params = rollup_upsert(sorted_deltas(rollup_deltas(events)))
-    fields = [field for field in ExecutionEvent._meta.concrete_fields if not field.primary_key]
+    fields = _EVENT_FIELDS
+    db = connections[DEFAULT_DB_ALIAS]  # the connection itself: the ``connection`` proxy costs a lookup per use
     params: list = []
     for event in events:
-        params += [field.get_db_prep_save(field.pre_save(event, True), connection) for field in fields]
-    row_placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    quote = connection.ops.quote_name
-    sql = (
-        f"WITH rollups AS ({rollup_sql} RETURNING 1) "
-        f"INSERT INTO {quote(ExecutionEvent._meta.db_table)} ({', '.join(quote(field.column) for field in fields)}) "
-        f"VALUES {', '.join([row_placeholder] * len(events))} RETURNING {quote(ExecutionEvent._meta.pk.column)}"
-    )
+        params += [field.get_db_prep_save(field.pre_save(event, True), db) for field in fields]
+    sql = f"WITH rollups AS ({rollup_sql} RETURNING 1) {_insert_events_sql(len(events))}"
     with connection.cursor() as cursor:
         cursor.execute(sql, rollup_params + params)
         ids = [row[0] for row in cursor.fetchall()]
     for event, pk in zip(events, ids, strict=True):
         event.pk = pk
         event._state.adding, event._state.db = False, connection.alias
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_events_sql(rows: int) -> str:
+    """``INSERT INTO`` the events table, ``rows`` rows, returning their ids: built once per batch size."""
+    quote = connection.ops.quote_name
+    row_placeholder = "(" + ",".join(["%s"] * len(_EVENT_FIELDS)) + ")"
+    return (
+        f"INSERT INTO {quote(ExecutionEvent._meta.db_table)} ({','.join(quote(f.column) for f in _EVENT_FIELDS)}) "
+        f"VALUES {','.join([row_placeholder] * rows)} RETURNING {quote(ExecutionEvent._meta.pk.column)}"
+    )
 
 
 class ExecutionEvent(models.Model):
@@ -163,6 +170,7 @@ class ExecutionEvent(models.Model):
             self.duration_ms = 0.0
 
 
+_EVENT_FIELDS = tuple(field for field in ExecutionEvent._meta.concrete_fields if not field.primary_key)
 _TEXT_LIMITS = tuple(
     (field.attname, field.max_length or ERROR_MESSAGE_LIMIT)
     for field in ExecutionEvent._meta.concrete_fields
