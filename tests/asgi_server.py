@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -117,6 +118,13 @@ class RecordedEvents:
         with self._condition:
             if not self._condition.wait_for(lambda: self.count >= count, timeout):
                 raise AssertionError(f"{self.count} events recorded within {timeout} s, expected {count}")
+        # And what executions do after answering (settling budget counters, connectors/outbound/record.py).
+        from connectors.outbound import record
+
+        deadline = time.monotonic() + timeout
+        while record._settling and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not record._settling, f"{len(record._settling)} executions still settling after {timeout} s"
 
 
 @pytest.fixture

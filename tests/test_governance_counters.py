@@ -197,3 +197,42 @@ def test_an_unreachable_counter_store_admits_and_says_so(caplog):
             reset_counter_store()
     assert decision is admission.NOTHING_RESERVED
     assert "admitted unchecked" in caplog.text
+
+
+def test_executions_ending_within_one_window_are_settled_together_in_one_step(store, monkeypatch):
+    """Under a server, settlements are batched (usage/governance/settlement.py): the executions that end within
+    the window add their usage minus their estimates to the counters in one round trip, and the counters are
+    exact afterwards."""
+    from usage.governance import settlement
+
+    monkeypatch.setattr("usage.governance.admission.counter_store", lambda: store)
+    calls = []
+    real_add = store.add
+
+    async def counting_add(amounts):
+        calls.append(list(amounts))
+        return await real_add(amounts)
+
+    monkeypatch.setattr(store, "add", counting_add)
+    budget = Budget(pk=1, name="Team", scope=Scope.CONNECTOR, connector_id="c", unit=Unit.TOKENS, amount=Decimal(10**6))
+
+    def reservation(estimate: int) -> admission.Reservation:
+        charge = Charge("tokens", estimate, 10**6, LATER)
+        return admission.Reservation(token_charges=[charge, Charge("tpm", estimate, 10**6, LATER)],
+                                     budgets={"tokens": budget}, estimated_tokens=estimate)
+
+    async def run():
+        await store.add([("tokens", 100 + 50 + 30, LATER), ("tpm", 180, LATER)])  # as three admissions reserved
+        tasks = {settlement.settle_soon(reservation(estimate), total_tokens=used, cost=None, connector_id="c")
+                 for estimate, used in ((100, 120), (50, 10), (30, 30))}
+        assert len(tasks) == 1  # one batch
+        await asyncio.gather(*tasks)
+        later = settlement.settle_soon(reservation(5), total_tokens=7, cost=None, connector_id="c")
+        await later  # the next window: a batch of its own
+
+    from asgiref.sync import async_to_sync
+
+    async_to_sync(run)()  # the database store's sync work then runs in this thread, as under a server's
+    assert len(calls) == 3  # the reservations, then one settlement per window
+    assert sorted(calls[1]) == [("tokens", 20 - 40 + 0, LATER), ("tpm", -20, LATER)]
+    assert store.values_now(["tokens", "tpm"]) == {"tokens": 160 + 2, "tpm": 160 + 2}

@@ -1,5 +1,6 @@
 """The numbers of the usage dashboards: totals, series and breakdowns equal the sums of the recorded events."""
 
+import dataclasses
 import random
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
@@ -335,3 +336,56 @@ def test_the_overview_lists_live_connectors_and_deleted_ones_with_usage(make_con
     assert rows["Idle"].sums.requests == 0 and not rows["Idle"].connector.deleted
     assert rows["Gone"].connector.deleted and rows["Gone"].sums.total_tokens == 10
     assert idle.pk in {row.connector.id for row in rows.values()}
+
+
+# -- slicing by API key (issue 12): the key's events, summed as the rollups sum them ---------------------------------
+
+
+def every_sum(sums: UsageSums) -> dict:
+    """All of a UsageSums, the float sum of durations rounded (added in another order, it differs in the last bit)."""
+    values = dataclasses.asdict(sums)
+    values["duration_ms_sum"] = round(values["duration_ms_sum"], 6)
+    return values
+
+
+@pytest.mark.parametrize("params", [
+    {"from": "2025-03-01T20:00:00+00:00", "to": "2025-03-03T02:00:00+00:00"},  # hourly buckets, two day boundaries
+    {"range": "90d", "tz": "America/New_York"},  # daily buckets in a zone with DST
+])
+def test_a_dashboard_sliced_by_api_key_sums_the_keys_events_exactly_as_the_rollups_do(django_user_model, params):
+    from connectors.accounts.api_keys import create_api_key
+    from usage.queries import UsageSlice
+
+    owner = django_user_model.objects.create_user("keyholder")
+    key, _ = create_api_key(owner, "batch")
+    other, _ = create_api_key(owner, "other")
+    start = datetime(2025, 3, 1, 20, tzinfo=UTC) if "from" in params else datetime.now(UTC) - timedelta(days=30)
+    start = start.replace(minute=0, second=0, microsecond=0)
+    events = record_mix(start, hours=30, per_hour=4)
+    ExecutionEvent.objects.filter(connector_id=CONNECTOR).update(api_key=key)
+    whole = connector_usage(CONNECTOR, parse_range(params))  # from the rollups: every event is the key's
+    record_mix(start, hours=30, seed=9)  # the same hours, another key: must not count
+    ExecutionEvent.objects.filter(connector_id=CONNECTOR, api_key__isnull=True).update(api_key=other)
+
+    sliced = connector_usage(CONNECTOR, parse_range(params), usage_slice=UsageSlice(api_key=key.pk))
+
+    assert actual_sums(sliced.totals) == actual_sums(whole.totals) == expected_sums(events)
+    assert every_sum(sliced.totals) == every_sum(whole.totals)  # cost, estimated and unpriced counts, latency bins
+    assert [(p.bucket, every_sum(p.sums)) for p in sliced.series] == [(p.bucket, every_sum(p.sums)) for p in whole.series]
+    assert [(r.key, every_sum(r.sums)) for r in sliced.by_user] == [(r.key, every_sum(r.sums)) for r in whole.by_user]
+    assert [(r.key, every_sum(r.sums)) for r in sliced.by_model] == [(r.key, every_sum(r.sums)) for r in whole.by_model]
+    narrower = connector_usage(CONNECTOR, parse_range(params), usage_slice=UsageSlice(user="bob", api_key=key.pk))
+    assert narrower.totals.total_tokens == sum(e.total_tokens for e in events if e.user_name == "bob") > 0
+    nobody = connector_usage(CONNECTOR, parse_range(params), usage_slice=UsageSlice(api_key=other.pk + 1000))
+    assert nobody.is_empty
+
+
+@pytest.mark.parametrize("raw, expected", [("12", 12), (" 7 ", 7), ("", None), ("abc", None), ("-3", None),
+                                           ("9" * 40, None), ("１２", None), ("²", None)])
+def test_the_api_key_filter_takes_ids_only(raw, expected):
+    from usage.queries import UsageSlice
+
+    usage_slice = UsageSlice.from_params({"api_key": raw})
+    assert usage_slice.api_key == expected
+    assert bool(usage_slice) is (expected is not None)
+    assert usage_slice.query_params() == ({"api_key": str(expected)} if expected is not None else {})

@@ -470,3 +470,29 @@ def test_the_overview_figures_are_valid_plotly_figures(connector):
         go.Figure(chart["figure"])  # raises on a property plotly does not know
     totals = charts.total_tokens_per_user(by_user)["data"][0]
     assert list(reversed(totals["x"])) == [row.sums.total_tokens for row in by_user]
+
+
+def test_an_api_key_filter_narrows_the_dashboard_the_overview_and_the_json_to_the_keys_calls(
+        client, analyst, connector, django_user_model):
+    from connectors.accounts.api_keys import create_api_key
+
+    owner = django_user_model.objects.create_user("keyholder")
+    key, _ = create_api_key(owner, "nightly batch")
+    keyed = list(ExecutionEvent.objects.filter(connector_id=connector.pk, user_name="bob"))
+    ExecutionEvent.objects.filter(pk__in=[e.pk for e in keyed]).update(api_key=key)
+    tokens = sum(e.total_tokens for e in keyed)
+    assert 0 < tokens < sum(e.total_tokens for e in ExecutionEvent.objects.filter(connector_id=connector.pk))
+    client.force_login(analyst)
+
+    html = client.get(f"/usage/connectors/{connector.pk}/?{RANGE}&api_key={key.pk}").content.decode()
+    assert f'data-total="total_tokens">{tokens:,}<' in html
+    assert f'<option value="{key.pk}" selected>nightly batch' in html
+    assert "calls made with API key <strong>nightly batch" in html and "data-clear-slice" in html
+    assert f"api_key={key.pk}" in re.search(r'href="([^"]+)" download data-export="series"', html).group(1)
+    overview = client.get(f"/usage/?{RANGE}&api_key={key.pk}")
+    assert {row.connector.id: row.sums.total_tokens for row in overview.context["rows"]}[connector.pk] == tokens
+    payload = client.get(f"/api/usage/connectors/{connector.pk}?{RANGE}&api_key={key.pk}").json()
+    assert payload["totals"]["total_tokens"] == tokens
+    # Not an id: no filter, not an error.
+    unfiltered = client.get(f"/usage/connectors/{connector.pk}/?{RANGE}&api_key=nightly")
+    assert unfiltered.status_code == 200 and "data-clear-slice" not in unfiltered.content.decode()

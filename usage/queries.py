@@ -6,8 +6,9 @@ Which rollup serves what (all three hold the same sums; usage/models/summaries.p
 - the per-user and per-model breakdowns: UsageDailyRollup for the whole UTC days inside the range, UsageRollup
   for the hours before the first and after the last whole day.
 
-Raw events are read in exactly two places: the raw-event CSV export (``raw_events``) and, to name a connector
-that no longer exists, the newest event's ``connector_name`` (one indexed row).
+Raw events are read where the rollups cannot answer: the raw-event CSV export (``raw_events``), the per-API-key
+breakdown and dashboards sliced by API key (the rollups do not keep the key; see ``UsageSlice``), and, to name a
+connector that no longer exists, the newest event's ``connector_name`` (one indexed row).
 """
 
 from collections.abc import AsyncIterator, Iterator
@@ -16,8 +17,8 @@ from datetime import UTC, datetime, time, timedelta
 from itertools import islice
 
 from asgiref.sync import sync_to_async
-from django.db.models import Count, F, Q, Sum
-from django.db.models.functions import TruncDay
+from django.db.models import Case, Count, F, Q, Sum, Value, When
+from django.db.models.functions import TruncDay, TruncHour
 
 from connectors import lookup
 from connectors.models import ApiKey, Connector
@@ -176,21 +177,36 @@ def _sum_expressions(fields: tuple[str, ...]) -> dict:
 
 @dataclass(frozen=True)
 class UsageSlice:
-    """A dashboard's filters, kept in the URL with the range: ``user`` (the user name recorded) and ``model`` (the
-    model the provider reported, else the requested one, as the rollups key it). Empty: everything."""
+    """A dashboard's filters, kept in the URL with the range: ``user`` (the user name recorded), ``model`` (the
+    model the provider reported, else the requested one, as the rollups key it) and ``api_key`` (an API key's id:
+    the calls made with it). Empty: everything.
+
+    The rollups do not keep the API key (a rollup per key would add to every recorded event's write), so a slice by
+    key is summed from that key's events, through the (api_key, timestamp) index: its cost grows with the key's
+    calls in the range, not with everyone's."""
 
     user: str = ""
     model: str = ""
+    api_key: int | None = None
 
     @classmethod
     def from_params(cls, params) -> "UsageSlice":
-        return cls(user=(params.get("user") or "").strip()[:150], model=(params.get("model") or "").strip()[:255])
+        raw_key = (params.get("api_key") or "").strip()
+        return cls(
+            user=(params.get("user") or "").strip()[:150],
+            model=(params.get("model") or "").strip()[:255],
+            # Ids only; anything else (a name, a huge number) selects no key rather than failing the page.
+            api_key=int(raw_key) if raw_key.isascii() and raw_key.isdigit() and len(raw_key) <= 18 else None,
+        )
 
     def __bool__(self) -> bool:
-        return bool(self.user or self.model)
+        return bool(self.user or self.model or self.api_key is not None)
 
     def query_params(self) -> dict[str, str]:
-        return {name: value for name, value in (("user", self.user), ("model", self.model)) if value}
+        params = {name: value for name, value in (("user", self.user), ("model", self.model)) if value}
+        if self.api_key is not None:
+            params["api_key"] = str(self.api_key)
+        return params
 
     def apply(self, rollups):
         """Narrow a queryset of UsageRollup or UsageDailyRollup (both keyed by user_name and model)."""
@@ -200,6 +216,53 @@ class UsageSlice:
             rollups = rollups.filter(model=self.model)
         return rollups
 
+    def apply_to_events(self, events):
+        """Narrow a queryset of ExecutionEvent the same way (the model as the rollups key it)."""
+        if self.api_key is not None:
+            events = events.filter(api_key_id=self.api_key)
+        if self.user:
+            events = events.filter(user_name=self.user)
+        if self.model:
+            events = events.filter(Q(response_model=self.model) | Q(response_model="", requested_model=self.model))
+        return events
+
+
+def events_as_rollup_rows(connector_id: str | None, start: datetime, end: datetime, usage_slice: "UsageSlice"):
+    """The range's events under ``usage_slice``, annotated with the names of UsageRollup's key and sums (bucket,
+    model, requests, estimated_requests, duration_ms_sum, unpriced_requests, the latency bins), so that the queries
+    written for rollups read them unchanged. For slices the rollups cannot serve (by API key)."""
+    events = usage_slice.apply_to_events(ExecutionEvent.objects.filter(timestamp__gte=start, timestamp__lt=end))
+    if connector_id is not None:
+        events = events.filter(connector_id=connector_id)
+    return events.annotate(
+        bucket=TruncHour("timestamp", tzinfo=UTC),
+        model=Case(When(response_model="", then=F("requested_model")), default=F("response_model")),
+        requests=Value(1),
+        estimated_requests=_one_if(Q(usage_source=UsageSource.ESTIMATED)),
+        duration_ms_sum=F("duration_ms"),
+        unpriced_requests=_one_if(Q(cost_nanos__isnull=True) & (Q(prompt_tokens__gt=0) | Q(completion_tokens__gt=0))),
+        **_latency_bins(),
+    )
+
+
+def _one_if(condition: Q) -> Case:
+    return Case(When(condition, then=Value(1)), default=Value(0))
+
+
+def _latency_bins() -> dict[str, Case]:
+    """Each latency bin as 1 or 0 for an event, as ``latency_bin`` (bisect_left) assigns it: bin i holds
+    durations above bound i-1, up to and including bound i."""
+    bins, lower = {}, None
+    for name, upper in zip(BIN_FIELDS, (*LATENCY_BIN_BOUNDS_MS, None), strict=True):
+        condition = Q()
+        if lower is not None:
+            condition &= Q(duration_ms__gt=lower)
+        if upper is not None:
+            condition &= Q(duration_ms__lte=upper)
+        bins[name] = _one_if(condition)
+        lower = upper
+    return bins
+
 
 EVERYTHING = UsageSlice()
 
@@ -207,6 +270,8 @@ EVERYTHING = UsageSlice()
 def _hourly_totals(connector_id: str | None, start: datetime, end: datetime, usage_slice: UsageSlice = EVERYTHING):
     """Hourly sums: the per-connector totals, or for a slice the hourly rollups (the only hourly rows that know the
     user and the model; more rows to read, see README "Dashboards you can slice")."""
+    if usage_slice.api_key is not None:
+        return events_as_rollup_rows(connector_id, start, end, usage_slice)
     if usage_slice:
         rows = usage_slice.apply(UsageRollup.objects.filter(bucket__gte=start, bucket__lt=end))
     else:
@@ -220,7 +285,10 @@ def usage_series(connector_id: str, usage_range: UsageRange, usage_slice: UsageS
     if usage_range.bucket == DAY:
         # The viewer's day of each UTC hour, computed by the database: 90 rows instead of 2,160 for 90 days, which
         # matters because turning each row's 27 sums into Python numbers costs more than the query itself.
-        rows = rows.annotate(viewer_bucket=TruncDay("bucket", tzinfo=usage_range.tz)).values("viewer_bucket")
+        # Events (a slice by API key) are truncated from their own time: truncating their UTC hour again in
+        # another zone would shift it on PostgreSQL, whose hour truncation in a zone yields a local timestamp.
+        time_field = "timestamp" if rows.model is ExecutionEvent else "bucket"
+        rows = rows.annotate(viewer_bucket=TruncDay(time_field, tzinfo=usage_range.tz)).values("viewer_bucket")
     else:
         rows = rows.annotate(viewer_bucket=F("bucket")).values("viewer_bucket")
     rows = rows.annotate(**_sum_expressions(("requests", *TOKEN_FIELDS, *DETAIL_FIELDS, *COST_FIELDS, *BIN_FIELDS)))
@@ -243,6 +311,8 @@ def _utc_midnight_on_or_before(moment: datetime) -> datetime:
 
 def rollup_sources(connector_id: str | None, usage_range: UsageRange, usage_slice: UsageSlice = EVERYTHING) -> list:
     """Querysets of UsageDailyRollup and UsageRollup (both keyed by model, user and outcome, with the token sums) that together cover the range once: daily rows for whole UTC days, hourly rows for the rest."""
+    if usage_slice.api_key is not None:
+        return [events_as_rollup_rows(connector_id, usage_range.start, usage_range.end, usage_slice)]
     first_day = _utc_midnight_on_or_after(usage_range.start)
     last_day = _utc_midnight_on_or_before(usage_range.end)
     # connector_id None: every connector (the overview's cross-connector charts).
@@ -295,12 +365,8 @@ def usage_by_api_key(connector_id: str, usage_range: UsageRange, *, limit: int |
     paid only by the dashboard and the JSON endpoint, not the series CSV. A rollup per key would make it constant
     but add a write to every recorded event, the path whose latency docs/PERFORMANCE.md budgets.
     """
-    events = ExecutionEvent.objects.filter(connector_id=connector_id, timestamp__gte=usage_range.start,
-                                           timestamp__lt=usage_range.end)
-    if usage_slice.user:
-        events = events.filter(user_name=usage_slice.user)
-    if usage_slice.model:  # the model as the rollups key it: the reported one, else the requested one
-        events = events.filter(Q(response_model=usage_slice.model) | Q(response_model="", requested_model=usage_slice.model))
+    events = usage_slice.apply_to_events(ExecutionEvent.objects.filter(
+        connector_id=connector_id, timestamp__gte=usage_range.start, timestamp__lt=usage_range.end))
     rows = (
         events
         .order_by()

@@ -408,6 +408,13 @@ def writer_health() -> dict:
     return {"started": True, **writer.health()}
 
 
+def recording_in_background() -> bool:
+    """Whether this process's event writer runs (under a server): then work that follows an answer, such as
+    settling budget counters, can run after it, in the server's loop."""
+    writer = _writer
+    return writer is not None and writer.running
+
+
 async def record_execution(event: ExecutionEvent) -> str:
     """Record one execution's event: through the writer when it runs (group commit), else directly.
 

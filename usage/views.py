@@ -17,6 +17,7 @@ from django.shortcuts import render
 from django.urls import reverse
 
 from connectors.lookup import get_connector_or_404
+from connectors.models import ApiKey
 from connectors_admin.csp import allows_inline_styles
 from usage import charts, exports
 from usage.access import logs_scope, usage_view
@@ -100,12 +101,27 @@ def range_context(request, usage_range: UsageRange, *, keep: dict | None = None,
     }
 
 
+API_KEY_CHOICES_LIMIT = 500
+
+
+def api_key_choices() -> list[tuple[int, str]]:
+    """The API keys a dashboard can be sliced by: every key (revoked ones too: their calls stay in the log), with
+    its owner, newest first."""
+    keys = ApiKey.objects.select_related("user").order_by("-created_at", "-pk")[:API_KEY_CHOICES_LIMIT]
+    return [(key.pk, f"{key} of {key.user.get_username()}" + ("" if key.is_active else " (revoked)"))
+            for key in keys]
+
+
 def slice_context(usage_slice: UsageSlice, by_user, by_model) -> dict:
-    """The filter form of a dashboard: its values and suggestions (the users and models of the breakdowns)."""
+    """The filter form of a dashboard: its values and suggestions (the users and models of the breakdowns, the
+    API keys)."""
+    choices = api_key_choices()
     return {
         "usage_slice": usage_slice,
         "user_suggestions": [row.key for row in by_user if row.key and not row.is_others],
         "model_suggestions": [row.key for row in by_model if row.key and not row.is_others],
+        "api_key_choices": choices,
+        "api_key_label": dict(choices).get(usage_slice.api_key, f"#{usage_slice.api_key}"),
     }
 
 

@@ -29,11 +29,11 @@ from django.utils import timezone
 from connectors.caller import current_api_key_id
 from connectors.models import Connector
 from connectors.outbound.upstream_errors import UpstreamError
-from usage.governance import admission, alerts, pricing
+from usage.governance import admission, alerts, pricing, settlement
 from usage.governance.admission import Refusal
 from usage.models import ExecutionEvent, Outcome, UsageSource
 from usage.observability.execution import execution_opened
-from usage.recording import EventNotRecorded, record_execution
+from usage.recording import EventNotRecorded, record_execution, recording_in_background
 from usage.spool import event_as_json
 
 CLIENT_DISCONNECTED = "client disconnected"
@@ -44,6 +44,8 @@ T = TypeVar("T")
 # Executions and event writes running on after their caller left; held so that they are not garbage-collected
 # and so that the server's shutdown can wait for them (connectors_admin/asgi.py).
 _detached: set[asyncio.Future] = set()
+# Of those, the settlements of budget counters that run after their caller was answered.
+_settling: set[asyncio.Future] = set()
 
 
 def keep_until_done(awaitable: Awaitable[T]) -> asyncio.Future:
@@ -193,6 +195,18 @@ class ExecutionRecord:
             logger.exception("recording the event of an execution of connector %s failed; the event: %s",
                              event.connector_id, event_as_json(event))
         if not self.reservation.empty:
-            used = await admission.settle(self.reservation, total_tokens=event.total_tokens or 0,
-                                          cost=event.cost_nanos)
-            admission.alert_on_thresholds(self.reservation, used, connector_id=event.connector_id)
+            if recording_in_background():
+                # Under a server the caller does not wait for its budgets' counters: they are settled after it
+                # has its answer, in one batch with the other executions that end meanwhile (README, "Budgets
+                # and rate limits"). The batch is held like a detached execution, so shutdown waits for it.
+                settling = settlement.settle_soon(self.reservation, total_tokens=event.total_tokens or 0,
+                                                  cost=event.cost_nanos, connector_id=event.connector_id)
+                if settling not in _settling:
+                    _detached.add(settling)
+                    _settling.add(settling)
+                    settling.add_done_callback(_detached.discard)
+                    settling.add_done_callback(_settling.discard)
+            else:
+                used = await admission.settle(self.reservation, total_tokens=event.total_tokens or 0,
+                                              cost=event.cost_nanos)
+                admission.alert_on_thresholds(self.reservation, used, connector_id=event.connector_id)

@@ -194,17 +194,33 @@ def _unit_name(budget: Budget) -> str:
 
 async def settle(reservation: Reservation, *, total_tokens: int, cost: int | None) -> dict[str, int]:
     """Replace the reservation's estimates with what the execution used; returns the budget counters' new values
-    (for threshold alerts). Never raises: a failed settlement is logged and the estimate stands."""
+    (for threshold alerts). Never raises: a failed settlement is logged and the estimate stands. (Under a server,
+    executions are settled in batches instead: usage/governance/settlement.py.)"""
     if reservation.empty:
         return {}
+    values = await settle_amounts(reservation_amounts(reservation, total_tokens=total_tokens, cost=cost))
+    return {key: value for key, value in values.items() if key in reservation.budgets}
+
+
+def reservation_amounts(reservation: Reservation, *, total_tokens: int,
+                        cost: int | None) -> list[tuple[str, int, dt.datetime]]:
+    """What settling ``reservation`` adds to each counter: the actual usage minus the estimate reserved."""
     amounts = [(c.key, total_tokens - c.amount, c.expires_at) for c in reservation.token_charges]
     amounts += [(c.key, (cost or 0) - c.amount, c.expires_at) for c in reservation.cost_charges]
+    return amounts
+
+
+async def settle_amounts(amounts: list[tuple[str, int, dt.datetime]]) -> dict[str, int]:
+    """Add ``amounts`` to their counters in one step; the counters' new values, or {} (logged) when the store
+    cannot be reached: the estimates stand."""
+    if not amounts:
+        return {}
     try:
-        values = await counter_store().add(amounts)
+        # In key order, so that two processes settling the same counters lock them in the same order.
+        return await counter_store().add(sorted(amounts, key=lambda amount: amount[0]))
     except Exception:
         logger.exception("Could not settle budget and rate-limit counters; the reservation stands")
         return {}
-    return {key: value for key, value in values.items() if key in reservation.budgets}
 
 
 def alert_on_thresholds(reservation: Reservation, used: dict[str, int], *, connector_id: str) -> None:

@@ -81,8 +81,10 @@ class ExecutionEvent(models.Model):
     connector_id = models.CharField(max_length=64)
     connector_name = models.CharField(max_length=255, help_text="The connector's name at the time.")
     connector_is_preconfigured = models.BooleanField(default=False)
+    # db_index=False on both keys: the composite indexes below start with them, and every index is written by each
+    # recorded event.
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
     )
     user_name = models.CharField(max_length=150, blank=True, help_text="The user (or API key owner) at the time.")
     source = models.CharField(max_length=16, choices=EventSource.choices)
@@ -105,7 +107,7 @@ class ExecutionEvent(models.Model):
     # a database outage is inserted only if this id is not stored yet, so a replay never counts an event twice.
     uid = models.UUIDField(default=uuid.uuid4, unique=True, null=True, editable=False)
     api_key = models.ForeignKey(
-        "connectors.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        "connectors.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False,
         help_text="The API key the call was made with, if any.",
     )
     cost_nanos = models.BigIntegerField(
@@ -122,10 +124,9 @@ class ExecutionEvent(models.Model):
         default_permissions = ("view",)
         permissions = [("view_usage_dashboard", "Can view token usage dashboards")]
         indexes = [
-            # The raw-event CSV export and the admin: one connector, a time range, newest first.
-            models.Index(fields=["connector_id", "timestamp"], name="event_connector_time"),
             # The Logs tab's keyset pagination (usage/logs.py): one connector, a range, ORDER BY timestamp DESC,
-            # id DESC, the page after (timestamp, id) of the last row shown.
+            # id DESC, the page after (timestamp, id) of the last row shown. Also what the raw-event CSV export,
+            # the admin and the per-API-key breakdown read (one connector, a time range).
             models.Index(fields=["connector_id", "timestamp", "id"], name="event_connector_time_id"),
             # The same for a user who sees only their own calls (no usage.view_usage_dashboard).
             models.Index(fields=["user", "connector_id", "timestamp", "id"], name="event_user_connector_time"),
@@ -134,6 +135,8 @@ class ExecutionEvent(models.Model):
             # "My usage" (usage/my_usage.py): one user's events in a range, across connectors, grouped
             # by connector and API key: WHERE user_id = %s AND timestamp >= %s AND timestamp < %s.
             models.Index(fields=["user", "timestamp"], name="event_user_time"),
+            # A dashboard sliced by API key (usage/queries.py): one key's events in a range.
+            models.Index(fields=["api_key", "timestamp"], name="event_api_key_time"),
         ]
 
     def __str__(self) -> str:

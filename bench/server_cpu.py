@@ -1,0 +1,91 @@
+"""CPU time the server spends per execution: one uvicorn worker, sequential keep-alive calls, /proc accounting.
+
+Latency on a 2-CPU machine moves by a few tenths of a millisecond from run to run (the client, the upstream,
+PostgreSQL and the workers share the CPUs); the CPU time a worker process spends per request does not, so this is
+the figure that shows what a change to the execution path costs, and by how much, before ``bench.latency`` shows
+it in milliseconds. It counts every thread of the worker (the event loop, the event writer, the sync thread) and,
+separately, every PostgreSQL process (the event log's statement).
+
+Example: ``python -m bench.server_cpu --target apikey --requests 2000 --repeats 3``  (about 40 seconds).
+``--governed redis`` puts a budget and a rate limit on the connector (bench/seed.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+from pathlib import Path
+
+from bench import harness
+from bench.loadgen import Connection, install_uvloop
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int | str) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def postgres_cpu_seconds() -> float:
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().startswith("postgres"):
+                    total += cpu_seconds(entry.name)
+            except OSError:
+                pass  # a process that ended meanwhile
+    return total
+
+
+async def run(port: int, path: str, body: bytes, headers: dict, count: int) -> float:
+    """``count`` sequential requests on one connection; their median latency in ms."""
+    connection = await Connection("127.0.0.1", port).open()
+    elapsed = []
+    try:
+        for _ in range(count):
+            response = await connection.request("POST", path, body, headers)
+            if response.status != 200:
+                raise SystemExit(f"HTTP {response.status}: {response.body[:300]!r}")
+            elapsed.append(response.elapsed * 1000)
+    finally:
+        await connection.close()
+    return statistics.median(elapsed)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--target", choices=("apikey", "basic", "openai"), default="apikey",
+                        help="_execute with an API key or HTTP Basic, or the OpenAI-compatible endpoint")
+    parser.add_argument("--requests", type=int, default=2000, help="requests per measured repeat")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=500)
+    harness.add_governed_argument(parser)
+    args = parser.parse_args()
+    install_uvloop()
+    with harness.stack(["ok"], workers=1, governed=args.governed) as stack:
+        connector = stack.connector("ok")
+        if args.target == "openai":
+            path, body = f"/api/openai/{connector}/v1/chat/completions", harness.chat_body()
+            headers = {"Content-Type": "application/json", "Authorization": "Bearer " + stack.seed["api_key"]}
+        else:
+            path, body = f"/api/actions/connector/{connector}/_execute", harness.execute_body()
+            headers = {"Content-Type": "application/json", "kbn-xsrf": "true",
+                       "Authorization": stack.api_key_header if args.target == "apikey" else stack.basic_header}
+        asyncio.run(run(stack.app_port, path, body, headers, args.warmup))
+        print(harness.machine_description())
+        print(f"one worker, {args.target}, governed: {args.governed}, {args.requests} sequential requests a repeat")
+        for _ in range(args.repeats):
+            app, postgres = cpu_seconds(stack.app.pid), postgres_cpu_seconds()
+            median = asyncio.run(run(stack.app_port, path, body, headers, args.requests))
+            app = (cpu_seconds(stack.app.pid) - app) / args.requests * 1000
+            postgres = (postgres_cpu_seconds() - postgres) / args.requests * 1000
+            print(f"server CPU {app:.3f} ms/request   PostgreSQL CPU {postgres:.3f} ms/request   latency p50 "
+                  f"{median:.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
