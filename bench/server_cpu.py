@@ -7,7 +7,8 @@ it in milliseconds. It counts every thread of the worker (the event loop, the ev
 separately, every PostgreSQL process (the event log's statement).
 
 Example: ``python -m bench.server_cpu --target apikey --requests 2000 --repeats 3``  (about 40 seconds).
-``--governed redis`` puts a budget and a rate limit on the connector (bench/seed.py).
+``--governed redis`` puts a budget and a rate limit on the connector (bench/seed.py); ``--observability off|on`` as
+bench/latency.py takes it (on: Prometheus metrics, and spans exported over OTLP/HTTP to a local receiver).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import os
 import statistics
 from pathlib import Path
 
-from bench import harness
+from bench import harness, latency
 from bench.loadgen import Connection, install_uvloop
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -64,9 +65,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=500)
     harness.add_governed_argument(parser)
+    parser.add_argument("--observability", choices=("off", "on"), help="as bench.latency takes it")
     args = parser.parse_args()
     install_uvloop()
-    with harness.stack(["ok"], workers=1, governed=args.governed) as stack:
+    receiver, receiver_port = latency.start_otlp_receiver() if args.observability == "on" else (None, None)
+    app_env = latency.observability_environment(args.observability, receiver_port)
+    try:
+        measure(args, app_env)
+    finally:
+        if receiver is not None:
+            harness.stop(receiver)
+
+
+def measure(args, app_env: dict) -> None:
+    with harness.stack(["ok"], workers=1, governed=args.governed, app_env=app_env) as stack:
         connector = stack.connector("ok")
         if args.target == "openai":
             path, body = f"/api/openai/{connector}/v1/chat/completions", harness.chat_body()
@@ -77,7 +89,8 @@ def main() -> None:
                        "Authorization": stack.api_key_header if args.target == "apikey" else stack.basic_header}
         asyncio.run(run(stack.app_port, path, body, headers, args.warmup))
         print(harness.machine_description())
-        print(f"one worker, {args.target}, governed: {args.governed}, {args.requests} sequential requests a repeat")
+        print(f"one worker, {args.target}, governed: {args.governed}, observability: "
+              f"{args.observability or 'app defaults'}, {args.requests} sequential requests a repeat")
         for _ in range(args.repeats):
             app, postgres = cpu_seconds(stack.app.pid), postgres_cpu_seconds()
             median = asyncio.run(run(stack.app_port, path, body, headers, args.requests))

@@ -3,6 +3,7 @@ continued, no prompt, body or secret in any attribute; once end to end through t
 OTLP receiver."""
 
 import json
+import time
 
 import httpx
 import pytest
@@ -22,10 +23,18 @@ TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
 
 
+class BuiltSpans(InMemorySpanExporter):
+    """The in-memory exporter, read once the builder thread has built every queued execution's spans."""
+
+    def get_finished_spans(self):
+        assert tracing.flush(timeout=10), "spans still unbuilt after 10 s"
+        return super().get_finished_spans()
+
+
 @pytest.fixture
 def spans(settings):
     """Trace into the SDK's in-memory exporter for one test."""
-    exporter = InMemorySpanExporter()
+    exporter = BuiltSpans()
     tracing.install(SimpleSpanProcessor(exporter))
     yield exporter
     tracing.shutdown()
@@ -58,12 +67,17 @@ def test_an_execution_is_one_genai_span_with_the_http_call_as_child_continuing_t
     spans, asgi_live_server, recorded_events, operator, make_connector, fake_openai
 ):
     connector = make_connector(api_url=fake_openai.url("ok"), default_model="gpt-4o-mini", api_key=SECRET)
+    sent = time.time_ns()
     response = execute(asgi_live_server.url, operator, connector, traceparent=f"00-{TRACE_ID}-{PARENT_ID}-01")
+    answered = time.time_ns()
     assert response.json()["status"] == "ok"
     recorded_events.wait_for(1)
     finished = by_name(spans.get_finished_spans())
     assert set(finished) == {"chat gpt-4o-mini", "POST"}
     chat, http = finished["chat gpt-4o-mini"], finished["POST"]
+    # Built after the answer, with the times the execution noted: the call inside the execution, both inside
+    # the request.
+    assert sent <= chat.start_time < http.start_time < http.end_time <= chat.end_time <= answered
     assert chat.kind == SpanKind.CLIENT
     assert f"{chat.context.trace_id:032x}" == TRACE_ID and f"{chat.parent.span_id:016x}" == PARENT_ID
     assert http.parent.span_id == chat.context.span_id and http.context.trace_id == chat.context.trace_id
@@ -138,7 +152,7 @@ def test_tracing_is_off_without_an_endpoint(settings, make_connector):
     settings.TRACING_ENABLED = False
     tracing.shutdown()
     record = ExecutionRecord(make_connector(), user=None, source="api", sub_action="run")
-    assert record.event.observation.span is None and not tracing.enabled()
+    assert record.event.observation.traced is False and not tracing.enabled()
 
 
 def test_spans_reach_a_real_otlp_receiver_through_the_exporter(settings, monkeypatch, asgi_live_server,

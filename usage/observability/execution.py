@@ -2,7 +2,8 @@
 
 ``ExecutionRecord`` (connectors/outbound/record.py) calls ``execution_opened`` when it opens an execution's
 event, and ``usage.recording.record_execution``, the one door of the event log, calls ``execution_recorded``;
-outbound HTTP calls in between report through ``upstream_call``. Nothing here may fail an execution: ``execution_recorded`` logs and swallows its own errors.
+outbound HTTP calls in between report through ``upstream_call``. Spans are built after the fact, off the
+execution's path (``Observation``). Nothing here may fail an execution: ``execution_recorded`` logs and swallows its own errors.
 """
 
 from __future__ import annotations
@@ -30,15 +31,23 @@ def request_arrived(scope) -> None:
 
 
 class Observation:
-    """What one execution's metrics and span need beyond its event."""
+    """What one execution's metrics and span need beyond its event.
 
-    __slots__ = ("provider", "started", "upstream_seconds", "span", "response_id", "finish_reasons", "server")
+    With tracing on, its spans are not made while it runs: the times and facts are kept here, and once the event is
+    recorded the spans are built with those times by tracing's builder thread (usage/observability/tracing.py), so
+    the caller's answer never waits for the OpenTelemetry SDK."""
 
-    def __init__(self, provider: str, started: float, span):
+    __slots__ = ("provider", "started", "upstream_seconds", "traced", "parent", "start_ns", "calls", "response_id",
+                 "finish_reasons", "server")
+
+    def __init__(self, provider: str, started: float, traced: bool, parent, start_ns: int):
         self.provider = provider
         self.started = started
         self.upstream_seconds: float | None = None  # None: the provider was never called
-        self.span = span
+        self.traced = traced
+        self.parent = parent  # the incoming request's trace context, or None
+        self.start_ns = start_ns
+        self.calls: list[tracing.HttpCall] = []
         self.response_id = ""
         self.finish_reasons: tuple[str, ...] = ()
         self.server: tuple[str, int] | None = None
@@ -51,10 +60,8 @@ def execution_opened(event, connector) -> None:
         _current.set(None)
         return
     incoming = _incoming.get()
-    span = None
-    if traced:
-        span = tracing.start_execution_span(incoming[1] if incoming else None, time.time_ns())
-    observation = Observation(connector.provider, incoming[0] if incoming else time.perf_counter(), span)
+    observation = Observation(connector.provider, incoming[0] if incoming else time.perf_counter(), traced,
+                              incoming[1] if incoming else None, time.time_ns())
     event.observation = observation
     _current.set(observation)
 
@@ -62,7 +69,7 @@ def execution_opened(event, connector) -> None:
 def note_response(payload) -> None:
     """A provider's chat completion (non-streamed) was parsed: keep its id and finish reasons for the span."""
     observation = _current.get()
-    if observation is None or observation.span is None or not isinstance(payload, dict):
+    if observation is None or not observation.traced or not isinstance(payload, dict):
         return
     note_response_meta(observation, payload.get("id"), [
         choice.get("finish_reason") for choice in payload.get("choices") or () if isinstance(choice, dict)
@@ -70,7 +77,7 @@ def note_response(payload) -> None:
 
 
 def note_response_meta(observation: Observation | None, response_id, finish_reasons) -> None:
-    if observation is None or observation.span is None:
+    if observation is None or not observation.traced:
         return
     if isinstance(response_id, str):
         observation.response_id = response_id[:255]
@@ -82,7 +89,7 @@ def current() -> Observation | None:
 
 
 def execution_recorded(event) -> None:
-    """The execution's event goes to the event log: count it, end its span."""
+    """The execution's event goes to the event log: count it, hand its spans to the builder."""
     observation = getattr(event, "observation", None)
     if observation is None:
         return
@@ -90,30 +97,34 @@ def execution_recorded(event) -> None:
         if settings.METRICS_ENABLED:
             total = time.perf_counter() - observation.started
             metrics.observe_execution(event, observation.provider, observation.upstream_seconds, total)
-        if observation.span is not None:
-            tracing.finish_execution_span(observation.span, event, observation.provider, observation.response_id,
-                                          observation.finish_reasons, observation.server, time.time_ns())
+        if observation.traced:
+            tracing.build_spans_later(tracing.ExecutionSpan(
+                parent=observation.parent, start_ns=observation.start_ns, end_ns=time.time_ns(),
+                provider=observation.provider, event=event, response_id=observation.response_id,
+                finish_reasons=observation.finish_reasons, server=observation.server, calls=observation.calls,
+            ))
     except Exception:  # monitoring must never cost an execution its answer or its event
         logger.exception("observing the execution of connector %s failed", event.connector_id)
 
 
 class UpstreamCall:
     """One outbound exchange of the current execution: its time goes to the execution's upstream time, and with
-    tracing on it is a child span of the execution's span."""
+    tracing on it becomes a child span of the execution's span (built later, with these times)."""
 
-    __slots__ = ("_observation", "_started", "_span", "_status")
+    __slots__ = ("_observation", "_started", "_call")
 
     def __init__(self, observation: Observation | None, method: str, url: str):
         self._observation = observation
         self._started = time.perf_counter()
-        self._status: int | None = None
-        self._span = None
-        if observation is not None and observation.span is not None:
+        self._call = None
+        if observation is not None and observation.traced:
             observation.server = tracing.server_of(url)
-            self._span = tracing.start_http_span(observation.span, method, url)
+            self._call = tracing.HttpCall(method, url, time.time_ns())
+            observation.calls.append(self._call)
 
     def responded(self, status: int) -> None:
-        self._status = status
+        if self._call is not None:
+            self._call.status = status
 
     def end(self, error: BaseException | None = None) -> None:
         """Once: later calls (an exception raised while the exchange closes) change nothing."""
@@ -122,11 +133,10 @@ class UpstreamCall:
             return
         elapsed = time.perf_counter() - self._started
         observation.upstream_seconds = (observation.upstream_seconds or 0.0) + elapsed
-        if self._span is not None:
-            try:
-                tracing.finish_http_span(self._span, self._status, error)
-            except Exception:
-                logger.exception("ending the span of an upstream call failed")
+        if self._call is not None:
+            self._call.end_ns = time.time_ns()
+            if error is not None:
+                self._call.error_type = type(error).__name__
 
 
 def upstream_call(method: str, url: str) -> UpstreamCall:

@@ -4,7 +4,8 @@ OpenTelemetry).
 Off unless an OTLP endpoint is configured (``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``..._TRACES_ENDPOINT``); then the
 SDK and its OTLP/HTTP exporter are imported on first use in each process, and configured by the standard
 ``OTEL_*`` variables, which the SDK reads itself. With tracing off nothing of OpenTelemetry is imported and the
-execution path only tests a flag.
+execution path only tests a flag. With it on, the execution path only notes times (usage/observability/execution.py);
+the spans are built from them afterwards, with those times, by a thread of this module.
 
 The execution span follows the OpenTelemetry GenAI semantic conventions (operation ``chat``): provider, request
 and response model, token usage, response id, finish reasons. Its parent is the W3C ``traceparent`` of the
@@ -14,7 +15,10 @@ names, counts, ids and statuses.
 
 from __future__ import annotations
 
+import logging
+import queue
 import threading
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -24,6 +28,7 @@ from django.conf import settings
 PROVIDER_NAMES = {"OpenAI": ("openai", "openai"), "Azure OpenAI": ("azure.ai.openai", "az.ai.openai")}
 OTHER_PROVIDER = ("_OTHER", "_OTHER")
 
+logger = logging.getLogger(__name__)
 _lock = threading.Lock()
 _provider = None  # opentelemetry.sdk.trace.TracerProvider, once set up
 _tracer = None
@@ -63,14 +68,16 @@ def tracer():
 
 def install(span_processor):
     """Trace through ``span_processor`` from now on (tests: the SDK's in-memory exporter). Returns the provider."""
+    shutdown()  # outside the lock: it waits for the builder thread, which may need the lock to get a tracer
     with _lock:
-        shutdown()
         return _set_up(span_processor)
 
 
 def shutdown() -> None:
-    """Export what is still buffered and stop (server shutdown); tracing is set up again on next use."""
+    """Build and export what is still queued or buffered, and stop (server shutdown); tracing is set up again on
+    next use."""
     global _provider, _tracer
+    flush()
     provider, _provider, _tracer = _provider, None, None
     if provider is not None:
         provider.shutdown()
@@ -91,11 +98,87 @@ def incoming_context(headers):
     return context if trace.get_current_span(context).get_span_context().is_valid else None
 
 
-def start_execution_span(parent_context, start_time_ns: int):
+class HttpCall:
+    """One outbound HTTP exchange of an execution, as its child span will show it."""
+
+    __slots__ = ("method", "url", "start_ns", "end_ns", "status", "error_type")
+
+    def __init__(self, method: str, url: str, start_ns: int):
+        self.method, self.url, self.start_ns = method, url, start_ns
+        self.end_ns: int | None = None
+        self.status: int | None = None
+        self.error_type = ""
+
+
+@dataclass
+class ExecutionSpan:
+    """What the builder needs to make one execution's span and its HTTP children, with their real times."""
+
+    parent: object  # the incoming request's trace context, or None
+    start_ns: int
+    end_ns: int
+    provider: str
+    event: object  # the ExecutionEvent (read only)
+    response_id: str
+    finish_reasons: tuple[str, ...]
+    server: tuple[str, int] | None
+    calls: list[HttpCall]
+
+
+# Spans are built by one thread per process from these, after the executions' callers have their answers: the
+# SDK's span objects, attributes and locks then cost the execution path nothing (docs/PERFORMANCE.md,
+# OpenTelemetry). ``flush`` waits until everything queued is built (tests, shutdown).
+_pending: queue.SimpleQueue = queue.SimpleQueue()
+_builder: threading.Thread | None = None
+_unbuilt = 0
+_built = threading.Condition()
+
+
+def build_spans_later(execution: ExecutionSpan) -> None:
+    global _builder, _unbuilt
+    with _built:
+        _unbuilt += 1
+    _pending.put(execution)
+    if _builder is None or not _builder.is_alive():
+        with _lock:
+            if _builder is None or not _builder.is_alive():
+                _builder = threading.Thread(target=_build_forever, name="span-builder", daemon=True)
+                _builder.start()
+
+
+def _build_forever() -> None:
+    global _unbuilt
+    while True:
+        execution = _pending.get()
+        try:
+            build_spans(execution)
+        except Exception:  # a span that cannot be built must not stop the others
+            logger.exception("building the spans of an execution failed")
+        finally:
+            with _built:
+                _unbuilt -= 1
+                _built.notify_all()
+
+
+def flush(timeout: float = 10) -> bool:
+    """Wait until every queued execution's spans are built and handed to the span processor."""
+    with _built:
+        return _built.wait_for(lambda: _unbuilt == 0, timeout)
+
+
+def build_spans(execution: ExecutionSpan) -> None:
+    from opentelemetry import trace
     from opentelemetry.trace import SpanKind
 
-    # Named "chat" until the model is known (finish_execution_span renames it "chat <model>").
-    return tracer().start_span("chat", context=parent_context, kind=SpanKind.CLIENT, start_time=start_time_ns)
+    # Named "chat <model>" (or "chat" when no model was asked for), as the GenAI conventions name it.
+    event = execution.event
+    span = tracer().start_span(f"chat {event.requested_model}" if event.requested_model else "chat",
+                               context=execution.parent, kind=SpanKind.CLIENT, start_time=execution.start_ns)
+    parent = trace.set_span_in_context(span)
+    for call in execution.calls:
+        _build_http_span(parent, call, execution.end_ns)
+    finish_execution_span(span, event, execution.provider, execution.response_id, execution.finish_reasons,
+                          execution.server, execution.end_ns)
 
 
 def finish_execution_span(span, event, provider: str, response_id: str, finish_reasons: tuple[str, ...],
@@ -114,7 +197,6 @@ def finish_execution_span(span, event, provider: str, response_id: str, finish_r
     }
     if event.requested_model:
         attributes["gen_ai.request.model"] = event.requested_model
-        span.update_name(f"chat {event.requested_model}")
     if event.response_model:
         attributes["gen_ai.response.model"] = event.response_model
     if response_id:
@@ -141,33 +223,24 @@ def server_of(url: str) -> tuple[str, int]:
     return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
 
 
-def start_http_span(parent_span, method: str, url: str):
+def _build_http_span(parent_context, call: HttpCall, execution_end_ns: int) -> None:
     """The child span of one outbound HTTP exchange. Only the URL's scheme, host, port and path are kept: its
     userinfo and query (Azure's api-version, or anything a connector's URL may carry) are not."""
-    from opentelemetry import trace
-    from opentelemetry.trace import SpanKind
+    from opentelemetry.trace import SpanKind, Status, StatusCode
 
-    parts = urlsplit(url)
-    host, port = server_of(url)
-    return tracer().start_span(
-        method,
-        context=trace.set_span_in_context(parent_span),
-        kind=SpanKind.CLIENT,
-        attributes={
-            "http.request.method": method,
-            "server.address": host,
-            "server.port": port,
-            "url.full": f"{parts.scheme}://{host}:{port}{parts.path}",
-        },
-    )
-
-
-def finish_http_span(span, status: int | None, error: BaseException | None) -> None:
-    from opentelemetry.trace import Status, StatusCode
-
-    if status is not None:
-        span.set_attribute("http.response.status_code", status)
-    if error is not None or (status is not None and status >= 400):
-        span.set_attribute("error.type", type(error).__name__ if error is not None else str(status))
+    parts = urlsplit(call.url)
+    host, port = server_of(call.url)
+    attributes = {
+        "http.request.method": call.method,
+        "server.address": host,
+        "server.port": port,
+        "url.full": f"{parts.scheme}://{host}:{port}{parts.path}",
+    }
+    if call.status is not None:
+        attributes["http.response.status_code"] = call.status
+    span = tracer().start_span(call.method, context=parent_context, kind=SpanKind.CLIENT, attributes=attributes,
+                               start_time=call.start_ns)
+    if call.error_type or (call.status is not None and call.status >= 400):
+        span.set_attribute("error.type", call.error_type or str(call.status))
         span.set_status(Status(StatusCode.ERROR))
-    span.end()
+    span.end(end_time=call.end_ns or execution_end_ns)
