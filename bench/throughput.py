@@ -59,7 +59,7 @@ def main() -> None:
     with harness.stack(["ok"], workers=args.workers, app_env=app_env) as stack:
         connector = stack.connector("ok")
         path = f"/api/actions/connector/{connector}/_execute"
-        headers = {"Content-Type": "application/json", "Authorization": stack.basic_header}
+        headers = {"Content-Type": "application/json", "Authorization": stack.basic_header, "kbn-xsrf": "true"}
         body = harness.execute_body()
         direct = asyncio.run(load(stack.upstream_port, "/ok/v1/chat/completions", harness.chat_body(), {},
                                   args.clients, max(10_000, args.clients * 100), args.max_seconds))
@@ -91,6 +91,8 @@ def main() -> None:
         with open(args.json, "w") as handle:
             json.dump({"rps": len(latencies) / wall, "rss_before_kib": rss_before, "rss_after_kib": rss_after,
                        "events": events, "requests": args.warmup + len(latencies), "errors": len(errors)}, handle)
+    if errors or events != args.warmup + len(latencies):
+        raise SystemExit("FAIL: errors, or not one event per request")
 
 
 if __name__ == "__main__":

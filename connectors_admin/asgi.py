@@ -3,8 +3,9 @@
 - The ``lifespan`` protocol (Django's handler refuses it): at start-up the process's event writer is started
   (usage.recording: events are committed in batches, each caller answered after its event's commit), and on
   PostgreSQL the listener that keeps the process's caches in step with changes made by other processes
-  (connectors.caching.invalidation); at shutdown, after the server has finished the requests in flight, everything still
-  queued is written.
+  (connectors.caching.invalidation); in the background, the budgets' rules, the price table and Redis's counter
+  script are read (usage.governance.admission.warm_up) and a change of the preconfigured connectors is audited; at
+  shutdown, after the server has finished the requests in flight, everything still queued is written.
 - The request's arrival time and W3C ``traceparent`` are noted for the metrics and spans of its execution
   (usage/observability).
 - A short path for the JSON API called with credentials in the ``Authorization`` header (HTTP Basic, ``ApiKey``,
@@ -45,6 +46,7 @@ from connectors.audit.preconfigured import record_preconfigured_changes
 from connectors.caching.invalidation import start_listener, stop_listener
 from connectors.outbound.record import wait_for_detached
 from connectors_admin.csp import add_content_security_policy
+from usage.governance.admission import warm_up as governance_warm_up
 from usage.governance.alerts import start_alert_sender, stop_alert_sender
 from usage.observability import metrics, tracing
 from usage.observability.execution import request_arrived
@@ -175,6 +177,9 @@ async def _record_preconfigured_changes() -> None:
         logging.getLogger(__name__).exception("audit: could not record the preconfigured connectors")
 
 
+_startup_work: set[asyncio.Future] = set()
+
+
 async def lifespan(receive, send) -> None:
     while True:
         message = await receive()
@@ -183,12 +188,19 @@ async def lifespan(receive, send) -> None:
             start_event_writer()
             start_listener()
             start_alert_sender()
-            await _record_preconfigured_changes()
+            # Both read the database: in the background, so that a server (re)started while the database is away
+            # serves at once (calls are answered and their events spooled) instead of waiting for the pool's timeout.
+            for work in (governance_warm_up(), _record_preconfigured_changes()):
+                task = asyncio.ensure_future(work)
+                _startup_work.add(task)
+                task.add_done_callback(_startup_work.discard)
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             # The server has drained its requests. Executions whose callers hung up may still run (they finish
             # their upstream call and record it): wait for them, then store what they all queued.
             await wait_for_detached(timeout=SHUTDOWN_EXECUTIONS_WAIT_SECONDS)
+            for task in list(_startup_work):
+                task.cancel()  # still waiting for an absent database: the next start does it again
             await asyncio.to_thread(stop_listener)
             await asyncio.to_thread(stop_alert_sender)
             flushed = await asyncio.to_thread(stop_event_writer)

@@ -252,8 +252,8 @@ def _networks(name: str) -> list:
     return networks
 
 
-# Reverse proxies whose X-Forwarded-For is believed when the audit trail records a client's address
-# (connectors/audit/context.py). Empty: the address of the connecting peer is recorded.
+# Reverse proxies whose X-Forwarded-For is believed for a client's address (connectors/client_address.py): the
+# audit trail records it and the login throttles count it. Empty: the address of the connecting peer.
 TRUSTED_PROXIES = _networks("TRUSTED_PROXIES")
 
 # Single sign-on with OpenID Connect (connectors/accounts/sso.py, README "Single sign-on"). Off unless the issuer

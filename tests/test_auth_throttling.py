@@ -8,6 +8,7 @@ database, so the limits are exact and the tests count requests, never time.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 
@@ -58,8 +59,9 @@ def in_background(function):
     return thread, result
 
 
-def get_connectors(server, authorization: str, **kwargs) -> httpx.Response:
-    return httpx.get(f"{server.url}/api/actions/connectors", headers={"Authorization": authorization}, **kwargs)
+def get_connectors(server, authorization: str, headers: dict | None = None, **kwargs) -> httpx.Response:
+    return httpx.get(f"{server.url}/api/actions/connectors", headers={"Authorization": authorization, **(headers or {})},
+                     **kwargs)
 
 
 def test_a_password_check_in_progress_does_not_hold_up_other_callers(asgi_live_server, operator, connector_admin,
@@ -126,6 +128,24 @@ def test_failed_basic_logins_are_throttled_per_address(asgi_live_server, setting
     again = get_connectors(asgi_live_server, basic_auth("oscar", WRONG))
     assert again.status_code == 429 and "for this address" in again.json()["message"]
     assert AuthFailureWindow.objects.get(bucket="address:127.0.0.1").failures == 4
+
+
+def test_behind_a_trusted_proxy_the_forwarded_client_is_throttled_not_the_proxy(asgi_live_server, settings):
+    """The throttle keys on the same client address as the audit trail (connectors/client_address.py): behind a
+    proxy listed in TRUSTED_PROXIES, one client's failures do not lock out the others the proxy forwards."""
+    settings.AUTH_THROTTLE_FAILURES_PER_ADDRESS = 3
+    settings.TRUSTED_PROXIES = [ipaddress.ip_network("127.0.0.1/32")]
+    attacker = {"X-Forwarded-For": "203.0.113.5"}
+    for name in ("mallory", "trudy", "eve"):
+        assert get_connectors(asgi_live_server, basic_auth(name, WRONG), attacker).status_code == 401
+    assert get_connectors(asgi_live_server, basic_auth("oscar", WRONG), attacker).status_code == 429
+    # A forged left part of the header changes nothing: the right-most untrusted address counts.
+    forged = {"X-Forwarded-For": "198.51.100.99, 203.0.113.5"}
+    assert get_connectors(asgi_live_server, basic_auth("oscar", WRONG), forged).status_code == 429
+    other = {"X-Forwarded-For": "198.51.100.7"}
+    assert get_connectors(asgi_live_server, basic_auth("walter", WRONG), other).status_code == 401
+    assert AuthFailureWindow.objects.filter(bucket="address:127.0.0.1").count() == 0
+    assert AuthFailureWindow.objects.get(bucket="address:203.0.113.5").failures == 4
 
 
 def test_the_openai_endpoint_answers_a_throttled_caller_in_openais_shape(asgi_live_server, operator, make_connector,

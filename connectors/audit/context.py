@@ -4,11 +4,8 @@ request into ``sync_to_async`` threads.
 """
 
 import contextvars
-import ipaddress
 from contextlib import contextmanager
 from typing import NamedTuple
-
-from django.conf import settings
 
 from connectors.audit.choices import Via
 
@@ -51,31 +48,6 @@ def note_api_key(api_key_id: int, api_key_name: str = "") -> None:
     """Called by the API's authentication when a request is made with an API key (connectors/api/auth.py)."""
     actor = _current.get()  # built field by field: _replace costs several times more, on every API-key request
     _current.set(Actor(actor.via, actor.user, actor.request, api_key_id, api_key_name, actor.sign_in_method))
-
-
-def _trusted(address: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in network for network in settings.TRUSTED_PROXIES)
-
-
-def client_address(request) -> str | None:
-    """The client's IP address: REMOTE_ADDR, or, when that is a trusted proxy (TRUSTED_PROXIES), the right-most
-    address of X-Forwarded-For that is not one of the trusted proxies (the left part can be forged by the client).
-    """
-    remote = request.META.get("REMOTE_ADDR") or ""
-    if remote and _trusted(remote):
-        forwarded = [part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if part.strip()]
-        for address in reversed(forwarded):
-            if not _trusted(address):
-                remote = address
-                break
-    try:
-        return str(ipaddress.ip_address(remote))
-    except ValueError:
-        return None
 
 
 def user_agent(request) -> str:

@@ -12,6 +12,7 @@ from django.db import DEFAULT_DB_ALIAS
 from connectors.audit import context
 from connectors.audit.choices import Via
 from connectors.audit.models import AuditRecord
+from connectors.client_address import client_address
 
 SYSTEM = "system"
 
@@ -26,7 +27,7 @@ def _actor_fields(actor: context.Actor) -> dict:
         fields["actor"] = user.get_username()[:150]
         fields["actor_user_id"] = user.pk
     if request is not None:
-        fields["client_ip"] = context.client_address(request)
+        fields["client_ip"] = client_address(request)
         fields["user_agent"] = context.user_agent(request)
     if actor.api_key_id is not None:
         fields["api_key_id"] = actor.api_key_id

@@ -16,6 +16,7 @@ import time
 from asgiref.sync import sync_to_async
 
 from connectors.audit import context, recording
+from connectors.client_address import client_address
 
 FAILURE_WINDOW = 60.0
 _MAX_TRACKED = 10_000
@@ -36,7 +37,7 @@ def signed_in(user, method: str, *, request=None, api_key_id: int | None = None)
 
 def _due(method: str, username: str, request) -> int | None:
     """None when this failure is only counted; else the number of failures counted since the last record."""
-    client = context.client_address(request) if request is not None else None
+    client = client_address(request) if request is not None else None
     key = (method, client, username)
     now = time.monotonic()
     with _lock:

@@ -10,9 +10,9 @@ never run the hasher more than the limit allows.
 Credentials already verified and cached (connectors/api/auth.py) never get here, so a locked username does not
 stop a script whose credentials are already cached.
 
-The client address is the ASGI server's (``REMOTE_ADDR``). Behind a reverse proxy, uvicorn's ``--proxy-headers
---forwarded-allow-ips <proxy>`` puts the proxy's ``X-Forwarded-For`` there, from that proxy only (README
-"Running in production").
+The client address is connectors.client_address's, the audit trail's too: the connecting address, or behind a
+reverse proxy listed in TRUSTED_PROXIES the address it forwarded (uvicorn's ``--proxy-headers --forwarded-allow-ips
+<proxy>`` works as well: it puts the forwarded address in the connecting address). README "Running in production".
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import F
 
+from connectors.client_address import client_address as request_client_address
 from connectors.throttling.models import AuthFailureWindow
 
 logger = logging.getLogger("connectors.throttling")
@@ -59,7 +60,7 @@ class _Key:
 
 
 def client_address(request) -> str:
-    return request.META.get("REMOTE_ADDR") or "unknown"
+    return request_client_address(request) or "unknown"
 
 
 def _keys(address: str, username: str) -> list[_Key]:

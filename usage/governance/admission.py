@@ -143,21 +143,21 @@ async def admit(connector_id: str, user_id: int | None, api_key_id: int | None, 
     if any(b.unit == Unit.COST for b in budgets) and estimate_cost is not None:
         estimated_cost = estimate_cost(estimated_tokens) or 0
     charges: list[Charge] = []
-    reasons: list[tuple[str, str, dt.datetime, str]] = []  # per charge: kind, message, resets at, alert key
+    # Per charge, why it would refuse: (kind, the subject whose limit it is, resets at). The message is written
+    # only for a refusal (``_refusal``): most calls are admitted, and it reads names and formats dates.
+    reasons: list[tuple[str, Budget | RateLimit, dt.datetime, str]] = []
     reservation = Reservation(estimated_tokens=estimated_tokens, estimated_cost=estimated_cost)
     minute_start, minute_end = minute_bounds(at)
     for limit in limits:
         rpm_key, tpm_key, _ = rate_limit_counter_keys(limit, at)
         if limit.requests_per_minute is not None:
             charges.append(Charge(rpm_key, 1, limit.requests_per_minute, minute_end, must_fit=True))
-            reasons.append(("rate_limit", f"Rate limit reached: {limit.requests_per_minute} requests per minute for "
-                            f"{limit.subject}.", minute_end, f"ratelimit:{limit.pk}:{minute_start:%Y%m%dT%H}"))
+            reasons.append(("requests_per_minute", limit, minute_end, minute_start))
         if limit.tokens_per_minute is not None:
             charge = Charge(tpm_key, estimated_tokens, limit.tokens_per_minute, minute_end)
             charges.append(charge)
             reservation.token_charges.append(charge)
-            reasons.append(("rate_limit", f"Rate limit reached: {limit.tokens_per_minute} tokens per minute for "
-                            f"{limit.subject}.", minute_end, f"ratelimit:{limit.pk}:{minute_start:%Y%m%dT%H}"))
+            reasons.append(("tokens_per_minute", limit, minute_end, minute_start))
     for budget in budgets:
         key, _, end = budget_counter_key(budget, at)
         amount = estimated_tokens if budget.unit == Unit.TOKENS else estimated_cost
@@ -167,9 +167,7 @@ async def admit(connector_id: str, user_id: int | None, api_key_id: int | None, 
         charges.append(charge)
         (reservation.token_charges if budget.unit == Unit.TOKENS else reservation.cost_charges).append(charge)
         reservation.budgets[key] = budget
-        reasons.append(("budget", f'Budget "{budget.name}" ({budget.subject}) is used up for this '
-                        f"{Period(budget.period).label.lower()}: {budget.amount.normalize():f} "
-                        f"{_unit_name(budget)}. It resets at {end.isoformat()}.", end, f"{key}:reached"))
+        reasons.append(("budget", budget, end, key))
     try:
         refused = await counter_store().reserve(charges)
     except Exception:
@@ -178,12 +176,27 @@ async def admit(connector_id: str, user_id: int | None, api_key_id: int | None, 
         logger.exception("Budgets and rate limits could not be checked; the execution is admitted unchecked")
         return NOTHING_RESERVED
     if refused is not None:
-        kind, message, resets_at, alert_key = reasons[refused]
-        retry_after = max(1, int((resets_at - at).total_seconds() + 0.999))
-        alert_kind = AlertKind.BUDGET_REACHED if kind == "budget" else AlertKind.RATE_LIMITED
-        count_refusal(connector_id, kind)  # connectors_refusals_total (README, Prometheus)
-        return Refusal(kind, message, retry_after, resets_at, alert_key, alert_kind)
+        refusal = _refusal(*reasons[refused], at=at)
+        count_refusal(connector_id, refusal.kind)  # connectors_refusals_total (README, Prometheus)
+        return refusal
     return reservation
+
+
+def _refusal(reason: str, rule: Budget | RateLimit, resets_at: dt.datetime, detail, *, at: dt.datetime) -> Refusal:
+    """The refusal by the charge described by ``reason`` (see ``admit``): its message, retry delay and alert."""
+    retry_after = max(1, int((resets_at - at).total_seconds() + 0.999))
+    if reason == "budget":
+        budget, counter_key = rule, detail
+        message = (f'Budget "{budget.name}" ({budget.subject}) is used up for this '
+                   f"{Period(budget.period).label.lower()}: {budget.amount.normalize():f} {_unit_name(budget)}. "
+                   f"It resets at {resets_at.isoformat()}.")
+        return Refusal("budget", message, retry_after, resets_at, f"{counter_key}:reached", AlertKind.BUDGET_REACHED)
+    limit, minute_start = rule, detail
+    per_minute = limit.requests_per_minute if reason == "requests_per_minute" else limit.tokens_per_minute
+    what = "requests" if reason == "requests_per_minute" else "tokens"
+    message = f"Rate limit reached: {per_minute} {what} per minute for {limit.subject}."
+    return Refusal("rate_limit", message, retry_after, resets_at, f"ratelimit:{limit.pk}:{minute_start:%Y%m%dT%H}",
+                   AlertKind.RATE_LIMITED)
 
 
 def _unit_name(budget: Budget) -> str:
@@ -253,3 +266,21 @@ def _format_used(budget: Budget, value: int) -> str:
     if budget.unit == Unit.TOKENS:
         return f"{value} tokens"
     return f"{(Decimal(value) / NANOS_PER_UNIT).quantize(Decimal('0.01'))} {_unit_name(budget)}"
+
+
+async def warm_up() -> None:
+    """At a server process's start: read the rules and the price table, and load the counter script into Redis,
+    so that the first burst of calls does not wait for all three at once. Never raises: what fails here is read
+    again on first use, as without it."""
+    from usage.governance import pricing
+    from usage.governance.counters import RedisStore
+
+    try:
+        await _rules.aget()
+        await pricing.acurrent_table()
+        store = counter_store()
+        if isinstance(store, RedisStore):
+            await store.reserve([])  # EVALSHA of the admission script with no counter: loads it, changes nothing
+    except Exception:
+        logger.warning("Budgets and rate limits: warming up failed; the first calls will read what is missing",
+                       exc_info=True)
