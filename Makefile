@@ -48,6 +48,7 @@ lint: $(VENV)/.installed-dev
 # stops them; about 20 minutes in all, most of it the 100,000-request memory run.
 bench: $(VENV)/.installed
 	$(PY) -m bench.latency
+	$(PY) -m bench.server_cpu
 	$(PY) -m bench.concurrency --requests 200 --upstream-ms 500 --limit 5
 	$(PY) -m bench.concurrency --requests 1000 --upstream-ms 1000 --limit 3
 	$(PY) -m bench.streaming

@@ -214,3 +214,34 @@ def test_each_row_and_the_detail_show_the_api_key_and_the_cost(client, analyst, 
     assert "1.2345 USD" in page and "est." in page
     detail = client.get(f"/connectors/{connector.pk}/logs/{priced.pk}/?{RANGE}").content.decode()
     assert "nightly batch" in detail and "1.2345 USD (estimated" in detail
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_message_search_can_use_the_trigram_index_the_readme_offers(connector):
+    """README, "The Logs tab": an operator may add a partial trigram index on error_message. The search's query
+    says "not empty", so PostgreSQL can use it; without that condition it could not."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("pg_trgm is PostgreSQL's; CI runs the suite on PostgreSQL too")
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+        # As the README has it, but not CONCURRENTLY, which cannot run in a transaction.
+        cursor.execute("CREATE INDEX event_error_message_trgm ON usage_executionevent "
+                       "USING gin (error_message gin_trgm_ops) WHERE error_message <> ''")
+        cursor.execute("SET enable_seqscan = off")
+    for message in ("upstream timed out", "Upstream answered 502", "not reachable"):
+        record(START, connector_id=connector.pk, outcome="failure", error_message=message)
+    try:
+        search = EventFilters(q="upstream").apply(ExecutionEvent.objects.all())
+        assert "event_error_message_trgm" in search.explain()
+        assert "event_error_message_trgm" not in ExecutionEvent.objects.filter(
+            error_message__icontains="upstream").explain()  # the partial index needs the condition
+        failed = set(ExecutionEvent.objects.filter(connector_id=connector.pk, error_message__icontains="upstream")
+                     .values_list("pk", flat=True))
+        assert len(failed) == 2
+        assert set(search.filter(connector_id=connector.pk).values_list("pk", flat=True)) == failed
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET enable_seqscan")
+            cursor.execute("DROP INDEX IF EXISTS event_error_message_trgm")

@@ -81,8 +81,9 @@ class EventFilters:
             events = events.filter(Q(response_model=self.model) | Q(response_model="", requested_model=self.model))
         if self.q:
             # A substring scan of the rows the other conditions and the range leave (see docs/PERFORMANCE.md,
-            # "Logs tab"); error messages are short and only failures have one.
-            events = events.filter(error_message__icontains=self.q)
+            # "Logs tab"); error messages are short and only failures have one. "Not empty" changes no result and
+            # lets PostgreSQL use the partial trigram index the README offers operators.
+            events = events.filter(error_message__icontains=self.q).exclude(error_message="")
         return events
 
     def query_params(self) -> dict[str, str]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -146,18 +147,30 @@ def build_spans_later(execution: ExecutionSpan) -> None:
                 _builder.start()
 
 
+# The builder takes what was queued every BUILD_INTERVAL_SECONDS rather than each execution as it comes: woken
+# for every execution, it took the interpreter from the event loop as often, each time in the middle of answering
+# someone (docs/PERFORMANCE.md, "Metrics and tracing").
+BUILD_INTERVAL_SECONDS = 0.05
+
+
 def _build_forever() -> None:
     global _unbuilt
     while True:
-        execution = _pending.get()
-        try:
-            build_spans(execution)
-        except Exception:  # a span that cannot be built must not stop the others
-            logger.exception("building the spans of an execution failed")
-        finally:
-            with _built:
-                _unbuilt -= 1
-                _built.notify_all()
+        batch = [_pending.get()]
+        time.sleep(BUILD_INTERVAL_SECONDS)
+        while True:
+            try:
+                batch.append(_pending.get_nowait())
+            except queue.Empty:
+                break
+        for execution in batch:
+            try:
+                build_spans(execution)
+            except Exception:  # a span that cannot be built must not stop the others
+                logger.exception("building the spans of an execution failed")
+        with _built:
+            _unbuilt -= len(batch)
+            _built.notify_all()
 
 
 def flush(timeout: float = 10) -> bool:
