@@ -302,6 +302,9 @@ def test_the_overview_charts_per_user_and_filters_kept_in_the_links(page, live_s
     record(now - timedelta(hours=2), connector_id=first.pk, user_name="alice", prompt_tokens=100, completion_tokens=10)
     record(now - timedelta(hours=2), connector_id=second.pk, user_name="alice", prompt_tokens=50, completion_tokens=5)
     record(now - timedelta(hours=1), connector_id=second.pk, user_name="bob", prompt_tokens=7, completion_tokens=1)
+    key, _ = create_api_key(analyst, "nightly batch")
+    record(now - timedelta(hours=3), connector_id=second.pk, user_name="alice", prompt_tokens=20, completion_tokens=2,
+           api_key=key)
     log_in_via(page, f"{live_server.url}/usage/", analyst)
     for chart_id in ("chart-user-prompt-completion", "chart-user-total"):
         page.locator(f"#{chart_id}[data-rendered=true] svg.main-svg").first.wait_for()
@@ -316,6 +319,12 @@ def test_the_overview_charts_per_user_and_filters_kept_in_the_links(page, live_s
     assert "user=alice" in page.url
     page.click("text=Second")
     page.wait_for_url(f"**/usage/connectors/{second.pk}/**")
-    assert "user=alice" in page.url and page.inner_text("[data-total=total_tokens]") == "55"
+    assert "user=alice" in page.url and page.inner_text("[data-total=total_tokens]") == "77"
+    # Sliced by API key as well: only the calls alice made with it.
+    page.select_option("#slice-api-key", str(key.pk))
+    page.click("[data-slice-form] button[type=submit]")
+    page.wait_for_url(f"**api_key={key.pk}**")
+    assert page.inner_text("[data-total=total_tokens]") == "22"
+    assert "nightly batch" in page.inner_text("[data-slice-label]") and "user=alice" in page.url
     assert_accessible(page)
     assert not page.console_errors, page.console_errors
