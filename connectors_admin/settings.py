@@ -339,7 +339,9 @@ if not (len(USAGE_CURRENCY) == 3 and USAGE_CURRENCY.isalpha() and USAGE_CURRENCY
 # Where budgets and rate limits keep their counters (usage/governance/counters.py): a Redis URL such as
 # redis://127.0.0.1:6379/0, or empty for the database (works on SQLite with no server, and across processes and
 # hosts on PostgreSQL).
-REDIS_URL = env.str("REDIS_URL", default="")
+REDIS_URL = env.str("REDIS_URL", default="").strip()
+if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://")):
+    raise ImproperlyConfigured("REDIS_URL must be a redis:// or rediss:// URL, such as redis://127.0.0.1:6379/0")
 
 # Mail for alerts (usage/governance/alerts.py): EMAIL_URL such as smtp://user:password@mail.example.com:587
 # (smtp+tls://, smtp+ssl://, consolemail:// for development). Without it, mail goes to the console.

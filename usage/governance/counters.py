@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import threading
 import weakref
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
+
+from usage.governance.redis_pipeline import PipelinedRedis, RedisReplyError
 
 
 @dataclass(frozen=True)
@@ -152,47 +155,52 @@ return values
 """
 
 
+_RESERVE_SHA = hashlib.sha1(_RESERVE.encode()).hexdigest()
+_ADD_SHA = hashlib.sha1(_ADD.encode()).hexdigest()
+
+
 class RedisStore:
-    """Counters in Redis, under ``<prefix>:``; each expires with its period."""
+    """Counters in Redis, under ``<prefix>:``; each expires with its period. The execution path's two scripts go
+    through one pipelined connection per event loop (usage/governance/redis_pipeline.py)."""
 
     def __init__(self, url: str, prefix: str = "connectors-admin:governance"):
         self.url = url
         self.prefix = prefix
-        # redis.asyncio connections belong to the event loop that opened them.
-        self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        # Connections belong to the event loop that opened them.
+        self._connections: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-    def _client(self):
-        import redis.asyncio as redis
-
+    def _connection(self) -> PipelinedRedis:
         loop = asyncio.get_running_loop()
-        entry = self._clients.get(loop)
-        if entry is None:
-            # A blocking pool: under a burst, executions wait (up to 10 s) for one of 64 connections rather than
-            # each opening its own or failing with "too many connections".
-            pool = redis.BlockingConnectionPool.from_url(
-                self.url, max_connections=64, timeout=10, socket_timeout=5, socket_connect_timeout=5
-            )
-            client = redis.Redis(connection_pool=pool)
-            entry = self._clients[loop] = (client, client.register_script(_RESERVE), client.register_script(_ADD))
-        return entry
+        connection = self._connections.get(loop)
+        if connection is None:
+            connection = self._connections[loop] = PipelinedRedis(self.url)
+        return connection
+
+    async def _run_script(self, script: str, sha: str, keys: list[str], args: list):
+        connection = self._connection()
+        try:
+            return await connection.execute("EVALSHA", sha, len(keys), *keys, *args)
+        except RedisReplyError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+            # Not in this Redis's script cache yet (a new or restarted server): EVAL sends it, and caches it.
+            return await connection.execute("EVAL", script, len(keys), *keys, *args)
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}:{key}"
 
     async def reserve(self, charges: list[Charge]) -> int | None:
-        _, reserve, _ = self._client()
         args: list = []
         for charge in charges:
             args += [charge.amount, charge.limit, 1 if charge.must_fit else 0, int(charge.expires_at.timestamp()) + 1]
-        refused = await reserve(keys=[self._key(c.key) for c in charges], args=args)
+        refused = await self._run_script(_RESERVE, _RESERVE_SHA, [self._key(c.key) for c in charges], args)
         return None if int(refused) == 0 else int(refused) - 1
 
     async def add(self, amounts: list[tuple[str, int, dt.datetime]]) -> dict[str, int]:
-        _, _, add = self._client()
         args: list = []
         for _, amount, expires_at in amounts:
             args += [amount, int(expires_at.timestamp()) + 1]
-        values = await add(keys=[self._key(key) for key, _, _ in amounts], args=args)
+        values = await self._run_script(_ADD, _ADD_SHA, [self._key(key) for key, _, _ in amounts], args)
         return {key: int(value) for (key, _, _), value in zip(amounts, values, strict=True)}
 
     def values_now(self, keys: list[str]) -> dict[str, int]:

@@ -1,0 +1,128 @@
+"""The pipelined Redis connection of the budget and rate-limit counters (usage/governance/redis_pipeline.py),
+against the Redis that runs on every machine of this project (127.0.0.1:6379, database 14 here)."""
+
+import asyncio
+import datetime as dt
+import socket
+import uuid
+
+import pytest
+import redis
+
+from usage.governance.counters import Charge, RedisStore
+from usage.governance.redis_pipeline import PipelinedRedis, RedisReplyError, RedisUnavailable, pack
+
+URL = "redis://127.0.0.1:6379/14"
+LATER = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+
+
+@pytest.fixture(autouse=True)
+def _redis():
+    try:
+        redis.Redis.from_url(URL, socket_connect_timeout=1).ping()
+    except redis.RedisError:
+        pytest.fail("Redis is expected at 127.0.0.1:6379 (it runs on every machine of this project)")
+
+
+def test_commands_are_framed_as_resp_arrays_of_bulk_strings():
+    assert pack("SET", "k", 12) == b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\n12\r\n"
+    assert pack("ECHO", "é") == b"*2\r\n$4\r\nECHO\r\n$2\r\n\xc3\xa9\r\n"
+
+
+def test_concurrent_commands_on_one_connection_each_get_their_own_reply():
+    key = f"test:pipe:{uuid.uuid4().hex}"
+
+    async def run():
+        connection = PipelinedRedis(URL)
+        replies = await asyncio.gather(*(connection.execute("INCRBY", key, n) for n in range(1, 201)))
+        echoed = await asyncio.gather(*(connection.execute("ECHO", f"reply {n}") for n in range(50)))
+        await connection.close()
+        return replies, echoed
+
+    replies, echoed = asyncio.run(run())
+    assert sorted(replies) == sorted({sum(range(1, n + 1)) for n in range(1, 201)})  # running totals, each once
+    assert echoed == [f"reply {n}".encode() for n in range(50)]  # matched in order
+    assert int(redis.Redis.from_url(URL).get(key)) == sum(range(1, 201))
+
+
+def test_the_database_of_the_url_is_selected():
+    key = f"test:pipe:{uuid.uuid4().hex}"
+
+    async def run():
+        connection = PipelinedRedis(URL)
+        await connection.execute("SET", key, "here")
+        await connection.close()
+
+    asyncio.run(run())
+    assert redis.Redis.from_url(URL).get(key) == b"here"
+    assert redis.Redis.from_url("redis://127.0.0.1:6379/0").get(key) is None
+
+
+def test_an_error_reply_is_raised_and_the_connection_goes_on():
+    async def run():
+        connection = PipelinedRedis(URL)
+        with pytest.raises(RedisReplyError, match="unknown command"):
+            await connection.execute("NOSUCHCOMMAND")
+        reply = await connection.execute("PING")
+        await connection.close()
+        return reply
+
+    assert asyncio.run(run()) == b"PONG"
+
+
+def test_scripts_flushed_from_redis_are_sent_again():
+    store = RedisStore(URL, prefix=f"test:{uuid.uuid4().hex}")
+
+    async def run():
+        first = await store.reserve([Charge("rpm", 1, 10, LATER, must_fit=True)])
+        await store._connection().execute("SCRIPT", "FLUSH")  # as a restarted Redis: no script cached
+        second = await store.reserve([Charge("rpm", 1, 10, LATER, must_fit=True)])
+        values = await store.add([("rpm", 3, LATER)])
+        return first, second, values
+
+    assert asyncio.run(run()) == (None, None, {"rpm": 5})
+
+
+def test_a_killed_connection_fails_what_waits_on_it_and_the_next_command_connects_again():
+    async def run():
+        connection = PipelinedRedis(URL)
+        await connection.execute("CLIENT", "SETNAME", "pipeline-under-test")
+        admin = redis.Redis.from_url(URL)
+        for client in admin.client_list():
+            if client.get("name") == "pipeline-under-test":
+                admin.client_kill_filter(_id=client["id"])
+        with pytest.raises(RedisUnavailable):
+            await connection.execute("BLPOP", f"test:pipe:{uuid.uuid4().hex}", 1)
+        reply = await connection.execute("PING")  # a new connection
+        await connection.close()
+        return reply
+
+    assert asyncio.run(run()) == b"PONG"
+
+
+def test_an_unreachable_redis_is_a_clear_error_not_a_hang():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens there once the socket is closed
+
+    async def run():
+        connection = PipelinedRedis(f"redis://127.0.0.1:{port}/0")
+        with pytest.raises(RedisUnavailable, match=f"cannot connect to Redis at 127.0.0.1:{port}"):
+            await connection.execute("PING")
+
+    asyncio.run(run())
+
+
+def test_a_refused_password_is_a_clear_error():
+    async def run():
+        connection = PipelinedRedis("redis://:wrong-password@127.0.0.1:6379/14")
+        with pytest.raises(RedisUnavailable, match="set-up"):
+            await connection.execute("PING")
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("url", ["unix:///tmp/redis.sock", "http://127.0.0.1:6379"])
+def test_only_redis_urls_are_taken(url):
+    with pytest.raises(ValueError, match="redis://"):
+        PipelinedRedis(url)
