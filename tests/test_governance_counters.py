@@ -189,14 +189,26 @@ def test_an_unreachable_counter_store_admits_and_says_so(caplog):
     from bench.harness import free_port
 
     RateLimit.objects.create(scope=Scope.CONNECTOR, connector_id="c", requests_per_minute=0)
+    admission._unchecked = admission.UncheckedAdmissions()
+
+    async def calls(count: int):
+        return [await admission.admit("c", None, None, request_bytes=10) for _ in range(count)]
+
     with override_settings(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0"):  # nothing listens there
         reset_counter_store()
         try:
-            decision = async_to_sync(admission.admit)("c", None, None, request_bytes=10)
+            decisions = async_to_sync(calls)(50)
         finally:
             reset_counter_store()
-    assert decision is admission.NOTHING_RESERVED
-    assert "admitted unchecked" in caplog.text
+    assert decisions == [admission.NOTHING_RESERVED] * 50
+    # The first is logged with its error; the others are counted, not logged one by one.
+    assert caplog.text.count("admitted unchecked") == 1 and "cannot connect to Redis" in caplog.text
+    assert admission._unchecked._since_logged == 49
+    caplog.clear()
+    reset_counter_store()  # the database store, reachable: checked again, and the log says so with the count
+    refused = async_to_sync(admission.admit)("c", None, None, request_bytes=10)
+    assert isinstance(refused, admission.Refusal)
+    assert "49 more executions admitted unchecked" in caplog.text and "checked again" in caplog.text
 
 
 def test_executions_ending_within_one_window_are_settled_together_in_one_step(store, monkeypatch):

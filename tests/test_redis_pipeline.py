@@ -113,6 +113,37 @@ def test_an_unreachable_redis_is_a_clear_error_not_a_hang():
     asyncio.run(run())
 
 
+def test_after_a_failed_connection_commands_fail_at_once_for_a_moment(monkeypatch):
+    """During a Redis outage, governed calls must not each wait for a connection attempt (README)."""
+    from usage.governance import redis_pipeline
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    attempts = []
+    real_open = asyncio.open_connection
+
+    async def counting_open(*args, **kwargs):
+        attempts.append(args)
+        return await real_open(*args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "open_connection", counting_open)
+    monkeypatch.setattr(redis_pipeline, "RECONNECT_PAUSE_SECONDS", 0.3)
+
+    async def run():
+        connection = PipelinedRedis(f"redis://127.0.0.1:{port}/0")
+        for _ in range(20):
+            with pytest.raises(RedisUnavailable, match="cannot connect"):
+                await connection.execute("PING")
+        assert len(attempts) == 1
+        await asyncio.sleep(0.35)
+        with pytest.raises(RedisUnavailable):
+            await connection.execute("PING")
+        assert len(attempts) == 2  # tried again once the pause was over
+
+    asyncio.run(run())
+
+
 def test_a_refused_password_is_a_clear_error():
     async def run():
         connection = PipelinedRedis("redis://:wrong-password@127.0.0.1:6379/14")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -111,6 +112,40 @@ def connect_signals() -> None:
         post_delete.connect(_announce_change, sender=model, dispatch_uid=f"governance_deleted_{model.__name__}")
 
 
+class UncheckedAdmissions:
+    """Logs calls admitted unchecked: the first of an outage with its error, then one line per LOG_EVERY_SECONDS
+    with how many more there were (a line per call would be thousands a second)."""
+
+    LOG_EVERY_SECONDS = 10.0
+
+    def __init__(self):
+        self._since_logged = 0
+        self._logged_at: float | None = None
+
+    def report(self) -> None:
+        now = time.monotonic()
+        if self._logged_at is None:
+            logger.exception("Budgets and rate limits could not be checked; the execution is admitted unchecked")
+            self._logged_at = now
+        elif now - self._logged_at >= self.LOG_EVERY_SECONDS:
+            logger.error("Budgets and rate limits could not be checked: %d more executions admitted unchecked in "
+                         "the last %.0f s", self._since_logged + 1, now - self._logged_at, exc_info=True)
+            self._since_logged, self._logged_at = 0, now
+        else:
+            self._since_logged += 1
+
+    def recovered(self) -> None:
+        if self._logged_at is not None:
+            if self._since_logged:
+                logger.error("Budgets and rate limits could not be checked: %d more executions admitted unchecked",
+                             self._since_logged)
+            logger.warning("Budgets and rate limits are checked again")
+            self._since_logged, self._logged_at = 0, None
+
+
+_unchecked = UncheckedAdmissions()
+
+
 def budget_counter_key(budget: Budget, at: dt.datetime) -> tuple[str, dt.datetime, dt.datetime]:
     start, end = period_bounds(budget.period, budget.time_zone, at)
     return f"budget:{budget.pk}:{start.date().isoformat()}", start, end
@@ -173,8 +208,9 @@ async def admit(connector_id: str, user_id: int | None, api_key_id: int | None, 
     except Exception:
         # The counters cannot be reached (Redis or the database is away): admit, so that an outage of the counter
         # store never stops every call, and say so loudly (README, "Budgets and rate limits").
-        logger.exception("Budgets and rate limits could not be checked; the execution is admitted unchecked")
+        _unchecked.report()
         return NOTHING_RESERVED
+    _unchecked.recovered()
     if refused is not None:
         refusal = _refusal(*reasons[refused], at=at)
         count_refusal(connector_id, refusal.kind)  # connectors_refusals_total (README, Prometheus)

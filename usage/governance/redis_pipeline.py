@@ -25,6 +25,10 @@ import hiredis
 
 CONNECT_TIMEOUT_SECONDS = 5
 REPLY_TIMEOUT_SECONDS = 5
+# After a failed connection attempt, commands fail at once for this long instead of each trying again (and each
+# waiting up to CONNECT_TIMEOUT_SECONDS for a server that does not answer): during a Redis outage, governed calls
+# are admitted unchecked without delay (README, "Budgets and rate limits").
+RECONNECT_PAUSE_SECONDS = 1.0
 
 
 class RedisUnavailable(ConnectionError):
@@ -59,6 +63,8 @@ class PipelinedRedis:
         self._waiting: deque[asyncio.Future] = deque()
         self._connecting: asyncio.Lock | None = None
         self._reading: asyncio.Task | None = None
+        self._unreachable_until = 0.0
+        self._unreachable_reason = ""
 
     async def execute(self, *parts):
         """Send one command; its reply (an int, bytes, a list, ...). Raises RedisReplyError or RedisUnavailable."""
@@ -91,12 +97,17 @@ class PipelinedRedis:
         async with self._connecting:
             if self._writer is not None:
                 return
+            loop = asyncio.get_running_loop()
+            if loop.time() < self._unreachable_until:
+                raise RedisUnavailable(self._unreachable_reason)
             context = ssl.create_default_context() if self.tls else None
             try:
                 async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
                     reader, writer = await asyncio.open_connection(self.host, self.port, ssl=context)
             except (OSError, TimeoutError) as exc:
-                raise RedisUnavailable(f"cannot connect to Redis at {self.host}:{self.port}: {exc}") from None
+                self._unreachable_reason = f"cannot connect to Redis at {self.host}:{self.port}: {exc or 'timed out'}"
+                self._unreachable_until = loop.time() + RECONNECT_PAUSE_SECONDS
+                raise RedisUnavailable(self._unreachable_reason) from None
             self._writer = writer
             self._reading = asyncio.ensure_future(self._read(reader, writer))
             setup = []
