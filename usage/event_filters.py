@@ -15,9 +15,9 @@ views pass ``only_user_id`` and the ``user`` parameter is then ignored.
 from dataclasses import dataclass, replace
 from urllib.parse import urlencode
 
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 
-from usage.models import Outcome
+from usage.models import Outcome, model_is
 
 # Kibana's sub-actions of the .gen-ai connector (docs/KIBANA.md), the only values recorded in sub_action.
 SUB_ACTIONS = ("run", "test", "invokeAI", "stream", "invokeStream")
@@ -78,7 +78,7 @@ class EventFilters:
         if self.user:
             events = events.filter(user_name=self.user)
         if self.model:
-            events = events.filter(Q(response_model=self.model) | Q(response_model="", requested_model=self.model))
+            events = events.filter(model_is(self.model))
         if self.q:
             # A substring scan of the rows the other conditions and the range leave (see docs/PERFORMANCE.md,
             # "Logs tab"); error messages are short and only failures have one. "Not empty" changes no result and

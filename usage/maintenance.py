@@ -9,34 +9,24 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.db import connection, transaction
-from django.db.models import Case, CharField, Count, F, Q, Sum, Value, When
+from django.db.models import Count, Q, Sum, Value
 from django.db.models.functions import Coalesce, TruncHour
 
 from usage.models import (
-    LATENCY_BIN_BOUNDS_MS,
     LATENCY_BIN_COUNT,
     ROLLUP_KEY_FIELDS,
     ROLLUP_SUM_FIELDS,
     ExecutionEvent,
     UsageRollup,
+    latency_bin_condition,
     latency_bin_field,
+    rollup_model,
+    unpriced_condition,
 )
 from usage.ranges import ceil_hour, floor_hour
 
 DEFAULT_CHUNK = timedelta(days=1)
 PRUNE_BATCH = 10_000
-
-
-def _latency_bin_filter(index: int) -> Q:
-    # The same bins as usage.models.rollups.latency_bin (bisect_left): bin i holds bounds[i-1] < d <= bounds[i].
-    condition = Q()
-    if index > 0:
-        condition &= Q(duration_ms__gt=LATENCY_BIN_BOUNDS_MS[index - 1])
-    if index < len(LATENCY_BIN_BOUNDS_MS):
-        condition &= Q(duration_ms__lte=LATENCY_BIN_BOUNDS_MS[index])
-    return condition
-
-
 
 
 def aggregate_events(events):
@@ -45,11 +35,6 @@ def aggregate_events(events):
     The bucket and model are computed as usage.models.rollups does: the UTC hour, and the response model or else the
     requested one.
     """
-    model = Case(
-        When(response_model="", then=F("requested_model")),
-        default=F("response_model"),
-        output_field=CharField(),
-    )
     sums = {
         "n_requests": Count("id"),
         "n_prompt_tokens": Sum("prompt_tokens"),
@@ -60,15 +45,13 @@ def aggregate_events(events):
         "n_estimated_requests": Count("id", filter=Q(usage_source="estimated")),
         "n_duration_ms_sum": Sum("duration_ms"),
         "n_cost_nanos": Sum(Coalesce("cost_nanos", Value(0))),
-        "n_unpriced_requests": Count(
-            "id", filter=Q(cost_nanos__isnull=True) & (Q(prompt_tokens__gt=0) | Q(completion_tokens__gt=0))
-        ),
+        "n_unpriced_requests": Count("id", filter=unpriced_condition()),
     }
     for index in range(LATENCY_BIN_COUNT):
-        sums[f"n_{latency_bin_field(index)}"] = Count("id", filter=_latency_bin_filter(index))
+        sums[f"n_{latency_bin_field(index)}"] = Count("id", filter=latency_bin_condition(index))
     return (
         events.order_by()
-        .annotate(rollup_bucket=TruncHour("timestamp", tzinfo=UTC), rollup_model=model)
+        .annotate(rollup_bucket=TruncHour("timestamp", tzinfo=UTC), rollup_model=rollup_model())
         .values("connector_id", "rollup_bucket", "rollup_model", "user_name", "outcome")
         .annotate(**sums)
     )

@@ -32,7 +32,11 @@ from usage.models import (
     UsageHourlyTotal,
     UsageRollup,
     UsageSource,
+    latency_bin_condition,
     latency_bin_field,
+    model_is,
+    rollup_model,
+    unpriced_condition,
 )
 from usage.ranges import DAY, UsageRange
 
@@ -223,7 +227,7 @@ class UsageSlice:
         if self.user:
             events = events.filter(user_name=self.user)
         if self.model:
-            events = events.filter(Q(response_model=self.model) | Q(response_model="", requested_model=self.model))
+            events = events.filter(model_is(self.model))
         return events
 
 
@@ -236,32 +240,17 @@ def events_as_rollup_rows(connector_id: str | None, start: datetime, end: dateti
         events = events.filter(connector_id=connector_id)
     return events.annotate(
         bucket=TruncHour("timestamp", tzinfo=UTC),
-        model=Case(When(response_model="", then=F("requested_model")), default=F("response_model")),
+        model=rollup_model(),
         requests=Value(1),
         estimated_requests=_one_if(Q(usage_source=UsageSource.ESTIMATED)),
         duration_ms_sum=F("duration_ms"),
-        unpriced_requests=_one_if(Q(cost_nanos__isnull=True) & (Q(prompt_tokens__gt=0) | Q(completion_tokens__gt=0))),
-        **_latency_bins(),
+        unpriced_requests=_one_if(unpriced_condition()),
+        **{name: _one_if(latency_bin_condition(index)) for index, name in enumerate(BIN_FIELDS)},
     )
 
 
 def _one_if(condition: Q) -> Case:
     return Case(When(condition, then=Value(1)), default=Value(0))
-
-
-def _latency_bins() -> dict[str, Case]:
-    """Each latency bin as 1 or 0 for an event, as ``latency_bin`` (bisect_left) assigns it: bin i holds
-    durations above bound i-1, up to and including bound i."""
-    bins, lower = {}, None
-    for name, upper in zip(BIN_FIELDS, (*LATENCY_BIN_BOUNDS_MS, None), strict=True):
-        condition = Q()
-        if lower is not None:
-            condition &= Q(duration_ms__gt=lower)
-        if upper is not None:
-            condition &= Q(duration_ms__lte=upper)
-        bins[name] = _one_if(condition)
-        lower = upper
-    return bins
 
 
 EVERYTHING = UsageSlice()
@@ -385,14 +374,13 @@ def usage_by_api_key(connector_id: str, usage_range: UsageRange, *, limit: int |
 
 def event_sum_expressions() -> dict:
     """The UsageSums of raw events (the same ``sum_<field>`` keys as the rollup annotations)."""
-    priced = Q(cost_nanos__isnull=True) & (Q(prompt_tokens__gt=0) | Q(completion_tokens__gt=0))
     return {
         "sum_requests": Count("id"),
         "sum_failures": Count("id", filter=Q(outcome=Outcome.FAILURE)),
         **{f"sum_{name}": Sum(name) for name in TOKEN_FIELDS},
         "sum_estimated_requests": Count("id", filter=Q(usage_source=UsageSource.ESTIMATED)),
         "sum_cost_nanos": Sum("cost_nanos"),
-        "sum_unpriced_requests": Count("id", filter=priced),
+        "sum_unpriced_requests": Count("id", filter=unpriced_condition()),
     }
 
 

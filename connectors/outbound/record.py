@@ -202,9 +202,8 @@ class ExecutionRecord:
                 settling = settlement.settle_soon(self.reservation, total_tokens=event.total_tokens or 0,
                                                   cost=event.cost_nanos, connector_id=event.connector_id)
                 if settling not in _settling:
-                    _detached.add(settling)
+                    keep_until_done(settling)
                     _settling.add(settling)
-                    settling.add_done_callback(_detached.discard)
                     settling.add_done_callback(_settling.discard)
             else:
                 used = await admission.settle(self.reservation, total_tokens=event.total_tokens or 0,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from dataclasses import dataclass, field
 
 from usage.governance.admission import Reservation, alert_on_thresholds, reservation_amounts, settle_amounts
@@ -68,7 +69,8 @@ class SettlementBatcher:
                 logger.exception("raising the budget alerts of connector %s failed", connector_id)
 
 
-_batchers: dict[asyncio.AbstractEventLoop, SettlementBatcher] = {}
+# One batcher per event loop, as counters.RedisStore keeps its connections.
+_batchers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def settle_soon(reservation: Reservation, *, total_tokens: int, cost: int | None, connector_id: str) -> asyncio.Task:
@@ -76,7 +78,5 @@ def settle_soon(reservation: Reservation, *, total_tokens: int, cost: int | None
     loop = asyncio.get_running_loop()
     batcher = _batchers.get(loop)
     if batcher is None:
-        for closed in [other for other in _batchers if other.is_closed()]:
-            del _batchers[closed]
         batcher = _batchers[loop] = SettlementBatcher()
     return batcher.add(reservation, total_tokens=total_tokens, cost=cost, connector_id=connector_id)

@@ -9,7 +9,11 @@ from usage.models.rollups import (
     ROLLUP_KEY_FIELDS,
     ROLLUP_SUM_FIELDS,
     UsageRollup,
+    latency_bin_condition,
     latency_bin_field,
+    model_is,
+    rollup_model,
+    unpriced_condition,
 )
 from usage.models.summaries import DAILY_SUM_FIELDS, UsageDailyRollup, UsageHourlyTotal
 
@@ -26,5 +30,9 @@ __all__ = [
     "UsageHourlyTotal",
     "UsageRollup",
     "UsageSource",
+    "latency_bin_condition",
     "latency_bin_field",
+    "model_is",
+    "rollup_model",
+    "unpriced_condition",
 ]

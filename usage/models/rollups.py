@@ -81,6 +81,35 @@ def latency_bin(duration_ms: float) -> int:
     return bisect_left(LATENCY_BIN_BOUNDS_MS, duration_ms)
 
 
+# The same mapping in SQL, for queries that sum events as the rollups would (usage/maintenance.py's rebuild, the
+# dashboards sliced by API key in usage/queries.py, the Logs tab's model filter in usage/event_filters.py).
+
+def latency_bin_condition(index: int) -> models.Q:
+    """The events ``latency_bin`` puts in bin ``index`` (bisect_left): bounds[i-1] < duration <= bounds[i]."""
+    condition = models.Q()
+    if index > 0:
+        condition &= models.Q(duration_ms__gt=LATENCY_BIN_BOUNDS_MS[index - 1])
+    if index < len(LATENCY_BIN_BOUNDS_MS):
+        condition &= models.Q(duration_ms__lte=LATENCY_BIN_BOUNDS_MS[index])
+    return condition
+
+
+def rollup_model() -> models.Case:
+    """An event's model as the rollups key it (``ExecutionEvent.model``): the reported one, else the requested one."""
+    return models.Case(models.When(response_model="", then=models.F("requested_model")),
+                       default=models.F("response_model"), output_field=models.CharField())
+
+
+def model_is(model: str) -> models.Q:
+    """The events whose model, as the rollups key it, is ``model``."""
+    return models.Q(response_model=model) | models.Q(response_model="", requested_model=model)
+
+
+def unpriced_condition() -> models.Q:
+    """The events counted in ``unpriced_requests``: tokens used, no price applied."""
+    return models.Q(cost_nanos__isnull=True) & (models.Q(prompt_tokens__gt=0) | models.Q(completion_tokens__gt=0))
+
+
 def rollup_key(event) -> tuple:
     bucket = event.timestamp.replace(minute=0, second=0, microsecond=0)
     return (event.connector_id, bucket, event.model[:255], event.user_name, event.outcome)
@@ -124,8 +153,8 @@ def rollup_upsert(items: list[tuple[tuple, dict[str, float]]]) -> tuple[str, lis
 
 @functools.lru_cache(maxsize=64)
 def _rollup_upsert_sql(vendor: str, rows: int) -> str:
-    """The upsert's text for ``rows`` rows, built once. Short (the table aliased, ``r``) so that with one or a
-    few rows the whole event statement stays under psycopg's 4 KiB limit for caching a query's parsed form."""
+    """The upsert's text for ``rows`` rows, built once per batch size (the execution path writes single events
+    most of the time), the table aliased ``r`` to keep it short."""
     quote = connection.ops.quote_name
     table = quote(UsageRollup._meta.db_table)
     quoted = [quote(c) for c in ROLLUP_KEY_FIELDS + ROLLUP_SUM_FIELDS]

@@ -98,11 +98,7 @@ def execution_recorded(event) -> None:
             total = time.perf_counter() - observation.started
             metrics.observe_execution(event, observation.provider, observation.upstream_seconds, total)
         if observation.traced:
-            tracing.build_spans_later(tracing.ExecutionSpan(
-                parent=observation.parent, start_ns=observation.start_ns, end_ns=time.time_ns(),
-                provider=observation.provider, event=event, response_id=observation.response_id,
-                finish_reasons=observation.finish_reasons, server=observation.server, calls=observation.calls,
-            ))
+            tracing.build_spans_later(observation, event, time.time_ns())
     except Exception:  # monitoring must never cost an execution its answer or its event
         logger.exception("observing the execution of connector %s failed", event.connector_id)
 

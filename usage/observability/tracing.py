@@ -19,7 +19,6 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -111,22 +110,8 @@ class HttpCall:
         self.error_type = ""
 
 
-@dataclass
-class ExecutionSpan:
-    """What the builder needs to make one execution's span and its HTTP children, with their real times."""
-
-    parent: object  # the incoming request's trace context, or None
-    start_ns: int
-    end_ns: int
-    provider: str
-    event: object  # the ExecutionEvent (read only)
-    response_id: str
-    finish_reasons: tuple[str, ...]
-    server: tuple[str, int] | None
-    calls: list[HttpCall]
-
-
-# Spans are built by one thread per process from these, after the executions' callers have their answers: the
+# Spans are built by one thread per process from the executions' observations (usage/observability/execution.py,
+# ``Observation``: the times and facts noted while they ran), after their callers have their answers: the
 # SDK's span objects, attributes and locks then cost the execution path nothing (docs/PERFORMANCE.md,
 # OpenTelemetry). ``flush`` waits until everything queued is built (tests, shutdown).
 _pending: queue.SimpleQueue = queue.SimpleQueue()
@@ -135,11 +120,12 @@ _unbuilt = 0
 _built = threading.Condition()
 
 
-def build_spans_later(execution: ExecutionSpan) -> None:
+def build_spans_later(observation, event, end_ns: int) -> None:
+    """Queue the spans of one execution: its ``Observation``, its ExecutionEvent (read only), when it ended."""
     global _builder, _unbuilt
     with _built:
         _unbuilt += 1
-    _pending.put(execution)
+    _pending.put((observation, event, end_ns))
     if _builder is None or not _builder.is_alive():
         with _lock:
             if _builder is None or not _builder.is_alive():
@@ -165,7 +151,7 @@ def _build_forever() -> None:
                 break
         for execution in batch:
             try:
-                build_spans(execution)
+                build_spans(*execution)
             except Exception:  # a span that cannot be built must not stop the others
                 logger.exception("building the spans of an execution failed")
         with _built:
@@ -179,19 +165,18 @@ def flush(timeout: float = 10) -> bool:
         return _built.wait_for(lambda: _unbuilt == 0, timeout)
 
 
-def build_spans(execution: ExecutionSpan) -> None:
+def build_spans(observation, event, end_ns: int) -> None:
     from opentelemetry import trace
     from opentelemetry.trace import SpanKind
 
     # Named "chat <model>" (or "chat" when no model was asked for), as the GenAI conventions name it.
-    event = execution.event
     span = tracer().start_span(f"chat {event.requested_model}" if event.requested_model else "chat",
-                               context=execution.parent, kind=SpanKind.CLIENT, start_time=execution.start_ns)
+                               context=observation.parent, kind=SpanKind.CLIENT, start_time=observation.start_ns)
     parent = trace.set_span_in_context(span)
-    for call in execution.calls:
-        _build_http_span(parent, call, execution.end_ns)
-    finish_execution_span(span, event, execution.provider, execution.response_id, execution.finish_reasons,
-                          execution.server, execution.end_ns)
+    for call in observation.calls:
+        _build_http_span(parent, call, end_ns)
+    finish_execution_span(span, event, observation.provider, observation.response_id, observation.finish_reasons,
+                          observation.server, end_ns)
 
 
 def finish_execution_span(span, event, provider: str, response_id: str, finish_reasons: tuple[str, ...],
