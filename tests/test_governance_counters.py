@@ -5,6 +5,7 @@ import datetime as dt
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import connection
@@ -16,7 +17,8 @@ from usage.governance.models import Budget, Period, RateLimit, Scope, Unit
 from usage.governance.periods import minute_bounds, period_bounds
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
-LATER = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+# Counter expiries reach Redis, whose clock is the real one: every time given to a store is relative to now.
+LATER = dt.datetime.now(dt.UTC) + dt.timedelta(days=365)
 
 
 def redis_available() -> bool:
@@ -137,7 +139,11 @@ def test_admission_refuses_with_a_message_that_names_the_budget_and_its_reset(dj
     connector_id = f"c-{uuid.uuid4().hex[:8]}"
     Budget.objects.create(name="Team tokens", scope=Scope.CONNECTOR, connector_id=connector_id,
                           period=Period.DAY, time_zone="Europe/Paris", unit=Unit.TOKENS, amount=Decimal(100))
-    at = dt.datetime(2026, 11, 29, 22, 30, tzinfo=dt.UTC)
+    # Half an hour before the next midnight in Paris, on the real clock: Redis expires the counter at that midnight
+    # by its own clock, so a fixed date in the past would drop the counter at once.
+    paris = ZoneInfo("Europe/Paris")
+    midnight = dt.datetime.combine(dt.datetime.now(paris).date() + dt.timedelta(days=1), dt.time(), tzinfo=paris)
+    at = midnight.astimezone(dt.UTC) - dt.timedelta(minutes=30)
     with override_settings(REDIS_URL=redis_url):
         reset_counter_store()
         try:
@@ -149,7 +155,7 @@ def test_admission_refuses_with_a_message_that_names_the_budget_and_its_reset(dj
             assert isinstance(refused, admission.Refusal)
             assert refused.kind == "budget"
             assert 'Budget "Team tokens" (connector' in refused.message
-            assert "2026-11-30T00:00:00+01:00" in refused.message
+            assert midnight.isoformat() in refused.message
             assert refused.retry_after == 30 * 60
             # Settling with the actual usage frees what was over-estimated.
             async_to_sync(admission.settle)(first, total_tokens=40, cost=None)
