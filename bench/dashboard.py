@@ -6,7 +6,7 @@
 PostgreSQL: the events go into a database of their own (``connectors_bench`` on postgres://postgres@127.0.0.1:5432,
 dropped and recreated on each run, dropped again at the end unless --keep) with COPY through psycopg. SQLite: a file
 in /tmp, filled with executemany in large transactions. The rollups are then built with the same code as
-``manage.py rebuild_usage_rollups`` (usage.maintenance.rebuild_rollups), and the dashboard page and the JSON
+``manage.py rebuild_usage_rollups`` (usage.operations.maintenance.rebuild_rollups), and the dashboard page and the JSON
 endpoint are timed for the 24h, 30d and 90d ranges in-process with Django's test Client: server time from the
 request entering the middleware to the response being rendered, no network and no browser. Results and how to
 read them: docs/PERFORMANCE.md, section "Usage dashboard".
@@ -289,8 +289,8 @@ def main() -> None:
     from django.core.management import call_command
     from django.test.utils import override_settings
 
-    from usage.maintenance import rebuild_rollups
     from usage.models import ExecutionEvent, UsageRollup
+    from usage.operations.maintenance import rebuild_rollups
 
     # The pages use {% static %}; without collectstatic's manifest, plain storage (as the tests do).
     override_settings(

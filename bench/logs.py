@@ -91,11 +91,11 @@ def time_views(runs: int, warmup: int) -> list[dict]:
 
 
 def explain_first_page() -> str:
-    """PostgreSQL's plan for the first page's query, to compare with the one stated in usage/logs.py."""
+    """PostgreSQL's plan for the first page's query, to compare with the one stated in usage/dashboards/logs.py."""
     from django.db import connection
 
-    from usage.event_filters import EventFilters
-    from usage.logs import LIST_COLUMNS, _events
+    from usage.dashboards.event_filters import EventFilters
+    from usage.dashboards.logs import LIST_COLUMNS, _events
     from usage.ranges import parse_range
 
     events = _events(CONNECTOR_ID, parse_range({"range": "90d"}), EventFilters())
@@ -128,8 +128,8 @@ def main() -> None:
     from django.core.management import call_command
     from django.test.utils import override_settings
 
-    from usage.maintenance import rebuild_rollups
     from usage.models import ExecutionEvent
+    from usage.operations.maintenance import rebuild_rollups
 
     override_settings(
         STORAGES={

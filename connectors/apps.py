@@ -2,7 +2,7 @@ import logging
 
 from django.apps import AppConfig
 
-logger = logging.getLogger("connectors_admin.actions_config")
+logger = logging.getLogger("connectors.actions_config")
 
 
 class ConnectorsConfig(AppConfig):

@@ -5,9 +5,9 @@ from functools import lru_cache
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 
+from connectors.actions_config import ActionsConfig
 from connectors.models import CONNECTOR_TYPE_ID, Connector
 from connectors.validation import api_key_error
-from connectors_admin.actions_config import ActionsConfig
 
 
 def preconfigured_connectors() -> dict[str, Connector]:

@@ -1,10 +1,10 @@
 """The ASGI application served by uvicorn: Django, plus what Django's ASGI handler leaves out.
 
 - The ``lifespan`` protocol (Django's handler refuses it): at start-up the process's event writer is started
-  (usage.recording: events are committed in batches, each caller answered after its event's commit), and on
+  (usage.recording.writer: events are committed in batches, each caller answered after its event's commit), and on
   PostgreSQL the listener that keeps the process's caches in step with changes made by other processes
   (connectors.caching.invalidation); in the background, the budgets' rules, the price table and Redis's counter
-  script are read (usage.governance.admission.warm_up) and a change of the preconfigured connectors is audited; at
+  script are read (usage.governance.enforcement.admission.warm_up) and a change of the preconfigured connectors is audited; at
   shutdown, after the server has finished the requests in flight, everything still queued is written.
 - The request's arrival time and W3C ``traceparent`` are noted for the metrics and spans of its execution
   (usage/observability).
@@ -31,7 +31,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "connectors_admin.settings")
 
 django_application = get_asgi_application()
 
-# Imported once Django is set up: usage.recording imports models.
+# Imported once Django is set up: usage.recording.writer imports models.
 from asgiref.sync import markcoroutinefunction, sync_to_async
 from django.contrib.auth.models import AnonymousUser
 from django.core import signals
@@ -46,11 +46,11 @@ from connectors.audit.preconfigured import record_preconfigured_changes
 from connectors.caching.invalidation import start_listener, stop_listener
 from connectors.outbound.record import wait_for_detached
 from connectors_admin.csp import add_content_security_policy
-from usage.governance.admission import warm_up as governance_warm_up
 from usage.governance.alerts import start_alert_sender, stop_alert_sender
+from usage.governance.enforcement.admission import warm_up as governance_warm_up
 from usage.observability import metrics, tracing
 from usage.observability.execution import request_arrived
-from usage.recording import start_event_writer, stop_event_writer
+from usage.recording.writer import start_event_writer, stop_event_writer
 
 API_PREFIX = "/api/"
 SHUTDOWN_EXECUTIONS_WAIT_SECONDS = 30

@@ -14,7 +14,7 @@ import environ
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
-from connectors_admin.actions_config import ActionsConfigError, load_actions_config, parse_byte_size
+from connectors.actions_config import ActionsConfigError, load_actions_config, parse_byte_size
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -209,7 +209,7 @@ STATICFILES_FINDERS = [
     "django.contrib.staticfiles.finders.FileSystemFinder",
     "django.contrib.staticfiles.finders.AppDirectoriesFinder",
     # plotly.js from the pinned Python plotly package (vendor/plotly.min.js): no 4 MB copy in git, never a CDN.
-    "usage.plotly_finder.PlotlyJsFinder",
+    "connectors_admin.plotly_finder.PlotlyJsFinder",
 ]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -303,12 +303,12 @@ STREAM_MAX_BYTES = _byte_size("STREAM_MAX_BYTES", default=64 * 1024 * 1024)
 STREAM_MAX_SECONDS = _positive_int("STREAM_MAX_SECONDS", default=3600)
 STREAM_MAX_EVENT_BYTES = _byte_size("STREAM_MAX_EVENT_BYTES", default=1024 * 1024)
 
-# Execution events are committed in batches by one writer thread per server process (usage/recording.py). By
+# Execution events are committed in batches by one writer thread per server process (usage/recording/writer.py). By
 # default an execution is answered after its event's commit; with write-behind it is answered at once, which is
 # faster, and a crash of the process (not a normal shutdown, which writes the queue) loses the events not yet
 # committed: normally those of the last few milliseconds, more while the database is unreachable.
 EVENT_WRITE_BEHIND = _bool("EVENT_WRITE_BEHIND", default=False)
-# Where the event writer keeps the events the database could not take (usage/spool.py), until it can: fsync'd
+# Where the event writer keeps the events the database could not take (usage/recording/spool.py), until it can: fsync'd
 # JSON lines, replayed at start-up and as soon as the database answers again (README, "Guarantees").
 EVENT_SPOOL_DIR = Path(env.str("EVENT_SPOOL_DIR", default="").strip() or BASE_DIR / "var" / "event-spool")
 
@@ -331,12 +331,12 @@ for _name in ("AUTH_THROTTLE_WINDOW_SECONDS", "AUTH_THROTTLE_FAILURES_PER_ADDRES
 # reaches every process at once on PostgreSQL, this is the backstop.
 CONNECTOR_CACHE_SECONDS = _int("CONNECTOR_CACHE_SECONDS", default=60)
 
-# The currency every price is in and every cost is summed in (usage/governance/pricing.py): an ISO 4217 code.
+# The currency every price is in and every cost is summed in (usage/governance/pricing/prices.py): an ISO 4217 code.
 USAGE_CURRENCY = env.str("USAGE_CURRENCY", default="USD").upper()
 if not (len(USAGE_CURRENCY) == 3 and USAGE_CURRENCY.isalpha() and USAGE_CURRENCY.isascii()):
     raise ImproperlyConfigured("USAGE_CURRENCY must be a three-letter ISO 4217 currency code, such as USD or EUR")
 
-# Where budgets and rate limits keep their counters (usage/governance/counters.py): a Redis URL such as
+# Where budgets and rate limits keep their counters (usage/governance/enforcement/counters.py): a Redis URL such as
 # redis://127.0.0.1:6379/0, or empty for the database (works on SQLite with no server, and across processes and
 # hosts on PostgreSQL).
 REDIS_URL = env.str("REDIS_URL", default="").strip()
@@ -399,7 +399,7 @@ TRACING_ENABLED = (
     and OTEL_TRACES_EXPORTER != "none"
 )
 
-# The Kibana event-log export (usage/kibana_event_log.py): the index or data stream named in its _bulk action lines.
+# The Kibana event-log export (usage/operations/kibana_event_log.py): the index or data stream named in its _bulk action lines.
 KIBANA_EVENT_LOG_INDEX = env.str("KIBANA_EVENT_LOG_INDEX", default=".kibana-event-log-ds")
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()

@@ -7,9 +7,9 @@ from django.views.generic import RedirectView
 from connectors.accounts import api_key_views, sso_views
 from connectors.accounts.login_view import ThrottledLoginView
 from connectors.permissions import VIEW_CONNECTOR
-from usage import logs_views
-from usage.health import healthz
-from usage.observability.views import metrics_endpoint
+from connectors_admin.healthz import healthz
+from usage.dashboards import logs_views
+from usage.observability.metrics_endpoint import metrics_endpoint
 from usage.permissions import VIEW_USAGE_DASHBOARD
 
 
@@ -38,8 +38,8 @@ urlpatterns = [
     path("connectors/<str:connector_id>/logs/", logs_views.connector_logs, name="connector_logs"),
     path("connectors/<str:connector_id>/logs/<int:event_id>/", logs_views.log_event_detail, name="connector_log_event"),
     path("connectors/", include("connectors.pages.urls")),
-    path("usage/", include("usage.governance.urls")),
-    path("usage/", include("usage.urls")),
+    path("usage/", include("usage.governance.pages.urls")),
+    path("usage/", include("usage.dashboards.urls")),
     path("api/", include("connectors.api.urls")),
     path("healthz", healthz, name="healthz"),
     path("metrics", metrics_endpoint, name="metrics"),

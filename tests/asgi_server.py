@@ -84,8 +84,7 @@ def asgi_live_server(transactional_db, asgi_server_session):
     starts it); it runs for this test only, so that tests using Django's test client inside a rolled-back
     transaction keep writing their events in their own connection.
     """
-    from usage import recording
-
+    from usage.recording.writer import writer as recording
     recording.start_event_writer()
     yield asgi_server_session
     # A test that made an outage has ended it by now; what it spooled is replayed before the writer stops. The spool
@@ -131,7 +130,7 @@ class RecordedEvents:
 def recorded_events(monkeypatch) -> RecordedEvents:
     """Wait for the server to record events: ``recorded_events.wait_for(1)`` (no polling of the database).
 
-    It wraps ExecutionEvent.objects.insert_batch, where every path of usage.recording.record_execution ends.
+    It wraps ExecutionEvent.objects.insert_batch, where every path of usage.recording.writer.record_execution ends.
     """
     from usage.models.events import ExecutionEventManager
 

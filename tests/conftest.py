@@ -7,10 +7,10 @@ import pytest
 from django.contrib.auth.models import Group
 from django.test import override_settings
 
+from connectors.actions_config import parse_actions_config
 from connectors.audit.sign_ins import forget_failures
 from connectors.caching.invalidation import forget_everything
 from connectors.models import Connector, Provider
-from connectors_admin.actions_config import parse_actions_config
 from tests.fake_openai import FakeOpenAI
 
 PASSWORD = "correct horse battery staple"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from connectors_admin.actions_config import (
+from connectors.actions_config import (
     ActionsConfig,
     ActionsConfigError,
     load_actions_config,
@@ -342,7 +342,7 @@ def test_ignored_keys_are_logged_once_at_info_by_name_only(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stderr.splitlines() if "ignoring settings outside xpack.actions" in line]
-    assert len(lines) == 1 and " INFO connectors_admin.actions_config " in lines[0]
+    assert len(lines) == 1 and " INFO connectors.actions_config " in lines[0]
     assert "xpack.security" in lines[0] and "server" in lines[0] and "elasticsearch" in lines[0]
     assert "es-secret-password" not in result.stderr and "a-very-secret-encryption-key" not in result.stderr
 

@@ -14,8 +14,8 @@ import pytest
 from bench.loadgen import Connection
 from connectors.api import auth
 from tests.conftest import basic_auth
-from usage import recording
 from usage.models import ExecutionEvent, UsageRollup
+from usage.recording.writer import writer as recording
 
 CONCURRENT = 200
 

@@ -1,4 +1,4 @@
-"""The server's event writer (usage.recording.EventWriter): group commit, shutdown flush, database failures.
+"""The server's event writer (usage.recording.writer.EventWriter): group commit, shutdown flush, database failures.
 
 These tests use committed transactions (``transactional_db``): the writer is a thread with its own connection.
 """
@@ -11,9 +11,9 @@ from django.db import OperationalError
 from django.utils import timezone
 
 from connectors_admin import asgi
-from usage import recording
 from usage.models import ExecutionEvent, UsageRollup
 from usage.models.events import ExecutionEventManager
+from usage.recording.writer import writer as recording
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -11,10 +11,10 @@ import pytest
 from django.db import connection
 from django.test import override_settings
 
-from usage.governance import admission
-from usage.governance.counters import Charge, DatabaseStore, RedisStore, counter_store, reset_counter_store
+from usage.governance.enforcement import admission
+from usage.governance.enforcement.counters import Charge, DatabaseStore, RedisStore, counter_store, reset_counter_store
+from usage.governance.enforcement.periods import minute_bounds, period_bounds
 from usage.governance.models import Budget, Period, RateLimit, Scope, Unit
-from usage.governance.periods import minute_bounds, period_bounds
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 # Counter expiries reach Redis, whose clock is the real one: every time given to a store is relative to now.
@@ -218,12 +218,11 @@ def test_an_unreachable_counter_store_admits_and_says_so(caplog):
 
 
 def test_executions_ending_within_one_window_are_settled_together_in_one_step(store, monkeypatch):
-    """Under a server, settlements are batched (usage/governance/settlement.py): the executions that end within
+    """Under a server, settlements are batched (usage/governance/enforcement/settlement.py): the executions that end within
     the window add their usage minus their estimates to the counters in one round trip, and the counters are
     exact afterwards."""
-    from usage.governance import settlement
-
-    monkeypatch.setattr("usage.governance.admission.counter_store", lambda: store)
+    from usage.governance.enforcement import settlement
+    monkeypatch.setattr("usage.governance.enforcement.admission.counter_store", lambda: store)
     calls = []
     real_add = store.add
 

@@ -10,9 +10,9 @@ import pytest
 
 from connectors.accounts.api_keys import create_api_key
 from usage.governance import alerts
-from usage.governance.counters import reset_counter_store
+from usage.governance.enforcement.counters import reset_counter_store
 from usage.governance.models import Budget, Price
-from usage.governance.pricing import forget_table
+from usage.governance.pricing.prices import forget_table
 from usage.models import ExecutionEvent
 
 

@@ -14,9 +14,9 @@ import pytest
 from connectors.accounts.api_keys import create_api_key
 from tests.conftest import basic_auth
 from usage.governance import alerts
-from usage.governance.counters import reset_counter_store
+from usage.governance.enforcement.counters import reset_counter_store
 from usage.governance.models import Alert, Budget, Period, Price, RateLimit, Scope, Unit
-from usage.governance.pricing import forget_table
+from usage.governance.pricing.prices import forget_table
 from usage.models import ExecutionEvent
 
 MESSAGES = [{"role": "user", "content": "Hello world"}]

@@ -1,4 +1,4 @@
-"""The governance pages (usage/governance/views.py): budgets and rate limits with their consumption, prices and
+"""The governance pages (usage/governance/pages/views.py): budgets and rate limits with their consumption, prices and
 per-connector pricing, alerts and channels, and who may do what on each; "My usage" is in test_my_usage.py."""
 
 import datetime as dt
@@ -8,9 +8,8 @@ import pytest
 from django.utils import timezone
 
 from connectors.accounts.api_keys import create_api_key
-from usage.governance.admission import budget_counter_key, rate_limit_counter_keys
-from usage.governance.counters import counter_store
-from usage.governance.forms import SUPERUSERS_ONLY
+from usage.governance.enforcement.admission import budget_counter_key, rate_limit_counter_keys
+from usage.governance.enforcement.counters import counter_store
 from usage.governance.models import (
     Alert,
     AlertChannel,
@@ -21,6 +20,7 @@ from usage.governance.models import (
     Price,
     RateLimit,
 )
+from usage.governance.pages.forms import SUPERUSERS_ONLY
 
 pytestmark = pytest.mark.django_db
 

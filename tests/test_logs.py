@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.test_usage_queries import record, record_mix
-from usage.event_filters import EventFilters
-from usage.logs import COUNT_CAP, Cursor, log_page, outcome_counts
+from usage.dashboards.event_filters import EventFilters
+from usage.dashboards.logs import COUNT_CAP, Cursor, log_page, outcome_counts
 from usage.models import ExecutionEvent
 from usage.ranges import parse_range
 
@@ -163,7 +163,7 @@ def test_counts_per_outcome_equal_the_events_whether_read_from_rollups_or_events
 
 
 def test_counts_from_events_are_capped(connector, monkeypatch):
-    monkeypatch.setattr("usage.logs.COUNT_CAP", 5)
+    monkeypatch.setattr("usage.dashboards.logs.COUNT_CAP", 5)
     usage_range = parse_range({"from": "2025-03-01", "to": "2025-03-03"})
     success = outcome_counts(connector.pk, usage_range, EventFilters(sub_action="run"))[0]
     assert (success.count, success.capped) == (5, True)

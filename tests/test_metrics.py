@@ -185,8 +185,8 @@ def test_the_event_writer_reports_its_queue_and_its_failed_attempts(client, toke
     from django.db import OperationalError
     from django.utils import timezone
 
-    from usage import recording
     from usage.models import ExecutionEvent
+    from usage.recording.writer import writer as recording
 
     failures = {"left": 2}
     original = recording._insert
@@ -217,9 +217,9 @@ def test_cost_and_rate_limit_refusals_are_counted(client, token, settings, opera
     import datetime as dt
     from decimal import Decimal
 
-    from usage.governance.counters import reset_counter_store
+    from usage.governance.enforcement.counters import reset_counter_store
     from usage.governance.models import Price, RateLimit, Scope
-    from usage.governance.pricing import forget_table
+    from usage.governance.pricing.prices import forget_table
 
     settings.REDIS_URL = ""  # the database's counters
     reset_counter_store()

@@ -11,8 +11,8 @@ from django.utils import timezone
 
 from connectors.accounts.api_keys import create_api_key
 from tests.test_usage_queries import record
-from usage.governance.admission import budget_counter_key
-from usage.governance.counters import counter_store
+from usage.governance.enforcement.admission import budget_counter_key
+from usage.governance.enforcement.counters import counter_store
 from usage.governance.models import Budget, RateLimit
 
 pytestmark = pytest.mark.django_db

@@ -1,4 +1,4 @@
-"""Prices: which price applies to an execution, and what its tokens cost (usage/governance/pricing.py)."""
+"""Prices: which price applies to an execution, and what its tokens cost (usage/governance/pricing/prices.py)."""
 
 import datetime as dt
 from decimal import Decimal
@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 
 from usage.governance.models import ConnectorPricing, Price
-from usage.governance.pricing import (
+from usage.governance.pricing.prices import (
     PriceTable,
     PriceVersion,
     TokenCounts,
@@ -14,7 +14,7 @@ from usage.governance.pricing import (
     current_table,
     format_cost,
 )
-from usage.governance.shipped_prices import read_price_file
+from usage.governance.pricing.shipped_prices import read_price_file
 
 NOV = dt.datetime(2026, 11, 30, 12, tzinfo=dt.UTC)
 
@@ -88,7 +88,7 @@ def test_a_connectors_negotiated_price_beats_the_list_price():
 
 
 def test_an_azure_deployment_is_priced_as_the_model_it_is_mapped_to():
-    from usage.governance.pricing import ConnectorTerms
+    from usage.governance.pricing.prices import ConnectorTerms
 
     table = PriceTable(
         [(version("gpt-4o", input="2.50"), ""), (version("gpt-4o-mini", input="0.15"), "")],

@@ -1,4 +1,4 @@
-"""The pipelined Redis connection of the budget and rate-limit counters (usage/governance/redis_pipeline.py),
+"""The pipelined Redis connection of the budget and rate-limit counters (usage/governance/enforcement/redis_pipeline.py),
 against the Redis that runs on every machine of this project (127.0.0.1:6379, database 14 here)."""
 
 import asyncio
@@ -9,8 +9,8 @@ import uuid
 import pytest
 import redis
 
-from usage.governance.counters import Charge, RedisStore
-from usage.governance.redis_pipeline import PipelinedRedis, RedisReplyError, RedisUnavailable, pack
+from usage.governance.enforcement.counters import Charge, RedisStore
+from usage.governance.enforcement.redis_pipeline import PipelinedRedis, RedisReplyError, RedisUnavailable, pack
 
 URL = "redis://127.0.0.1:6379/14"
 LATER = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
@@ -115,8 +115,7 @@ def test_an_unreachable_redis_is_a_clear_error_not_a_hang():
 
 def test_after_a_failed_connection_commands_fail_at_once_for_a_moment(monkeypatch):
     """During a Redis outage, governed calls must not each wait for a connection attempt (README)."""
-    from usage.governance import redis_pipeline
-
+    from usage.governance.enforcement import redis_pipeline
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

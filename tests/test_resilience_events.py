@@ -16,10 +16,10 @@ from django.db import OperationalError
 from bench.loadgen import Connection
 from connectors.api import kibana, openai_compat
 from tests.conftest import basic_auth
-from usage import recording
 from usage.models import ExecutionEvent, UsageRollup
 from usage.models.events import ExecutionEventManager
-from usage.spool import EventSpool
+from usage.recording.spool import EventSpool
+from usage.recording.writer import writer as recording
 
 HELLO = json.dumps({"messages": [{"role": "user", "content": "Hello"}]})
 POISONED_SUB_ACTION = b'{"params": {"subAction": "\\ud800", "subActionParams": {}}}'
@@ -415,10 +415,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "connectors_admin.settings")
 import django
 django.setup()
 from django.db import OperationalError
-from usage import recording
+from usage.recording.writer import writer as recording
 from usage.models import ExecutionEvent
 from usage.models.events import ExecutionEventManager
-from usage.spool import EventSpool
+from usage.recording.spool import EventSpool
 
 def unreachable(manager, events):
     raise OperationalError("the database is away")

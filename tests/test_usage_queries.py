@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from usage.dashboards.queries import UsageSums, connector_usage, find_connector, percentile_ms, usage_overview
 from usage.models import LATENCY_BIN_BOUNDS_MS, ExecutionEvent
-from usage.queries import UsageSums, connector_usage, find_connector, percentile_ms, usage_overview
 from usage.ranges import DAY, HOUR, InvalidRange, parse_range
 
 CONNECTOR = "usage-test-connector"
@@ -354,7 +354,7 @@ def every_sum(sums: UsageSums) -> dict:
 ])
 def test_a_dashboard_sliced_by_api_key_sums_the_keys_events_exactly_as_the_rollups_do(django_user_model, params):
     from connectors.accounts.api_keys import create_api_key
-    from usage.queries import UsageSlice
+    from usage.dashboards.queries import UsageSlice
 
     owner = django_user_model.objects.create_user("keyholder")
     key, _ = create_api_key(owner, "batch")
@@ -383,7 +383,7 @@ def test_a_dashboard_sliced_by_api_key_sums_the_keys_events_exactly_as_the_rollu
 @pytest.mark.parametrize("raw, expected", [("12", 12), (" 7 ", 7), ("", None), ("abc", None), ("-3", None),
                                            ("9" * 40, None), ("１２", None), ("²", None)])
 def test_the_api_key_filter_takes_ids_only(raw, expected):
-    from usage.queries import UsageSlice
+    from usage.dashboards.queries import UsageSlice
 
     usage_slice = UsageSlice.from_params({"api_key": raw})
     assert usage_slice.api_key == expected

@@ -11,6 +11,7 @@ from django.db import connection, connections
 from django.utils import timezone
 
 from tests.test_usage_queries import CONNECTOR, record, record_mix
+from usage.dashboards.queries import connector_usage
 from usage.models import (
     DAILY_SUM_FIELDS,
     ROLLUP_KEY_FIELDS,
@@ -20,7 +21,6 @@ from usage.models import (
     UsageHourlyTotal,
     UsageRollup,
 )
-from usage.queries import connector_usage
 from usage.ranges import parse_range
 
 
@@ -170,7 +170,7 @@ def test_prune_deletes_old_events_and_keeps_their_rollups():
 
 @pytest.mark.django_db
 def test_prune_works_in_batches():
-    from usage.maintenance import prune_events
+    from usage.operations.maintenance import prune_events
 
     now = timezone.now()
     for minute in range(7):
@@ -181,7 +181,7 @@ def test_prune_works_in_batches():
 
 @pytest.mark.django_db
 def test_prune_keeps_every_event_of_the_hour_the_cutoff_falls_in():
-    from usage.maintenance import prune_cutoff
+    from usage.operations.maintenance import prune_cutoff
 
     cutoff = prune_cutoff(datetime(2025, 6, 1, 10, 45, tzinfo=UTC), timedelta(days=90))
     assert cutoff == datetime(2025, 3, 3, 10, tzinfo=UTC)

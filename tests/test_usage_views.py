@@ -17,8 +17,8 @@ from django.utils import timezone
 
 from tests.conftest import basic_auth
 from tests.test_usage_queries import api_sums, record, record_mix
+from usage.dashboards.queries import connector_usage
 from usage.models import ExecutionEvent
-from usage.queries import connector_usage
 from usage.ranges import parse_range
 
 pytestmark = pytest.mark.django_db
@@ -462,8 +462,8 @@ def test_the_overview_shows_kibanas_two_per_user_charts_across_connectors(client
 
 
 def test_the_overview_figures_are_valid_plotly_figures(connector):
-    from usage import charts
-    from usage.queries import usage_breakdown
+    from usage.dashboards import charts
+    from usage.dashboards.queries import usage_breakdown
 
     by_user = usage_breakdown(None, parse_range({"from": "2025-03-01", "to": "2025-03-02"}), "user_name")
     for chart in charts.overview_charts(by_user):

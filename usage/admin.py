@@ -5,7 +5,7 @@ from usage.models import ExecutionEvent
 
 @admin.register(ExecutionEvent)
 class ExecutionEventAdmin(admin.ModelAdmin):
-    """Read-only: events are written only by usage.recording."""
+    """Read-only: events are written only by usage.recording.writer."""
 
     list_display = (
         "timestamp", "connector_name", "user_name", "source", "sub_action", "outcome", "duration",

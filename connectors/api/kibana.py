@@ -10,6 +10,7 @@ from django.db import IntegrityError, transaction
 from django.http import HttpResponse, JsonResponse
 
 from connectors import lookup
+from connectors.actions_config import action_type_disabled_message
 from connectors.api.connector_body import apply_payload, body_type_error
 from connectors.api.endpoint import KIBANA_ERRORS, ApiError, json_endpoint, json_object_body, read_json_body
 from connectors.lookup import all_connectors, get_connector_or_404
@@ -22,7 +23,6 @@ from connectors.outbound.sub_actions import wants_stream
 from connectors.permissions import ADD_CONNECTOR, CHANGE_CONNECTOR, DELETE_CONNECTOR, EXECUTE_CONNECTOR, VIEW_CONNECTOR
 from connectors.preconfigured import preconfigured_connectors, preconfigured_of_other_types
 from connectors.validation import schema_type_of
-from connectors_admin.actions_config import action_type_disabled_message
 from usage.models import EventSource
 
 RETRY_AFTER_OUTAGE_SECONDS = 5  # suggested to callers when the connector cannot be read (database outage)

@@ -17,6 +17,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse, JsonResponse
 
 from connectors import untrusted_json
+from connectors.actions_config import action_type_disabled_message
 from connectors.api.endpoint import OPENAI_ERRORS, json_endpoint
 from connectors.models import Connector
 from connectors.outbound import models_list, transport
@@ -31,7 +32,6 @@ from connectors.outbound.streaming import StreamFailure, StreamingExecution, sse
 from connectors.outbound.sub_actions import model_error
 from connectors.outbound.upstream_errors import scrub_secret
 from connectors.permissions import EXECUTE_CONNECTOR
-from connectors_admin.actions_config import action_type_disabled_message
 from usage.models import EventSource
 
 openai_error = OPENAI_ERRORS.response

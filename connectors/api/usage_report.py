@@ -1,10 +1,10 @@
 """Usage for automation, with the connector API's authentication and error shape. It lives with the other JSON
 endpoints (usage/ itself never imports the API, see .importlinter):
 
-- ``GET /api/usage/connectors/<id>?from=<ISO>&to=<ISO>``: JSON; the figures come from usage.queries, as the
+- ``GET /api/usage/connectors/<id>?from=<ISO>&to=<ISO>``: JSON; the figures come from usage.dashboards.queries, as the
   dashboards' do.
 - ``GET /api/usage/events.ndjson?from=<ISO>&to=<ISO>[&connector=<id>][&cursor=...][&limit=N]``: the events as
-  Kibana event-log documents for Elasticsearch's _bulk API (usage/kibana_event_log.py, README 'Kibana event log
+  Kibana event-log documents for Elasticsearch's _bulk API (usage/operations/kibana_event_log.py, README 'Kibana event log
   export'); ``X-Next-Cursor`` and ``X-Export-Complete`` say where it stopped.
 
 Same query parameters as the dashboard (``range``, ``from``, ``to``, ``tz``, and the filters ``user``, ``model``); ``from`` and ``to`` in the answer
@@ -18,8 +18,9 @@ from django.http import JsonResponse, StreamingHttpResponse
 
 from connectors.api.endpoint import ApiError, json_endpoint
 from connectors.lookup import get_connector_or_404
-from usage import kibana_event_log, queries
+from usage.dashboards import queries
 from usage.governance.money import nanos_to_amount
+from usage.operations import kibana_event_log
 from usage.permissions import VIEW_USAGE_DASHBOARD
 from usage.ranges import InvalidRange, iso, parse_range
 

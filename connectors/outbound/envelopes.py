@@ -58,7 +58,7 @@ def failure_envelope(connector_id: str, reason: str, *, error_source: str = FRAM
 
 
 def refusal_envelope(connector_id: str, refusal) -> dict[str, Any]:
-    """Refused by a budget or a rate limit (usage.governance.admission): the reason, which names the budget or
+    """Refused by a budget or a rate limit (usage.governance.enforcement.admission): the reason, which names the budget or
     limit and when it resets, is the message; ``retry`` is true and ``retry_after`` says when. Kibana has no such
     refusal; ``errorSource`` is ``framework``, as for every refusal that is not about the params (docs/KIBANA.md 4.2)."""
     return error_envelope(connector_id, refusal.message, retry=True, error_source=FRAMEWORK,

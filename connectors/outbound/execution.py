@@ -30,7 +30,7 @@ from connectors.outbound.record import ExecutionRecord, complete_despite_hangup
 from connectors.outbound.sub_actions import ParamsError, SubActionError, call_timeout_for, parse_params
 from connectors.outbound.upstream_errors import not_json_message, unexpected_error_message, upstream_error
 from connectors.validation import CONFIG_ERROR_PREFIX, kibana_url_error
-from usage.governance.admission import Refusal
+from usage.governance.enforcement.admission import Refusal
 from usage.models import ExecutionEvent, UsageSource
 from usage.observability.execution import note_response
 

@@ -11,9 +11,9 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
+from connectors.actions_config import TLSSettings
 from connectors.models import Connector, Provider
 from connectors.validation import azure_deployment, decode_pem, is_forbidden_header
-from connectors_admin.actions_config import TLSSettings
 
 _TOOL_FIELDS = (("tools", ("tool_choice", "parallel_tool_calls")), ("functions", ("function_call",)))
 

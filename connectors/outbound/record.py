@@ -11,7 +11,7 @@ Every path that runs a connector (``_execute``, streams, the OpenAI-compatible e
 - ``cancelled()``: the caller went away (``client disconnected``).
 
 The reason given is the one the caller is told, so the event log and the answer never disagree. Ending a record
-writes its event through ``usage.recording.record_execution``, the one door of the event log; a write that fails
+writes its event through ``usage.recording.writer.record_execution``, the one door of the event log; a write that fails
 is logged the same way on every path and never costs the caller its answer. Ending a record twice is a no-op, so
 a path that reaches two endings (a stream closed while it records) still writes one event.
 """
@@ -29,12 +29,14 @@ from django.utils import timezone
 from connectors.caller import current_api_key_id
 from connectors.models import Connector
 from connectors.outbound.upstream_errors import UpstreamError
-from usage.governance import admission, alerts, pricing, settlement
-from usage.governance.admission import Refusal
+from usage.governance import alerts
+from usage.governance.enforcement import admission, settlement
+from usage.governance.enforcement.admission import Refusal
+from usage.governance.pricing.prices import prices as pricing
 from usage.models import ExecutionEvent, Outcome, UsageSource
 from usage.observability.execution import execution_opened
-from usage.recording import EventNotRecorded, record_execution, recording_in_background
-from usage.spool import event_as_json
+from usage.recording.spool import event_as_json
+from usage.recording.writer import EventNotRecorded, record_execution, recording_in_background
 
 CLIENT_DISCONNECTED = "client disconnected"
 
@@ -109,7 +111,7 @@ class ExecutionRecord:
     # --- while it runs ------------------------------------------------------------------------------------
     async def sending(self, requested_model: str, request_bytes: int) -> Refusal | None:
         """The request shaped for the provider: its model and size. Before anything is sent, the budgets and rate
-        limits that count this execution admit it (usage.governance.admission); when one refuses, the record ends
+        limits that count this execution admit it (usage.governance.enforcement.admission); when one refuses, the record ends
         as rejected, with zero tokens, and the refusal is returned for the caller's answer."""
         self.event.requested_model = requested_model
         self.event.request_bytes = request_bytes

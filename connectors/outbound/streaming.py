@@ -45,7 +45,7 @@ from connectors.outbound.record import CLIENT_DISCONNECTED, ExecutionRecord, kee
 from connectors.outbound.stream_bounds import EventTooLarge, SSELineReader, StreamBounds, StreamCut
 from connectors.outbound.sub_actions import ParamsError, SubActionError, call_timeout_for, parse_params
 from connectors.outbound.upstream_errors import UpstreamError, scrub_secret, unexpected_error_message, upstream_error
-from usage.governance.admission import Refusal
+from usage.governance.enforcement.admission import Refusal
 from usage.models import Outcome, UsageSource
 from usage.observability.execution import note_response_meta
 

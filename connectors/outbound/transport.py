@@ -35,9 +35,9 @@ import httpx
 from django.conf import settings
 from multidict import CIMultiDict
 
+from connectors.actions_config import ActionsConfig, TLSSettings, default_port
 from connectors.outbound.masking import StreamMasker, mask_secret
 from connectors.outbound.providers import ConnectorTLS, UpstreamRequest
-from connectors_admin.actions_config import ActionsConfig, TLSSettings, default_port
 from usage.observability.execution import upstream_call
 
 MAX_REDIRECTS = 5

@@ -2,7 +2,7 @@
 
 The list holds every connector (preconfigured ones come from ACTIONS_CONFIG, not the database), so searching and
 sorting happen in Python over the few hundred connectors an installation has; the usage figures come from the
-rollups in one query for all of them (usage.connector_health), and the last executions in one query for the
+rollups in one query for all of them (usage.dashboards.connector_figures), and the last executions in one query for the
 rows shown (or for all of them when sorting by it).
 """
 
@@ -12,7 +12,7 @@ from datetime import datetime
 
 from connectors.lookup import all_connectors
 from connectors.models import Connector, Provider
-from usage.connector_health import LastExecution, RecentUsage, last_executions, usage_last_24_hours
+from usage.dashboards.connector_figures import LastExecution, RecentUsage, last_executions, usage_last_24_hours
 
 PAGE_SIZE = 25
 # Sort keys of the query string (``sort=name``, ``sort=-requests``) and the column each one orders.

@@ -32,7 +32,7 @@ from connectors.permissions import (
     VIEW_CONNECTOR,
 )
 from connectors.roles import permission_denied_message
-from usage.governance.consumption import connector_governance
+from usage.governance.pages.consumption import connector_governance
 from usage.models import EventSource
 
 

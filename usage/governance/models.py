@@ -220,7 +220,7 @@ class RateLimit(ScopedRule):
 
 
 class Counter(models.Model):
-    """The database counter store (usage/governance/counters.py) when no Redis is configured: one row per budget
+    """The database counter store (usage/governance/enforcement/counters.py) when no Redis is configured: one row per budget
     period or rate-limit minute, added to atomically by every process."""
 
     key = models.CharField(max_length=200, primary_key=True)

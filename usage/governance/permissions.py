@@ -2,7 +2,7 @@
 models): used by the Connector admins role (usage/governance/roles.py), the pages and the connector page.
 
 Budgets and rate limits of a user or an API key are managed by superusers only, whatever permissions a user holds:
-they govern people, not connectors (enforced in usage/governance/forms.py and views.py).
+they govern people, not connectors (enforced in usage/governance/pages/forms.py and views.py).
 """
 
 VIEW_BUDGET = "governance.view_budget"

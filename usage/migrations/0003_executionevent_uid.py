@@ -1,4 +1,4 @@
-"""A unique id per event, so that events replayed from the spool (usage/spool.py) are never counted twice.
+"""A unique id per event, so that events replayed from the spool (usage/recording/spool.py) are never counted twice.
 
 Added without a default first (every existing row keeps NULL, which a unique index allows any number of times),
 then given its Python default and the unique index: one default for all existing rows would collide.

@@ -1,4 +1,4 @@
-"""The index of "My usage" (/usage/me/, usage/my_usage.py): one user's events in a range, across every
+"""The index of "My usage" (/usage/me/, usage/dashboards/my_usage.py): one user's events in a range, across every
 connector, grouped by connector and API key (WHERE user_id = %s AND timestamp >= %s AND timestamp < %s)."""
 
 from django.conf import settings

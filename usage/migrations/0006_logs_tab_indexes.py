@@ -1,4 +1,4 @@
-"""Indexes of the Logs tab (usage/logs.py, which states the query plan).
+"""Indexes of the Logs tab (usage/dashboards/logs.py, which states the query plan).
 
 event_connector_time_id serves "one connector's events in a range, ORDER BY timestamp DESC, id DESC LIMIT 51,
 after a (timestamp, id) cursor"; event_user_connector_time serves the same for a user limited to their own calls.

@@ -24,7 +24,7 @@ class ExecutionEventManager(models.Manager):
     def insert_batch(self, events: list["ExecutionEvent"]) -> list["ExecutionEvent"]:
         """Insert ``events`` and add them to the usage rollups, atomically.
 
-        The one batch insert of events; executions reach it through ``usage.recording.record_execution``.
+        The one batch insert of events; executions reach it through ``usage.recording.writer.record_execution``.
         """
         if not events:
             return events
@@ -103,7 +103,7 @@ class ExecutionEvent(models.Model):
     error_message = models.TextField(blank=True)
     request_bytes = models.PositiveIntegerField(default=0)
     response_bytes = models.PositiveIntegerField(default=0)
-    # Unique per event, given when the execution starts: an event replayed from the spool (usage/spool.py) after
+    # Unique per event, given when the execution starts: an event replayed from the spool (usage/recording/spool.py) after
     # a database outage is inserted only if this id is not stored yet, so a replay never counts an event twice.
     uid = models.UUIDField(default=uuid.uuid4, unique=True, null=True, editable=False)
     api_key = models.ForeignKey(
@@ -124,7 +124,7 @@ class ExecutionEvent(models.Model):
         default_permissions = ("view",)
         permissions = [("view_usage_dashboard", "Can view token usage dashboards")]
         indexes = [
-            # The Logs tab's keyset pagination (usage/logs.py): one connector, a range, ORDER BY timestamp DESC,
+            # The Logs tab's keyset pagination (usage/dashboards/logs.py): one connector, a range, ORDER BY timestamp DESC,
             # id DESC, the page after (timestamp, id) of the last row shown. Also what the raw-event CSV export,
             # the admin and the per-API-key breakdown read (one connector, a time range).
             models.Index(fields=["connector_id", "timestamp", "id"], name="event_connector_time_id"),
@@ -132,10 +132,10 @@ class ExecutionEvent(models.Model):
             models.Index(fields=["user", "connector_id", "timestamp", "id"], name="event_user_connector_time"),
             # prune_usage_events: everything older than a cut-off.
             models.Index(fields=["timestamp"], name="event_time"),
-            # "My usage" (usage/my_usage.py): one user's events in a range, across connectors, grouped
+            # "My usage" (usage/dashboards/my_usage.py): one user's events in a range, across connectors, grouped
             # by connector and API key: WHERE user_id = %s AND timestamp >= %s AND timestamp < %s.
             models.Index(fields=["user", "timestamp"], name="event_user_time"),
-            # A dashboard sliced by API key (usage/queries.py): one key's events in a range.
+            # A dashboard sliced by API key (usage/dashboards/queries.py): one key's events in a range.
             models.Index(fields=["api_key", "timestamp"], name="event_api_key_time"),
         ]
 

@@ -81,8 +81,8 @@ def latency_bin(duration_ms: float) -> int:
     return bisect_left(LATENCY_BIN_BOUNDS_MS, duration_ms)
 
 
-# The same mapping in SQL, for queries that sum events as the rollups would (usage/maintenance.py's rebuild, the
-# dashboards sliced by API key in usage/queries.py, the Logs tab's model filter in usage/event_filters.py).
+# The same mapping in SQL, for queries that sum events as the rollups would (usage/operations/maintenance.py's rebuild, the
+# dashboards sliced by API key in usage/dashboards/queries.py, the Logs tab's model filter in usage/dashboards/event_filters.py).
 
 def latency_bin_condition(index: int) -> models.Q:
     """The events ``latency_bin`` puts in bin ``index`` (bisect_left): bounds[i-1] < duration <= bounds[i]."""

@@ -1,7 +1,7 @@
 """One execution followed from its opening to its recorded event: where metrics and tracing hook in.
 
 ``ExecutionRecord`` (connectors/outbound/record.py) calls ``execution_opened`` when it opens an execution's
-event, and ``usage.recording.record_execution``, the one door of the event log, calls ``execution_recorded``;
+event, and ``usage.recording.writer.record_execution``, the one door of the event log, calls ``execution_recorded``;
 outbound HTTP calls in between report through ``upstream_call``. Spans are built after the fact, off the
 execution's path (``Observation``). Nothing here may fail an execution: ``execution_recorded`` logs and swallows its own errors.
 """

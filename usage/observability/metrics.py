@@ -46,7 +46,7 @@ TOKENS = Counter(
 )
 COST = Counter(
     "connectors_cost", "What executions cost, in units of USAGE_CURRENCY (the currency label), at the prices of "
-    "usage/governance/pricing.py; executions without a known price add nothing.",
+    "usage/governance/pricing/prices.py; executions without a known price add nothing.",
     ["connector", "model", "currency"],
 )
 UPSTREAM_LATENCY = Histogram(
@@ -82,7 +82,7 @@ CACHE_REQUESTS = Counter(
 )
 REFUSALS = Counter(
     "connectors_refusals", "Executions refused by a token or cost budget or a rate limit, by reason (budget, "
-    "rate_limit), counted where usage/governance/admission.py refuses them.",
+    "rate_limit), counted where usage/governance/enforcement/admission.py refuses them.",
     ["connector", "reason"],
 )
 

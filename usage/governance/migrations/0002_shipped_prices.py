@@ -2,7 +2,7 @@ from django.db import migrations
 
 
 def load(apps, schema_editor):
-    from usage.governance.shipped_prices import load_price_file
+    from usage.governance.pricing.shipped_prices import load_price_file
 
     load_price_file(apps.get_model("governance", "Price"), "prices-2026-11-29.yaml")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from usage import kibana_event_log
+from usage.operations import kibana_event_log
 
 
 class Command(BaseCommand):

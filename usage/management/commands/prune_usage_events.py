@@ -1,8 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from usage.maintenance import parse_age, prune_cutoff, prune_events
 from usage.models import ExecutionEvent
+from usage.operations.maintenance import parse_age, prune_cutoff, prune_events
 
 
 class Command(BaseCommand):

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from usage.maintenance import DEFAULT_CHUNK, parse_age, rebuild_rollups
+from usage.operations.maintenance import DEFAULT_CHUNK, parse_age, rebuild_rollups
 
 
 class Command(BaseCommand):

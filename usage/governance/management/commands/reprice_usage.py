@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from usage.governance.repricing import reprice
+from usage.governance.pricing.repricing import reprice
 from usage.ranges import InvalidRange, parse_moment, parse_tz
 
 

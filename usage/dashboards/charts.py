@@ -7,7 +7,7 @@ dashboard's time budget. The dicts follow plotly's figure schema, and the tests 
 static/js/usage_dashboard.js draws them with the plotly.js served by whitenoise.
 """
 
-from usage.queries import BreakdownRow, UsageReport
+from usage.dashboards.queries import BreakdownRow, UsageReport
 from usage.ranges import DAY
 
 PROMPT_COLOUR = "#0b64dd"

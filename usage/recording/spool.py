@@ -1,6 +1,6 @@
 """The event spool: events the database could not take, kept in local files until it can.
 
-When the event writer (usage.recording) cannot reach the database, it appends the batch to this process's spool
+When the event writer (usage.recording.writer) cannot reach the database, it appends the batch to this process's spool
 file (JSON lines, flushed and fsync'd before the waiting callers are answered) instead of holding it in memory.
 The file survives a restart and a ``kill -9``. A replayer thread puts spooled events into the database as soon
 as it answers again, and at start-up takes over the files of processes that are gone.

@@ -2,7 +2,7 @@
 
 The events of the range (widened to whole UTC hours, the rollups' grain) are priced again with the current price
 table, each at the price of its own day, in chunks of events; only the costs that change are written. Then the
-rollups of those hours are rebuilt from the events (usage/maintenance.py), which the summary triggers carry into
+rollups of those hours are rebuilt from the events (usage/operations/maintenance.py), which the summary triggers carry into
 the hourly and daily summaries. Running it twice changes nothing the second time.
 """
 
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
-from usage.governance.pricing import PriceTable, cost_of_event
-from usage.maintenance import rebuild_rollups
+from usage.governance.pricing.prices import PriceTable, cost_of_event
 from usage.models import ExecutionEvent
+from usage.operations.maintenance import rebuild_rollups
 from usage.ranges import ceil_hour, floor_hour
 
 EVENTS_PER_CHUNK = 2000

@@ -1,6 +1,6 @@
 """What each budget and rate limit has used in its current period, for the pages (never the execution path).
 
-Read from the same counters admission reserves against (usage/governance/counters.py), by the same keys
+Read from the same counters admission reserves against (usage/governance/enforcement/counters.py), by the same keys
 (``admission.budget_counter_key`` and ``admission.rate_limit_counter_keys``), so a page shows exactly what the
 next execution will be admitted against: estimates of executions still running included.
 """
@@ -14,8 +14,8 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from usage.governance.admission import budget_counter_key, rate_limit_counter_keys
-from usage.governance.counters import counter_store
+from usage.governance.enforcement.admission import budget_counter_key, rate_limit_counter_keys
+from usage.governance.enforcement.counters import counter_store
 from usage.governance.models import Budget, RateLimit, Unit
 from usage.governance.money import format_cost
 from usage.governance.permissions import VIEW_BUDGET, VIEW_RATE_LIMIT

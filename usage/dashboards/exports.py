@@ -6,10 +6,10 @@ from datetime import datetime
 
 from django.conf import settings
 
-from usage.event_filters import EventFilters
+from usage.dashboards.event_filters import EventFilters
+from usage.dashboards.queries import RAW_EVENT_COLUMNS, UsageReport, araw_events, raw_events
 from usage.governance.money import nanos_to_amount
 from usage.models import UsageSource
-from usage.queries import RAW_EVENT_COLUMNS, UsageReport, araw_events, raw_events
 from usage.ranges import UsageRange, iso
 
 SERIES_COLUMNS = (

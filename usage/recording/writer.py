@@ -23,7 +23,7 @@ from django.db import InterfaceError, OperationalError, connection
 from usage.models import ExecutionEvent
 from usage.observability import metrics
 from usage.observability.execution import execution_recorded
-from usage.spool import EventSpool, event_as_json, release, replay_file
+from usage.recording.spool import EventSpool, event_as_json, release, replay_file
 
 
 def _insert(events: list[ExecutionEvent]) -> list[ExecutionEvent]:
@@ -39,7 +39,7 @@ def _insert(events: list[ExecutionEvent]) -> list[ExecutionEvent]:
 # Under load one transaction carries hundreds of events; alone, an event costs one transaction.
 #
 # "Stored" means committed, or, while the database cannot be reached, appended and fsync'd to the spool
-# (usage/spool.py): the writer does not hold events in memory through an outage. A replayer thread puts spooled
+# (usage/recording/spool.py): the writer does not hold events in memory through an outage. A replayer thread puts spooled
 # events into the database as soon as it answers (and, at start-up, those a previous process left), each exactly
 # once. An event the database refuses for its content (which make_storable should make impossible) is split from
 # its batch, logged whole as JSON, and its caller's wait ends with EventNotRecorded: never a pretended commit.

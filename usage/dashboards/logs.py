@@ -33,9 +33,9 @@ from datetime import datetime
 
 from django.db.models import Q, Sum
 
-from usage.event_filters import EventFilters
+from usage.dashboards.event_filters import EventFilters
+from usage.dashboards.queries import rollup_sources
 from usage.models import ExecutionEvent, Outcome, UsageHourlyTotal
-from usage.queries import rollup_sources
 from usage.ranges import UsageRange
 
 PAGE_SIZE = 50

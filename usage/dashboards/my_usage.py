@@ -12,8 +12,8 @@ from django.db.models import Max
 
 from connectors.lookup import find
 from connectors.models import ApiKey
+from usage.dashboards.queries import UsageSums, event_sum_expressions
 from usage.models import ExecutionEvent
-from usage.queries import UsageSums, event_sum_expressions
 from usage.ranges import UsageRange
 
 

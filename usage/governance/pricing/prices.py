@@ -25,8 +25,8 @@ from fnmatch import fnmatchcase
 from django.db.models.signals import post_delete, post_save
 
 from connectors.caching import invalidation
+from connectors.caching.process_cache import ProcessCache
 from usage.governance.money import NANOS_PER_UNIT, format_cost  # noqa: F401 - format_cost is used from here too
-from usage.governance.process_cache import ProcessCache
 
 # A price is per million tokens; a token's cost in nanos is price * 10**9 / 10**6.
 _NANOS_PER_TOKEN_AT_UNIT_PRICE = Decimal(NANOS_PER_UNIT) / Decimal(10**6)

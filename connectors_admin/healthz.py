@@ -8,7 +8,7 @@ replayed; ``failing`` (HTTP 503) when the event writer of a server process is no
 from django.http import JsonResponse
 from django.views.decorators.http import require_GET
 
-from usage.recording import writer_health
+from usage.recording.writer import writer_health
 
 
 def health_status(writer: dict) -> str:

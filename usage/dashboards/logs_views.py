@@ -2,7 +2,7 @@
 
 Who sees what: anyone who may view connectors (``connectors.view_connector``) or usage
 (``usage.view_usage_dashboard``) opens the tab; only the latter see every user's calls, the others see their own
-(the page says so). The filters are usage.event_filters, the paging and counts usage.logs.
+(the page says so). The filters are usage.dashboards.event_filters, the paging and counts usage.dashboards.logs.
 """
 
 from urllib.parse import urlencode
@@ -12,13 +12,13 @@ from django.http import Http404
 from django.shortcuts import render
 from django.urls import reverse
 
-from usage.access import logs_scope
-from usage.event_filters import SUB_ACTIONS, EventFilters, InvalidFilter
-from usage.logs import Cursor, InvalidCursor, find_event, log_page, outcome_counts
+from usage.dashboards.access import logs_scope
+from usage.dashboards.dashboard_views import parse_range_or_default, range_context
+from usage.dashboards.event_filters import SUB_ACTIONS, EventFilters, InvalidFilter
+from usage.dashboards.logs import Cursor, InvalidCursor, find_event, log_page, outcome_counts
+from usage.dashboards.queries import usage_breakdown
 from usage.models import Outcome
-from usage.queries import usage_breakdown
 from usage.ranges import InvalidRange, parse_range
-from usage.views import parse_range_or_default, range_context
 
 # How many users and models the filter fields suggest.
 SUGGESTIONS = 100

@@ -1,6 +1,7 @@
 from django.urls import path
 
-from usage import my_usage_views, views
+from usage.dashboards import dashboard_views as views
+from usage.dashboards import my_usage_views
 
 app_name = "usage"
 

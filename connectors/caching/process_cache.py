@@ -44,7 +44,7 @@ class ProcessCache(Generic[T]):
         value = self.fresh()
         if value is not None:
             return value
-        from usage.governance.counters import in_a_worker_thread
+        from usage.governance.enforcement.counters import in_a_worker_thread
 
         return await in_a_worker_thread(self.get)()
 

@@ -28,7 +28,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from usage.governance.redis_pipeline import PipelinedRedis, RedisReplyError
+from usage.governance.enforcement.redis_pipeline import PipelinedRedis, RedisReplyError
 
 
 @dataclass(frozen=True)
@@ -161,7 +161,7 @@ _ADD_SHA = hashlib.sha1(_ADD.encode()).hexdigest()
 
 class RedisStore:
     """Counters in Redis, under ``<prefix>:``; each expires with its period. The execution path's two scripts go
-    through one pipelined connection per event loop (usage/governance/redis_pipeline.py)."""
+    through one pipelined connection per event loop (usage/governance/enforcement/redis_pipeline.py)."""
 
     def __init__(self, url: str, prefix: str = "connectors-admin:governance"):
         self.url = url

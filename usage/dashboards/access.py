@@ -16,8 +16,8 @@ from django.core.exceptions import PermissionDenied
 from connectors.lookup import get_connector_or_404
 from connectors.permissions import VIEW_CONNECTOR
 from connectors.roles import permission_denied_message, roles_granting
+from usage.dashboards.queries import ConnectorRef, find_connector
 from usage.permissions import VIEW_USAGE_DASHBOARD as VIEW_USAGE
-from usage.queries import ConnectorRef, find_connector
 
 
 def usage_view(view):

@@ -1,10 +1,10 @@
 """The usage pages: the overview of every connector, one connector's dashboard, and its CSV exports.
 
-Every view needs ``usage.view_usage_dashboard`` (usage/permissions.py, checked by usage.access): anonymous users are
+Every view needs ``usage.view_usage_dashboard`` (usage/permissions.py, checked by usage.dashboards.access): anonymous users are
 sent to the login page, others get a 403 naming it. The raw events CSV follows the Logs tab's rules instead (own
 calls only for connector users). A bad range is shown on the page's range form (with the default range's data);
 the CSV downloads answer it as a plain-text 400.
-The aggregation lives in usage.queries, the figures in usage.charts, the CSV formats in usage.exports.
+The aggregation lives in usage.dashboards.queries, the figures in usage.dashboards.charts, the CSV formats in usage.dashboards.exports.
 """
 
 from functools import wraps
@@ -19,11 +19,10 @@ from django.urls import reverse
 from connectors.lookup import get_connector_or_404
 from connectors.models import ApiKey
 from connectors_admin.csp import allows_inline_styles
-from usage import charts, exports
-from usage.access import logs_scope, usage_view
-from usage.event_filters import EventFilters, InvalidFilter
-from usage.permissions import VIEW_USAGE_DASHBOARD
-from usage.queries import (
+from usage.dashboards import charts, exports
+from usage.dashboards.access import logs_scope, usage_view
+from usage.dashboards.event_filters import EventFilters, InvalidFilter
+from usage.dashboards.queries import (
     BREAKDOWN_LIMIT,
     ConnectorRef,
     UsageSlice,
@@ -32,6 +31,7 @@ from usage.queries import (
     usage_breakdown,
     usage_overview,
 )
+from usage.permissions import VIEW_USAGE_DASHBOARD
 from usage.ranges import PRESET_LABELS, InvalidRange, UsageRange, parse_range
 
 

@@ -22,7 +22,7 @@ from django.db.models.functions import TruncDay, TruncHour
 
 from connectors import lookup
 from connectors.models import ApiKey, Connector
-from usage.event_filters import EventFilters
+from usage.dashboards.event_filters import EventFilters
 from usage.models import (
     LATENCY_BIN_BOUNDS_MS,
     LATENCY_BIN_COUNT,
@@ -43,7 +43,7 @@ from usage.ranges import DAY, UsageRange
 BIN_FIELDS = tuple(latency_bin_field(i) for i in range(LATENCY_BIN_COUNT))
 TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
 DETAIL_FIELDS = ("cached_tokens", "reasoning_tokens", "estimated_requests", "duration_ms_sum")
-# Cost (usage/governance/pricing.py): the priced events' sum in nanos, and the requests no price applied to.
+# Cost (usage/governance/pricing/prices.py): the priced events' sum in nanos, and the requests no price applied to.
 COST_FIELDS = ("cost_nanos", "unpriced_requests")
 # How many users and models the breakdowns list by name; the rest are summed into one "others" row.
 BREAKDOWN_LIMIT = 25

@@ -3,7 +3,7 @@ alerts")."""
 
 from django.urls import path
 
-from usage.governance import views
+from usage.governance.pages import views
 
 app_name = "governance"
 

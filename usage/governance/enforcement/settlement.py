@@ -7,7 +7,7 @@ or the database per call (0.19 ms and 0.13 ms of CPU each in redis-py, measured 
 the amounts of the executions that end within one window are summed per counter and added in one step, then the
 budgets' threshold alerts are raised from the counters' new values.
 
-The admission rule is unchanged (usage/governance/admission.py): a reservation holds its estimate until it is
+The admission rule is unchanged (usage/governance/enforcement/admission.py): a reservation holds its estimate until it is
 settled, which now happens at most SETTLE_WINDOW_SECONDS (plus one round trip) after the answer instead of just
 after it. What an admitted execution used beyond its estimate therefore reaches the counters that much later; the
 README's rule ("Budgets and rate limits") states the bound with the window in it.
@@ -20,7 +20,7 @@ import logging
 import weakref
 from dataclasses import dataclass, field
 
-from usage.governance.admission import Reservation, alert_on_thresholds, reservation_amounts, settle_amounts
+from usage.governance.enforcement.admission import Reservation, alert_on_thresholds, reservation_amounts, settle_amounts
 from usage.governance.models import Budget
 
 SETTLE_WINDOW_SECONDS = 0.02

@@ -4,9 +4,9 @@ across connectors and per API key, and the budgets and rate limits that count th
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 
-from usage.governance.consumption import user_rules
-from usage.my_usage import my_usage
-from usage.views import parse_range_or_default, range_context
+from usage.dashboards.dashboard_views import parse_range_or_default, range_context
+from usage.dashboards.my_usage import my_usage
+from usage.governance.pages.consumption import user_rules
 
 
 @login_required

@@ -3,7 +3,7 @@
 Each page needs the governance permission of what it shows or changes (usage/governance/permissions.py), held by
 the Connector admins role; budgets and rate limits of a user or an API key are changed by superusers only
 (refused with 403 here, and by the forms). The figures come from consumption.py (the counters); the forms say what
-is wrong with bad input. "My usage" is usage/my_usage_views.py.
+is wrong with bad input. "My usage" is usage/dashboards/my_usage_views.py.
 """
 
 from __future__ import annotations
@@ -22,18 +22,7 @@ from django.views.generic import CreateView, DeleteView, UpdateView
 from django.views.generic.edit import FormMixin
 
 from connectors.lookup import find
-from usage.governance import consumption
 from usage.governance import permissions as perm
-from usage.governance.forms import (
-    SUPERUSER_SCOPES,
-    SUPERUSERS_ONLY,
-    AlertChannelForm,
-    BudgetForm,
-    ConnectorPricingForm,
-    ErrorRateRuleForm,
-    PriceForm,
-    RateLimitForm,
-)
 from usage.governance.models import (
     Alert,
     AlertChannel,
@@ -42,6 +31,17 @@ from usage.governance.models import (
     ErrorRateRule,
     Price,
     RateLimit,
+)
+from usage.governance.pages import consumption
+from usage.governance.pages.forms import (
+    SUPERUSER_SCOPES,
+    SUPERUSERS_ONLY,
+    AlertChannelForm,
+    BudgetForm,
+    ConnectorPricingForm,
+    ErrorRateRuleForm,
+    PriceForm,
+    RateLimitForm,
 )
 from usage.ranges import known_time_zones
 

@@ -1,4 +1,4 @@
-"""One pipelined Redis connection per event loop, for the two scripts a governed call runs (usage/governance/counters.py).
+"""One pipelined Redis connection per event loop, for the two scripts a governed call runs (usage/governance/enforcement/counters.py).
 
 Redis answers the commands of a connection in the order it received them, so concurrent callers can share one
 connection: each writes its command and waits for the reply in its turn, matched first in, first out. No pool, no

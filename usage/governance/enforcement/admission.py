@@ -2,7 +2,7 @@
 
 ``admit`` runs before anything is sent to the provider. With no budget or rate limit for the connector, the user
 or the API key it returns at once, without I/O (the rules live in memory per process, read again when one
-changes). Otherwise it reserves, in one atomic step of the counter store (usage/governance/counters.py):
+changes). Otherwise it reserves, in one atomic step of the counter store (usage/governance/enforcement/counters.py):
 one request against each requests-per-minute limit, and the execution's estimated tokens (the request's size in
 bytes / 4, a deliberate over-estimate for English text) or their estimated cost against each tokens-per-minute
 limit and budget. ``settle`` replaces the estimate with the provider's usage once the execution has ended.
@@ -25,10 +25,10 @@ from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
 from connectors.caching import invalidation
-from usage.governance.counters import Charge, counter_store
+from connectors.caching.process_cache import ProcessCache
+from usage.governance.enforcement.counters import Charge, counter_store
+from usage.governance.enforcement.periods import minute_bounds, period_bounds
 from usage.governance.models import AlertKind, Budget, Period, RateLimit, Unit
-from usage.governance.periods import minute_bounds, period_bounds
-from usage.governance.process_cache import ProcessCache
 from usage.observability.metrics import count_refusal
 
 RULES_SECONDS = 300
@@ -244,7 +244,7 @@ def _unit_name(budget: Budget) -> str:
 async def settle(reservation: Reservation, *, total_tokens: int, cost: int | None) -> dict[str, int]:
     """Replace the reservation's estimates with what the execution used; returns the budget counters' new values
     (for threshold alerts). Never raises: a failed settlement is logged and the estimate stands. (Under a server,
-    executions are settled in batches instead: usage/governance/settlement.py.)"""
+    executions are settled in batches instead: usage/governance/enforcement/settlement.py.)"""
     if reservation.empty:
         return {}
     values = await settle_amounts(reservation_amounts(reservation, total_tokens=total_tokens, cost=cost))
@@ -308,8 +308,8 @@ async def warm_up() -> None:
     """At a server process's start: read the rules and the price table, and load the counter script into Redis,
     so that the first burst of calls does not wait for all three at once. Never raises: what fails here is read
     again on first use, as without it."""
-    from usage.governance import pricing
-    from usage.governance.counters import RedisStore
+    from usage.governance.enforcement.counters import RedisStore
+    from usage.governance.pricing.prices import prices as pricing
 
     try:
         await _rules.aget()

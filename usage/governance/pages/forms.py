@@ -27,7 +27,7 @@ from usage.governance.models import (
     Scope,
     Unit,
 )
-from usage.governance.pricing import current_table
+from usage.governance.pricing.prices import current_table
 from usage.ranges import known_time_zones
 
 SUPERUSER_SCOPES = (Scope.USER, Scope.API_KEY)
