@@ -84,7 +84,7 @@ def asgi_live_server(transactional_db, asgi_server_session):
     starts it); it runs for this test only, so that tests using Django's test client inside a rolled-back
     transaction keep writing their events in their own connection.
     """
-    from usage.recording.writer import writer as recording
+    from usage.recording import writer as recording
     recording.start_event_writer()
     yield asgi_server_session
     # A test that made an outage has ended it by now; what it spooled is replayed before the writer stops. The spool

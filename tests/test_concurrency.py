@@ -15,7 +15,7 @@ from bench.loadgen import Connection
 from connectors.api import auth
 from tests.conftest import basic_auth
 from usage.models import ExecutionEvent, UsageRollup
-from usage.recording.writer import writer as recording
+from usage.recording import writer as recording
 
 CONCURRENT = 200
 

@@ -13,7 +13,7 @@ from django.utils import timezone
 from connectors_admin import asgi
 from usage.models import ExecutionEvent, UsageRollup
 from usage.models.events import ExecutionEventManager
-from usage.recording.writer import writer as recording
+from usage.recording import writer as recording
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

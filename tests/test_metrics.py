@@ -186,7 +186,7 @@ def test_the_event_writer_reports_its_queue_and_its_failed_attempts(client, toke
     from django.utils import timezone
 
     from usage.models import ExecutionEvent
-    from usage.recording.writer import writer as recording
+    from usage.recording import writer as recording
 
     failures = {"left": 2}
     original = recording._insert

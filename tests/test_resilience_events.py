@@ -19,7 +19,7 @@ from tests.conftest import basic_auth
 from usage.models import ExecutionEvent, UsageRollup
 from usage.models.events import ExecutionEventManager
 from usage.recording.spool import EventSpool
-from usage.recording.writer import writer as recording
+from usage.recording import writer as recording
 
 HELLO = json.dumps({"messages": [{"role": "user", "content": "Hello"}]})
 POISONED_SUB_ACTION = b'{"params": {"subAction": "\\ud800", "subActionParams": {}}}'
@@ -415,7 +415,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "connectors_admin.settings")
 import django
 django.setup()
 from django.db import OperationalError
-from usage.recording.writer import writer as recording
+from usage.recording import writer as recording
 from usage.models import ExecutionEvent
 from usage.models.events import ExecutionEventManager
 from usage.recording.spool import EventSpool

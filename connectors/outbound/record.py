@@ -32,7 +32,7 @@ from connectors.outbound.upstream_errors import UpstreamError
 from usage.governance import alerts
 from usage.governance.enforcement import admission, settlement
 from usage.governance.enforcement.admission import Refusal
-from usage.governance.pricing.prices import prices as pricing
+from usage.governance.pricing import prices as pricing
 from usage.models import ExecutionEvent, Outcome, UsageSource
 from usage.observability.execution import execution_opened
 from usage.recording.spool import event_as_json

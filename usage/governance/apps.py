@@ -11,7 +11,7 @@ class GovernanceConfig(AppConfig):
     def ready(self) -> None:
         from connectors.roles import sync_roles_after_migrate
         from usage.governance.enforcement import admission
-        from usage.governance.pricing.prices import prices as pricing
+        from usage.governance.pricing import prices as pricing
         from usage.governance.roles import ROLES
 
         sync_roles_after_migrate(self, ROLES)

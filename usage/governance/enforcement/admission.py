@@ -309,7 +309,7 @@ async def warm_up() -> None:
     so that the first burst of calls does not wait for all three at once. Never raises: what fails here is read
     again on first use, as without it."""
     from usage.governance.enforcement.counters import RedisStore
-    from usage.governance.pricing.prices import prices as pricing
+    from usage.governance.pricing import prices as pricing
 
     try:
         await _rules.aget()
