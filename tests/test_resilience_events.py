@@ -18,8 +18,8 @@ from connectors.api import kibana, openai_compat
 from tests.conftest import basic_auth
 from usage.models import ExecutionEvent, UsageRollup
 from usage.models.events import ExecutionEventManager
-from usage.recording.spool import EventSpool
 from usage.recording import writer as recording
+from usage.recording.spool import EventSpool
 
 HELLO = json.dumps({"messages": [{"role": "user", "content": "Hello"}]})
 POISONED_SUB_ACTION = b'{"params": {"subAction": "\\ud800", "subActionParams": {}}}'
