@@ -12,12 +12,14 @@ class ConnectorsConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_delete, post_save
 
-        from connectors import preconfigured, roles
+        from connectors import preconfigured
+        from connectors.access.roles import register_roles
         from connectors.api import auth  # noqa: F401 - auth connects its signals
         from connectors.caching import connector_cache
         from connectors.models import Connector
+        from connectors.permissions import ROLES
 
-        roles.sync_roles_after_migrate(self, roles.ROLES)
+        register_roles(self, ROLES)
         post_save.connect(connector_cache.announce_change, sender=Connector, dispatch_uid="connector_cache_saved")
         post_delete.connect(connector_cache.announce_change, sender=Connector, dispatch_uid="connector_cache_deleted")
         # Fail at start-up, not at first use, when a preconfigured connector in ACTIONS_CONFIG is invalid.

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest
 
+from connectors.access.policy import amay, check, denial_message
 from connectors.caching import connector_cache
 from connectors.models import Connector
 from connectors.preconfigured import preconfigured_connectors
@@ -65,8 +66,7 @@ def get_connector_or_404(request_or_user, connector_id: str, permission: str, *,
     usage pages also find deleted connectors that left events), ``missing`` the 404's message.
     """
     user = request_or_user.user if isinstance(request_or_user, HttpRequest) else request_or_user
-    if not user.has_perm(permission):
-        raise PermissionDenied
+    check(user, permission)
     connector = find(connector_id)
     if connector is None:
         raise ConnectorNotFound(connector_id, missing)
@@ -76,17 +76,9 @@ def get_connector_or_404(request_or_user, connector_id: str, permission: str, *,
 async def aget_connector_or_404(request_or_user, connector_id: str, permission: str) -> Connector:
     """``get_connector_or_404`` for async views, through the execution path's cache (``afind``)."""
     user = await request_or_user.auser() if isinstance(request_or_user, HttpRequest) else request_or_user
-    if not await _ahas_perm(user, permission):
-        raise PermissionDenied
+    if not await amay(user, permission):
+        raise PermissionDenied(denial_message(permission))
     connector = await afind(connector_id)
     if connector is None:
         raise ConnectorNotFound(connector_id)
     return connector
-
-
-async def _ahas_perm(user, permission: str) -> bool:
-    # An API caller comes with its permissions loaded (connectors/api/auth.py), so asking costs no query and no
-    # hop to a thread; a session user's are read once, off the event loop.
-    if hasattr(user, "_perm_cache"):
-        return user.has_perm(permission)
-    return await user.ahas_perm(permission)

@@ -6,11 +6,9 @@ execute. So the policy needs no nonce and no 'unsafe-inline' for scripts. The po
 CONTENT_SECURITY_POLICY (README "Configuration"); an empty setting sends no header.
 
 One exception: plotly.js writes style rules and style attributes into the page as it draws, which a strict
-style-src refuses, so the pages that draw charts allow inline styles (``allows_inline_styles``), and only styles:
-scripts stay 'self' there too.
+style-src refuses, so a page that draws charts marks its response (``csp_allows_inline_styles``, set by
+usage/dashboards/charts.py) and gets 'unsafe-inline' for styles only: scripts stay 'self' there too.
 """
-
-from functools import wraps
 
 from django.conf import settings
 
@@ -19,23 +17,10 @@ def add_content_security_policy(response):
     """Set the policy on ``response`` unless the view set one itself."""
     policy = settings.CONTENT_SECURITY_POLICY
     if policy and "Content-Security-Policy" not in response.headers:
+        if getattr(response, "csp_allows_inline_styles", False) and "style-src 'self'" in policy:
+            policy = policy.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'", 1)
         response.headers["Content-Security-Policy"] = policy
     return response
-
-
-def allows_inline_styles(view):
-    """For a view whose page draws plotly charts: the policy with 'unsafe-inline' added to style-src."""
-
-    @wraps(view)
-    def wrapper(request, *args, **kwargs):
-        response = view(request, *args, **kwargs)
-        policy = settings.CONTENT_SECURITY_POLICY
-        if policy and "style-src 'self'" in policy and "Content-Security-Policy" not in response.headers:
-            response.headers["Content-Security-Policy"] = policy.replace("style-src 'self'",
-                                                                         "style-src 'self' 'unsafe-inline'", 1)
-        return response
-
-    return wrapper
 
 
 class ContentSecurityPolicyMiddleware:

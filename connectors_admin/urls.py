@@ -4,6 +4,7 @@ from django.shortcuts import redirect, render
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from connectors.access.policy import may
 from connectors.accounts import api_key_views, sso_views
 from connectors.accounts.login_view import ThrottledLoginView
 from connectors.permissions import VIEW_CONNECTOR
@@ -15,9 +16,9 @@ from usage.permissions import VIEW_USAGE_DASHBOARD
 
 @login_required
 def home(request):
-    if request.user.has_perm(VIEW_CONNECTOR):
+    if may(request.user, VIEW_CONNECTOR):
         return redirect("connectors:list")
-    if request.user.has_perm(VIEW_USAGE_DASHBOARD):
+    if may(request.user, VIEW_USAGE_DASHBOARD):
         return redirect("usage:overview")
     return render(request, "home.html")
 

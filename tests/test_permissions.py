@@ -79,7 +79,7 @@ def test_roles_are_groups_with_exactly_their_permissions():
     def codenames(group):
         return sorted(f"{p.content_type.app_label}.{p.codename}" for p in Group.objects.get(name=group).permissions.all())
 
-    from usage.governance.roles import ROLES as GOVERNANCE_ROLES
+    from usage.governance.permissions import ROLES as GOVERNANCE_ROLES
 
     assert codenames("Connector admins") == sorted([
         "connectors.add_connector", "connectors.change_connector", "connectors.delete_connector",
@@ -94,7 +94,7 @@ def test_roles_are_groups_with_exactly_their_permissions():
 def test_syncing_roles_again_changes_nothing():
     from django.contrib.auth.models import Group
 
-    from connectors.roles import sync_roles
+    from connectors.access.roles import sync_roles
 
     before = {g.name: set(g.permissions.values_list("pk", flat=True)) for g in Group.objects.all()}
     sync_roles(app_label="connectors")
@@ -103,15 +103,43 @@ def test_syncing_roles_again_changes_nothing():
 
 
 def test_each_app_syncs_only_its_share_of_a_role():
-    """Connector admins is made of connectors' and governance's shares; syncing one keeps the other."""
+    """Connector admins is made of connectors', usage's and governance's shares; syncing one app keeps the others."""
     from django.contrib.auth.models import Group
 
-    from connectors.roles import ROLES, sync_roles
-    from usage.governance.roles import ROLES as GOVERNANCE_ROLES
+    from connectors.access.roles import sync_roles
+    from usage.governance.permissions import ROLES as GOVERNANCE_ROLES
 
     group = Group.objects.get(name="Connector admins")
-    sync_roles(ROLES, app_label="connectors")
+    group.permissions.remove(*group.permissions.filter(content_type__app_label="connectors"))
+    sync_roles(app_label="connectors")
     assert group.permissions.filter(content_type__app_label="governance").count() == len(
         GOVERNANCE_ROLES["Connector admins"])
-    sync_roles(GOVERNANCE_ROLES, app_label="governance")
     assert group.permissions.filter(content_type__app_label="connectors").count() == 5
+    sync_roles(app_label="governance")
+    assert group.permissions.filter(content_type__app_label="connectors").count() == 5
+
+
+def test_the_role_registry_sees_every_app_s_roles():
+    from connectors.access.roles import roles_granting
+
+    assert roles_granting("audit.view_auditrecord") == ["Auditors"]
+    assert roles_granting("governance.add_budget") == ["Connector admins"]
+    assert sorted(roles_granting("usage.view_usage_dashboard")) == ["Connector admins", "Usage viewers"]
+    assert sorted(roles_granting("connectors.execute_connector")) == ["Connector admins", "Connector users"]
+
+
+@pytest.mark.parametrize("url, permission, role", [
+    ("/audit/", "audit.view_auditrecord", "Auditors"),
+    ("/usage/budgets/", "governance.view_budget", "Connector admins"),
+    ("/usage/budgets/new/", "governance.add_budget", "Connector admins"),
+    ("/usage/prices/", "governance.view_price", "Connector admins"),
+    ("/usage/alerts/", "governance.view_alert", "Connector admins"),
+    ("/usage/", "usage.view_usage_dashboard", "Usage viewers"),
+    ("/connectors/", "connectors.view_connector", "Connector users"),
+])
+def test_every_403_page_names_the_permission_and_a_role_that_grants_it(client, personas, url, permission, role):
+    client.force_login(personas["outsider"])
+    response = client.get(url)
+    assert response.status_code == 403
+    text = response.content.decode()
+    assert permission in text and role in text

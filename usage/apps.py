@@ -6,9 +6,10 @@ class UsageConfig(AppConfig):
     verbose_name = "Usage"
 
     def ready(self) -> None:
-        from connectors.roles import ROLES as CONNECTOR_ROLES
-        from connectors.roles import sync_roles_after_migrate
-        from usage.roles import ROLES
+        from connectors.access.roles import register_roles
+        from connectors.caching import expiring_cache
+        from usage.observability.metrics import count_cache_lookup
+        from usage.permissions import ROLES
 
-        # The connector roles too: Connector admins include usage's permission, which exists only from here on.
-        sync_roles_after_migrate(self, {**CONNECTOR_ROLES, **ROLES})
+        register_roles(self, ROLES)
+        expiring_cache.report_lookups_to(count_cache_lookup)

@@ -4,3 +4,9 @@ Declared in the event log model's ``Meta.permissions``; it lets a user read ever
 """
 
 VIEW_USAGE_DASHBOARD = "usage.view_usage_dashboard"
+
+ROLES: dict[str, list[str]] = {
+    "Usage viewers": [VIEW_USAGE_DASHBOARD],
+    # Connector admins also open the dashboards and every user's logs of the connectors they manage.
+    "Connector admins": [VIEW_USAGE_DASHBOARD],
+}

@@ -1,10 +1,12 @@
 from django.conf import settings
 from django.contrib.auth.backends import ModelBackend
 
+from connectors.access.policy import password_sign_in_allowed
+
 
 def password_login_allowed(user) -> bool:
     """Whether this user may sign in with a password (the login page, HTTP Basic on the APIs)."""
-    return user.is_superuser or not settings.LOCAL_LOGIN_SUPERUSERS_ONLY
+    return password_sign_in_allowed(user, settings.LOCAL_LOGIN_SUPERUSERS_ONLY)
 
 
 class LocalPasswordBackend(ModelBackend):

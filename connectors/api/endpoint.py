@@ -22,6 +22,7 @@ from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from connectors import untrusted_json
+from connectors.access.policy import may
 from connectors.api.auth import (
     XSRF_MESSAGE,
     NotAuthenticated,
@@ -184,7 +185,7 @@ def json_endpoint(methods: dict[str, str | None], errors: KibanaErrors | OpenAIE
                 return refusal
             request.user = user
             request.auser = _returns(user)
-            if permission and not user.has_perm(permission):
+            if permission and not may(user, permission):
                 return errors.forbidden(permission)
             try:
                 return await view(request, *args, **kwargs)

@@ -10,6 +10,7 @@ from django.db import IntegrityError, transaction
 from django.http import HttpResponse, JsonResponse
 
 from connectors import lookup
+from connectors.access.policy import may
 from connectors.actions_config import action_type_disabled_message
 from connectors.api.connector_body import apply_payload, body_type_error
 from connectors.api.endpoint import KIBANA_ERRORS, ApiError, json_endpoint, json_object_body, read_json_body
@@ -173,7 +174,7 @@ async def connector_types(request):
 @json_endpoint({"POST": EXECUTE_CONNECTOR})
 async def execute_connector(request, connector_id: str):
     other_type = preconfigured_of_other_types().get(connector_id)
-    if other_type is not None and request.user.has_perm(EXECUTE_CONNECTOR):
+    if other_type is not None and may(request.user, EXECUTE_CONNECTOR):
         await _refuse(request, other_type, _not_executable(other_type))
     try:
         connector = await connector_to_execute(request, connector_id, EXECUTE_CONNECTOR, source=EventSource.API,

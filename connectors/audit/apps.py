@@ -10,12 +10,12 @@ class AuditConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_migrate
 
+        from connectors.access.roles import register_roles
         from connectors.audit import receivers
-        from connectors.audit.roles import ROLES
-        from connectors.roles import sync_roles_after_migrate
+        from connectors.audit.permissions import ROLES
 
         receivers.connect()
-        sync_roles_after_migrate(self, ROLES)
+        register_roles(self, ROLES)
         # migrate runs on every deploy: the preconfigured connectors are compared with the trail then (and at
         # server start-up, connectors_admin/asgi.py).
         post_migrate.connect(_record_preconfigured, sender=self, dispatch_uid="audit_preconfigured")

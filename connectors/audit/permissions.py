@@ -4,3 +4,7 @@ It lets a user read and export the whole trail at /audit/, and nothing else.
 """
 
 VIEW_AUDIT_TRAIL = "audit.view_auditrecord"
+
+ROLES: dict[str, list[str]] = {
+    "Auditors": [VIEW_AUDIT_TRAIL],
+}

@@ -1,4 +1,3 @@
-from django.contrib.auth.decorators import login_required, permission_required
 from django.core.handlers.asgi import ASGIRequest
 from django.http import StreamingHttpResponse
 from django.shortcuts import render
@@ -6,6 +5,7 @@ from django.utils import timezone
 from django.utils.http import urlencode
 from django.views.decorators.http import require_GET
 
+from connectors.access.policy import require
 from connectors.audit import exports, queries
 from connectors.audit.models import ACTIONS, OBJECT_TYPES
 from connectors.audit.permissions import VIEW_AUDIT_TRAIL
@@ -16,8 +16,7 @@ def _bad_request(request, problem: str):
 
 
 @require_GET
-@login_required
-@permission_required(VIEW_AUDIT_TRAIL, raise_exception=True)
+@require(VIEW_AUDIT_TRAIL)
 def audit_list(request):
     try:
         query = queries.parse_query(request.GET)
@@ -36,8 +35,7 @@ def audit_list(request):
 
 
 @require_GET
-@login_required
-@permission_required(VIEW_AUDIT_TRAIL, raise_exception=True)
+@require(VIEW_AUDIT_TRAIL)
 def audit_export(request, fmt: str):
     try:
         records = queries.filtered(queries.parse_query(request.GET))

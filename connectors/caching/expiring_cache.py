@@ -7,7 +7,14 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from usage.observability.metrics import count_cache_lookup
+# Told of every lookup of a named cache (name, hit): the metrics register themselves here at start-up
+# (usage/apps.py), so the caches know nothing of who counts them.
+_lookup_listener: Callable[[str, bool], None] | None = None
+
+
+def report_lookups_to(listener: Callable[[str, bool], None] | None) -> None:
+    global _lookup_listener
+    _lookup_listener = listener
 
 
 class ExpiringCache:
@@ -15,7 +22,7 @@ class ExpiringCache:
     bounds memory without bookkeeping on the hot path. Reads take no lock; writes and drops do."""
 
     def __init__(self, max_entries: int = 10_000, name: str = ""):
-        """``name``: counted in the connectors_cache_requests metric under this name (README, Prometheus)."""
+        """``name``: lookups are reported under this name (the connectors_cache_requests metric, README)."""
         self.max_entries = max_entries
         self.name = name
         self._entries: dict[Hashable, tuple[Any, float]] = {}
@@ -26,8 +33,8 @@ class ExpiringCache:
         if entry is not None and entry[1] < time.monotonic():
             self._entries.pop(key, None)
             entry = None
-        if self.name:
-            count_cache_lookup(self.name, entry is not None)
+        if self.name and _lookup_listener is not None:
+            _lookup_listener(self.name, entry is not None)
         return None if entry is None else entry[0]
 
     def put(self, key: Hashable, value: Any, ttl: float) -> None:

@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from connectors.database_threads import in_a_worker_thread
+
 T = TypeVar("T")
 
 
@@ -44,8 +46,6 @@ class ProcessCache(Generic[T]):
         value = self.fresh()
         if value is not None:
             return value
-        from usage.governance.enforcement.counters import in_a_worker_thread
-
         return await in_a_worker_thread(self.get)()
 
     def forget(self, _key: str = "") -> None:

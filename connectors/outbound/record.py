@@ -29,7 +29,6 @@ from django.utils import timezone
 from connectors.caller import current_api_key_id
 from connectors.models import Connector
 from connectors.outbound.upstream_errors import UpstreamError
-from usage.governance import alerts
 from usage.governance.enforcement import admission, settlement
 from usage.governance.enforcement.admission import Refusal
 from usage.governance.pricing import prices as pricing
@@ -121,8 +120,7 @@ class ExecutionRecord:
             estimate_cost=self._estimated_cost,
         )
         if isinstance(decision, Refusal):
-            alerts.raise_once(decision.alert_key, decision.alert_kind, decision.message,
-                              connector_id=event.connector_id)
+            admission.alert_refusal(decision, connector_id=event.connector_id)
             await self.rejected(decision.message)
             return decision
         self.reservation = decision

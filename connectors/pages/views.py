@@ -7,8 +7,6 @@ without it get 403. A URL's id becomes a connector through connectors.lookup (40
 from urllib.parse import urlencode
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
-from django.contrib.auth.mixins import PermissionRequiredMixin
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect, JsonResponse
 from django.shortcuts import redirect, render
@@ -17,6 +15,7 @@ from django.views.decorators.http import require_POST
 from django.views.generic import CreateView, DeleteView, DetailView, ListView, UpdateView
 
 from connectors import untrusted_json, validation
+from connectors.access.policy import PermissionRequired, require
 from connectors.lookup import ConnectorNotFound, get_connector_or_404
 from connectors.models import Connector, Provider
 from connectors.outbound.execution import ConnectorUnavailable, connector_to_execute, execute
@@ -31,19 +30,11 @@ from connectors.permissions import (
     EXECUTE_CONNECTOR,
     VIEW_CONNECTOR,
 )
-from connectors.roles import permission_denied_message
 from usage.governance.pages.consumption import connector_governance
 from usage.models import EventSource
 
 
-class NamedPermissionMixin(PermissionRequiredMixin):
-    """A 403 that names the missing permission and the roles granting it (templates/403.html shows it)."""
-
-    def get_permission_denied_message(self):
-        return permission_denied_message(self.get_permission_required()[0])
-
-
-class ConnectorListView(NamedPermissionMixin, ListView):
+class ConnectorListView(PermissionRequired, ListView):
     """Search, provider filter, sort on every column, pages; usage per row from the rollups (pages/connector_list)."""
 
     permission_required = VIEW_CONNECTOR
@@ -81,12 +72,10 @@ class ConnectorListView(NamedPermissionMixin, ListView):
         return context
 
 
-@login_required
+@require(DELETE_CONNECTOR)
 @require_POST
 def bulk_delete(request):
     """Two steps on one URL: the list's selection shows a confirmation page; its form (confirm=1) deletes."""
-    if not request.user.has_perm(DELETE_CONNECTOR):
-        raise PermissionDenied(permission_denied_message(DELETE_CONNECTOR))
     ids = request.POST.getlist("ids")[:1000]
     # Preconfigured connectors are not in the database, so they can never be selected here.
     connectors = list(Connector.objects.filter(pk__in=ids).order_by("name"))
@@ -157,7 +146,7 @@ class SaveAndTestMixin:
         return url + "?test=1#test" if "save_and_test" in self.request.POST else url
 
 
-class ConnectorCreateView(NamedPermissionMixin, ConnectorFormPageMixin, ReportOutcomeMixin, SaveAndTestMixin, CreateView):
+class ConnectorCreateView(PermissionRequired, ConnectorFormPageMixin, ReportOutcomeMixin, SaveAndTestMixin, CreateView):
     permission_required = ADD_CONNECTOR
     form_class = ConnectorForm
     template_name = "connectors/connector_form.html"
@@ -168,7 +157,7 @@ class ConnectorCreateView(NamedPermissionMixin, ConnectorFormPageMixin, ReportOu
         return super().form_valid(form)
 
 
-class ConnectorDetailView(NamedPermissionMixin, ConnectorObjectMixin, DetailView):
+class ConnectorDetailView(PermissionRequired, ConnectorObjectMixin, DetailView):
     permission_required = VIEW_CONNECTOR
     template_name = "connectors/connector_detail.html"
     context_object_name = "connector"
@@ -187,7 +176,7 @@ class ConnectorDetailView(NamedPermissionMixin, ConnectorObjectMixin, DetailView
 
 
 class ConnectorUpdateView(
-    NamedPermissionMixin, StoredConnectorMixin, ConnectorFormPageMixin, ReportOutcomeMixin, SaveAndTestMixin, UpdateView
+    PermissionRequired, StoredConnectorMixin, ConnectorFormPageMixin, ReportOutcomeMixin, SaveAndTestMixin, UpdateView
 ):
     permission_required = CHANGE_CONNECTOR
     form_class = ConnectorForm
@@ -196,7 +185,7 @@ class ConnectorUpdateView(
     outcome = "saved"
 
 
-class ConnectorDeleteView(NamedPermissionMixin, StoredConnectorMixin, ReportOutcomeMixin, DeleteView):
+class ConnectorDeleteView(PermissionRequired, StoredConnectorMixin, ReportOutcomeMixin, DeleteView):
     permission_required = DELETE_CONNECTOR
     template_name = "connectors/connector_confirm_delete.html"
     context_object_name = "connector"

@@ -7,6 +7,8 @@ dashboard's time budget. The dicts follow plotly's figure schema, and the tests 
 static/js/usage_dashboard.js draws them with the plotly.js served by whitenoise.
 """
 
+from functools import wraps
+
 from usage.dashboards.queries import BreakdownRow, UsageReport
 from usage.ranges import DAY
 
@@ -170,3 +172,16 @@ def dashboard_charts(report: UsageReport) -> list[dict]:
         {"id": "chart-requests-by-outcome", "title": "Requests by outcome over time", "figure": requests_by_outcome(report)},
         {"id": "chart-duration-percentiles", "title": "Duration percentiles over time", "figure": duration_percentiles(report)},
     ]
+
+
+def allows_inline_styles(view):
+    """For a view whose page draws plotly charts: plotly.js writes style attributes as it draws, so the page's
+    Content-Security-Policy allows inline styles (and only styles; connectors_admin/csp.py reads the mark)."""
+
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        response = view(request, *args, **kwargs)
+        response.csp_allows_inline_styles = True
+        return response
+
+    return wrapper

@@ -16,11 +16,12 @@ from django.http import HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 
+from connectors.access.policy import administers_accounts
 from connectors.lookup import get_connector_or_404
 from connectors.models import ApiKey
-from connectors_admin.csp import allows_inline_styles
 from usage.dashboards import charts, exports
 from usage.dashboards.access import logs_scope, usage_view
+from usage.dashboards.charts import allows_inline_styles
 from usage.dashboards.event_filters import EventFilters, InvalidFilter
 from usage.dashboards.queries import (
     BREAKDOWN_LIMIT,
@@ -127,10 +128,10 @@ def slice_context(usage_slice: UsageSlice, by_user, by_model) -> dict:
 
 def shows_role_note(user) -> bool:
     """Admins, who can hand out the Usage viewers role, get Kibana's note on who may see this page."""
-    return user.is_superuser or user.is_staff or user.has_perm("auth.change_user")
+    return administers_accounts(user)
 
 
-@allows_inline_styles  # plotly.js draws the two per-user charts here too (connectors_admin/csp.py)
+@allows_inline_styles  # plotly.js draws the two per-user charts here too (usage/dashboards/charts.py)
 @usage_view
 def overview(request):
     usage_range, range_error = parse_range_or_default(request)
@@ -151,7 +152,7 @@ def overview(request):
     return render(request, "usage/overview.html", context, status=400 if range_error else 200)
 
 
-@allows_inline_styles  # plotly.js (connectors_admin/csp.py)
+@allows_inline_styles  # plotly.js (usage/dashboards/charts.py)
 @connector_usage_view()
 def connector_dashboard(request, connector: ConnectorRef, usage_range: UsageRange, range_error: str | None):
     usage_slice = UsageSlice.from_params(request.GET)

@@ -9,11 +9,11 @@ class GovernanceConfig(AppConfig):
     verbose_name = "Governance"
 
     def ready(self) -> None:
-        from connectors.roles import sync_roles_after_migrate
+        from connectors.access.roles import register_roles
         from usage.governance.enforcement import admission
+        from usage.governance.permissions import ROLES
         from usage.governance.pricing import prices as pricing
-        from usage.governance.roles import ROLES
 
-        sync_roles_after_migrate(self, ROLES)
+        register_roles(self, ROLES)
         pricing.connect_signals()
         admission.connect_signals()

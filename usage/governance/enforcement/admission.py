@@ -272,6 +272,13 @@ async def settle_amounts(amounts: list[tuple[str, int, dt.datetime]]) -> dict[st
         return {}
 
 
+def alert_refusal(refusal: Refusal, *, connector_id: str) -> None:
+    """Queue the alert of a refused call (once per process and key: every later refusal would say the same)."""
+    from usage.governance import alerts
+
+    alerts.raise_once(refusal.alert_key, refusal.alert_kind, refusal.message, connector_id=connector_id)
+
+
 def alert_on_thresholds(reservation: Reservation, used: dict[str, int], *, connector_id: str) -> None:
     """Raise each budget's threshold alert (and its "used up" alert) once per period, from the counters' values
     after settlement. Queued for the sender thread: the caller never waits for it."""

@@ -22,12 +22,12 @@ import threading
 import weakref
 from dataclasses import dataclass
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from connectors.database_threads import in_a_worker_thread
 from usage.governance.enforcement.redis_pipeline import PipelinedRedis, RedisReplyError
 
 
@@ -109,21 +109,6 @@ class DatabaseStore:
         return Counter.objects.filter(expires_at__lt=timezone.now()).delete()[0]
 
 
-def in_a_worker_thread(function):
-    """``function`` made awaitable. PostgreSQL: in any worker thread, so counters never queue behind the shared
-    ``sync_to_async`` thread, giving the thread's connection back to the pool when done (a worker thread would
-    otherwise keep one connection each). SQLite: on that shared thread, since SQLite has a single writer and its
-    in-memory test database one connection per thread."""
-    if connection.vendor == "sqlite":
-        return sync_to_async(function, thread_sensitive=True)
-
-    def run_and_release(*args, **kwargs):
-        try:
-            return function(*args, **kwargs)
-        finally:
-            connection.close()
-
-    return sync_to_async(run_and_release, thread_sensitive=False)
 
 
 # KEYS: the counters. ARGV: for each, amount, limit, must_fit (1/0), expiry (unix seconds).

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
+from connectors.access.policy import may
 from usage.governance.enforcement.admission import budget_counter_key, rate_limit_counter_keys
 from usage.governance.enforcement.counters import counter_store
 from usage.governance.models import Budget, RateLimit, Unit
@@ -127,7 +128,7 @@ def all_rules() -> tuple[list[BudgetStatus], list[RateLimitStatus]]:
 def connector_governance(user, connector_id: str) -> dict | None:
     """The connector page's governance panel (governance/_connector_panel.html): the connector's budgets and rate
     limits with their consumption, and links for who may change them; None for a user who may see neither."""
-    sees_budgets, sees_limits = user.has_perm(VIEW_BUDGET), user.has_perm(VIEW_RATE_LIMIT)
+    sees_budgets, sees_limits = may(user, VIEW_BUDGET), may(user, VIEW_RATE_LIMIT)
     if not (sees_budgets or sees_limits):
         return None
     budgets, limits = connector_rules(connector_id)

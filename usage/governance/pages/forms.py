@@ -14,6 +14,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
+from connectors.access.policy import manages_people
 from connectors.lookup import all_connectors
 from connectors.models import ApiKey
 from usage.governance.models import (
@@ -63,7 +64,7 @@ class ScopedRuleForm(forms.ModelForm):
             self.fields["user"].queryset = get_user_model().objects.order_by("username")
             self.fields["api_key"].queryset = ApiKey.objects.select_related("user").order_by("user__username", "name")
             self.fields["api_key"].label_from_instance = lambda key: f"{key} of {key.user.get_username()}"
-        if not user.is_superuser:
+        if not manages_people(user):
             # Shown only the connector scope; a user or API-key scope posted all the same is refused by clean_scope
             # with a message saying why (the field still accepts every scope, so the refusal is not "invalid choice").
             self.fields["scope"].widget.choices = [(Scope.CONNECTOR, Scope.CONNECTOR.label)]
@@ -72,7 +73,7 @@ class ScopedRuleForm(forms.ModelForm):
 
     def clean_scope(self):
         scope = self.cleaned_data["scope"]
-        if scope in SUPERUSER_SCOPES and not self.editor.is_superuser:
+        if scope in SUPERUSER_SCOPES and not manages_people(self.editor):
             raise forms.ValidationError(SUPERUSERS_ONLY)
         return scope
 

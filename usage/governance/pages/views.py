@@ -11,8 +11,6 @@ from __future__ import annotations
 from django import forms
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required, permission_required
-from django.contrib.auth.mixins import LoginRequiredMixin, PermissionRequiredMixin
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import redirect, render
@@ -21,6 +19,7 @@ from django.utils import timezone
 from django.views.generic import CreateView, DeleteView, UpdateView
 from django.views.generic.edit import FormMixin
 
+from connectors.access.policy import PermissionRequired, manages_people, may, require
 from connectors.lookup import find
 from usage.governance import permissions as perm
 from usage.governance.models import (
@@ -48,35 +47,24 @@ from usage.ranges import known_time_zones
 ALERTS_SHOWN = 200
 
 
-def _guarded(permission: str):
-    # login_required first: permission_required(raise_exception=True) alone would answer 403 to anonymous users.
-    return lambda view: login_required(permission_required(permission, raise_exception=True)(view))
-
-
 # --- Budgets and rate limits -------------------------------------------------------------------------------------
 
-@_guarded(perm.VIEW_BUDGET)
+@require(perm.VIEW_BUDGET)
 def budget_list(request):
     budgets, limits = consumption.all_rules()
     return render(request, "governance/budgets.html", {
         "budgets": budgets,
-        "limits": limits if request.user.has_perm(perm.VIEW_RATE_LIMIT) else None,
+        "limits": limits if may(request.user, perm.VIEW_RATE_LIMIT) else None,
     })
 
 
-class GovernanceFormMixin(LoginRequiredMixin, PermissionRequiredMixin):
+class GovernanceFormMixin(PermissionRequired):
     """A create/edit/delete page: 403 (not a login redirect) for a signed-in user without the permission, the
     generic form template, and a message naming what was done."""
 
     template_name = "governance/form.html"
     title = ""
     outcome = ""
-
-    def handle_no_permission(self):
-        # AccessMixin answers both cases alike (login redirect, or 403 with raise_exception): split them.
-        if self.request.user.is_authenticated:
-            raise PermissionDenied
-        return super().handle_no_permission()
 
     def get_context_data(self, **kwargs):
         return super().get_context_data(**kwargs, title=self.get_title(), cancel_url=self.get_success_url(),
@@ -115,7 +103,7 @@ class ScopedRuleMixin(GovernanceFormMixin):
 
     def get_object(self, queryset=None):
         rule = super().get_object(queryset)
-        if rule.scope in SUPERUSER_SCOPES and not self.request.user.is_superuser:
+        if rule.scope in SUPERUSER_SCOPES and not manages_people(self.request.user):
             raise PermissionDenied(SUPERUSERS_ONLY)
         return rule
 
@@ -183,7 +171,7 @@ def mark_versions(prices) -> list[Price]:
     return prices
 
 
-@_guarded(perm.VIEW_PRICE)
+@require(perm.VIEW_PRICE)
 def price_list(request):
     """Every price version, grouped by model pattern and scope, the version in force today marked."""
     prices = mark_versions(Price.objects.order_by("connector_id", "model_pattern", "-valid_from"))
@@ -228,7 +216,7 @@ class PriceDelete(DeleteMixin, PriceMixin, DeleteView):
     title = "Delete price"
 
 
-@_guarded(perm.CHANGE_CONNECTOR_PRICING)
+@require(perm.CHANGE_CONNECTOR_PRICING)
 def connector_pricing(request, connector_id: str):
     """One connector's pricing: discount, Azure deployment map, and its negotiated prices."""
     connector = find(connector_id)
@@ -252,15 +240,15 @@ def connector_pricing(request, connector_id: str):
 
 # --- Alerts ------------------------------------------------------------------------------------------------------
 
-@_guarded(perm.VIEW_ALERT)
+@require(perm.VIEW_ALERT)
 def alert_list(request):
     alerts = Alert.objects.prefetch_related("deliveries__channel").order_by("-raised_at")[:ALERTS_SHOWN]
     user = request.user
     return render(request, "governance/alerts.html", {
         "alerts": alerts,
         "shown": ALERTS_SHOWN,
-        "channels": AlertChannel.objects.all() if user.has_perm(perm.VIEW_ALERT_CHANNEL) else None,
-        "rules": ErrorRateRule.objects.all() if user.has_perm(perm.VIEW_ERROR_RATE_RULE) else None,
+        "channels": AlertChannel.objects.all() if may(user, perm.VIEW_ALERT_CHANNEL) else None,
+        "rules": ErrorRateRule.objects.all() if may(user, perm.VIEW_ERROR_RATE_RULE) else None,
     })
 
 
