@@ -44,7 +44,7 @@ from django.urls import set_script_prefix
 
 from connectors.audit.preconfigured import record_preconfigured_changes
 from connectors.caching.invalidation import start_listener, stop_listener
-from connectors.outbound.record import wait_for_detached
+from connectors.outbound.detached_tasks import wait_for_detached
 from connectors_admin.csp import add_content_security_policy
 from usage.governance.alerts import start_alert_sender, stop_alert_sender
 from usage.governance.enforcement.admission import warm_up as governance_warm_up

@@ -117,13 +117,13 @@ class RecordedEvents:
         with self._condition:
             if not self._condition.wait_for(lambda: self.count >= count, timeout):
                 raise AssertionError(f"{self.count} events recorded within {timeout} s, expected {count}")
-        # And what executions do after answering (settling budget counters, connectors/outbound/record.py).
-        from connectors.outbound import record
+        # And what executions do after answering (settling budget counters, connectors/outbound/detached_tasks.py).
+        from connectors.outbound.detached_tasks import settlements_running
 
         deadline = time.monotonic() + timeout
-        while record._settling and time.monotonic() < deadline:
+        while settlements_running() and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert not record._settling, f"{len(record._settling)} executions still settling after {timeout} s"
+        assert not settlements_running(), f"{settlements_running()} executions still settling after {timeout} s"
 
 
 @pytest.fixture

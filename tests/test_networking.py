@@ -493,7 +493,6 @@ def test_a_provider_cookie_is_never_sent_back_on_later_calls(make_connector, fak
 
 
 def test_the_pooled_clients_close_with_their_event_loop(make_connector, fake_openai):
-    import asyncio
 
     from asgiref.sync import async_to_sync
 
@@ -507,7 +506,7 @@ def test_the_pooled_clients_close_with_their_event_loop(make_connector, fake_ope
     async def call():
         params = {"subAction": "run", "subActionParams": {"body": '{"messages": [{"role": "user", "content": "hi"}]}'}}
         await execute(connector, params, user=None, source=EventSource.API)
-        clients.extend(transport._clients[asyncio.get_running_loop()].values())
+        clients.extend(transport._clients.get().values())
 
     async_to_sync(call)()  # a loop of its own, as Django's test client and asgiref give each call
     assert clients and all(client.closed for client in clients)

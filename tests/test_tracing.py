@@ -152,7 +152,7 @@ def test_tracing_is_off_without_an_endpoint(settings, make_connector):
     settings.TRACING_ENABLED = False
     tracing.shutdown()
     record = ExecutionRecord(make_connector(), user=None, source="api", sub_action="run")
-    assert record.event.observation.traced is False and not tracing.enabled()
+    assert record.observation.traced is False and not tracing.enabled()
 
 
 def test_spans_reach_a_real_otlp_receiver_through_the_exporter(settings, monkeypatch, asgi_live_server,

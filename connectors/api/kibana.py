@@ -13,12 +13,19 @@ from connectors import lookup
 from connectors.access.policy import may
 from connectors.actions_config import action_type_disabled_message
 from connectors.api.connector_body import apply_payload, body_type_error
-from connectors.api.endpoint import KIBANA_ERRORS, ApiError, json_endpoint, json_object_body, read_json_body
+from connectors.api.endpoint import (
+    KIBANA_ERRORS,
+    ApiError,
+    declared_length,
+    json_endpoint,
+    json_object_body,
+    read_json_body,
+)
 from connectors.lookup import all_connectors, get_connector_or_404
 from connectors.models import CONNECTOR_TYPE_ID, CONNECTOR_TYPE_NAME, Connector, Provider, connector_id_validator
 from connectors.outbound.envelopes import failure_envelope
 from connectors.outbound.execution import ConnectorUnavailable, connector_to_execute, execute
-from connectors.outbound.record import ExecutionRecord
+from connectors.outbound.record import refuse_before_start
 from connectors.outbound.streaming import sse_response, start_execute_stream
 from connectors.outbound.sub_actions import wants_stream
 from connectors.permissions import ADD_CONNECTOR, CHANGE_CONNECTOR, DELETE_CONNECTOR, EXECUTE_CONNECTOR, VIEW_CONNECTOR
@@ -178,7 +185,7 @@ async def execute_connector(request, connector_id: str):
         await _refuse(request, other_type, _not_executable(other_type))
     try:
         connector = await connector_to_execute(request, connector_id, EXECUTE_CONNECTOR, source=EventSource.API,
-                                               request_bytes=_declared_length(request))
+                                               request_bytes=declared_length(request))
     except ConnectorUnavailable as exc:
         # The envelope with retry: true, as HTTP 503 so that clients and proxies see a temporary failure.
         response = JsonResponse(failure_envelope(connector_id, str(exc)), status=503)
@@ -199,18 +206,17 @@ async def execute_connector(request, connector_id: str):
     except ApiError as exc:
         # Still an execution attempt: record it with the reason the caller is told (HTTP 400 outside the envelope,
         # as Kibana answers it).
-        record = ExecutionRecord(connector, user=request.user, source=EventSource.API, sub_action="",
-                                 request_bytes=_declared_length(request))
-        await record.rejected(exc.message)
+        await refuse_before_start(connector, exc.message, user=request.user, source=EventSource.API,
+                                  sub_action="", request_bytes=declared_length(request))
         return KIBANA_ERRORS.response(exc.status, exc.message)
     if wants_stream(body["params"]):
         stream = await start_execute_stream(
-            connector, body["params"], user=request.user, source=EventSource.API, request_bytes=_declared_length(request)
+            connector, body["params"], user=request.user, source=EventSource.API, request_bytes=declared_length(request)
         )
         # A failure before the first byte is answered like a non-streamed one: HTTP 200 with the error envelope.
         return JsonResponse(stream.envelope()) if stream.failure else sse_response(stream.relay())
     execution = await execute(
-        connector, body["params"], user=request.user, source=EventSource.API, request_bytes=_declared_length(request)
+        connector, body["params"], user=request.user, source=EventSource.API, request_bytes=declared_length(request)
     )
     return JsonResponse(execution.envelope)
 
@@ -225,12 +231,6 @@ def _not_executable(connector: Connector) -> ApiError:
 
 async def _refuse(request, connector: Connector, error: ApiError) -> None:
     """Refused before it ran, still an execution attempt: recorded once, then answered as Kibana answers it."""
-    record = ExecutionRecord(connector, user=request.user, source=EventSource.API, sub_action="",
-                             request_bytes=_declared_length(request))
-    await record.rejected(error.message)
+    await refuse_before_start(connector, error.message, user=request.user, source=EventSource.API,
+                              sub_action="", request_bytes=declared_length(request))
     raise error
-
-
-def _declared_length(request) -> int:
-    value = request.headers.get("Content-Length", "")
-    return int(value) if value.isdigit() else 0

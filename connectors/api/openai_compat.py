@@ -18,7 +18,7 @@ from django.http import HttpResponse, JsonResponse
 
 from connectors import untrusted_json
 from connectors.actions_config import action_type_disabled_message
-from connectors.api.endpoint import OPENAI_ERRORS, json_endpoint
+from connectors.api.endpoint import OPENAI_ERRORS, declared_length, json_endpoint
 from connectors.models import Connector
 from connectors.outbound import models_list, transport
 from connectors.outbound.execution import (
@@ -27,7 +27,7 @@ from connectors.outbound.execution import (
     execute_passthrough,
     passed_headers,
 )
-from connectors.outbound.record import ExecutionRecord
+from connectors.outbound.record import refuse_before_start
 from connectors.outbound.streaming import StreamFailure, StreamingExecution, sse_response
 from connectors.outbound.sub_actions import model_error
 from connectors.outbound.upstream_errors import scrub_secret
@@ -41,7 +41,7 @@ RETRY_AFTER_OUTAGE_SECONDS = 5  # suggested to callers when the connector cannot
 async def _connector(request, connector_id: str, *, executing: bool) -> Connector:
     """The connector, or ConnectorUnavailable during a database outage (answered 503 by the views)."""
     return await connector_to_execute(request, connector_id, EXECUTE_CONNECTOR, source=EventSource.OPENAI_API,
-                                      sub_action="run", request_bytes=_declared_length(request), executing=executing)
+                                      sub_action="run", request_bytes=declared_length(request), executing=executing)
 
 
 def _unavailable(exc: ConnectorUnavailable) -> JsonResponse:
@@ -56,15 +56,9 @@ async def _type_disabled(request, connector: Connector) -> JsonResponse | None:
     if connector.is_preconfigured or settings.ACTIONS_CONFIG.is_action_type_enabled(connector.connector_type_id):
         return None
     message = action_type_disabled_message(connector.connector_type_id)
-    record = ExecutionRecord(connector, user=request.user, source=EventSource.OPENAI_API, sub_action="run",
-                             request_bytes=_declared_length(request))
-    await record.rejected(message)
+    await refuse_before_start(connector, message, user=request.user, source=EventSource.OPENAI_API,
+                              sub_action="run", request_bytes=declared_length(request))
     return openai_error(403, message, error_type="permission_error", code="connector_type_disabled")
-
-
-def _declared_length(request) -> int:
-    value = request.headers.get("Content-Length", "")
-    return int(value) if value.isdigit() else 0
 
 
 @json_endpoint({"POST": EXECUTE_CONNECTOR}, errors=OPENAI_ERRORS)
@@ -84,9 +78,8 @@ async def chat_completions(request, connector_id: str):
     body, problem = _chat_body(raw)
     stream = isinstance(body, dict) and body.get("stream") is True
     if problem:
-        record = ExecutionRecord(connector, user=request.user, source=EventSource.OPENAI_API,
-                                 sub_action="stream" if stream else "run", request_bytes=request_bytes)
-        await record.rejected(problem.message)
+        await refuse_before_start(connector, problem.message, user=request.user, source=EventSource.OPENAI_API,
+                                  sub_action="stream" if stream else "run", request_bytes=request_bytes)
         return openai_error(400, problem.message, param=problem.param)
     if stream:
         execution = StreamingExecution(connector, user=request.user, source=EventSource.OPENAI_API, sub_action="stream",

@@ -18,6 +18,7 @@ from connectors.crypto import SecretUnavailable
 from connectors.lookup import aget_connector_or_404
 from connectors.models import Connector
 from connectors.outbound import transport
+from connectors.outbound.detached_tasks import complete_despite_hangup
 from connectors.outbound.envelopes import (
     config_error_envelope,
     failure_envelope,
@@ -26,7 +27,7 @@ from connectors.outbound.envelopes import (
     rejection_envelope,
 )
 from connectors.outbound.providers import build_upstream_request
-from connectors.outbound.record import ExecutionRecord, complete_despite_hangup
+from connectors.outbound.record import ExecutionRecord
 from connectors.outbound.sub_actions import ParamsError, SubActionError, call_timeout_for, parse_params
 from connectors.outbound.upstream_errors import not_json_message, unexpected_error_message, upstream_error
 from connectors.validation import CONFIG_ERROR_PREFIX, kibana_url_error

@@ -18,16 +18,15 @@ a path that reaches two endings (a stream closed while it records) still writes 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Awaitable
 from typing import TypeVar
 
 from django.utils import timezone
 
 from connectors.caller import current_api_key_id
 from connectors.models import Connector
+from connectors.outbound import detached_tasks
 from connectors.outbound.upstream_errors import UpstreamError
 from usage.governance.enforcement import admission, settlement
 from usage.governance.enforcement.admission import Refusal
@@ -42,44 +41,10 @@ CLIENT_DISCONNECTED = "client disconnected"
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Executions and event writes running on after their caller left; held so that they are not garbage-collected
-# and so that the server's shutdown can wait for them (connectors_admin/asgi.py).
-_detached: set[asyncio.Future] = set()
-# Of those, the settlements of budget counters that run after their caller was answered.
-_settling: set[asyncio.Future] = set()
-
-
-def keep_until_done(awaitable: Awaitable[T]) -> asyncio.Future:
-    """``awaitable`` as a task that runs to its end whatever happens to the request that started it."""
-    task = asyncio.ensure_future(awaitable)
-    _detached.add(task)
-    task.add_done_callback(_detached.discard)
-    return task
-
-
-async def complete_despite_hangup(awaitable: Awaitable[T]) -> T:
-    """Run a non-streamed execution to its end even if its caller hangs up.
-
-    A client that disconnects makes the server cancel the request's task; the provider has the request by then
-    (and bills it), so the execution goes on in a task of its own, finishes the upstream call and records its
-    event. The caller's task alone is cancelled. Streams handle a hang-up themselves (``client disconnected``).
-    """
-    return await asyncio.shield(keep_until_done(awaitable))
-
-
-async def wait_for_detached(timeout: float) -> bool:
-    """Wait (at shutdown) for executions whose callers left. True if none is left running."""
-    pending = set(_detached)
-    if not pending:
-        return True
-    _done, still_running = await asyncio.wait(pending, timeout=timeout)
-    return not still_running
-
-
 class ExecutionRecord:
     """The event of one execution, filled in as it runs and written once when it ends."""
 
-    __slots__ = ("connector", "event", "ended", "reservation", "_started")
+    __slots__ = ("connector", "event", "observation", "ended", "reservation", "_started")
 
     def __init__(self, connector: Connector, *, user, source: str, sub_action: str, request_bytes: int = 0):
         self.connector = connector
@@ -101,7 +66,7 @@ class ExecutionRecord:
             api_key_id=current_api_key_id.get(),
         )
         # Metrics and tracing follow the execution from here to record_execution (README, Prometheus).
-        execution_opened(self.event, connector)
+        self.observation = execution_opened(connector)
 
     @property
     def duration_ms(self) -> float:
@@ -188,7 +153,7 @@ class ExecutionRecord:
         except Exception:  # a price table that cannot be read costs the event its cost, not the event
             logger.exception("pricing the event of an execution of connector %s failed", event.connector_id)
         try:
-            await record_execution(event)
+            await record_execution(event, self.observation)
         except EventNotRecorded:
             pass  # the writer logged the event whole; the caller keeps its answer
         except Exception:  # written directly (no writer in this process) and refused: the caller keeps its answer
@@ -201,11 +166,16 @@ class ExecutionRecord:
                 # and rate limits"). The batch is held like a detached execution, so shutdown waits for it.
                 settling = settlement.settle_soon(self.reservation, total_tokens=event.total_tokens or 0,
                                                   cost=event.cost_nanos, connector_id=event.connector_id)
-                if settling not in _settling:
-                    keep_until_done(settling)
-                    _settling.add(settling)
-                    settling.add_done_callback(_settling.discard)
+                detached_tasks.settle_detached(settling)
             else:
                 used = await admission.settle(self.reservation, total_tokens=event.total_tokens or 0,
                                               cost=event.cost_nanos)
                 admission.alert_on_thresholds(self.reservation, used, connector_id=event.connector_id)
+
+
+async def refuse_before_start(connector, message: str, *, user, source: str, sub_action: str = "",
+                              request_bytes: int = 0) -> None:
+    """An execution attempt refused before anything was sent (a malformed body, a disabled connector type): still
+    recorded once, with the reason the caller is told, and zero tokens."""
+    record = ExecutionRecord(connector, user=user, source=source, sub_action=sub_action, request_bytes=request_bytes)
+    await record.rejected(message)

@@ -32,6 +32,7 @@ from django.http import StreamingHttpResponse
 from connectors.crypto import SecretUnavailable
 from connectors.models import Connector
 from connectors.outbound import tokens, transport
+from connectors.outbound.detached_tasks import keep_until_done
 from connectors.outbound.envelopes import (
     FRAMEWORK,
     config_error_envelope,
@@ -41,7 +42,7 @@ from connectors.outbound.envelopes import (
 )
 from connectors.outbound.execution import INTERNAL_ERROR, configuration_error, estimated_usage, extract_usage
 from connectors.outbound.providers import UpstreamRequest, build_upstream_request
-from connectors.outbound.record import CLIENT_DISCONNECTED, ExecutionRecord, keep_until_done
+from connectors.outbound.record import CLIENT_DISCONNECTED, ExecutionRecord
 from connectors.outbound.stream_bounds import EventTooLarge, SSELineReader, StreamBounds, StreamCut
 from connectors.outbound.sub_actions import ParamsError, SubActionError, call_timeout_for, parse_params
 from connectors.outbound.upstream_errors import UpstreamError, scrub_secret, unexpected_error_message, upstream_error
@@ -465,7 +466,7 @@ class StreamingExecution:
             usage = await estimated_usage(self._upstream.payload, self.tracker.completion, model)
             usage_source = UsageSource.ESTIMATED
         counted = {"usage": usage, "usage_source": usage_source, "response_model": self.tracker.model}
-        note_response_meta(getattr(self.record.event, "observation", None), self.tracker.response_id,
+        note_response_meta(self.record.observation, self.tracker.response_id,
                            self.tracker.finish_reasons)
         failure = self.failure
         if outcome == Outcome.SUCCESS:

@@ -22,7 +22,6 @@ import os
 import socket
 import ssl
 import tempfile
-import weakref
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from django.conf import settings
 from multidict import CIMultiDict
 
 from connectors.actions_config import ActionsConfig, TLSSettings, default_port
+from connectors.event_loops import PerEventLoop
 from connectors.outbound.masking import StreamMasker, mask_secret
 from connectors.outbound.providers import ConnectorTLS, UpstreamRequest
 from usage.observability.execution import upstream_call
@@ -311,18 +311,21 @@ def _new_proxied_client(profile: TransportProfile) -> httpx.AsyncClient:
     )
 
 
-_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # loop -> {profile: client}
-_closers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # loop -> its _close_with_the_loop generator
+class _LoopClients(dict):
+    """One event loop's pooled clients, by profile, closed when the loop shuts down."""
+
+    def __init__(self):
+        super().__init__()
+        self.closer = _close_with_the_loop(self)
+
+
+_clients: PerEventLoop[_LoopClients] = PerEventLoop(_LoopClients)
 
 
 def client_for(profile: TransportProfile) -> aiohttp.ClientSession | httpx.AsyncClient:
     """The profile's pooled client in this event loop (connections belong to a loop; uvicorn has one, but test
     clients may run each request in a new one)."""
-    loop = asyncio.get_running_loop()
-    per_loop = _clients.get(loop)
-    if per_loop is None:
-        per_loop = _clients[loop] = {}
-        _closers[loop] = _close_with_the_loop(per_loop)
+    per_loop = _clients.get()
     client = per_loop.get(profile)
     if client is None:
         client = per_loop[profile] = _new_proxied_client(profile) if profile.proxy_url else _new_session(profile)

@@ -20,7 +20,7 @@ from connectors.lookup import ConnectorNotFound, get_connector_or_404
 from connectors.models import Connector, Provider
 from connectors.outbound.execution import ConnectorUnavailable, connector_to_execute, execute
 from connectors.outbound.providers import default_test_body
-from connectors.outbound.record import ExecutionRecord
+from connectors.outbound.record import refuse_before_start
 from connectors.pages import connector_list
 from connectors.pages.forms import ConnectorForm
 from connectors.permissions import (
@@ -215,9 +215,8 @@ async def run_connector_test(request, connector_id: str):
         body = payload["body"]
     except (ValueError, KeyError, TypeError):
         # An execution attempt all the same: recorded with what the panel is told.
-        record = ExecutionRecord(connector, user=user, source=EventSource.UI_TEST, sub_action="test",
-                                 request_bytes=len(request.body))
-        await record.rejected(MALFORMED_TEST_REQUEST)
+        await refuse_before_start(connector, MALFORMED_TEST_REQUEST, user=user, source=EventSource.UI_TEST,
+                                  sub_action="test", request_bytes=len(request.body))
         return _test_error(400, MALFORMED_TEST_REQUEST)
     params = {"subAction": "test", "subActionParams": {"body": body}}
     execution = await execute(connector, params, user=user, source=EventSource.UI_TEST,

@@ -53,17 +53,18 @@ class Observation:
         self.server: tuple[str, int] | None = None
 
 
-def execution_opened(event, connector) -> None:
-    """Start following the execution whose event was just created (attached to the event as ``observation``)."""
+def execution_opened(connector) -> Observation | None:
+    """Start following an execution: its observation, which its record keeps and hands to ``execution_recorded``
+    (None when neither metrics nor tracing is on)."""
     traced = tracing.enabled()
     if not (traced or settings.METRICS_ENABLED):
         _current.set(None)
-        return
+        return None
     incoming = _incoming.get()
     observation = Observation(connector.provider, incoming[0] if incoming else time.perf_counter(), traced,
                               incoming[1] if incoming else None, time.time_ns())
-    event.observation = observation
     _current.set(observation)
+    return observation
 
 
 def note_response(payload) -> None:
@@ -88,9 +89,8 @@ def current() -> Observation | None:
     return _current.get()
 
 
-def execution_recorded(event) -> None:
+def execution_recorded(event, observation: Observation | None) -> None:
     """The execution's event goes to the event log: count it, hand its spans to the builder."""
-    observation = getattr(event, "observation", None)
     if observation is None:
         return
     try:

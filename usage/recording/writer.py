@@ -415,15 +415,16 @@ def recording_in_background() -> bool:
     return writer is not None and writer.running
 
 
-async def record_execution(event: ExecutionEvent) -> str:
+async def record_execution(event: ExecutionEvent, observation=None) -> str:
     """Record one execution's event: through the writer when it runs (group commit), else directly.
 
     Returns once the event is stored: COMMITTED, or SPOOLED while the database is away (unless
     EVENT_WRITE_BEHIND, or storing takes longer than COMMIT_WAIT_SECONDS: then "queued"). Raises
     EventNotRecorded when the event could not be stored at all (it is in the log). The wait is shielded: a caller
-    cancelled while it waits does not take its event with it.
+    cancelled while it waits does not take its event with it. ``observation``: what metrics and tracing noted
+    while the execution ran (usage/observability/execution.py), None when neither is on.
     """
-    execution_recorded(event)  # metrics and the execution's span (usage/observability)
+    execution_recorded(event, observation)  # metrics and the execution's span (usage/observability)
     writer = _writer
     if writer is not None and not writer.healthy:
         writer.ensure_running()

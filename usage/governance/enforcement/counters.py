@@ -14,12 +14,10 @@ used beyond their reservations, and never by more.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import hashlib
 import threading
-import weakref
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -28,6 +26,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from connectors.database_threads import in_a_worker_thread
+from connectors.event_loops import PerEventLoop
 from usage.governance.enforcement.redis_pipeline import PipelinedRedis, RedisReplyError
 
 
@@ -152,14 +151,10 @@ class RedisStore:
         self.url = url
         self.prefix = prefix
         # Connections belong to the event loop that opened them.
-        self._connections: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._connections: PerEventLoop[PipelinedRedis] = PerEventLoop(lambda: PipelinedRedis(url))
 
     def _connection(self) -> PipelinedRedis:
-        loop = asyncio.get_running_loop()
-        connection = self._connections.get(loop)
-        if connection is None:
-            connection = self._connections[loop] = PipelinedRedis(self.url)
-        return connection
+        return self._connections.get()
 
     async def _run_script(self, script: str, sha: str, keys: list[str], args: list):
         connection = self._connection()

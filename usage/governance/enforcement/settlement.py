@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from dataclasses import dataclass, field
 
+from connectors.event_loops import PerEventLoop
 from usage.governance.enforcement.admission import Reservation, alert_on_thresholds, reservation_amounts, settle_amounts
 from usage.governance.models import Budget
 
@@ -70,13 +70,10 @@ class SettlementBatcher:
 
 
 # One batcher per event loop, as counters.RedisStore keeps its connections.
-_batchers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_batchers: PerEventLoop[SettlementBatcher] = PerEventLoop(lambda: SettlementBatcher())
 
 
 def settle_soon(reservation: Reservation, *, total_tokens: int, cost: int | None, connector_id: str) -> asyncio.Task:
     """Settle ``reservation`` with the next batch of this event loop (see the module docstring)."""
-    loop = asyncio.get_running_loop()
-    batcher = _batchers.get(loop)
-    if batcher is None:
-        batcher = _batchers[loop] = SettlementBatcher()
+    batcher = _batchers.get()
     return batcher.add(reservation, total_tokens=total_tokens, cost=cost, connector_id=connector_id)
