@@ -5,6 +5,7 @@ from decimal import Decimal
 
 import pytest
 
+from usage.formatting import format_cost
 from usage.governance.models import ConnectorPricing, Price
 from usage.governance.pricing.prices import (
     PriceTable,
@@ -12,7 +13,6 @@ from usage.governance.pricing.prices import (
     TokenCounts,
     cost_in_nanos,
     current_table,
-    format_cost,
 )
 from usage.governance.pricing.shipped_prices import read_price_file
 
@@ -108,8 +108,8 @@ def test_no_tokens_cost_nothing_even_without_a_price():
 
 
 def test_format_cost_rounds_for_people():
-    assert format_cost(1_234_567_890, "USD") == "1.2346 USD"
-    assert format_cost(None, "USD") == ""
+    assert format_cost(1_234_567_890) == "1.2346 USD"
+    assert format_cost(None) == ""
 
 
 @pytest.mark.django_db

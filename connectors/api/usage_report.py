@@ -12,14 +12,13 @@ are the effective range (widened to whole hours), and ``bucket`` values are ISO 
 """
 
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.http import JsonResponse, StreamingHttpResponse
 
 from connectors.api.endpoint import ApiError, json_endpoint
 from connectors.lookup import get_connector_or_404
 from usage.dashboards import queries
-from usage.governance.money import nanos_to_amount
+from usage.formatting import currency, nanos_to_amount
 from usage.operations import kibana_event_log
 from usage.permissions import VIEW_USAGE_DASHBOARD
 from usage.ranges import InvalidRange, iso, parse_range
@@ -29,7 +28,7 @@ def cost_json(sums: queries.UsageSums, *, detailed: bool = True) -> dict:
     """A cost as an exact decimal string with its currency (``{"amount": "12.3456", "currency": "USD", ...}``);
     ``detailed`` adds whether any of it is estimated and how many requests had no price (known per bucket and for
     the totals, not per user or model, whose daily rollups do not keep those counts)."""
-    cost = {"amount": str(nanos_to_amount(sums.cost_nanos)), "currency": settings.USAGE_CURRENCY}
+    cost = {"amount": str(nanos_to_amount(sums.cost_nanos)), "currency": currency()}
     if detailed:
         cost |= {"estimated": sums.cost_is_estimated, "unpriced_requests": sums.unpriced_requests}
     return cost

@@ -8,7 +8,7 @@ from django.conf import settings
 
 from usage.dashboards.event_filters import EventFilters
 from usage.dashboards.queries import RAW_EVENT_COLUMNS, UsageReport, araw_events, raw_events
-from usage.governance.money import nanos_to_amount
+from usage.formatting import nanos_to_amount
 from usage.models import UsageSource
 from usage.ranges import UsageRange, iso
 

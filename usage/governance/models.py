@@ -182,7 +182,7 @@ class Budget(ScopedRule):
     @property
     def limit_units(self) -> int:
         """The amount in counter units: tokens, or nanos of USAGE_CURRENCY."""
-        from usage.governance.money import NANOS_PER_UNIT
+        from usage.formatting import NANOS_PER_UNIT
 
         return int(self.amount) if self.unit == Unit.TOKENS else int(self.amount * NANOS_PER_UNIT)
 

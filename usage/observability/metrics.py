@@ -25,6 +25,8 @@ from django.conf import settings
 from prometheus_client import REGISTRY as PROCESS_REGISTRY
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
+from usage.formatting import currency
+
 KNOWN_SUB_ACTIONS = frozenset(("run", "test", "invokeAI", "stream", "invokeStream"))
 TOKEN_KINDS = ("prompt", "completion", "cached", "reasoning")
 OTHER = "other"
@@ -120,7 +122,7 @@ class ExecutionChildren:
     def __init__(self, connector: str, provider: str, model: str, sub_action: str, outcome: str):
         self.executions = EXECUTIONS.labels(connector, provider, model, sub_action, outcome)
         self.tokens = tuple(TOKENS.labels(connector, model, kind) for kind in TOKEN_KINDS)
-        self.cost = COST.labels(connector, model, settings.USAGE_CURRENCY)
+        self.cost = COST.labels(connector, model, currency())
         self.upstream_latency = UPSTREAM_LATENCY.labels(connector, model)
         self.added_latency = ADDED_LATENCY.labels(connector)
 
@@ -195,7 +197,7 @@ def count_event_write_failure(reason: str, events: int = 1) -> None:
 # --- exposition and the multi-process directory ----------------------------------------------------------------------
 
 def multiprocess_directory() -> str:
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+    return settings.PROMETHEUS_MULTIPROC_DIR
 
 
 def exposition() -> bytes:

@@ -304,7 +304,7 @@ def alert_on_thresholds(reservation: Reservation, used: dict[str, int], *, conne
 
 
 def _format_used(budget: Budget, value: int) -> str:
-    from usage.governance.money import NANOS_PER_UNIT
+    from usage.formatting import NANOS_PER_UNIT
 
     if budget.unit == Unit.TOKENS:
         return f"{value} tokens"

@@ -10,20 +10,19 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
 from connectors.access.policy import may
+from usage.formatting import format_cost, format_tokens
 from usage.governance.enforcement.admission import budget_counter_key, rate_limit_counter_keys
 from usage.governance.enforcement.counters import counter_store
 from usage.governance.models import Budget, RateLimit, Unit
-from usage.governance.money import format_cost
 from usage.governance.permissions import VIEW_BUDGET, VIEW_RATE_LIMIT
 
 
 def _quantity(value: int, unit: str) -> str:
-    return format_cost(value, settings.USAGE_CURRENCY) if unit == Unit.COST else f"{value:,} tokens"
+    return format_cost(value) if unit == Unit.COST else format_tokens(value)
 
 
 @dataclass

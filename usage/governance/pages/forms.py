@@ -10,13 +10,13 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django import forms
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from connectors.access.policy import manages_people
 from connectors.lookup import all_connectors
 from connectors.models import ApiKey
+from usage.formatting import currency
 from usage.governance.models import (
     AlertChannel,
     Budget,
@@ -100,7 +100,7 @@ class BudgetForm(ScopedRuleForm):
         model = Budget
         fields = ["name", "scope", "connector_id", "user", "api_key", "period", "time_zone", "unit", "amount",
                   "soft_threshold_percent", "hard_limit", "enabled"]
-        labels = {"amount": f"Amount (tokens, or {settings.USAGE_CURRENCY} for a cost budget)",
+        labels = {"amount": f"Amount (tokens, or {currency()} for a cost budget)",
                   "soft_threshold_percent": "Soft threshold (%)"}
 
     price_warning = ""
@@ -178,7 +178,7 @@ class PriceForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["connector_id"].choices = [("", "— list price —")] + connector_choices(self.instance.connector_id)
-        self.fields["currency"].initial = settings.USAGE_CURRENCY
+        self.fields["currency"].initial = currency()
 
     def clean_model_pattern(self):
         pattern = self.cleaned_data["model_pattern"].strip()

@@ -9,7 +9,6 @@ is wrong with bad input. "My usage" is usage/dashboards/my_usage_views.py.
 from __future__ import annotations
 
 from django import forms
-from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
@@ -21,6 +20,7 @@ from django.views.generic.edit import FormMixin
 
 from connectors.access.policy import PermissionRequired, manages_people, may, require
 from connectors.lookup import find
+from usage.formatting import currency
 from usage.governance import permissions as perm
 from usage.governance.models import (
     Alert,
@@ -179,7 +179,7 @@ def price_list(request):
         "list_prices": [p for p in prices if not p.connector_id],
         "negotiated": [p for p in prices if p.connector_id],
         "pricing": ConnectorPricing.objects.order_by("connector_id"),
-        "currency": settings.USAGE_CURRENCY,
+        "currency": currency(),
     })
 
 

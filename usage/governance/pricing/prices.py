@@ -1,6 +1,6 @@
 """What an execution cost: which price applies to it, and its tokens at that price in exact integer nano-units.
 
-Costs are integers in billionths of ``USAGE_CURRENCY`` (nanos, usage/governance/money.py).
+Costs are integers in billionths of ``USAGE_CURRENCY`` (nanos, usage/formatting.py).
 
 Which price applies (README, "Prices and cost"):
 1. The model priced is, in this order, the first that has a price: the model the connector's deployment map names
@@ -26,7 +26,7 @@ from django.db.models.signals import post_delete, post_save
 
 from connectors.caching import invalidation
 from connectors.caching.process_cache import ProcessCache
-from usage.governance.money import NANOS_PER_UNIT, format_cost  # noqa: F401 - format_cost is used from here too
+from usage.formatting import NANOS_PER_UNIT
 
 # A price is per million tokens; a token's cost in nanos is price * 10**9 / 10**6.
 _NANOS_PER_TOKEN_AT_UNIT_PRICE = Decimal(NANOS_PER_UNIT) / Decimal(10**6)
