@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from connectors.accounts.api_keys import create_api_key
-from connectors.audit import recording, sign_ins
+from connectors.audit import sign_ins, trail
 from connectors.audit.models import AuditRecord
 from connectors.audit.preconfigured import record_preconfigured_changes
 from connectors.models import ApiKey, Connector
@@ -337,7 +337,7 @@ class TestIntegrity:
         def broken(*args, **kwargs):
             raise DatabaseError("audit table unavailable")
 
-        monkeypatch.setattr(recording, "_actor_fields", broken)
+        monkeypatch.setattr(trail, "_actor_fields", broken)
         connector.name = "Changed"
         with pytest.raises(DatabaseError):
             connector.save()
@@ -361,15 +361,15 @@ class TestIntegrity:
 
     @pytest.mark.skipif(connection.vendor != "postgresql", reason="the append-only trigger exists on PostgreSQL only")
     def test_the_prune_setting_does_not_allow_updates(self):
-        recording.record("connector", "create", object_id="x")
+        trail.append("connector", "create", object_id="x")
         with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL audit.allow_prune = 'on'")
             AuditRecord.objects.update(actor="mallory")
 
     def test_retention_removes_older_records_and_records_that_it_ran(self):
-        old = recording.record("connector", "create", object_id="old")
-        recent = recording.record("connector", "create", object_id="recent")
+        old = trail.append("connector", "create", object_id="old")
+        recent = trail.append("connector", "create", object_id="recent")
         AuditRecord.objects.filter(pk=old.pk).update(at=timezone.now() - timedelta(days=400)) if connection.vendor != "postgresql" else None
         if connection.vendor == "postgresql":  # back-date it past the trigger, as a restored old backup would be
             with transaction.atomic(), connection.cursor() as cursor:
@@ -393,7 +393,7 @@ class TestIntegrity:
             call_command("prune_audit_records", "--before", before)
 
     def test_no_page_offers_to_change_or_delete_a_record(self, client, admin_user):
-        record = recording.record("connector", "create", object_id="x")
+        record = trail.append("connector", "create", object_id="x")
         client.force_login(admin_user)
         assert client.get(reverse("admin:audit_auditrecord_change", args=[record.pk])).status_code == 200
         assert client.post(reverse("admin:audit_auditrecord_change", args=[record.pk]), {"actor": "x"}).status_code == 403
@@ -416,9 +416,9 @@ class TestAuditPage:
             assert client.get("/audit/export.json").status_code == status, user
 
     def test_filters_by_actor_object_action_and_date(self, client, auditor):
-        recording.record("connector", "create", object_id="c1", object_repr="One", actor="ada")
-        recording.record("connector", "update", object_id="c1", object_repr="One", actor="bob")
-        recording.record("connector", "create", object_id="c2", object_repr="Two", actor="ada")
+        trail.append("connector", "create", object_id="c1", object_repr="One", actor="ada")
+        trail.append("connector", "update", object_id="c1", object_repr="One", actor="bob")
+        trail.append("connector", "create", object_id="c2", object_repr="Two", actor="ada")
         client.force_login(auditor)
 
         def shown(**params):
@@ -442,7 +442,7 @@ class TestAuditPage:
         from connectors.audit import queries
 
         same_moment = timezone.now()
-        made = [recording.record("connector", "update", object_id="p", at=same_moment if i % 2 else timezone.now())
+        made = [trail.append("connector", "update", object_id="p", at=same_moment if i % 2 else timezone.now())
                 for i in range(queries.PAGE_SIZE * 2 + 7)]
         client.force_login(auditor)
         seen, params = [], {"object_id": "p"}
@@ -456,8 +456,8 @@ class TestAuditPage:
         assert seen == [r.pk for r in expected]
 
     def test_csv_and_json_exports_follow_the_filter(self, client, auditor):
-        recording.record("connector", "create", object_id="c1", object_repr="=HYPERLINK(1)", changes={"name": "x"})
-        recording.record("connector", "create", object_id="c2")
+        trail.append("connector", "create", object_id="c1", object_repr="=HYPERLINK(1)", changes={"name": "x"})
+        trail.append("connector", "create", object_id="c2")
         client.force_login(auditor)
         response = client.get("/audit/export.csv", {"object_id": "c1"})
         rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
@@ -493,7 +493,7 @@ class TestAuditPage:
         from connectors.audit import queries
 
         for _ in range(3):
-            recording.record("connector", "sign_in_failed", object_id="c1", actor="ada")
+            trail.append("connector", "sign_in_failed", object_id="c1", actor="ada")
         cursor_id = AuditRecord.objects.order_by("-id").values_list("id", flat=True)[1]
         records = queries.filtered(queries.parse_query(params))
         last = AuditRecord.objects.get(pk=cursor_id).at

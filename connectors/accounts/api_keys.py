@@ -30,13 +30,12 @@ def note_api_key_use(api_key_id: int) -> None:
     the UPDATE that finds ``last_used_at`` still empty records it, in the same transaction.
     """
     now = timezone.now()
-    from connectors.audit import recording
-
+    from connectors.audit import trail
     with transaction.atomic():
         first = ApiKey.objects.filter(pk=api_key_id, last_used_at__isnull=True).update(last_used_at=now)
         if first:
             key = ApiKey.objects.select_related("user").get(pk=api_key_id)
-            recording.record("api_key", "first_use", object_id=key.pk, object_repr=str(key),
+            trail.append("api_key", "first_use", object_id=key.pk, object_repr=str(key),
                              changes={"owner": key.user.get_username()})
         else:
             ApiKey.objects.filter(pk=api_key_id).update(last_used_at=now)

@@ -1,4 +1,4 @@
 """The audit trail: who changed what, when, how and from where (README, "Audit trail").
 
-Every record is written by ``connectors.audit.recording.record``, in the transaction of the change it describes.
+Every record is written by ``connectors.audit.trail.append``, in the transaction of the change it describes.
 """

@@ -1,5 +1,5 @@
 """Who is making changes, how, and from where: set once per request (middleware, API decorator) or command, read
-by ``recording.record``. A contextvar, so concurrent requests never see each other's actor, and it follows the
+by ``trail.append``. A contextvar, so concurrent requests never see each other's actor, and it follows the
 request into ``sync_to_async`` threads.
 """
 

@@ -12,7 +12,7 @@ import hmac
 from django.conf import settings
 from django.db import connection, transaction
 
-from connectors.audit import context, recording
+from connectors.audit import context, trail
 from connectors.audit.choices import Via
 from connectors.audit.models import AuditRecord
 
@@ -75,8 +75,8 @@ def record_preconfigured_changes() -> int:
                 action, changes, name = "delete", _public(before), before["name"]
             else:
                 action, changes, name = "update", _diff(before, after), after["name"]
-            recording.record("connector", action, object_id=connector_id, object_repr=f"{name} (preconfigured)",
+            trail.append("connector", action, object_id=connector_id, object_repr=f"{name} (preconfigured)",
                              changes={**changes, "preconfigured": True})
-        recording.record(STATE_TYPE, "load", object_repr="preconfigured connectors (ACTIONS_CONFIG)",
+        trail.append(STATE_TYPE, "load", object_repr="preconfigured connectors (ACTIONS_CONFIG)",
                          changes={"configured": current})
     return touched

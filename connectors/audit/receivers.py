@@ -1,4 +1,4 @@
-"""Signal receivers that turn model changes and sign-ins into audit records (through ``recording.record``).
+"""Signal receivers that turn model changes and sign-ins into audit records (through ``trail.append``).
 
 Django sends these signals inside the transaction of the change when there is one: Connector and ApiKey save and
 delete inside ``transaction.atomic`` (connectors/models.py), /admin/ runs each change view in one, and m2m changes
@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model, user_logged_in, user_login_faile
 from django.contrib.auth.models import Group
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_save
 
-from connectors.audit import context, diffs, recording, sign_ins
+from connectors.audit import context, diffs, sign_ins, trail
 from connectors.audit.diffs import Audited, Secret
 
 _BEFORE = "_audit_before"
@@ -36,7 +36,7 @@ def _after_save(sender, instance, created, raw=False, using=None, update_fields=
     if created or before is None:
         if not created:
             return  # only ignored fields were saved
-        recording.record(spec.object_type, "create", object_id=instance.pk, object_repr=str(instance),
+        trail.append(spec.object_type, "create", object_id=instance.pk, object_repr=str(instance),
                          changes=diffs.snapshot(instance, spec), using=using)
         return
     changes = diffs.diff(before, instance, spec)
@@ -45,7 +45,7 @@ def _after_save(sender, instance, created, raw=False, using=None, update_fields=
     action = "update"
     if spec.object_type == "api_key" and "revoked_at" in changes and changes["revoked_at"][0] is None:
         action = "revoke"
-    recording.record(spec.object_type, action, object_id=instance.pk, object_repr=str(instance), changes=changes,
+    trail.append(spec.object_type, action, object_id=instance.pk, object_repr=str(instance), changes=changes,
                      using=using)
 
 
@@ -53,7 +53,7 @@ def _after_delete(sender, instance, using=None, **kwargs):
     spec = _spec(sender)
     if spec is None:
         return
-    recording.record(spec.object_type, "delete", object_id=instance.pk, object_repr=str(instance),
+    trail.append(spec.object_type, "delete", object_id=instance.pk, object_repr=str(instance),
                      changes=diffs.snapshot(instance, spec), using=using)
 
 
@@ -87,7 +87,7 @@ def _relation_changed(owner_type: str, key: str):
         else:  # group.user_set.add(user): the owners are the users, the granted thing the instance
             owners, granted = list(model._base_manager.filter(pk__in=pk_set)), [_name_of(instance)]
         for owner in owners:
-            recording.record(owner_type, verb, object_id=owner.pk, object_repr=str(owner),
+            trail.append(owner_type, verb, object_id=owner.pk, object_repr=str(owner),
                              changes={key: granted}, using=using)
 
     return receiver

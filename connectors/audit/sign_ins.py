@@ -15,7 +15,7 @@ import time
 
 from asgiref.sync import sync_to_async
 
-from connectors.audit import context, recording
+from connectors.audit import context, trail
 from connectors.client_address import client_address
 
 FAILURE_WINDOW = 60.0
@@ -31,7 +31,7 @@ def signed_in(user, method: str, *, request=None, api_key_id: int | None = None)
         via=actor.via, user=user, request=request or actor.request, api_key_id=api_key_id or actor.api_key_id,
         sign_in_method=actor.sign_in_method,
     )
-    recording.record("user", "sign_in", object_id=user.pk, object_repr=user.get_username(),
+    trail.append("user", "sign_in", object_id=user.pk, object_repr=user.get_username(),
                      changes={"method": method}, by=actor)
 
 
@@ -72,7 +72,7 @@ def _write_failure(username: str, method: str, request, earlier: int) -> None:
     if earlier:
         changes["attempts_since_last_record"] = earlier
     attempted = context.Actor(via=actor.via, request=request, sign_in_method=actor.sign_in_method)
-    recording.record("user", "sign_in_failed", object_id=username[:150], object_repr=username[:300],
+    trail.append("user", "sign_in_failed", object_id=username[:150], object_repr=username[:300],
                      changes=changes, by=attempted)
 
 

@@ -4,7 +4,7 @@ The one exception is ``prune_audit_records``: it runs ``SET LOCAL audit.allow_pr
 transaction, which lets that transaction DELETE (and nothing else UPDATE). TRUNCATE is not blocked: it needs the
 table owner's privileges anyway, and the test runner empties tables with it.
 
-SQLite has no such guard (the app itself never updates or deletes a record; see connectors/audit/recording.py).
+SQLite has no such guard (the app itself never updates or deletes a record; see connectors/audit/trail.py).
 """
 
 from django.db import migrations

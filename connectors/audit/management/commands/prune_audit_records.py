@@ -5,7 +5,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_date
 
-from connectors.audit import recording
+from connectors.audit import trail
 from connectors.audit.commands import AuditedCommand
 from connectors.audit.models import AuditRecord
 
@@ -44,6 +44,6 @@ class Command(AuditedCommand):
                 if not ids:
                     break
                 deleted += AuditRecord.objects.filter(id__in=ids).delete()[0]
-            recording.record("audit_trail", "prune", object_repr="audit trail",
+            trail.append("audit_trail", "prune", object_repr="audit trail",
                              changes={"before": day.isoformat(), "deleted": deleted})
         self.stdout.write(f"Deleted {deleted} audit record(s) from before {day}.")

@@ -44,7 +44,7 @@ def _api_key_name(api_key_id: int) -> str:
     return f"{key.name} ({key.prefix}…)"[:130] if key else ""
 
 
-def record(
+def append(
     object_type: str,
     action: str,
     *,
