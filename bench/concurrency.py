@@ -4,8 +4,8 @@ Each request has its own connection, all opened and sent at the same moment. Fir
 direct against the upstream (the baseline: what the generator and the upstream cost by themselves), then
 through the gateway (``_execute`` run, HTTP Basic as Kibana scripts send it, or an API key).
 
-Issue 3:  ``python -m bench.concurrency --requests 200 --upstream-ms 500 --limit 5``
-Issue 5:  ``python -m bench.concurrency --requests 1000 --upstream-ms 1000 --limit 3``
+A slow provider:  ``python -m bench.concurrency --requests 200 --upstream-ms 500 --limit 5``
+1,000 at once:   ``python -m bench.concurrency --requests 1000 --upstream-ms 1000 --limit 3``
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="uvicorn workers")
     parser.add_argument("--repeat", type=int, default=3, help="bursts through the gateway (the best and worst are shown)")
     parser.add_argument("--upstream", choices=["fast", "fake"], default="fast",
-                        help="bench/upstream.py (default) or tests/fake_openai.py")
+                        help="bench/upstream.py (default) or tests/servers/fake_openai.py")
     parser.add_argument("--write-behind", action="store_true", help="run the app with EVENT_WRITE_BEHIND=true")
     parser.add_argument("--json", metavar="FILE", help="also write the results here")
     harness.add_governed_argument(parser)

@@ -2,7 +2,7 @@
 
 Every call must leave exactly one event: those answered, those whose callers hung up, those the provider saw.
 
-1. A PostgreSQL bench database, an OpenAI-shaped upstream (tests/fake_openai.py, in this process, so that every
+1. A PostgreSQL bench database, an OpenAI-shaped upstream (tests/servers/fake_openai.py, in this process, so that every
    request the provider receives is counted) that answers after ``--upstream-ms``, and the app under uvicorn
    (2 workers, production settings, its event spool in a temporary folder).
 2. ``--calls`` ``_execute`` run calls are sent at once, each with its own model name (``fault-<i>``), so that its
@@ -31,7 +31,7 @@ from collections import Counter
 
 from bench import harness
 from bench.loadgen import Connection, HTTPClientError, install_uvloop, print_table
-from tests.fake_openai import FakeOpenAI
+from tests.servers.fake_openai import FakeOpenAI
 
 POISONED = b'{"params": {"subAction": "\\ud800", "subActionParams": {}}}'
 
@@ -163,7 +163,7 @@ def main() -> None:
 
 def run_faults(args, stack, env, app, connector: str, upstream: FakeOpenAI, timeline: dict) -> dict[int, str]:
     # Warm-up: each worker verifies the password once and caches the connector (a cache miss during the outage
-    # is answered 503; that is tested in tests/test_resilience_events.py, not here).
+    # is answered 503; that is tested in tests/recording/test_resilience_events.py, not here).
     warm = asyncio.run(send_all(stack.app_port, connector, stack.basic_header, 40, 10.0, prefix="warm-up"))
     upstream.clear()
     assert set(warm.values()) <= {"answered", "hung up"}, warm

@@ -152,9 +152,9 @@ class Stack:
 
 
 def start_upstream(port: int, kind: str = "fast") -> subprocess.Popen:
-    """``fast`` (bench/upstream.py), ``hostile`` (tests/hostile_upstream.py) or anything else: tests/fake_openai.py."""
-    modules = {"fast": ["-m", "bench.upstream", "--port", str(port)], "hostile": ["-m", "tests.hostile_upstream", str(port)]}
-    module = modules.get(kind, ["-m", "tests.fake_openai", str(port)])
+    """``fast`` (bench/upstream.py), ``hostile`` (tests/servers/hostile_upstream.py) or anything else: tests/servers/fake_openai.py."""
+    modules = {"fast": ["-m", "bench.upstream", "--port", str(port)], "hostile": ["-m", "tests.servers.hostile_upstream", str(port)]}
+    module = modules.get(kind, ["-m", "tests.servers.fake_openai", str(port)])
     process = subprocess.Popen([PYTHON, *module], cwd=ROOT, stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT)})
     wait_for_port(port, process)
     return process

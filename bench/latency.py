@@ -11,7 +11,7 @@ in a second pass interleaved with direct requests of its own (see ``main``).
 Example: ``python -m bench.latency --rounds 2000``  (about 1 minute).
 
 ``--observability on`` runs the app with Prometheus metrics and OpenTelemetry tracing on, its spans exported over
-OTLP/HTTP to a local receiver (tests/otlp_receiver.py) and /metrics scraped at the end; ``--observability off``
+OTLP/HTTP to a local receiver (tests/servers/otlp_receiver.py) and /metrics scraped at the end; ``--observability off``
 with both off (METRICS_ENABLED=false, no OTLP endpoint). Without the option the app's defaults apply (metrics on,
 tracing off). docs/PERFORMANCE.md compares ``off`` and ``on`` side by side.
 """
@@ -36,7 +36,7 @@ METRICS_TOKEN = "bench-metrics-token-0123456789"
 
 def start_otlp_receiver() -> tuple[subprocess.Popen, int]:
     port = harness.free_port()
-    process = subprocess.Popen([harness.PYTHON, "-m", "tests.otlp_receiver", "--port", str(port)], cwd=harness.ROOT,
+    process = subprocess.Popen([harness.PYTHON, "-m", "tests.servers.otlp_receiver", "--port", str(port)], cwd=harness.ROOT,
                                env={**os.environ, "PYTHONPATH": str(harness.ROOT)})
     harness.wait_for_port(port, process)
     return process, port

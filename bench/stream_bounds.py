@@ -1,6 +1,6 @@
 """Bounded streams under hostile upstreams: the server's memory before, during and after N such streams at once.
 
-The upstream is tests/hostile_upstream.py (every write waits for the gateway to read it). One phase per scenario,
+The upstream is tests/servers/hostile_upstream.py (every write waits for the gateway to read it). One phase per scenario,
 each with ``--streams`` streams at once, half through ``_execute`` (sub-action ``stream``, HTTP Basic) and half
 through ``/api/openai/<id>/v1/chat/completions`` (``stream: true``, Bearer API key):
 

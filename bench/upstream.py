@@ -1,6 +1,6 @@
-"""A fast OpenAI-shaped upstream for benchmarks: uvloop + httptools, the same responses as tests/fake_openai.py.
+"""A fast OpenAI-shaped upstream for benchmarks: uvloop + httptools, the same responses as tests/servers/fake_openai.py.
 
-tests/fake_openai.py (asyncio streams, recording every request) is right for tests but spends ~10x more CPU per
+tests/servers/fake_openai.py (asyncio streams, recording every request) is right for tests but spends ~10x more CPU per
 request; on a 2-core machine that CPU is taken from the server being measured. This one answers the scenarios
 the benchmarks use, from the first path segment (``/<scenario>/v1/chat/completions``):
 
@@ -23,7 +23,7 @@ import time
 
 import httptools
 
-from tests.fake_openai import REPLY_WORDS, completion, usage_for
+from tests.servers.fake_openai import REPLY_WORDS, completion, usage_for
 
 
 class UpstreamProtocol(asyncio.Protocol):

@@ -11,11 +11,11 @@ from connectors.actions_config import parse_actions_config
 from connectors.audit.sign_ins import forget_failures
 from connectors.caching.invalidation import forget_everything
 from connectors.models import Connector, Provider
-from tests.fake_openai import FakeOpenAI
+from tests.servers.fake_openai import FakeOpenAI
 
 PASSWORD = "correct horse battery staple"
 
-pytest_plugins = ["tests.browser", "tests.asgi_server"]
+pytest_plugins = ["tests.browser.fixtures", "tests.servers.asgi_server"]
 
 
 def make_user(django_user_model, username: str, *groups: str, superuser: bool = False):

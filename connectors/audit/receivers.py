@@ -120,7 +120,7 @@ def _sign_in_failed(sender, credentials, request=None, **kwargs):
     sign_ins.failed(credentials.get("username") or "", "password", request=request)
 
 
-# The governance records of this round (usage/governance: prices, budgets, limits, alert channels and rules), by
+# The governance records (usage/governance: prices, budgets, limits, alert channels and rules), by
 # app label and model name so that the audit app does not import usage. Secrets: an alert channel's signing secret,
 # and its target, since a webhook URL (Slack's, for one) carries a token.
 GOVERNANCE = {

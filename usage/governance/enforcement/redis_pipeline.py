@@ -6,7 +6,7 @@ checkout, no lock: under a burst of a thousand calls their admissions go out bac
 
 Why not redis-py's asyncio client, which the rest of the app uses for Redis: on this path it spent about 0.13 ms of
 CPU and 0.18 ms of latency per command (pool checkout, retry and timeout wrappers, command packing; measured with
-the same script, docs/PERFORMANCE.md "This round"), as much as the rest of the admission. The protocol is read by
+the same script, docs/PERFORMANCE.md), as much as the rest of the admission. The protocol is read by
 hiredis (the parser redis-py itself uses); what is written here is the framing of a command, connecting (TLS for
 rediss://, AUTH, SELECT from the URL) and matching replies to callers.
 
