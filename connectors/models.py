@@ -1,3 +1,10 @@
+"""The connector and the API key: what an admin registers (name, provider, URL, default model, Kibana's config
+keys) with its secrets encrypted at rest (crypto.py), and the personal keys programs call the API with.
+
+A connector's id is Kibana's (any string of the allowed characters; a UUID when none is given). Its secrets are
+never rendered back: the pages, the API and the audit trail see only whether one is set.
+"""
+
 import re
 import uuid
 

@@ -2,7 +2,7 @@ import secrets
 
 from django.contrib.auth import get_user_model
 
-from connectors.audit.commands import AuditedCommand
+from connectors.audit.audited_command import AuditedCommand
 
 
 class Command(AuditedCommand):

@@ -2,7 +2,7 @@ from django.core.management.base import CommandError
 from django.db import transaction
 from django.db.models import Q
 
-from connectors.audit.commands import AuditedCommand
+from connectors.audit.audited_command import AuditedCommand
 from connectors.crypto import SecretUnavailable, is_encrypted_with_newest_key, reencrypt_with_newest_key
 from connectors.models import Connector
 

@@ -6,7 +6,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date
 
 from connectors.audit import trail
-from connectors.audit.commands import AuditedCommand
+from connectors.audit.audited_command import AuditedCommand
 from connectors.audit.models import AuditRecord
 
 BATCH = 10_000
