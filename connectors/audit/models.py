@@ -14,7 +14,7 @@ OBJECT_TYPES = ("connector", "preconfigured_connector", "api_key", "user", "grou
 
 class AuditRecord(models.Model):
     """One change or sign-in. Append-only: nothing in the app updates or deletes a record (on PostgreSQL a trigger,
-    migration 0002, refuses it); only ``prune_audit_records`` removes old ones.
+    migration 0003, refuses it); only ``prune_audit_records`` removes old ones, through that migration's function.
 
     No foreign keys on purpose: a record outlives the user, key or connector it names, and a cascade or SET NULL
     would have to rewrite it.

@@ -1,6 +1,7 @@
 """The audit trail: every kind of change and sign-in, each made the way a user makes it and read back from the
 trail; the same transaction as the change; append-only; retention; the /audit/ page, its filters, keyset pages
-and exports. Runs on SQLite and PostgreSQL (the trigger tests only on PostgreSQL, where the trigger exists)."""
+and exports. Runs on SQLite and PostgreSQL (the trigger that keeps the table append-only on PostgreSQL has its
+tests in test_audit_append_only.py)."""
 
 import csv
 import io
@@ -349,33 +350,9 @@ class TestIntegrity:
             raise RuntimeError("roll back")
         assert records(object_type="connector") == []
 
-    @pytest.mark.skipif(connection.vendor != "postgresql", reason="the append-only trigger exists on PostgreSQL only")
-    def test_the_database_refuses_updates_and_deletes(self, make_connector):
-        make_connector()
-        record = AuditRecord.objects.first()
-        for attempt in (lambda: AuditRecord.objects.filter(pk=record.pk).update(actor="mallory"),
-                        lambda: AuditRecord.objects.filter(pk=record.pk).delete()):
-            with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
-                attempt()
-        assert AuditRecord.objects.get(pk=record.pk).actor == record.actor
-
-    @pytest.mark.skipif(connection.vendor != "postgresql", reason="the append-only trigger exists on PostgreSQL only")
-    def test_the_prune_setting_does_not_allow_updates(self):
-        trail.append("connector", "create", object_id="x")
-        with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL audit.allow_prune = 'on'")
-            AuditRecord.objects.update(actor="mallory")
-
     def test_retention_removes_older_records_and_records_that_it_ran(self):
-        old = trail.append("connector", "create", object_id="old")
+        old = trail.append("connector", "create", object_id="old", at=timezone.now() - timedelta(days=400))
         recent = trail.append("connector", "create", object_id="recent")
-        AuditRecord.objects.filter(pk=old.pk).update(at=timezone.now() - timedelta(days=400)) if connection.vendor != "postgresql" else None
-        if connection.vendor == "postgresql":  # back-date it past the trigger, as a restored old backup would be
-            with transaction.atomic(), connection.cursor() as cursor:
-                cursor.execute("ALTER TABLE audit_auditrecord DISABLE TRIGGER audit_record_append_only")
-                cursor.execute("UPDATE audit_auditrecord SET at = at - interval '400 days' WHERE id = %s", [old.pk])
-                cursor.execute("ALTER TABLE audit_auditrecord ENABLE TRIGGER audit_record_append_only")
         cutoff = (timezone.now() - timedelta(days=30)).date().isoformat()
         out = io.StringIO()
         call_command("prune_audit_records", "--before", cutoff, stdout=out)
@@ -383,7 +360,7 @@ class TestIntegrity:
         assert not AuditRecord.objects.filter(pk=old.pk).exists()
         assert AuditRecord.objects.filter(pk=recent.pk).exists()
         ran = only(object_type="audit_trail", action="prune")
-        assert ran.changes == {"before": cutoff, "deleted": 1} and ran.via == "command"
+        assert (ran.changes["before"], ran.changes["deleted"], ran.via) == (cutoff, 1, "command")
 
     @pytest.mark.parametrize("before, message", [("yesterday", "expected a date"), ("2999-01-01", "future")])
     def test_retention_refuses_a_bad_date(self, before, message):

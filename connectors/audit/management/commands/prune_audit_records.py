@@ -14,8 +14,8 @@ BATCH = 10_000
 
 class Command(AuditedCommand):
     help = (
-        "Delete audit records older than a date (retention), and record that it ran. On PostgreSQL this is the "
-        "only way past the trigger that keeps the table append-only."
+        "Delete audit records older than a date (retention), and record that it ran. On PostgreSQL this calls "
+        "audit_prune_before(), the only way past the trigger that keeps the table append-only."
     )
 
     def add_arguments(self, parser):
@@ -33,17 +33,25 @@ class Command(AuditedCommand):
         if dry_run:
             self.stdout.write(f"{older.count()} audit record(s) from before {day} would be deleted.")
             return
-        with transaction.atomic():
-            if connection.vendor == "postgresql":
-                # Lets this transaction, and only it, past the append-only trigger (migration audit/0002).
-                with connection.cursor() as cursor:
-                    cursor.execute("SET LOCAL audit.allow_prune = 'on'")
-            deleted = 0
-            while True:
-                ids = list(older.order_by("at", "id").values_list("id", flat=True)[:BATCH])
-                if not ids:
-                    break
-                deleted += AuditRecord.objects.filter(id__in=ids).delete()[0]
-            trail.append("audit_trail", "prune", object_repr="audit trail",
-                             changes={"before": day.isoformat(), "deleted": deleted})
+        if connection.vendor == "postgresql":
+            deleted = _prune_on_postgresql(day)
+        else:
+            with transaction.atomic():
+                deleted = 0
+                while True:
+                    ids = list(older.order_by("at", "id").values_list("id", flat=True)[:BATCH])
+                    if not ids:
+                        break
+                    deleted += AuditRecord.objects.filter(id__in=ids).delete()[0]
+                trail.append("audit_trail", "prune", object_repr="audit trail",
+                                 changes={"before": day.isoformat(), "deleted": deleted})
         self.stdout.write(f"Deleted {deleted} audit record(s) from before {day}.")
+
+
+def _prune_on_postgresql(day) -> int:
+    """The trigger of migration audit/0003 lets a DELETE through only from the database function
+    ``audit_prune_before``, which also writes the ``prune`` record. It must be the outermost call of the statement
+    (the trigger looks at the call stack), so it is called on its own, not from a DO block or another function."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT audit_prune_before(%s)", [day])
+        return cursor.fetchone()[0]
