@@ -6,16 +6,23 @@ at once (the key was verified and cached before), and a group change changes wha
 Single sign-on sessions end after SSO_SESSION_MAX_AGE_SECONDS."""
 
 import json
+import os
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 from urllib.parse import quote
 
+import httpx
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.sessions.models import Session
+from django.db import connection
 from django.utils import timezone
 
+from bench.harness import free_port, stop, wait_for_port
 from connectors.accounts.api_keys import create_api_key
-from connectors.accounts.models import ScimGroup, ScimUser, SsoIdentity
+from connectors.accounts.models import ScimUser, SsoIdentity
 from connectors.audit.models import AuditRecord
 from tests.conftest import PASSWORD
 from tests.test_sso import GROUP_MAP, roles_of, sign_in
@@ -383,3 +390,44 @@ class TestSsoSessions:
         settings.LOCAL_LOGIN_SUPERUSERS_ONLY = True
         sign_in(client, idp, "bob")
         assert client.get("/account/api-keys/").status_code == 200
+
+
+# --- two server processes on PostgreSQL ---------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif("connection.vendor != 'postgresql'",
+                    reason="several server processes share one database: PostgreSQL's case (CI runs it)")
+def test_deactivation_reaches_every_server_process_at_once():
+    """Two uvicorn workers each verify and cache the key; one of them serves the SCIM deactivation; from then on
+    neither accepts the key (the other learns it through NOTIFY, long before its cache would expire)."""
+    db = connection.settings_dict
+    port = free_port()
+    env = {**os.environ, "ENV_FILE": "", "DEBUG": "false", "ALLOWED_HOSTS": "127.0.0.1",
+           "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+           "SCIM_BEARER_TOKEN": TOKEN, "OIDC_GROUP_MAP": "connectors-users=Connector users",
+           "BASIC_AUTH_CACHE_SECONDS": "3600"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "connectors_admin.asgi:application", "--host", "127.0.0.1", "--port",
+         str(port), "--workers", "2", "--no-access-log", "--log-level", "warning"],
+        cwd=Path(__file__).resolve().parent.parent, env=env)
+    try:
+        wait_for_port(port, process, timeout=60)
+        base = f"http://127.0.0.1:{port}"
+        scim_headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/scim+json"}
+        resource = httpx.post(f"{base}/scim/v2/Users", content=json.dumps(okta_user()), headers=scim_headers).json()
+        httpx.post(f"{base}/scim/v2/Groups", headers=scim_headers, content=json.dumps(
+            {"schemas": [GROUP_SCHEMA], "displayName": "connectors-users", "members": [{"value": resource["id"]}]}))
+        _record, key = create_api_key(get_user_model().objects.get(username="test.user@okta.local"), "script")
+
+        def statuses(count: int) -> set[int]:  # a new connection each time: the calls spread over both workers
+            return {httpx.get(f"{base}/api/actions/connectors", headers={"Authorization": f"ApiKey {key}"},
+                              timeout=30).status_code for _ in range(count)}
+
+        assert statuses(30) == {200}
+        patched = httpx.patch(f"{base}/scim/v2/Users/{resource['id']}", headers=scim_headers, content=json.dumps(
+            entra_patch({"op": "Replace", "path": "active", "value": "False"})))
+        assert patched.status_code == 200
+        assert statuses(60) == {401}
+    finally:
+        stop(process)
