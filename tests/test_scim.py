@@ -2,8 +2,9 @@
 bodies, paths, filters and header of their published SCIM request logs), through the full Django stack.
 
 What matters most is deprovisioning: a user deactivated over SCIM loses their browser session and their API key
-at once (the key was verified and cached before), and a group change changes what their key may do at once.
-Single sign-on sessions end after SSO_SESSION_MAX_AGE_SECONDS."""
+at once (the key was verified and cached before), in every server process (two uvicorn workers on PostgreSQL), and
+a group change changes what their key may do at once. Single sign-on sessions end SSO_SESSION_MAX_AGE_SECONDS after
+the sign-in."""
 
 import json
 import os
@@ -255,6 +256,17 @@ class TestRefusals:
     def test_an_unsupported_filter_is_a_400_invalid_filter(self, client, scim_on, expression):
         response = scim(client, "GET", filtered("Users", expression))
         assert response.status_code == 400 and response.json()["scimType"] == "invalidFilter"
+
+    @pytest.mark.parametrize("query", ["startIndex=x", "count=1.5", f"startIndex={10**20}"])
+    def test_bad_paging_is_a_400(self, client, scim_on, query):
+        response = scim(client, "GET", f"Users?{query}")
+        assert response.status_code == 400 and response.json()["scimType"] == "invalidValue"
+
+    def test_paging_counts_from_one(self, client, scim_on):
+        ids = [provision(client, okta_user(f"user{n}@okta.local"))["id"] for n in range(3)]
+        page = scim(client, "GET", "Users?startIndex=2&count=1").json()
+        assert page["totalResults"] == 3 and page["startIndex"] == 2 and page["itemsPerPage"] == 1
+        assert [r["id"] for r in page["Resources"]] == ids[1:2]
 
     @pytest.mark.parametrize("value", ["maybe", 1, None, "Falsch"])
     def test_active_must_be_a_boolean(self, client, scim_on, value):

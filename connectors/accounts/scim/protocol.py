@@ -22,6 +22,7 @@ CONTENT_TYPE = "application/scim+json"
 ACCEPTED_CONTENT_TYPES = ("application/scim+json", "application/json")
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 500
+MAX_START_INDEX = 2**31 - 1
 
 
 class ScimError(Exception):
@@ -91,7 +92,10 @@ def page_bounds(query) -> tuple[int, int]:
         except ValueError:
             raise invalid_value(f"{name} must be a whole number.") from None
 
-    return max(number("startIndex", 1), 1), min(max(number("count", DEFAULT_PAGE_SIZE), 0), MAX_PAGE_SIZE)
+    start_index = max(number("startIndex", 1), 1)
+    if start_index > MAX_START_INDEX:  # an offset the database could not even take as a number
+        raise invalid_value(f"startIndex must be at most {MAX_START_INDEX}.")
+    return start_index, min(max(number("count", DEFAULT_PAGE_SIZE), 0), MAX_PAGE_SIZE)
 
 
 def list_response(resources: list[dict], total: int, start_index: int) -> dict:
