@@ -191,7 +191,10 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
-AUTHENTICATION_BACKENDS = ["connectors.accounts.backends.LocalPasswordBackend"]
+AUTHENTICATION_BACKENDS = [
+    "connectors.accounts.backends.LocalPasswordBackend",
+    "connectors.accounts.backends.SsoSessionBackend",  # keeps the sessions that SSO sign-ins open
+]
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
@@ -289,6 +292,14 @@ if OIDC_ISSUER_URL and "openid" not in OIDC_SCOPES.split():
 # Password sign-in (login page and HTTP Basic) only for superusers: everyone else signs in through the identity
 # provider (or uses API keys).
 LOCAL_LOGIN_SUPERUSERS_ONLY = _bool("LOCAL_LOGIN_SUPERUSERS_ONLY", default=False)
+# A session opened by an SSO sign-in ends this long after the sign-in, however active it is, so that the roles
+# and the account are checked at the provider again (Django's two-week SESSION_COOKIE_AGE stays for local logins).
+SSO_SESSION_MAX_AGE_SECONDS = _positive_int("SSO_SESSION_MAX_AGE_SECONDS", default=8 * 3600)
+# SCIM 2.0 provisioning (connectors/accounts/scim/, README "SCIM provisioning"): the identity provider's bearer
+# token. Empty: /scim/v2/ answers 404.
+SCIM_BEARER_TOKEN = env.str("SCIM_BEARER_TOKEN", default="").strip()
+if SCIM_BEARER_TOKEN and len(SCIM_BEARER_TOKEN) < 32:
+    raise ImproperlyConfigured("SCIM_BEARER_TOKEN must be at least 32 characters (for example: openssl rand -hex 32)")
 
 # Outbound connections per transport profile and process: enough for thousands of slow executions in flight at
 # once. Idle connections are kept for reuse for 30 s (connectors/outbound/transport.py).

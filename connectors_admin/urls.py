@@ -29,6 +29,7 @@ urlpatterns = [
     path("accounts/sso/login/", sso_views.sso_login, name="sso_login"),
     path("accounts/sso/callback/", sso_views.sso_callback, name="sso_callback"),
     path("accounts/", include("django.contrib.auth.urls")),
+    path("scim/v2/", include("connectors.accounts.scim.urls")),  # provisioning by the identity provider
     path("audit/", include("connectors.audit.urls")),
     path("account/api-keys/", api_key_views.api_key_list, name="api_keys"),
     path("account/api-keys/<int:key_id>/revoke/", api_key_views.api_key_revoke, name="api_key_revoke"),

@@ -17,3 +17,12 @@ class LocalPasswordBackend(ModelBackend):
         if not password_login_allowed(user):
             return False
         return super().user_can_authenticate(user)
+
+
+class SsoSessionBackend(ModelBackend):
+    """The backend a session opened by an SSO sign-in is bound to. It checks no password (``authenticate`` finds
+    nobody), and keeps the session while the user is active, whatever LOCAL_LOGIN_SUPERUSERS_ONLY says: that
+    setting limits password sign-in, not the sessions single sign-on opens."""
+
+    def authenticate(self, request, **credentials):
+        return None

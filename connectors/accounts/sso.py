@@ -4,8 +4,8 @@ authlib reads the provider's discovery document (``<issuer>/.well-known/openid-c
 to its authorization endpoint with ``state``, ``nonce`` and a PKCE ``code_challenge``, exchanges the code (with
 the ``code_verifier``) for tokens, and validates the ID token: RS256/ES256 signature against the provider's JWKS,
 ``iss``, ``aud``, ``exp``, ``iat`` and ``nonce``. This module turns the validated claims into a user: found by
-(issuer, sub), created on first sign-in, with the roles of the groups claim applied at every sign-in
-(README "Single sign-on").
+(issuer, sub), created on first sign-in (or found among the users SCIM provisioned), with the roles of the groups claim applied at
+every sign-in (README "Single sign-on").
 """
 
 import hashlib
@@ -109,6 +109,20 @@ def apply_roles(user, idp_groups: list[str]) -> None:
         user.groups.add(*(groups[name] for name in sorted(wanted - current)))
 
 
+def _provisioned_user_for(claims: dict, issuer: str):
+    """The user SCIM provisioned for this person (connectors/accounts/scim/), on their first sign-in: the one whose
+    SCIM userName is the OIDC_USERNAME_CLAIM of the token (Okta's login, Entra ID's userPrincipalName, which each
+    also sends as userName), and that no other subject of this issuer has claimed."""
+    from connectors.accounts.models import ScimUser
+
+    name = claims.get(settings.OIDC_USERNAME_CLAIM)
+    if not isinstance(name, str) or not name:
+        return None
+    provisioned = ScimUser.objects.select_related("user").filter(user_name__iexact=name, deleted_at__isnull=True)
+    provisioned = provisioned.exclude(user__sso_identities__issuer=issuer).first()
+    return provisioned.user if provisioned else None
+
+
 def user_for_claims(claims: dict):
     """The user these validated ID-token claims identify, created on first sign-in, with roles applied."""
     issuer = str(claims.get("iss") or settings.OIDC_ISSUER_URL)
@@ -117,6 +131,8 @@ def user_for_claims(claims: dict):
     User = get_user_model()
     with transaction.atomic():
         identity = SsoIdentity.objects.select_related("user").filter(issuer=issuer, subject=subject).first()
+        if identity is None and (user := _provisioned_user_for(claims, issuer)) is not None:
+            identity = SsoIdentity.objects.create(user=user, issuer=issuer, subject=subject)
         if identity is None:
             user = User(username=_username_for(claims), email=str(claims.get("email") or "")[:254],
                         first_name=str(claims.get("given_name") or "")[:150],

@@ -1,11 +1,14 @@
 import logging
+from datetime import timedelta
 
 import requests
 from authlib.common.errors import AuthlibBaseError
+from django.conf import settings
 from django.contrib.auth import login
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from joserfc.errors import JoseError
 
@@ -51,7 +54,9 @@ def sso_callback(request):
             log.warning("single sign-on refused: %s: %s", type(exc).__name__, exc)
             sign_ins.failed("", "sso", request=request)
             return _refused(request, "The sign-in could not be verified. Try again.")
-        login(request, user, backend="connectors.accounts.backends.LocalPasswordBackend")
+        login(request, user, backend="connectors.accounts.backends.SsoSessionBackend")
+    # A fixed end (a datetime, not an idle time): activity does not extend it, so the provider is asked again.
+    request.session.set_expiry(timezone.now() + timedelta(seconds=settings.SSO_SESSION_MAX_AGE_SECONDS))
     return redirect(request.session.pop(NEXT_KEY, "") or "home")
 
 

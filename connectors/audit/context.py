@@ -19,6 +19,7 @@ class Actor(NamedTuple):
     api_key_id: int | None = None
     api_key_name: str = ""
     sign_in_method: str = ""  # "sso" while the SSO callback signs a user in
+    name: str = ""  # the actor's name when it is no user of the app ("scim": the identity provider's provisioning)
 
 
 _current: contextvars.ContextVar[Actor] = contextvars.ContextVar(
@@ -47,7 +48,8 @@ def set_for_request(request, via: str) -> contextvars.Token:
 def note_api_key(api_key_id: int, api_key_name: str = "") -> None:
     """Called by the API's authentication when a request is made with an API key (connectors/api/auth.py)."""
     actor = _current.get()  # built field by field: _replace costs several times more, on every API-key request
-    _current.set(Actor(actor.via, actor.user, actor.request, api_key_id, api_key_name, actor.sign_in_method))
+    _current.set(Actor(actor.via, actor.user, actor.request, api_key_id, api_key_name, actor.sign_in_method,
+                       actor.name))
 
 
 def user_agent(request) -> str:

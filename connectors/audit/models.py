@@ -7,7 +7,7 @@ from connectors.audit.choices import Via  # noqa: F401 - re-exported for callers
 
 # The values the trail uses, offered by the /audit/ filter (any value can still be typed into the URL).
 ACTIONS = ("create", "update", "delete", "revoke", "first_use", "grant", "remove", "sign_in", "sign_in_failed",
-           "load", "prune")
+           "load", "prune", "deprovision")
 OBJECT_TYPES = ("connector", "preconfigured_connector", "api_key", "user", "group", "audit_trail", "price",
                 "connector_pricing", "budget", "rate_limit", "alert_channel", "error_rate_rule")
 

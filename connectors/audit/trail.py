@@ -26,6 +26,8 @@ def _actor_fields(actor: context.Actor) -> dict:
     if user is not None and getattr(user, "is_authenticated", False):
         fields["actor"] = user.get_username()[:150]
         fields["actor_user_id"] = user.pk
+    if actor.name:
+        fields["actor"] = actor.name
     if request is not None:
         fields["client_ip"] = client_address(request)
         fields["user_agent"] = context.user_agent(request)
