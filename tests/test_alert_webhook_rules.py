@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from tests.forward_proxy import ForwardProxy
 from tests.outbound import closed_port
+from tests.tls import CertificateAuthority
 from tests.webhook_receiver import Receiver
 from usage.governance import alerts
 from usage.governance.models import AlertChannel, AlertDelivery, ChannelKind, DeliveryStatus
@@ -171,7 +172,7 @@ def test_the_connection_goes_to_the_address_that_was_checked(receiver, actions_c
     real_getaddrinfo, asked = socket.getaddrinfo, []
 
     def rebinding(host, port, *args, **kwargs):
-        if host != "rebind.test":
+        if (host.decode() if isinstance(host, bytes) else host) != "rebind.test":
             return real_getaddrinfo(host, port, *args, **kwargs)
         asked.append(host)
         address = "127.0.0.1" if len(asked) == 1 else "127.0.0.2"
@@ -185,6 +186,22 @@ def test_the_connection_goes_to_the_address_that_was_checked(receiver, actions_c
     headers, _body = good.requests[0]
     assert headers["Host"] == f"rebind.test:{good.port}"  # the name still travels in Host
     assert asked == ["rebind.test"]
+
+
+def test_an_https_webhook_is_verified_against_its_name_though_the_connection_goes_to_the_address(
+        receiver, actions_config, tmp_path):
+    ca = CertificateAuthority(tmp_path)
+    hook = receiver(tls=ca.issue("localhost", stem="hook").server_context())
+    target = hook.url.replace("127.0.0.1", "localhost")
+    trusted = {"url": f"https://localhost:{hook.port}", "ssl": {"certificateAuthoritiesData": ca.pem}}
+    actions_config({"allowedHosts": ["*", "localhost"], "customHostSettings": [trusted]})
+    webhook(target)
+    alerts.raise_alert("k1", "error_rate", "m")
+    assert alerts.send_due_deliveries() == 1 and len(hook.requests) == 1
+    # Without the CA, the same server is refused: the certificate is checked, for the name "localhost".
+    actions_config({"allowedHosts": ["*", "localhost"]})
+    alerts.raise_alert("k2", "error_rate", "m")
+    assert alerts.send_due_deliveries() == 0 and len(hook.requests) == 1
 
 
 def test_a_redirect_is_not_followed(receiver, actions_config):

@@ -1,14 +1,16 @@
 """A real webhook receiver on a loopback address, for the alert tests: records what it receives, answers 500 to the
-first ``failures`` requests, or redirects every request to ``redirect_to``."""
+first ``failures`` requests, or redirects every request to ``redirect_to``; over TLS when given a server context."""
 
 from __future__ import annotations
 
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class Receiver:
-    def __init__(self, failures: int = 0, host: str = "127.0.0.1", port: int = 0, redirect_to: str = ""):
+    def __init__(self, failures: int = 0, host: str = "127.0.0.1", port: int = 0, redirect_to: str = "",
+                 tls: ssl.SSLContext | None = None):
         self.failures = failures
         self.requests: list[tuple[dict, bytes]] = []
         receiver = self
@@ -29,8 +31,10 @@ class Receiver:
                 pass
 
         self.server = ThreadingHTTPServer((host, port), Handler)
+        if tls:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
-        self.url = f"http://{host}:{self.port}/hook"
+        self.url = f"{'https' if tls else 'http'}://{host}:{self.port}/hook"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self):
