@@ -94,6 +94,17 @@ class ActionsConfig:
     def is_host_allowed(self, hostname: str) -> bool:
         return "*" in self.allowed_hosts or (hostname or "").lower() in self.allowed_hosts
 
+    def lists_host(self, host: str) -> bool:
+        """Whether allowedHosts names this hostname or IP address itself, not through ``"*"``: the explicit consent
+        that lets an alert webhook reach a loopback or private address (connectors/outbound/destinations.py)."""
+        host = (host or "").lower()
+        if host in self.allowed_hosts:
+            return True
+        if not _is_ip_address(host):
+            return False
+        address = ipaddress.ip_address(host)
+        return any(_is_ip_address(entry) and ipaddress.ip_address(entry) == address for entry in self.allowed_hosts)
+
     def custom_host_setting_for(self, scheme: str, host: str, port: int | None) -> CustomHostSetting | None:
         port = port or default_port(scheme)
         for setting in self.custom_host_settings:

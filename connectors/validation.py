@@ -66,8 +66,12 @@ def placeholder_error(url: str) -> str | None:
     return f"Replace {{{part}}} in the URL with {hint}."
 
 
-def url_error(url: str) -> str | None:
-    """Why ``url`` cannot be an upstream URL, or None."""
+CONNECTOR_CREDENTIALS_HINT = "put the provider's key in the API key field, or other credentials in the headers"
+
+
+def url_error(url: str, credentials_hint: str = CONNECTOR_CREDENTIALS_HINT) -> str | None:
+    """Why ``url`` cannot be an upstream URL, or None. ``credentials_hint`` says where credentials go instead of the
+    URL's userinfo."""
     placeholder = placeholder_error(url)
     if placeholder:
         return placeholder
@@ -84,8 +88,7 @@ def url_error(url: str) -> str | None:
         # Browsers and some clients read a backslash as "/", others keep it: the host would depend on who parses.
         return "The URL cannot contain a backslash (\\)."
     if "@" in parts.netloc:
-        return ("The URL cannot contain a user name or password (user:pass@host); put the provider's key in the API "
-                "key field, or other credentials in the headers.")
+        return f"The URL cannot contain a user name or password (user:pass@host); {credentials_hint}."
     if not parts.hostname:
         return "The URL must include a hostname."
     return None

@@ -289,21 +289,25 @@ def _new_session(profile: TransportProfile) -> aiohttp.ClientSession:
     )
 
 
-def _new_proxied_client(profile: TransportProfile) -> httpx.AsyncClient:
-    """The client through the proxy."""
+def proxy_for(profile: TransportProfile) -> httpx.Proxy:
+    """The profile's proxy (``profile.proxy_url`` set), with its headers and its own TLS verification."""
     # httpcore refuses a TLS context for a plain-http proxy, and the verification mode only means something for
     # an https one; an https target is still verified end to end through the CONNECT tunnel.
     proxy_tls = urlsplit(profile.proxy_url).scheme == "https"
-    proxy = httpx.Proxy(
+    return httpx.Proxy(
         profile.proxy_url,
         headers=dict(profile.proxy_headers) or None,
         ssl_context=ssl_context_for(TLSSettings(verification_mode=profile.proxy_verification_mode))
         if proxy_tls
         else None,
     )
+
+
+def _new_proxied_client(profile: TransportProfile) -> httpx.AsyncClient:
+    """The client through the proxy."""
     return httpx.AsyncClient(
         verify=ssl_context_for(profile.tls),
-        proxy=proxy,
+        proxy=proxy_for(profile),
         trust_env=False,
         follow_redirects=False,  # redirects are followed here, so that each target is checked
         timeout=None,

@@ -5,19 +5,25 @@ import hashlib
 import hmac
 import json
 import socket
-import threading
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from aiosmtpd.controller import Controller
 from django.db import connection
 from django.utils import timezone
 
+from tests.webhook_receiver import Receiver
 from usage.governance import alerts
 from usage.governance.models import Alert, AlertChannel, AlertDelivery, ChannelKind, DeliveryStatus, ErrorRateRule
+from usage.governance.webhooks import DELIVERY_FAILED
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def loopback_receivers_allowed(actions_config):
+    """The receivers listen on 127.0.0.1, which webhooks reach only when allowedHosts lists it."""
+    actions_config({"allowedHosts": ["*", "127.0.0.1"]})
 
 
 class MailBox:
@@ -43,35 +49,6 @@ def smtp_server(settings):
     settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
     yield box
     controller.stop()
-
-
-class Receiver:
-    """A webhook receiver that answers 500 to the first ``failures`` requests."""
-
-    def __init__(self, failures: int = 0):
-        self.failures = failures
-        self.requests: list[tuple[dict, bytes]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.requests.append((dict(self.headers), body))
-                status = 500 if len(receiver.requests) <= receiver.failures else 200
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -146,7 +123,7 @@ def test_a_failing_receiver_is_retried_with_backoff_until_it_answers(receiver):
     assert alerts.send_due_deliveries(now) == 0
     delivery = AlertDelivery.objects.get()
     assert (delivery.attempts, delivery.status) == (1, DeliveryStatus.PENDING)
-    assert "HTTP 500" in delivery.last_error
+    assert delivery.last_error == DELIVERY_FAILED
     assert delivery.next_attempt_at - now >= dt.timedelta(seconds=29)
     # Not due yet: nothing is sent again before the backoff.
     assert alerts.send_due_deliveries(now + dt.timedelta(seconds=10)) == 0

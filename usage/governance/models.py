@@ -275,7 +275,7 @@ class AlertChannel(models.Model):
         return [address.strip() for address in self.target.split(",") if address.strip()]
 
     def clean(self) -> None:
-        from django.core.validators import URLValidator, validate_email
+        from django.core.validators import validate_email
 
         if self.kind == ChannelKind.EMAIL:
             if not self.recipients:
@@ -286,10 +286,12 @@ class AlertChannel(models.Model):
                 except ValidationError:
                     raise ValidationError({"target": f"{address!r} is not an email address."}) from None
         elif self.kind == ChannelKind.WEBHOOK:
-            try:
-                URLValidator(schemes=["http", "https"])(self.target)
-            except ValidationError:
-                raise ValidationError({"target": "Give an http:// or https:// URL."}) from None
+            from usage.governance.webhooks import webhook_url_error
+
+            # The connectors' URL rules, allowedHosts, and public addresses only (README, "Guarantees").
+            problem = webhook_url_error(self.target)
+            if problem:
+                raise ValidationError({"target": problem})
 
 
 class AlertKind(models.TextChoices):

@@ -244,6 +244,8 @@ class AlertChannelForm(forms.ModelForm):
         model = AlertChannel
         fields = ["name", "kind", "target", "enabled"]
         widgets = {"target": forms.TextInput(attrs={"spellcheck": "false"})}
+        help_texts = {"target": "Email: addresses separated by commas. Webhook: the https:// or http:// URL, at a "
+                                "public address unless the allowedHosts networking setting lists its host."}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
