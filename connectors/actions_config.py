@@ -96,7 +96,7 @@ class ActionsConfig:
 
     def lists_host(self, host: str) -> bool:
         """Whether allowedHosts names this hostname or IP address itself, not through ``"*"``: the explicit consent
-        that lets an alert webhook reach a loopback or private address (connectors/outbound/destinations.py)."""
+        that lets an alert webhook reach a loopback or private address (connectors/destinations.py)."""
         host = (host or "").lower()
         if host in self.allowed_hosts:
             return True

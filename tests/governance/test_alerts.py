@@ -12,7 +12,7 @@ from aiosmtpd.controller import Controller
 from django.db import connection
 from django.utils import timezone
 
-from tests.webhook_receiver import Receiver
+from tests.servers.webhook_receiver import Receiver
 from usage.governance import alerts
 from usage.governance.models import Alert, AlertChannel, AlertDelivery, ChannelKind, DeliveryStatus, ErrorRateRule
 from usage.governance.webhooks import DELIVERY_FAILED

@@ -2,7 +2,7 @@
 
 - the URL passes the connectors' URL rules (http or https, no ``user:pass@``) and ``allowedHosts``;
 - its host must resolve to public addresses only, unless ``allowedHosts`` lists the host or the address
-  (connectors/outbound/destinations.py). This is checked at every delivery, and the connection goes to the address
+  (connectors/destinations.py). This is checked at every delivery, and the connection goes to the address
   that was checked (the URL's name still goes in ``Host`` and in TLS's SNI and certificate check), so a name whose
   answer changes between the check and the connection (DNS rebinding) cannot lead anywhere else;
 - a proxy only as ACTIONS_CONFIG says (``proxyUrl``, ``proxyBypassHosts``/``proxyOnlyHosts``), never from
@@ -25,10 +25,10 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 from django.conf import settings
 
-from connectors.outbound.destinations import Address, UnresolvedHost, refusal, resolve, url_destination_error
+from connectors.actions_config import default_port
+from connectors.destinations import Address, UnresolvedHost, refusal, resolve, url_destination_error
 from connectors.outbound.transport import TransportProfile, profile_for, proxy_for, ssl_context_for
 from connectors.validation import host_not_allowed_error, url_error
-from connectors_admin.actions_config import default_port
 
 DELIVERY_FAILED = "Delivery failed: the webhook did not accept the alert (the server log says why)."
 CREDENTIALS_HINT = "deliveries are authenticated with the signing secret instead"

@@ -9,10 +9,10 @@ import threading
 import pytest
 from django.utils import timezone
 
-from tests.forward_proxy import ForwardProxy
-from tests.outbound import closed_port
-from tests.tls import CertificateAuthority
-from tests.webhook_receiver import Receiver
+from tests.helpers.outbound import closed_port
+from tests.servers.forward_proxy import ForwardProxy
+from tests.servers.tls import CertificateAuthority
+from tests.servers.webhook_receiver import Receiver
 from usage.governance import alerts
 from usage.governance.models import AlertChannel, AlertDelivery, ChannelKind, DeliveryStatus
 from usage.governance.webhooks import DELIVERY_FAILED

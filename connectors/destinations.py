@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
+from connectors.actions_config import ActionsConfig, default_port
 from connectors.validation import host_not_allowed_error, url_error
-from connectors_admin.actions_config import ActionsConfig, default_port
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
