@@ -17,6 +17,7 @@ from connectors.access.policy import amay, check, denial_message
 from connectors.caching import connector_cache
 from connectors.models import Connector
 from connectors.preconfigured import preconfigured_connectors
+from connectors.query_params import unstorable_character_error
 
 
 class ConnectorNotFound(Http404):
@@ -32,6 +33,8 @@ def find(connector_id: str) -> Connector | None:
     preconfigured = preconfigured_connectors().get(connector_id)
     if preconfigured is not None:
         return preconfigured
+    if unstorable_character_error("id", connector_id):
+        return None  # no row holds such an id (a NUL, from %00 in a URL), and PostgreSQL could not even compare it
     return Connector.objects.filter(pk=connector_id).first()
 
 
@@ -43,6 +46,8 @@ async def afind(connector_id: str) -> Connector | None:
     preconfigured = preconfigured_connectors().get(connector_id)
     if preconfigured is not None:
         return preconfigured
+    if unstorable_character_error("id", connector_id):
+        return None  # as in find
     connector = connector_cache.get(connector_id)
     if connector is None:
         connector = await Connector.objects.filter(pk=connector_id).afirst()

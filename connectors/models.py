@@ -30,6 +30,12 @@ connector_id_validator = RegexValidator(
 )
 
 
+KEY_REQUIRED_FOR_NEW_ORIGIN = (
+    "The URL now reaches another server (its scheme, host or port changed): enter the API key again. A stored key "
+    "is only sent to the server it was entered for."
+)
+
+
 class VerificationMode(models.TextChoices):
     """TLS verification towards an Other provider (Kibana's ``config.verificationMode``; docs/KIBANA.md 1.1)."""
 
@@ -213,8 +219,30 @@ class Connector(AuditedSaveMixin, models.Model):
             errors["headers"] = headers_problem
         if self.provider in (Provider.OPENAI, Provider.AZURE) and not self.encrypted_api_key:
             errors["api_key"] = "An API key is required for this provider."
+        elif "api_url" not in errors and self.moves_stored_key_to_another_origin():
+            errors["api_key"] = KEY_REQUIRED_FOR_NEW_ORIGIN
         if errors:
             raise ValidationError(errors)
+
+    def moves_stored_key_to_another_origin(self) -> bool:
+        """Whether this change keeps the stored API key while the URL now reaches another scheme, host or port.
+
+        Whoever may edit a connector must not be able to send a key they never saw (another team's) to a server of
+        their choosing: a key moves to a new origin only when it is typed again. Compared with the stored row, so
+        that it holds however the instance was loaded; a key typed again is encrypted anew and so differs.
+        """
+        if self._state.adding or not self.encrypted_api_key:
+            return False
+        stored = (
+            Connector.objects.using(self._state.db or "default")
+            .filter(pk=self.pk).values_list("api_url", "encrypted_api_key").first()
+        )
+        if stored is None:
+            return False
+        stored_url, stored_key = stored
+        return self.encrypted_api_key == stored_key and validation.url_origin(self.api_url) != validation.url_origin(
+            stored_url
+        )
 
     def kibana_config(self) -> dict:
         """The connector's configuration under Kibana's key names (never the secret)."""

@@ -7,6 +7,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from django.conf import settings
 
+from connectors.actions_config import default_port
+
 OPENAI_DEFAULT_URL = "https://api.openai.com/v1/chat/completions"
 AZURE_DEPLOYMENTS_URL_PATTERN = (
     "https://{resource}.openai.azure.com/openai/deployments/{deployment}/chat/completions?api-version={version}"
@@ -92,6 +94,16 @@ def url_error(url: str, credentials_hint: str = CONNECTOR_CREDENTIALS_HINT) -> s
     if not parts.hostname:
         return "The URL must include a hostname."
     return None
+
+
+def url_origin(url: str) -> tuple[str, str, int] | None:
+    """The scheme, host and effective port a URL reaches (its origin), or None for a malformed port."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    return parts.scheme.lower(), (parts.hostname or "").lower(), port or default_port(parts.scheme.lower())
 
 
 def is_azure_deployments_url(url: str) -> bool:

@@ -22,6 +22,8 @@ from zoneinfo import ZoneInfo, available_timezones
 
 from django.utils import timezone
 
+from connectors.query_params import InvalidQueryParam, parse_time
+
 PRESETS: dict[str, timedelta] = {
     "24h": timedelta(hours=24),
     "7d": timedelta(days=7),
@@ -36,10 +38,6 @@ HOUR, DAY = "hour", "day"
 MAX_HOURLY_SPAN = timedelta(days=7)
 # A bound on custom ranges so that a typo (year 20225) cannot ask for millions of buckets.
 MAX_SPAN = timedelta(days=366 * 5)
-# Bounds on from/to: beyond them the arithmetic of a range (widening to whole hours, a day added to a date alone,
-# time zone conversions) would step off the calendar (OverflowError) instead of answering a 400.
-EARLIEST = datetime(1000, 1, 1, tzinfo=UTC)
-LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 class InvalidRange(ValueError):
@@ -152,31 +150,12 @@ def parse_tz(raw: str | None) -> ZoneInfo:
 
 
 def parse_moment(name: str, raw: str, tz: ZoneInfo, *, end_of_day: bool) -> datetime:
-    """An ISO date or date-time; naive values are in ``tz``; a bare date is its midnight (or the next one)."""
-    text = raw.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
+    """An ISO date or date-time, in UTC; naive values are in ``tz``; a bare date is its midnight (or the next one).
+    The one parser of query-string times (connectors/query_params.py), with this module's error."""
     try:
-        if len(text) == 10:
-            day = date.fromisoformat(text)
-            moment = local_midnight(day + timedelta(days=1) if end_of_day else day, tz)
-        else:
-            moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise InvalidRange(
-            f"[{name}]: {raw[:64]!r} is not an ISO 8601 date or date-time, such as 2025-01-31 or 2025-01-31T14:00:00Z."
-        ) from None
-    except OverflowError:
-        moment = None
-    if moment is not None and timezone.is_naive(moment):
-        moment = moment.replace(tzinfo=tz)
-    try:
-        within = moment is not None and EARLIEST <= moment.astimezone(UTC) <= LATEST
-    except OverflowError:  # 0001-01-01T00:00+14:00 is before the first day the calendar has
-        within = False
-    if not within:
-        raise InvalidRange(f"[{name}]: {raw[:64]!r} is out of range; use a date between 1000-01-01 and 9998-12-31.")
-    return moment
+        return parse_time(name, raw, tz=tz, end_of_day=end_of_day)
+    except InvalidQueryParam as exc:
+        raise InvalidRange(str(exc)) from None
 
 
 def parse_range(params, *, now: datetime | None = None) -> UsageRange:

@@ -85,13 +85,17 @@ def apply_payload(connector: Connector, body: dict, *, creating: bool) -> None:
     connector.enable_native_function_calling = config.get("enableNativeFunctionCalling")
     connector.verification_mode = config.get("verificationMode") or ""
     # Kibana replaces the secrets with what a body sends; a body without secrets keeps the stored ones (docs/KIBANA.md
-    # 3: a script renaming a connector need not hold the provider's key).
+    # 3: a script renaming a connector need not hold the provider's key), unless the URL moves to another origin.
     if secrets:
         for key, attribute in SECRET_KEYS.items():
             setattr(connector, attribute, secrets.get(key) or "")
     # Other may run keyless (a local server): docs/KIBANA.md 1.2 says why this differs from Kibana.
     if provider in (Provider.OPENAI, Provider.AZURE) and not connector.has_api_key:
         raise ApiError(400, f"{SECRETS_ERROR_PREFIX}[apiKey]: expected value of type [string] but got [undefined]")
+    if connector.moves_stored_key_to_another_origin():
+        # Kibana asks for the secrets on every update; here only when the key would follow the URL elsewhere.
+        raise ApiError(400, f"{SECRETS_ERROR_PREFIX}[apiKey]: expected value of type [string] but got [undefined] "
+                            "(config.apiUrl now reaches another scheme, host or port: send secrets.apiKey again)")
     try:
         connector.full_clean(exclude=["created_by"], validate_unique=False)
     except ValidationError as exc:

@@ -18,6 +18,7 @@ from django.http import JsonResponse, StreamingHttpResponse
 from connectors.api.endpoint import ApiError, json_endpoint
 from connectors.lookup import get_connector_or_404
 from usage.dashboards import queries
+from usage.dashboards.event_filters import InvalidFilter
 from usage.formatting import currency, nanos_to_amount
 from usage.operations import kibana_event_log
 from usage.permissions import VIEW_USAGE_DASHBOARD
@@ -67,11 +68,11 @@ def _connector_usage(user, connector_id: str, params) -> dict:
     connector = get_connector_or_404(user, connector_id, VIEW_USAGE_DASHBOARD, find=queries.find_connector)
     try:
         usage_range = parse_range(params)
-    except InvalidRange as exc:
+        # The dashboard's filters too (user, model), so that its "same as JSON" link gives the same numbers.
+        usage_slice = queries.UsageSlice.from_params(params)
+    except (InvalidRange, InvalidFilter) as exc:
         raise ApiError(400, str(exc)) from None
-    # The dashboard's filters too (user, model), so that its "same as JSON" link gives the same numbers.
-    return usage_json(queries.connector_usage(connector.id, usage_range, with_api_keys=True,
-                                              usage_slice=queries.UsageSlice.from_params(params)))
+    return usage_json(queries.connector_usage(connector.id, usage_range, with_api_keys=True, usage_slice=usage_slice))
 
 
 @json_endpoint({"GET": VIEW_USAGE_DASHBOARD})

@@ -38,6 +38,7 @@ from connectors.actions_config import ActionsConfig, TLSSettings, default_port
 from connectors.event_loops import PerEventLoop
 from connectors.outbound.masking import StreamMasker, mask_secret
 from connectors.outbound.providers import ConnectorTLS, UpstreamRequest
+from connectors.validation import url_origin
 from usage.observability.execution import upstream_call
 
 MAX_REDIRECTS = 5
@@ -376,16 +377,14 @@ def _where(url: str, proxy_url: str = "") -> str:
     return f"{where} (through the proxy {_where(proxy_url)})" if proxy_url else where
 
 
-def _origin(url: str) -> tuple[str, str, int]:
-    parts = urlsplit(url)
-    return parts.scheme, (parts.hostname or "").lower(), parts.port or default_port(parts.scheme)
-
-
 def _keeps_credentials(source: str, target: str) -> bool:
     """Whether a redirect from ``source`` to ``target`` may carry the API key (same origin, or an https upgrade)."""
-    if _origin(source) == _origin(target):
+    source_origin, target_origin = url_origin(source), url_origin(target)
+    if source_origin is None or target_origin is None:
+        return False  # a malformed port: no origin to compare, so no key
+    if source_origin == target_origin:
         return True
-    (from_scheme, from_host, from_port), (to_scheme, to_host, to_port) = _origin(source), _origin(target)
+    (from_scheme, from_host, from_port), (to_scheme, to_host, to_port) = source_origin, target_origin
     return (from_scheme, to_scheme, from_host, from_port, to_port) == ("http", "https", to_host, 80, 443)
 
 
@@ -479,7 +478,7 @@ async def _open(request: UpstreamRequest, config: ActionsConfig, timeout: float,
     for _hop in range(MAX_REDIRECTS + 1):
         check_host_allowed(config, url)
         # The connector's own TLS (client certificate) goes to its provider's origin only, never to a redirect target.
-        own_tls = request.tls if _origin(url) == _origin(request.url) else None
+        own_tls = request.tls if url_origin(url) == url_origin(request.url) else None
         exchange = await _send_once(profile_for(config, url, own_tls), method, url, headers, body, timeout,
                                     request.secret)
         location = exchange.headers.get("location")

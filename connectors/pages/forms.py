@@ -91,7 +91,9 @@ class ConnectorForm(forms.ModelForm):
         if self.instance.encrypted_certificate_data:
             self.fields["certificate_file"].help_text = "A certificate is stored. Leave empty to keep it."
         if self.instance.has_api_key:
-            self.fields["api_key"].help_text = "A key is stored. Leave blank to keep it."
+            self.fields["api_key"].help_text = (
+                "A key is stored. Leave blank to keep it; a URL on another scheme, host or port needs it again."
+            )
         else:
             self.fields["api_key"].help_text = "Stored encrypted; never shown again."
 

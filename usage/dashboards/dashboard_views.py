@@ -80,6 +80,14 @@ def parse_range_or_default(request) -> tuple[UsageRange, str | None]:
             return parse_range({}), str(exc)
 
 
+def parse_slice_or_everything(request) -> tuple[UsageSlice, str | None]:
+    """The filters of the query string, or none and the error to show on the filter form."""
+    try:
+        return UsageSlice.from_params(request.GET), None
+    except InvalidFilter as exc:
+        return UsageSlice(), str(exc)
+
+
 def range_context(request, usage_range: UsageRange, *, keep: dict | None = None, error: str | None = None) -> dict:
     """What the range picker needs: a link per preset (keeping the time zone and the ``keep`` filters), the custom
     form's values, and the ``error`` of a range that could not be used (shown on the form, not on another page)."""
@@ -113,12 +121,13 @@ def api_key_choices() -> list[tuple[int, str]]:
             for key in keys]
 
 
-def slice_context(usage_slice: UsageSlice, by_user, by_model) -> dict:
+def slice_context(usage_slice: UsageSlice, by_user, by_model, error: str | None = None) -> dict:
     """The filter form of a dashboard: its values and suggestions (the users and models of the breakdowns, the
-    API keys)."""
+    API keys), and the ``error`` of a filter that could not be used."""
     choices = api_key_choices()
     return {
         "usage_slice": usage_slice,
+        "slice_error": error,
         "user_suggestions": [row.key for row in by_user if row.key and not row.is_others],
         "model_suggestions": [row.key for row in by_model if row.key and not row.is_others],
         "api_key_choices": choices,
@@ -135,13 +144,14 @@ def shows_role_note(user) -> bool:
 @usage_view
 def overview(request):
     usage_range, range_error = parse_range_or_default(request)
-    usage_slice = UsageSlice.from_params(request.GET)
+    usage_slice, slice_error = parse_slice_or_everything(request)
     rows = usage_overview(usage_range, usage_slice)
     by_user = usage_breakdown(None, usage_range, "user_name", limit=BREAKDOWN_LIMIT, usage_slice=usage_slice)
     has_usage = any(row.sums.requests for row in rows)
     context = {
         **range_context(request, usage_range, keep=usage_slice.query_params(), error=range_error),
-        **slice_context(usage_slice, by_user, usage_breakdown(None, usage_range, "model", limit=BREAKDOWN_LIMIT)),
+        **slice_context(usage_slice, by_user, usage_breakdown(None, usage_range, "model", limit=BREAKDOWN_LIMIT),
+                        slice_error),
         "rows": rows,
         "by_user": by_user,
         "charts": charts.overview_charts(by_user) if has_usage else [],
@@ -149,18 +159,18 @@ def overview(request):
         "has_usage": has_usage,
         "show_role_note": shows_role_note(request.user),
     }
-    return render(request, "usage/overview.html", context, status=400 if range_error else 200)
+    return render(request, "usage/overview.html", context, status=400 if range_error or slice_error else 200)
 
 
 @allows_inline_styles  # plotly.js (usage/dashboards/charts.py)
 @connector_usage_view()
 def connector_dashboard(request, connector: ConnectorRef, usage_range: UsageRange, range_error: str | None):
-    usage_slice = UsageSlice.from_params(request.GET)
+    usage_slice, slice_error = parse_slice_or_everything(request)
     report = connector_usage(connector.id, usage_range, breakdown_limit=BREAKDOWN_LIMIT, usage_slice=usage_slice,
                              with_api_keys=True)
     context = {
         **range_context(request, usage_range, keep=usage_slice.query_params(), error=range_error),
-        **slice_context(usage_slice, report.by_user, report.by_model),
+        **slice_context(usage_slice, report.by_user, report.by_model, slice_error),
         "connector": connector,
         "report": report,
         "charts": [] if report.is_empty else charts.dashboard_charts(report),
@@ -169,7 +179,8 @@ def connector_dashboard(request, connector: ConnectorRef, usage_range: UsageRang
         + usage_range.querystring(**usage_slice.query_params()),
         "show_role_note": shows_role_note(request.user),
     }
-    return render(request, "usage/connector_dashboard.html", context, status=400 if range_error else 200)
+    return render(request, "usage/connector_dashboard.html", context,
+                  status=400 if range_error or slice_error else 200)
 
 
 def _attachment(response: HttpResponse, filename: str) -> HttpResponse:
@@ -179,7 +190,11 @@ def _attachment(response: HttpResponse, filename: str) -> HttpResponse:
 
 @connector_usage_view(plain=True)
 def export_series_csv(request, connector: ConnectorRef, usage_range: UsageRange):
-    report = connector_usage(connector.id, usage_range, usage_slice=UsageSlice.from_params(request.GET))
+    try:
+        usage_slice = UsageSlice.from_params(request.GET)
+    except InvalidFilter as exc:
+        return bad_range(exc)
+    report = connector_usage(connector.id, usage_range, usage_slice=usage_slice)
     response = HttpResponse(exports.series_csv(report), content_type="text/csv; charset=utf-8")
     return _attachment(response, exports.export_filename("series", connector.id, usage_range))
 

@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 
 from django.db.models import QuerySet
 
+from connectors.query_params import InvalidQueryParam, text_param
 from usage.models import Outcome, model_is
 
 # Kibana's sub-actions of the .gen-ai connector (docs/KIBANA.md), the only values recorded in sub_action.
@@ -46,15 +47,13 @@ class EventFilters:
         sub_action = (params.get("sub_action") or "").strip()
         if sub_action and sub_action not in SUB_ACTIONS:
             raise InvalidFilter(f"[sub_action]: {sub_action[:32]!r} is not a sub-action; use one of {', '.join(SUB_ACTIONS)}.")
-        user = "" if only_user_id is not None else (params.get("user") or "").strip()[:MAX_NAME_LENGTH]
-        return cls(
-            outcome=outcome,
-            sub_action=sub_action,
-            user=user,
-            model=(params.get("model") or "").strip()[:MAX_NAME_LENGTH],
-            q=(params.get("q") or "").strip()[:MAX_SEARCH_LENGTH],
-            only_user_id=only_user_id,
-        )
+        try:
+            user = "" if only_user_id is not None else text_param(params, "user", max_length=MAX_NAME_LENGTH)
+            model = text_param(params, "model", max_length=MAX_NAME_LENGTH)
+            q = text_param(params, "q", max_length=MAX_SEARCH_LENGTH)
+        except InvalidQueryParam as exc:
+            raise InvalidFilter(str(exc)) from None
+        return cls(outcome=outcome, sub_action=sub_action, user=user, model=model, q=q, only_user_id=only_user_id)
 
     @property
     def is_active(self) -> bool:

@@ -33,6 +33,7 @@ from datetime import datetime
 
 from django.db.models import Q, Sum
 
+from connectors.query_params import checked_moment, database_id
 from usage.dashboards.event_filters import EventFilters
 from usage.dashboards.queries import rollup_sources
 from usage.models import ExecutionEvent, Outcome, UsageHourlyTotal
@@ -83,7 +84,8 @@ class Cursor:
             timestamp = datetime.fromisoformat(moment)
             if timestamp.tzinfo is None:
                 raise ValueError("naive")
-            return cls(timestamp, int(event_id))
+            # A hand-made link is held to what the database can compare, as query-string times and ids are.
+            return cls(checked_moment("before", timestamp), database_id("before", event_id))
         except (ValueError, UnicodeDecodeError):
             raise InvalidCursor("[before]/[after]: this page link is not valid; start again from the newest events.") from None
 

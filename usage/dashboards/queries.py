@@ -22,7 +22,8 @@ from django.db.models.functions import TruncDay, TruncHour
 
 from connectors import lookup
 from connectors.models import ApiKey, Connector
-from usage.dashboards.event_filters import EventFilters
+from connectors.query_params import InvalidQueryParam, text_param, unstorable_character_error
+from usage.dashboards.event_filters import EventFilters, InvalidFilter
 from usage.models import (
     LATENCY_BIN_BOUNDS_MS,
     LATENCY_BIN_COUNT,
@@ -195,10 +196,15 @@ class UsageSlice:
 
     @classmethod
     def from_params(cls, params) -> "UsageSlice":
+        """The slice of a query string; InvalidFilter for a value no stored row can hold (a NUL)."""
         raw_key = (params.get("api_key") or "").strip()
+        try:
+            user, model = text_param(params, "user", max_length=150), text_param(params, "model", max_length=255)
+        except InvalidQueryParam as exc:
+            raise InvalidFilter(str(exc)) from None
         return cls(
-            user=(params.get("user") or "").strip()[:150],
-            model=(params.get("model") or "").strip()[:255],
+            user=user,
+            model=model,
             # Ids only; anything else (a name, a huge number) selects no key rather than failing the page.
             api_key=int(raw_key) if raw_key.isascii() and raw_key.isdigit() and len(raw_key) <= 18 else None,
         )
@@ -429,6 +435,8 @@ def _name_from_events(connector_id: str) -> str | None:
 
 def find_connector(connector_id: str) -> ConnectorRef | None:
     """The connector of a usage URL: live, or deleted with events or rollups left; None when neither exists."""
+    if unstorable_character_error("id", connector_id):
+        return None  # no row holds such an id, and PostgreSQL could not even compare it
     connector = lookup.find(connector_id)
     if connector is not None:
         return ConnectorRef(connector.pk, connector.name, connector)

@@ -27,8 +27,8 @@ from itertools import islice
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db.models import Q
-from django.utils.dateparse import parse_datetime
 
+from connectors.query_params import InvalidQueryParam, checked_moment, database_id, parse_time, text_param
 from usage.models import ExecutionEvent
 
 CONNECTOR_TYPE_ID = ".gen-ai"
@@ -117,19 +117,21 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
         moment = datetime.fromisoformat(text)
         if moment.tzinfo is None or isinstance(event_id, bool) or not isinstance(event_id, int):
             raise ValueError
+        # A hand-made cursor is held to what the database can compare, as query-string times and ids are.
+        return checked_moment("cursor", moment), database_id("cursor", event_id)
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
         raise ExportError("[cursor]: not a cursor this export gave (take it from X-Next-Cursor)") from None
-    return moment, event_id
 
 
 def _moment(params, name: str) -> datetime:
+    """A required time; without an offset it is UTC, and a date alone is its midnight (the range is ``[from, to)``)."""
     raw = (params.get(name) or "").strip()
     if not raw:
         raise ExportError(f"[{name}]: required, an ISO 8601 date-time such as 2026-01-31T00:00:00Z")
-    moment = parse_datetime(raw)
-    if moment is None:
-        raise ExportError(f"[{name}]: {raw[:40]!r} is not an ISO 8601 date-time such as 2026-01-31T00:00:00Z")
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    try:
+        return parse_time(name, raw, tz=UTC)
+    except InvalidQueryParam as exc:
+        raise ExportError(str(exc)) from None
 
 
 def _limit(raw) -> int:
@@ -160,7 +162,10 @@ def plan_page(params) -> ExportPage:
         raise ExportError("[to]: must be later than [from]")
     limit = _limit(params.get("limit"))
     events = ExecutionEvent.objects.filter(timestamp__gte=start, timestamp__lt=end)
-    connector = (params.get("connector") or "").strip()
+    try:
+        connector = text_param(params, "connector")
+    except InvalidQueryParam as exc:
+        raise ExportError(str(exc)) from None
     if connector:
         events = events.filter(connector_id=connector)
     cursor = (params.get("cursor") or "").strip()
