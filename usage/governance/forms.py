@@ -98,9 +98,10 @@ class BudgetForm(ScopedRuleForm):
     class Meta:
         model = Budget
         fields = ["name", "scope", "connector_id", "user", "api_key", "period", "time_zone", "unit", "amount",
-                  "soft_threshold_percent", "hard_limit", "enabled"]
+                  "soft_threshold_percent", "hard_limit", "completion_allowance", "enabled"]
         labels = {"amount": f"Amount (tokens, or {settings.USAGE_CURRENCY} for a cost budget)",
-                  "soft_threshold_percent": "Soft threshold (%)"}
+                  "soft_threshold_percent": "Soft threshold (%)",
+                  "completion_allowance": "Completion allowance (tokens)"}
 
     price_warning = ""
 
