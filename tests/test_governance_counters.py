@@ -337,7 +337,7 @@ def test_a_money_budget_reserves_the_price_of_the_prompt_and_the_completion_cap(
                           unit=Unit.COST, amount=Decimal("1.00"))
     asked = []
 
-    def price(prompt: int, completion: int) -> int:  # 1 nano per prompt token, 10**6 per completion token
+    async def price(prompt: int, completion: int) -> int:  # 1 nano per prompt token, 10**6 per completion token
         asked.append((prompt, completion))
         return prompt + completion * 10**6
 

@@ -128,10 +128,9 @@ class ExecutionRecord:
         self.reservation = decision
         return None
 
-    def _estimated_cost(self, prompt_tokens: int, completion_tokens: int) -> int | None:
-        table = pricing.current_table_if_fresh()
-        if table is None:
-            return None
+    async def _estimated_cost(self, prompt_tokens: int, completion_tokens: int) -> int | None:
+        # Asked only when a money budget counts this execution; the table is in memory unless it is stale.
+        table = await pricing.acurrent_table()
         event = self.event
         return table.cost_of(event.connector_id, (event.requested_model,), event.timestamp,
                              pricing.TokenCounts(prompt=prompt_tokens, completion=completion_tokens))

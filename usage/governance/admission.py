@@ -177,9 +177,9 @@ async def admit(connector_id: str, user_id: int | None, api_key_id: int | None, 
     """Reserve this execution against every budget and rate limit that counts it, or say why it is refused.
 
     ``completion_cap``: the most completion tokens the caller allows (None: it set none, and each budget reserves
-    its own ``completion_allowance``). ``estimate_cost(prompt_tokens, completion_tokens)`` gives the cost in nanos
-    of that many tokens of the requested model (None: no price known; then a money budget reserves one nano, so
-    that it still refuses once it is used up, and counts the actual cost when it is settled).
+    its own ``completion_allowance``). ``await estimate_cost(prompt_tokens, completion_tokens)`` gives the cost in
+    nanos of that many tokens of the requested model (None: no price applies; then a money budget reserves one
+    nano, so that it still refuses once it is used up, and counts the actual cost when it is settled).
     """
     budgets, limits = (await _rules.aget()).rules_for(connector_id, user_id, api_key_id)
     if not budgets and not limits:
@@ -208,7 +208,7 @@ async def admit(connector_id: str, user_id: int | None, api_key_id: int | None, 
         if budget.unit == Unit.TOKENS:
             amount = estimated_tokens + completion
         else:
-            amount = max(1, (estimate_cost(estimated_tokens, completion) if estimate_cost is not None else 0) or 0)
+            amount = max(1, (await estimate_cost(estimated_tokens, completion) if estimate_cost is not None else 0) or 0)
             reservation.estimated_cost = max(reservation.estimated_cost, amount)
         # The reservation must fit in what is left. A budget without a hard limit counts but never refuses.
         limit_units = budget.limit_units if budget.hard_limit else 2**62

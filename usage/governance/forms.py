@@ -17,6 +17,7 @@ from django.utils import timezone
 from connectors.lookup import all_connectors
 from connectors.models import ApiKey
 from usage.governance.models import (
+    DEFAULT_COMPLETION_ALLOWANCE,
     AlertChannel,
     Budget,
     ChannelKind,
@@ -104,6 +105,15 @@ class BudgetForm(ScopedRuleForm):
                   "completion_allowance": "Completion allowance (tokens)"}
 
     price_warning = ""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Left empty (or not posted, as by a script written before the field existed): the default.
+        self.fields["completion_allowance"].required = False
+
+    def clean_completion_allowance(self):
+        allowance = self.cleaned_data["completion_allowance"]
+        return DEFAULT_COMPLETION_ALLOWANCE if allowance is None else allowance
 
     def clean_time_zone(self):
         name = self.cleaned_data["time_zone"].strip()
