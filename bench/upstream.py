@@ -9,7 +9,7 @@ the benchmarks use, from the first path segment (``/<scenario>/v1/chat/completio
 - ``stream``: SSE chunks with a final usage chunk, then ``[DONE]``
 - ``stream-slow-<ms>``: the same with <ms> between chunks
 - ``long-<n>`` / ``usage-<n>``: as tests/fake_openai.py (<n> completion tokens unless the cap stops them sooner /
-  <n> tokens in all whatever the cap)
+  <n> tokens in all whatever the cap); ``usage-<n>-<ms>`` answers after <ms> milliseconds
 
 Run: ``python -m bench.upstream --port 9100``.
 """
@@ -59,7 +59,9 @@ class UpstreamProtocol(asyncio.Protocol):
         if scenario.startswith("sleep-"):
             asyncio.get_running_loop().call_later(int(scenario[6:]) / 1000, self.respond_json, body, keep_alive)
         elif scenario.startswith(("long-", "usage-")):
-            self.respond_json(body, keep_alive, scenario)
+            parts = scenario.split("-")
+            delay = int(parts[2]) / 1000 if len(parts) > 2 else 0
+            asyncio.get_running_loop().call_later(delay, self.respond_json, body, keep_alive, scenario)
         elif scenario.startswith("stream"):
             delay = int(scenario.rsplit("-", 1)[1]) / 1000 if scenario.startswith("stream-slow-") else 0
             asyncio.ensure_future(self.respond_stream(body, delay, keep_alive))
