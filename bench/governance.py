@@ -4,9 +4,10 @@ Two rules on one connector, counted in the database or in Redis (``--counters``)
 
 - a rate limit of ``--rpm`` requests per minute: the rule says exactly that many are admitted (a request is
   reserved before it is sent and refused when it would pass the limit);
-- a token budget of ``--budget-tokens`` per day: a call is admitted while the counter is under the limit and
-  reserves its estimate (request bytes / 4); the provider's usage replaces the estimate when it ends. The budget
-  is passed at most by what the calls admitted before it was reached used beyond their estimates.
+- a token budget of ``--budget-tokens`` per day: a call reserves its prompt's estimate (request bytes / 4) and its
+  completion cap (the budget's completion allowance, since these calls set no max_tokens) and is admitted when
+  that fits in what is left; the provider's usage replaces the reservation when it ends. The budget is passed at
+  most by what the admitted calls used beyond their reservations (bench/budget_overshoot.py measures that bound).
 
 Reports admitted and refused calls, events, tokens counted vs the budget (the overshoot), and the wall time.
 

@@ -8,6 +8,8 @@ the benchmarks use, from the first path segment (``/<scenario>/v1/chat/completio
 - ``sleep-<ms>``: the same after <ms> milliseconds
 - ``stream``: SSE chunks with a final usage chunk, then ``[DONE]``
 - ``stream-slow-<ms>``: the same with <ms> between chunks
+- ``long-<n>`` / ``usage-<n>``: as tests/servers/fake_openai.py (<n> completion tokens unless the cap stops them sooner /
+  <n> tokens in all whatever the cap); ``usage-<n>-<ms>`` answers after <ms> milliseconds
 
 Run: ``python -m bench.upstream --port 9100``.
 """
@@ -56,20 +58,24 @@ class UpstreamProtocol(asyncio.Protocol):
         scenario = url.split(b"/", 2)[1].decode() if url.count(b"/") >= 2 else "ok"
         if scenario.startswith("sleep-"):
             asyncio.get_running_loop().call_later(int(scenario[6:]) / 1000, self.respond_json, body, keep_alive)
+        elif scenario.startswith(("long-", "usage-")):
+            parts = scenario.split("-")
+            delay = int(parts[2]) / 1000 if len(parts) > 2 else 0
+            asyncio.get_running_loop().call_later(delay, self.respond_json, body, keep_alive, scenario)
         elif scenario.startswith("stream"):
             delay = int(scenario.rsplit("-", 1)[1]) / 1000 if scenario.startswith("stream-slow-") else 0
             asyncio.ensure_future(self.respond_stream(body, delay, keep_alive))
         else:
             self.respond_json(body, keep_alive)
 
-    def respond_json(self, body: bytes, keep_alive: bool):
+    def respond_json(self, body: bytes, keep_alive: bool, scenario: str = "ok"):
         if self.transport.is_closing():
             return
         try:
             payload = json.loads(body or b"{}")
         except ValueError:
             payload = {}
-        data = json.dumps(completion(payload)).encode()
+        data = json.dumps(completion(payload, scenario=scenario)).encode()
         self.transport.write(
             b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(data), data)
         )

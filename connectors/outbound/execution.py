@@ -173,7 +173,7 @@ async def _execute(record: ExecutionRecord, params: Any) -> tuple[dict, dict | N
     except SecretUnavailable as exc:
         await record.failed(str(exc))
         return failure_envelope(connector_id, str(exc)), None
-    refusal = await record.sending(upstream.requested_model, len(upstream.body))
+    refusal = await record.sending(upstream.requested_model, len(upstream.body), upstream.completion_cap)
     if refusal is not None:
         return refusal_envelope(connector_id, refusal), None
     try:
@@ -292,7 +292,7 @@ async def _passthrough(record: ExecutionRecord, body: dict, result: PassthroughR
         await record.failed(str(exc))
         result.failure = transport.OutboundError(str(exc))
         return
-    result.refusal = await record.sending(upstream.requested_model, len(upstream.body))
+    result.refusal = await record.sending(upstream.requested_model, len(upstream.body), upstream.completion_cap)
     if result.refusal is not None:
         return
     try:

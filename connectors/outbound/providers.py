@@ -32,6 +32,15 @@ class UpstreamRequest:
     # The connector's own TLS (Other provider: verificationMode, PKI), applied to its URL's origin only.
     tls: ConnectorTLS | None = field(repr=False, default=None)
 
+    @property
+    def completion_cap(self) -> int | None:
+        """The most completion tokens the caller allows (``max_completion_tokens`` or the older ``max_tokens``; the
+        larger when both are set), or None when it sets neither as a positive whole number: what a budget reserves
+        for the answer (usage/governance/enforcement/admission.py)."""
+        caps = [value for value in (self.payload.get("max_completion_tokens"), self.payload.get("max_tokens"))
+                if isinstance(value, int) and not isinstance(value, bool) and value > 0]
+        return max(caps) if caps else None
+
 
 @dataclass(frozen=True)
 class ConnectorTLS:

@@ -73,16 +73,18 @@ class ExecutionRecord:
         return self.event.duration_ms
 
     # --- while it runs ------------------------------------------------------------------------------------
-    async def sending(self, requested_model: str, request_bytes: int) -> Refusal | None:
-        """The request shaped for the provider: its model and size. Before anything is sent, the budgets and rate
-        limits that count this execution admit it (usage.governance.enforcement.admission); when one refuses, the record ends
-        as rejected, with zero tokens, and the refusal is returned for the caller's answer."""
+    async def sending(self, requested_model: str, request_bytes: int,
+                      completion_cap: int | None = None) -> Refusal | None:
+        """The request shaped for the provider: its model, size and completion cap (``max_completion_tokens`` or
+        ``max_tokens``, None when it sets neither). Before anything is sent, the budgets and rate limits that count
+        this execution admit it (usage.governance.enforcement.admission); when one refuses, the record ends as rejected, with
+        zero tokens, and the refusal is returned for the caller's answer."""
         self.event.requested_model = requested_model
         self.event.request_bytes = request_bytes
         event = self.event
         decision = await admission.admit(
             event.connector_id, event.user_id, event.api_key_id, request_bytes=request_bytes,
-            estimate_cost=self._estimated_cost,
+            completion_cap=completion_cap, estimate_cost=self._estimated_cost,
         )
         if isinstance(decision, Refusal):
             admission.alert_refusal(decision, connector_id=event.connector_id)
@@ -91,13 +93,12 @@ class ExecutionRecord:
         self.reservation = decision
         return None
 
-    def _estimated_cost(self, prompt_tokens: int) -> int | None:
-        table = pricing.current_table_if_fresh()
-        if table is None:
-            return None
+    async def _estimated_cost(self, prompt_tokens: int, completion_tokens: int) -> int | None:
+        # Asked only when a money budget counts this execution; the table is in memory unless it is stale.
+        table = await pricing.acurrent_table()
         event = self.event
         return table.cost_of(event.connector_id, (event.requested_model,), event.timestamp,
-                             pricing.TokenCounts(prompt=prompt_tokens))
+                             pricing.TokenCounts(prompt=prompt_tokens, completion=completion_tokens))
 
     def answered(self, status: int, response_bytes: int | None = None) -> None:
         """The provider's status line (and body size, when read whole)."""

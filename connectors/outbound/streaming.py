@@ -251,7 +251,8 @@ class StreamingExecution:
         except Exception:  # anything unforeseen is still answered and still recorded
             logger.exception("shaping the stream request of connector %s failed unexpectedly", self.connector.pk)
             return await self._fail_early(StreamFailure(INTERNAL_ERROR, "internal"))
-        refusal = await self.record.sending(self._upstream.requested_model, len(self._upstream.body))
+        refusal = await self.record.sending(self._upstream.requested_model, len(self._upstream.body),
+                                            self._upstream.completion_cap)
         if refusal is not None:  # the record has ended as rejected already
             self.failure = StreamFailure(refusal.message, "refused", retry=True, retry_after=refusal.retry_after,
                                          refusal=refusal)

@@ -61,13 +61,13 @@ def test_a_must_fit_charge_admits_exactly_the_limit(store):
         store.reserve_now([Charge("rpm", 1, 5, LATER, must_fit=True)]) for _ in range(12)
     ]
     assert results.count(None) == 5
-    assert results.count(0) == 7
+    assert results.count((0, 5)) == 7  # the first charge, refused: its counter held 5
 
 
 def test_a_refused_execution_adds_to_no_counter(store):
     charges = [Charge("a", 10, 100, LATER), Charge("b", 1, 0, LATER, must_fit=True)]
     refused = asyncio.run(store.reserve(charges)) if isinstance(store, RedisStore) else store.reserve_now(charges)
-    assert refused == 1
+    assert refused == (1, 0)
     assert store.values_now(["a", "b"]).get("a", 0) == 0
 
 
@@ -86,7 +86,7 @@ def test_token_counters_admit_until_the_limit_is_reached_then_settle(store):
         first, second, third, values, fourth = async_to_sync(run)()
     else:
         first, second, third, values, fourth = asyncio.run(run())
-    assert (first, second, third, fourth) == (None, None, 0, None)
+    assert (first, second, third, fourth) == (None, None, (0, 120), None)
     assert values == {"t": 70}
 
 
@@ -137,8 +137,8 @@ def test_admission_refuses_with_a_message_that_names_the_budget_and_its_reset(dj
         redis.Redis.from_url(REDIS_URL).flushdb()  # database 15 is the tests' own; ids restart in every test run
     user = django_user_model.objects.create_user("bea")
     connector_id = f"c-{uuid.uuid4().hex[:8]}"
-    Budget.objects.create(name="Team tokens", scope=Scope.CONNECTOR, connector_id=connector_id,
-                          period=Period.DAY, time_zone="Europe/Paris", unit=Unit.TOKENS, amount=Decimal(100))
+    Budget.objects.create(name="Team tokens", scope=Scope.CONNECTOR, connector_id=connector_id, period=Period.DAY,
+                          time_zone="Europe/Paris", unit=Unit.TOKENS, amount=Decimal(1000), completion_allowance=500)
     # Half an hour before the next midnight in Paris, on the real clock: Redis expires the counter at that midnight
     # by its own clock, so a fixed date in the past would drop the counter at once.
     paris = ZoneInfo("Europe/Paris")
@@ -149,17 +149,28 @@ def test_admission_refuses_with_a_message_that_names_the_budget_and_its_reset(dj
         try:
             from asgiref.sync import async_to_sync
 
-            first = async_to_sync(admission.admit)(connector_id, user.pk, None, request_bytes=400, at=at)
+            admit = async_to_sync(admission.admit)
+            # No cap from the caller: its prompt (400 bytes / 4) and the budget's completion allowance.
+            first = admit(connector_id, user.pk, None, request_bytes=400, at=at)
             assert isinstance(first, admission.Reservation) and first.estimated_tokens == 100
-            refused = async_to_sync(admission.admit)(connector_id, user.pk, None, request_bytes=4, at=at)
-            assert isinstance(refused, admission.Refusal)
-            assert refused.kind == "budget"
-            assert 'Budget "Team tokens" (connector' in refused.message
-            assert midnight.isoformat() in refused.message
+            assert [c.amount for c in first.token_charges] == [600]
+            # 400 tokens are left: another 600 do not fit.
+            refused = admit(connector_id, user.pk, None, request_bytes=400, at=at)
+            assert isinstance(refused, admission.Refusal) and refused.kind == "budget"
+            assert refused.message.startswith(f'Budget "Team tokens" (connector {connector_id}) has 400 tokens left '
+                                              f"of 1000 tokens for this calendar day; this call reserves 600 tokens "
+                                              f"(its prompt and the budget's completion allowance of 500 tokens")
+            assert refused.message.endswith(f"It resets at {midnight.isoformat()}.")
             assert refused.retry_after == 30 * 60
-            # Settling with the actual usage frees what was over-estimated.
+            # A call whose max_tokens fits in what is left is admitted, to the last token.
+            exact = admit(connector_id, user.pk, None, request_bytes=400, completion_cap=300, at=at)
+            assert [c.amount for c in exact.token_charges] == [400]
+            used_up = admit(connector_id, user.pk, None, request_bytes=4, completion_cap=1, at=at)
+            assert isinstance(used_up, admission.Refusal)
+            assert f'Budget "Team tokens" (connector {connector_id}) is used up for this calendar day' in used_up.message
+            # Settling with the actual usage frees what was reserved and not used.
             async_to_sync(admission.settle)(first, total_tokens=40, cost=None)
-            again = async_to_sync(admission.admit)(connector_id, user.pk, None, request_bytes=4, at=at)
+            again = admit(connector_id, user.pk, None, request_bytes=4, completion_cap=559, at=at)
             assert isinstance(again, admission.Reservation)
         finally:
             reset_counter_store()
@@ -253,3 +264,88 @@ def test_executions_ending_within_one_window_are_settled_together_in_one_step(st
     assert len(calls) == 3  # the reservations, then one settlement per window
     assert sorted(calls[1]) == [("tokens", 20 - 40 + 0, LATER), ("tpm", -20, LATER)]
     assert store.values_now(["tokens", "tpm"]) == {"tokens": 160 + 2, "tpm": 160 + 2}
+
+
+def _admit_at_once(store, monkeypatch, count: int, **call) -> list:
+    """``count`` admissions of one call at the same time, against ``store``."""
+    from asgiref.sync import async_to_sync
+
+    monkeypatch.setattr("usage.governance.enforcement.admission.counter_store", lambda: store)
+
+    async def burst():
+        return await asyncio.gather(*(admission.admit("c-burst", None, None, **call) for _ in range(count)))
+
+    return async_to_sync(burst)()  # the database store's sync work then runs in this thread, as under a server's
+
+
+def test_a_budget_admits_only_the_calls_whose_reservations_fit_however_many_arrive_at_once(
+        store, monkeypatch, transactional_db):
+    """A reservation is the prompt plus the completion cap, and it must fit in what is left: 50 calls at once
+    against a budget of 10,000 tokens, each reserving 100 + 1,000, admit 9; settled with what they used (each at most
+    its reservation, as a provider that honours max_tokens), the period's count stays within the budget."""
+    Budget.objects.create(name="Burst", scope=Scope.CONNECTOR, connector_id="c-burst", period=Period.MONTH,
+                          unit=Unit.TOKENS, amount=Decimal(10_000))
+    decisions = _admit_at_once(store, monkeypatch, 50, request_bytes=400, completion_cap=1000)
+    admitted = [d for d in decisions if isinstance(d, admission.Reservation)]
+    assert len(admitted) == 10_000 // 1100 == 9
+    assert all(isinstance(d, admission.Refusal) and "reserves 1,100 tokens (its prompt and its max_tokens)" in d.message
+               for d in decisions if d not in admitted)
+    from asgiref.sync import async_to_sync
+
+    for reservation in admitted:
+        async_to_sync(admission.settle)(reservation, total_tokens=1100, cost=None)
+    key = admitted[0].token_charges[0].key
+    assert store.values_now([key]) == {key: 9 * 1100}
+
+
+def test_calls_without_a_cap_reserve_the_budgets_allowance_and_a_provider_past_it_overshoots_only_by_the_excess(
+        store, monkeypatch, transactional_db):
+    """The case of a hard budget of 1,000 tokens and an upstream that reports 200,000 tokens per call: with the
+    prompt alone reserved, 13 concurrent calls were admitted and 2,600,000 tokens spent. Now a call that sets no cap
+    reserves the default allowance (4,096 tokens), which does not fit: none is admitted. With an allowance that
+    fits, the calls admitted at once are bounded by the budget over the reservation, and the overshoot is exactly
+    what they used beyond their reservations."""
+    budget = Budget.objects.create(name="Small", scope=Scope.CONNECTOR, connector_id="c-burst", period=Period.DAY,
+                                   unit=Unit.TOKENS, amount=Decimal(1000))
+    assert budget.completion_allowance == 4096
+    decisions = _admit_at_once(store, monkeypatch, 13, request_bytes=100)
+    assert all(isinstance(d, admission.Refusal) for d in decisions)
+    assert "the budget's completion allowance of 4,096 tokens, as it sets no max_tokens" in decisions[0].message
+
+    budget.completion_allowance = 300
+    budget.save()
+    decisions = _admit_at_once(store, monkeypatch, 13, request_bytes=100)  # 25 + 300 reserved each
+    admitted = [d for d in decisions if isinstance(d, admission.Reservation)]
+    assert len(admitted) == 1000 // 325 == 3
+    from asgiref.sync import async_to_sync
+
+    for reservation in admitted:  # the provider ignores the cap it was never sent
+        async_to_sync(admission.settle)(reservation, total_tokens=200_000, cost=None)
+    key = admitted[0].token_charges[0].key
+    spent = store.values_now([key])[key]
+    assert spent == 3 * 200_000
+    assert spent - 1000 <= sum(200_000 - r.token_charges[0].amount for r in admitted)  # the README's bound
+    later = _admit_at_once(store, monkeypatch, 1, request_bytes=4, completion_cap=1)[0]
+    assert isinstance(later, admission.Refusal) and "is used up" in later.message
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_money_budget_reserves_the_price_of_the_prompt_and_the_completion_cap(monkeypatch):
+    """estimate_cost is asked for the prompt's tokens and the completion cap; the reservation must fit."""
+    Budget.objects.create(name="Money", scope=Scope.CONNECTOR, connector_id="c-burst", period=Period.DAY,
+                          unit=Unit.COST, amount=Decimal("1.00"))
+    asked = []
+
+    async def price(prompt: int, completion: int) -> int:  # 1 nano per prompt token, 10**6 per completion token
+        asked.append((prompt, completion))
+        return prompt + completion * 10**6
+
+    store = DatabaseStore()
+    admitted = _admit_at_once(store, monkeypatch, 1, request_bytes=40, completion_cap=400, estimate_cost=price)[0]
+    assert asked == [(10, 400)] and [c.amount for c in admitted.cost_charges] == [400 * 10**6 + 10]
+    refused = _admit_at_once(store, monkeypatch, 1, request_bytes=40, completion_cap=600, estimate_cost=price)[0]
+    assert isinstance(refused, admission.Refusal)
+    assert "has 0.599999990 USD left of 1 USD" in refused.message and "reserves 0.600000010 USD" in refused.message
+    # Without a price a money budget reserves one nano: it still refuses once it is used up.
+    unpriced = _admit_at_once(store, monkeypatch, 1, request_bytes=40)[0]
+    assert [c.amount for c in unpriced.cost_charges] == [1]

@@ -37,7 +37,7 @@ def test_a_keyed_call_shows_its_cost_on_my_usage_the_budgets_page_and_the_dashbo
     key, plaintext = create_api_key(operator, "batch job")
     Budget.objects.create(name="Batch job money", scope="api_key", api_key=key, unit="cost", amount=Decimal("1000"))
     response = httpx.post(f"{asgi_live_server.url}/api/openai/{connector.pk}/v1/chat/completions",
-                          json={"messages": [{"role": "user", "content": "Hello"}]},
+                          json={"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 100},
                           headers={"Authorization": f"Bearer {plaintext}"}, timeout=20)
     assert response.status_code == 200
     recorded_events.wait_for(1)

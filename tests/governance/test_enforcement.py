@@ -45,8 +45,10 @@ def execute(server, connector, user, sub_action="run", **extra):
 def test_a_used_up_budget_refuses_with_kibanas_envelope_and_records_a_rejected_event(
         asgi_live_server, recorded_events, operator, make_connector, fake_openai):
     connector = make_connector(api_url=fake_openai.url("ok"))
+    # A call reserves its prompt (about 20 tokens) and the allowance of 50: the first fits in 80 tokens, and the
+    # second does not, before or after the first is settled with its actual usage (about 20 tokens).
     Budget.objects.create(name="Pilot tokens", scope=Scope.CONNECTOR, connector_id=connector.pk, period=Period.MONTH,
-                          unit=Unit.TOKENS, amount=Decimal(1))
+                          unit=Unit.TOKENS, amount=Decimal(80), completion_allowance=50)
     first = execute(asgi_live_server, connector, operator)
     assert first["status"] == "ok"
     sent_before = len(fake_openai.requests)

@@ -394,3 +394,20 @@ def test_the_connector_pricing_page_lists_its_negotiated_prices_with_their_state
     client.force_login(connector_admin)
     html = client.get(f"/usage/prices/connectors/{connector.pk}/").content.decode()
     assert "1.500000" in html and "In force" in html and "0.100000" not in html and "Past" not in html
+
+
+def test_a_budgets_completion_allowance_is_set_in_its_form_and_shown_with_it(client, connector_admin, rules):
+    client.force_login(connector_admin)
+    form = client.get("/usage/budgets/new/").content.decode()
+    assert 'name="completion_allowance"' in form and 'value="4096"' in form
+    assert "Completion tokens reserved for a call that sets no max_tokens" in form
+    client.post("/usage/budgets/new/", {**budget_form(rules["connector"].pk), "completion_allowance": "16384"})
+    budget = Budget.objects.get(name="Team budget")
+    assert budget.completion_allowance == 16384
+    page = client.get("/usage/budgets/").content.decode()
+    assert "Reserves 16,384 tokens of completion for a call without max_tokens" in page
+    refused = client.post(f"/usage/budgets/{budget.pk}/edit/",
+                          {**budget_form(rules["connector"].pk), "completion_allowance": "-1"})
+    assert refused.status_code == 200 and "greater than or equal to 0" in refused.content.decode()
+    client.post(f"/usage/budgets/{budget.pk}/edit/", {**budget_form(rules["connector"].pk), "completion_allowance": ""})
+    assert Budget.objects.get(pk=budget.pk).completion_allowance == 4096  # left empty: the default

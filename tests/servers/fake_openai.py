@@ -25,6 +25,10 @@ The first path segment picks the behaviour, so one server serves every scenario:
   that calls ran side by side without timing them); after 60 s without them, 503
 - ``gated``: as ok, once ``server.gate`` is set (so a test decides when the provider answers)
 - ``model-surrogate`` / ``model-nul``: as ok, but the reported model holds a lone surrogate / a NUL character
+- ``long-<n>``: as ok, from a model that writes <n> completion tokens unless the request's ``max_completion_tokens``
+  or ``max_tokens`` stops it sooner (then ``finish_reason`` is ``length``): a provider that honours the cap
+- ``usage-<n>``: as ok, but the usage reports <n> tokens in all whatever the request's cap: a provider (or a
+  model) that does not honour it
 - ``echo-key``: a completion that echoes the key it was sent (raw, JSON-escaped, URL-encoded) in its content
   and in ``x-request-id`` / ``x-ratelimit-*`` headers: a hostile or careless provider
 - ``echo-key-error``: a 400 error whose message quotes the key
@@ -233,7 +237,7 @@ class FakeOpenAI:
             await self._stream(scenario, payload, writer)
             return True
         extra = {"set-cookie": "upstream-session=from-the-provider; Path=/"} if scenario == "cookie" else None
-        body = completion(payload, usage=scenario != "nousage")
+        body = completion(payload, usage=scenario != "nousage", scenario=scenario)
         if scenario.startswith("model-"):
             body["model"] = {"model-surrogate": "gpt-\ud800", "model-nul": "gpt-\x00"}[scenario]
         return self._send(writer, 200, json.dumps(body).encode(), extra=extra)
@@ -332,7 +336,7 @@ def usage_for(payload: dict) -> dict:
     }
 
 
-def completion(payload: dict, usage: bool = True) -> dict:
+def completion(payload: dict, usage: bool = True, scenario: str = "ok") -> dict:
     messages = payload.get("messages") or [{}]
     last = messages[-1] if isinstance(messages[-1], dict) else {}
     body = {
@@ -344,7 +348,26 @@ def completion(payload: dict, usage: bool = True) -> dict:
     }
     if usage:
         body["usage"] = usage_for(payload)
+        if scenario.startswith(("long-", "usage-")):
+            reported = body["usage"] = _long_usage(scenario, payload)
+            if reported.pop("stopped_by_cap"):
+                body["choices"][0]["finish_reason"] = "length"
     return body
+
+
+def _long_usage(scenario: str, payload: dict) -> dict:
+    """The usage of ``long-<n>`` (n completion tokens, or the request's cap if smaller) and ``usage-<n>`` (n tokens
+    in all, whatever the cap)."""
+    prompt = usage_for(payload)["prompt_tokens"]
+    n = int(scenario.split("-")[1])
+    if scenario.startswith("usage-"):
+        completion_tokens, stopped = max(0, n - prompt), False
+    else:
+        caps = [v for v in (payload.get("max_completion_tokens"), payload.get("max_tokens")) if isinstance(v, int)]
+        completion_tokens = min([n, *caps])
+        stopped = completion_tokens < n
+    return {"prompt_tokens": prompt, "completion_tokens": completion_tokens,
+            "total_tokens": prompt + completion_tokens, "stopped_by_cap": stopped}
 
 
 if __name__ == "__main__":

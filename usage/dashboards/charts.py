@@ -10,6 +10,7 @@ static/js/usage_dashboard.js draws them with the plotly.js served by whitenoise.
 from functools import wraps
 
 from usage.dashboards.queries import BreakdownRow, UsageReport
+from usage.formatting import currency
 from usage.ranges import DAY
 
 PROMPT_COLOUR = "#0b64dd"
@@ -73,12 +74,11 @@ COST_COLOUR = "#6b3fa0"
 
 def cost_over_time(report: UsageReport) -> dict:
     """The priced requests' cost per bucket, in USAGE_CURRENCY (nanos turned into the currency for the axis only)."""
-    from django.conf import settings
 
     x = _bucket_labels(report)
     y = [p.sums.cost_nanos / 1e9 for p in report.series]  # a plot's axis; every figure shown as text is exact
     layout = _layout(hovermode="x unified", xaxis=_time_axis(report))
-    layout["yaxis"] = {**layout["yaxis"], "title": {"text": f"Cost ({settings.USAGE_CURRENCY})"}}
+    layout["yaxis"] = {**layout["yaxis"], "title": {"text": f"Cost ({currency()})"}}
     return {"data": [_bar("Cost", x, y, COST_COLOUR, hovertemplate="%{y:,.4f}")], "layout": layout}
 
 

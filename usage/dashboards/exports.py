@@ -4,11 +4,9 @@ import csv
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 
-from django.conf import settings
-
 from usage.dashboards.event_filters import EventFilters
 from usage.dashboards.queries import RAW_EVENT_COLUMNS, UsageReport, araw_events, raw_events
-from usage.formatting import nanos_to_amount
+from usage.formatting import currency, nanos_to_amount
 from usage.models import UsageSource
 from usage.ranges import UsageRange, iso
 
@@ -76,7 +74,7 @@ def series_rows(report: UsageReport) -> Iterator[list]:
             _ms(sums.p95_ms),
             _ms(sums.p99_ms),
             _amount(sums.cost_nanos),
-            settings.USAGE_CURRENCY,
+            currency(),
             "true" if sums.cost_is_estimated else "false",
             sums.unpriced_requests,
         ]
@@ -102,7 +100,7 @@ def _event_row(row: tuple, usage_range: UsageRange) -> list:
     nanos = row[_COST_INDEX]
     cells[_COST_INDEX] = _amount(nanos)
     estimated = nanos is not None and row[_USAGE_SOURCE_INDEX] == UsageSource.ESTIMATED
-    return cells + [settings.USAGE_CURRENCY, "true" if estimated else "false"]
+    return cells + [currency(), "true" if estimated else "false"]
 
 
 def raw_events_csv(connector_id: str, usage_range: UsageRange, filters: EventFilters | None = None) -> Iterator[str]:

@@ -7,6 +7,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
+from usage.formatting import currency
+
 PRICE_FIELD = {"max_digits": 14, "decimal_places": 6, "validators": [MinValueValidator(Decimal(0))]}
 
 
@@ -51,9 +53,9 @@ class Price(models.Model):
         return f"{self.model_pattern}{scope} from {self.valid_from}"
 
     def clean(self) -> None:
-        if self.currency != settings.USAGE_CURRENCY:
+        if self.currency != currency():
             raise ValidationError(
-                {"currency": f"Costs are summed in one currency, {settings.USAGE_CURRENCY} (USAGE_CURRENCY)."}
+                {"currency": f"Costs are summed in one currency, {currency()} (USAGE_CURRENCY)."}
             )
 
 
@@ -153,6 +155,13 @@ class ScopedRule(models.Model):
             raise ValidationError({extra[0]: "Leave this empty for this scope."})
 
 
+# What a call that sets no completion cap is assumed to write (README, "Budgets and rate limits"): the output limit
+# of many chat models (gpt-4-turbo, gpt-3.5-turbo, the first gpt-4o), so a usual answer fits in it, while a budget
+# keeps room for many calls at once. A budget whose callers write longer answers without a cap should raise it.
+DEFAULT_COMPLETION_ALLOWANCE = 4096
+MAX_COMPLETION_ALLOWANCE = 10_000_000
+
+
 class Budget(ScopedRule):
     """A spending limit over a calendar period: tokens or money, with a soft threshold that alerts and an optional
     hard limit that refuses executions until the period ends (README, "Budgets and rate limits")."""
@@ -171,6 +180,11 @@ class Budget(ScopedRule):
     )
     hard_limit = models.BooleanField(
         default=True, help_text="Refuse further executions once the amount is reached, until the period ends.",
+    )
+    completion_allowance = models.PositiveIntegerField(
+        default=DEFAULT_COMPLETION_ALLOWANCE, validators=[MaxValueValidator(MAX_COMPLETION_ALLOWANCE)],
+        help_text="Completion tokens reserved for a call that sets no max_tokens or max_completion_tokens, on top of "
+        "its prompt. A call that sets one reserves that instead.",
     )
 
     class Meta:

@@ -3,14 +3,23 @@
 ``admit`` runs before anything is sent to the provider. With no budget or rate limit for the connector, the user
 or the API key it returns at once, without I/O (the rules live in memory per process, read again when one
 changes). Otherwise it reserves, in one atomic step of the counter store (usage/governance/enforcement/counters.py):
-one request against each requests-per-minute limit, and the execution's estimated tokens (the request's size in
-bytes / 4, a deliberate over-estimate for English text) or their estimated cost against each tokens-per-minute
-limit and budget. ``settle`` replaces the estimate with the provider's usage once the execution has ended.
+
+- one request against each requests-per-minute limit;
+- the prompt's estimated tokens (the request's size in bytes / 4, a deliberate over-estimate for English text)
+  against each tokens-per-minute limit;
+- against each budget, what the execution can spend: the prompt's estimated tokens plus its completion cap (the
+  caller's ``max_completion_tokens`` or ``max_tokens``, else the budget's ``completion_allowance``), in tokens or,
+  for a money budget, priced at the requested model's input and output prices.
+
+``settle`` replaces the reservations with the provider's usage once the execution has ended.
 
 The exact rule (README, "Budgets and rate limits"): an execution is refused when a requests-per-minute counter
-would pass its limit, or when a token or money counter has already reached its limit; a refused execution adds
-nothing. So N requests per minute admits at most N per calendar minute across every process and host, and a budget
-or token limit is passed at most by what the executions admitted before it was reached used beyond their estimate.
+would pass its limit, when a budget's counter plus the execution's reservation would pass the budget, or when a
+tokens-per-minute counter has already reached its limit; a refused execution adds nothing. So N requests per
+minute admits at most N per calendar minute across every process and host, and what a budget's period counts ends
+above its amount by at most what the admitted executions used beyond their reservations (a provider that writes
+past the cap, a prompt that counts more tokens than bytes / 4, an answer longer than the allowance of a call that
+set no cap), never by more.
 """
 
 from __future__ import annotations
@@ -19,13 +28,13 @@ import datetime as dt
 import logging
 import time
 from dataclasses import dataclass, field
-from decimal import Decimal
 
 from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
 from connectors.caching import invalidation
 from connectors.caching.process_cache import ProcessCache
+from usage.formatting import currency, format_cost, format_tokens
 from usage.governance.enforcement.counters import Charge, counter_store
 from usage.governance.enforcement.periods import minute_bounds, period_bounds
 from usage.governance.models import AlertKind, Budget, Period, RateLimit, Unit
@@ -54,11 +63,11 @@ class Refusal:
 class Reservation:
     """What an admitted execution reserved, to be settled with its actual usage."""
 
-    token_charges: list[Charge] = field(default_factory=list)  # reserved estimated tokens
-    cost_charges: list[Charge] = field(default_factory=list)  # reserved estimated cost (nanos)
+    token_charges: list[Charge] = field(default_factory=list)  # reserved tokens, each charge its own amount
+    cost_charges: list[Charge] = field(default_factory=list)  # reserved cost (nanos)
     budgets: dict[str, Budget] = field(default_factory=dict)  # counter key -> its budget (for alerts)
-    estimated_tokens: int = 0
-    estimated_cost: int = 0
+    estimated_tokens: int = 0  # the prompt's estimated tokens
+    estimated_cost: int = 0  # the largest cost reserved against a money budget
 
     @property
     def empty(self) -> bool:
@@ -163,25 +172,25 @@ def estimate_tokens(request_bytes: int) -> int:
 
 
 async def admit(connector_id: str, user_id: int | None, api_key_id: int | None, *, request_bytes: int,
-                estimate_cost=None, at: dt.datetime | None = None) -> Reservation | Refusal:
+                completion_cap: int | None = None, estimate_cost=None,
+                at: dt.datetime | None = None) -> Reservation | Refusal:
     """Reserve this execution against every budget and rate limit that counts it, or say why it is refused.
 
-    ``estimate_cost(tokens)`` gives the estimated cost in nanos of that many prompt tokens (None: no price known,
-    then money budgets reserve nothing and count the actual cost when it is settled).
+    ``completion_cap``: the most completion tokens the caller allows (None: it set none, and each budget reserves
+    its own ``completion_allowance``). ``await estimate_cost(prompt_tokens, completion_tokens)`` gives the cost in
+    nanos of that many tokens of the requested model (None: no price applies; then a money budget reserves one
+    nano, so that it still refuses once it is used up, and counts the actual cost when it is settled).
     """
     budgets, limits = (await _rules.aget()).rules_for(connector_id, user_id, api_key_id)
     if not budgets and not limits:
         return NOTHING_RESERVED
     at = at or timezone.now()
     estimated_tokens = estimate_tokens(request_bytes)
-    estimated_cost = 0
-    if any(b.unit == Unit.COST for b in budgets) and estimate_cost is not None:
-        estimated_cost = estimate_cost(estimated_tokens) or 0
     charges: list[Charge] = []
-    # Per charge, why it would refuse: (kind, the subject whose limit it is, resets at). The message is written
-    # only for a refusal (``_refusal``): most calls are admitted, and it reads names and formats dates.
-    reasons: list[tuple[str, Budget | RateLimit, dt.datetime, str]] = []
-    reservation = Reservation(estimated_tokens=estimated_tokens, estimated_cost=estimated_cost)
+    # Per charge, why it would refuse: (kind, the subject whose limit it is, resets at, detail). The message is
+    # written only for a refusal (``_refusal``): most calls are admitted, and it reads names and formats dates.
+    reasons: list[tuple[str, Budget | RateLimit, dt.datetime, object]] = []
+    reservation = Reservation(estimated_tokens=estimated_tokens)
     minute_start, minute_end = minute_bounds(at)
     for limit in limits:
         rpm_key, tpm_key, _ = rate_limit_counter_keys(limit, at)
@@ -195,14 +204,19 @@ async def admit(connector_id: str, user_id: int | None, api_key_id: int | None, 
             reasons.append(("tokens_per_minute", limit, minute_end, minute_start))
     for budget in budgets:
         key, _, end = budget_counter_key(budget, at)
-        amount = estimated_tokens if budget.unit == Unit.TOKENS else estimated_cost
-        # A budget without a hard limit counts but never refuses.
+        completion = completion_cap if completion_cap is not None else budget.completion_allowance
+        if budget.unit == Unit.TOKENS:
+            amount = estimated_tokens + completion
+        else:
+            amount = max(1, (await estimate_cost(estimated_tokens, completion) if estimate_cost is not None else 0) or 0)
+            reservation.estimated_cost = max(reservation.estimated_cost, amount)
+        # The reservation must fit in what is left. A budget without a hard limit counts but never refuses.
         limit_units = budget.limit_units if budget.hard_limit else 2**62
-        charge = Charge(key, amount, limit_units, end + dt.timedelta(days=1))
+        charge = Charge(key, amount, limit_units, end + dt.timedelta(days=1), must_fit=True)
         charges.append(charge)
         (reservation.token_charges if budget.unit == Unit.TOKENS else reservation.cost_charges).append(charge)
         reservation.budgets[key] = budget
-        reasons.append(("budget", budget, end, key))
+        reasons.append(("budget", budget, end, (key, amount, completion_cap is None)))
     try:
         refused = await counter_store().reserve(charges)
     except Exception:
@@ -212,20 +226,31 @@ async def admit(connector_id: str, user_id: int | None, api_key_id: int | None, 
         return NOTHING_RESERVED
     _unchecked.recovered()
     if refused is not None:
-        refusal = _refusal(*reasons[refused], at=at)
+        index, value = refused
+        refusal = _refusal(*reasons[index], at=at, value=value)
         count_refusal(connector_id, refusal.kind)  # connectors_refusals_total (README, Prometheus)
         return refusal
     return reservation
 
 
-def _refusal(reason: str, rule: Budget | RateLimit, resets_at: dt.datetime, detail, *, at: dt.datetime) -> Refusal:
-    """The refusal by the charge described by ``reason`` (see ``admit``): its message, retry delay and alert."""
+def _refusal(reason: str, rule: Budget | RateLimit, resets_at: dt.datetime, detail, *, at: dt.datetime,
+             value: int) -> Refusal:
+    """The refusal by the charge described by ``reason`` (see ``admit``), whose counter held ``value``: its
+    message, retry delay and alert."""
     retry_after = max(1, int((resets_at - at).total_seconds() + 0.999))
     if reason == "budget":
-        budget, counter_key = rule, detail
-        message = (f'Budget "{budget.name}" ({budget.subject}) is used up for this '
-                   f"{Period(budget.period).label.lower()}: {budget.amount.normalize():f} {_unit_name(budget)}. "
-                   f"It resets at {resets_at.isoformat()}.")
+        budget, (counter_key, reserved, by_allowance) = rule, detail
+        period = Period(budget.period).label.lower()
+        amount = f"{budget.amount.normalize():f} {_unit_name(budget)}"
+        if value >= budget.limit_units:
+            message = f'Budget "{budget.name}" ({budget.subject}) is used up for this {period}: {amount}. '
+        else:
+            cap = (f"its prompt and the budget's completion allowance of {budget.completion_allowance:,} tokens, "
+                   f"as it sets no max_tokens" if by_allowance else "its prompt and its max_tokens")
+            message = (f'Budget "{budget.name}" ({budget.subject}) has {_quantity(budget, budget.limit_units - value)}'
+                       f" left of {amount} for this {period}; this call reserves {_quantity(budget, reserved)} "
+                       f"({cap}). Ask for fewer completion tokens, or wait. ")
+        message += f"It resets at {resets_at.isoformat()}."
         return Refusal("budget", message, retry_after, resets_at, f"{counter_key}:reached", AlertKind.BUDGET_REACHED)
     limit, minute_start = rule, detail
     per_minute = limit.requests_per_minute if reason == "requests_per_minute" else limit.tokens_per_minute
@@ -236,9 +261,7 @@ def _refusal(reason: str, rule: Budget | RateLimit, resets_at: dt.datetime, deta
 
 
 def _unit_name(budget: Budget) -> str:
-    from django.conf import settings
-
-    return "tokens" if budget.unit == Unit.TOKENS else settings.USAGE_CURRENCY
+    return "tokens" if budget.unit == Unit.TOKENS else currency()
 
 
 async def settle(reservation: Reservation, *, total_tokens: int, cost: int | None) -> dict[str, int]:
@@ -303,12 +326,13 @@ def alert_on_thresholds(reservation: Reservation, used: dict[str, int], *, conne
                               f"{budget.soft_threshold_percent}%).", connector_id=connector_id)
 
 
-def _format_used(budget: Budget, value: int) -> str:
-    from usage.formatting import NANOS_PER_UNIT
+def _quantity(budget: Budget, units: int) -> str:
+    """An amount in a budget's counter units for a refusal, exact: ``1,204 tokens`` or ``0.012345678 USD``."""
+    return format_tokens(units) if budget.unit == Unit.TOKENS else format_cost(units, places=9)
 
-    if budget.unit == Unit.TOKENS:
-        return f"{value} tokens"
-    return f"{(Decimal(value) / NANOS_PER_UNIT).quantize(Decimal('0.01'))} {_unit_name(budget)}"
+
+def _format_used(budget: Budget, value: int) -> str:
+    return format_tokens(value) if budget.unit == Unit.TOKENS else format_cost(value)
 
 
 async def warm_up() -> None:

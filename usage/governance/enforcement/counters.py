@@ -6,8 +6,8 @@ execution, a Lua script that checks every counter and adds to all of them atomic
 default therefore needs no server; PostgreSQL and Redis both hold across processes and hosts.
 
 The admission rule is the same in both: a charge is refused when its counter is already at its limit (for
-``must_fit`` charges, such as one request against requests-per-minute: when adding it would pass the limit); when
-any charge of an execution is refused, none is added. Once admitted, amounts are settled later by ``add`` (the
+``must_fit`` charges, such as one request against requests-per-minute or a budget's reservation: when adding it
+would pass the limit); when any charge of an execution is refused, none is added. Once admitted, amounts are settled later by ``add`` (the
 provider's usage minus the reservation), so a counter can end above its limit by what executions already admitted
 used beyond their reservations, and never by more.
 """
@@ -19,6 +19,7 @@ import datetime as dt
 import hashlib
 import threading
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -28,6 +29,13 @@ from django.utils import timezone
 from connectors.database_threads import in_a_worker_thread
 from connectors.event_loops import PerEventLoop
 from usage.governance.enforcement.redis_pipeline import PipelinedRedis, RedisReplyError
+
+
+class Refused(NamedTuple):
+    """The first charge of a reservation that was refused, and the value its counter held."""
+
+    index: int
+    value: int
 
 
 @dataclass(frozen=True)
@@ -55,14 +63,14 @@ class DatabaseStore:
     def _serialised(self):
         return self._sqlite_lock if connection.vendor == "sqlite" else contextlib.nullcontext()
 
-    async def reserve(self, charges: list[Charge]) -> int | None:
+    async def reserve(self, charges: list[Charge]) -> Refused | None:
         return await in_a_worker_thread(self.reserve_now)(charges)
 
     async def add(self, amounts: list[tuple[str, int, dt.datetime]]) -> dict[str, int]:
         return await in_a_worker_thread(self.add_now)(amounts)
 
-    def reserve_now(self, charges: list[Charge]) -> int | None:
-        """Index of the first refused charge, or None when all were added."""
+    def reserve_now(self, charges: list[Charge]) -> Refused | None:
+        """The first refused charge, or None when all were added."""
         from usage.governance.models import Counter
 
         try:
@@ -76,7 +84,7 @@ class DatabaseStore:
                 values = dict(Counter.objects.select_for_update().filter(key__in=keys).values_list("key", "value"))
                 for index, charge in enumerate(charges):
                     if charge.refuses(values.get(charge.key, 0)):
-                        return index
+                        return Refused(index, values.get(charge.key, 0))
                 for charge in charges:
                     if charge.amount:
                         Counter.objects.filter(key=charge.key).update(value=F("value") + charge.amount)
@@ -111,14 +119,14 @@ class DatabaseStore:
 
 
 # KEYS: the counters. ARGV: for each, amount, limit, must_fit (1/0), expiry (unix seconds).
-# Returns 0 when every charge was added, else the 1-based index of the first refused one.
+# Returns 0 when every charge was added, else the 1-based index of the first refused one and its counter's value.
 _RESERVE = """
 for i, key in ipairs(KEYS) do
   local b = (i - 1) * 4
   local value = tonumber(redis.call('GET', key) or '0')
   local amount, limit = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
   if (ARGV[b + 3] == '1' and value + amount > limit) or (ARGV[b + 3] ~= '1' and value >= limit) then
-    return i
+    return {i, value}
   end
 end
 for i, key in ipairs(KEYS) do
@@ -169,12 +177,14 @@ class RedisStore:
     def _key(self, key: str) -> str:
         return f"{self.prefix}:{key}"
 
-    async def reserve(self, charges: list[Charge]) -> int | None:
+    async def reserve(self, charges: list[Charge]) -> Refused | None:
         args: list = []
         for charge in charges:
             args += [charge.amount, charge.limit, 1 if charge.must_fit else 0, int(charge.expires_at.timestamp()) + 1]
         refused = await self._run_script(_RESERVE, _RESERVE_SHA, [self._key(c.key) for c in charges], args)
-        return None if int(refused) == 0 else int(refused) - 1
+        if not isinstance(refused, list):  # 0: every charge was added
+            return None
+        return Refused(int(refused[0]) - 1, int(refused[1]))
 
     async def add(self, amounts: list[tuple[str, int, dt.datetime]]) -> dict[str, int]:
         args: list = []

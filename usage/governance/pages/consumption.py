@@ -57,6 +57,11 @@ class BudgetStatus:
         return _quantity(self.limit, self.budget.unit)
 
     @property
+    def allowance_text(self) -> str:
+        """What a call that sets no completion cap reserves for its answer (usage/governance/enforcement/admission.py)."""
+        return _quantity(self.budget.completion_allowance, Unit.TOKENS)
+
+    @property
     def state(self) -> str:
         """``exhausted`` (a hard limit refuses now), ``over`` (a soft-only budget passed), ``warning`` (past the
         soft threshold) or ``ok``."""

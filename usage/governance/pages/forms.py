@@ -18,6 +18,7 @@ from connectors.lookup import all_connectors
 from connectors.models import ApiKey
 from usage.formatting import currency
 from usage.governance.models import (
+    DEFAULT_COMPLETION_ALLOWANCE,
     AlertChannel,
     Budget,
     ChannelKind,
@@ -99,11 +100,21 @@ class BudgetForm(ScopedRuleForm):
     class Meta:
         model = Budget
         fields = ["name", "scope", "connector_id", "user", "api_key", "period", "time_zone", "unit", "amount",
-                  "soft_threshold_percent", "hard_limit", "enabled"]
+                  "soft_threshold_percent", "hard_limit", "completion_allowance", "enabled"]
         labels = {"amount": f"Amount (tokens, or {currency()} for a cost budget)",
-                  "soft_threshold_percent": "Soft threshold (%)"}
+                  "soft_threshold_percent": "Soft threshold (%)",
+                  "completion_allowance": "Completion allowance (tokens)"}
 
     price_warning = ""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Left empty (or not posted, as by a script written before the field existed): the default.
+        self.fields["completion_allowance"].required = False
+
+    def clean_completion_allowance(self):
+        allowance = self.cleaned_data["completion_allowance"]
+        return DEFAULT_COMPLETION_ALLOWANCE if allowance is None else allowance
 
     def clean_time_zone(self):
         name = self.cleaned_data["time_zone"].strip()

@@ -184,7 +184,6 @@ class PriceTable:
 _table: ProcessCache[PriceTable] = ProcessCache(PriceTable.load, TABLE_SECONDS)
 # This process's price table, read again when older than TABLE_SECONDS or when a price changes.
 current_table = _table.get
-current_table_if_fresh = _table.fresh
 acurrent_table = _table.aget
 forget_table = _table.forget
 
