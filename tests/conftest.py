@@ -1,4 +1,5 @@
-"""Shared fixtures: the personas, a real OpenAI-shaped server, connector factories, networking settings."""
+"""Shared fixtures: the personas, a real OpenAI-shaped server, connector factories, the event writer, networking
+settings."""
 
 import base64
 import logging
@@ -13,6 +14,7 @@ from connectors.audit.sign_ins import forget_failures
 from connectors.caching.invalidation import forget_everything
 from connectors.models import Connector, Provider
 from tests.servers.fake_openai import FakeOpenAI
+from usage.recording import writer as recording
 
 PASSWORD = "correct horse battery staple"
 
@@ -143,6 +145,15 @@ def make_connector(db, admin_user):
         return connector
 
     return make
+
+
+@pytest.fixture
+def event_writer():
+    """This process's event writer (the one a production server's lifespan starts), started for one test; after it,
+    stopped once everything queued is written. Idempotent with asgi_live_server's, which starts the same writer."""
+    writer = recording.start_event_writer()
+    yield writer
+    recording.stop_event_writer(timeout=10)
 
 
 @pytest.fixture

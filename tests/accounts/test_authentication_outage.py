@@ -17,20 +17,16 @@ from django.test import Client
 from connectors.accounts.api_keys import create_api_key
 from connectors.api import auth
 from tests.conftest import PASSWORD, basic_auth
+from tests.helpers.execute import execute_over_http, run_body
 from tests.servers.database_outage import outage_for_a_test
 
 HELLO = json.dumps({"messages": [{"role": "user", "content": "Hello"}]})
-RUN = json.dumps({"params": {"subAction": "run", "subActionParams": {"body": HELLO}}})
+RUN = run_body({"messages": [{"role": "user", "content": "Hello"}]})
 
 
 @pytest.fixture
 def database_outage():
     yield from outage_for_a_test()
-
-
-def execute(server, connector, headers):
-    return httpx.post(f"{server.url}/api/actions/connector/{connector.pk}/_execute", content=RUN,
-                      headers={"Content-Type": "application/json", "kbn-xsrf": "true", **headers}, timeout=30)
 
 
 def chat(server, connector, headers):
@@ -58,7 +54,7 @@ def test_uncached_basic_credentials_get_a_503_on_every_api(asgi_live_server, ope
     database_outage.start()
     credentials = {"Authorization": basic_auth(operator)}
 
-    assert_kibana_503(execute(asgi_live_server, connector, credentials))
+    assert_kibana_503(execute_over_http(asgi_live_server, connector, RUN, headers=credentials))
     assert_kibana_503(httpx.get(f"{asgi_live_server.url}/api/actions/connectors", headers=credentials, timeout=30))
     assert_openai_503(chat(asgi_live_server, connector, credentials))
     assert not fake_openai.requests
@@ -72,7 +68,7 @@ def test_an_uncached_api_key_gets_a_503(asgi_live_server, operator, make_connect
     database_outage.start()
     credentials = {"Authorization": f"{scheme} {key}"}
 
-    assert_kibana_503(execute(asgi_live_server, connector, credentials))
+    assert_kibana_503(execute_over_http(asgi_live_server, connector, RUN, headers=credentials))
     assert_openai_503(chat(asgi_live_server, connector, credentials))
     assert not fake_openai.requests
 
@@ -83,13 +79,13 @@ def test_cached_basic_credentials_and_api_keys_keep_working(asgi_live_server, op
     key = create_api_key(operator, "sdk")[1]
     basic, bearer = {"Authorization": basic_auth(operator)}, {"Authorization": f"Bearer {key}"}
     # Cache the credentials and the connector.
-    assert execute(asgi_live_server, connector, basic).json()["status"] == "ok"
+    assert execute_over_http(asgi_live_server, connector, RUN, headers=basic).json()["status"] == "ok"
     assert chat(asgi_live_server, connector, bearer).status_code == 200
     database_outage.start()
     auth._api_key_last_written.clear()  # as if a minute had passed: the key's "last used" is due to be written
 
-    assert execute(asgi_live_server, connector, basic).json()["status"] == "ok"
-    assert execute(asgi_live_server, connector, bearer).json()["status"] == "ok"
+    assert execute_over_http(asgi_live_server, connector, RUN, headers=basic).json()["status"] == "ok"
+    assert execute_over_http(asgi_live_server, connector, RUN, headers=bearer).json()["status"] == "ok"
     assert chat(asgi_live_server, connector, bearer).status_code == 200
     assert len(fake_openai.requests) == 5
 

@@ -5,27 +5,17 @@ import json
 import pytest
 
 from tests.conftest import basic_auth
+from tests.helpers.execute import HELLO, execute_body, execute_with_client, run_body
 from usage.models import ExecutionEvent
 
 pytestmark = pytest.mark.django_db
 
 SECRET = "sk-exec-SECRET-0123456789"
-HELLO = {"messages": [{"role": "user", "content": "Hello world"}]}
-
-
-def execute(client, user, connector, params):
-    raw = params if isinstance(params, str) else json.dumps(params)
-    return client.post(f"/api/actions/connector/{connector.pk}/_execute", raw, content_type="application/json",
-                       HTTP_KBN_XSRF="true", HTTP_AUTHORIZATION=basic_auth(user))
-
-
-def run_params(body=HELLO, sub_action="run", **extra):
-    return {"params": {"subAction": sub_action, "subActionParams": {"body": json.dumps(body), **extra}}}
 
 
 def test_run_returns_the_providers_completion_in_the_envelope(client, operator, make_connector, fake_openai):
     connector = make_connector(api_url=fake_openai.url("ok"), default_model="gpt-4o-mini", api_key=SECRET)
-    response = execute(client, operator, connector, run_params())
+    response = execute_with_client(client, connector, run_body(), user=operator)
     assert response.status_code == 200
     envelope = response.json()
     assert envelope["status"] == "ok" and envelope["connector_id"] == connector.pk
@@ -43,13 +33,13 @@ def test_run_returns_the_providers_completion_in_the_envelope(client, operator, 
 
 def test_test_sub_action_behaves_like_run(client, operator, make_connector, fake_openai):
     connector = make_connector(api_url=fake_openai.url("ok"))
-    assert execute(client, operator, connector, run_params(sub_action="test")).json()["status"] == "ok"
+    assert execute_with_client(client, connector, run_body(sub_action="test"), user=operator).json()["status"] == "ok"
     assert ExecutionEvent.objects.get().sub_action == "test"
 
 
 def test_the_callers_model_wins_over_the_default(client, operator, make_connector, fake_openai):
     connector = make_connector(api_url=fake_openai.url("ok"), default_model="gpt-4o-mini")
-    execute(client, operator, connector, run_params({**HELLO, "model": "o3-mini"}))
+    execute_with_client(client, connector, run_body({**HELLO, "model": "o3-mini"}), user=operator)
     assert fake_openai.requests[-1].json()["model"] == "o3-mini"
 
 
@@ -57,7 +47,7 @@ def test_invoke_ai_returns_the_trimmed_message_and_usage(client, operator, make_
     connector = make_connector(api_url=fake_openai.url("ok"))
     params = {"params": {"subAction": "invokeAI", "subActionParams": {
         "messages": [{"role": "user", "content": "ping"}], "temperature": 0.2, "stop": ["END"], "tools": []}}}
-    envelope = execute(client, operator, connector, params).json()
+    envelope = execute_with_client(client, connector, params, user=operator).json()
     assert envelope["status"] == "ok"
     assert envelope["data"]["message"] == "You said: ping"
     assert envelope["data"]["usage"]["total_tokens"] == 17
@@ -73,7 +63,7 @@ def test_invoke_ai_forwards_every_param_kibana_forwards(client, operator, make_c
         "messages": [{"role": "user", "content": "ping"}], "n": 1, "functions": functions,
         "function_call": "auto", "model": "gpt-4o-mini", "response_format": {"type": "text"}, "timeout": 30000,
         "telemetryMetadata": {"pluginId": "security"}, "signal": {}}}}
-    assert execute(client, operator, connector, params).json()["status"] == "ok"
+    assert execute_with_client(client, connector, params, user=operator).json()["status"] == "ok"
     sent = fake_openai.requests[-1].json()
     assert sent["n"] == 1 and sent["functions"] == functions and sent["function_call"] == "auto"
     assert sent["model"] == "gpt-4o-mini" and sent["response_format"] == {"type": "text"}
@@ -89,7 +79,7 @@ def test_invoke_ai_without_text_answers_kibanas_unrecognized_format(client, oper
                                                                     scenario, usage):
     connector = make_connector(api_url=fake_openai.url(scenario))
     params = {"params": {"subAction": "invokeAI", "subActionParams": {"messages": [{"role": "user", "content": "x"}]}}}
-    envelope = execute(client, operator, connector, params).json()
+    envelope = execute_with_client(client, connector, params, user=operator).json()
     assert envelope == {"status": "ok", "connector_id": connector.pk, "data": {
         "message": "An error occurred sending your message. \n\nAPI Error: The response from OpenAI was in an "
                    "unrecognized format.",
@@ -98,7 +88,7 @@ def test_invoke_ai_without_text_answers_kibanas_unrecognized_format(client, oper
 
 def test_an_unknown_sub_action_is_an_error_envelope(client, operator, make_connector, fake_openai):
     connector = make_connector(api_url=fake_openai.url("ok"))
-    envelope = execute(client, operator, connector, {"params": {"subAction": "dance", "subActionParams": {}}}).json()
+    envelope = execute_with_client(client, connector, execute_body("dance"), user=operator).json()
     # Kibana throws it while running (retry true, framework), and "Connector name" is the
     # connector type's name, OpenAI (docs/KIBANA.md 4.2, 4.3).
     assert envelope == {
@@ -126,7 +116,7 @@ def test_invalid_top_level_params_are_a_user_error_not_retried(client, operator,
                                                                 fragment):
     # Kibana's params validation of a sub-action connector (docs/KIBANA.md 4.2): message, retry false, user.
     connector = make_connector(api_url=fake_openai.url("ok"))
-    response = execute(client, operator, connector, {"params": params})
+    response = execute_with_client(client, connector, {"params": params}, user=operator)
     assert response.status_code == 200
     envelope = response.json()
     assert envelope == {"status": "error", "connector_id": connector.pk, "retry": False, "errorSource": "user",
@@ -155,7 +145,7 @@ def test_invalid_params_are_an_error_envelope_and_recorded(client, operator, mak
     # a sub-action's own params fail "Request validation failed (...)", thrown while
     # running in Kibana (retry true), tagged as a user error (docs/KIBANA.md 4.3).
     connector = make_connector(api_url=fake_openai.url("ok"))
-    response = execute(client, operator, connector, {"params": params})
+    response = execute_with_client(client, connector, {"params": params}, user=operator)
     assert response.status_code == 200
     envelope = response.json()
     assert envelope["status"] == "error" and envelope["retry"] is True and envelope["errorSource"] == "user"
@@ -170,7 +160,7 @@ def test_invalid_params_are_an_error_envelope_and_recorded(client, operator, mak
 @pytest.mark.parametrize("raw", ["not json", "[]", "{}", '{"params": "run"}'])
 def test_a_malformed_request_body_is_400_and_still_recorded(client, operator, make_connector, fake_openai, raw):
     connector = make_connector(api_url=fake_openai.url("ok"))
-    response = execute(client, operator, connector, raw)
+    response = execute_with_client(client, connector, raw, user=operator)
     assert response.status_code == 400 and response.json()["error"] == "Bad Request"
     event = ExecutionEvent.objects.get()
     assert event.outcome == "failure"
@@ -188,7 +178,7 @@ def test_an_unknown_connector_is_404_and_not_recorded(client, operator):
 
 def test_provider_errors_become_kibanas_service_message(client, operator, make_connector, fake_openai):
     connector = make_connector(api_url=fake_openai.url("status-429"), api_key=SECRET)
-    envelope = execute(client, operator, connector, run_params()).json()
+    envelope = execute_with_client(client, connector, run_body(), user=operator).json()
     assert envelope["status"] == "error"
     assert envelope["message"] == "an error occurred while running the action"
     assert envelope["service_message"].startswith(
@@ -203,7 +193,7 @@ def test_provider_errors_become_kibanas_service_message(client, operator, make_c
 def test_a_stored_key_that_cannot_be_decrypted_is_a_clear_error(client, operator, make_connector, fake_openai, settings):
     connector = make_connector(api_url=fake_openai.url("ok"))
     settings.CONNECTORS_ENCRYPTION_KEYS = ["u1D3FwDUDbDyxxu3f-0U-9CTXz3rPmbXhmu5hgP7eS8="]
-    envelope = execute(client, operator, connector, run_params()).json()
+    envelope = execute_with_client(client, connector, run_body(), user=operator).json()
     assert envelope["status"] == "error"
     assert "cannot be decrypted" in envelope["service_message"]
     assert ExecutionEvent.objects.get().outcome == "failure"
@@ -212,8 +202,8 @@ def test_a_stored_key_that_cannot_be_decrypted_is_a_clear_error(client, operator
 def test_exactly_one_event_per_execution(client, operator, make_connector, fake_openai):
     connector = make_connector(api_url=fake_openai.url("ok"))
     for _ in range(5):
-        execute(client, operator, connector, run_params())
-    execute(client, operator, connector, {"params": {"subAction": "nope"}})
+        execute_with_client(client, connector, run_body(), user=operator)
+    execute_with_client(client, connector, {"params": {"subAction": "nope"}}, user=operator)
     assert ExecutionEvent.objects.count() == 6
     assert len(fake_openai.requests) == 5
 

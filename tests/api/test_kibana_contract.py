@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import basic_auth
+from tests.helpers.execute import execute_body
 from tests.servers.kibana_simulator import GEN_AI_SUCCESS_RESPONSE, OpenAISimulator
 
 pytest_plugins = ["tests.servers.asgi_server"]
@@ -448,10 +449,6 @@ def test_execute_params_that_are_not_an_object_are_400_with_kibanas_wording(kiba
 
 
 # --- the _execute envelope beyond openai.ts (action_executor.ts, sub_action_framework, openai.ts; docs/KIBANA.md 4)
-
-def execute_body(sub_action: str, **sub_params) -> dict:
-    return {"params": {"subAction": sub_action, "subActionParams": sub_params}}
-
 
 def test_sub_action_params_validation_is_a_user_error_thrown_while_running(kibana, simulator, recorded_events):
     # sub_action_framework/executor.ts: "Request validation failed (<error>)", tagged TaskErrorSource.USER.

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from connectors.accounts.api_keys import create_api_key
 from tests.browser.fixtures import log_in, screenshot
-from tests.dashboards.test_queries import record
+from tests.helpers.events import record
 from usage.governance.models import AlertChannel, Budget, ConnectorPricing, ErrorRateRule, Price, RateLimit
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

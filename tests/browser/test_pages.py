@@ -12,7 +12,7 @@ from connectors.accounts.api_keys import create_api_key
 from connectors.models import Connector
 from tests.browser.fixtures import assert_accessible, log_in, page_width
 from tests.browser.test_usage_pages import log_in_via, wait_for_charts
-from tests.dashboards.test_queries import record, record_mix
+from tests.helpers.events import record, record_mix
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from tests.browser.fixtures import assert_accessible, screenshot
 from tests.conftest import PASSWORD
-from tests.dashboards.test_queries import record_mix
+from tests.helpers.events import record_mix
 from usage.models import ExecutionEvent
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

@@ -13,15 +13,12 @@ from connectors.caching import connector_cache, expiring_cache, invalidation
 from connectors.lookup import afind as afind_connector
 from connectors.models import Connector
 from tests.conftest import basic_auth
+from tests.helpers.execute import execute_with_client, run_body
 
 
 @async_to_sync
 async def afind(connector_id):
     return await afind_connector(connector_id)
-
-
-def execute_body():
-    return {"params": {"subAction": "run", "subActionParams": {"body": '{"messages": [{"role": "user", "content": "hi"}]}'}}}
 
 
 class TestTheCache:
@@ -45,8 +42,8 @@ class TestTheCache:
         afind(connector.pk)
         Connector.objects.get(pk=connector.pk).delete()
         assert afind(connector.pk) is None
-        response = client.post(f"/api/actions/connector/{connector.pk}/_execute", execute_body(),
-                               content_type="application/json", HTTP_KBN_XSRF="true", HTTP_AUTHORIZATION=basic_auth(operator))
+        response = execute_with_client(client, connector, run_body({"messages": [{"role": "user", "content": "hi"}]}),
+                                       user=operator)
         assert response.status_code == 404
 
     def test_an_unknown_id_is_not_remembered(self, make_connector, django_assert_num_queries):

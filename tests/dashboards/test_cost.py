@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 
 from connectors.accounts.api_keys import create_api_key
 from tests.conftest import basic_auth
-from tests.dashboards.test_queries import record
+from tests.helpers.events import record
 from usage.governance.models import Price
 from usage.models import ExecutionEvent, UsageDailyRollup, UsageHourlyTotal, UsageRollup
 

@@ -16,7 +16,8 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from tests.conftest import basic_auth
-from tests.dashboards.test_queries import api_sums, record, record_mix
+from tests.dashboards.test_queries import api_sums
+from tests.helpers.events import record, record_mix
 from usage.dashboards.queries import connector_usage
 from usage.models import ExecutionEvent
 from usage.ranges import parse_range

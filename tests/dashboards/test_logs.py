@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.dashboards.test_queries import record, record_mix
+from tests.helpers.events import record, record_mix
 from usage.dashboards.event_filters import EventFilters
 from usage.dashboards.logs import COUNT_CAP, Cursor, log_page, outcome_counts
 from usage.models import ExecutionEvent

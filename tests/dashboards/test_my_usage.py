@@ -10,7 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from connectors.accounts.api_keys import create_api_key
-from tests.dashboards.test_queries import record
+from tests.helpers.events import record
 from usage.governance.enforcement.admission import budget_counter_key
 from usage.governance.enforcement.counters import counter_store
 from usage.governance.models import Budget, RateLimit

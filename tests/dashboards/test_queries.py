@@ -1,67 +1,16 @@
 """The numbers of the usage dashboards: totals, series and breakdowns equal the sums of the recorded events."""
 
 import dataclasses
-import random
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from tests.helpers.events import CONNECTOR, USERS, record, record_mix
 from usage.dashboards.queries import UsageSums, connector_usage, find_connector, percentile_ms, usage_overview
 from usage.models import LATENCY_BIN_BOUNDS_MS, ExecutionEvent
 from usage.ranges import DAY, HOUR, InvalidRange, parse_range
-
-CONNECTOR = "usage-test-connector"
-USERS = ("alice", "bob", "carol", "")
-MODELS = ("gpt-4o", "gpt-4o-mini", "o3-mini")
-
-
-def record(timestamp: datetime, *, connector_id: str = CONNECTOR, **fields) -> ExecutionEvent:
-    """One event through the single write path, with plausible defaults."""
-    values = {
-        "connector_id": connector_id,
-        "connector_name": fields.pop("connector_name", "Usage test"),
-        "user_name": "alice",
-        "source": "api",
-        "sub_action": "run",
-        "outcome": "success",
-        "duration_ms": 120.0,
-        "requested_model": "gpt-4o",
-        "prompt_tokens": 10,
-        "completion_tokens": 5,
-    }
-    values.update(fields)
-    return ExecutionEvent.objects.insert_batch([ExecutionEvent(timestamp=timestamp, **values)])[0]
-
-
-def record_mix(start: datetime, hours: int, *, seed: int = 4, per_hour: int = 3, connector_id: str = CONNECTOR) -> list[ExecutionEvent]:
-    """Events of several users, models and outcomes, including the first and last instant of hours."""
-    rng = random.Random(seed)
-    events = []
-    for hour in range(hours):
-        base = start + timedelta(hours=hour)
-        offsets = [timedelta(0), timedelta(minutes=59, seconds=59, microseconds=999_999)]
-        offsets += [timedelta(seconds=rng.randrange(3600)) for _ in range(per_hour - 2)]
-        for offset in offsets:
-            failed = rng.random() < 0.25
-            events.append(
-                record(
-                    base + offset,
-                    connector_id=connector_id,
-                    user_name=rng.choice(USERS),
-                    requested_model=rng.choice(MODELS),
-                    response_model=rng.choice(("", "gpt-4o-2024-08-06")) if not failed else "",
-                    outcome="failure" if failed else "success",
-                    prompt_tokens=0 if failed else rng.randrange(1, 5000),
-                    completion_tokens=0 if failed else rng.randrange(1, 2000),
-                    cached_tokens=rng.choice((None, 0, rng.randrange(100))),
-                    reasoning_tokens=rng.choice((None, rng.randrange(300))),
-                    usage_source=rng.choice(("provider", "estimated", "none")),
-                    duration_ms=rng.choice((3.0, 10.0, 10.5, 99.9, 480.0, 2500.0, 45000.0)),
-                )
-            )
-    return events
 
 
 def expected_sums(events) -> dict[str, int]:

@@ -10,7 +10,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection, connections
 from django.utils import timezone
 
-from tests.dashboards.test_queries import CONNECTOR, record, record_mix
+from tests.helpers.events import CONNECTOR, build_event, record, record_mix
 from usage.dashboards.queries import connector_usage
 from usage.models import (
     DAILY_SUM_FIELDS,
@@ -254,20 +254,9 @@ def test_concurrent_recording_loses_no_count(shared_database):
             start.wait()
             for number in range(EVENTS_PER_THREAD):
                 # Every thread writes to the same two rollup rows, so the upserts really collide.
-                fields = {
-                    "timestamp": moment,
-                    "connector_id": CONNECTOR,
-                    "connector_name": "Busy",
-                    "user_name": "shared",
-                    "source": "api",
-                    "sub_action": "run",
-                    "outcome": "failure" if number % 5 == 0 else "success",
-                    "duration_ms": 50 + index,
-                    "requested_model": "gpt-4o",
-                    "prompt_tokens": index + 1,
-                    "completion_tokens": number,
-                }
-                ExecutionEvent.objects.insert_batch([ExecutionEvent(**fields)])
+                record(moment, connector_name="Busy", user_name="shared",
+                       outcome="failure" if number % 5 == 0 else "success", duration_ms=50 + index,
+                       prompt_tokens=index + 1, completion_tokens=number)
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread
             errors.append(exc)
         finally:
@@ -297,12 +286,9 @@ def test_concurrent_recording_loses_no_count(shared_database):
 
 
 def make_events(count: int, start: datetime) -> list[ExecutionEvent]:
-    return [
-        ExecutionEvent(timestamp=start + timedelta(minutes=index), connector_id=CONNECTOR, connector_name="Batch",
-                       user_name=f"user-{index % 7}", source="api", sub_action="run", outcome="success",
-                       requested_model="gpt-4o", prompt_tokens=index, completion_tokens=1, duration_ms=float(index))
-        for index in range(count)
-    ]
+    return [build_event(start + timedelta(minutes=index), connector_name="Batch", user_name=f"user-{index % 7}",
+                        prompt_tokens=index, completion_tokens=1, duration_ms=float(index))
+            for index in range(count)]
 
 
 @pytest.mark.django_db

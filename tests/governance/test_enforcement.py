@@ -5,14 +5,13 @@ when events are recorded; threshold alerts raised once."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 from decimal import Decimal
 
 import httpx
 import pytest
 
 from connectors.accounts.api_keys import create_api_key
-from tests.conftest import basic_auth
+from tests.helpers.execute import envelope, execute_over_http
 from usage.governance import alerts
 from usage.governance.enforcement.counters import reset_counter_store
 from usage.governance.models import Alert, Budget, Period, Price, RateLimit, Scope, Unit
@@ -34,14 +33,6 @@ def _database_counters(settings, transactional_db):
     forget_table()
 
 
-def execute(server, connector, user, sub_action="run", **extra):
-    body = {"params": {"subAction": sub_action, "subActionParams": {"body": json.dumps({"messages": MESSAGES}), **extra}}}
-    response = httpx.post(f"{server.url}/api/actions/connector/{connector.pk}/_execute", json=body,
-                          headers={"Authorization": basic_auth(user), "kbn-xsrf": "true"}, timeout=20)
-    assert response.status_code == 200
-    return response.json()
-
-
 def test_a_used_up_budget_refuses_with_kibanas_envelope_and_records_a_rejected_event(
         asgi_live_server, recorded_events, operator, make_connector, fake_openai):
     connector = make_connector(api_url=fake_openai.url("ok"))
@@ -49,10 +40,10 @@ def test_a_used_up_budget_refuses_with_kibanas_envelope_and_records_a_rejected_e
     # second does not, before or after the first is settled with its actual usage (about 20 tokens).
     Budget.objects.create(name="Pilot tokens", scope=Scope.CONNECTOR, connector_id=connector.pk, period=Period.MONTH,
                           unit=Unit.TOKENS, amount=Decimal(80), completion_allowance=50)
-    first = execute(asgi_live_server, connector, operator)
+    first = envelope(execute_over_http(asgi_live_server, connector, user=operator))
     assert first["status"] == "ok"
     sent_before = len(fake_openai.requests)
-    refused = execute(asgi_live_server, connector, operator)
+    refused = envelope(execute_over_http(asgi_live_server, connector, user=operator))
     assert refused["status"] == "error"
     assert refused["retry"] is True and refused["retry_after"] >= 1
     assert 'Budget "Pilot tokens"' in refused["message"] and "It resets at" in refused["message"]
@@ -96,7 +87,7 @@ def test_every_event_is_priced_at_the_price_of_its_model(asgi_live_server, recor
     # gpt-4.1: the OpenAI connector's default model (Kibana's), which the request does not name.
     Price.objects.create(model_pattern="gpt-4.1", valid_from=dt.date(2020, 1, 1), input_per_million=Decimal("1000000"),
                          output_per_million=Decimal("2000000"), connector_id=connector.pk)
-    assert execute(asgi_live_server, connector, operator)["status"] == "ok"
+    assert envelope(execute_over_http(asgi_live_server, connector, user=operator))["status"] == "ok"
     recorded_events.wait_for(1)
     event = ExecutionEvent.objects.get()
     # A negotiated price of 1 (resp. 2) currency units per token: the cost is exact, in nanos.
@@ -112,7 +103,7 @@ def test_a_cost_budget_counts_the_actual_cost_and_alerts_once_at_its_threshold(
     Budget.objects.create(name="Spend", scope=Scope.USER, user=operator, period=Period.DAY, unit=Unit.COST,
                           amount=Decimal(1000), soft_threshold_percent=1, hard_limit=False)
     for _ in range(3):
-        assert execute(asgi_live_server, connector, operator)["status"] == "ok"
+        assert envelope(execute_over_http(asgi_live_server, connector, user=operator))["status"] == "ok"
     recorded_events.wait_for(3)
     alerts.stop_alert_sender()  # the sender writes what the execution path queued, then stops
     assert list(Alert.objects.values_list("kind", flat=True)) == ["budget_threshold"]

@@ -3,12 +3,12 @@ against the Redis that runs on every machine of this project (127.0.0.1:6379, da
 
 import asyncio
 import datetime as dt
-import socket
 import uuid
 
 import pytest
 import redis
 
+from tests.helpers.outbound import closed_port
 from usage.governance.enforcement.counters import Charge, RedisStore
 from usage.governance.enforcement.redis_pipeline import PipelinedRedis, RedisReplyError, RedisUnavailable, pack
 
@@ -101,9 +101,7 @@ def test_a_killed_connection_fails_what_waits_on_it_and_the_next_command_connect
 
 
 def test_an_unreachable_redis_is_a_clear_error_not_a_hang():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # nothing listens there once the socket is closed
+    port = closed_port()
 
     async def run():
         connection = PipelinedRedis(f"redis://127.0.0.1:{port}/0")
@@ -116,9 +114,7 @@ def test_an_unreachable_redis_is_a_clear_error_not_a_hang():
 def test_after_a_failed_connection_commands_fail_at_once_for_a_moment(monkeypatch):
     """During a Redis outage, governed calls must not each wait for a connection attempt (README)."""
     from usage.governance.enforcement import redis_pipeline
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = closed_port()
     attempts = []
     real_open = asyncio.open_connection
 

@@ -9,15 +9,15 @@ from asgiref.sync import async_to_sync
 from django.forms.models import model_to_dict
 
 from connectors.outbound.execution import Execution, execute
+from tests.helpers.execute import HELLO, run_body
 from usage.models import EventSource, ExecutionEvent
 
 SECRET = "sk-outbound-SECRET-0123456789abcdef"
-HELLO = {"messages": [{"role": "user", "content": "Hello world"}]}
 
 
 def run(connector, body: dict | None = None, *, sub_action: str = "run", user=None, **sub_params) -> Execution:
     """Execute ``run`` (or ``sub_action``) with ``body`` as Kibana's JSON string, as the _execute API does."""
-    params = {"subAction": sub_action, "subActionParams": {"body": json.dumps(HELLO if body is None else body), **sub_params}}
+    params = run_body(HELLO if body is None else body, sub_action, **sub_params)["params"]
     return async_to_sync(execute)(connector, params, user=user, source=EventSource.API)
 
 

@@ -1,17 +1,15 @@
 """GET /metrics: who may read it, and what it says after executions, read back with prometheus_client's parser."""
 
-import json
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import basic_auth
+from tests.helpers.execute import HELLO, execute_with_client, run_body
 from usage.observability import metrics
 
 pytestmark = pytest.mark.django_db
 
 TOKEN = "metrics-token-0123456789abcdef"
-HELLO = {"messages": [{"role": "user", "content": "Hello world"}]}
 
 
 def scrape(client, **headers) -> dict:
@@ -29,12 +27,6 @@ def scrape(client, **headers) -> dict:
 
 def value(samples: dict, name: str, **labels) -> float:
     return sum(v for sample_labels, v in samples.get(name, []) if all(sample_labels.get(k) == w for k, w in labels.items()))
-
-
-def execute(client, user, connector, body=HELLO, sub_action="run"):
-    params = {"params": {"subAction": sub_action, "subActionParams": {"body": json.dumps(body)}}}
-    return client.post(f"/api/actions/connector/{connector.pk}/_execute", json.dumps(params),
-                       content_type="application/json", HTTP_AUTHORIZATION=basic_auth(user), HTTP_KBN_XSRF="true")
 
 
 @pytest.fixture
@@ -93,7 +85,7 @@ def test_only_get_is_allowed(client, token):
 def test_an_execution_is_counted_with_its_tokens_latencies_and_upstream_status(client, token, operator,
                                                                               make_connector, fake_openai):
     connector = make_connector(api_url=fake_openai.url("ok"), default_model="gpt-4o-mini")
-    assert execute(client, operator, connector).json()["status"] == "ok"
+    assert execute_with_client(client, connector, user=operator).json()["status"] == "ok"
     samples = scrape(client)
     labels = {"connector": connector.pk, "provider": "OpenAI", "model": "gpt-4o-mini", "sub_action": "run",
               "outcome": "success"}
@@ -109,8 +101,9 @@ def test_an_execution_is_counted_with_its_tokens_latencies_and_upstream_status(c
 
 def test_failures_are_counted_by_outcome_and_upstream_status(client, token, operator, make_connector, fake_openai):
     connector = make_connector(api_url=fake_openai.url("status-429"), default_model="gpt-4o")
-    assert execute(client, operator, connector).json()["status"] == "error"
-    execute(client, operator, connector, sub_action="noSuchThing")  # refused before the network
+    assert execute_with_client(client, connector, user=operator).json()["status"] == "error"
+    refused = run_body(sub_action="noSuchThing")  # refused before the network
+    execute_with_client(client, connector, refused, user=operator)
     samples = scrape(client)
     assert value(samples, "connectors_executions_total", connector=connector.pk, outcome="failure",
                  sub_action="run") == 1
@@ -123,7 +116,7 @@ def test_failures_are_counted_by_outcome_and_upstream_status(client, token, oper
 
 def test_unreachable_provider_counts_as_status_none(client, token, operator, make_connector, actions_config):
     connector = make_connector(api_url="http://127.0.0.1:9/v1/chat/completions", default_model="gpt-4o")
-    assert execute(client, operator, connector).json()["status"] == "error"
+    assert execute_with_client(client, connector, user=operator).json()["status"] == "error"
     assert value(scrape(client), "connectors_upstream_responses_total", connector=connector.pk, status="none") == 1
 
 
@@ -132,7 +125,7 @@ def test_model_names_past_the_bound_are_counted_as_other(client, token, settings
     settings.METRICS_MODELS_PER_CONNECTOR = 2
     connector = make_connector(api_url=fake_openai.url("ok"))
     for model in ("m-one", "m-two", "m-three", "m-four", "m-one"):
-        execute(client, operator, connector, {**HELLO, "model": model})
+        execute_with_client(client, connector, run_body({**HELLO, "model": model}), user=operator)
     samples = scrape(client)
     models = {labels["model"] for labels, _v in samples["connectors_executions_total"]
               if labels["connector"] == connector.pk}
@@ -144,8 +137,8 @@ def test_model_names_past_the_bound_are_counted_as_other(client, token, settings
 def test_cache_hits_and_misses_are_counted(client, token, operator, make_connector, fake_openai):
     connector = make_connector(api_url=fake_openai.url("ok"))
     before = scrape(client)
-    execute(client, operator, connector)
-    execute(client, operator, connector)
+    execute_with_client(client, connector, user=operator)
+    execute_with_client(client, connector, user=operator)
     after = scrape(client)
     for cache in ("connector", "credential"):
         misses = value(after, "connectors_cache_requests_total", cache=cache, result="miss") - value(
@@ -174,7 +167,7 @@ def test_with_metrics_off_nothing_is_counted_and_the_endpoint_is_gone(client, to
                                                                        make_connector, fake_openai):
     connector = make_connector(api_url=fake_openai.url("ok"))
     settings.METRICS_ENABLED = False
-    execute(client, operator, connector)
+    execute_with_client(client, connector, user=operator)
     assert client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}").status_code == 404
     settings.METRICS_ENABLED = True
     assert value(scrape(client), "connectors_executions_total", connector=connector.pk) == 0
@@ -230,8 +223,9 @@ def test_cost_and_rate_limit_refusals_are_counted(client, token, settings, opera
                              input_per_million=Decimal("1000000"), output_per_million=Decimal("2000000"),
                              connector_id=connector.pk)
         RateLimit.objects.create(scope=Scope.CONNECTOR, connector_id=connector.pk, requests_per_minute=1)
-        assert execute(client, operator, connector).json()["status"] == "ok"
-        assert execute(client, operator, connector).json()["status"] == "error"  # the second in the minute
+        assert execute_with_client(client, connector, user=operator).json()["status"] == "ok"
+        # The second in the minute:
+        assert execute_with_client(client, connector, user=operator).json()["status"] == "error"
         samples = scrape(client)
         # 1 (resp. 2) currency units per prompt (resp. completion) token: 9 + 9 tokens cost 27.
         assert value(samples, "connectors_cost_total", connector=connector.pk, model="gpt-4o",

@@ -5,13 +5,12 @@ OTLP receiver."""
 import json
 import time
 
-import httpx
 import pytest
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from tests.conftest import basic_auth
+from tests.helpers.execute import execute_over_http, run_body
 from tests.servers.otlp_receiver import OTLPReceiver
 from usage.observability import tracing
 
@@ -21,6 +20,7 @@ SECRET = "sk-trace-SECRET-0123456789"
 PROMPT = "Tell me the launch codes, please"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
+ASK = {"messages": [{"role": "user", "content": PROMPT}]}
 
 
 class BuiltSpans(InMemorySpanExporter):
@@ -41,17 +41,6 @@ def spans(settings):
     settings.TRACING_ENABLED = False
 
 
-def execute(url: str, user, connector, sub_action="run", body=None, **headers):
-    payload = body or {"messages": [{"role": "user", "content": PROMPT}]}
-    params = {"params": {"subAction": sub_action, "subActionParams": {"body": json.dumps(payload)}}}
-    if sub_action == "stream":
-        params["params"]["subActionParams"]["stream"] = True
-    return httpx.post(f"{url}/api/actions/connector/{connector.pk}/_execute", content=json.dumps(params),
-                      headers={"Authorization": basic_auth(user), "Content-Type": "application/json", "kbn-xsrf": "true",
-                               **headers},
-                      timeout=30)
-
-
 def by_name(finished) -> dict:
     return {span.name: span for span in finished}
 
@@ -68,7 +57,8 @@ def test_an_execution_is_one_genai_span_with_the_http_call_as_child_continuing_t
 ):
     connector = make_connector(api_url=fake_openai.url("ok"), default_model="gpt-4o-mini", api_key=SECRET)
     sent = time.time_ns()
-    response = execute(asgi_live_server.url, operator, connector, traceparent=f"00-{TRACE_ID}-{PARENT_ID}-01")
+    response = execute_over_http(asgi_live_server, connector, run_body(ASK), user=operator,
+                                 headers={"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"})
     answered = time.time_ns()
     assert response.json()["status"] == "ok"
     recorded_events.wait_for(1)
@@ -103,7 +93,7 @@ def test_an_execution_is_one_genai_span_with_the_http_call_as_child_continuing_t
 def test_without_a_traceparent_the_execution_starts_a_trace(spans, asgi_live_server, recorded_events, operator,
                                                            make_connector, fake_openai):
     connector = make_connector(api_url=fake_openai.url("ok"))
-    execute(asgi_live_server.url, operator, connector)
+    execute_over_http(asgi_live_server, connector, run_body(ASK), user=operator)
     recorded_events.wait_for(1)
     chat = next(span for span in spans.get_finished_spans() if span.name.startswith("chat"))
     assert chat.parent is None
@@ -112,7 +102,7 @@ def test_without_a_traceparent_the_execution_starts_a_trace(spans, asgi_live_ser
 def test_a_provider_error_marks_both_spans_as_errors_without_its_message(spans, asgi_live_server, recorded_events,
                                                                          operator, make_connector, fake_openai):
     connector = make_connector(api_url=fake_openai.url("status-429"), default_model="gpt-4o", api_key=SECRET)
-    assert execute(asgi_live_server.url, operator, connector).json()["status"] == "error"
+    assert execute_over_http(asgi_live_server, connector, run_body(ASK), user=operator).json()["status"] == "error"
     recorded_events.wait_for(1)
     finished = by_name(spans.get_finished_spans())
     chat, http = finished["chat gpt-4o"], finished["POST"]
@@ -125,7 +115,8 @@ def test_a_provider_error_marks_both_spans_as_errors_without_its_message(spans, 
 def test_a_stream_span_lasts_the_stream_and_has_its_finish_reason(spans, asgi_live_server, recorded_events, operator,
                                                                   make_connector, fake_openai):
     connector = make_connector(api_url=fake_openai.url("stream-usage-in-choice"), default_model="gpt-4o", api_key=SECRET)
-    response = execute(asgi_live_server.url, operator, connector, sub_action="stream")
+    response = execute_over_http(asgi_live_server, connector, run_body(ASK, sub_action="stream", stream=True),
+                                 user=operator)
     assert response.headers["content-type"].startswith("text/event-stream")
     recorded_events.wait_for(1)
     finished = by_name(spans.get_finished_spans())
@@ -140,7 +131,7 @@ def test_a_stream_span_lasts_the_stream_and_has_its_finish_reason(spans, asgi_li
 def test_an_execution_refused_before_the_network_has_no_http_span(spans, asgi_live_server, recorded_events, operator,
                                                                   make_connector, fake_openai):
     connector = make_connector(api_url=fake_openai.url("ok"))
-    execute(asgi_live_server.url, operator, connector, sub_action="noSuchThing")
+    execute_over_http(asgi_live_server, connector, run_body(ASK, sub_action="noSuchThing"), user=operator)
     recorded_events.wait_for(1)
     (chat,) = spans.get_finished_spans()
     assert chat.name == "chat" and chat.status.status_code == StatusCode.ERROR
@@ -164,7 +155,8 @@ def test_spans_reach_a_real_otlp_receiver_through_the_exporter(settings, monkeyp
         settings.TRACING_ENABLED, settings.OTEL_SERVICE_NAME = True, "connectors-admin-test"
         tracing.shutdown()
         connector = make_connector(api_url=fake_openai.url("ok"), default_model="gpt-4o-mini", api_key=SECRET)
-        execute(asgi_live_server.url, operator, connector, traceparent=f"00-{TRACE_ID}-{PARENT_ID}-01")
+        execute_over_http(asgi_live_server, connector, run_body(ASK), user=operator,
+                          headers={"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"})
         recorded_events.wait_for(1)
         tracing.shutdown()  # as at server shutdown: the batch processor exports what it holds
         received = {span.name: span for span in receiver.wait_for(2)}

@@ -13,6 +13,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from tests.conftest import basic_auth
+from tests.helpers.events import record as record_event
 from usage.models import ExecutionEvent
 
 pytest_plugins = ["tests.servers.asgi_server"]
@@ -61,12 +62,15 @@ def parse_bulk(body: str) -> list[tuple[dict, dict]]:
     return [(json.loads(lines[i]), json.loads(lines[i + 1])) for i in range(0, len(lines), 2)]
 
 
-def record(connector, **fields) -> ExecutionEvent:
-    defaults = dict(timestamp=T0, connector_id=str(connector.pk), connector_name=connector.name, user_name="ada",
-                    source="api", sub_action="run", outcome="success", duration_ms=1248.5, upstream_status=200,
-                    requested_model="gpt-4o", response_model="gpt-4o-2024-08-06", prompt_tokens=10,
-                    completion_tokens=12, total_tokens=22, usage_source="provider", request_bytes=78)
-    return ExecutionEvent.objects.insert_batch([ExecutionEvent(**{**defaults, **fields})])[0]
+# An execution with every field the export maps set, as the tests below expect to read it back.
+EXECUTION = dict(user_name="ada", source="api", sub_action="run", outcome="success", duration_ms=1248.5,
+                 upstream_status=200, requested_model="gpt-4o", response_model="gpt-4o-2024-08-06", prompt_tokens=10,
+                 completion_tokens=12, total_tokens=22, usage_source="provider", request_bytes=78)
+
+
+def record(connector, timestamp: datetime = T0, **fields) -> ExecutionEvent:
+    return record_event(timestamp, connector_id=str(connector.pk), connector_name=connector.name,
+                        **{**EXECUTION, **fields})
 
 
 def export(client, user, **params):

@@ -9,38 +9,13 @@ bench/concurrency.py measures the same on the production setup (two workers, Pos
 import asyncio
 import json
 
-import pytest
-
 from bench.loadgen import Connection
 from connectors.api import auth
 from tests.conftest import basic_auth
+from tests.helpers.execute import execute_path, post_at_once, run_bytes
 from usage.models import ExecutionEvent, UsageRollup
-from usage.recording import writer as recording
 
 CONCURRENT = 200
-
-
-@pytest.fixture
-def event_writer():
-    writer = recording.start_event_writer()
-    yield writer
-    recording.stop_event_writer(timeout=10)
-
-
-def execute_body(index: int) -> bytes:
-    body = json.dumps({"messages": [{"role": "user", "content": f"request {index}"}]})
-    return json.dumps({"params": {"subAction": "run", "subActionParams": {"body": body}}}).encode()
-
-
-async def send_at_once(port: int, path: str, headers: dict, count: int):
-    async def one(index: int):
-        connection = Connection("127.0.0.1", port)
-        try:
-            return await connection.request("POST", path, execute_body(index), headers)
-        finally:
-            await connection.close()
-
-    return await asyncio.gather(*(one(i) for i in range(count)))
 
 
 def test_concurrent_executions_with_basic_auth_all_succeed_and_produce_exactly_one_event_each(
@@ -52,9 +27,8 @@ def test_concurrent_executions_with_basic_auth_all_succeed_and_produce_exactly_o
     monkeypatch.setattr(auth, "_verify_basic", lambda *args: verifications.append(args) or original_verify(*args))
     headers = {"Content-Type": "application/json", "kbn-xsrf": "true", "Authorization": basic_auth(operator)}
 
-    responses = asyncio.run(
-        send_at_once(asgi_live_server.port, f"/api/actions/connector/{connector.pk}/_execute", headers, CONCURRENT)
-    )
+    bodies = [run_bytes(f"request {i}") for i in range(CONCURRENT)]
+    responses = asyncio.run(post_at_once(asgi_live_server.port, execute_path(connector), bodies, headers))
 
     assert [r.status for r in responses] == [200] * CONCURRENT
     envelopes = [json.loads(r.body) for r in responses]

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from connectors.models import Connector, Provider
 from tests.core.test_preconfigured import PRECONFIGURED
-from tests.dashboards.test_queries import record
+from tests.helpers.events import record
 
 pytestmark = pytest.mark.django_db
 

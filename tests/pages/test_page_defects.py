@@ -11,7 +11,7 @@ from django.core.management import call_command
 
 from connectors.accounts.api_keys import create_api_key
 from tests.conftest import PASSWORD
-from tests.dashboards.test_queries import record
+from tests.helpers.events import record
 
 pytestmark = pytest.mark.django_db
 

@@ -11,6 +11,7 @@ from django.db import OperationalError
 from django.utils import timezone
 
 from connectors_admin import asgi
+from tests.helpers.events import build_event
 from usage.models import ExecutionEvent, UsageRollup
 from usage.models.events import ExecutionEventManager
 from usage.recording import writer as recording
@@ -18,38 +19,24 @@ from usage.recording import writer as recording
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+WRITER_TEST = {"connector_id": "writer-test", "connector_name": "Writer test", "duration_ms": 12.5,
+               "prompt_tokens": 3, "completion_tokens": 4}
+
+
 def make_event(index: int = 0, **fields) -> ExecutionEvent:
-    values = {
-        "timestamp": timezone.now(),
-        "connector_id": "writer-test",
-        "connector_name": "Writer test",
-        "source": "api",
-        "sub_action": "run",
-        "outcome": "success",
-        "duration_ms": 12.5,
-        "prompt_tokens": 3,
-        "completion_tokens": 4,
-        "error_message": f"event {index}",
-    }
-    return ExecutionEvent(**{**values, **fields})
+    """An event of this file's connector, not stored, told apart by its error message."""
+    return build_event(timezone.now(), **{**WRITER_TEST, "error_message": f"event {index}", **fields})
 
 
 def rollup_requests() -> int:
     return sum(UsageRollup.objects.filter(connector_id="writer-test").values_list("requests", flat=True))
 
 
-@pytest.fixture
-def writer():
-    started = recording.start_event_writer()
-    yield started
-    recording.stop_event_writer(timeout=10)
-
-
 async def record_all(events) -> None:
     await asyncio.gather(*(recording.record_execution(event) for event in events))
 
 
-def test_concurrent_executions_through_the_writer_produce_exactly_one_event_each(writer):
+def test_concurrent_executions_through_the_writer_produce_exactly_one_event_each(event_writer):
     events = [make_event(i) for i in range(300)]
 
     asyncio.run(record_all(events))
@@ -59,7 +46,7 @@ def test_concurrent_executions_through_the_writer_produce_exactly_one_event_each
     assert sorted(ExecutionEvent.objects.values_list("error_message", flat=True)) == sorted(f"event {i}" for i in range(300))
     assert rollup_requests() == 300
     assert all(event.pk is not None for event in events)
-    assert writer.batches_written < 300  # they were written in batches, not one transaction each
+    assert event_writer.batches_written < 300  # they were written in batches, not one transaction each
 
 
 def test_without_a_running_writer_events_are_written_directly():
@@ -70,7 +57,7 @@ def test_without_a_running_writer_events_are_written_directly():
     assert ExecutionEvent.objects.filter(connector_id="writer-test").count() == 1
 
 
-def test_write_behind_answers_before_the_commit_and_flush_waits_for_it(writer, settings, monkeypatch):
+def test_write_behind_answers_before_the_commit_and_flush_waits_for_it(event_writer, settings, monkeypatch):
     settings.EVENT_WRITE_BEHIND = True
     gate = threading.Event()
     original = ExecutionEventManager.insert_batch

@@ -13,36 +13,17 @@ import httpx
 import pytest
 from django.db import OperationalError
 
-from bench.loadgen import Connection
 from connectors.api import kibana, openai_compat
 from tests.conftest import basic_auth
+from tests.helpers.execute import execute_path, post_at_once, run_bytes
 from usage.models import ExecutionEvent, UsageRollup
 from usage.models.events import ExecutionEventManager
 from usage.recording import writer as recording
 from usage.recording.spool import EventSpool
 
 HELLO = json.dumps({"messages": [{"role": "user", "content": "Hello"}]})
+RUN = run_bytes("Hello")
 POISONED_SUB_ACTION = b'{"params": {"subAction": "\\ud800", "subActionParams": {}}}'
-
-
-def run_body(content: str = "Hello") -> bytes:
-    body = json.dumps({"messages": [{"role": "user", "content": content}]})
-    return json.dumps({"params": {"subAction": "run", "subActionParams": {"body": body}}}).encode()
-
-
-def execute_path(connector) -> str:
-    return f"/api/actions/connector/{connector.pk}/_execute"
-
-
-async def post_all(port: int, path: str, bodies: list[bytes], headers: dict):
-    async def one(body: bytes):
-        client = Connection("127.0.0.1", port)
-        try:
-            return await client.request("POST", path, body, headers)
-        finally:
-            await client.close()
-
-    return await asyncio.gather(*(one(body) for body in bodies))
 
 
 @pytest.fixture
@@ -62,10 +43,10 @@ def test_a_lone_surrogate_sub_action_is_recorded_and_the_writer_keeps_every_othe
     asgi_live_server, make_connector, fake_openai, headers
 ):
     connector = make_connector(api_url=fake_openai.url("ok"))
-    bodies = [run_body(f"call {i}") for i in range(60)]
+    bodies = [run_bytes(f"call {i}") for i in range(60)]
     bodies[30] = POISONED_SUB_ACTION
 
-    responses = asyncio.run(post_all(asgi_live_server.port, execute_path(connector), bodies, headers))
+    responses = asyncio.run(post_at_once(asgi_live_server.port, execute_path(connector), bodies, headers))
 
     assert [r.status for r in responses] == [200] * 60
     poisoned = json.loads(responses[30].body)
@@ -86,7 +67,7 @@ def test_a_model_name_the_database_cannot_store_is_made_storable(asgi_live_serve
                                                                  headers, scenario, stored_model):
     connector = make_connector(api_url=fake_openai.url(scenario))
 
-    responses = asyncio.run(post_all(asgi_live_server.port, execute_path(connector), [run_body()] * 3, headers))
+    responses = asyncio.run(post_at_once(asgi_live_server.port, execute_path(connector), [RUN] * 3, headers))
 
     assert {json.loads(r.body)["status"] for r in responses} == {"ok"}
     events = ExecutionEvent.objects.filter(connector_id=str(connector.pk))
@@ -144,7 +125,7 @@ def test_a_dead_writer_shows_in_healthz_and_is_restarted_without_losing_its_batc
         return original(self, batch)
 
     monkeypatch.setattr(recording.EventWriter, "_write", dying_write)
-    first = asyncio.run(post_all(asgi_live_server.port, execute_path(connector), [run_body()], headers))[0]
+    first = asyncio.run(post_at_once(asgi_live_server.port, execute_path(connector), [RUN], headers))[0]
     assert json.loads(first.body)["status"] == "ok"
     # The batch the dying thread held went to the spool rather than nowhere.
     assert writer().events_spooled == 1 and writer().events_lost == 0
@@ -152,7 +133,7 @@ def test_a_dead_writer_shows_in_healthz_and_is_restarted_without_losing_its_batc
     health = httpx.get(f"{asgi_live_server.url}/healthz")
     assert health.status_code == 503 and health.json()["status"] == "failing"
 
-    second = asyncio.run(post_all(asgi_live_server.port, execute_path(connector), [run_body()], headers))[0]
+    second = asyncio.run(post_at_once(asgi_live_server.port, execute_path(connector), [RUN], headers))[0]
 
     assert json.loads(second.body)["status"] == "ok"
     assert writer().restarts == 1 and writer().running
@@ -200,7 +181,7 @@ def test_a_caller_that_hangs_up_on_a_non_streamed_call_still_gets_its_event(
 
     monkeypatch.setattr(module, name, observed)
     if endpoint == "_execute":
-        path, body = execute_path(connector), run_body()
+        path, body = execute_path(connector), RUN
     else:
         path, body = f"/api/openai/{connector.pk}/v1/chat/completions", json.dumps(json.loads(HELLO)).encode()
 
@@ -266,11 +247,11 @@ def test_calls_answered_during_an_outage_are_all_recorded_when_the_database_is_b
     asgi_live_server, make_connector, fake_openai, headers, monkeypatch
 ):
     connector = make_connector(api_url=fake_openai.url("ok"))
-    asyncio.run(post_all(asgi_live_server.port, execute_path(connector), [run_body()], headers))  # cached now
+    asyncio.run(post_at_once(asgi_live_server.port, execute_path(connector), [RUN], headers))  # cached now
     state = {"down": True}
     outage(monkeypatch, state)
 
-    responses = asyncio.run(post_all(asgi_live_server.port, execute_path(connector), [run_body()] * 40, headers))
+    responses = asyncio.run(post_at_once(asgi_live_server.port, execute_path(connector), [RUN] * 40, headers))
 
     assert {json.loads(r.body)["status"] for r in responses} == {"ok"}
     assert writer().events_spooled == 40
@@ -304,7 +285,7 @@ def test_a_cache_miss_during_an_outage_is_a_503_envelope_with_retry_and_is_recor
 ):
     connector = make_connector(api_url=fake_openai.url("ok"))
 
-    response = httpx.post(f"{asgi_live_server.url}{execute_path(connector)}", content=run_body(), headers=headers)
+    response = httpx.post(f"{asgi_live_server.url}{execute_path(connector)}", content=RUN, headers=headers)
 
     assert response.status_code == 503 and response.headers["retry-after"] == "5"
     envelope = response.json()
@@ -392,10 +373,10 @@ def test_calls_answered_during_a_real_postgresql_outage_are_recorded_once_it_is_
     from django.db import connection
 
     connector = make_connector(api_url=fake_openai.url("ok"))
-    asyncio.run(post_all(asgi_live_server.port, execute_path(connector), [run_body()], headers))  # cached now
+    asyncio.run(post_at_once(asgi_live_server.port, execute_path(connector), [RUN], headers))  # cached now
     postgresql_outage.start()
 
-    responses = asyncio.run(post_all(asgi_live_server.port, execute_path(connector), [run_body()] * 30, headers))
+    responses = asyncio.run(post_at_once(asgi_live_server.port, execute_path(connector), [RUN] * 30, headers))
 
     assert {json.loads(r.body)["status"] for r in responses} == {"ok"}
     assert writer().events_spooled == 30 and writer().outage
@@ -462,7 +443,7 @@ def test_events_spooled_by_a_process_killed_with_sigkill_are_replayed_by_the_nex
 # --- a failed write, handled the same way on every path ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("path, body", [("_execute", run_body()), ("openai", HELLO.encode())])
+@pytest.mark.parametrize("path, body", [("_execute", RUN), ("openai", HELLO.encode())])
 def test_when_the_event_cannot_be_written_the_caller_still_gets_its_answer_and_the_event_is_logged(
     client, operator, make_connector, fake_openai, monkeypatch, caplog, path, body
 ):
