@@ -77,7 +77,7 @@ class _Spellings:
     bases: tuple[str, ...]  # the forms whose JSON-escaped spellings are masked too
     escaped: tuple[re.Pattern, ...]  # per base: any spelling of it (only those with an escape are not fixed forms)
     escaped_bytes: tuple[re.Pattern, ...]
-    trigger: re.Pattern  # the escapes of the bases' characters, cut short: no escaped spelling without one
+    trigger: re.Pattern  # the escapes of the bases' characters: no escaped spelling without one
     byte_trigger: re.Pattern
     longest_escaped: int  # bytes
     alphabet: bytes  # every byte an escaped spelling can hold
@@ -111,7 +111,7 @@ def _spellings(secret: str) -> _Spellings | None:
     alphabet = set(b"\\u" + _HEX)
     for char in characters:
         for unit in _code_units(char):
-            triggers |= {"\\u" + prefix for prefix in _case_variants(f"{unit:04x}"[:3])}
+            triggers |= {"\\u" + digits for digits in _case_variants(f"{unit:04x}")}
         if char in _SHORT_ESCAPES:
             triggers.add("\\" + _SHORT_ESCAPES[char])
             alphabet.add(ord(_SHORT_ESCAPES[char]))
@@ -258,6 +258,8 @@ class StreamMasker:
         newline that ends an SSE event) ends the search at once.
         """
         spellings = self._spellings
+        if not data or data[-1] not in spellings.alphabet:
+            return 0
         window = data[-(spellings.longest_escaped - 1):]
         tail = window[len(window.rstrip(spellings.alphabet)):]
         if b"\\" not in tail:
