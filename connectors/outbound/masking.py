@@ -27,15 +27,22 @@ import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import islice
 from urllib.parse import quote, quote_plus
 
 MASK = "***"
 MIN_SECRET_LENGTH = 4  # shorter "keys" would mask ordinary words; such keys are refused for OpenAI/Azure anyway
+# Where the end of a streamed chunk holds more places that could begin an escaped spelling of the key than this (a
+# word of text holds a few), they are not read one by one: the end is held back whole (at most one spelling's length).
+MAX_CANDIDATES = 16
 
 # JSON's two-character escapes (RFC 8259, 7), by the character they stand for.
 _SHORT_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "\b": "b", "\f": "f", "\n": "n", "\r": "r", "\t": "t"}
-# An escape cut off at the end of what has arrived: a backslash, or ``\u`` and up to three hex digits.
-_PARTIAL_ESCAPE = re.compile(rb"\\(?:u[0-9a-fA-F]{0,3})?\Z")
+_SHORT_UNESCAPES = {letter: char for char, letter in _SHORT_ESCAPES.items()}
+# One character of a JSON string: an escape, or a character written as itself (one to four UTF-8 bytes).
+_TOKEN = re.compile(rb'\\u(?P<unit>[0-9a-fA-F]{4})|\\(?P<short>["\\/bfnrt])|[\x00-\x5b\x5d-\x7f]|[\xc0-\xff][\x80-\xbf]+')
+# The same cut off by the end of what has arrived: a backslash, ``\u`` and up to three hex digits, part of a character.
+_PARTIAL_TOKEN = re.compile(rb"\\(?:u[0-9a-fA-F]{0,3})?|[\xc0-\xff][\x80-\xbf]*")
 _HEX = b"0123456789abcdefABCDEF"
 
 
@@ -81,7 +88,8 @@ class _Spellings:
     byte_trigger: re.Pattern
     longest_escaped: int  # bytes
     alphabet: bytes  # every byte an escaped spelling can hold
-    first_tokens: tuple[bytes, ...]  # how a spelling can begin (escapes in lower case)
+    beginnings: re.Pattern  # (zero-width) where a spelling can begin: its first character, whole or cut off
+    base_units: tuple[tuple[int, ...], ...]  # the bases as UTF-16 code units (what ``\uXXXX`` spells)
 
 
 def _case_variants(text: str) -> set[str]:
@@ -119,14 +127,8 @@ def _spellings(secret: str) -> _Spellings | None:
             alphabet |= set(char.encode("utf-8"))
     # One scan for all of them (a regular expression scans faster than ``in`` for each).
     trigger = "|".join(re.escape(escape) for escape in sorted(triggers))
-    firsts = set()
-    for base in bases:
-        first = base[0]
-        firsts.add("".join(f"\\u{unit:04x}" for unit in _code_units(first)).encode())
-        if first in _SHORT_ESCAPES:
-            firsts.add(("\\" + _SHORT_ESCAPES[first]).encode())
-        if first not in '"\\':
-            firsts.add(first.encode("utf-8"))
+    # A spelling's first character, or an escape cut off by the end of what has arrived.
+    beginnings = "(?=" + "|".join([*{_char_pattern(base[0]) for base in bases}, r"\\(?:u[0-9a-fA-F]{0,3})?\Z"]) + ")"
     return _Spellings(
         forms=forms,
         byte_forms=tuple(form.encode("utf-8") for form in forms),
@@ -137,7 +139,8 @@ def _spellings(secret: str) -> _Spellings | None:
         byte_trigger=re.compile(trigger.encode()),
         longest_escaped=max(_longest_spelling(base) for base in bases),
         alphabet=bytes(sorted(alphabet)),
-        first_tokens=tuple(sorted(firsts, key=len, reverse=True)),
+        beginnings=re.compile(beginnings.encode("utf-8")),
+        base_units=tuple(tuple(unit for char in base for unit in _code_units(char)) for base in bases),
     )
 
 
@@ -264,25 +267,35 @@ class StreamMasker:
         tail = window[len(window.rstrip(spellings.alphabet)):]
         if b"\\" not in tail:
             return 0  # plain text: _possible_start has looked at it
-        for start in range(len(tail)):  # the earliest start is the longest end
+        starts = [beginning.start() for beginning in islice(spellings.beginnings.finditer(tail), MAX_CANDIDATES + 1)]
+        if len(starts) > MAX_CANDIDATES:
+            return len(tail) - starts[0]  # a run of would-be beginnings (a hostile provider's): held, unread
+        for start in starts:  # the earliest start is the longest end
             if self._begins_a_spelling(tail[start:]):
                 return len(tail) - start
         return 0
 
     def _begins_a_spelling(self, end: bytes) -> bool:
-        if not any(end[: len(first)].lower() == first or first.startswith(end.lower()) for first in
-                   self._spellings.first_tokens):
-            return False
-        partial = _PARTIAL_ESCAPE.search(end)
-        for text in (end, end[: partial.start()] if partial else None):
-            if text is None:
-                continue
-            try:
-                decoded = json.loads(b'"' + text + b'"')
-            except ValueError:
-                continue
-            if decoded and "\ud800" <= decoded[-1] <= "\udbff":
-                decoded = decoded[:-1]  # the first half of a surrogate pair, whose second half is still to come
-            if any(base.startswith(decoded) for base in self._spellings.bases):
+        """Whether ``end``, read as the inside of a JSON string, is the beginning of a base: read one token at a
+        time, so that a false start costs a token or two, not a decoding of the whole end."""
+        for units in self._spellings.base_units:
+            position, index = 0, 0
+            while position < len(end):
+                token = _TOKEN.match(end, position)
+                if token is None or (token.lastgroup is None and token.end() == len(end) and end[-1] >= 0x80):
+                    # An escape or a character cut off by the end of what has arrived, or no JSON at all.
+                    if index < len(units) and _PARTIAL_TOKEN.fullmatch(end, position) is not None:
+                        return True
+                    break
+                if token.lastgroup == "unit":
+                    read = (int(token.group("unit"), 16),)
+                elif token.lastgroup == "short":
+                    read = (ord(_SHORT_UNESCAPES[token.group("short")]),)
+                else:
+                    read = tuple(unit for char in token.group().decode("utf-8", "replace") for unit in _code_units(char))
+                if units[index:index + len(read)] != read:
+                    break
+                position, index = token.end(), index + len(read)
+            else:
                 return True
         return False
