@@ -308,10 +308,12 @@ def test_a_key_hidden_by_a_utf16_body_is_not_read_as_json(asgi_live_server, reco
     assert_key_not_recorded(2, recorded_events)
 
 
+@pytest.mark.parametrize("noise", ["", "s\\u0073sk-" * 20], ids=["plain", "many-false-starts"])
 @pytest.mark.parametrize("spelling", SPELLINGS)
-def test_a_json_escaped_key_is_masked_at_every_chunk_boundary(spelling):
-    event = f'data: {{"choices": [{{"delta": {{"content": "a {spell(ESCAPED_KEY, spelling)} b"}}}}]}}\n\n'.encode()
-    expected = b'data: {"choices": [{"delta": {"content": "a *** b"}}]}\n\n'
+def test_a_json_escaped_key_is_masked_at_every_chunk_boundary(spelling, noise):
+    event = f'data: {{"choices": [{{"delta": {{"content": "a {noise}{spell(ESCAPED_KEY, spelling)} b"}}}}]}}\n\n'
+    event = event.encode()
+    expected = f'data: {{"choices": [{{"delta": {{"content": "a {noise}*** b"}}}}]}}\n\n'.encode()
     assert mask_secret(event, ESCAPED_KEY) == expected
     for size in range(1, 16):
         masker = StreamMasker(ESCAPED_KEY)

@@ -290,7 +290,7 @@ class StreamMasker:
                 if token.lastgroup == "unit":
                     read = (int(token.group("unit"), 16),)
                 elif token.lastgroup == "short":
-                    read = (ord(_SHORT_UNESCAPES[token.group("short")]),)
+                    read = (ord(_SHORT_UNESCAPES[token.group("short").decode()]),)
                 else:
                     read = tuple(unit for char in token.group().decode("utf-8", "replace") for unit in _code_units(char))
                 if units[index:index + len(read)] != read:
