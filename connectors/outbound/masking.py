@@ -16,9 +16,10 @@ decodes to the key although its bytes do not hold it. The key is therefore maske
   decoded text holds the key. An escape that is itself escaped (``\\\\u0073``) decodes to a backslash and text,
   not to the key, and is left alone, so masking never breaks the JSON around it.
 
-The escaped spellings cost a look only where the bytes hold an escape that could spell a character of the key
-(``\\u``, or ``\\/`` for a key with ``/``...): an ordinary answer pays nothing more. Provider JSON is read as UTF-8
-only (``loads_provider_json``), so that what is parsed is exactly the bytes that were masked.
+The escaped spellings are searched for only where the bytes hold an escape of one of the key's own characters
+(``\\u0073`` for ``s``, ``\\/`` for a key with ``/``...), which no server writes for letters and digits; finding
+out costs one scan for a backslash, and one for those escapes when there is one. Provider JSON is read as UTF-8 only
+(``loads_provider_json``), so that what is parsed is exactly the bytes that were masked.
 """
 
 from __future__ import annotations
