@@ -27,6 +27,7 @@ from connectors.outbound.execution import (
     execute_passthrough,
     passed_headers,
 )
+from connectors.outbound.masking import loads_provider_json
 from connectors.outbound.record import refuse_before_start
 from connectors.outbound.streaming import StreamFailure, StreamingExecution, sse_response
 from connectors.outbound.sub_actions import model_error
@@ -146,7 +147,7 @@ def _outbound_error(error: Exception) -> JsonResponse:
 def _provider_error(status: int, body: bytes, connector: Connector) -> HttpResponse:
     """The provider's error with its status: its body as sent when OpenAI-shaped, completed or wrapped if not."""
     try:
-        payload = json.loads(body)
+        payload = loads_provider_json(body)
     except ValueError:
         payload = None
     error = payload.get("error") if isinstance(payload, dict) else None

@@ -7,7 +7,6 @@ it is written exactly once with the reason its caller was told.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +25,7 @@ from connectors.outbound.envelopes import (
     refusal_envelope,
     rejection_envelope,
 )
+from connectors.outbound.masking import loads_provider_json
 from connectors.outbound.providers import build_upstream_request
 from connectors.outbound.record import ExecutionRecord
 from connectors.outbound.sub_actions import ParamsError, SubActionError, call_timeout_for, parse_params
@@ -188,7 +188,7 @@ async def _execute(record: ExecutionRecord, params: Any) -> tuple[dict, dict | N
         await record.upstream_error(error)
         return failure_envelope(connector_id, error.message, retry_after=error.retry_after), None
     try:
-        payload = json.loads(response.body)
+        payload = loads_provider_json(response.body)
     except ValueError:
         message = not_json_message(response.status, response.headers)
         await record.failed(message)
@@ -310,7 +310,7 @@ async def _passthrough(record: ExecutionRecord, body: dict, result: PassthroughR
         await record.upstream_error(error)
         return
     try:
-        payload = json.loads(response.body)
+        payload = loads_provider_json(response.body)
     except ValueError:
         message = not_json_message(response.status, response.headers)
         await record.failed(message)

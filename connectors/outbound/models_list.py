@@ -13,7 +13,6 @@ asked again. README, "OpenAI-compatible endpoint".
 """
 
 import asyncio
-import json
 import logging
 import re
 from urllib.parse import urlsplit, urlunsplit
@@ -21,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 from connectors.caching.expiring_cache import ExpiringCache
 from connectors.models import Connector, Provider
 from connectors.outbound import transport
+from connectors.outbound.masking import loads_provider_json
 from connectors.outbound.providers import UpstreamRequest, build_headers, normalise_url
 from connectors.validation import azure_deployment
 
@@ -60,7 +60,7 @@ def fallback_models(connector: Connector) -> list[dict]:
 
 def _parse_listing(body: bytes) -> list[dict] | None:
     try:
-        listing = json.loads(body)
+        listing = loads_provider_json(body)
     except (ValueError, UnicodeDecodeError):
         return None
     data = listing.get("data") if isinstance(listing, dict) else None

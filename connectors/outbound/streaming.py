@@ -41,6 +41,7 @@ from connectors.outbound.envelopes import (
     rejection_envelope,
 )
 from connectors.outbound.execution import INTERNAL_ERROR, configuration_error, estimated_usage, extract_usage
+from connectors.outbound.masking import loads_provider_json
 from connectors.outbound.providers import UpstreamRequest, build_upstream_request
 from connectors.outbound.record import CLIENT_DISCONNECTED, ExecutionRecord
 from connectors.outbound.stream_bounds import EventTooLarge, SSELineReader, StreamBounds, StreamCut
@@ -150,7 +151,7 @@ class SSEUsageTracker:
             self.done = True
             return True
         try:
-            payload = json.loads(data)
+            payload = loads_provider_json(data)
         except ValueError:
             return True
         if not isinstance(payload, dict):

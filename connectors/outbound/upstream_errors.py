@@ -8,12 +8,11 @@ same ``UpstreamError``: Kibana's service message (the OpenAI connector's ``getRe
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 
-from connectors.outbound.masking import mask_secret
+from connectors.outbound.masking import loads_provider_json, mask_secret
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,7 @@ def provider_error_message(status: int, body: bytes) -> str:
         reason = "Error"
     detail = ""
     try:
-        payload = json.loads(body)
+        payload = loads_provider_json(body)
     except (ValueError, UnicodeDecodeError):
         payload = None
     error = payload.get("error") if isinstance(payload, dict) else None

@@ -10,6 +10,13 @@ answers ``200 text/event-stream`` and then:
 - ``trickle-<ms>``: a one-word content event every <ms> milliseconds, forever (a slowloris);
 - ``idle``: one content event, then nothing, with the connection held open.
 
+And the ``echo-<spelling>[-error]`` scenarios, which echo the key the request carried (``Authorization: Bearer``)
+spelled JSON-escaped, so that no byte form of it is in the answer and only a JSON reader sees it: ``one`` (its first
+character as ``\\u0073``), ``all`` (every character as ``\\uXXXX``, upper-case hex), ``slash`` (its ``/`` as ``\\/``)
+and ``utf16`` (the key as it is, the body in UTF-16). The key is in the message's text, the model, an object key at
+depth and the id. A request with ``"stream": true`` gets it in SSE events written a few bytes at a time, so that
+chunks end inside escapes; ``-error`` answers 400 with the key in ``error.message``.
+
 Every write waits for the socket to drain, so the upstream goes only as fast as the gateway reads. Each exchange is
 kept in ``connections`` (scenario, body bytes written, and an event set once the peer has closed the connection).
 Run on its own: ``python -m tests.servers.hostile_upstream <port>``.
@@ -98,14 +105,19 @@ class HostileUpstream:
         try:
             head = await reader.readuntil(b"\r\n\r\n")
             target = head.split(b" ", 2)[1].decode("latin-1")
-            length = 0
+            length, key = 0, ""
             for line in head.split(b"\r\n")[1:]:
                 name, _, value = line.partition(b":")
                 if name.strip().lower() == b"content-length":
                     length = int(value)
-            await reader.readexactly(length)
+                if name.strip().lower() == b"authorization":
+                    key = value.strip().decode("utf-8").removeprefix("Bearer ")
+            request = json.loads(await reader.readexactly(length) or b"{}")
             exchange = Exchange(scenario=target.strip("/").split("/", 1)[0])
             self.connections.append(exchange)
+            if exchange.scenario.startswith("echo-"):
+                await self._echo(exchange, writer, key, request.get("stream") is True)
+                return
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
             # Whichever ends first: the stream (a write fails once the peer is gone) or the peer closing.
             sending = asyncio.ensure_future(self._stream(exchange, writer))
@@ -125,6 +137,43 @@ class HostileUpstream:
         writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         await writer.drain()
         exchange.sent += len(data)
+
+    async def _echo(self, exchange: Exchange, writer: asyncio.StreamWriter, key: str, stream: bool) -> None:
+        spelling, _, error = exchange.scenario.removeprefix("echo-").partition("-")
+        encoding = "utf-16" if spelling == "utf16" else "utf-8"
+
+        def spelled_in(payload: dict) -> bytes:  # the payload's ECHO written as the spelled key
+            return json.dumps(payload).replace("ECHO", spell(key, spelling)).encode(encoding)
+
+        if error:
+            body = {"error": {"message": "Incorrect API key provided: ECHO", "type": "invalid_request_error",
+                              "param": None, "code": "invalid_api_key"}}
+            return await self._answer(exchange, writer, 400, "application/json", [spelled_in(body)])
+        usage = {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}
+        if not stream:
+            body = {"id": "chatcmpl-ECHO", "object": "chat.completion", "created": 0, "model": "ECHO",
+                    "system_fingerprint": {"ECHO": ["ECHO"]}, "usage": usage,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Your key is ECHO."},
+                                 "finish_reason": "stop"}]}
+            return await self._answer(exchange, writer, 200, f"application/json; charset={encoding}",
+                                      [spelled_in(body)])
+        event = {"id": "chatcmpl-ECHO", "object": "chat.completion.chunk", "created": 0, "model": "ECHO",
+                 "choices": [{"index": 0, "delta": {"content": "Your key is ECHO."}, "finish_reason": None}]}
+        last = {"id": "chatcmpl-0", "object": "chat.completion.chunk", "created": 0, "model": "gpt-4o",
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": usage}
+        raw = b"data: " + spelled_in(event) + b"\n\n"
+        pieces = [raw[at:at + 3] for at in range(0, len(raw), 3)]
+        pieces.append(b"data: " + json.dumps(last).encode() + b"\n\ndata: [DONE]\n\n")
+        await self._answer(exchange, writer, 200, "text/event-stream", pieces)
+
+    async def _answer(self, exchange: Exchange, writer: asyncio.StreamWriter, status: int, content_type: str,
+                      pieces: list[bytes]) -> None:
+        writer.write(f"HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\n"
+                     f"transfer-encoding: chunked\r\n\r\n".encode())
+        for piece in pieces:
+            await self._write(exchange, writer, piece)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
 
     async def _stream(self, exchange: Exchange, writer: asyncio.StreamWriter) -> None:
         scenario = exchange.scenario
@@ -154,6 +203,17 @@ class HostileUpstream:
             await asyncio.Event().wait()
         else:
             await self._write(exchange, writer, b'data: {"error": {"message": "unknown scenario"}}\n\n')
+
+
+def spell(key: str, spelling: str) -> str:
+    """``key`` as the ``echo-<spelling>`` scenarios write it inside a JSON string (see the module's docstring)."""
+    if spelling == "one":
+        return f"\\u{ord(key[0]):04x}" + json.dumps(key[1:])[1:-1]
+    if spelling == "all":
+        return "".join(f"\\u{ord(char):04X}" for char in key)
+    if spelling == "slash":
+        return json.dumps(key)[1:-1].replace("/", "\\/")
+    return json.dumps(key, ensure_ascii=False)[1:-1]  # utf16: the body's encoding hides it
 
 
 if __name__ == "__main__":
