@@ -43,8 +43,9 @@ def _insert(events: list[ExecutionEvent]) -> list[ExecutionEvent]:
 # DATABASE_WAIT_SECONDS (the longest a connection is awaited), at once when the process already knows the
 # database is down (connectors_admin/database_availability.py), and spools from then on without trying. A
 # replayer thread tries the database every second and puts spooled events into it as soon as it answers (and, at
-# start-up, those a previous process left), each exactly once. An event the database refuses for its content (which make_storable should make impossible) is split from
-# its batch, logged whole as JSON, and its caller's wait ends with EventNotRecorded: never a pretended commit.
+# start-up, those a previous process left), each exactly once. An event the database refuses for its content
+# (which make_storable should make impossible) is split from its batch, logged whole as JSON, and its caller's
+# wait ends with EventNotRecorded: never a pretended commit.
 #
 # The writer runs only where it has been started (connectors_admin/asgi.py starts it for the server process and
 # flushes it at shutdown). Elsewhere (management commands, Django's test client) record_execution writes in the
