@@ -5,6 +5,7 @@ stops with a message naming what is missing; `make run` writes local development
 """
 
 import ipaddress
+import math
 import multiprocessing
 import os
 import tempfile
@@ -155,6 +156,14 @@ TEMPLATES = [
 WSGI_APPLICATION = "connectors_admin.wsgi.application"
 ASGI_APPLICATION = "connectors_admin.asgi.application"
 
+# How long anything waits for a database connection before it takes the database as unavailable (then the APIs
+# answer 503 and execution events go to the spool; README "Guarantees").
+try:
+    DATABASE_WAIT_SECONDS = env.float("DATABASE_WAIT_SECONDS", default=1.0)
+except ValueError:
+    raise ImproperlyConfigured("DATABASE_WAIT_SECONDS must be a number of seconds, such as 1 or 2.5") from None
+if not 0 < DATABASE_WAIT_SECONDS <= 60:
+    raise ImproperlyConfigured(f"DATABASE_WAIT_SECONDS must be above 0 and at most 60, got {DATABASE_WAIT_SECONDS}")
 try:
     DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 except (ImproperlyConfigured, ValueError, KeyError) as exc:
@@ -172,14 +181,23 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         }
     )
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Django's backend, whose connections give up within DATABASE_WAIT_SECONDS and are refused at once while the
+    # database is known to be down (connectors_admin/database_availability.py, README "Guarantees").
+    DATABASES["default"]["ENGINE"] = "connectors_admin.postgresql"
     DATABASES["default"].setdefault("OPTIONS", {})
+    # libpq counts connect_timeout in whole seconds, at least 2: a host that drops packets is given up on then.
+    DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", max(2, math.ceil(DATABASE_WAIT_SECONDS)))
     if _bool("DATABASE_POOL", default=True):
         # psycopg's pool: async views reach the database from worker threads, which makes per-thread persistent
         # connections useless; a pool keeps connections warm across requests and threads.
         DATABASES["default"]["OPTIONS"]["pool"] = {
             "min_size": 2,
             "max_size": _int("DATABASE_POOL_MAX_SIZE", default=20),
-            "timeout": 20,
+            "timeout": DATABASE_WAIT_SECONDS,
+            # A failed connection attempt is given up on soon instead of being retried with a backoff that grows
+            # to minutes: the next request for a connection starts a new attempt, so the pool has connections
+            # again as soon as the database answers.
+            "reconnect_timeout": DATABASE_WAIT_SECONDS,
         }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

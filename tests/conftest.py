@@ -107,16 +107,19 @@ def _flush_may_empty_the_audit_trail():
 @pytest.fixture(autouse=True)
 def _fresh_caches():
     """Each test starts with empty per-process caches (verified credentials, connectors, known login locks,
-    failed sign-in counts of the audit trail)."""
+    failed sign-in counts of the audit trail, whether the database is known to be down)."""
     from connectors.throttling.failures import forget_locks
+    from connectors_admin.database_availability import availability
 
     forget_everything()
     forget_locks()
     forget_failures()
+    availability.reset()
     yield
     forget_everything()
     forget_locks()
     forget_failures()
+    availability.reset()
 
 
 @pytest.fixture(scope="session")

@@ -55,6 +55,8 @@ def test_production_starts_with_its_secrets():
         ({"METRICS_ENABLED": "perhaps"}, "METRICS_ENABLED must be true or false"),
         ({"METRICS_MODELS_PER_CONNECTOR": "many"}, "METRICS_MODELS_PER_CONNECTOR must be a whole number"),
         ({"OTEL_SDK_DISABLED": "perhaps"}, "OTEL_SDK_DISABLED must be true or false"),
+        ({"DATABASE_WAIT_SECONDS": "soon"}, "DATABASE_WAIT_SECONDS must be a number of seconds"),
+        ({"DATABASE_WAIT_SECONDS": "0"}, "DATABASE_WAIT_SECONDS must be above 0 and at most 60"),
     ],
 )
 def test_a_malformed_value_names_its_variable(env, message):

@@ -12,6 +12,8 @@ import pytest
 from django.db import OperationalError
 from django.db.backends.base.base import BaseDatabaseWrapper
 
+from connectors_admin.database_availability import availability
+
 
 class DatabaseOutage:
     def __init__(self, monkeypatch) -> None:
@@ -41,9 +43,11 @@ class DatabaseOutage:
         self.down = False
         if self._connection.vendor == "postgresql":
             self._switch(True)
-            # Every pooled connection was ended by the outage; what runs next gets a fresh pool.
+            # Every pooled connection was ended by the outage; what runs next gets a fresh pool, and connects
+            # at once rather than after the second the app waits before trying a database it found down.
             self._connection.close()
             self._connection.close_pool()
+            availability.reset()
         else:
             self._monkeypatch.undo()
 

@@ -39,10 +39,13 @@ def _insert(events: list[ExecutionEvent]) -> list[ExecutionEvent]:
 # Under load one transaction carries hundreds of events; alone, an event costs one transaction.
 #
 # "Stored" means committed, or, while the database cannot be reached, appended and fsync'd to the spool
-# (usage/recording/spool.py): the writer does not hold events in memory through an outage. A replayer thread puts spooled
-# events into the database as soon as it answers (and, at start-up, those a previous process left), each exactly
-# once. An event the database refuses for its content (which make_storable should make impossible) is split from
-# its batch, logged whole as JSON, and its caller's wait ends with EventNotRecorded: never a pretended commit.
+# (usage/recording/spool.py): the writer does not hold events in memory through an outage. It learns of an outage within
+# DATABASE_WAIT_SECONDS (the longest a connection is awaited), at once when the process already knows the
+# database is down (connectors_admin/database_availability.py), and spools from then on without trying. A
+# replayer thread tries the database every second and puts spooled events into it as soon as it answers (and, at
+# start-up, those a previous process left), each exactly once. An event the database refuses for its content
+# (which make_storable should make impossible) is split from its batch, logged whole as JSON, and its caller's
+# wait ends with EventNotRecorded: never a pretended commit.
 #
 # The writer runs only where it has been started (connectors_admin/asgi.py starts it for the server process and
 # flushes it at shutdown). Elsewhere (management commands, Django's test client) record_execution writes in the
@@ -54,8 +57,9 @@ MAX_BATCH = 500
 COMMIT_WAIT_SECONDS = 10.0
 # Without a spool, a batch is retried at these intervals (then every 2 s) while the database stays away.
 RETRY_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
-# While the database is away, the replayer tries it again at these intervals (then every 2 s).
-REPLAY_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0)
+# While the database is away, the replayer tries it again at these intervals (then every second), on its own: the
+# spool is replayed within about a second of the database's return, whether or not calls come.
+REPLAY_DELAYS = (0.1, 0.25, 0.5, 1.0)
 
 logger = logging.getLogger(__name__)
 
@@ -332,6 +336,8 @@ class EventWriter:
         """Replay every claimable spool file. True when the database took them all (the outage is over)."""
         claimed = self.spool.claim()
         try:
+            if not claimed and self.outage:
+                _probe()  # nothing of ours to replay (another process holds the files): is the database back?
             while claimed:
                 path, handle = claimed[0]
                 self.events_replayed += replay_file(path, handle)
@@ -356,6 +362,12 @@ class EventWriter:
         with self._replay_signal:
             self._replay_signal.notify_all()  # for wait_for_replay
         return True
+
+
+def _probe() -> None:
+    """A query that needs the database; OperationalError (within DATABASE_WAIT_SECONDS) while it is away."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
 
 
 def _forget_ids(events: list[ExecutionEvent]) -> None:
