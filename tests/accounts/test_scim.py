@@ -422,7 +422,7 @@ def test_deactivation_reaches_every_server_process_at_once():
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "connectors_admin.asgi:application", "--host", "127.0.0.1", "--port",
          str(port), "--workers", "2", "--no-access-log", "--log-level", "warning"],
-        cwd=Path(__file__).resolve().parent.parent, env=env)
+        cwd=Path(__file__).resolve().parents[2], env=env)
     try:
         wait_for_port(port, process, timeout=60)
         base = f"http://127.0.0.1:{port}"
