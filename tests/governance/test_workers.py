@@ -1,4 +1,4 @@
-"""Rate limits hold across server processes: 1,000 calls at once to 4 uvicorn workers on PostgreSQL, with the
+"""Rate limits hold across server processes: 500 calls at once to 4 uvicorn workers on PostgreSQL, with the
 counters in the database and in Redis. Exactly the limit is admitted, every refusal is answered 429 and every
 call, admitted or refused, is one event."""
 
@@ -22,7 +22,7 @@ from usage.governance.models import RateLimit, Scope
 from usage.models import ExecutionEvent
 
 ROOT = Path(__file__).resolve().parents[2]
-CALLS = 1000
+CALLS = 500
 LIMIT = 137
 WORKERS = 4
 
