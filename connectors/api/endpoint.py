@@ -18,7 +18,7 @@ from http import HTTPStatus
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.db import InterfaceError, OperationalError
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from connectors import untrusted_json
@@ -202,6 +202,19 @@ def json_endpoint(methods: dict[str, str | None], errors: KibanaErrors | OpenAIE
         return wrapper
 
     return decorator
+
+
+@csrf_exempt  # nothing is changed, and a browser's POST to a wrong path should see the 404 too
+async def unknown_api_path(request, *args, **kwargs):
+    """Every other path under /api/: Kibana's (hapi's) JSON 404, whatever the method or the credentials."""
+    return KIBANA_ERRORS.response(404, "Not Found")
+
+
+def no_content() -> HttpResponse:
+    """A 204 without a Content-Type, as Kibana sends it (there is no content to type)."""
+    response = HttpResponse(status=204)
+    del response["Content-Type"]
+    return response
 
 
 def _returns(user):

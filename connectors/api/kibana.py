@@ -3,11 +3,13 @@
 The routes, bodies and error messages follow docs/KIBANA.md, 'HTTP routes'.
 """
 
+import math
+
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.http import HttpResponse, JsonResponse
+from django.http import JsonResponse
 
 from connectors import lookup
 from connectors.access.policy import may
@@ -19,6 +21,7 @@ from connectors.api.endpoint import (
     declared_length,
     json_endpoint,
     json_object_body,
+    no_content,
     read_json_body,
 )
 from connectors.lookup import all_connectors, get_connector_or_404
@@ -149,7 +152,7 @@ async def connector_detail(request, connector_id: str):
         return JsonResponse(connector_json(connector))
     if request.method == "DELETE":
         await sync_to_async(_delete)(request.user, connector_id)
-        return HttpResponse(status=204)
+        return no_content()
     connector = await sync_to_async(get_connector_or_404)(request.user, connector_id, VIEW_CONNECTOR,
                                                           find=_find_any_type)
     return JsonResponse(connector_json(connector))
@@ -214,11 +217,22 @@ async def execute_connector(request, connector_id: str):
             connector, body["params"], user=request.user, source=EventSource.API, request_bytes=declared_length(request)
         )
         # A failure before the first byte is answered like a non-streamed one: HTTP 200 with the error envelope.
-        return JsonResponse(stream.envelope()) if stream.failure else sse_response(stream.relay())
+        return envelope_response(stream.envelope()) if stream.failure else sse_response(stream.relay())
     execution = await execute(
         connector, body["params"], user=request.user, source=EventSource.API, request_bytes=declared_length(request)
     )
-    return JsonResponse(execution.envelope)
+    return envelope_response(execution.envelope)
+
+
+def envelope_response(envelope: dict) -> JsonResponse:
+    """The envelope as Kibana sends it: its keys only. How long to wait before retrying (the provider's
+    ``retry-after``, a budget's reset) goes into the ``Retry-After`` header instead of an extra key."""
+    envelope = dict(envelope)
+    retry_after = envelope.pop("retry_after", None)
+    response = JsonResponse(envelope)
+    if retry_after is not None:
+        response["Retry-After"] = str(math.ceil(retry_after))
+    return response
 
 
 def _not_executable(connector: Connector) -> ApiError:

@@ -158,7 +158,6 @@ SPEC = {
                     "temperature": {"type": "number", "description": "Stored for the applications that read it"},
                     "enableNativeFunctionCalling": {"type": "boolean", "description": "Other only"},
                     "verificationMode": {"type": "string", "enum": ["full", "certificate", "none"], "description": "Other only: TLS verification; enables PKI"},
-                    "timeout": {"type": "integer", "description": "This app's addition: the call timeout (ms) when a call names none"},
                 },
             },
             "Secrets": {

@@ -1,7 +1,8 @@
-from django.urls import path
+from django.urls import path, re_path
 
 from connectors.api import kibana as api
 from connectors.api import openai_compat, openapi, usage_report
+from connectors.api.endpoint import unknown_api_path
 
 urlpatterns = [
     path("actions/connector", api.create_connector, name="api_connector_create"),
@@ -17,4 +18,6 @@ urlpatterns = [
     path("openai/<str:connector_id>/v1/models", openai_compat.list_models, name="openai_models"),
     path("usage/connectors/<str:connector_id>", usage_report.connector_usage, name="api_usage_connector"),
     path("usage/events.ndjson", usage_report.events_ndjson, name="api_usage_events_ndjson"),
+    # Last: any other /api/ path answers Kibana's JSON 404, never the HTML page.
+    re_path(r"^.*$", unknown_api_path, name="api_unknown_path"),
 ]

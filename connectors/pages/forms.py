@@ -3,7 +3,7 @@ import base64
 from django import forms
 
 from connectors.models import Connector, Provider
-from connectors.validation import OPENAI_DEFAULT_MODEL, api_key_error
+from connectors.validation import OPENAI_DEFAULT_MODEL, api_key_error, azure_url_error
 
 MAX_PEM_BYTES = 64 * 1024
 
@@ -119,6 +119,11 @@ class ConnectorForm(forms.ModelForm):
         if provider != Provider.OTHER:
             cleaned["verification_mode"] = self.instance.verification_mode = ""
             cleaned["enable_native_function_calling"] = self.instance.enable_native_function_calling = None
+        if provider == Provider.AZURE and cleaned.get("api_url"):
+            # A hint for people typing a URL by hand; the API accepts any URL, as Kibana does (docs/KIBANA.md 1.1).
+            problem = azure_url_error(cleaned["api_url"])
+            if problem:
+                self.add_error("api_url", problem)
         self._apply_pki(cleaned)
         if cleaned.get("api_key"):
             problem = api_key_error(cleaned["api_key"])
