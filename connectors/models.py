@@ -18,6 +18,9 @@ from connectors.crypto import decrypt_secret, encrypt_secret
 
 CONNECTOR_TYPE_ID = ".gen-ai"
 CONNECTOR_TYPE_NAME = "OpenAI"
+# The Kibana release whose connector API this app answers as (docs/KIBANA.md 0): named in the deprecation warning of
+# the 8.x routes and as kibana.version in the event-log export.
+KIBANA_VERSION = "9.1.0"
 
 
 def new_connector_id() -> str:

@@ -24,6 +24,7 @@ from django.views.decorators.csrf import csrf_exempt
 from connectors import untrusted_json
 from connectors.access.policy import may
 from connectors.api.auth import (
+    MISSING_CREDENTIALS,
     XSRF_MESSAGE,
     NotAuthenticated,
     Throttled,
@@ -66,7 +67,9 @@ class KibanaErrors:
         return response
 
     def unauthenticated(self, problem: str) -> JsonResponse:
-        return self.response(401, problem)
+        # Kibana answers a request without credentials with hapi's bare "Unauthorized", which scripts match on;
+        # credentials that are wrong keep the reason (Kibana's security plugin words those itself).
+        return self.response(401, "Unauthorized" if problem == MISSING_CREDENTIALS else problem)
 
     def throttled(self, exc: Throttled) -> JsonResponse:
         response = self.response(429, exc.message)

@@ -370,7 +370,8 @@ class StreamingExecution:
             body = b""
         self.record.answered(response.status, len(body))
         if response.status >= 400:
-            error = upstream_error(response.status, response.headers, body, self.connector.api_key)
+            error = upstream_error(response.status, response.headers, body, self.connector.api_key,
+                                   response.reason)
             return StreamFailure(error.message, "upstream_status", retry=error.retry, retry_after=error.retry_after,
                                  upstream_status=response.status, upstream_body=error.body,
                                  upstream_headers=response.headers, upstream=error)
