@@ -41,6 +41,11 @@ from usage.permissions import VIEW_USAGE_DASHBOARD
 
 RETRY_AFTER_OUTAGE_SECONDS = 5  # suggested to callers when the connector cannot be read (database outage)
 
+# Kibana's actionTypeRegistry.isDeprecated(id) is the type definition's own isDeprecated flag, which the .gen-ai
+# definition (stack_connectors/server/connector_types/openai/index.ts) does not set: false, in connector_types'
+# is_deprecated and in every connector's is_connector_type_deprecated alike (docs/KIBANA.md 8).
+CONNECTOR_TYPE_DEPRECATED = False
+
 FEATURE_IDS = ["generativeAIForSecurity", "generativeAIForObservability", "generativeAIForSearchPlayground"]
 
 
@@ -57,7 +62,7 @@ def connector_type_json() -> dict:
         "supported_feature_ids": list(FEATURE_IDS),
         "is_system_action_type": False,
         "source": "stack",
-        "is_deprecated": False,
+        "is_deprecated": CONNECTOR_TYPE_DEPRECATED,
     }
 
 
@@ -82,7 +87,7 @@ def connector_json(connector: Connector, *, with_references: bool = False, creat
             connector.provider != Provider.OTHER and not connector.has_api_key and not connector.uses_pki
         )
     if not created:
-        data["is_connector_type_deprecated"] = False
+        data["is_connector_type_deprecated"] = CONNECTOR_TYPE_DEPRECATED
     if with_references:
         data["referenced_by_count"] = 0
     return data
