@@ -183,7 +183,7 @@ def parse_actions_config(raw: Any) -> ActionsConfig:
     proxy_url = str(tree.get("proxyUrl") or "")
     if proxy_url and not _is_http_url(proxy_url):
         # Kibana's getValidatedConfig only warns, and its agents then ignore the proxy (get_custom_agents.ts).
-        warnings.append(f"The configuration xpack.actions.proxyUrl: {proxy_url} is invalid.")
+        warnings.append(f"The configuration xpack.actions.proxyUrl: {_redacted(proxy_url)} is invalid.")
         proxy_url = ""
     ssl = _mapping(tree.get("ssl") or {}, "ssl")
     for key in ssl:
@@ -345,6 +345,12 @@ def _is_http_url(value: str) -> bool:
 
 
 CUSTOM_HOSTS = "In configuration xpack.actions.customHosts,"
+_USERINFO = re.compile(r"(?<=//)[^/@]*@")
+
+
+def _redacted(url: str) -> str:
+    """A URL for a log line: Kibana's warnings quote it whole, but a password in its userinfo must not be logged."""
+    return _USERINFO.sub("***@", url)
 
 
 def _custom_host_settings(value: Any, warnings: list[str]) -> tuple[CustomHostSetting, ...]:
@@ -365,11 +371,12 @@ def _custom_host_settings(value: Any, warnings: list[str]) -> tuple[CustomHostSe
         unknown = sorted(set(entry) - {"url", "ssl", "smtp"})
         if unknown:
             raise ActionsConfigError(f"unknown setting: {name}.{unknown[0]}")
-        url = entry.get("url")
-        if not isinstance(url, str) or not url:
+        raw_url = entry.get("url")
+        if not isinstance(raw_url, str) or not raw_url:
             raise ActionsConfigError(f"{name}.url must be a URL such as https://host:443 or smtp://host:25")
+        url = _redacted(raw_url)
         try:
-            parts = urlsplit(url)
+            parts = urlsplit(raw_url)
             port = parts.port
         except ValueError as exc:
             warnings.append(f'{CUSTOM_HOSTS} invalid URL "{url}", ignoring; error: {exc}')
