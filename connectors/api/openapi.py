@@ -229,7 +229,6 @@ SPEC = {
                     "service_message": {"type": "string"},
                     "retry": {"type": "boolean", "description": "false for invalid params or config, true for any error while running"},
                     "errorSource": {"type": "string", "enum": ["user", "framework"]},
-                    "retry_after": {"type": "number", "description": "Seconds, from the provider's retry-after"},
                 },
             },
             "Error": {

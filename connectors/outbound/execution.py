@@ -290,7 +290,7 @@ async def _passthrough(record: ExecutionRecord, body: dict, result: PassthroughR
 
     connector = record.connector
     try:
-        upstream = build_upstream_request(connector, body, stream=False)
+        upstream = build_upstream_request(connector, body, stream=False, as_kibana=False)
     except SecretUnavailable as exc:
         await record.failed(str(exc))
         result.failure = transport.OutboundError(str(exc))

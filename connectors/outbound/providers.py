@@ -97,7 +97,7 @@ def normalise_url(url: str) -> str:
 OPENAI_STREAMING_URLS = ("https://api.openai.com/v1/chat/completions", "https://api.openai.com/v1/completions")
 
 
-def shape_body(connector: Connector, body: dict, *, stream: bool) -> dict:
+def shape_body(connector: Connector, body: dict, *, stream: bool, as_kibana: bool = True) -> dict:
     """The body sent upstream, as Kibana's per-provider utils shape it (docs/KIBANA.md 4.7):
 
     - OpenAI: ``model`` defaulted; ``stream`` (and, streaming, ``stream_options.include_usage``) set only for
@@ -107,7 +107,13 @@ def shape_body(connector: Connector, body: dict, *, stream: bool) -> dict:
 
     One addition, for streams only: a streamed call whose body says nothing about ``stream`` gets ``stream: true``
     where Kibana's rule would leave the body without it (a gateway would then answer JSON to a stream).
+
+    ``as_kibana=False`` is for the OpenAI-compatible endpoint, which has no Kibana counterpart: ``stream`` is always
+    what the call is, and streams to OpenAI and Azure always ask for usage, so that every call is counted (the
+    endpoint hides the usage event from a caller who did not ask for it, README "OpenAI-compatible endpoint").
     """
+    if not as_kibana:
+        return _shape_for_sdk_callers(connector, body, stream=stream)
     body = dict(body)
     url = normalise_url(connector.api_url)
     default_model = connector.effective_default_model
@@ -133,6 +139,24 @@ def shape_body(connector: Connector, body: dict, *, stream: bool) -> dict:
     return body
 
 
+def _shape_for_sdk_callers(connector: Connector, body: dict, *, stream: bool) -> dict:
+    body = dict(body)
+    if not body.get("model") and connector.effective_default_model:
+        body["model"] = connector.effective_default_model
+    body["stream"] = stream
+    if stream and connector.provider in (Provider.OPENAI, Provider.AZURE):
+        options = body.get("stream_options") if isinstance(body.get("stream_options"), dict) else {}
+        body["stream_options"] = {**options, "include_usage": True}
+    elif not stream:
+        body.pop("stream_options", None)
+    for list_field, dependants in _TOOL_FIELDS:
+        if not body.get(list_field):
+            body.pop(list_field, None)
+            for dependant in dependants:
+                body.pop(dependant, None)
+    return body
+
+
 def build_headers(connector: Connector) -> dict[str, str]:
     auth = {}
     api_key = connector.api_key
@@ -155,8 +179,9 @@ def build_headers(connector: Connector) -> dict[str, str]:
     return headers
 
 
-def build_upstream_request(connector: Connector, body: dict, *, stream: bool = False) -> UpstreamRequest:
-    shaped = shape_body(connector, body, stream=stream)
+def build_upstream_request(connector: Connector, body: dict, *, stream: bool = False,
+                           as_kibana: bool = True) -> UpstreamRequest:
+    shaped = shape_body(connector, body, stream=stream, as_kibana=as_kibana)
     return UpstreamRequest(
         url=normalise_url(connector.api_url),
         headers=build_headers(connector),
