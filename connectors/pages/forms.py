@@ -81,7 +81,7 @@ class ConnectorForm(forms.ModelForm):
                 "Azure: the deployment behind an API Management or proxy URL."
             ),
             "context_window_length": "The model's context window in tokens, for the applications that read it.",
-            "temperature": "For the applications that read it (0 to 2); requests are sent as they come.",
+            "temperature": "For the applications that read it (OpenAI takes 0 to 2); requests are sent as they come.",
             "timeout_ms": "A call's timeout when it names none: 200000 (200 s) when empty; streams have none.",
             "verification_mode": "TLS verification of the server's certificate; certificates are used only with a mode.",
         }
