@@ -124,7 +124,8 @@ class ActionsConfig:
 
 
 def default_port(scheme: str) -> int:
-    return 443 if scheme == "https" else 80
+    # Kibana's getActualPort (lib/custom_host_settings.ts): smtp's default is 25.
+    return {"https": 443, "smtp": 25}.get(scheme, 80)
 
 
 def load_actions_config(path: str | Path | None) -> ActionsConfig:
@@ -179,9 +180,11 @@ def parse_actions_config(raw: Any) -> ActionsConfig:
         # As Kibana's getValidatedConfig: a warning, and proxyBypassHosts wins (docs/KIBANA.md 6).
         warnings.append(PROXY_HOSTS_WARNING)
         only = frozenset()
-    proxy_url = tree.get("proxyUrl") or ""
-    if proxy_url:
-        _check_url(proxy_url, "proxyUrl")
+    proxy_url = str(tree.get("proxyUrl") or "")
+    if proxy_url and not _is_http_url(proxy_url):
+        # Kibana's getValidatedConfig only warns, and its agents then ignore the proxy (get_custom_agents.ts).
+        warnings.append(f"The configuration xpack.actions.proxyUrl: {_redacted(proxy_url)} is invalid.")
+        proxy_url = ""
     ssl = _mapping(tree.get("ssl") or {}, "ssl")
     for key in ssl:
         if key not in ("verificationMode", "proxyVerificationMode"):
@@ -332,33 +335,68 @@ def _mode(value: Any, name: str) -> str:
     return value
 
 
-def _check_url(value: Any, name: str) -> None:
-    parts = urlsplit(str(value))
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ActionsConfigError(f"{name} must be an http or https URL with a host, got {value!r}")
+def _is_http_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+CUSTOM_HOSTS = "In configuration xpack.actions.customHosts,"
+_USERINFO = re.compile(r"(?<=//)[^/@]*@")
+
+
+def _redacted(url: str) -> str:
+    """A URL for a log line: Kibana's warnings quote it whole, but a password in its userinfo must not be logged."""
+    return _USERINFO.sub("***@", url)
 
 
 def _custom_host_settings(value: Any, warnings: list[str]) -> tuple[CustomHostSetting, ...]:
     """Each entry's ssl replaces the global ssl for its host, as in Kibana's axios_utils (docs/KIBANA.md 6.1): an
     entry without its own verificationMode means ``full``, and its certificate authorities replace the default trust
-    store for that host. Entries for other protocols than https are ignored with Kibana's warning."""
+    store for that host.
+
+    What Kibana's resolveCustomHosts only warns about is a warning here too, and start-up goes on: a URL that does not
+    parse or uses another protocol than https or smtp (entry ignored), userinfo, a path or a hash (ignored), smtp
+    properties on a non-smtp URL, a CA file that cannot be read (skipped), a second entry for the same host (the first
+    wins). ``smtp://`` entries are kept, unused: this app sends no mail, but a kibana.yml that sets them must load."""
     if not isinstance(value, list):
         raise ActionsConfigError("customHostSettings must be a list")
-    settings = []
+    settings: list[CustomHostSetting] = []
     for index, entry in enumerate(value):
         name = f"customHostSettings[{index}]"
         entry = _mapping(entry, name)
         unknown = sorted(set(entry) - {"url", "ssl", "smtp"})
         if unknown:
             raise ActionsConfigError(f"unknown setting: {name}.{unknown[0]}")
-        _check_url(entry.get("url"), f"{name}.url")
-        parts = urlsplit(entry["url"])
-        if parts.scheme != "https":
-            warnings.append(
-                "In configuration xpack.actions.customHosts, unsupported protocol used in URL "
-                f'"{entry["url"]}", ignoring'
-            )
+        raw_url = entry.get("url")
+        if not isinstance(raw_url, str) or not raw_url:
+            raise ActionsConfigError(f"{name}.url must be a URL such as https://host:443 or smtp://host:25")
+        url = _redacted(raw_url)
+        try:
+            parts = urlsplit(raw_url)
+            port = parts.port
+        except ValueError as exc:
+            warnings.append(f'{CUSTOM_HOSTS} invalid URL "{url}", ignoring; error: {exc}')
             continue
+        if not parts.scheme or not parts.hostname:
+            warnings.append(f'{CUSTOM_HOSTS} invalid URL "{url}", ignoring; error: Invalid URL')
+            continue
+        if parts.scheme not in ("https", "smtp"):
+            warnings.append(f'{CUSTOM_HOSTS} unsupported protocol used in URL "{url}", ignoring')
+            continue
+        if parts.username or parts.password:
+            warnings.append(f'{CUSTOM_HOSTS} URL "{url}" contains authentication information which will be ignored, '
+                            "but should be removed from the configuration")
+        if parts.fragment:
+            warnings.append(f'{CUSTOM_HOSTS} URL "{url}" contains hash information which will be ignored')
+        if parts.path not in ("", "/"):
+            warnings.append(f'{CUSTOM_HOSTS} URL "{url}" contains path information which will be ignored')
+        if parts.scheme != "smtp" and entry.get("smtp"):
+            warnings.append(f'{CUSTOM_HOSTS} URL "{url}" contains smtp properties but does not use smtp; ignoring '
+                            "smtp properties")
         ssl = _mapping(entry.get("ssl") or {}, f"{name}.ssl")
         unknown = sorted(set(ssl) - {"verificationMode", "certificateAuthoritiesFiles", "certificateAuthoritiesData"})
         if unknown:
@@ -368,29 +406,45 @@ def _custom_host_settings(value: Any, warnings: list[str]) -> tuple[CustomHostSe
             files = [files]
         if not isinstance(files, list) or not all(isinstance(path, str) for path in files):
             raise ActionsConfigError(f"{name}.ssl.certificateAuthoritiesFiles must be a list of file paths")
-        for path in files:
-            if not Path(path).is_file():
-                raise ActionsConfigError(f"{name}.ssl.certificateAuthoritiesFiles: no such file {path}")
-            _check_certificates(f"{name}.ssl.certificateAuthoritiesFiles", cafile=path)
+        files = [path for path in files if _readable_ca_file(path, warnings)]
         data = ssl.get("certificateAuthoritiesData") or ""
         if not isinstance(data, str) or (data and "BEGIN CERTIFICATE" not in data):
             raise ActionsConfigError(f"{name}.ssl.certificateAuthoritiesData must hold PEM certificates")
         if data:
             _check_certificates(f"{name}.ssl.certificateAuthoritiesData", cadata=data)
-        mode = ssl.get("verificationMode", "full")
-        settings.append(
-            CustomHostSetting(
-                scheme=parts.scheme,
-                host=parts.hostname.lower(),
-                port=parts.port or default_port(parts.scheme),
-                ssl=TLSSettings(
-                    verification_mode=_mode(mode, f"{name}.ssl.verificationMode"),
-                    certificate_authorities_files=tuple(files),
-                    certificate_authorities_data=data,
-                ),
-            )
+        setting = CustomHostSetting(
+            scheme=parts.scheme,
+            host=parts.hostname.lower(),
+            port=port or default_port(parts.scheme),
+            ssl=TLSSettings(
+                verification_mode=_mode(ssl.get("verificationMode", "full"), f"{name}.ssl.verificationMode"),
+                certificate_authorities_files=tuple(files),
+                certificate_authorities_data=data,
+            ),
         )
+        if any((s.scheme, s.host, s.port) == (setting.scheme, setting.host, setting.port) for s in settings):
+            warnings.append(f'{CUSTOM_HOSTS} multiple URLs match the canonical url '
+                            f'"{setting.scheme}://{setting.host}:{setting.port}"; only the first will be used')
+            continue
+        settings.append(setting)
     return tuple(settings)
+
+
+def _readable_ca_file(path: str, warnings: list[str]) -> bool:
+    """Kibana reads each CA file at start-up and skips one it cannot read, with a warning; a file that reads but
+    holds no certificate is skipped the same way here, since loading it would fail every call to the host."""
+    try:
+        Path(path).read_bytes()
+        stdlib_ssl.create_default_context().load_verify_locations(cafile=path)
+    except OSError as exc:
+        warnings.append(f'error reading file "{path}" specified in xpack.actions.customHosts, ignoring: '
+                        f"{exc.strerror or exc}")
+        return False
+    except (stdlib_ssl.SSLError, ValueError) as exc:
+        warnings.append(f'error reading file "{path}" specified in xpack.actions.customHosts, ignoring: '
+                        f"no usable PEM certificate ({exc})")
+        return False
+    return True
 
 
 def _check_certificates(name: str, **source: str) -> None:

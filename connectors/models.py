@@ -18,6 +18,9 @@ from connectors.crypto import decrypt_secret, encrypt_secret
 
 CONNECTOR_TYPE_ID = ".gen-ai"
 CONNECTOR_TYPE_NAME = "OpenAI"
+# The Kibana release whose connector API this app answers as (docs/KIBANA.md 0): named in the deprecation warning of
+# the 8.x routes and as kibana.version in the event-log export.
+KIBANA_VERSION = "9.1.0"
 
 
 def new_connector_id() -> str:
@@ -191,8 +194,8 @@ class Connector(AuditedSaveMixin, models.Model):
             if problem:
                 errors[field_name] = problem
         url_problem = validation.url_error(self.api_url) if self.api_url else "URL is required."
-        if not url_problem and self.provider == Provider.AZURE:
-            url_problem = validation.azure_url_error(self.api_url)
+        # Kibana checks only that the URL parses and its host is allowed: the Azure URL's shape is a hint the
+        # connector form gives (connectors/pages/forms.py), not a rule, so a gateway's URL saves (docs/KIBANA.md 1.1).
         if not url_problem:
             url_problem = validation.host_not_allowed_error(self.api_url)
         if url_problem:
@@ -212,8 +215,6 @@ class Connector(AuditedSaveMixin, models.Model):
             pki_problem = validation.pki_secrets_error(self.certificate_data, self.private_key_data, self.ca_data)
             if pki_problem:
                 errors["certificate_data"] = pki_problem
-        if self.temperature is not None and not 0 <= self.temperature <= 2:
-            errors["temperature"] = "The temperature is a number from 0 to 2."
         headers_problem = validation.headers_error(self.headers if self.headers is not None else {})
         if headers_problem:
             errors["headers"] = headers_problem
@@ -263,8 +264,8 @@ class Connector(AuditedSaveMixin, models.Model):
             config["enableNativeFunctionCalling"] = self.enable_native_function_calling
         if self.verification_mode:
             config["verificationMode"] = self.verification_mode
-        if self.timeout_ms is not None:
-            config["timeout"] = self.timeout_ms
+        # ``timeout_ms`` (this app's own setting) is left out: Kibana's strict schema would refuse the key, and a
+        # fetched connector must post back to Kibana unchanged (docs/KIBANA.md 1.1).
         return config
 
 

@@ -49,6 +49,9 @@ _SALT = secrets.token_bytes(32)
 _LAST_USED_WRITE_INTERVAL = 60  # seconds: how stale an API key's "last used" may be, to spare a write a request
 
 
+MISSING_CREDENTIALS = "Authentication required: use HTTP Basic, an API key or a session."
+
+
 class NotAuthenticated(Exception):
     """No credentials, or wrong ones. The message is safe to return to the caller; ``status`` is 401, or 400 for
     credentials that cannot even be looked up."""
@@ -300,7 +303,7 @@ async def authenticate_request(request, *, allow_session: bool = True):
                 if problem:
                     raise NotAuthenticated(problem)
             return await sync_to_async(_with_permissions)(user)
-    raise NotAuthenticated("Authentication required: use HTTP Basic, an API key or a session.")
+    raise NotAuthenticated(MISSING_CREDENTIALS)
 
 
 def _forget_api_key(api_key_id: str) -> None:

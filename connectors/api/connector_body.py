@@ -18,8 +18,9 @@ from connectors.validation import CONFIG_ERROR_PREFIX, SECRETS_ERROR_PREFIX, sch
 
 # Kibana's config-schema union listed the provider branches in this order (the integration test's messages).
 UNION_BRANCHES = (Provider.AZURE, Provider.OPENAI, Provider.OTHER)
-# Config keys per provider branch (Kibana's strict ConfigSchema), plus this app's per-connector ``timeout``.
-COMMON_KEYS = ("apiProvider", "apiUrl", "defaultModel", "headers", "contextWindowLength", "temperature", "timeout")
+# Config keys per provider branch (Kibana's strict ConfigSchema). This app's per-connector timeout is not one of
+# them: it is set in the connector form, and the API refuses the key as Kibana does (docs/KIBANA.md 1.1).
+COMMON_KEYS = ("apiProvider", "apiUrl", "defaultModel", "headers", "contextWindowLength", "temperature")
 BRANCH_KEYS = {
     Provider.OPENAI: (*COMMON_KEYS, "organizationId", "projectId"),
     Provider.AZURE: COMMON_KEYS,
@@ -81,14 +82,16 @@ def apply_payload(connector: Connector, body: dict, *, creating: bool) -> None:
     connector.project_id = config.get("projectId") or ""
     connector.context_window_length = _number(config, "contextWindowLength", integer=True)
     connector.temperature = _number(config, "temperature")
-    connector.timeout_ms = _number(config, "timeout", integer=True)
     connector.enable_native_function_calling = config.get("enableNativeFunctionCalling")
     connector.verification_mode = config.get("verificationMode") or ""
     # Kibana replaces the secrets with what a body sends; a body without secrets keeps the stored ones (docs/KIBANA.md
     # 3: a script renaming a connector need not hold the provider's key), unless the URL moves to another origin.
     if secrets:
         for key, attribute in SECRET_KEYS.items():
-            setattr(connector, attribute, secrets.get(key) or "")
+            # Kibana accepts PKI secrets on any provider and uses them only for Other: here they are not kept
+            # where they would not be used (docs/KIBANA.md 1.2).
+            keep = provider == Provider.OTHER or key not in PKI_KEYS
+            setattr(connector, attribute, (secrets.get(key) or "") if keep else "")
     # Other may run keyless (a local server): docs/KIBANA.md 1.2 says why this differs from Kibana.
     if provider in (Provider.OPENAI, Provider.AZURE) and not connector.has_api_key:
         raise ApiError(400, f"{SECRETS_ERROR_PREFIX}[apiKey]: expected value of type [string] but got [undefined]")
@@ -137,7 +140,7 @@ def _check_config(config: dict) -> str:
     if "verificationMode" in config and config["verificationMode"] not in VerificationMode.values:
         raise ApiError(400, f"{CONFIG_ERROR_PREFIX}[verificationMode]: expected one of "
                             f"[{', '.join(VerificationMode.values)}] but got [{config['verificationMode']}]")
-    for key in ("contextWindowLength", "temperature", "timeout"):
+    for key in ("contextWindowLength", "temperature"):
         _number(config, key, integer=key != "temperature")
     url_problem = validation.kibana_url_error(api_url)
     if url_problem:

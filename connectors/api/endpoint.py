@@ -18,12 +18,13 @@ from http import HTTPStatus
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.db import InterfaceError, OperationalError
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from connectors import untrusted_json
 from connectors.access.policy import may
 from connectors.api.auth import (
+    MISSING_CREDENTIALS,
     XSRF_MESSAGE,
     NotAuthenticated,
     Throttled,
@@ -66,7 +67,9 @@ class KibanaErrors:
         return response
 
     def unauthenticated(self, problem: str) -> JsonResponse:
-        return self.response(401, problem)
+        # Kibana answers a request without credentials with hapi's bare "Unauthorized", which scripts match on;
+        # credentials that are wrong keep the reason (Kibana's security plugin words those itself).
+        return self.response(401, "Unauthorized" if problem == MISSING_CREDENTIALS else problem)
 
     def throttled(self, exc: Throttled) -> JsonResponse:
         response = self.response(429, exc.message)
@@ -202,6 +205,19 @@ def json_endpoint(methods: dict[str, str | None], errors: KibanaErrors | OpenAIE
         return wrapper
 
     return decorator
+
+
+@csrf_exempt  # nothing is changed, and a browser's POST to a wrong path should see the 404 too
+async def unknown_api_path(request, *args, **kwargs):
+    """Every other path under /api/: Kibana's (hapi's) JSON 404, whatever the method or the credentials."""
+    return KIBANA_ERRORS.response(404, "Not Found")
+
+
+def no_content() -> HttpResponse:
+    """A 204 without a Content-Type, as Kibana sends it (there is no content to type)."""
+    response = HttpResponse(status=204)
+    del response["Content-Type"]
+    return response
 
 
 def _returns(user):

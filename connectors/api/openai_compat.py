@@ -85,7 +85,7 @@ async def chat_completions(request, connector_id: str):
     if stream:
         execution = StreamingExecution(connector, user=request.user, source=EventSource.OPENAI_API, sub_action="stream",
                                        request_bytes=request_bytes, openai_caller=True)
-        if await execution.start(body, timeout_ms=connector.timeout_ms):
+        if await execution.start(body, timeout_ms=connector.timeout_ms, as_kibana=False):
             return sse_response(execution.relay())
         return _stream_failure_response(execution.failure, connector)
     result = await execute_passthrough(connector, body, user=request.user, source=EventSource.OPENAI_API,

@@ -158,7 +158,6 @@ SPEC = {
                     "temperature": {"type": "number", "description": "Stored for the applications that read it"},
                     "enableNativeFunctionCalling": {"type": "boolean", "description": "Other only"},
                     "verificationMode": {"type": "string", "enum": ["full", "certificate", "none"], "description": "Other only: TLS verification; enables PKI"},
-                    "timeout": {"type": "integer", "description": "This app's addition: the call timeout (ms) when a call names none"},
                 },
             },
             "Secrets": {
@@ -230,7 +229,6 @@ SPEC = {
                     "service_message": {"type": "string"},
                     "retry": {"type": "boolean", "description": "false for invalid params or config, true for any error while running"},
                     "errorSource": {"type": "string", "enum": ["user", "framework"]},
-                    "retry_after": {"type": "number", "description": "Seconds, from the provider's retry-after"},
                 },
             },
             "Error": {

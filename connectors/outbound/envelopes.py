@@ -13,7 +13,8 @@ them:
   with the reason as ``service_message``, ``retry: true``, ``errorSource: "framework"`` (``"user"`` for the
   sub-action params, which Kibana tags as a user error).
 
-``retry_after`` (seconds, from the provider's ``retry-after``) is this app's extra key; Kibana clients ignore it.
+``retry_after`` (seconds, from the provider's ``retry-after``) is kept for this app's own callers; the Kibana API
+sends it as a ``Retry-After`` header, not in the body (connectors/api/kibana.py, envelope_response).
 """
 
 from __future__ import annotations

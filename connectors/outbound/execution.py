@@ -28,7 +28,7 @@ from connectors.outbound.envelopes import (
 from connectors.outbound.masking import loads_provider_json
 from connectors.outbound.providers import build_upstream_request
 from connectors.outbound.record import ExecutionRecord
-from connectors.outbound.sub_actions import ParamsError, SubActionError, call_timeout_for, parse_params
+from connectors.outbound.sub_actions import DASHBOARD, ParamsError, SubActionError, call_timeout_for, parse_params
 from connectors.outbound.upstream_errors import not_json_message, unexpected_error_message, upstream_error
 from connectors.validation import CONFIG_ERROR_PREFIX, kibana_url_error
 from usage.governance.enforcement.admission import Refusal
@@ -154,6 +154,9 @@ async def _execute(record: ExecutionRecord, params: Any) -> tuple[dict, dict | N
     connector_id = str(connector.pk)
     try:
         sub_action, sub_params, body = parse_params(connector, params)
+        if sub_action == DASHBOARD:
+            raise SubActionError("Request validation failed (Error: [subAction]: getDashboard is answered by the "
+                                 "connector API's _execute only)", "user")
         if sub_action == "stream" and sub_params.get("stream") is True:
             raise SubActionError("Request validation failed (Error: [stream]: a streamed answer needs the streaming "
                                  "path of _execute)", "user")
@@ -184,7 +187,7 @@ async def _execute(record: ExecutionRecord, params: Any) -> tuple[dict, dict | N
         return failure_envelope(connector_id, message), None
     record.answered(response.status, len(response.body))
     if response.status >= 400:
-        error = upstream_error(response.status, response.headers, response.body, connector.api_key)
+        error = upstream_error(response.status, response.headers, response.body, connector.api_key, response.reason)
         await record.upstream_error(error)
         return failure_envelope(connector_id, error.message, retry_after=error.retry_after), None
     try:
@@ -287,7 +290,7 @@ async def _passthrough(record: ExecutionRecord, body: dict, result: PassthroughR
 
     connector = record.connector
     try:
-        upstream = build_upstream_request(connector, body, stream=False)
+        upstream = build_upstream_request(connector, body, stream=False, as_kibana=False)
     except SecretUnavailable as exc:
         await record.failed(str(exc))
         result.failure = transport.OutboundError(str(exc))
@@ -305,7 +308,7 @@ async def _passthrough(record: ExecutionRecord, body: dict, result: PassthroughR
     record.answered(response.status, len(response.body))
     result.status, result.headers, result.body = response.status, passed_headers(response.headers), response.body
     if response.status >= 400:
-        error = upstream_error(response.status, response.headers, response.body, connector.api_key)
+        error = upstream_error(response.status, response.headers, response.body, connector.api_key, response.reason)
         result.body = error.body
         await record.upstream_error(error)
         return

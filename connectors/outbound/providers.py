@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from connectors.actions_config import TLSSettings
 from connectors.models import Connector, Provider
-from connectors.validation import azure_deployment, decode_pem, is_forbidden_header
+from connectors.validation import azure_deployment, decode_pem, is_azure_deployments_url, is_forbidden_header
 
 _TOOL_FIELDS = (("tools", ("tool_choice", "parallel_tool_calls")), ("functions", ("function_call",)))
 
@@ -93,8 +93,53 @@ def normalise_url(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
 
 
-def shape_body(connector: Connector, body: dict, *, stream: bool) -> dict:
-    """The body sent upstream: default model inserted, ``stream`` forced, empty tool fields dropped."""
+# Kibana sets ``stream`` on an OpenAI connector's body only for these two URLs (openai_utils.ts).
+OPENAI_STREAMING_URLS = ("https://api.openai.com/v1/chat/completions", "https://api.openai.com/v1/completions")
+
+
+def shape_body(connector: Connector, body: dict, *, stream: bool, as_kibana: bool = True) -> dict:
+    """The body sent upstream, as Kibana's per-provider utils shape it (docs/KIBANA.md 4.7):
+
+    - OpenAI: ``model`` defaulted; ``stream`` (and, streaming, ``stream_options.include_usage``) set only for
+      api.openai.com's two URLs, so a gateway gets the caller's body as it is; tool fields without tools dropped;
+    - Azure: ``stream`` and, streaming, ``stream_options`` set only on a deployments URL; ``model`` defaulted;
+    - Other: ``stream`` set and ``model`` defaulted, nothing else.
+
+    One addition, for streams only: a streamed call whose body says nothing about ``stream`` gets ``stream: true``
+    where Kibana's rule would leave the body without it (a gateway would then answer JSON to a stream).
+
+    ``as_kibana=False`` is for the OpenAI-compatible endpoint, which has no Kibana counterpart: ``stream`` is always
+    what the call is, and streams to OpenAI and Azure always ask for usage, so that every call is counted (the
+    endpoint hides the usage event from a caller who did not ask for it, README "OpenAI-compatible endpoint").
+    """
+    if not as_kibana:
+        return _shape_for_sdk_callers(connector, body, stream=stream)
+    body = dict(body)
+    url = normalise_url(connector.api_url)
+    default_model = connector.effective_default_model
+    if not body.get("model") and default_model:
+        body["model"] = default_model
+    if connector.provider == Provider.OPENAI:
+        sets_stream = url in OPENAI_STREAMING_URLS
+        usage_in_stream = sets_stream
+        for list_field, dependants in _TOOL_FIELDS:
+            if not isinstance(body.get(list_field), list) or not body[list_field]:
+                for dependant in dependants:
+                    body.pop(dependant, None)
+    elif connector.provider == Provider.AZURE:
+        sets_stream = usage_in_stream = is_azure_deployments_url(url)
+    else:
+        sets_stream, usage_in_stream = True, False
+    if sets_stream:
+        body["stream"] = stream
+    elif stream and "stream" not in body:
+        body["stream"] = True
+    if stream and usage_in_stream:
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def _shape_for_sdk_callers(connector: Connector, body: dict, *, stream: bool) -> dict:
     body = dict(body)
     if not body.get("model") and connector.effective_default_model:
         body["model"] = connector.effective_default_model
@@ -134,8 +179,9 @@ def build_headers(connector: Connector) -> dict[str, str]:
     return headers
 
 
-def build_upstream_request(connector: Connector, body: dict, *, stream: bool = False) -> UpstreamRequest:
-    shaped = shape_body(connector, body, stream=stream)
+def build_upstream_request(connector: Connector, body: dict, *, stream: bool = False,
+                           as_kibana: bool = True) -> UpstreamRequest:
+    shaped = shape_body(connector, body, stream=stream, as_kibana=as_kibana)
     return UpstreamRequest(
         url=normalise_url(connector.api_url),
         headers=build_headers(connector),

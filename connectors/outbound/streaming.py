@@ -243,10 +243,11 @@ class StreamingExecution:
         return self.record.event
 
     # --- the caller's side ------------------------------------------------------------------------------
-    async def start(self, body: dict, *, timeout_ms: float | None = None) -> bool:
-        """Open the upstream stream. True when ``relay()`` is ready; False when it failed (event recorded)."""
+    async def start(self, body: dict, *, timeout_ms: float | None = None, as_kibana: bool = True) -> bool:
+        """Open the upstream stream. True when ``relay()`` is ready; False when it failed (event recorded).
+        ``as_kibana``: shape the body as Kibana's connector does (providers.shape_body)."""
         try:
-            self._upstream = build_upstream_request(self.connector, body, stream=True)
+            self._upstream = build_upstream_request(self.connector, body, stream=True, as_kibana=as_kibana)
         except SecretUnavailable as exc:
             return await self._fail_early(StreamFailure(str(exc), "internal"))
         except Exception:  # anything unforeseen is still answered and still recorded
@@ -371,7 +372,8 @@ class StreamingExecution:
             body = b""
         self.record.answered(response.status, len(body))
         if response.status >= 400:
-            error = upstream_error(response.status, response.headers, body, self.connector.api_key)
+            error = upstream_error(response.status, response.headers, body, self.connector.api_key,
+                                   response.reason)
             return StreamFailure(error.message, "upstream_status", retry=error.retry, retry_after=error.retry_after,
                                  upstream_status=response.status, upstream_body=error.body,
                                  upstream_headers=response.headers, upstream=error)

@@ -32,8 +32,10 @@ STREAM_KEYS = (*RUN_KEYS, "stream")
 # InvokeAIActionParamsSchema: everything but NOT_FORWARDED is sent upstream as the chat body.
 INVOKE_KEYS = ("messages", "model", "tools", "tool_choice", "functions", "function_call", "n", "stop", "temperature",
                "response_format", *NOT_FORWARDED)
+# Kibana's SUB_ACTION.DASHBOARD: answered by the connector API without calling the provider (connectors/api/kibana.py).
+DASHBOARD = "getDashboard"
 SUB_ACTION_KEYS = {"run": RUN_KEYS, "test": RUN_KEYS, "stream": STREAM_KEYS, "invokeAI": INVOKE_KEYS,
-                   "invokeStream": INVOKE_KEYS}
+                   "invokeStream": INVOKE_KEYS, DASHBOARD: ("dashboardId",)}
 
 
 class ParamsError(ValueError):
@@ -92,6 +94,11 @@ def parse_params(connector: Connector, params: Any) -> tuple[str, dict, dict]:
     unknown = sorted(set(sub_params) - set(allowed))
     if unknown:
         raise _invalid(unknown[0], "definition for this key is missing")
+    if sub_action == DASHBOARD:
+        # DashboardActionParamsSchema: {dashboardId: string}; nothing is sent anywhere.
+        if not isinstance(sub_params.get("dashboardId"), str):
+            raise _expected("dashboardId", "string", sub_params.get("dashboardId"), "dashboardId" in sub_params)
+        return sub_action, sub_params, {}
     if sub_action in ("invokeAI", "invokeStream"):
         body = invoke_body(sub_params)
     else:

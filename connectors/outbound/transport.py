@@ -112,6 +112,7 @@ class UpstreamResponse:
     status: int
     headers: Mapping[str, str]  # case-insensitive
     body: bytes
+    reason: str = ""  # the provider's reason phrase, its key masked
 
 
 class Exchange:
@@ -126,8 +127,11 @@ class Exchange:
         self.where = where  # host:port (and the proxy's), for messages
         self.secret = secret
 
-    def _take_head(self, status: int, headers: Mapping[str, str]) -> None:
+    reason = ""  # the status line's reason phrase as the provider wrote it (axios's statusText)
+
+    def _take_head(self, status: int, headers: Mapping[str, str], reason: str | None = "") -> None:
         self.status, self.headers = status, masked_headers(headers, self.secret)
+        self.reason = mask_secret(reason or "", self.secret)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         masker = StreamMasker(self.secret)
@@ -176,7 +180,7 @@ class _AiohttpExchange(Exchange):
     def __init__(self, response: aiohttp.ClientResponse, where: str, secret: str = ""):
         super().__init__(where, secret)
         self._response = response
-        self._take_head(response.status, response.headers)
+        self._take_head(response.status, response.headers, response.reason)
 
     async def _raw_chunks(self) -> AsyncIterator[bytes]:
         try:
@@ -198,7 +202,7 @@ class _HttpxExchange(Exchange):
     def __init__(self, response: httpx.Response, where: str, secret: str = ""):
         super().__init__(where, secret)
         self._response = response
-        self._take_head(response.status_code, response.headers)
+        self._take_head(response.status_code, response.headers, response.reason_phrase)
 
     async def _raw_chunks(self) -> AsyncIterator[bytes]:
         try:
@@ -404,7 +408,8 @@ def _describe_failure(exc: BaseException, url: str, timeout: float, proxy_url: s
     """A safe message for a failed exchange, from either client's exceptions."""
     where = _where(url, proxy_url)
     if isinstance(exc, (httpx.TimeoutException, TimeoutError, aiohttp.ServerTimeoutError)):
-        return UpstreamTimeout(f"No complete response from {where} within {timeout:g} s (responseTimeout/timeout).")
+        # axios's own words for its timeout, which Kibana users search their logs and event log for.
+        return UpstreamTimeout(f"timeout of {round(timeout * 1000)}ms exceeded")
     if isinstance(exc, httpx.ProxyError):
         return UpstreamUnreachable(f"The proxy refused or failed the request to {where}: {exc}",
                                    code="ERR_BAD_RESPONSE")
@@ -515,7 +520,8 @@ async def send(request: UpstreamRequest, *, call_timeout_ms: float | None = None
                 call.responded(exchange.status)
                 body = await _read_limited(exchange, config.max_response_content_length)
                 call.end()
-                return UpstreamResponse(status=exchange.status, headers=exchange.headers, body=body)
+                return UpstreamResponse(status=exchange.status, headers=exchange.headers, body=body,
+                                        reason=exchange.reason)
     except TimeoutError as exc:
         failure = _describe_failure(exc, request.url, timeout)
         call.end(failure)

@@ -24,13 +24,14 @@ class UpstreamError:
     body: bytes  # the provider's body, its key masked
 
 
-def upstream_error(status: int, headers: Mapping[str, str], body: bytes, api_key: str) -> UpstreamError:
+def upstream_error(status: int, headers: Mapping[str, str], body: bytes, api_key: str,
+                   reason: str = "") -> UpstreamError:
     """The provider answered ``status`` >= 400 with ``body``: what to tell the caller and record."""
     # A provider may echo the key it was sent; it must not reach the caller or the event log.
     body = scrub_secret(body, api_key)
     retry = status == 429 or status >= 500
     after = retry_after_seconds(headers) if retry else None
-    message = provider_error_message(status, body)
+    message = provider_error_message(status, body, reason)
     return UpstreamError(status=status, message=message, retry=retry, retry_after=after, body=body)
 
 
@@ -39,15 +40,19 @@ def not_json_message(status: int, headers: Mapping[str, str]) -> str:
     return f"Status code: {status}. Message: the provider's response is not JSON (content-type {content_type})"
 
 
-def provider_error_message(status: int, body: bytes) -> str:
+def provider_error_message(status: int, body: bytes, reason: str = "") -> str:
     """Kibana's service_message for a provider's error answer, as its sub-action framework writes it:
     ``Status code: 422. Message: API Error: Unprocessable Entity - <error.message>``, and for 401
     ``Status code: 401. Message: Unauthorized API Error - <error.message>``. The provider's message is
-    ``error.message``, or ``error`` when it is a string (LM Studio); nothing else, as in Kibana."""
-    try:
-        reason = HTTPStatus(status).phrase
-    except ValueError:
-        reason = "Error"
+    ``error.message``, or ``error`` when it is a string (LM Studio); nothing else, as in Kibana. ``reason`` is the
+    provider's own reason phrase, which Kibana prints (axios's ``statusText``); the standard one stands in when the
+    status line had none (HTTP/2 has none)."""
+    reason = " ".join(reason.split())[:200]  # one line, bounded: it goes into messages and the event log
+    if not reason:
+        try:
+            reason = HTTPStatus(status).phrase
+        except ValueError:
+            reason = "Error"
     detail = ""
     try:
         payload = loads_provider_json(body)

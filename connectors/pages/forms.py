@@ -3,7 +3,7 @@ import base64
 from django import forms
 
 from connectors.models import Connector, Provider
-from connectors.validation import OPENAI_DEFAULT_MODEL, api_key_error
+from connectors.validation import OPENAI_DEFAULT_MODEL, api_key_error, azure_url_error
 
 MAX_PEM_BYTES = 64 * 1024
 
@@ -81,7 +81,7 @@ class ConnectorForm(forms.ModelForm):
                 "Azure: the deployment behind an API Management or proxy URL."
             ),
             "context_window_length": "The model's context window in tokens, for the applications that read it.",
-            "temperature": "For the applications that read it (0 to 2); requests are sent as they come.",
+            "temperature": "For the applications that read it (OpenAI takes 0 to 2); requests are sent as they come.",
             "timeout_ms": "A call's timeout when it names none: 200000 (200 s) when empty; streams have none.",
             "verification_mode": "TLS verification of the server's certificate; certificates are used only with a mode.",
         }
@@ -119,6 +119,11 @@ class ConnectorForm(forms.ModelForm):
         if provider != Provider.OTHER:
             cleaned["verification_mode"] = self.instance.verification_mode = ""
             cleaned["enable_native_function_calling"] = self.instance.enable_native_function_calling = None
+        if provider == Provider.AZURE and cleaned.get("api_url"):
+            # A hint for people typing a URL by hand; the API accepts any URL, as Kibana does (docs/KIBANA.md 1.1).
+            problem = azure_url_error(cleaned["api_url"])
+            if problem:
+                self.add_error("api_url", problem)
         self._apply_pki(cleaned)
         if cleaned.get("api_key"):
             problem = api_key_error(cleaned["api_key"])

@@ -251,18 +251,18 @@ def test_should_send_a_stringified_json_object(kibana, simulator, recorded_event
         "params": {"subAction": "test", "subActionParams": {"body": HELLO_BODY}},
     })
     assert response.status_code == 200
-    # Kibana's simulator received the body without a "stream" key (Kibana sets it for api.openai.com URLs only);
-    # this app always sends "stream": false on a non-streamed call (docs/KIBANA.md 4.7 says why).
+    # Kibana's simulator received the body without a "stream" key (Kibana sets it for api.openai.com URLs only).
     assert simulator.request_data == {
-        "model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": "Hello world"}], "stream": False,
+        "model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": "Hello world"}],
     }
     assert response.json() == {"status": "ok", "connector_id": connector_id, "data": GEN_AI_SUCCESS_RESPONSE}
-    # Kibana: exactly one execute-start and one execute event, request_body_bytes 78 (+15 for ',"stream":false').
+    # Kibana: one execute-start and one execute event (the export writes both), request_body_bytes 78.
     recorded_events.wait_for(1)
     (event,) = ExecutionEvent.objects.filter(connector_id=connector_id)
     assert event.outcome == "success" and event.sub_action == "test"
     assert (event.prompt_tokens, event.completion_tokens, event.total_tokens) == (10, 10, 20)
-    assert event.request_bytes == len(simulator.request_bytes) == 78 + len(',"stream":false')
+    assert simulator.request_bytes == HELLO_BODY.encode()
+    assert event.request_bytes == len(simulator.request_bytes) == 78
 
 
 def test_should_return_a_failure_when_error_happens(kibana, error_simulator, recorded_events):
@@ -296,11 +296,11 @@ def test_should_return_a_error_when_error_happens(kibana, error_simulator, recor
 
 def test_every_config_key_of_kibanas_schema_round_trips_and_a_fetched_connector_posts_back_unchanged(kibana,
                                                                                                     simulator):
-    # Kibana's ConfigSchema for Other (kbn-connector-schemas/openai), plus this app's per-connector timeout.
+    # Kibana's ConfigSchema for Other (kbn-connector-schemas/openai), every key of it.
     api_url = simulator.start()
     config = {"apiProvider": "Other", "apiUrl": api_url, "defaultModel": "llama3", "headers": {"X-Team": "a"},
               "contextWindowLength": 128000, "temperature": 0.2, "enableNativeFunctionCalling": True,
-              "verificationMode": "none", "timeout": 90000}
+              "verificationMode": "none"}
     created = kibana.post("/api/actions/connector", json={
         "name": "Other", "connector_type_id": ".gen-ai", "config": config, "secrets": {"apiKey": "k"}}).json()
     assert created["config"] == config

@@ -149,7 +149,7 @@ def test_a_valid_event_export_is_complete(server):
     response = server("/api/usage/events.ndjson",
                       {"from": "2026-03-01T05:00:00+05:00", "to": TO, "connector": connector.pk})
     assert response.status_code == 200 and response.headers["x-export-complete"] == "true"
-    assert len(response.text.splitlines()) == 2 * 2500
+    assert len(response.text.splitlines()) == 4 * 2500  # execute-start and execute, each after its action line
 
 
 # --- the one parser -----------------------------------------------------------------------------------------------

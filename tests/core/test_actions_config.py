@@ -193,7 +193,6 @@ def test_bad_durations_name_the_key(value):
         ({"allowedHosts": "*"}, "allowedHosts must be a list of hostnames"),
         ({"allowedHosts": ["https://api.openai.com"]}, "allowedHosts takes hostnames without scheme or port"),
         ({"allowedHosts": ["api.openai.com:443"]}, "allowedHosts takes hostnames without scheme or port"),
-        ({"proxyUrl": "proxy.internal:3128"}, "proxyUrl must be an http or https URL"),
         ({"proxyHeaders": ["X-A: 1"]}, "proxyHeaders must map header names to strings"),
         ({"proxyHeaders": {"X-A": "1\r\nX-B: 2"}}, "proxyHeaders: 'X-A' is not a valid header name"),
         ({"ssl": {"verificationMode": "strict"}}, "ssl.verificationMode must be one of full, certificate, none"),
@@ -203,14 +202,12 @@ def test_bad_durations_name_the_key(value):
         ({"responseTimeout": "forever"}, "responseTimeout must be a duration"),
         ({"allowedHost": ["a"]}, "unknown setting(s): allowedHost"),
         ({"customHostSettings": {"url": "https://a"}}, "customHostSettings must be a list"),
-        ({"customHostSettings": [{"url": "a:443"}]}, "customHostSettings[0].url must be an http or https URL"),
+        ({"customHostSettings": [{"url": ""}]}, "customHostSettings[0].url must be a URL"),
         ({"customHostSettings": [{"url": "https://a", "ssl": {"verificationmode": "none"}}]},
          "unknown setting: customHostSettings[0].ssl.verificationmode"),
         ({"customHostSettings": [{"url": "https://a", "tls": {}}]}, "unknown setting: customHostSettings[0].tls"),
         ({"customHostSettings": [{"url": "https://a", "ssl": {"verificationMode": "off"}}]},
          "customHostSettings[0].ssl.verificationMode must be one of"),
-        ({"customHostSettings": [{"url": "https://a", "ssl": {"certificateAuthoritiesFiles": ["/nonexistent/ca.pem"]}}]},
-         "customHostSettings[0].ssl.certificateAuthoritiesFiles: no such file /nonexistent/ca.pem"),
         ({"customHostSettings": [{"url": "https://a", "ssl": {"certificateAuthoritiesData": "not a certificate"}}]},
          "customHostSettings[0].ssl.certificateAuthoritiesData must hold PEM certificates"),
         ({"customHostSettings": [{"url": "https://a", "ssl": {
@@ -229,11 +226,58 @@ def test_bad_settings_name_the_key(raw, message):
     assert message in str(error.value)
 
 
-def test_a_ca_file_without_certificates_is_rejected_at_load_time(tmp_path):
+def test_a_ca_file_without_certificates_is_skipped_with_a_warning(tmp_path):
     bad = tmp_path / "ca.pem"
     bad.write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
-    with pytest.raises(ActionsConfigError, match=r"customHostSettings\[0\].ssl.certificateAuthoritiesFiles \("):
-        parse_actions_config({"customHostSettings": [{"url": "https://a", "ssl": {"certificateAuthoritiesFiles": str(bad)}}]})
+    config = parse_actions_config(
+        {"customHostSettings": [{"url": "https://a", "ssl": {"certificateAuthoritiesFiles": str(bad)}}]})
+    assert config.custom_host_settings[0].ssl.certificate_authorities_files == ()
+    assert config.warnings[0].startswith(f'error reading file "{bad}" specified in xpack.actions.customHosts, ignoring')
+
+
+def test_kibana_yml_email_settings_load_smtp_entries_are_kept_unused():
+    """Kibana's own way to set TLS for mail servers: an smtp:// customHostSettings entry (config.ts)."""
+    config = parse_actions_config({"xpack.actions.customHostSettings": [
+        {"url": "smtp://mail.example.com:465", "smtp": {"requireTLS": True}, "ssl": {"verificationMode": "none"}},
+        {"url": "smtp://mail2.example.com"},
+        {"url": "https://api.example.com"},
+    ]})
+    assert [(s.scheme, s.host, s.port) for s in config.custom_host_settings] == [
+        ("smtp", "mail.example.com", 465), ("smtp", "mail2.example.com", 25), ("https", "api.example.com", 443)]
+    assert config.warnings == ()
+    # Never matched by an http(s) request, so they change nothing outbound.
+    assert config.custom_host_setting_for("https", "mail.example.com", 465) is None
+
+
+def test_an_invalid_proxy_url_warns_as_kibana_does_and_the_proxy_is_not_used():
+    config = parse_actions_config({"proxyUrl": "proxy.internal:3128"})
+    assert config.warnings == ("The configuration xpack.actions.proxyUrl: proxy.internal:3128 is invalid.",)
+    assert config.proxy_url == "" and not config.uses_proxy_for("api.openai.com")
+    config = parse_actions_config({"proxyUrl": "socks5://user:s3cret@proxy:1080"})
+    assert config.warnings == ("The configuration xpack.actions.proxyUrl: socks5://***@proxy:1080 is invalid.",)
+
+
+def test_an_unreadable_ca_file_is_skipped_with_kibanas_warning_and_start_up_goes_on():
+    config = parse_actions_config(
+        {"customHostSettings": [{"url": "https://a", "ssl": {"certificateAuthoritiesFiles": ["/nonexistent/ca.pem"]}}]})
+    assert config.custom_host_settings[0].ssl.certificate_authorities_files == ()
+    assert config.warnings == ('error reading file "/nonexistent/ca.pem" specified in xpack.actions.customHosts, '
+                               "ignoring: No such file or directory",)
+
+
+def test_custom_host_urls_kibana_only_warns_about_are_warned_about():
+    config = parse_actions_config({"customHostSettings": [
+        {"url": "not a url"}, {"url": "https://user:pw@a.example/path#x"}, {"url": "https://a.example:443"},
+        {"url": "https://b.example", "smtp": {"ignoreTLS": True}},
+    ]})
+    assert [s.host for s in config.custom_host_settings] == ["a.example", "b.example"]
+    text = "\n".join(config.warnings)
+    assert 'invalid URL "not a url", ignoring' in text
+    assert "contains authentication information" in text and "contains hash information" in text
+    assert "contains path information" in text
+    assert 'multiple URLs match the canonical url "https://a.example:443"; only the first will be used' in text
+    assert "contains smtp properties but does not use smtp" in text
+    assert "pw" not in text  # the password of a URL's userinfo is never logged
 
 
 def test_invalid_yaml_is_reported_with_the_file(tmp_path):

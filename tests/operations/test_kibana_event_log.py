@@ -62,6 +62,11 @@ def parse_bulk(body: str) -> list[tuple[dict, dict]]:
     return [(json.loads(lines[i]), json.loads(lines[i + 1])) for i in range(0, len(lines), 2)]
 
 
+def execute_pairs(body: str) -> list[tuple[dict, dict]]:
+    """The ``execute`` documents of an export (each execution also has its ``execute-start``)."""
+    return [(action, doc) for action, doc in parse_bulk(body) if doc["event"]["action"] == "execute"]
+
+
 # An execution with every field the export maps set, as the tests below expect to read it back.
 EXECUTION = dict(user_name="ada", source="api", sub_action="run", outcome="success", duration_ms=1248.5,
                  upstream_status=200, requested_model="gpt-4o", response_model="gpt-4o-2024-08-06", prompt_tokens=10,
@@ -93,9 +98,22 @@ def test_an_execution_becomes_kibanas_execute_document(client, analyst, operator
     response, body = export(client, analyst, **{"from": (event.timestamp - timedelta(minutes=1)).isoformat(),
                                                 "to": (event.timestamp + timedelta(minutes=1)).isoformat()})
     assert response.status_code == 200 and response["Content-Type"] == "application/x-ndjson"
-    ((action, doc),) = parse_bulk(body)
+    ((start_action, start), (action, doc)) = parse_bulk(body)
+    check_against_mapping(start, MAPPING)
     check_against_mapping(doc, MAPPING)
     assert action == {"create": {"_index": ".kibana-event-log-ds", "_id": doc["kibana"]["action"]["execution"]["uuid"]}}
+    # Kibana's executor logs execute-start first: the same execution, no outcome, end, duration or usage.
+    assert start_action["create"]["_id"] != action["create"]["_id"]
+    assert start["event"] == {"provider": "actions", "action": "execute-start", "kind": "action",
+                              "start": doc["event"]["start"]}
+    assert start["message"] == f"action started: .gen-ai:{connector.pk}: My OpenAI"
+    assert start["kibana"]["action"]["execution"] == {"uuid": doc["kibana"]["action"]["execution"]["uuid"],
+                                                      "source": "http_request"}
+    assert start["@timestamp"] == doc["event"]["start"] and start["user"] == doc["user"]
+    # The event logger's own fields, the same on every document.
+    for logged in (start, doc):
+        assert logged["kibana"]["version"] == "9.1.0"
+        assert logged["kibana"]["server_uuid"] == start["kibana"]["server_uuid"]
     assert doc["event"] == {
         "provider": "actions", "action": "execute", "kind": "action", "outcome": "success",
         "start": doc["event"]["start"], "end": doc["event"]["end"], "duration": round(event.duration_ms * 1_000_000)}
@@ -121,11 +139,13 @@ def test_a_failure_has_its_error_and_no_token_usage(client, analyst, make_connec
     connector = make_connector(name="Broken")
     record(connector, outcome="failure", upstream_status=429, prompt_tokens=0, completion_tokens=0, total_tokens=0,
            usage_source="none", error_message="Status code: 429. Message: API Error: Too Many Requests")
-    ((_action, doc),) = parse_bulk(export(client, analyst)[1])
+    ((_action, doc),) = execute_pairs(export(client, analyst)[1])
     check_against_mapping(doc, MAPPING)
     assert doc["event"]["outcome"] == "failure"
     assert doc["message"] == f"action execution failure: .gen-ai:{connector.pk}: Broken"
-    assert doc["error"] == {"message": "Status code: 429. Message: API Error: Too Many Requests"}
+    # Kibana's actionErrorToMessage: message, service message, retry.
+    assert doc["error"] == {"message": "an error occurred while running the action: Status code: 429. Message: API "
+                                       "Error: Too Many Requests; retry: true"}
     assert "gen_ai" not in doc["kibana"]["action"]["execution"]
 
 
@@ -134,7 +154,7 @@ def test_preconfigured_connectors_are_space_agnostic_and_events_without_a_user_h
                                                                                           make_connector):
     connector = make_connector()
     record(connector, connector_is_preconfigured=True, user_name="")
-    ((_action, doc),) = parse_bulk(export(client, analyst)[1])
+    ((_action, doc),) = execute_pairs(export(client, analyst)[1])
     check_against_mapping(doc, MAPPING)
     assert doc["kibana"]["saved_objects"][0]["space_agnostic"] is True
     assert "user" not in doc
@@ -145,7 +165,7 @@ def test_the_check_catches_what_the_mapping_would_not_index(client, analyst, mak
     """The validation itself: a field outside the mapping, a date in another format, a string for a long."""
     connector = make_connector()
     record(connector)
-    ((_action, doc),) = parse_bulk(export(client, analyst)[1])
+    ((_action, doc),) = execute_pairs(export(client, analyst)[1])
     for broken in ({**doc, "model": "gpt-4o"}, {**doc, "@timestamp": "2026-03-01T12:00:00+00:00"},
                    {**doc, "event": {**doc["event"], "duration": "1248"}}):
         with pytest.raises(AssertionError):
@@ -160,7 +180,7 @@ def test_a_cursor_resumes_after_the_last_exported_event_without_loss_or_duplicat
     for _page in range(5):
         response, body = export(client, analyst, limit=2, cursor=cursor)
         assert response.status_code == 200
-        seen += [doc["kibana"]["action"]["execution"]["uuid"] for _action, doc in parse_bulk(body)]
+        seen += [doc["kibana"]["action"]["execution"]["uuid"] for _action, doc in execute_pairs(body)]
         cursor = response["X-Next-Cursor"]
         completes.append(response["X-Export-Complete"])
         if completes[-1] == "true":
@@ -173,7 +193,7 @@ def test_a_cursor_resumes_after_the_last_exported_event_without_loss_or_duplicat
     # A later event is the only one the next run ships.
     record(connector, timestamp=T0 + timedelta(hours=1))
     response, body = export(client, analyst, cursor=cursor)
-    ((_action, doc),) = parse_bulk(body)
+    ((_action, doc),) = execute_pairs(body)
     assert doc["event"]["start"] == "2026-03-01T13:00:00.000Z"
 
 
@@ -184,9 +204,9 @@ def test_the_range_is_half_open_and_a_connector_can_be_chosen(client, analyst, m
     record(second, timestamp=T0)
     record(first, timestamp=datetime(2026, 3, 2, tzinfo=UTC))  # == to: outside
     record(first, timestamp=datetime(2026, 3, 1, tzinfo=UTC))  # == from: inside
-    docs = [doc for _a, doc in parse_bulk(export(client, analyst, connector=first.pk)[1])]
+    docs = [doc for _a, doc in execute_pairs(export(client, analyst, connector=first.pk)[1])]
     assert [doc["kibana"]["action"]["id"] for doc in docs] == [first.pk, first.pk]
-    assert len(parse_bulk(export(client, analyst)[1])) == 3
+    assert len(execute_pairs(export(client, analyst)[1])) == 3
 
 
 @pytest.mark.django_db
@@ -220,11 +240,11 @@ def test_the_management_command_writes_the_same_lines_and_the_next_cursor(client
     state, output = tmp_path / "cursor", tmp_path / "batch.ndjson"
     call_command("export_kibana_event_log", "--from", "2026-03-01T00:00:00Z", "--to", "2026-03-02T00:00:00Z",
                  "--cursor-file", str(state), "--limit", "2", "--output", str(output))
-    assert output.read_text() == "".join(line + "\n" for line in body.splitlines()[:4])
+    assert output.read_text() == "".join(line + "\n" for line in body.splitlines()[:8])
     Path(str(state) + ".next").rename(state)  # the cron job does this once _bulk accepted the batch
     call_command("export_kibana_event_log", "--from", "2026-03-01T00:00:00Z", "--to", "2026-03-02T00:00:00Z",
                  "--cursor-file", str(state), "--output", str(output))
-    assert output.read_text() == "".join(line + "\n" for line in body.splitlines()[4:])
+    assert output.read_text() == "".join(line + "\n" for line in body.splitlines()[8:])
     with pytest.raises(CommandError, match=r"\[cursor\]"):
         call_command("export_kibana_event_log", "--from", "2026-03-01T00:00:00Z", "--to", "2026-03-02T00:00:00Z",
                      "--cursor", "garbage")
@@ -238,6 +258,44 @@ def test_the_export_streams_under_the_asgi_server(asgi_live_server, analyst, mak
                          "to": "2026-03-02T00:00:00Z"}, headers={"Authorization": basic_auth(analyst)})
     assert response.status_code == 200 and response.headers["x-export-complete"] == "true"
     pairs = parse_bulk(response.text)
-    assert len(pairs) == 3
+    assert len(pairs) == 6  # execute-start and execute for each
     for _action, doc in pairs:
         check_against_mapping(doc, MAPPING)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("fields, started, message", [
+    # Validation errors: Kibana's executor validates before execute-start; retry false adds nothing.
+    ({"sub_action": "run", "error_message": "error validating action params: [subAction]: expected value of type "
+      "[string] but got [undefined]"}, False,
+     "error validating action params: [subAction]: expected value of type [string] but got [undefined]"),
+    ({"sub_action": "run", "error_message": "error validating action type config: Error configuring OpenAI action: "
+      "Error: error validating url: target url \"x\" is not added to the Kibana config xpack.actions.allowedHosts"},
+     False, "error validating action type config: Error configuring OpenAI action: Error: error validating url: "
+     "target url \"x\" is not added to the Kibana config xpack.actions.allowedHosts"),
+    # Thrown while running: the generic message, the reason, retry: true.
+    ({"sub_action": "test", "error_message": "Status code: undefined. Message: Unexpected API Error: ECONNABORTED - "
+      "timeout of 3000ms exceeded"}, True,
+     "an error occurred while running the action: Status code: undefined. Message: Unexpected API Error: "
+     "ECONNABORTED - timeout of 3000ms exceeded; retry: true"),
+    # Refused before the executor (HTTP 400, no envelope): the reason alone, and no execute-start.
+    ({"sub_action": "", "error_message": "[request body.params]: expected value of type [object] but got "
+      "[undefined]"}, False, "[request body.params]: expected value of type [object] but got [undefined]"),
+])
+def test_error_message_is_kibanas_action_error_to_message_and_execute_start_follows_the_executor(
+        client, analyst, make_connector, fields, started, message):
+    connector = make_connector()
+    record(connector, outcome="failure", usage_source="none", **fields)
+    docs = [doc for _action, doc in parse_bulk(export(client, analyst)[1])]
+    assert [doc["event"]["action"] for doc in docs] == (["execute-start"] if started else []) + ["execute"]
+    assert docs[-1]["error"] == {"message": message}
+
+
+@pytest.mark.django_db
+def test_a_second_export_writes_the_same_bytes_so_bulk_create_refuses_duplicates(client, analyst, make_connector):
+    connector = make_connector()
+    record(connector)
+    first, second = export(client, analyst)[1], export(client, analyst)[1]
+    assert first == second
+    ids = [action["create"]["_id"] for action, _doc in parse_bulk(first)]
+    assert len(ids) == len(set(ids)) == 2

@@ -7,7 +7,8 @@ The first path segment picks the behaviour, so one server serves every scenario:
 - ``azure``: as ok, but requires an ``api-key`` header and an ``api-version`` query (401/404 otherwise)
 - ``sleep-<ms>``: as ok after waiting <ms> milliseconds (without holding any thread)
 - ``stall``: never answers
-- ``status-<code>``: an OpenAI error body with that status (429 adds retry-after: 7)
+- ``status-<code>``: an OpenAI error body with that status and its standard reason phrase (429 adds retry-after: 7);
+  ``status-<code>-<Reason_Words>`` sends its own reason phrase instead (underscores become spaces)
 - ``html``: 200 with an HTML page
 - ``big-<bytes>``: a JSON body of about that size
 - ``nousage``: a completion without a usage object
@@ -49,6 +50,7 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from urllib.parse import parse_qs, quote, urlsplit
 
 REPLY_WORDS = "Hello from the fake OpenAI server, happy to help"
@@ -199,10 +201,12 @@ class FakeOpenAI:
                 return self._send(writer, 503, json.dumps({"error": {"message": "not enough requests at once"}}).encode())
             scenario = "ok"
         if scenario.startswith("status-"):
-            status = int(scenario.split("-")[1])
+            _, code, *custom = scenario.split("-", 2)
+            status = int(code)
+            reason = custom[0].replace("_", " ") if custom else HTTPStatus(status).phrase
             extra = {"retry-after": "7"} if status == 429 else {}
             body = {"error": {"message": f"Simulated {status} from the fake server", "type": "fake_error", "param": None, "code": str(status)}}
-            writer.write(self._head(status, {"content-type": "application/json", "content-length": str(len(json.dumps(body))), **extra}, "Error"))
+            writer.write(self._head(status, {"content-type": "application/json", "content-length": str(len(json.dumps(body))), **extra}, reason))
             writer.write(json.dumps(body).encode())
             return True
         if scenario == "tool-call":  # an answer without text: the model calls a tool

@@ -1,7 +1,8 @@
 """The event log as Kibana's own event-log documents, ready for Elasticsearch's ``_bulk`` API (README, Kibana event
 log export; docs/KIBANA-EVENT-LOG.md lists every field and where Kibana sets it).
 
-Each execution becomes the ``execute`` document Kibana's action executor writes to ``.kibana-event-log-*``
+Each execution becomes the ``execute-start`` and ``execute`` documents Kibana's action executor writes to
+``.kibana-event-log-*``
 (``event.provider: actions``, ``event.action: execute``, ``event.duration`` in nanoseconds, the connector as
 ``kibana.saved_objects`` of type ``action``, ``kibana.action.execution.gen_ai.usage.*``, ``user.name``,
 ``message``), so Kibana's OpenAI Token Usage dashboard and saved searches read events recorded here. Every field
@@ -10,7 +11,9 @@ is one Kibana's event-log mapping declares (``dynamic: false``), with the type i
 
 An export covers ``[from, to)`` in the order (timestamp, id) and stops after ``limit`` events; its cursor, an
 opaque base64 of the last exported (timestamp, id), resumes after it. Document ids are derived from the event,
-so shipping an event twice (overlapping runs) is refused by Elasticsearch as a conflict instead of duplicated.
+so shipping an event twice (overlapping runs) is refused by Elasticsearch as a conflict instead of duplicated; for
+the same reason ``kibana.action.execution.uuid`` and ``kibana.server_uuid`` are derived, not random
+(docs/KIBANA-EVENT-LOG.md says why).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db.models import Q
 
+from connectors.models import KIBANA_VERSION
 from connectors.query_params import InvalidQueryParam, checked_moment, database_id, parse_time, text_param
 from usage.models import ExecutionEvent
 
@@ -38,9 +42,14 @@ MAX_LIMIT = 100_000
 CHUNK = 2_000
 # The namespace of the document ids (uuid5 of the event's connector, id and start): any fixed UUID would do.
 ID_NAMESPACE = uuid.UUID("6f1f3c1e-8d4b-5b7a-9c2e-0c6a2f1d4e11")
+# Kibana's event logger stamps every document with its instance's UUID; this app's is fixed, so an export run
+# twice writes the same bytes.
+SERVER_UUID = str(uuid.uuid5(ID_NAMESPACE, "connectors-admin"))
+ACTION_ERROR = "an error occurred while running the action"
+VALIDATION_ERROR_PREFIX = "error validating action"
 FIELDS = ("id", "timestamp", "connector_id", "connector_name", "connector_is_preconfigured", "user_name",
-          "outcome", "duration_ms", "error_message", "request_bytes", "prompt_tokens", "completion_tokens",
-          "total_tokens", "usage_source")
+          "sub_action", "outcome", "duration_ms", "error_message", "request_bytes", "prompt_tokens",
+          "completion_tokens", "total_tokens", "usage_source")
 
 
 class ExportError(ValueError):
@@ -54,19 +63,39 @@ def kibana_date(moment: datetime) -> str:
 
 
 def document_id(row: dict) -> str:
+    """The ``execute`` document's id, which is also the execution's ``kibana.action.execution.uuid``."""
     return str(uuid.uuid5(ID_NAMESPACE, f"{row['connector_id']}/{row['id']}/{row['timestamp'].isoformat()}"))
 
 
+def start_document_id(row: dict) -> str:
+    return str(uuid.uuid5(ID_NAMESPACE, f"{document_id(row)}/execute-start"))
+
+
+def error_message(row: dict) -> str:
+    """Kibana's ``actionErrorToMessage`` of the answer the caller got: ``<message>[: <service_message>][; retry:
+    true]``. A params or config validation error is its own message (retry false adds nothing); anything thrown
+    while running was answered ``an error occurred while running the action`` with the recorded reason as its
+    service message and ``retry: true``; a refusal before the run (a malformed body, a disabled type: HTTP 4xx, no
+    envelope) keeps its reason alone."""
+    reason = row["error_message"]
+    if not reason:
+        return f"{ACTION_ERROR}; retry: true"
+    if reason.startswith(VALIDATION_ERROR_PREFIX) or not row["sub_action"]:
+        return reason
+    return f"{ACTION_ERROR}: {reason}; retry: true"
+
+
+def started(row: dict) -> bool:
+    """Whether Kibana would have logged ``execute-start``: its executor does once params and config validate, so
+    not for a validation error nor for a request refused before the executor (no sub-action recorded)."""
+    return bool(row["sub_action"]) and not row["error_message"].startswith(VALIDATION_ERROR_PREFIX)
+
+
 def document(row: dict) -> dict:
-    """The ``execute`` document of one event (a dict of FIELDS)."""
-    start = row["timestamp"]
-    end = start + timedelta(milliseconds=row["duration_ms"])
-    connector_id, name = row["connector_id"], row["connector_name"]
-    label = f"{CONNECTOR_TYPE_ID}:{connector_id}: {name}"
+    """The ``execute`` document of one event (a dict of FIELDS), logged when the execution ends."""
+    end = row["timestamp"] + timedelta(milliseconds=row["duration_ms"])
+    label = f"{CONNECTOR_TYPE_ID}:{row['connector_id']}: {row['connector_name']}"
     succeeded = row["outcome"] == "success"
-    saved_object = {"rel": "primary", "type": "action", "id": connector_id, "type_id": CONNECTOR_TYPE_ID}
-    if row["connector_is_preconfigured"]:
-        saved_object["space_agnostic"] = True  # Kibana marks in-memory (preconfigured) connectors so
     execution = {
         "uuid": document_id(row),
         "source": "http_request",  # every execution here came through an HTTP API, as Kibana's _execute does
@@ -77,20 +106,40 @@ def document(row: dict) -> dict:
         execution["gen_ai"] = {"usage": {"prompt_tokens": row["prompt_tokens"],
                                          "completion_tokens": row["completion_tokens"],
                                          "total_tokens": row["total_tokens"]}}
+    doc = _base(row, end)
+    doc["event"].update(outcome="success" if succeeded else "failure", end=kibana_date(end),
+                        duration=round(row["duration_ms"] * 1_000_000))
+    doc["message"] = f"action executed: {label}" if succeeded else f"action execution failure: {label}"
+    doc["kibana"]["action"]["execution"] = execution
+    if not succeeded:
+        doc["error"] = {"message": error_message(row)}
+    return doc
+
+
+def start_document(row: dict) -> dict:
+    """The ``execute-start`` document: logged when timing starts, so no outcome, end, duration or usage."""
+    doc = _base(row, row["timestamp"])
+    doc["event"]["action"] = "execute-start"
+    doc["message"] = f"action started: {CONNECTOR_TYPE_ID}:{row['connector_id']}: {row['connector_name']}"
+    doc["kibana"]["action"]["execution"] = {"uuid": document_id(row), "source": "http_request"}
+    return doc
+
+
+def _base(row: dict, logged_at: datetime) -> dict:
+    """What both documents share (createActionEventLogRecordObject, and the event logger's own fields)."""
+    connector_id = row["connector_id"]
+    saved_object = {"rel": "primary", "type": "action", "id": connector_id, "type_id": CONNECTOR_TYPE_ID}
+    if row["connector_is_preconfigured"]:
+        saved_object["space_agnostic"] = True  # Kibana marks in-memory (preconfigured) connectors so
     doc = {
-        "@timestamp": kibana_date(end),  # Kibana logs the execute document when the execution ends
+        "@timestamp": kibana_date(logged_at),
         "ecs": {"version": ECS_VERSION},
         "event": {"provider": "actions", "action": "execute", "kind": "action",
-                  "outcome": "success" if succeeded else "failure",
-                  "start": kibana_date(start), "end": kibana_date(end),
-                  "duration": round(row["duration_ms"] * 1_000_000)},
-        "message": f"action executed: {label}" if succeeded else f"action execution failure: {label}",
+                  "start": kibana_date(row["timestamp"])},
         "kibana": {"saved_objects": [saved_object], "space_ids": ["default"],
-                   "action": {"name": name, "id": connector_id, "type_id": CONNECTOR_TYPE_ID,
-                              "execution": execution}},
+                   "action": {"name": row["connector_name"], "id": connector_id, "type_id": CONNECTOR_TYPE_ID},
+                   "server_uuid": SERVER_UUID, "version": KIBANA_VERSION},
     }
-    if not succeeded:
-        doc["error"] = {"message": row["error_message"] or "an error occurred while running the action"}
     if row["user_name"]:
         doc["user"] = {"name": row["user_name"]}
     return doc
@@ -98,9 +147,14 @@ def document(row: dict) -> dict:
 
 def bulk_lines(row: dict) -> str:
     """The ``create`` action line and the document, as _bulk wants them (``create``: data streams accept only
-    that, and an id already indexed is refused rather than overwritten)."""
-    action = {"create": {"_index": settings.KIBANA_EVENT_LOG_INDEX, "_id": document_id(row)}}
-    return json.dumps(action, separators=(",", ":")) + "\n" + json.dumps(document(row), separators=(",", ":")) + "\n"
+    that, and an id already indexed is refused rather than overwritten), for ``execute-start`` then ``execute``."""
+    pairs = [(start_document_id(row), start_document(row))] if started(row) else []
+    pairs.append((document_id(row), document(row)))
+    return "".join(
+        json.dumps({"create": {"_index": settings.KIBANA_EVENT_LOG_INDEX, "_id": doc_id}}, separators=(",", ":"))
+        + "\n" + json.dumps(doc, separators=(",", ":")) + "\n"
+        for doc_id, doc in pairs
+    )
 
 
 # --- cursor and pages -------------------------------------------------------------------------------------------------
