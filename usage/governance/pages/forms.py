@@ -37,8 +37,11 @@ SUPERUSERS_ONLY = "Only superusers may set budgets and rate limits for a user or
 
 
 def connector_choices(current: str = "") -> list[tuple[str, str]]:
-    """Every connector by name; a rule's connector that was deleted since stays choosable under its id."""
-    choices = [(c.pk, f"{c.name} ({c.pk})") for c in all_connectors()]
+    """Every connector by name (two of one name told apart by the start of their ids); a rule's connector that was
+    deleted since stays choosable under its id."""
+    connectors = all_connectors()
+    names = [c.name for c in connectors]
+    choices = [(c.pk, c.name if names.count(c.name) == 1 else f"{c.name} ({c.pk[:8]}…)") for c in connectors]
     if current and current not in {pk for pk, _ in choices}:
         choices.append((current, f"{current} (deleted connector)"))
     return choices
