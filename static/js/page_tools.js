@@ -51,7 +51,25 @@
     }
   }
 
+  // The viewer's time zone (connectors/viewer_time_zone.py): remembered in a cookie from the browser's own on the
+  // first visit, and the page shown again in it once if it was rendered in another zone.
+  function rememberTimeZone() {
+    var zone;
+    try { zone = Intl.DateTimeFormat().resolvedOptions().timeZone; } catch (error) { return; }
+    if (!zone || /(?:^|; )tz=/.test(document.cookie)) return;
+    document.cookie = "tz=" + encodeURIComponent(zone) + "; path=/; max-age=31536000; samesite=lax" +
+      (window.location.protocol === "https:" ? "; secure" : "");
+    var shown = document.documentElement.getAttribute("data-tz");
+    // Only where nothing was typed or posted yet: the sign-in page, which is where a first visit starts, or a page
+    // with no form. replace(): a GET of the same address, never a form resubmitted.
+    var untouched = !document.querySelector("form[method=post]") || document.querySelector("#id_username");
+    if (shown && shown !== zone && !/[?&]tz=/.test(window.location.search) && untouched) {
+      window.location.replace(window.location.href);
+    }
+  }
+
   function start() {
+    rememberTimeZone();
     wireCopyButtons();
     rememberRoleNote();
   }

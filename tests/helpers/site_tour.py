@@ -120,8 +120,9 @@ def populate(users: dict, *, hours: int = 30) -> Tour:
                                  message=f"{connector.name}: 14% of calls failed in the last 15 minutes",
                                  details={"threshold_percent": 10})
     AlertDelivery.objects.create(alert=alert, channel=channel, next_attempt_at=now)
+    # stored[10] is a failure made without an API key: the event detail with the most empty values.
     return Tour(connector=connector, users=users, objects={
-        "spare": spare, "api_key": key, "event": stored[0], "budget": budget, "user_budget": user_budget,
+        "spare": spare, "api_key": key, "event": stored[10], "budget": budget, "user_budget": user_budget,
         "limit": limit, "price": price, "channel": channel, "rule": rule, "alert": alert,
     })
 

@@ -54,7 +54,7 @@ def connector_usage_view(*, plain: bool = False):
             if not plain:
                 return view(request, connector, *parse_range_or_default(request))
             try:
-                usage_range = parse_range(request.GET)
+                usage_range = parse_range(range_params(request))
             except InvalidRange as exc:
                 return bad_range(exc)
             return view(request, connector, usage_range)
@@ -69,13 +69,22 @@ def bad_range(error: ValueError) -> HttpResponse:
     return HttpResponse(f"{error}\n", status=400, content_type="text/plain; charset=utf-8")
 
 
+def range_params(request):
+    """The query string, in the viewer's remembered time zone when it names none (connectors/viewer_time_zone.py)."""
+    if request.GET.get("tz"):
+        return request.GET
+    params = request.GET.copy()
+    params["tz"] = getattr(request, "viewer_tz", "UTC")
+    return params
+
+
 def parse_range_or_default(request) -> tuple[UsageRange, str | None]:
     """The range of the query string, or the default range and the error to show on the range form."""
     try:
-        return parse_range(request.GET), None
+        return parse_range(range_params(request)), None
     except InvalidRange as exc:
         try:
-            return parse_range({"tz": request.GET.get("tz")}), str(exc)
+            return parse_range({"tz": range_params(request).get("tz")}), str(exc)
         except InvalidRange:
             return parse_range({}), str(exc)
 
@@ -204,7 +213,7 @@ def export_events_csv(request, connector_id: str):
     """The Logs tab's rows as CSV: a range's raw events under its filters; own calls only without VIEW_USAGE."""
     connector, only_user_id = logs_scope(request, connector_id)
     try:
-        usage_range = parse_range(request.GET)
+        usage_range = parse_range(range_params(request))
         filters = EventFilters.from_params(request.GET, only_user_id=only_user_id)
     except (InvalidRange, InvalidFilter) as exc:
         return bad_range(exc)

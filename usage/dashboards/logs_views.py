@@ -13,7 +13,7 @@ from django.shortcuts import render
 from django.urls import reverse
 
 from usage.dashboards.access import logs_scope
-from usage.dashboards.dashboard_views import parse_range_or_default, range_context
+from usage.dashboards.dashboard_views import parse_range_or_default, range_context, range_params
 from usage.dashboards.event_filters import SUB_ACTIONS, EventFilters, InvalidFilter
 from usage.dashboards.logs import Cursor, InvalidCursor, find_event, log_page, outcome_counts
 from usage.dashboards.queries import usage_breakdown
@@ -83,7 +83,7 @@ def log_event_detail(request, connector_id: str, event_id: int):
     if event is None:
         raise Http404("No such event for this connector.")
     try:
-        usage_range = parse_range(request.GET)
+        usage_range = parse_range(range_params(request))
     except InvalidRange:
         usage_range = parse_range({})
     back = reverse("connector_logs", args=[connector.id])
@@ -92,7 +92,7 @@ def log_event_detail(request, connector_id: str, event_id: int):
         "connector": connector,
         "tab": "logs",
         "event": event,
-        "local_time": usage_range.local(event.timestamp).strftime("%Y-%m-%d %H:%M:%S.%f"),
+        "local_time": usage_range.local(event.timestamp).strftime("%Y-%m-%d %H:%M:%S %Z"),
         "tz_name": usage_range.tz_name,
         "back_url": f"{back}?{query}" if query else back,
     }
