@@ -103,7 +103,7 @@ except ActionsConfigError as exc:
     raise ImproperlyConfigured(f"ACTIONS_CONFIG: {exc}") from None
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "connectors_admin.admin_site.ProductAdminConfig",  # django.contrib.admin, with a 403 for non-staff accounts
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -133,6 +133,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "connectors_admin.database_outage.DatabaseOutageMiddleware",  # a 503 page, not 500, during a database outage
+    "connectors_admin.error_pages.ProductNotFoundMiddleware",  # DEBUG only: the product's 404, not Django's URL list
 ]
 
 ROOT_URLCONF = "connectors_admin.urls"
