@@ -68,8 +68,39 @@
     }
   }
 
+  // Each cell learns its column's heading, shown before it when a phone turns rows into cards (static/css/app.css).
+  // A cell spanning columns (an empty-table message) is left unlabelled.
+  function labelTableCells() {
+    document.querySelectorAll("table.table").forEach(function (table) {
+      var headings = Array.prototype.map.call(table.querySelectorAll("thead th"), function (th) {
+        return th.textContent.replace(/[▲▼]/g, "").replace(/\s+/g, " ").trim();
+      });
+      if (!headings.length) return;
+      table.querySelectorAll("tbody tr").forEach(function (row) {
+        var column = 0;
+        Array.prototype.forEach.call(row.children, function (cell) {
+          var span = cell.colSpan || 1;
+          if (span === 1 && !cell.hasAttribute("data-label")) cell.setAttribute("data-label", headings[column] || "");
+          column += span;
+        });
+      });
+    });
+    // A table still wider than its box (a very narrow window) scrolls; a keyboard must reach that scroll too.
+    document.querySelectorAll(".table-wrap").forEach(function (wrap) {
+      if (wrap.scrollWidth > wrap.clientWidth + 1 && !wrap.hasAttribute("tabindex")) {
+        wrap.setAttribute("tabindex", "0");
+        if (!wrap.hasAttribute("aria-label")) {
+          var caption = wrap.querySelector("caption");
+          wrap.setAttribute("role", "region");
+          wrap.setAttribute("aria-label", caption ? caption.textContent.trim() : "Table (scrolls sideways)");
+        }
+      }
+    });
+  }
+
   function start() {
     rememberTimeZone();
+    labelTableCells();
     wireCopyButtons();
     rememberRoleNote();
   }
