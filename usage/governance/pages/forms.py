@@ -94,7 +94,31 @@ class ScopedRuleForm(forms.ModelForm):
         return cleaned
 
 
+class HardLimitField(forms.ChoiceField):
+    """What reaching the amount does, chosen each time a budget is created: no default hides it. "on" (the value of
+    the checkbox this field replaced) still means refuse, for scripts written against the old form."""
+
+    REFUSE, ALERT = "refuse", "alert"
+    LEGACY = {"on": REFUSE, "true": REFUSE, "True": REFUSE, "false": ALERT, "False": ALERT}
+
+    def __init__(self, **kwargs):
+        super().__init__(choices=[
+            (self.REFUSE, "Refuse calls: once the amount is used, every call this budget counts is refused "
+                          "(the OpenAI-compatible endpoint answers 429, _execute an error naming the budget) until the period ends."),
+            (self.ALERT, "Only alert: calls go on past the amount; an alert goes out at the soft threshold and "
+                         "when the amount is reached."),
+        ], widget=forms.RadioSelect, label="When the amount is used up", **kwargs)
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        return self.LEGACY.get(value, value)
+
+    def clean(self, value):
+        return super().clean(value) == self.REFUSE
+
+
 class BudgetForm(ScopedRuleForm):
+    hard_limit = HardLimitField()
     time_zone = forms.CharField(
         initial="UTC", help_text="Where the period's days begin and end: an IANA name such as Europe/Paris or UTC.",
         widget=forms.TextInput(attrs={"list": "time-zones", "autocomplete": "off", "spellcheck": "false"}),
@@ -114,6 +138,8 @@ class BudgetForm(ScopedRuleForm):
         super().__init__(*args, **kwargs)
         # Left empty (or not posted, as by a script written before the field existed): the default.
         self.fields["completion_allowance"].required = False
+        if self.instance.pk:
+            self.initial["hard_limit"] = HardLimitField.REFUSE if self.instance.hard_limit else HardLimitField.ALERT
 
     def clean_completion_allowance(self):
         allowance = self.cleaned_data["completion_allowance"]
