@@ -22,15 +22,18 @@ from connectors.models import ApiKey
 from usage.dashboards import charts, exports
 from usage.dashboards.access import logs_scope, usage_view
 from usage.dashboards.charts import allows_inline_styles
+from usage.dashboards.drill_down import DrillDown, Timeline
 from usage.dashboards.event_filters import EventFilters, InvalidFilter
 from usage.dashboards.queries import (
     BREAKDOWN_LIMIT,
     ConnectorRef,
     UsageSlice,
+    UsageSums,
     connector_usage,
     find_connector,
     usage_breakdown,
     usage_overview,
+    usage_series,
 )
 from usage.permissions import VIEW_USAGE_DASHBOARD
 from usage.ranges import PRESET_LABELS, InvalidRange, UsageRange, parse_range
@@ -157,13 +160,21 @@ def overview(request):
     rows = usage_overview(usage_range, usage_slice)
     by_user = usage_breakdown(None, usage_range, "user_name", limit=BREAKDOWN_LIMIT, usage_slice=usage_slice)
     has_usage = any(row.sums.requests for row in rows)
+    links = DrillDown(usage_range, usage_slice)
+    total = UsageSums()
+    for row in rows:
+        total.add(row.sums)
+        row.logs_url = links.connector_logs(row.connector.id)
+    links.annotate("user", by_user)
+    timeline = Timeline(usage_series(None, usage_range, usage_slice), usage_range) if has_usage else None
     context = {
         **range_context(request, usage_range, keep=usage_slice.query_params(), error=range_error),
         **slice_context(usage_slice, by_user, usage_breakdown(None, usage_range, "model", limit=BREAKDOWN_LIMIT),
                         slice_error),
         "rows": rows,
+        "total": total,
         "by_user": by_user,
-        "charts": charts.overview_charts(by_user) if has_usage else [],
+        "charts": charts.overview_charts(by_user, timeline, links) if has_usage else [],
         "plot_config": charts.PLOT_CONFIG,
         "has_usage": has_usage,
         "show_role_note": shows_role_note(request.user),
@@ -177,12 +188,16 @@ def connector_dashboard(request, connector: ConnectorRef, usage_range: UsageRang
     usage_slice, slice_error = parse_slice_or_everything(request)
     report = connector_usage(connector.id, usage_range, breakdown_limit=BREAKDOWN_LIMIT, usage_slice=usage_slice,
                              with_api_keys=True)
+    links = DrillDown(usage_range, usage_slice, connector.id)
+    links.annotate("user", report.by_user)
+    links.annotate("model", report.by_model)
+    links.annotate("api_key", report.by_api_key)
     context = {
         **range_context(request, usage_range, keep=usage_slice.query_params(), error=range_error),
         **slice_context(usage_slice, report.by_user, report.by_model, slice_error),
         "connector": connector,
         "report": report,
-        "charts": [] if report.is_empty else charts.dashboard_charts(report),
+        "charts": [] if report.is_empty else charts.dashboard_charts(report, links),
         "plot_config": charts.PLOT_CONFIG,
         "api_url": reverse("api_usage_connector", args=[connector.id]) + "?"
         + usage_range.querystring(**usage_slice.query_params()),

@@ -12,6 +12,7 @@ from django.http import Http404
 from django.shortcuts import render
 from django.urls import reverse
 
+from connectors.models import ApiKey
 from usage.dashboards.access import logs_scope
 from usage.dashboards.dashboard_views import parse_range_or_default, range_context, range_params
 from usage.dashboards.event_filters import SUB_ACTIONS, EventFilters, InvalidFilter
@@ -26,6 +27,14 @@ SUGGESTIONS = 100
 
 def _suggestions(connector_id: str, usage_range, dimension: str) -> list[str]:
     return [row.key for row in usage_breakdown(connector_id, usage_range, dimension)[:SUGGESTIONS] if row.key]
+
+
+def api_key_label(key_id: int | None) -> str:
+    """An API key as people know it: its name and owner (the id when it is gone)."""
+    if key_id is None:
+        return ""
+    key = ApiKey.objects.select_related("user").filter(pk=key_id).first()
+    return f"{key} of {key.user.get_username()}" if key else f"#{key_id} (deleted)"
 
 
 @login_required
@@ -72,6 +81,8 @@ def connector_logs(request, connector_id: str):
         },
         "csv_url": reverse("usage:export_events_csv", args=[connector.id]) + "?" + urlencode(base),
         "detail_query": urlencode(base),
+        # Someone limited to their own calls is not told whose another key is.
+        "api_key_label": api_key_label(filters.api_key) if sees_everyone else f"#{filters.api_key}",
     }
     return render(request, "usage/logs.html", context, status=400 if range_error or errors else 200)
 
