@@ -76,7 +76,7 @@
         return th.textContent.replace(/[▲▼]/g, "").replace(/\s+/g, " ").trim();
       });
       if (!headings.length) return;
-      table.querySelectorAll("tbody tr").forEach(function (row) {
+      table.querySelectorAll("tbody tr, tfoot tr").forEach(function (row) {
         var column = 0;
         Array.prototype.forEach.call(row.children, function (cell) {
           var span = cell.colSpan || 1;

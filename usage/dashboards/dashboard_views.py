@@ -109,7 +109,7 @@ def range_context(request, usage_range: UsageRange, *, keep: dict | None = None,
         {"key": key, "label": label, "url": f"{request.path}?{urlencode({'range': key, **keep_tz, **keep})}"}
         for key, label in PRESET_LABELS.items()
     ]
-    fmt = "%Y-%m-%dT%H:%M"
+    fmt = "%Y-%m-%d %H:%M"  # typed as text: a datetime-local field would follow the browser's 12-hour clock
     return {
         "range": usage_range,
         "presets": presets,
