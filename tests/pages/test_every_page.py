@@ -74,3 +74,11 @@ def test_the_checks_catch_what_they_look_for():
     uid = "0b0e8d4c-1c1f-4f55-9a57-52d1e0c1a111"
     assert text_defects(f"Connector {uid}", names_for_ids={uid: "Support"})
     assert not text_defects("Nonesuch", names_for_ids={})
+
+
+def test_the_admins_event_page_names_its_fields_in_words(client, tour):
+    client.force_login(tour.users["admin"])
+    event = tour.objects["event"]  # a failure without an API key
+    page = visible_text(client.get(f"/admin/usage/executionevent/{event.pk}/change/").content.decode())
+    assert "API key" in page and "Api key" not in page
+    assert not text_defects(page, names_for_ids={}), text_defects(page, names_for_ids={})
