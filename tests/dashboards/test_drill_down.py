@@ -89,3 +89,13 @@ def test_a_bad_api_key_filter_is_a_clear_error(client, analyst, busy):
     client.force_login(analyst)
     response = client.get(f"/connectors/{connector.pk}/logs/?api_key=abc")
     assert response.status_code == 400 and "[api_key]" in response.content.decode()
+
+
+def test_my_usage_rows_lead_to_my_calls_on_each_connector(client, operator, make_connector):
+    connector = make_connector(name="Mine")
+    record(timezone.now() - dt.timedelta(minutes=5), connector_id=connector.pk, user=operator,
+           user_name=operator.username)
+    client.force_login(operator)
+    page = unescape(client.get("/usage/me/?range=24h").content.decode())
+    url = re.search(rf'href="(/connectors/{connector.pk}/logs/\?[^"]+)"', page).group(1)
+    assert "range=24h" in url and rows_shown(client, url) == 1

@@ -31,6 +31,8 @@ def visible_text(page: str, *, code: bool = True) -> str:
 def text_defects(text: str, *, names_for_ids: dict[str, str], prose: str | None = None) -> list[str]:
     """What is wrong in a page's ``text``; ids are looked for in ``prose`` (the text without code) when given."""
     defects = [f"template text {marker!r}" for marker in TEMPLATE_TEXT if marker in text]
+    if "Api key" in text:
+        defects.append("'Api key': a field's name capitalised by Django, not written for people")
     for match in re.finditer(r"\bNone\b", text):
         defects.append(f"'None' shown: …{text[max(0, match.start() - 40):match.end() + 20]!r}…")
     for match in UUID.finditer(text if prose is None else prose):
@@ -69,8 +71,8 @@ def test_no_page_shows_template_text_none_or_ids(client, tour, role):
 
 
 def test_the_checks_catch_what_they_look_for():
-    defects = text_defects("{# a comment #} API key: None x-1", names_for_ids={})
-    assert len(defects) == 3
+    defects = text_defects("{# a comment #} Api key: None x-1", names_for_ids={})
+    assert len(defects) == 4
     uid = "0b0e8d4c-1c1f-4f55-9a57-52d1e0c1a111"
     assert text_defects(f"Connector {uid}", names_for_ids={uid: "Support"})
     assert not text_defects("Nonesuch", names_for_ids={})
@@ -82,3 +84,10 @@ def test_the_admins_event_page_names_its_fields_in_words(client, tour):
     page = visible_text(client.get(f"/admin/usage/executionevent/{event.pk}/change/").content.decode())
     assert "API key" in page and "Api key" not in page
     assert not text_defects(page, names_for_ids={}), text_defects(page, names_for_ids={})
+
+
+def test_form_labels_spell_api_key_as_people_do(client, tour):
+    client.force_login(tour.users["admin"])
+    for url in ("/usage/budgets/new/", "/usage/rate-limits/new/"):
+        page = visible_text(client.get(url).content.decode())
+        assert "API key" in page and "Api key" not in page

@@ -68,6 +68,7 @@ class ScopedRuleForm(forms.ModelForm):
             self.fields["user"].queryset = get_user_model().objects.order_by("username")
             self.fields["api_key"].queryset = ApiKey.objects.select_related("user").order_by("user__username", "name")
             self.fields["api_key"].label_from_instance = lambda key: f"{key} of {key.user.get_username()}"
+            self.fields["api_key"].label = "API key"
         if not manages_people(user):
             # Shown only the connector scope; a user or API-key scope posted all the same is refused by clean_scope
             # with a message saying why (the field still accepts every scope, so the refusal is not "invalid choice").
