@@ -80,7 +80,15 @@
         var column = 0;
         Array.prototype.forEach.call(row.children, function (cell) {
           var span = cell.colSpan || 1;
-          if (span === 1 && !cell.hasAttribute("data-label")) cell.setAttribute("data-label", headings[column] || "");
+          if (span === 1 && !cell.hasAttribute("data-label")) {
+            cell.setAttribute("data-label", headings[column] || "");
+            // The cell's content in one box, so that a card can set it beside its label (display: contents on
+            // wider screens: the table is laid out as if it were not there).
+            var value = document.createElement("div");
+            value.className = "cell-value";
+            while (cell.firstChild) value.appendChild(cell.firstChild);
+            cell.appendChild(value);
+          }
           column += span;
         });
       });
