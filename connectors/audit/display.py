@@ -7,6 +7,9 @@ LABELS = {"connector_id": "Connector", "api_key": "API key", "api_url": "API URL
           "secrets": "Secrets", "config": "Configuration"}
 
 
+FOLD_LONGER_THAN = 160
+
+
 def field_label(name: str) -> str:
     if name in LABELS:
         return LABELS[name]
@@ -25,4 +28,7 @@ def readable_changes(records) -> list:
                     text = text.replace(connector_id, name)
             lines.append((field_label(field), text))
         record.lines = lines
+        # Folded behind "N fields" when it would make a tall row: several fields, or one long list (a role's
+        # permissions).
+        record.folded = len(lines) > 2 or any(len(text) > FOLD_LONGER_THAN for _, text in lines)
     return records

@@ -91,3 +91,11 @@ def test_form_labels_spell_api_key_as_people_do(client, tour):
     for url in ("/usage/budgets/new/", "/usage/rate-limits/new/"):
         page = visible_text(client.get(url).content.decode())
         assert "API key" in page and "Api key" not in page
+
+
+def test_the_audit_trail_names_connectors_and_folds_long_changes(client, tour):
+    client.force_login(tour.users["auditor"])
+    page = client.get("/audit/").content.decode()
+    assert "<dt>Connector</dt><dd>Support assistant</dd>" in page  # a budget's connector_id, by name
+    assert "connector_id" not in visible_text(page) and "sign_in" not in visible_text(page)
+    assert "<summary>13 fields</summary>" in page  # a budget's creation, folded
