@@ -87,3 +87,9 @@ async def aget_connector_or_404(request_or_user, connector_id: str, permission: 
     if connector is None:
         raise ConnectorNotFound(connector_id)
     return connector
+
+
+def connector_name(connector_id: str) -> str:
+    """The name of the connector with this id, for people to read; empty when there is none (deleted since)."""
+    connector = find(connector_id) if connector_id else None
+    return connector.name if connector is not None else ""

@@ -104,7 +104,7 @@ except ActionsConfigError as exc:
     raise ImproperlyConfigured(f"ACTIONS_CONFIG: {exc}") from None
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "connectors_admin.admin_site.ProductAdminConfig",  # django.contrib.admin, with a 403 for non-staff accounts
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -130,9 +130,11 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "connectors.audit.middleware.AuditContextMiddleware",
+    "connectors.viewer_time_zone.ViewerTimeZoneMiddleware",  # times in the viewer's zone, remembered in a cookie
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "connectors_admin.database_outage.DatabaseOutageMiddleware",  # a 503 page, not 500, during a database outage
+    "connectors_admin.error_pages.ProductNotFoundMiddleware",  # DEBUG only: the product's 404, not Django's URL list
 ]
 
 ROOT_URLCONF = "connectors_admin.urls"

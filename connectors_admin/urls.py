@@ -1,12 +1,14 @@
 from django.contrib import admin
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
+from django.templatetags.static import static
 from django.urls import include, path
 from django.views.generic import RedirectView
 
 from connectors.access.policy import may
 from connectors.accounts import api_key_views, sso_views
 from connectors.accounts.login_view import ThrottledLoginView
+from connectors.audit.permissions import VIEW_AUDIT_TRAIL
 from connectors.permissions import VIEW_CONNECTOR
 from connectors_admin.healthz import healthz
 from usage.dashboards import logs_views
@@ -20,7 +22,14 @@ def home(request):
         return redirect("connectors:list")
     if may(request.user, VIEW_USAGE_DASHBOARD):
         return redirect("usage:overview")
+    if may(request.user, VIEW_AUDIT_TRAIL):
+        return redirect("audit:list")
     return render(request, "home.html")
+
+
+def favicon(request):
+    # Resolved per request: the static files' manifest (with hashed names) exists only after collectstatic.
+    return redirect(static("favicon.svg"), permanent=True)
 
 
 urlpatterns = [
@@ -43,6 +52,8 @@ urlpatterns = [
     path("usage/", include("usage.governance.pages.urls")),
     path("usage/", include("usage.dashboards.urls")),
     path("api/", include("connectors.api.urls")),
+    # Browsers ask for /favicon.ico where a page names no icon (the admin's pages, a download).
+    path("favicon.ico", favicon),
     path("healthz", healthz, name="healthz"),
     path("metrics", metrics_endpoint, name="metrics"),
 ]

@@ -17,8 +17,24 @@ class ExecutionEventAdmin(admin.ModelAdmin):
     list_select_related = False
     show_full_result_count = False  # counting millions of rows on every page view is slow on PostgreSQL
 
+    # Shown by the methods below, in words: the fields' own labels and values read "Api key: None".
+    REWORDED = {"duration_ms": "duration", "api_key": "key", "usage_source": "usage"}
+
     def get_readonly_fields(self, request, obj=None):
-        return [*(field.name for field in self.model._meta.fields if field.name != "duration_ms"), "duration"]
+        return [self.REWORDED.get(field.name, field.name) for field in self.model._meta.fields]
+
+    def get_fields(self, request, obj=None):
+        return self.get_readonly_fields(request, obj)
+
+    @admin.display(description="API key")
+    def key(self, event: ExecutionEvent) -> str:
+        return event.api_key.name if event.api_key else "— (none: the browser or a password)"
+
+    @admin.display(description="Usage source")
+    def usage(self, event: ExecutionEvent) -> str:
+        if event.usage_source == "none":
+            return "Not reported (the answer carried no usage)"
+        return event.get_usage_source_display()
 
     @admin.display(description="duration (ms)", ordering="duration_ms")
     def duration(self, event: ExecutionEvent) -> str:

@@ -16,13 +16,13 @@ is exact for every zone whose offset is a whole number of hours and off by the o
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from functools import lru_cache
 from urllib.parse import urlencode
-from zoneinfo import ZoneInfo, available_timezones
+from zoneinfo import ZoneInfo
 
 from django.utils import timezone
 
 from connectors.query_params import InvalidQueryParam, parse_time
+from connectors.viewer_time_zone import known_time_zones  # noqa: F401 - also imported from here
 
 PRESETS: dict[str, timedelta] = {
     "24h": timedelta(hours=24),
@@ -133,12 +133,6 @@ def iso(moment: datetime, tz: ZoneInfo | None = None) -> str:
 
 def format_local(moment: datetime, tz: ZoneInfo) -> str:
     return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M")
-
-
-@lru_cache(maxsize=1)
-def known_time_zones() -> frozenset[str]:
-    """The IANA names the system's tz database offers (scanning it takes tens of milliseconds: cached)."""
-    return frozenset(available_timezones() | {"UTC"})
 
 
 def parse_tz(raw: str | None) -> ZoneInfo:

@@ -7,6 +7,7 @@ from django.views.decorators.http import require_GET
 
 from connectors.access.policy import require
 from connectors.audit import exports, queries
+from connectors.audit.display import readable_changes
 from connectors.audit.models import ACTIONS, OBJECT_TYPES
 from connectors.audit.permissions import VIEW_AUDIT_TRAIL
 
@@ -25,7 +26,7 @@ def audit_list(request):
         return _bad_request(request, str(exc))
     params = query.as_params()
     return render(request, "audit/audit_list.html", {
-        "records": records,
+        "records": readable_changes(records),
         "query": query,
         "filter_params": urlencode(params),
         "next_url": f"?{urlencode({**params, 'cursor': next_cursor})}" if next_cursor else "",

@@ -21,6 +21,11 @@
       if (!figure) return;
       window.Plotly.newPlot(holder, figure.data, figure.layout, config).then(function () {
         holder.setAttribute("data-rendered", "true");
+        // A point carries the address of the calls behind it (usage/dashboards/drill_down.py): a click opens it.
+        holder.on("plotly_click", function (event) {
+          var url = event.points && event.points[0] && event.points[0].customdata;
+          if (url) window.location.assign(url);
+        });
       });
     });
   }

@@ -240,7 +240,7 @@ def test_in_chromium_sign_in_roles_and_a_group_removed_at_the_provider(page, liv
     assert page.locator("nav a", has_text="Audit").is_visible()  # the Auditors role came from the provider
     page.click("nav a:text('Audit')")
     page.wait_for_url(f"{live_server.url}/audit/")
-    page.locator("td", has_text="sign_in").first.wait_for()  # fails the test if it never appears
+    page.locator("td", has_text="sign in").first.wait_for()  # fails the test if it never appears
     screenshot(page, "sso-signed-in-audit")
 
     browser_idp.users["alice"].groups = ["connectors-admins"]  # removed from auditors at the provider

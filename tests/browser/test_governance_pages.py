@@ -30,8 +30,11 @@ def test_a_connector_admin_manages_budgets_and_rate_limits(page, live_server, co
     page.click("button.primary")
     assert page.locator("[data-field=amount] .field-error").inner_text() == "The amount must be more than zero."
     assert "Unknown time zone" in page.locator("[data-field=time_zone] .field-error").inner_text()
+    # Refusing calls is chosen, never assumed: the form says so until one of the two is picked.
+    assert "This field is required" in page.locator("[data-field=hard_limit] .field-error").inner_text()
     page.fill("#id_amount", "25")
     page.fill("#id_time_zone", "Europe/Paris")
+    page.check("input[name=hard_limit][value=refuse]")
     page.click("button.primary")
     page.wait_for_url("**/usage/budgets/")
     assert "Budget “Walked monthly” created." in page.inner_text(".messages")

@@ -15,7 +15,7 @@ PAGES = [
     ("delete form", "GET", "/connectors/{id}/delete/", {"admin": 200, "connector_admin": 200, "operator": 403, "analyst": 403, "outsider": 403}),
     ("delete", "POST", "/connectors/{id}/delete/", {"admin": 302, "connector_admin": 302, "operator": 403, "analyst": 403, "outsider": 403}),
     ("api keys", "GET", "/account/api-keys/", {"admin": 200, "connector_admin": 200, "operator": 200, "analyst": 200, "outsider": 200}),
-    ("django admin", "GET", "/admin/", {"admin": 200, "connector_admin": 302, "operator": 302, "analyst": 302, "outsider": 302}),
+    ("django admin", "GET", "/admin/", {"admin": 200, "connector_admin": 403, "operator": 403, "analyst": 403, "outsider": 403}),
 ]
 
 FORM = {

@@ -103,7 +103,7 @@ def test_a_start_after_the_end_is_an_error_on_the_dashboards_range_form(client, 
     html = response.content.decode()
     assert response.status_code == 400
     form = re.search(r"<form[^>]*data-range-form.*?</form>", html, re.S).group(0)
-    assert "the start must be before the end" in form and 'aria-describedby="range-error"' in form
+    assert "the start must be before the end" in form and 'aria-describedby="range-error range-format"' in form
     assert 'value="2025-03-02"' in form  # what was typed stays in the field
 
 

@@ -153,18 +153,47 @@ def total_tokens_per_user(rows: list[BreakdownRow]) -> dict:
     return figure
 
 
-def overview_charts(by_user: list[BreakdownRow]) -> list[dict]:
-    """The overview's two charts across every connector, as Kibana's OpenAI Token Usage dashboard shows them."""
-    return [
-        {"id": "chart-user-prompt-completion", "title": "Prompt + completion tokens per user",
-         "figure": _breakdown_figure(by_user, "(no user)", "User")},
-        {"id": "chart-user-total", "title": "Total tokens per user", "figure": total_tokens_per_user(by_user)},
+def _linked(figure: dict, *urls: list[str]) -> dict:
+    """Each trace's points carry the URL of the calls behind them (customdata; static/js/usage_dashboard.js opens
+    it on a click). One list per trace, in the order of the trace's points."""
+    for trace, links in zip(figure["data"], urls, strict=True):
+        trace["customdata"] = links
+    return figure
+
+
+def _bucket_links(report, links, **filters) -> list[str]:
+    return [links.bucket(point.bucket, **filters) for point in report.series]
+
+
+def _row_links(rows: list[BreakdownRow], dimension: str, links) -> list[str]:
+    return [links.row(dimension, row) for row in reversed(rows)]  # the figures list rows bottom-up
+
+
+def overview_charts(by_user: list[BreakdownRow], timeline=None, links=None) -> list[dict]:
+    """The overview's charts across every connector: cost over time (when ``timeline``, an object with ``series``
+    and ``range``, is given), and the two per-user charts of Kibana's OpenAI Token Usage dashboard."""
+    charts = []
+    if timeline is not None:
+        figure = cost_over_time(timeline)
+        charts.append({"id": "chart-cost-over-time", "title": "Cost over time, all connectors",
+                       "figure": _linked(figure, _bucket_links(timeline, links)) if links else figure})
+    per_user = _breakdown_figure(by_user, "(no user)", "User")
+    totals = total_tokens_per_user(by_user)
+    if links:
+        user_links = _row_links(by_user, "user", links)
+        _linked(per_user, user_links, user_links)
+        _linked(totals, user_links)
+    charts += [
+        {"id": "chart-user-prompt-completion", "title": "Prompt + completion tokens per user", "figure": per_user},
+        {"id": "chart-user-total", "title": "Total tokens per user", "figure": totals},
     ]
+    return charts
 
 
-def dashboard_charts(report: UsageReport) -> list[dict]:
-    """The dashboard's charts in page order: ``{"id", "title", "figure"}`` each."""
-    return [
+def dashboard_charts(report: UsageReport, links=None) -> list[dict]:
+    """The dashboard's charts in page order: ``{"id", "title", "figure"}`` each; with ``links`` (a
+    usage/dashboards/drill_down.DrillDown), every point leads to its calls on the Logs tab."""
+    charts = [
         {"id": "chart-tokens-over-time", "title": "Prompt and completion tokens over time", "figure": tokens_over_time(report)},
         {"id": "chart-cost-over-time", "title": "Cost over time", "figure": cost_over_time(report)},
         {"id": "chart-tokens-per-user", "title": "Tokens per user", "figure": tokens_per_user(report)},
@@ -172,6 +201,17 @@ def dashboard_charts(report: UsageReport) -> list[dict]:
         {"id": "chart-requests-by-outcome", "title": "Requests by outcome over time", "figure": requests_by_outcome(report)},
         {"id": "chart-duration-percentiles", "title": "Duration percentiles over time", "figure": duration_percentiles(report)},
     ]
+    if links is not None:
+        every_call = _bucket_links(report, links)
+        users, models = _row_links(report.by_user, "user", links), _row_links(report.by_model, "model", links)
+        figures = [chart["figure"] for chart in charts]
+        _linked(figures[0], every_call, every_call)
+        _linked(figures[1], every_call)
+        _linked(figures[2], users, users)
+        _linked(figures[3], models, models)
+        _linked(figures[4], _bucket_links(report, links, outcome="success"), _bucket_links(report, links, outcome="failure"))
+        _linked(figures[5], every_call, every_call, every_call)
+    return charts
 
 
 def allows_inline_styles(view):

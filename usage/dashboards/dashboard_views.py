@@ -22,15 +22,18 @@ from connectors.models import ApiKey
 from usage.dashboards import charts, exports
 from usage.dashboards.access import logs_scope, usage_view
 from usage.dashboards.charts import allows_inline_styles
+from usage.dashboards.drill_down import DrillDown, Timeline
 from usage.dashboards.event_filters import EventFilters, InvalidFilter
 from usage.dashboards.queries import (
     BREAKDOWN_LIMIT,
     ConnectorRef,
     UsageSlice,
+    UsageSums,
     connector_usage,
     find_connector,
     usage_breakdown,
     usage_overview,
+    usage_series,
 )
 from usage.permissions import VIEW_USAGE_DASHBOARD
 from usage.ranges import PRESET_LABELS, InvalidRange, UsageRange, parse_range
@@ -54,7 +57,7 @@ def connector_usage_view(*, plain: bool = False):
             if not plain:
                 return view(request, connector, *parse_range_or_default(request))
             try:
-                usage_range = parse_range(request.GET)
+                usage_range = parse_range(range_params(request))
             except InvalidRange as exc:
                 return bad_range(exc)
             return view(request, connector, usage_range)
@@ -69,13 +72,22 @@ def bad_range(error: ValueError) -> HttpResponse:
     return HttpResponse(f"{error}\n", status=400, content_type="text/plain; charset=utf-8")
 
 
+def range_params(request):
+    """The query string, in the viewer's remembered time zone when it names none (connectors/viewer_time_zone.py)."""
+    if request.GET.get("tz"):
+        return request.GET
+    params = request.GET.copy()
+    params["tz"] = getattr(request, "viewer_tz", "UTC")
+    return params
+
+
 def parse_range_or_default(request) -> tuple[UsageRange, str | None]:
     """The range of the query string, or the default range and the error to show on the range form."""
     try:
-        return parse_range(request.GET), None
+        return parse_range(range_params(request)), None
     except InvalidRange as exc:
         try:
-            return parse_range({"tz": request.GET.get("tz")}), str(exc)
+            return parse_range({"tz": range_params(request).get("tz")}), str(exc)
         except InvalidRange:
             return parse_range({}), str(exc)
 
@@ -97,7 +109,7 @@ def range_context(request, usage_range: UsageRange, *, keep: dict | None = None,
         {"key": key, "label": label, "url": f"{request.path}?{urlencode({'range': key, **keep_tz, **keep})}"}
         for key, label in PRESET_LABELS.items()
     ]
-    fmt = "%Y-%m-%dT%H:%M"
+    fmt = "%Y-%m-%d %H:%M"  # typed as text: a datetime-local field would follow the browser's 12-hour clock
     return {
         "range": usage_range,
         "presets": presets,
@@ -148,13 +160,21 @@ def overview(request):
     rows = usage_overview(usage_range, usage_slice)
     by_user = usage_breakdown(None, usage_range, "user_name", limit=BREAKDOWN_LIMIT, usage_slice=usage_slice)
     has_usage = any(row.sums.requests for row in rows)
+    links = DrillDown(usage_range, usage_slice)
+    total = UsageSums()
+    for row in rows:
+        total.add(row.sums)
+        row.logs_url = links.connector_logs(row.connector.id)
+    links.annotate("user", by_user)
+    timeline = Timeline(usage_series(None, usage_range, usage_slice), usage_range) if has_usage else None
     context = {
         **range_context(request, usage_range, keep=usage_slice.query_params(), error=range_error),
         **slice_context(usage_slice, by_user, usage_breakdown(None, usage_range, "model", limit=BREAKDOWN_LIMIT),
                         slice_error),
         "rows": rows,
+        "total": total,
         "by_user": by_user,
-        "charts": charts.overview_charts(by_user) if has_usage else [],
+        "charts": charts.overview_charts(by_user, timeline, links) if has_usage else [],
         "plot_config": charts.PLOT_CONFIG,
         "has_usage": has_usage,
         "show_role_note": shows_role_note(request.user),
@@ -168,12 +188,16 @@ def connector_dashboard(request, connector: ConnectorRef, usage_range: UsageRang
     usage_slice, slice_error = parse_slice_or_everything(request)
     report = connector_usage(connector.id, usage_range, breakdown_limit=BREAKDOWN_LIMIT, usage_slice=usage_slice,
                              with_api_keys=True)
+    links = DrillDown(usage_range, usage_slice, connector.id)
+    links.annotate("user", report.by_user)
+    links.annotate("model", report.by_model)
+    links.annotate("api_key", report.by_api_key)
     context = {
         **range_context(request, usage_range, keep=usage_slice.query_params(), error=range_error),
         **slice_context(usage_slice, report.by_user, report.by_model, slice_error),
         "connector": connector,
         "report": report,
-        "charts": [] if report.is_empty else charts.dashboard_charts(report),
+        "charts": [] if report.is_empty else charts.dashboard_charts(report, links),
         "plot_config": charts.PLOT_CONFIG,
         "api_url": reverse("api_usage_connector", args=[connector.id]) + "?"
         + usage_range.querystring(**usage_slice.query_params()),
@@ -204,7 +228,7 @@ def export_events_csv(request, connector_id: str):
     """The Logs tab's rows as CSV: a range's raw events under its filters; own calls only without VIEW_USAGE."""
     connector, only_user_id = logs_scope(request, connector_id)
     try:
-        usage_range = parse_range(request.GET)
+        usage_range = parse_range(range_params(request))
         filters = EventFilters.from_params(request.GET, only_user_id=only_user_id)
     except (InvalidRange, InvalidFilter) as exc:
         return bad_range(exc)

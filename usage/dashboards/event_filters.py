@@ -6,7 +6,8 @@ Query parameters (kept in every link of the Logs tab, so that a filtered view ca
 - ``sub_action``: one of ``SUB_ACTIONS``;
 - ``user``: the user name recorded with the event;
 - ``model``: the model the provider reported, or the requested one when it reported none (as the rollups key it);
-- ``q``: words searched in the error message (case-insensitive substring).
+- ``q``: words searched in the error message (case-insensitive substring);
+- ``api_key``: an API key's id: the calls made with it (what a dashboard's row of that key links to).
 
 A user who may not see everyone's usage (no ``usage.view_usage_dashboard``) is limited to their own calls: the
 views pass ``only_user_id`` and the ``user`` parameter is then ignored.
@@ -37,6 +38,7 @@ class EventFilters:
     user: str = ""
     model: str = ""
     q: str = ""
+    api_key: int | None = None
     only_user_id: int | None = None
 
     @classmethod
@@ -53,16 +55,20 @@ class EventFilters:
             q = text_param(params, "q", max_length=MAX_SEARCH_LENGTH)
         except InvalidQueryParam as exc:
             raise InvalidFilter(str(exc)) from None
-        return cls(outcome=outcome, sub_action=sub_action, user=user, model=model, q=q, only_user_id=only_user_id)
+        raw_key = (params.get("api_key") or "").strip()
+        if raw_key and not (raw_key.isascii() and raw_key.isdigit() and len(raw_key) <= 18):
+            raise InvalidFilter(f"[api_key]: {raw_key[:32]!r} is not an API key's id (a whole number).")
+        return cls(outcome=outcome, sub_action=sub_action, user=user, model=model, q=q,
+                   api_key=int(raw_key) if raw_key else None, only_user_id=only_user_id)
 
     @property
     def is_active(self) -> bool:
-        return any((self.outcome, self.sub_action, self.user, self.model, self.q))
+        return any((self.outcome, self.sub_action, self.user, self.model, self.q)) or self.api_key is not None
 
     @property
     def rollups_can_count(self) -> bool:
         """Whether the rollups (keyed by connector, hour, model, user and outcome) can count these events."""
-        return not (self.sub_action or self.q or self.only_user_id is not None)
+        return not (self.sub_action or self.q or self.only_user_id is not None or self.api_key is not None)
 
     def without_outcome(self) -> "EventFilters":
         return replace(self, outcome="")
@@ -70,6 +76,8 @@ class EventFilters:
     def apply(self, events: QuerySet) -> QuerySet:
         if self.only_user_id is not None:
             events = events.filter(user_id=self.only_user_id)
+        if self.api_key is not None:
+            events = events.filter(api_key_id=self.api_key)
         if self.outcome:
             events = events.filter(outcome=self.outcome)
         if self.sub_action:
@@ -87,7 +95,10 @@ class EventFilters:
 
     def query_params(self) -> dict[str, str]:
         names = ("outcome", "sub_action", "user", "model", "q")
-        return {name: getattr(self, name) for name in names if getattr(self, name)}
+        params = {name: getattr(self, name) for name in names if getattr(self, name)}
+        if self.api_key is not None:
+            params["api_key"] = str(self.api_key)
+        return params
 
     def querystring(self) -> str:
         return urlencode(self.query_params())

@@ -12,8 +12,9 @@ from django.http import Http404
 from django.shortcuts import render
 from django.urls import reverse
 
+from connectors.models import ApiKey
 from usage.dashboards.access import logs_scope
-from usage.dashboards.dashboard_views import parse_range_or_default, range_context
+from usage.dashboards.dashboard_views import parse_range_or_default, range_context, range_params
 from usage.dashboards.event_filters import SUB_ACTIONS, EventFilters, InvalidFilter
 from usage.dashboards.logs import Cursor, InvalidCursor, find_event, log_page, outcome_counts
 from usage.dashboards.queries import usage_breakdown
@@ -26,6 +27,14 @@ SUGGESTIONS = 100
 
 def _suggestions(connector_id: str, usage_range, dimension: str) -> list[str]:
     return [row.key for row in usage_breakdown(connector_id, usage_range, dimension)[:SUGGESTIONS] if row.key]
+
+
+def api_key_label(key_id: int | None) -> str:
+    """An API key as people know it: its name and owner (the id when it is gone)."""
+    if key_id is None:
+        return ""
+    key = ApiKey.objects.select_related("user").filter(pk=key_id).first()
+    return f"{key} of {key.user.get_username()}" if key else f"#{key_id} (deleted)"
 
 
 @login_required
@@ -72,6 +81,8 @@ def connector_logs(request, connector_id: str):
         },
         "csv_url": reverse("usage:export_events_csv", args=[connector.id]) + "?" + urlencode(base),
         "detail_query": urlencode(base),
+        # Someone limited to their own calls is not told whose another key is.
+        "api_key_label": api_key_label(filters.api_key) if sees_everyone else f"#{filters.api_key}",
     }
     return render(request, "usage/logs.html", context, status=400 if range_error or errors else 200)
 
@@ -83,7 +94,7 @@ def log_event_detail(request, connector_id: str, event_id: int):
     if event is None:
         raise Http404("No such event for this connector.")
     try:
-        usage_range = parse_range(request.GET)
+        usage_range = parse_range(range_params(request))
     except InvalidRange:
         usage_range = parse_range({})
     back = reverse("connector_logs", args=[connector.id])
@@ -92,7 +103,7 @@ def log_event_detail(request, connector_id: str, event_id: int):
         "connector": connector,
         "tab": "logs",
         "event": event,
-        "local_time": usage_range.local(event.timestamp).strftime("%Y-%m-%d %H:%M:%S.%f"),
+        "local_time": usage_range.local(event.timestamp).strftime("%Y-%m-%d %H:%M:%S %Z"),
         "tz_name": usage_range.tz_name,
         "back_url": f"{back}?{query}" if query else back,
     }

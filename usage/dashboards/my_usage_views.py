@@ -5,7 +5,9 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 
 from usage.dashboards.dashboard_views import parse_range_or_default, range_context
+from usage.dashboards.drill_down import DrillDown
 from usage.dashboards.my_usage import my_usage
+from usage.dashboards.queries import UsageSlice
 from usage.governance.pages.consumption import user_rules
 
 
@@ -13,9 +15,13 @@ from usage.governance.pages.consumption import user_rules
 def my_usage_page(request):
     usage_range, range_error = parse_range_or_default(request)  # a bad range is shown on the range form
     budgets, limits = user_rules(request.user)
+    usage = my_usage(request.user, usage_range)
+    links = DrillDown(usage_range, UsageSlice())
+    for row in usage.by_connector:
+        row.logs_url = links.connector_logs(row.key)  # the Logs tab shows this user their own calls
     return render(request, "usage/my_usage.html", {
         **range_context(request, usage_range, error=range_error),
-        "usage": my_usage(request.user, usage_range),
+        "usage": usage,
         "budgets": budgets,
         "limits": limits,
     }, status=400 if range_error else 200)

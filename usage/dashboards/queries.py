@@ -154,6 +154,7 @@ class BreakdownRow:
     key: str  # the user name or model; "" when the event had none
     sums: UsageSums
     is_others: bool = False
+    key_id: int | None = None  # an API key's row: the key's id (its calls' filter on the Logs tab)
 
 
 @dataclass
@@ -375,7 +376,11 @@ def usage_by_api_key(connector_id: str, usage_range: UsageRange, *, limit: int |
     for row in rows:
         label = names.get(row["api_key_id"], "") if row["api_key_id"] else ""
         sums_by_key.setdefault(label, UsageSums()).add_row(row)
-    return _limited(sums_by_key, limit)
+    ids = {label: key_id for key_id, label in names.items()}
+    limited = _limited(sums_by_key, limit)
+    for row in limited:
+        row.key_id = None if row.is_others else ids.get(row.key)
+    return limited
 
 
 def event_sum_expressions() -> dict:

@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
+from connectors.lookup import connector_name
 from usage.formatting import currency
 
 PRICE_FIELD = {"max_digits": 14, "decimal_places": 6, "validators": [MinValueValidator(Decimal(0))]}
@@ -135,6 +136,13 @@ class ScopedRule(models.Model):
         return f"connector {self.connector_id}"
 
     @property
+    def subject_text(self) -> str:
+        """``subject`` for people: the connector by name (a database read, so never on the execution path)."""
+        if self.scope == Scope.CONNECTOR:
+            return f"connector {connector_name(self.connector_id) or f'{self.connector_id} (deleted)'}"
+        return self.subject
+
+    @property
     def subject_key(self) -> str:
         """The scope and id as one string, for counter keys."""
         if self.scope == Scope.USER:
@@ -225,7 +233,7 @@ class RateLimit(ScopedRule):
             parts.append(f"{self.requests_per_minute} requests/min")
         if self.tokens_per_minute is not None:
             parts.append(f"{self.tokens_per_minute} tokens/min")
-        return f"{', '.join(parts) or 'no limit'} for {self.subject}"
+        return f"{', '.join(parts) or 'no limit'} for {self.subject_text}"
 
     def clean(self) -> None:
         super().clean()
@@ -376,4 +384,5 @@ class ErrorRateRule(models.Model):
         ordering = ["connector_id"]
 
     def __str__(self) -> str:
-        return f"{self.threshold_percent}% errors over {self.window_minutes} min on connector {self.connector_id}"
+        connector = connector_name(self.connector_id) or f"{self.connector_id} (deleted)"
+        return f"{self.threshold_percent}% errors over {self.window_minutes} min on connector {connector}"

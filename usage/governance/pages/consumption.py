@@ -10,7 +10,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from django.db.models import Q
+from asgiref.sync import async_to_sync
+from django.db.models import Q, Sum
 from django.utils import timezone
 
 from connectors.access.policy import may
@@ -19,6 +20,7 @@ from usage.governance.enforcement.admission import budget_counter_key, rate_limi
 from usage.governance.enforcement.counters import counter_store
 from usage.governance.models import Budget, RateLimit, Unit
 from usage.governance.permissions import VIEW_BUDGET, VIEW_RATE_LIMIT
+from usage.models import ExecutionEvent
 
 
 def _quantity(value: int, unit: str) -> str:
@@ -97,6 +99,33 @@ def budget_statuses(budgets, at: dt.datetime | None = None) -> list[BudgetStatus
     keyed = [(budget, *budget_counter_key(budget, at)) for budget in budgets]
     values = counter_store().values_now([key for _, key, _, _ in keyed]) if keyed else {}
     return [BudgetStatus(budget, values.get(key, 0), start, end) for budget, key, start, end in keyed]
+
+
+def recorded_in_period(budget: Budget, start: dt.datetime, end: dt.datetime) -> int:
+    """What the event log holds for ``budget``'s scope between ``start`` and ``end``, in counter units."""
+    scope = {"connector": {"connector_id": budget.connector_id}, "user": {"user_id": budget.user_id},
+             "api_key": {"api_key_id": budget.api_key_id}}[budget.scope]
+    field = "total_tokens" if budget.unit == Unit.TOKENS else "cost_nanos"
+    total = ExecutionEvent.objects.filter(timestamp__gte=start, timestamp__lt=end, **scope).aggregate(s=Sum(field))["s"]
+    return int(total or 0)
+
+
+def catch_up_with_the_period(budget: Budget, at: dt.datetime | None = None) -> int:
+    """Bring the counter of ``budget``'s current period up to what the event log recorded in it so far.
+
+    Counters count from the moment a budget exists; a budget created (or moved to another scope, period or unit)
+    halfway through a period would otherwise show, and admit against, nothing used while the period's calls are in
+    the log. Only the missing part is added, so a counter already ahead (calls still running) is left as it is.
+    Returns the counter's value.
+    """
+    at = at or timezone.now()
+    key, start, end = budget_counter_key(budget, at)
+    store = counter_store()
+    current = store.values_now([key]).get(key, 0)
+    missing = recorded_in_period(budget, start, at) - current
+    if missing <= 0:
+        return current
+    return async_to_sync(store.add)([(key, missing, end)])[key]
 
 
 def rate_limit_statuses(limits, at: dt.datetime | None = None) -> list[RateLimitStatus]:

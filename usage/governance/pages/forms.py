@@ -37,8 +37,11 @@ SUPERUSERS_ONLY = "Only superusers may set budgets and rate limits for a user or
 
 
 def connector_choices(current: str = "") -> list[tuple[str, str]]:
-    """Every connector by name; a rule's connector that was deleted since stays choosable under its id."""
-    choices = [(c.pk, f"{c.name} ({c.pk})") for c in all_connectors()]
+    """Every connector by name (two of one name told apart by the start of their ids); a rule's connector that was
+    deleted since stays choosable under its id."""
+    connectors = all_connectors()
+    names = [c.name for c in connectors]
+    choices = [(c.pk, c.name if names.count(c.name) == 1 else f"{c.name} ({c.pk[:8]}…)") for c in connectors]
     if current and current not in {pk for pk, _ in choices}:
         choices.append((current, f"{current} (deleted connector)"))
     return choices
@@ -65,6 +68,7 @@ class ScopedRuleForm(forms.ModelForm):
             self.fields["user"].queryset = get_user_model().objects.order_by("username")
             self.fields["api_key"].queryset = ApiKey.objects.select_related("user").order_by("user__username", "name")
             self.fields["api_key"].label_from_instance = lambda key: f"{key} of {key.user.get_username()}"
+            self.fields["api_key"].label = "API key"
         if not manages_people(user):
             # Shown only the connector scope; a user or API-key scope posted all the same is refused by clean_scope
             # with a message saying why (the field still accepts every scope, so the refusal is not "invalid choice").
@@ -91,7 +95,31 @@ class ScopedRuleForm(forms.ModelForm):
         return cleaned
 
 
+class HardLimitField(forms.ChoiceField):
+    """What reaching the amount does, chosen each time a budget is created: no default hides it. "on" (the value of
+    the checkbox this field replaced) still means refuse, for scripts written against the old form."""
+
+    REFUSE, ALERT = "refuse", "alert"
+    LEGACY = {"on": REFUSE, "true": REFUSE, "True": REFUSE, "false": ALERT, "False": ALERT}
+
+    def __init__(self, **kwargs):
+        super().__init__(choices=[
+            (self.REFUSE, "Refuse calls: once the amount is used, every call this budget counts is refused "
+                          "(the OpenAI-compatible endpoint answers 429, _execute an error naming the budget) until the period ends."),
+            (self.ALERT, "Only alert: calls go on past the amount; an alert goes out at the soft threshold and "
+                         "when the amount is reached."),
+        ], widget=forms.RadioSelect, label="When the amount is used up", **kwargs)
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        return self.LEGACY.get(value, value)
+
+    def clean(self, value):
+        return super().clean(value) == self.REFUSE
+
+
 class BudgetForm(ScopedRuleForm):
+    hard_limit = HardLimitField()
     time_zone = forms.CharField(
         initial="UTC", help_text="Where the period's days begin and end: an IANA name such as Europe/Paris or UTC.",
         widget=forms.TextInput(attrs={"list": "time-zones", "autocomplete": "off", "spellcheck": "false"}),
@@ -111,6 +139,8 @@ class BudgetForm(ScopedRuleForm):
         super().__init__(*args, **kwargs)
         # Left empty (or not posted, as by a script written before the field existed): the default.
         self.fields["completion_allowance"].required = False
+        if self.instance.pk:
+            self.initial["hard_limit"] = HardLimitField.REFUSE if self.instance.hard_limit else HardLimitField.ALERT
 
     def clean_completion_allowance(self):
         allowance = self.cleaned_data["completion_allowance"]

@@ -124,12 +124,21 @@ class DeleteMixin(GovernanceFormMixin):
         return response
 
 
-class BudgetCreate(ScopedRuleMixin, CreateView):
+class BudgetSaveMixin:
+    """A saved budget starts from what its period has used so far, not from zero."""
+
+    def form_valid(self, form):
+        response = super().form_valid(form)
+        consumption.catch_up_with_the_period(self.object)
+        return response
+
+
+class BudgetCreate(BudgetSaveMixin, ScopedRuleMixin, CreateView):
     permission_required = perm.ADD_BUDGET
     model, form_class, title, outcome = Budget, BudgetForm, "New budget", "created"
 
 
-class BudgetEdit(ScopedRuleMixin, UpdateView):
+class BudgetEdit(BudgetSaveMixin, ScopedRuleMixin, UpdateView):
     permission_required = perm.CHANGE_BUDGET
     model, form_class, title, outcome = Budget, BudgetForm, "Edit budget", "saved"
 
