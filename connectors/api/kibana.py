@@ -19,6 +19,7 @@ from connectors.api.endpoint import (
     declared_length,
     json_endpoint,
     json_object_body,
+    json_response,
     read_json_body,
 )
 from connectors.lookup import all_connectors, get_connector_or_404
@@ -214,11 +215,11 @@ async def execute_connector(request, connector_id: str):
             connector, body["params"], user=request.user, source=EventSource.API, request_bytes=declared_length(request)
         )
         # A failure before the first byte is answered like a non-streamed one: HTTP 200 with the error envelope.
-        return JsonResponse(stream.envelope()) if stream.failure else sse_response(stream.relay())
+        return json_response(stream.envelope()) if stream.failure else sse_response(stream.relay())
     execution = await execute(
         connector, body["params"], user=request.user, source=EventSource.API, request_bytes=declared_length(request)
     )
-    return JsonResponse(execution.envelope)
+    return json_response(execution.envelope)
 
 
 def _not_executable(connector: Connector) -> ApiError:

@@ -7,13 +7,13 @@ it is written exactly once with the reason its caller was told.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import InterfaceError, OperationalError
 
+from connectors import json_codec
 from connectors.crypto import SecretUnavailable
 from connectors.lookup import aget_connector_or_404
 from connectors.models import Connector
@@ -188,7 +188,7 @@ async def _execute(record: ExecutionRecord, params: Any) -> tuple[dict, dict | N
         await record.upstream_error(error)
         return failure_envelope(connector_id, error.message, retry_after=error.retry_after), None
     try:
-        payload = json.loads(response.body)
+        payload = json_codec.loads(response.body)
     except ValueError:
         message = not_json_message(response.status, response.headers)
         await record.failed(message)
@@ -310,7 +310,7 @@ async def _passthrough(record: ExecutionRecord, body: dict, result: PassthroughR
         await record.upstream_error(error)
         return
     try:
-        payload = json.loads(response.body)
+        payload = json_codec.loads(response.body)
     except ValueError:
         message = not_json_message(response.status, response.headers)
         await record.failed(message)
