@@ -15,12 +15,13 @@ for what the gateway encodes, and for the provider's answers.
 from __future__ import annotations
 
 import json
-import re
 
 import orjson
 
-# A run of 19 digits may be an integer beyond 64 bits, which orjson reads as a float (``json`` as an int).
-_LONG_NUMBER = re.compile(rb"\d{19}")
+# A run of 19 digits may be an integer beyond 64 bits, which orjson reads as a float (``json`` as an int). Found by
+# mapping every digit to "0" and everything else to " " (bytes.translate, in C), several times faster than a regex.
+_DIGITS_ONLY = bytes(ord("0") if chr(byte) in "0123456789" else ord(" ") for byte in range(256))
+_LONG_NUMBER = b"0" * 19
 # Only JSON's own types: anything else (a datetime, a dataclass, a str subclass) makes orjson raise, and ``json``
 # decides, as it always did.
 _NATIVE_ONLY = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
@@ -29,7 +30,7 @@ _NATIVE_ONLY = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLAS
 def loads(raw: bytes | str) -> object:
     """``json.loads(raw)``: the same value, and the same ValueError for what it refuses."""
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
-    if not _LONG_NUMBER.search(data):
+    if _LONG_NUMBER not in data.translate(_DIGITS_ONLY):
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
