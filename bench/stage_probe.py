@@ -8,8 +8,9 @@ runs on the loop thread outside every stage (uvicorn, httptools, Django's ASGI h
 rest of the thread's CPU, reported as "ASGI, handler and view glue". Other threads (the event writer, asgiref's
 sync thread, the database pool) are read from /proc by bench.stages.
 
-The probe costs about a microsecond per stage boundary; bench.stages reports the calls' CPU with and without it.
-Requests are sequential (one in flight), so the loop thread's CPU between two boundaries belongs to the one call.
+The probe costs about a microsecond per stage boundary (some forty a call): compare the whole-process figure with
+``bench.server_cpu``'s, which runs without it. Requests are sequential (one in flight), so the loop thread's CPU
+between two boundaries belongs to the one call.
 
 ``GET /__stages`` answers the totals since the previous such request, as JSON, and starts new ones.
 """
