@@ -160,9 +160,9 @@ def start_upstream(port: int, kind: str = "fast") -> subprocess.Popen:
     return process
 
 
-def start_app(port: int, env: dict, workers: int = 2) -> subprocess.Popen:
+def start_app(port: int, env: dict, workers: int = 2, app: str = "connectors_admin.asgi:application") -> subprocess.Popen:
     command = [
-        str(Path(PYTHON).parent / "uvicorn"), "connectors_admin.asgi:application",
+        str(Path(PYTHON).parent / "uvicorn"), app,
         "--host", "127.0.0.1", "--port", str(port),
         "--workers", str(workers), "--loop", "uvloop", "--http", "httptools",
         "--no-access-log", "--log-level", "warning", "--backlog", "4096",
@@ -180,11 +180,12 @@ def start_app(port: int, env: dict, workers: int = 2) -> subprocess.Popen:
 
 @contextmanager
 def stack(scenarios: list[str], *, workers: int = 2, upstream: str = "fast", app_env: dict | None = None,
-          governed: str = "none"):
+          governed: str = "none", app: str = "connectors_admin.asgi:application"):
     """Start everything for ``scenarios``; yields a Stack; stops everything and drops the database.
 
     ``governed``: "none", or "database" / "redis" to put a budget and a rate limit on every connector (bench/seed.py),
-    counted in the database or in Redis (127.0.0.1:6379, database 13, emptied first).
+    counted in the database or in Redis (127.0.0.1:6379, database 13, emptied first). ``app``: the ASGI application
+    uvicorn serves (bench/stage_probe.py wraps the real one).
     """
     with ExitStack() as stack_:
         database_url = stack_.enter_context(bench_database())
@@ -209,7 +210,7 @@ def stack(scenarios: list[str], *, workers: int = 2, upstream: str = "fast", app
         ).stdout
         seed = json.loads(seed_output.strip().splitlines()[-1])
         app_port = free_port()
-        app = start_app(app_port, env, workers)
+        app = start_app(app_port, env, workers, app)
         stack_.callback(stop, app)
         yield Stack(upstream_port, app_port, database_url, seed, app=app, upstream=upstream_process)
 

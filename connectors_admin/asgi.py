@@ -21,9 +21,11 @@
 """
 
 import asyncio
+import io
 import logging
 import os
 import re
+import tempfile
 
 from django.core.asgi import get_asgi_application
 
@@ -33,14 +35,16 @@ django_application = get_asgi_application()
 
 # Imported once Django is set up: usage.recording.writer imports models.
 from asgiref.sync import markcoroutinefunction, sync_to_async
+from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.core import signals
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.exception import convert_exception_to_response
+from django.db.backends.signals import connection_created
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.security import SecurityMiddleware
-from django.urls import set_script_prefix
+from django.urls import get_resolver, set_script_prefix
 
 from connectors.audit.preconfigured import record_preconfigured_changes
 from connectors.caching.invalidation import start_listener, stop_listener
@@ -56,6 +60,19 @@ API_PREFIX = "/api/"
 SHUTDOWN_EXECUTIONS_WAIT_SECONDS = 30
 CREDENTIAL_SCHEMES = (b"basic ", b"apikey ", b"bearer ")
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+RESOLVED_PATHS_KEPT = 4096  # distinct API paths (one per connector and route) whose URL resolution is kept
+
+# Set when a database connection is taken in a thread (the sync thread's lookups on a cache miss, a key's "last
+# used"): the short path then closes its response on that thread, which gives the connection back to the pool.
+_connection_taken = False
+
+
+def _note_connection_taken(sender, **kwargs) -> None:
+    global _connection_taken
+    _connection_taken = True
+
+
+connection_created.connect(_note_connection_taken, dispatch_uid="asgi_short_path_connection_taken")
 
 
 def api_security_headers(get_response):
@@ -90,6 +107,55 @@ class CredentialedAPIHandler(ASGIHandler):
         # work (the password hasher) is kept off that thread (connectors/api/auth.py).
         await self.handle(scope, receive, send)
 
+    async def read_body(self, receive):
+        """Django's ``read_body``, without a temporary file for a body that came in one message (all of an API
+        call's, in practice): it is wrapped as it is. Longer bodies go to Django's spooled file, as before."""
+        message = await receive()
+        if message["type"] == "http.request" and not message.get("more_body", False):
+            return io.BytesIO(message.get("body", b""))
+        if message["type"] == "http.disconnect":
+            raise RequestAborted()
+        body_file = tempfile.SpooledTemporaryFile(max_size=settings.FILE_UPLOAD_MAX_MEMORY_SIZE, mode="w+b")
+        body_file.write(message.get("body", b""))
+        while message.get("more_body", False):
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                body_file.close()
+                raise RequestAborted()
+            body_file.write(message.get("body", b""))
+        body_file.seek(0)
+        return body_file
+
+    def resolve_request(self, request):
+        """Django's URL resolution, kept per path: an API path (a route and a connector id) resolves to the same
+        view and arguments every time, and walking the URL patterns' regular expressions is a tenth of a call's
+        CPU. Paths that do not resolve (404) are not kept."""
+        if hasattr(request, "urlconf"):  # set by a middleware; none runs on this path
+            return super().resolve_request(request)
+        resolver = get_resolver()
+        key = (resolver, request.path_info)
+        match = _resolved.get(key)
+        if match is None:
+            match = resolver.resolve(request.path_info)
+            if len(_resolved) >= RESOLVED_PATHS_KEPT:
+                _resolved.clear()
+            _resolved[key] = match
+        request.resolver_match = match
+        return match
+
+    async def close_response(self, response, request=None) -> None:
+        """Close the response, which sends ``request_finished``. Its receivers give the thread's database connection
+        back to the pool, so it runs on the sync thread when a connection may have been taken there since the
+        last time, or when the response holds resources other than the request (a stream); otherwise here,
+        without the hop (about 0.2 ms of CPU a call)."""
+        global _connection_taken
+        own = [closer for closer in response._resource_closers if getattr(closer, "__self__", None) is not request]
+        if _connection_taken or response.streaming or own:
+            _connection_taken = False
+            await sync_to_async(response.close)()
+        else:
+            response.close()
+
     async def handle(self, scope, receive, send):
         """Django's ``ASGIHandler.handle`` (5.2) without sending ``request_started``.
 
@@ -109,43 +175,47 @@ class CredentialedAPIHandler(ASGIHandler):
         if request is None:
             body_file.close()
             await self.send_response(error_response, send)
-            await sync_to_async(error_response.close)()
+            await self.close_response(error_response)
             return
 
-        async def process_request(request, send):
+        # The view runs in this task, and a task of its own listens for the client's disconnect meanwhile and
+        # cancels it (Django starts a second task for the view and waits for either: a task and a wait more a call).
+        this_task = asyncio.current_task()
+        state = {"disconnected": False, "finished": False}
+
+        def on_disconnect(listener: asyncio.Task) -> None:
+            if listener.cancelled():
+                return
+            # RequestAborted: the client went away. (Once the response is complete, uvicorn answers the listener's
+            # receive() with a disconnect too: ignored then.)
+            if isinstance(listener.exception(), RequestAborted) and not state["finished"]:
+                state["disconnected"] = True
+                this_task.cancel()
+
+        listener = asyncio.create_task(self.listen_for_disconnect(receive))
+        listener.add_done_callback(on_disconnect)
+        response = None
+        try:
             response = await self.run_get_response(request)
             try:
                 await self.send_response(response, send)
             except asyncio.CancelledError:
-                pass  # the client disconnected while the response was being sent
-            return response
-
-        tasks = [
-            asyncio.create_task(self.listen_for_disconnect(receive)),
-            asyncio.create_task(process_request(request, send)),
-        ]
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in tasks:
-            if task.done():
-                try:
-                    task.result()
-                except RequestAborted:
-                    pass
-                except AssertionError:
-                    body_file.close()
+                if not state["disconnected"]:
                     raise
-            else:
-                task.cancel()
-                try:
-                    await task
-                except asyncio.CancelledError:
-                    pass
-        try:
-            response = tasks[1].result()
+                # the client disconnected while the response was being sent
         except asyncio.CancelledError:
+            if not state["disconnected"]:
+                raise  # the server cancels the request: as Django, let it through
+            response = None  # the view was cancelled because the client went away
+        finally:
+            state["finished"] = True
+            listener.cancel()
+            if state["disconnected"]:
+                this_task.uncancel()  # the one cancellation on_disconnect asked for, delivered
+        if response is None:
             await signals.request_finished.asend(sender=self.__class__)
         else:
-            await sync_to_async(response.close)()
+            await self.close_response(response, request)
         body_file.close()
 
     def load_middleware(self, is_async=False):
@@ -156,6 +226,7 @@ class CredentialedAPIHandler(ASGIHandler):
         self._middleware_chain = convert_exception_to_response(api_security_headers(get_response))
 
 
+_resolved: dict = {}
 api_application = CredentialedAPIHandler()
 
 

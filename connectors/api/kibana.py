@@ -22,6 +22,7 @@ from connectors.api.endpoint import (
     declared_length,
     json_endpoint,
     json_object_body,
+    json_response,
     no_content,
     read_json_body,
 )
@@ -254,7 +255,7 @@ def envelope_response(envelope: dict) -> JsonResponse:
     ``retry-after``, a budget's reset) goes into the ``Retry-After`` header instead of an extra key."""
     envelope = dict(envelope)
     retry_after = envelope.pop("retry_after", None)
-    response = JsonResponse(envelope)
+    response = json_response(envelope)
     if retry_after is not None:
         response["Retry-After"] = str(math.ceil(retry_after))
     return response

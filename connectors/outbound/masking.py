@@ -31,6 +31,8 @@ from functools import lru_cache
 from itertools import islice
 from urllib.parse import quote, quote_plus
 
+from connectors import json_codec
+
 MASK = "***"
 MIN_SECRET_LENGTH = 4  # shorter "keys" would mask ordinary words; such keys are refused for OpenAI/Azure anyway
 # Where the end of a streamed chunk holds more places that could begin an escaped spelling of the key than this (a
@@ -200,10 +202,11 @@ def loads_provider_json(body: bytes):
     """The provider's JSON ``body``, read as UTF-8 only (as RFC 8259 requires between systems).
 
     ``json.loads`` would also read bytes in UTF-16 or UTF-32, where the key's characters are not the bytes that
-    were masked; such a body is not read as JSON (ValueError). A UTF-8 byte order mark is allowed, and the encoded
+    were masked; such a body is not read as JSON (ValueError). Parsed by connectors/json_codec.py (orjson where it
+    agrees with ``json``), from text, so that its fallback to ``json`` never guesses an encoding either. A UTF-8 byte order mark is allowed, and the encoded
     surrogates that ``json.loads`` lets through are still let through.
     """
-    return json.loads(body.decode("utf-8-sig", "surrogatepass"))
+    return json_codec.loads(body.decode("utf-8-sig", "surrogatepass"))
 
 
 class StreamMasker:

@@ -9,8 +9,10 @@ import dataclasses
 import json
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from urllib.parse import urlsplit, urlunsplit
 
+from connectors import json_codec
 from connectors.actions_config import TLSSettings
 from connectors.models import Connector, Provider
 from connectors.validation import azure_deployment, decode_pem, is_azure_deployments_url, is_forbidden_header
@@ -86,6 +88,7 @@ def connector_tls(connector: Connector) -> ConnectorTLS | None:
     )
 
 
+@lru_cache(maxsize=1024)  # a connector's URL, the same every call
 def normalise_url(url: str) -> str:
     """Strip a trailing slash and collapse doubled slashes in the path, as Kibana does."""
     parts = urlsplit(url.strip())
@@ -185,7 +188,7 @@ def build_upstream_request(connector: Connector, body: dict, *, stream: bool = F
     return UpstreamRequest(
         url=normalise_url(connector.api_url),
         headers=build_headers(connector),
-        body=json.dumps(shaped, separators=(",", ":"), ensure_ascii=False).encode("utf-8"),
+        body=json_codec.dumps_compact(shaped),
         requested_model=str(shaped.get("model") or _deployment_of(connector) or "")[:255],
         stream=stream,
         payload=shaped,

@@ -454,9 +454,9 @@ async def _read_limited(exchange: Exchange, limit: int) -> bytes:
 
 
 async def _send_once(profile: TransportProfile, method: str, url: str, headers: dict, body: bytes | None,
-                     timeout: float, secret: str = "") -> Exchange:
+                     timeout: float, secret: str = "", where: str = "") -> Exchange:
     """One request (no redirect following); the response head has arrived."""
-    where = _where(url, profile.proxy_url)
+    where = where or _where(url, profile.proxy_url)
     try:
         client = client_for(profile)
     except (ssl.SSLError, ValueError, OSError) as exc:
@@ -474,22 +474,63 @@ async def _send_once(profile: TransportProfile, method: str, url: str, headers: 
         raise masked_error(_describe_failure(exc, url, timeout, profile.proxy_url), secret) from None
 
 
+@dataclass(frozen=True)
+class _Route:
+    """What the networking settings make of one target URL: whether its host is allowed, the transport profile,
+    where it is (for messages) and its origin. Worked out once per (settings, URL, connector TLS) and kept: a
+    connector calls the same URL every time, and parsing it five times a call cost a few percent of the call."""
+
+    host: str
+    allowed: bool
+    profile: TransportProfile | None  # None when the host is not allowed
+    where: str
+    origin: tuple[str, str, int] | None
+
+
+ROUTES_KEPT = 1024
+_routes: dict = {}
+_routes_config: list = [None]  # the ActionsConfig the kept routes were worked out under
+
+
+def _route(config: ActionsConfig, url: str, own_tls: ConnectorTLS | None) -> _Route:
+    if _routes_config[0] is not config:  # settings replaced (tests override them): start again
+        _routes.clear()
+        _routes_config[0] = config
+    key = (url, own_tls)
+    route = _routes.get(key)
+    if route is None:
+        host = urlsplit(url).hostname or ""
+        if config.is_host_allowed(host):
+            profile = profile_for(config, url, own_tls)
+            route = _Route(host, True, profile, _where(url, profile.proxy_url), url_origin(url))
+        else:
+            route = _Route(host, False, None, "", url_origin(url))
+        if len(_routes) >= ROUTES_KEPT:
+            _routes.clear()
+        _routes[key] = route
+    return route
+
+
 @asynccontextmanager
 async def _open(request: UpstreamRequest, config: ActionsConfig, timeout: float,
                 method: str = "POST") -> AsyncIterator[Exchange]:
     """Send the request, following redirects (each target checked), and yield the final response."""
     url, body = request.url, (request.body if method == "POST" else None)
-    headers = dict(request.headers)
+    headers = request.headers  # copied before a redirect changes them
+    home = _route(config, request.url, None).origin
     for _hop in range(MAX_REDIRECTS + 1):
-        check_host_allowed(config, url)
         # The connector's own TLS (client certificate) goes to its provider's origin only, never to a redirect target.
-        own_tls = request.tls if url_origin(url) == url_origin(request.url) else None
-        exchange = await _send_once(profile_for(config, url, own_tls), method, url, headers, body, timeout,
-                                    request.secret)
+        route = _route(config, url, None)
+        if route.allowed and request.tls is not None and route.origin == home:
+            route = _route(config, url, request.tls)
+        if not route.allowed:
+            raise HostNotAllowed(f'The host "{route.host}" is not in the allowedHosts networking setting.')
+        exchange = await _send_once(route.profile, method, url, headers, body, timeout, request.secret, route.where)
         location = exchange.headers.get("location")
         if exchange.status in (301, 302, 303, 307, 308) and location:
             await exchange.aclose()
             target = urljoin(url, location)
+            headers = dict(headers)
             if not _keeps_credentials(url, target):
                 # Never hand the key to another origin (another host, port, or a downgrade to plain http), as
                 # browsers and httpx do.

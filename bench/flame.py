@@ -1,0 +1,60 @@
+"""A flame graph of one uvicorn worker under sequential keep-alive calls, with py-spy (pip install py-spy).
+
+py-spy samples the worker (``--nonblocking``: without stopping it, so the calls keep their pace) while this
+process sends ``_execute`` calls (or OpenAI-endpoint calls) one after the other, and writes an SVG flame graph.
+``--native`` adds the C frames (uvloop, psycopg, the kernel calls) but stops the process at each sample, which
+several times slows the calls down.
+
+Example: ``python -m bench.flame --target basic --seconds 20 --out docs/flame-after.svg``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench import harness
+from bench.loadgen import install_uvloop
+from bench.server_cpu import cpu_seconds, run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--target", choices=("apikey", "basic", "openai"), default="basic")
+    parser.add_argument("--out", required=True, help="the SVG to write")
+    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--rate", type=int, default=500, help="samples a second")
+    parser.add_argument("--native", action="store_true")
+    args = parser.parse_args()
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    install_uvloop()
+    with harness.stack(["ok"], workers=1) as stack:
+        connector = stack.connector("ok")
+        if args.target == "openai":
+            path, body = f"/api/openai/{connector}/v1/chat/completions", harness.chat_body()
+            headers = {"Content-Type": "application/json", "Authorization": "Bearer " + stack.seed["api_key"]}
+        else:
+            path, body = f"/api/actions/connector/{connector}/_execute", harness.execute_body()
+            headers = {"Content-Type": "application/json", "kbn-xsrf": "true",
+                       "Authorization": stack.api_key_header if args.target == "apikey" else stack.basic_header}
+        asyncio.run(run(stack.app_port, path, body, headers, 500))
+        command = [py_spy, "record", "--rate", str(args.rate), "--format", "flamegraph", "-o", args.out,
+                   "--pid", str(stack.app.pid), "--duration", str(args.seconds)]
+        command += ["--native"] if args.native else ["--nonblocking"]
+        spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(1.0)  # py-spy attaches
+        calls, started = 0, cpu_seconds(stack.app.pid)
+        while spy.poll() is None:
+            asyncio.run(run(stack.app_port, path, body, headers, 200))
+            calls += 200
+        cpu = (cpu_seconds(stack.app.pid) - started) / calls * 1000
+        print(f"{calls} calls while sampling, server CPU {cpu:.3f} ms a call; {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""The API's short path (connectors_admin/asgi.py): what it does instead of Django's per-request work."""
+
+import asyncio
+import threading
+
+import pytest
+from django.core import signals
+from django.db import connection
+from django.http import JsonResponse
+
+from connectors_admin import asgi
+
+
+def _closing_thread(taken: bool) -> tuple[str, int]:
+    """Close a response through the short path; the thread its request_finished ran on, and how often it ran."""
+    seen = []
+
+    def receiver(**kwargs):
+        seen.append(threading.current_thread().name)
+
+    signals.request_finished.connect(receiver)
+    try:
+        asgi._connection_taken = taken
+        response = JsonResponse({"ok": True})
+        response._handler_class = asgi.CredentialedAPIHandler
+
+        async def close():
+            await asgi.api_application.close_response(response)
+            return threading.current_thread().name
+
+        loop_thread = asyncio.run(close())
+    finally:
+        signals.request_finished.disconnect(receiver)
+    return ("loop" if seen == [loop_thread] else "other"), len(seen)
+
+
+def test_a_response_is_closed_without_a_thread_hop_when_no_connection_was_taken():
+    assert _closing_thread(taken=False) == ("loop", 1)
+
+
+def test_a_response_is_closed_on_the_sync_thread_after_a_connection_was_taken_there():
+    # request_finished's close_old_connections gives the sync thread's connection back to the pool.
+    assert _closing_thread(taken=True) == ("other", 1)
+    assert asgi._connection_taken is False  # until the next connection is taken
+
+
+@pytest.mark.django_db(transaction=True)
+def test_taking_a_database_connection_is_noted():
+    asgi._connection_taken = False
+    connection.close()
+    connection.ensure_connection()
+    assert asgi._connection_taken is True
+
+
+def test_the_url_resolution_is_kept_per_path_and_not_for_unknown_paths():
+    from django.test import RequestFactory
+    from django.urls import Resolver404
+
+    asgi._resolved.clear()
+    request = RequestFactory().post("/api/actions/connector/abc/_execute")
+    first = asgi.api_application.resolve_request(request)
+    again = asgi.api_application.resolve_request(RequestFactory().post("/api/actions/connector/abc/_execute"))
+    assert again is first and first.kwargs == {"connector_id": "abc"}
+    other = asgi.api_application.resolve_request(RequestFactory().post("/api/actions/connector/xyz/_execute"))
+    assert other.kwargs == {"connector_id": "xyz"}
+    with pytest.raises(Resolver404):
+        asgi.api_application.resolve_request(RequestFactory().get("/api/no-such-route"))
+    assert len(asgi._resolved) == 2
