@@ -137,6 +137,9 @@ class CredentialedAPIHandler(ASGIHandler):
         match = _resolved.get(key)
         if match is None:
             match = resolver.resolve(request.path_info)
+            if match.url_name == UNKNOWN_API_PATH:  # any path reaches the JSON 404: junk paths are not kept
+                request.resolver_match = match
+                return match
             if len(_resolved) >= RESOLVED_PATHS_KEPT:
                 _resolved.clear()
             _resolved[key] = match
@@ -227,6 +230,7 @@ class CredentialedAPIHandler(ASGIHandler):
 
 
 _resolved: dict = {}
+UNKNOWN_API_PATH = "api_unknown_path"  # connectors/api/urls.py's catch-all
 api_application = CredentialedAPIHandler()
 
 
