@@ -38,6 +38,7 @@ def test_a_response_is_closed_without_a_thread_hop_when_no_connection_was_taken(
     assert _closing_thread(taken=False) == ("loop", 1)
 
 
+@pytest.mark.django_db  # request_finished then closes the thread's connection, which tests may only touch so
 def test_a_response_is_closed_on_the_sync_thread_after_a_connection_was_taken_there():
     # request_finished's close_old_connections gives the sync thread's connection back to the pool.
     assert _closing_thread(taken=True) == ("other", 1)
