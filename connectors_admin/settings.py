@@ -111,6 +111,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "connectors",
+    "connectors.spaces",  # spaces: each team its own connectors, keys, budgets and records (README "Spaces")
     "connectors.throttling",
     "connectors.accounts",  # single sign-on identities (README "Single sign-on")
     "connectors.audit",  # the audit trail (README "Audit trail")
@@ -120,6 +121,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "connectors.spaces.middleware.space_middleware",  # /s/<space id>/ (README "Spaces"), before URL resolution
     "connectors_admin.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # HTML pages only, with BREACH in mind: see the module.
