@@ -7,6 +7,7 @@ from django.views.generic import RedirectView
 from connectors.access.policy import may
 from connectors.accounts import api_key_views, sso_views
 from connectors.accounts.login_view import ThrottledLoginView
+from connectors.api import spaces as api_spaces
 from connectors.permissions import VIEW_CONNECTOR
 from connectors_admin.healthz import healthz
 from usage.dashboards import logs_views
@@ -43,6 +44,7 @@ urlpatterns = [
     path("usage/", include("usage.governance.pages.urls")),
     path("usage/", include("usage.dashboards.urls")),
     path("api/", include("connectors.api.urls")),
+    path("internal/spaces/_active_space", api_spaces.active_space, name="active_space"),
     path("healthz", healthz, name="healthz"),
     path("metrics", metrics_endpoint, name="metrics"),
 ]

@@ -1,7 +1,7 @@
 from django.urls import path
 
 from connectors.api import kibana as api
-from connectors.api import openai_compat, openapi, usage_report
+from connectors.api import openai_compat, openapi, spaces, usage_report
 
 urlpatterns = [
     path("actions/connector", api.create_connector, name="api_connector_create"),
@@ -9,6 +9,9 @@ urlpatterns = [
     path("actions/connector/<str:connector_id>/_execute", api.execute_connector, name="api_connector_execute"),
     path("actions/connectors", api.list_connectors, name="api_connectors"),
     path("actions/connector_types", api.connector_types, name="api_connector_types"),
+    path("spaces/space", spaces.spaces, name="api_spaces"),
+    path("spaces/space/<str:space_id>", spaces.space_detail, name="api_space"),
+    path("spaces/_copy_saved_objects", spaces.copy_saved_objects, name="api_spaces_copy"),
     path("openapi.json", openapi.openapi_json, name="api_openapi"),
     # OpenAI-compatible: an SDK's base URL is .../api/openai/<connector-id>/v1
     path(
