@@ -140,7 +140,7 @@ class ExecutionEvent(models.Model):
             models.Index(fields=["user", "timestamp"], name="event_user_time"),
             # A dashboard sliced by API key (usage/dashboards/queries.py): one key's events in a range.
             models.Index(fields=["api_key", "timestamp"], name="event_api_key_time"),
-            # A space's connectors that left events (usage/dashboards/space_scope.py: SELECT DISTINCT connector_id
+            # A space's connectors that left events (usage/space_scope.py: SELECT DISTINCT connector_id
             # WHERE space_id = %s), one of the few queries that reads events rather than rollups.
             models.Index(fields=["space_id", "connector_id"], name="event_space_connector"),
         ]

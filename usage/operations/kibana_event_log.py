@@ -40,7 +40,7 @@ CHUNK = 2_000
 ID_NAMESPACE = uuid.UUID("6f1f3c1e-8d4b-5b7a-9c2e-0c6a2f1d4e11")
 FIELDS = ("id", "timestamp", "connector_id", "connector_name", "connector_is_preconfigured", "user_name",
           "outcome", "duration_ms", "error_message", "request_bytes", "prompt_tokens", "completion_tokens",
-          "total_tokens", "usage_source")
+          "total_tokens", "usage_source", "space_id")
 
 
 class ExportError(ValueError):
@@ -66,7 +66,9 @@ def document(row: dict) -> dict:
     succeeded = row["outcome"] == "success"
     saved_object = {"rel": "primary", "type": "action", "id": connector_id, "type_id": CONNECTOR_TYPE_ID}
     if row["connector_is_preconfigured"]:
-        saved_object["space_agnostic"] = True  # Kibana marks in-memory (preconfigured) connectors so
+        saved_object["space_agnostic"] = True
+    elif row["space_id"] != "default":
+        saved_object["namespace"] = row["space_id"]  # Kibana names the space of a connector outside the default  # Kibana marks in-memory (preconfigured) connectors so
     execution = {
         "uuid": document_id(row),
         "source": "http_request",  # every execution here came through an HTTP API, as Kibana's _execute does
@@ -85,7 +87,7 @@ def document(row: dict) -> dict:
                   "start": kibana_date(start), "end": kibana_date(end),
                   "duration": round(row["duration_ms"] * 1_000_000)},
         "message": f"action executed: {label}" if succeeded else f"action execution failure: {label}",
-        "kibana": {"saved_objects": [saved_object], "space_ids": ["default"],
+        "kibana": {"saved_objects": [saved_object], "space_ids": [row["space_id"]],
                    "action": {"name": name, "id": connector_id, "type_id": CONNECTOR_TYPE_ID,
                               "execution": execution}},
     }
@@ -155,13 +157,16 @@ class ExportPage:
     complete: bool  # no event of the range is left after this page
 
 
-def plan_page(params) -> ExportPage:
-    """The page an export of ``params`` (from, to, connector, cursor, limit) sends. Runs two small queries."""
+def plan_page(params, space_id: str | None = None) -> ExportPage:
+    """The page an export of ``params`` (from, to, connector, cursor, limit) sends, of one space's events (every
+    space's with None). Runs two small queries."""
     start, end = _moment(params, "from"), _moment(params, "to")
     if end <= start:
         raise ExportError("[to]: must be later than [from]")
     limit = _limit(params.get("limit"))
     events = ExecutionEvent.objects.filter(timestamp__gte=start, timestamp__lt=end)
+    if space_id is not None:
+        events = events.filter(space_id=space_id)
     try:
         connector = text_param(params, "connector")
     except InvalidQueryParam as exc:
