@@ -149,6 +149,8 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "connectors.accounts.context_processors.single_sign_on",
+                # After auth's: ``perms`` in the current space, and the header's space switcher.
+                "connectors.access.context_processors.spaces",
             ],
         },
     },

@@ -79,6 +79,19 @@ def holds_a_role_in(user, space) -> bool:
     return bool(held.get(space_id) or held.get(None))
 
 
+def holds_app_permission(user, app_label: str, space=None) -> bool:
+    """Whether ``user`` holds any permission of ``app_label`` in ``space`` (templates' ``{% if perms.app %}``)."""
+    key_scope = current_key_scope.get()
+    space_id = _space_id(space)
+    if key_scope is not None and key_scope.space_id != space_id:
+        return False
+    if user.has_module_perms(app_label):
+        return True
+    held = grants.space_permissions(user)
+    prefix = f"{app_label}."
+    return any(p.startswith(prefix) for p in (*held.get(space_id, ()), *held.get(None, ())))
+
+
 def manages_spaces(user) -> bool:
     """Superusers only: create, change and delete spaces, and grant roles in them."""
     return user.is_active and user.is_superuser
