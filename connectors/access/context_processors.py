@@ -42,6 +42,8 @@ def spaces(request) -> dict:
     if user is None or not user.is_authenticated:
         return {}
     current = getattr(request, "space", None)
+    if current is not None and not holds_a_role_in(user, current):
+        current = None  # a space where the user holds no role is not even named (README "Spaces")
     return {
         "perms": SpacePerms(user),
         "current_space": current,

@@ -6,9 +6,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 
+from connectors.access.policy import may
 from connectors.accounts.api_keys import create_api_key
 from connectors.lookup import all_connectors
 from connectors.models import ApiKey
+from connectors.permissions import VIEW_CONNECTOR
 from connectors.spaces.current import current_space_id
 from connectors.validation import text_error
 
@@ -28,7 +30,7 @@ def api_key_list(request):
         except ValueError as exc:
             messages.error(request, str(exc))
             return redirect("api_keys")
-        allowed = {str(c.pk) for c in all_connectors()}  # this space's, so a key never names another space's
+        allowed = {str(c.pk) for c in _connectors_to_name(request)}  # this space's: never another space's
         connector_ids = [c for c in request.POST.getlist("connectors") if c in allowed]
         record, plaintext = create_api_key(request.user, name, connector_ids=connector_ids, expires_at=expires_at)
         # Shown once, in the answer to this POST: the plaintext is never stored anywhere, not even in the session
@@ -53,9 +55,14 @@ def _expiry(raw: str):
     return datetime.combine(day, time.max, tzinfo=UTC)
 
 
+def _connectors_to_name(request) -> list:
+    """The connectors a new key may be limited to: the current space's, for a user who may see them."""
+    return all_connectors() if may(request.user, VIEW_CONNECTOR) else []
+
+
 def _key_list(request, new_key: dict | None = None):
     keys = ApiKey.objects.filter(user=request.user, space_id=current_space_id.get())  # this space's keys
-    connectors = all_connectors()
+    connectors = _connectors_to_name(request)
     response = render(request, "connectors/api_keys.html",
                       {"keys": keys, "new_key": new_key, "connectors": connectors})
     if new_key:
