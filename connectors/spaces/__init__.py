@@ -2,5 +2,6 @@
 
 This package is the core of spaces (the model, the role grants, the current space of a request, the URL prefix
 ``/s/<space id>/``); the spaces API lives in connectors/api/spaces.py and the pages in connectors/pages/spaces.py.
-It imports nothing else of ``connectors``, so that the models, the policy and the lookup can all import it.
+It imports only the caches and the caller's context of ``connectors``, so that the models, the policy and the
+lookup can all import it.
 """

@@ -18,6 +18,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import Http404, JsonResponse
 from django.urls import get_script_prefix, set_script_prefix
 
+from connectors.caller import current_key_scope
 from connectors.spaces import directory
 from connectors.spaces.current import DEFAULT_SPACE_ID, current_space_id
 
@@ -49,8 +50,11 @@ class _Entered:
             set_script_prefix(f"{self.previous_prefix.rstrip('/')}/s/{space.id}/")
         request.space = space
         self.token = current_space_id.set(space.id)
+        # No API key acts in this request until its authentication says so (connectors/api/auth.py).
+        self.key_token = current_key_scope.set(None)
 
     def leave(self) -> None:
+        current_key_scope.reset(self.key_token)
         current_space_id.reset(self.token)
         set_script_prefix(self.previous_prefix)
 
