@@ -41,11 +41,14 @@ def spaces(request) -> dict:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return {}
+    known = directory.all_spaces()
     current = getattr(request, "space", None)
+    if current is not None:
+        current = known.get(current.pk, current)  # the stored space (its name), not the request's stand-in
     if current is not None and not holds_a_role_in(user, current):
         current = None  # a space where the user holds no role is not even named (README "Spaces")
     return {
         "perms": SpacePerms(user),
         "current_space": current,
-        "switchable_spaces": [space for space in directory.all_spaces().values() if holds_a_role_in(user, space)],
+        "switchable_spaces": [space for space in known.values() if holds_a_role_in(user, space)],
     }

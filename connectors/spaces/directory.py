@@ -44,6 +44,18 @@ def get(space_id: str):
     return all_spaces().get(space_id)
 
 
+def default_space():
+    """The default space without a query: the cached one, else an unsaved stand-in with its id (a request without
+    the prefix needs only the id; pages read the name through ``all_spaces``). So a database outage or a
+    first request never depends on the list of spaces."""
+    from connectors.spaces.current import DEFAULT_SPACE_ID
+    from connectors.spaces.models import Space
+
+    spaces = _entries.get(_ALL)
+    space = spaces.get(DEFAULT_SPACE_ID) if spaces else None
+    return space or Space(id=DEFAULT_SPACE_ID, name="Default")
+
+
 def forget(_key: str = "") -> None:
     _entries.clear()
 

@@ -15,12 +15,13 @@ from __future__ import annotations
 import re
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-from django.http import Http404, JsonResponse
+from django.db import InterfaceError, OperationalError
+from django.http import Http404, HttpResponse, JsonResponse
 from django.urls import get_script_prefix, set_script_prefix
 
 from connectors.caller import current_key_scope
 from connectors.spaces import directory
-from connectors.spaces.current import DEFAULT_SPACE_ID, current_space_id
+from connectors.spaces.current import current_space_id
 
 SPACE_PREFIX = re.compile(r"^/s/([^/]+)(/.*)?$", re.DOTALL)
 
@@ -59,12 +60,26 @@ class _Entered:
         set_script_prefix(self.previous_prefix)
 
 
+def spaces_unavailable(rest: str):
+    """The list of spaces cannot be read (a database outage): 503, as the rest of the app answers an outage."""
+    message = "The database is unavailable. Retry later."
+    if rest.startswith("/api/"):
+        response = JsonResponse({"statusCode": 503, "error": "Service Unavailable", "message": message}, status=503)
+    else:
+        response = HttpResponse(message, status=503, content_type="text/plain; charset=utf-8")
+    response["Retry-After"] = "5"
+    return response
+
+
 def _resolve(request):
     """(space, path without prefix or None, error response or None)."""
     space_id, rest = split_space(request.path_info)
     if space_id is None:
-        return directory.get(DEFAULT_SPACE_ID), None, None
-    space = directory.get(space_id)
+        return directory.default_space(), None, None
+    try:
+        space = directory.get(space_id)
+    except (OperationalError, InterfaceError):
+        return None, rest, spaces_unavailable(rest)
     if space is None:
         return None, rest, space_not_found(space_id, rest)
     return space, rest, None
@@ -72,9 +87,12 @@ def _resolve(request):
 
 async def _aresolve(request):
     space_id, rest = split_space(request.path_info)
-    spaces = await directory.aall_spaces()
     if space_id is None:
-        return spaces.get(DEFAULT_SPACE_ID), None, None
+        return directory.default_space(), None, None
+    try:
+        spaces = await directory.aall_spaces()
+    except (OperationalError, InterfaceError):
+        return None, rest, spaces_unavailable(rest)
     space = spaces.get(space_id)
     if space is None:
         return None, rest, space_not_found(space_id, rest)
