@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import httpx
 import pytest
 from asgiref.sync import async_to_sync
 from django.contrib.auth.models import Group
@@ -21,6 +22,8 @@ from connectors.spaces.models import Space, SpaceRoleGrant
 from tests.conftest import basic_auth, make_user
 from tests.helpers.events import record
 from tests.helpers.execute import execute_with_client, run_body
+from usage.governance import alerts
+from usage.governance.enforcement.counters import reset_counter_store
 from usage.governance.models import Budget
 from usage.models import ExecutionEvent
 
@@ -130,15 +133,21 @@ def test_the_space_dashboard_sums_the_space_connectors_only(client, marketing, m
     assert "Theirs" in client.get("/usage/").content.decode()
 
 
-def test_a_space_budget_counts_every_execution_of_the_space(client, marketing, make_connector, operator, fake_openai):
+def test_a_space_budget_counts_every_execution_of_the_space(settings, transactional_db, asgi_live_server,
+                                                             make_connector, operator, fake_openai):
+    settings.REDIS_URL = ""  # counters in the database, as tests/governance/test_enforcement.py
+    reset_counter_store()
+    marketing = Space.objects.create(id="marketing", name="Marketing")
     connector = make_connector(space=marketing, provider="Other", api_url=fake_openai.url(), default_model="m")
     Budget.objects.create(space=marketing, scope="space", name="team budget", unit="tokens", amount=1,
                           completion_allowance=1)
-    response = client.post(f"/s/marketing/api/actions/connector/{connector.pk}/_execute", run_body(),
-                           content_type="application/json", HTTP_KBN_XSRF="1",
-                           HTTP_AUTHORIZATION=basic_auth(operator))
-    assert response.json()["status"] == "error" and "team budget" in response.json().get("service_message", "") + \
-        response.json().get("message", "")
+    response = httpx.post(f"{asgi_live_server.url}/s/marketing/api/actions/connector/{connector.pk}/_execute",
+                          json=run_body(), headers={"kbn-xsrf": "1", "Authorization": basic_auth(operator)},
+                          timeout=30)
+    assert response.json()["status"] == "error" and 'Budget "team budget"' in response.json()["message"]
+    assert fake_openai.requests == []
+    alerts.stop_alert_sender()
+    reset_counter_store()
 
 
 def test_an_auditor_of_a_space_reads_its_records_and_one_of_every_space_reads_all(
