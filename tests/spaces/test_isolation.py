@@ -26,7 +26,7 @@ from connectors.spaces.current import current_space_id
 from connectors.spaces.models import Space, SpaceRoleGrant
 from tests.conftest import basic_auth, make_user
 from tests.helpers.events import record
-from usage.governance.models import AlertChannel, Budget, ErrorRateRule, RateLimit
+from usage.governance.models import AlertChannel, Budget, ErrorRateRule, Price, RateLimit
 from usage.models import ExecutionEvent
 
 EXCLUDED = {"metrics"}  # /metrics is the operator's (README "Prometheus metrics"), aside by the terms
@@ -94,6 +94,8 @@ def spaces_world(db, fake_openai, django_user_model):
         channel = AlertChannel.objects.create(space=team_b, name="bravo-channel-marker", kind="email",
                                               target="bravo@example.com")
         rule = ErrorRateRule.objects.create(space=team_b, connector_id=b_connector.pk, threshold_percent=50)
+        price = Price.objects.create(model_pattern="bravo-model-marker", connector_id=b_connector.pk,
+                                     valid_from=timezone.now().date(), input_per_million=1, output_per_million=2)
         event = record(timezone.now(), connector_id=b_connector.pk, connector_name="Bravo-Secret-Connector",
                        user=b_owner, user_name="bravo-user-marker", requested_model="bravo-model-marker",
                        prompt_tokens=987654, space_id="team-b")
@@ -104,7 +106,7 @@ def spaces_world(db, fake_openai, django_user_model):
     values = {
         "connector_id": [b_connector.pk], "event_id": [event.pk], "key_id": [b_key.pk], "space_id": ["team-b"],
         "grant_id": [grant_b.pk], "object_id": [b_connector.pk], "app_label": ["connectors"],
-        "pk": sorted({str(obj.pk) for obj in (budget, limit, channel, rule)}),
+        "pk": sorted({str(obj.pk) for obj in (budget, limit, channel, rule, price)}),
     }
     return {"a_admin": a_admin, "a_member": a_member, "a_key": a_key, "values": values,
             "b_connector": b_connector, "upstream": fake_openai}
@@ -119,6 +121,7 @@ def b_state() -> dict:
         "limits": list(RateLimit.objects.filter(space_id="team-b").values()),
         "channels": list(AlertChannel.objects.filter(space_id="team-b").values()),
         "rules": list(ErrorRateRule.objects.filter(space_id="team-b").values()),
+        "prices": list(Price.objects.filter(connector_id="bravo-conn").values()),
         "grants": list(SpaceRoleGrant.objects.filter(space_id="team-b").values()),
         "space": list(Space.objects.filter(pk="team-b").values()),
         "events": list(ExecutionEvent.objects.filter(connector_id="bravo-conn").values_list("pk", flat=True)),

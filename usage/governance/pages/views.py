@@ -83,11 +83,13 @@ class GovernanceFormMixin(PermissionRequired):
         return str(self.success_url)
 
     def get_queryset(self):
-        # Budgets, rate limits and alert rules belong to a space: another space's are not found (404). Prices
-        # are the same in every space.
+        # Budgets, rate limits and alert rules belong to a space: another space's are not found (404). List
+        # prices are the same in every space.
         queryset = super().get_queryset()
         if _belongs_to_a_space(queryset.model):
             queryset = queryset.filter(space_id=space_scope.space_id())
+        elif queryset.model is Price:  # a negotiated price is its connector's, so its space's
+            queryset = queryset.filter(Q(connector_id="") | Q(connector_id__in=space_scope.connector_ids()))
         return queryset
 
     def form_valid(self, form):
@@ -190,11 +192,14 @@ def mark_versions(prices) -> list[Price]:
 @require(perm.VIEW_PRICE)
 def price_list(request):
     """Every price version, grouped by model pattern and scope, the version in force today marked."""
-    prices = mark_versions(Price.objects.order_by("connector_id", "model_pattern", "-valid_from"))
+    # List prices are the same everywhere; a connector's negotiated prices and pricing show in its space only.
+    ours = space_scope.connector_ids()
+    prices = mark_versions(Price.objects.filter(Q(connector_id="") | Q(connector_id__in=ours))
+                           .order_by("connector_id", "model_pattern", "-valid_from"))
     return render(request, "governance/prices.html", {
         "list_prices": [p for p in prices if not p.connector_id],
         "negotiated": [p for p in prices if p.connector_id],
-        "pricing": ConnectorPricing.objects.order_by("connector_id"),
+        "pricing": ConnectorPricing.objects.filter(connector_id__in=ours).order_by("connector_id"),
         "currency": currency(),
     })
 
