@@ -7,5 +7,22 @@ each other's key.
 """
 
 from contextvars import ContextVar
+from dataclasses import dataclass
 
 current_api_key_id: ContextVar[int | None] = ContextVar("current_api_key_id", default=None)
+
+
+@dataclass(frozen=True)
+class KeyScope:
+    """Where the current request's API key may act: its space, and (when not empty) only these connectors."""
+
+    space_id: str
+    connector_ids: frozenset[str] = frozenset()
+
+    def allows_connector(self, connector_id: str) -> bool:
+        return not self.connector_ids or connector_id in self.connector_ids
+
+
+# Set with current_api_key_id; None for any other credential (a password, a session), which acts in every space
+# where its user holds a role.
+current_key_scope: ContextVar[KeyScope | None] = ContextVar("current_key_scope", default=None)

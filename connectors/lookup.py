@@ -4,6 +4,10 @@ A connector id names either a preconfigured connector (an unsaved instance, see 
 one; preconfigured ids win, as in Kibana. Everything that turns an id into a connector comes here, so that
 rule lives in one place. This module sits above models.py and preconfigured.py, which therefore need not
 import each other both ways.
+
+Every lookup is in the current space (README "Spaces"): a stored connector of another space is not found, exactly
+as one that does not exist (Kibana answers ``Saved object [action/<id>] not found`` for both), and preconfigured
+connectors are in every space. A request made with an API key limited to some connectors finds only those.
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ from django.http import Http404, HttpRequest
 
 from connectors.access.policy import amay, check, denial_message
 from connectors.caching import connector_cache
+from connectors.caller import current_key_scope
 from connectors.models import Connector
 from connectors.preconfigured import preconfigured_connectors
 from connectors.query_params import unstorable_character_error
+from connectors.spaces.current import current_space_id
 
 
 class ConnectorNotFound(Http404):
@@ -28,21 +34,38 @@ class ConnectorNotFound(Http404):
         self.connector_id = connector_id
 
 
+def _key_allows(connector_id: str) -> bool:
+    key_scope = current_key_scope.get()
+    return key_scope is None or key_scope.allows_connector(connector_id)
+
+
+def in_space(space=None):
+    """The stored connectors of ``space`` (by default the current one)."""
+    space_id = current_space_id.get() if space is None else getattr(space, "pk", space)
+    return Connector.objects.filter(space_id=space_id)
+
+
 def find(connector_id: str) -> Connector | None:
-    """The connector with this id, read from the database: a preconfigured one first; None if neither."""
+    """The connector with this id in the current space, read from the database: a preconfigured one first; None if
+    neither."""
+    if not _key_allows(connector_id):
+        return None
     preconfigured = preconfigured_connectors().get(connector_id)
     if preconfigured is not None:
         return preconfigured
     if unstorable_character_error("id", connector_id):
         return None  # no row holds such an id (a NUL, from %00 in a URL), and PostgreSQL could not even compare it
-    return Connector.objects.filter(pk=connector_id).first()
+    return in_space().filter(pk=connector_id).first()
 
 
 async def afind(connector_id: str) -> Connector | None:
     """``find`` for the execution path: a stored connector comes from the process's cache when it is there.
 
-    The instance may be shared by concurrent executions: treat it as read-only.
+    The instance may be shared by concurrent executions: treat it as read-only. The space is compared with the
+    cached connector's, so the space costs no query either.
     """
+    if not _key_allows(connector_id):
+        return None
     preconfigured = preconfigured_connectors().get(connector_id)
     if preconfigured is not None:
         return preconfigured
@@ -53,13 +76,15 @@ async def afind(connector_id: str) -> Connector | None:
         connector = await Connector.objects.filter(pk=connector_id).afirst()
         if connector is not None:
             connector_cache.put(connector)
+    if connector is not None and connector.space_id != current_space_id.get():
+        return None
     return connector
 
 
 def all_connectors() -> list[Connector]:
-    """Every connector, preconfigured ones first, each group by name."""
+    """Every connector of the current space, preconfigured ones first, each group by name."""
     preconfigured = sorted(preconfigured_connectors().values(), key=lambda c: c.name.lower())
-    return preconfigured + list(Connector.objects.order_by("name"))
+    return [c for c in preconfigured + list(in_space().order_by("name")) if _key_allows(str(c.pk))]
 
 
 def get_connector_or_404(request_or_user, connector_id: str, permission: str, *, find: Callable = find,

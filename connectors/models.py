@@ -15,6 +15,7 @@ from django.db import models, transaction
 
 from connectors import validation
 from connectors.crypto import decrypt_secret, encrypt_secret
+from connectors.spaces.current import DEFAULT_SPACE_ID
 
 CONNECTOR_TYPE_ID = ".gen-ai"
 CONNECTOR_TYPE_NAME = "OpenAI"
@@ -97,9 +98,12 @@ class Connector(AuditedSaveMixin, models.Model):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # The space the connector belongs to (README "Spaces"); PROTECT: a space holding connectors is not deleted.
+    space = models.ForeignKey("spaces.Space", on_delete=models.PROTECT, default=DEFAULT_SPACE_ID,
+                              related_name="connectors")
 
     # Preconfigured connectors (ACTIONS_CONFIG) are unsaved instances with this set; see preconfigured.py, and
-    # lookup.py for finding a connector of either kind by id.
+    # lookup.py for finding a connector of either kind by id. They are in every space, as in Kibana.
     is_preconfigured = False
     # Kibana's exposeConfig of a preconfigured connector: its config is returned by the API.
     expose_config = False
@@ -271,6 +275,7 @@ class Connector(AuditedSaveMixin, models.Model):
 
 class ApiKeyQuerySet(models.QuerySet):
     def active(self):
+        """Not revoked; an expired key is still listed (and shown as expired), and refused by authentication."""
         return self.filter(revoked_at__isnull=True)
 
 
@@ -289,6 +294,13 @@ class ApiKey(AuditedSaveMixin, models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # A key acts in the space it was made in, only there (README "Spaces"); optionally only on some of the space's
+    # connectors (ids, so that preconfigured ones can be named too), and until an optional expiry.
+    space = models.ForeignKey("spaces.Space", on_delete=models.PROTECT, default=DEFAULT_SPACE_ID,
+                              related_name="api_keys")
+    connector_ids = models.JSONField(default=list, blank=True,
+                                     help_text="The connectors the key may use; empty: every connector of its space.")
+    expires_at = models.DateTimeField(null=True, blank=True)
 
     objects = ApiKeyQuerySet.as_manager()
 
@@ -302,3 +314,9 @@ class ApiKey(AuditedSaveMixin, models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+    @property
+    def is_expired(self) -> bool:
+        from django.utils import timezone
+
+        return self.expires_at is not None and self.expires_at <= timezone.now()

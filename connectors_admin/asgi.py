@@ -14,7 +14,8 @@
   thread and back for each middleware (about twenty per request, most of the gateway's added latency). It runs
   through Django's own handler (URL resolution, views, exception handling, request signals) with one async
   middleware that does what the full stack's security middleware would have done for a JSON response: the
-  ALLOWED_HOSTS check, the HTTPS redirect and HSTS, the security headers and the Content-Security-Policy. Browser
+  ALLOWED_HOSTS check, the HTTPS redirect and HSTS, the security headers and the Content-Security-Policy; and the
+  space of the URL (``/s/<id>/api/...``, connectors/spaces/middleware.py). Browser
   requests, and API calls authenticated by a session, take the full stack.
 - A path holding a control character (``/api/actions/connector/%00``) is answered 400 before either stack sees it:
   no URL of this application has one, and PostgreSQL refuses NUL in any text it would be compared with.
@@ -49,6 +50,7 @@ from django.urls import get_resolver, set_script_prefix
 from connectors.audit.preconfigured import record_preconfigured_changes
 from connectors.caching.invalidation import start_listener, stop_listener
 from connectors.outbound.detached_tasks import wait_for_detached
+from connectors.spaces.middleware import space_middleware, split_space
 from connectors_admin.csp import add_content_security_policy
 from usage.governance.alerts import start_alert_sender, stop_alert_sender
 from usage.governance.enforcement.admission import warm_up as governance_warm_up
@@ -57,6 +59,7 @@ from usage.observability.execution import request_arrived
 from usage.recording.writer import start_event_writer, stop_event_writer
 
 API_PREFIX = "/api/"
+SPACE_URL_PREFIX = "/s/"
 SHUTDOWN_EXECUTIONS_WAIT_SECONDS = 30
 CREDENTIAL_SCHEMES = (b"basic ", b"apikey ", b"bearer ")
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
@@ -226,6 +229,8 @@ class CredentialedAPIHandler(ASGIHandler):
         self._template_response_middleware = []
         self._exception_middleware = []
         get_response = convert_exception_to_response(self._get_response_async)
+        # The space of the URL (/s/<id>/api/...), as the full stack's space middleware does.
+        get_response = convert_exception_to_response(space_middleware(get_response))
         self._middleware_chain = convert_exception_to_response(api_security_headers(get_response))
 
 
@@ -235,7 +240,8 @@ api_application = CredentialedAPIHandler()
 
 
 def takes_short_path(scope) -> bool:
-    if not scope["path"].startswith(API_PREFIX):
+    path = scope["path"]
+    if not path.startswith(API_PREFIX) and not (path.startswith(SPACE_URL_PREFIX) and split_space(path)[1].startswith(API_PREFIX)):
         return False
     for name, value in scope["headers"]:
         if name == b"authorization":

@@ -112,6 +112,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "connectors",
+    "connectors.spaces",  # spaces: each team its own connectors, keys, budgets and records (README "Spaces")
     "connectors.throttling",
     "connectors.accounts",  # single sign-on identities (README "Single sign-on")
     "connectors.audit",  # the audit trail (README "Audit trail")
@@ -121,6 +122,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "connectors.spaces.middleware.space_middleware",  # /s/<space id>/ (README "Spaces"), before URL resolution
     "connectors_admin.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # HTML pages only, with BREACH in mind: see the module.
@@ -150,6 +152,8 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "connectors.accounts.context_processors.single_sign_on",
+                # After auth's: ``perms`` in the current space, and the header's space switcher.
+                "connectors.access.context_processors.spaces",
             ],
         },
     },

@@ -8,7 +8,9 @@ from django.views.generic import RedirectView
 from connectors.access.policy import may
 from connectors.accounts import api_key_views, sso_views
 from connectors.accounts.login_view import ThrottledLoginView
+from connectors.api import spaces as api_spaces
 from connectors.audit.permissions import VIEW_AUDIT_TRAIL
+from connectors.pages import spaces as space_pages
 from connectors.permissions import VIEW_CONNECTOR
 from connectors_admin.healthz import healthz
 from usage.dashboards import logs_views
@@ -40,6 +42,11 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("scim/v2/", include("connectors.accounts.scim.urls")),  # provisioning by the identity provider
     path("audit/", include("connectors.audit.urls")),
+    path("spaces/", space_pages.space_list, name="spaces"),
+    path("spaces/<str:space_id>/edit/", space_pages.space_edit, name="space_edit"),
+    path("spaces/<str:space_id>/delete/", space_pages.space_delete, name="space_delete"),
+    path("spaces/<str:space_id>/grants/", space_pages.space_grant, name="space_grant"),
+    path("spaces/grants/<int:grant_id>/remove/", space_pages.grant_remove, name="space_grant_remove"),
     path("account/api-keys/", api_key_views.api_key_list, name="api_keys"),
     path("account/api-keys/<int:key_id>/revoke/", api_key_views.api_key_revoke, name="api_key_revoke"),
     # The admin's own login page would not be throttled: it sends people to the one that is.
@@ -54,6 +61,7 @@ urlpatterns = [
     path("api/", include("connectors.api.urls")),
     # Browsers ask for /favicon.ico where a page names no icon (the admin's pages, a download).
     path("favicon.ico", favicon),
+    path("internal/spaces/_active_space", api_spaces.active_space, name="active_space"),
     path("healthz", healthz, name="healthz"),
     path("metrics", metrics_endpoint, name="metrics"),
 ]

@@ -7,6 +7,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from connectors.models import ApiKey
+from connectors.spaces.current import current_space_id
 
 KEY_PREFIX = "cak_"
 
@@ -15,10 +16,17 @@ def digest_of(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def create_api_key(user, name: str) -> tuple[ApiKey, str]:
-    """Make a key for ``user``; returns the record and the plaintext, which is never stored."""
+def create_api_key(user, name: str, *, space_id: str | None = None, connector_ids: list[str] | None = None,
+                   expires_at=None) -> tuple[ApiKey, str]:
+    """Make a key for ``user`` in ``space_id`` (by default the current space), optionally limited to
+    ``connector_ids`` of that space and valid until ``expires_at``; returns the record and the plaintext, which is
+    never stored."""
     plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
-    record = ApiKey.objects.create(user=user, name=name, prefix=plaintext[:12], digest=digest_of(plaintext))
+    record = ApiKey.objects.create(
+        user=user, name=name, prefix=plaintext[:12], digest=digest_of(plaintext),
+        space_id=space_id or current_space_id.get(), connector_ids=sorted(set(connector_ids or ())),
+        expires_at=expires_at,
+    )
     return record, plaintext
 
 

@@ -82,15 +82,46 @@ def _groups_claim(claims: dict) -> list[str]:
     return [str(item) for item in value]
 
 
+SPACE_SEPARATOR = "@"  # OIDC_GROUP_MAP target "Connector users@marketing": the role in one space
+
+
+def _apply_space_roles(user, wanted: set[str], managed: set[str]) -> None:
+    """Make the user's grants among the managed (role, space) pairs exactly the wanted ones."""
+    from connectors.spaces.models import Space, SpaceRoleGrant
+
+    def pair(target: str) -> tuple[str, str]:
+        role, _, space = target.rpartition(SPACE_SEPARATOR)
+        return role.strip(), space.strip()
+
+    managed_pairs = {pair(t) for t in managed}
+    wanted_pairs = {pair(t) for t in wanted}
+    roles = {group.name: group for group in Group.objects.filter(name__in={r for r, _ in managed_pairs})}
+    spaces = set(Space.objects.filter(pk__in={s for _, s in managed_pairs}).values_list("pk", flat=True))
+    unknown = sorted({f"{r}@{s}" for r, s in managed_pairs if r not in roles or s not in spaces})
+    if unknown:
+        raise SsoError(f"OIDC_GROUP_MAP names roles or spaces that do not exist here: {', '.join(unknown)}.")
+    held = SpaceRoleGrant.objects.filter(user=user, space__isnull=False)
+    for held_grant in held.select_related("role"):
+        key = (held_grant.role.name, held_grant.space_id)
+        if key in managed_pairs and key not in wanted_pairs:
+            held_grant.delete()
+    for role, space in sorted(wanted_pairs):
+        SpaceRoleGrant.objects.get_or_create(user=user, role=roles[role], space_id=space)
+
+
 def apply_roles(user, idp_groups: list[str]) -> None:
     """Make the user's roles those that OIDC_GROUP_MAP gives their IdP groups.
 
     Only the groups that appear in the mapping are managed: a group given by hand in /admin/ that no IdP group
-    maps to is left alone. Superuser status is managed when "superuser" is a target of the mapping.
+    maps to is left alone. Superuser status is managed when "superuser" is a target of the mapping. A target
+    ``Role@space`` holds the role in that space only (README "Spaces"): such grants follow the IdP in the same way.
     """
     mapping = settings.OIDC_GROUP_MAP
     wanted = {mapping[name] for name in idp_groups if name in mapping}
     managed = set(mapping.values())
+    _apply_space_roles(user, {t for t in wanted if SPACE_SEPARATOR in t}, {t for t in managed if SPACE_SEPARATOR in t})
+    wanted = {t for t in wanted if SPACE_SEPARATOR not in t}
+    managed = {t for t in managed if SPACE_SEPARATOR not in t}
     if SUPERUSER in managed:
         superuser = SUPERUSER in wanted
         if user.is_superuser != superuser or user.is_staff != superuser:

@@ -23,6 +23,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -32,6 +33,7 @@ from django.contrib.auth.models import Group
 from django.db import InterfaceError, OperationalError
 from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.middleware.csrf import CsrfViewMiddleware
+from django.utils import timezone
 
 from connectors.accounts.api_keys import digest_of, note_api_key_use
 from connectors.accounts.backends import password_login_allowed
@@ -39,8 +41,10 @@ from connectors.audit import context as audit_context
 from connectors.audit import sign_ins
 from connectors.caching import invalidation
 from connectors.caching.expiring_cache import ExpiringCache
-from connectors.caller import current_api_key_id
+from connectors.caller import KeyScope, current_api_key_id, current_key_scope
 from connectors.models import ApiKey
+from connectors.spaces import grants
+from connectors.spaces.models import SpaceRoleGrant
 from connectors.throttling import failures
 from connectors.throttling.failures import Throttled, client_address
 
@@ -92,6 +96,8 @@ def lacks_xsrf_header(request) -> bool:
 class _Entry:
     user: object
     api_key_id: int | None = None
+    key_scope: KeyScope | None = None  # an API key's space and connectors (README "Spaces")
+    expires_at: datetime | None = None  # an API key's expiry, checked at each use (no query: it is here)
 
 
 _cache = ExpiringCache(max_entries=10_000, name="credential")  # HMAC of the credentials -> _Entry
@@ -105,8 +111,10 @@ def _cache_key(kind: str, *parts: str) -> bytes:
     return hmac.new(_SALT, "\0".join((kind, *parts)).encode("utf-8"), hashlib.sha256).digest()
 
 
-def _remember(key: bytes, user, api_key_id: int | None = None) -> None:
-    _cache.put(key, _Entry(user=user, api_key_id=api_key_id), settings.BASIC_AUTH_CACHE_SECONDS)
+def _remember(key: bytes, user, api_key_id: int | None = None, key_scope: KeyScope | None = None,
+              expires_at: datetime | None = None) -> None:
+    entry = _Entry(user=user, api_key_id=api_key_id, key_scope=key_scope, expires_at=expires_at)
+    _cache.put(key, entry, settings.BASIC_AUTH_CACHE_SECONDS)
 
 
 def forget_all() -> None:
@@ -116,6 +124,7 @@ def forget_all() -> None:
 
 def _with_permissions(user):
     user.get_all_permissions()  # fills the user's permission cache so has_perm needs no query later
+    grants.space_permissions(user)  # and the roles held per space, so the policy needs none either
     return user
 
 
@@ -181,12 +190,22 @@ async def _verify_basic(username: str, password: str, address: str):
 
 
 def _verify_api_key(key: str):
+    """The key's record with its user's permissions loaded, or None."""
     record = ApiKey.objects.active().select_related("user").filter(digest=digest_of(key)).first()
     if record is None or not record.user.is_active:
         sign_ins.api_credential_checked("api_key", key[:12], None)
-        return None, None
+        return None
     sign_ins.api_credential_checked("api_key", record.user.get_username(), record.user, api_key_id=record.pk)
-    return _with_permissions(record.user), record.pk
+    _with_permissions(record.user)
+    return record
+
+
+EXPIRED_KEY_MESSAGE = "The API key has expired. Create a new one on the API keys page."
+
+
+def _refuse_if_expired(expires_at: datetime | None) -> None:
+    if expires_at is not None and expires_at <= timezone.now():
+        raise NotAuthenticated(EXPIRED_KEY_MESSAGE)
 
 
 def _touch_api_key(api_key_id: int) -> None:
@@ -246,13 +265,17 @@ async def authenticate_api_key(key: str):
     cache_key = _cache_key("apikey", key)
     entry = _cache.get(cache_key)
     if entry is None:
-        user, api_key_id = await sync_to_async(_verify_api_key)(key)
-        if user is None:
+        record = await sync_to_async(_verify_api_key)(key)
+        if record is None:
             raise NotAuthenticated("Invalid or revoked API key.")
-        _remember(cache_key, user, api_key_id)
+        key_scope = KeyScope(record.space_id, frozenset(str(c) for c in record.connector_ids or ()))
+        _remember(cache_key, record.user, record.pk, key_scope, record.expires_at)
+        user, api_key_id, expires_at = record.user, record.pk, record.expires_at
     else:
-        user, api_key_id = entry.user, entry.api_key_id
+        user, api_key_id, key_scope, expires_at = entry.user, entry.api_key_id, entry.key_scope, entry.expires_at
+    _refuse_if_expired(expires_at)
     current_api_key_id.set(api_key_id)
+    current_key_scope.set(key_scope)
     audit_context.note_api_key(api_key_id)  # changes made by this request are the key's
     await _note_api_key_use(api_key_id)
     return user
@@ -272,6 +295,7 @@ async def authenticate_request(request, *, allow_session: bool = True):
     """The user making an API request, with permissions preloaded; ``request.auth_scheme`` says how it
     authenticated (basic, apikey, bearer or session). Raises NotAuthenticated or Throttled."""
     current_api_key_id.set(None)
+    current_key_scope.set(None)
     audit_context.enter_api(request)  # the audit trail's "how" and "from where" for this request
     header = request.headers.get("Authorization", "")
     scheme, _, credentials = header.partition(" ")
@@ -341,3 +365,11 @@ post_delete.connect(_on_api_key_changed, sender=ApiKey, dispatch_uid="auth_cache
 m2m_changed.connect(_on_permissions_changed, sender=User.groups.through, dispatch_uid="auth_cache_groups")
 m2m_changed.connect(_on_permissions_changed, sender=User.user_permissions.through, dispatch_uid="auth_cache_perms")
 m2m_changed.connect(_on_permissions_changed, sender=Group.permissions.through, dispatch_uid="auth_cache_group_perms")
+
+
+def _on_grant_changed(sender, **kwargs):
+    invalidation.announce("permissions", using=kwargs.get("using"))
+
+
+post_save.connect(_on_grant_changed, sender=SpaceRoleGrant, dispatch_uid="auth_cache_grant_saved")
+post_delete.connect(_on_grant_changed, sender=SpaceRoleGrant, dispatch_uid="auth_cache_grant_deleted")

@@ -36,6 +36,7 @@ from connectors.outbound.streaming import sse_response, start_execute_stream
 from connectors.outbound.sub_actions import DASHBOARD, ParamsError, SubActionError, parse_params, wants_stream
 from connectors.permissions import ADD_CONNECTOR, CHANGE_CONNECTOR, DELETE_CONNECTOR, EXECUTE_CONNECTOR, VIEW_CONNECTOR
 from connectors.preconfigured import preconfigured_connectors, preconfigured_of_other_types
+from connectors.spaces.current import current_space_id
 from connectors.validation import schema_type_of
 from usage.models import EventSource
 from usage.permissions import VIEW_USAGE_DASHBOARD
@@ -108,7 +109,7 @@ def _find_any_type(connector_id: str) -> Connector | None:
 def create(user, body: dict, connector_id: str | None) -> Connector:
     if connector_id and (connector_id in preconfigured_connectors() or connector_id in preconfigured_of_other_types()):
         raise ApiError(400, f"This {connector_id} already exists in a preconfigured action.")
-    connector = Connector(created_by=user)
+    connector = Connector(created_by=user, space_id=current_space_id.get())
     if connector_id:
         connector.pk = connector_id
     apply_payload(connector, body, creating=True)

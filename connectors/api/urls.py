@@ -2,7 +2,7 @@ from django.urls import path, re_path
 
 from connectors.api import kibana as api
 from connectors.api import kibana_legacy as legacy
-from connectors.api import openai_compat, openapi, usage_report
+from connectors.api import openai_compat, openapi, spaces, usage_report
 from connectors.api.endpoint import unknown_api_path
 
 urlpatterns = [
@@ -17,6 +17,9 @@ urlpatterns = [
     path("actions/action/<str:connector_id>", legacy.action_detail, name="api_legacy_action"),
     path("actions/action/<str:connector_id>/_execute", legacy.execute_action, name="api_legacy_action_execute"),
     path("actions/list_action_types", legacy.list_action_types, name="api_legacy_action_types"),
+    path("spaces/space", spaces.spaces, name="api_spaces"),
+    path("spaces/space/<str:space_id>", spaces.space_detail, name="api_space"),
+    path("spaces/_copy_saved_objects", spaces.copy_saved_objects, name="api_spaces_copy"),
     path("openapi.json", openapi.openapi_json, name="api_openapi"),
     # OpenAI-compatible: an SDK's base URL is .../api/openai/<connector-id>/v1
     path(

@@ -17,6 +17,7 @@ from django.http import JsonResponse, StreamingHttpResponse
 
 from connectors.api.endpoint import ApiError, json_endpoint
 from connectors.lookup import get_connector_or_404
+from connectors.spaces.current import current_space_id
 from usage.dashboards import queries
 from usage.dashboards.event_filters import InvalidFilter
 from usage.formatting import currency, nanos_to_amount
@@ -82,7 +83,7 @@ async def connector_usage(request, connector_id: str):
 
 def _plan_export(params) -> kibana_event_log.ExportPage:
     try:
-        return kibana_event_log.plan_page(params)
+        return kibana_event_log.plan_page(params, space_id=current_space_id.get())  # the URL's space only
     except kibana_event_log.ExportError as exc:
         raise ApiError(400, str(exc)) from None
 

@@ -9,7 +9,7 @@ import json
 from django.core.serializers.json import DjangoJSONEncoder
 
 COLUMNS = ("id", "at", "actor", "actor_user_id", "api_key_id", "api_key_name", "via", "client_ip", "user_agent",
-           "object_type", "object_id", "object_repr", "action", "changes")
+           "object_type", "object_id", "object_repr", "action", "changes", "space_id")
 CHUNK = 2000
 
 

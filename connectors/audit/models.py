@@ -8,7 +8,7 @@ from connectors.audit.choices import Via  # noqa: F401 - re-exported for callers
 # The values the trail uses, offered by the /audit/ filter (any value can still be typed into the URL).
 ACTIONS = ("create", "update", "delete", "revoke", "first_use", "grant", "remove", "sign_in", "sign_in_failed",
            "load", "prune", "deprovision")
-OBJECT_TYPES = ("connector", "preconfigured_connector", "api_key", "user", "group", "audit_trail", "price",
+OBJECT_TYPES = ("space", "space_role_grant", "connector", "preconfigured_connector", "api_key", "user", "group", "audit_trail", "price",
                 "connector_pricing", "budget", "rate_limit", "alert_channel", "error_rate_rule")
 
 
@@ -39,6 +39,9 @@ class AuditRecord(models.Model):
     # Field-by-field {"field": [before, after]} for updates, the values for creates; secrets only ever appear as
     # "API key changed" / "PKI material changed". For sign-ins: {"method": ...}.
     changes = models.JSONField(default=dict, blank=True)
+    # The space the change was made in (README "Spaces"): an Auditor of a space reads its records. Text, not a
+    # foreign key, like the rest of the record.
+    space_id = models.CharField(max_length=64, default="default")
 
     class Meta:
         ordering = ["-at", "-id"]
@@ -53,6 +56,8 @@ class AuditRecord(models.Model):
             models.Index(fields=["actor", "-at", "-id"], name="audit_actor_at_id"),
             # /audit/?action=sign_in_failed: WHERE action = %s AND (at, id) < (...) ORDER BY at DESC, id DESC.
             models.Index(fields=["action", "-at", "-id"], name="audit_action_at_id"),
+            # /audit/ read by an Auditor of one space: WHERE space_id = %s AND (at, id) < (...) ORDER BY at DESC.
+            models.Index(fields=["space_id", "-at", "-id"], name="audit_space_at_id"),
         ]
 
     def __str__(self) -> str:

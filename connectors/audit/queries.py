@@ -30,6 +30,8 @@ class AuditQuery:
     action: str = ""
     since: datetime | None = None
     until: datetime | None = None  # exclusive
+    # Set by the view, never from the URL: an Auditor of one space reads that space's records (README "Spaces").
+    space_id: str = ""
 
     def as_params(self) -> dict:
         params = {name: getattr(self, name) for name in FILTERS if getattr(self, name)}
@@ -57,6 +59,8 @@ def parse_query(params) -> AuditQuery:
 
 def filtered(query: AuditQuery):
     records = AuditRecord.objects.all()
+    if query.space_id:
+        records = records.filter(space_id=query.space_id)
     for name in FILTERS:
         value = getattr(query, name)
         if value:

@@ -28,6 +28,16 @@ def _before_save(sender, instance, raw=False, update_fields=None, using=None, **
     instance.__dict__[_BEFORE] = sender._base_manager.using(using).filter(pk=instance.pk).first()
 
 
+def _space_of(instance) -> dict:
+    """The space a record of ``instance`` belongs to: a space's own, an object's space, else the request's."""
+    from connectors.spaces.models import Space
+
+    if isinstance(instance, Space):
+        return {"space_id": instance.pk}
+    space_id = getattr(instance, "space_id", None)
+    return {"space_id": space_id} if space_id else {}
+
+
 def _after_save(sender, instance, created, raw=False, using=None, update_fields=None, **kwargs):
     spec = _spec(sender)
     if spec is None or raw:
@@ -37,7 +47,7 @@ def _after_save(sender, instance, created, raw=False, using=None, update_fields=
         if not created:
             return  # only ignored fields were saved
         trail.append(spec.object_type, "create", object_id=instance.pk, object_repr=str(instance),
-                         changes=diffs.snapshot(instance, spec), using=using)
+                     changes=diffs.snapshot(instance, spec), using=using, **_space_of(instance))
         return
     changes = diffs.diff(before, instance, spec)
     if not changes:
@@ -46,7 +56,7 @@ def _after_save(sender, instance, created, raw=False, using=None, update_fields=
     if spec.object_type == "api_key" and "revoked_at" in changes and changes["revoked_at"][0] is None:
         action = "revoke"
     trail.append(spec.object_type, action, object_id=instance.pk, object_repr=str(instance), changes=changes,
-                     using=using)
+                 using=using, **_space_of(instance))
 
 
 def _after_delete(sender, instance, using=None, **kwargs):
@@ -54,7 +64,7 @@ def _after_delete(sender, instance, using=None, **kwargs):
     if spec is None:
         return
     trail.append(spec.object_type, "delete", object_id=instance.pk, object_repr=str(instance),
-                     changes=diffs.snapshot(instance, spec), using=using)
+                 changes=diffs.snapshot(instance, spec), using=using, **_space_of(instance))
 
 
 def _m2m_names(model, pks) -> list[str]:
@@ -160,16 +170,20 @@ def _connect(model) -> None:
 
 def connect() -> None:
     from connectors.models import ApiKey, Connector
+    from connectors.spaces.models import Space, SpaceRoleGrant
 
     User = get_user_model()
+    diffs.register(Space, Audited("space", ("name", "description", "color", "initials")))
+    diffs.register(SpaceRoleGrant, Audited("space_role_grant", ("space", "role", "user", "group")))
     diffs.register(Connector, Audited(
         "connector",
-        ("name", "provider", "api_url", "default_model", "headers", "organization_id", "project_id"),
+        ("name", "space", "provider", "api_url", "default_model", "headers", "organization_id", "project_id"),
         secrets={"encrypted_api_key": Secret("API key", compare_as="api_key")},
         ignored=frozenset({"updated_at"}),
     ))
     diffs.register(ApiKey, Audited(
-        "api_key", ("name", "user", "prefix", "revoked_at"), ignored=frozenset({"last_used_at"}),
+        "api_key", ("name", "user", "prefix", "space", "connector_ids", "expires_at", "revoked_at"),
+        ignored=frozenset({"last_used_at"}),
     ))
     diffs.register(User, Audited(
         "user",
@@ -178,7 +192,7 @@ def connect() -> None:
         ignored=frozenset({"last_login"}),
     ))
     diffs.register(Group, Audited("group", ("name",)))
-    for model in (Connector, ApiKey, User, Group):
+    for model in (Space, SpaceRoleGrant, Connector, ApiKey, User, Group):
         _connect(model)
     _register_governance()
     m2m_changed.connect(_relation_changed("user", "role"), sender=User.groups.through,

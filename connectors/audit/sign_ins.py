@@ -24,6 +24,10 @@ _MAX_TRACKED = 10_000
 _lock = threading.Lock()
 _recent_failures: dict[tuple, list] = {}  # (method, client, username) -> [window start, attempts not recorded]
 
+# Signing in is to the installation, not to a space, whatever URL it came through: sign-ins are recorded in the
+# default space, so that nobody can add records to a space where they hold no role (README "Spaces").
+SIGN_IN_SPACE = "default"
+
 
 def signed_in(user, method: str, *, request=None, api_key_id: int | None = None) -> None:
     actor = context.current()
@@ -31,7 +35,7 @@ def signed_in(user, method: str, *, request=None, api_key_id: int | None = None)
         via=actor.via, user=user, request=request or actor.request, api_key_id=api_key_id or actor.api_key_id,
         sign_in_method=actor.sign_in_method,
     )
-    trail.append("user", "sign_in", object_id=user.pk, object_repr=user.get_username(),
+    trail.append("user", "sign_in", object_id=user.pk, object_repr=user.get_username(), space_id=SIGN_IN_SPACE,
                      changes={"method": method}, by=actor)
 
 
@@ -72,7 +76,7 @@ def _write_failure(username: str, method: str, request, earlier: int) -> None:
     if earlier:
         changes["attempts_since_last_record"] = earlier
     attempted = context.Actor(via=actor.via, request=request, sign_in_method=actor.sign_in_method)
-    trail.append("user", "sign_in_failed", object_id=username[:150], object_repr=username[:300],
+    trail.append("user", "sign_in_failed", object_id=username[:150], object_repr=username[:300], space_id=SIGN_IN_SPACE,
                      changes=changes, by=attempted)
 
 

@@ -13,6 +13,7 @@ from connectors.audit import context
 from connectors.audit.choices import Via
 from connectors.audit.models import AuditRecord
 from connectors.client_address import client_address
+from connectors.spaces.current import current_space_id
 
 SYSTEM = "system"
 
@@ -62,6 +63,7 @@ def append(
     ``overrides`` set record fields directly (``at`` when importing, ``actor`` for a name outside the app).
     """
     fields = _actor_fields(by or context.current())
+    fields["space_id"] = current_space_id.get()  # a change is recorded in the space it was made in
     fields.update(overrides)
     return AuditRecord.objects.using(using or DEFAULT_DB_ALIAS).create(
         object_type=object_type,

@@ -5,11 +5,19 @@ from django.utils import timezone
 from django.utils.http import urlencode
 from django.views.decorators.http import require_GET
 
-from connectors.access.policy import require
+from connectors.access.policy import may_everywhere, require
 from connectors.audit import exports, queries
 from connectors.audit.display import readable_changes
 from connectors.audit.models import ACTIONS, OBJECT_TYPES
 from connectors.audit.permissions import VIEW_AUDIT_TRAIL
+from connectors.spaces.current import current_space_id
+
+
+def _in_readable_spaces(request, query: queries.AuditQuery) -> queries.AuditQuery:
+    """An Auditor of every space reads every record; an Auditor of one space, that space's records."""
+    if not may_everywhere(request.user, VIEW_AUDIT_TRAIL):
+        query.space_id = current_space_id.get()
+    return query
 
 
 def _bad_request(request, problem: str):
@@ -20,7 +28,7 @@ def _bad_request(request, problem: str):
 @require(VIEW_AUDIT_TRAIL)
 def audit_list(request):
     try:
-        query = queries.parse_query(request.GET)
+        query = _in_readable_spaces(request, queries.parse_query(request.GET))
         records, next_cursor = queries.page(query, request.GET.get("cursor", "").strip())
     except queries.BadFilter as exc:
         return _bad_request(request, str(exc))
@@ -39,7 +47,7 @@ def audit_list(request):
 @require(VIEW_AUDIT_TRAIL)
 def audit_export(request, fmt: str):
     try:
-        records = queries.filtered(queries.parse_query(request.GET))
+        records = queries.filtered(_in_readable_spaces(request, queries.parse_query(request.GET)))
     except queries.BadFilter as exc:
         return _bad_request(request, str(exc))
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")

@@ -28,6 +28,7 @@ from connectors.caller import current_api_key_id
 from connectors.models import Connector
 from connectors.outbound import detached_tasks
 from connectors.outbound.upstream_errors import UpstreamError
+from connectors.spaces.current import current_space_id
 from usage.governance.enforcement import admission, settlement
 from usage.governance.enforcement.admission import Refusal
 from usage.governance.pricing import prices as pricing
@@ -64,6 +65,8 @@ class ExecutionRecord:
             outcome=Outcome.FAILURE,
             request_bytes=request_bytes,
             api_key_id=current_api_key_id.get(),
+            # A stored connector's own space; a preconfigured one (in every space) is run in the request's.
+            space_id=current_space_id.get() if connector.is_preconfigured else connector.space_id,
         )
         # Metrics and tracing follow the execution from here to record_execution (README, Prometheus).
         self.observation = execution_opened(connector)
@@ -83,7 +86,7 @@ class ExecutionRecord:
         self.event.request_bytes = request_bytes
         event = self.event
         decision = await admission.admit(
-            event.connector_id, event.user_id, event.api_key_id, request_bytes=request_bytes,
+            event.connector_id, event.user_id, event.api_key_id, space_id=event.space_id, request_bytes=request_bytes,
             completion_cap=completion_cap, estimate_cost=self._estimated_cost,
         )
         if isinstance(decision, Refusal):

@@ -16,7 +16,7 @@ from django.views.generic import CreateView, DeleteView, DetailView, ListView, U
 
 from connectors import untrusted_json, validation
 from connectors.access.policy import PermissionRequired, require
-from connectors.lookup import ConnectorNotFound, get_connector_or_404
+from connectors.lookup import ConnectorNotFound, get_connector_or_404, in_space
 from connectors.models import Connector, Provider
 from connectors.outbound.execution import ConnectorUnavailable, connector_to_execute, execute
 from connectors.outbound.providers import default_test_body
@@ -30,6 +30,7 @@ from connectors.permissions import (
     EXECUTE_CONNECTOR,
     VIEW_CONNECTOR,
 )
+from connectors.spaces.current import current_space_id
 from usage.governance.pages.consumption import connector_governance
 from usage.models import EventSource
 
@@ -78,7 +79,7 @@ def bulk_delete(request):
     """Two steps on one URL: the list's selection shows a confirmation page; its form (confirm=1) deletes."""
     ids = request.POST.getlist("ids")[:1000]
     # Preconfigured connectors are not in the database, so they can never be selected here.
-    connectors = list(Connector.objects.filter(pk__in=ids).order_by("name"))
+    connectors = list(in_space().filter(pk__in=ids).order_by("name"))  # never another space's
     if not connectors:
         messages.error(request, "Select the connectors to delete first.")
         return redirect("connectors:list")
@@ -154,6 +155,7 @@ class ConnectorCreateView(PermissionRequired, ConnectorFormPageMixin, ReportOutc
 
     def form_valid(self, form):
         form.instance.created_by = self.request.user
+        form.instance.space_id = current_space_id.get()  # made in the space of the page
         return super().form_valid(form)
 
 

@@ -262,3 +262,21 @@ def test_in_chromium_a_tampered_token_is_refused(page, live_server, browser_idp)
     browser_sign_in(page, live_server, "bob")
     assert page.get_by_role("alert").inner_text() == "The sign-in could not be verified. Try again."
     assert not get_user_model().objects.filter(username="bob").exists()
+
+
+@pytest.mark.django_db
+def test_an_idp_group_can_give_a_role_in_one_space_and_the_grant_follows_the_provider(client, idp, settings):
+    from connectors.spaces.models import Space, SpaceRoleGrant
+
+    Space.objects.create(id="marketing", name="Marketing")
+    settings.OIDC_GROUP_MAP = {**settings.OIDC_GROUP_MAP, "marketing-devs": "Connector users@marketing"}
+    idp.users["bob"].groups = ["marketing-devs"]
+    sign_in(client, idp, "bob")
+    bob = get_user_model().objects.get(username="bob")
+    assert list(SpaceRoleGrant.objects.filter(user=bob).values_list("role__name", "space_id")) == [
+        ("Connector users", "marketing")]
+    assert roles_of("bob") == set()  # in that space only, not every space
+    idp.users["bob"].groups = []
+    client.logout()
+    sign_in(client, idp, "bob")
+    assert not SpaceRoleGrant.objects.filter(user=bob).exists()

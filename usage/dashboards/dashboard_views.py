@@ -19,6 +19,7 @@ from django.urls import reverse
 from connectors.access.policy import administers_accounts
 from connectors.lookup import get_connector_or_404
 from connectors.models import ApiKey
+from usage import space_scope
 from usage.dashboards import charts, exports
 from usage.dashboards.access import logs_scope, usage_view
 from usage.dashboards.charts import allows_inline_styles
@@ -126,9 +127,10 @@ API_KEY_CHOICES_LIMIT = 500
 
 
 def api_key_choices() -> list[tuple[int, str]]:
-    """The API keys a dashboard can be sliced by: every key (revoked ones too: their calls stay in the log), with
-    its owner, newest first."""
-    keys = ApiKey.objects.select_related("user").order_by("-created_at", "-pk")[:API_KEY_CHOICES_LIMIT]
+    """The API keys a dashboard can be sliced by: every key of the current space (revoked ones too: their calls
+    stay in the log), with its owner, newest first."""
+    keys = (ApiKey.objects.filter(space_id=space_scope.space_id()).select_related("user")
+            .order_by("-created_at", "-pk")[:API_KEY_CHOICES_LIMIT])
     return [(key.pk, f"{key} of {key.user.get_username()}" + ("" if key.is_active else " (revoked)"))
             for key in keys]
 

@@ -34,6 +34,7 @@ from datetime import datetime
 from django.db.models import Q, Sum
 
 from connectors.query_params import checked_moment, database_id
+from usage import space_scope
 from usage.dashboards.event_filters import EventFilters
 from usage.dashboards.queries import rollup_sources
 from usage.models import ExecutionEvent, Outcome, UsageHourlyTotal
@@ -98,7 +99,7 @@ class LogPage:
 
 
 def _events(connector_id: str, usage_range: UsageRange, filters: EventFilters):
-    events = ExecutionEvent.objects.filter(
+    events = space_scope.events().filter(
         connector_id=connector_id, timestamp__gte=usage_range.start, timestamp__lt=usage_range.end
     )
     return filters.apply(events)
@@ -179,7 +180,7 @@ def outcome_counts(connector_id: str, usage_range: UsageRange, filters: EventFil
 
 def find_event(connector_id: str, event_id: int, *, only_user_id: int | None = None) -> ExecutionEvent | None:
     """One event of this connector (and of this user, when limited to their own calls); None otherwise."""
-    events = ExecutionEvent.objects.filter(connector_id=connector_id, pk=event_id)
+    events = space_scope.events().filter(connector_id=connector_id, pk=event_id)
     if only_user_id is not None:
         events = events.filter(user_id=only_user_id)
     return events.first()

@@ -12,8 +12,8 @@ from django.db.models import Max
 
 from connectors.lookup import find
 from connectors.models import ApiKey
+from usage import space_scope
 from usage.dashboards.queries import UsageSums, event_sum_expressions
-from usage.models import ExecutionEvent
 from usage.ranges import UsageRange
 
 
@@ -33,7 +33,7 @@ class MyUsage:
 
 def my_usage(user, usage_range: UsageRange) -> MyUsage:
     rows = (
-        ExecutionEvent.objects.filter(user=user, timestamp__gte=usage_range.start, timestamp__lt=usage_range.end)
+        space_scope.events().filter(user=user, timestamp__gte=usage_range.start, timestamp__lt=usage_range.end)
         .order_by()
         .values("connector_id", "api_key_id")
         .annotate(connector_name=Max("connector_name"), **event_sum_expressions())

@@ -23,6 +23,7 @@ from django.db.models.functions import TruncDay, TruncHour
 from connectors import lookup
 from connectors.models import ApiKey, Connector
 from connectors.query_params import InvalidQueryParam, text_param, unstorable_character_error
+from usage import space_scope
 from usage.dashboards.event_filters import EventFilters, InvalidFilter
 from usage.models import (
     LATENCY_BIN_BOUNDS_MS,
@@ -242,7 +243,7 @@ def events_as_rollup_rows(connector_id: str | None, start: datetime, end: dateti
     """The range's events under ``usage_slice``, annotated with the names of UsageRollup's key and sums (bucket,
     model, requests, estimated_requests, duration_ms_sum, unpriced_requests, the latency bins), so that the queries
     written for rollups read them unchanged. For slices the rollups cannot serve (by API key)."""
-    events = usage_slice.apply_to_events(ExecutionEvent.objects.filter(timestamp__gte=start, timestamp__lt=end))
+    events = usage_slice.apply_to_events(space_scope.events().filter(timestamp__gte=start, timestamp__lt=end))
     if connector_id is not None:
         events = events.filter(connector_id=connector_id)
     return events.annotate(
@@ -272,7 +273,9 @@ def _hourly_totals(connector_id: str | None, start: datetime, end: datetime, usa
         rows = usage_slice.apply(UsageRollup.objects.filter(bucket__gte=start, bucket__lt=end))
     else:
         rows = UsageHourlyTotal.objects.filter(bucket__gte=start, bucket__lt=end)
-    return rows if connector_id is None else rows.filter(connector_id=connector_id)
+    if connector_id is None:
+        return rows.filter(connector_id__in=space_scope.connector_ids())  # the space's connectors (space_scope.py)
+    return rows.filter(connector_id=connector_id)
 
 
 def usage_series(connector_id: str, usage_range: UsageRange, usage_slice: UsageSlice = EVERYTHING) -> list[SeriesPoint]:
@@ -311,8 +314,9 @@ def rollup_sources(connector_id: str | None, usage_range: UsageRange, usage_slic
         return [events_as_rollup_rows(connector_id, usage_range.start, usage_range.end, usage_slice)]
     first_day = _utc_midnight_on_or_after(usage_range.start)
     last_day = _utc_midnight_on_or_before(usage_range.end)
-    # connector_id None: every connector (the overview's cross-connector charts).
-    of_connector = {} if connector_id is None else {"connector_id": connector_id}
+    # connector_id None: every connector of the space (the overview's cross-connector charts).
+    of_connector = ({"connector_id__in": space_scope.connector_ids()} if connector_id is None
+                    else {"connector_id": connector_id})
     hourly = usage_slice.apply(UsageRollup.objects.filter(**of_connector))
     if first_day >= last_day:
         return [hourly.filter(bucket__gte=usage_range.start, bucket__lt=usage_range.end)]
@@ -429,9 +433,9 @@ class ConnectorRef:
 
 
 def _name_from_events(connector_id: str) -> str | None:
-    # The newest event carries the latest name; served by the (connector_id, timestamp) index.
+    # The newest event of the space carries the latest name; served by the (connector_id, timestamp) index.
     return (
-        ExecutionEvent.objects.filter(connector_id=connector_id)
+        space_scope.events().filter(connector_id=connector_id)
         .order_by("-timestamp")
         .values_list("connector_name", flat=True)
         .first()
@@ -448,8 +452,9 @@ def find_connector(connector_id: str) -> ConnectorRef | None:
     name = _name_from_events(connector_id)
     if name is not None:
         return ConnectorRef(connector_id, name)
-    if UsageRollup.objects.filter(connector_id=connector_id).exists():
-        # Its events were pruned; the rollups are all that is left, without a name.
+    if space_scope.is_default_space() and UsageRollup.objects.filter(connector_id=connector_id).exists():
+        # Its events were pruned; the rollups are all that is left, without a name (and without a space: shown in
+        # the default space only).
         return ConnectorRef(connector_id, connector_id)
     return None
 
@@ -476,7 +481,7 @@ def usage_overview(usage_range: UsageRange, usage_slice: UsageSlice = EVERYTHING
         OverviewRow(ConnectorRef(c.pk, c.name, c), sums_by_id.pop(c.pk, UsageSums()))
         for c in lookup.all_connectors()
     ]
-    for connector_id, sums in sorted(sums_by_id.items()):
+    for connector_id, sums in sorted(sums_by_id.items()):  # only the space's (see _hourly_totals)
         overview.append(OverviewRow(ConnectorRef(connector_id, _name_from_events(connector_id) or connector_id), sums))
     return overview
 
@@ -509,7 +514,7 @@ RAW_EVENT_CHUNK = 2000
 
 
 def _raw_events_queryset(connector_id: str, usage_range: UsageRange, filters: EventFilters | None):
-    events = ExecutionEvent.objects.filter(
+    events = space_scope.events().filter(
         connector_id=connector_id, timestamp__gte=usage_range.start, timestamp__lt=usage_range.end
     )
     if filters is not None:

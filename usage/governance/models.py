@@ -90,6 +90,7 @@ class ConnectorPricing(models.Model):
 
 
 class Scope(models.TextChoices):
+    SPACE = "space", "Space (every execution in it: the team's budget)"
     CONNECTOR = "connector", "Connector"
     USER = "user", "User"
     API_KEY = "api_key", "API key"
@@ -107,8 +108,12 @@ class Unit(models.TextChoices):
 
 
 class ScopedRule(models.Model):
-    """Whose executions a budget or a rate limit counts: one connector's, one user's, or one API key's."""
+    """Whose executions a budget or a rate limit counts: one space's, one connector's, one user's, or one API key's.
 
+    Every rule belongs to a space (its pages show it there, README "Spaces"); scope space counts every execution in
+    that space."""
+
+    space = models.ForeignKey("spaces.Space", on_delete=models.CASCADE, default="default", related_name="+")
     scope = models.CharField(max_length=16, choices=Scope.choices)
     connector_id = models.CharField(max_length=64, blank=True, help_text="Scope connector: the connector's id.")
     user = models.ForeignKey(
@@ -133,6 +138,8 @@ class ScopedRule(models.Model):
             return f"user {self.user.get_username() if self.user else '?'}"
         if self.scope == Scope.API_KEY:
             return f"API key {self.api_key if self.api_key else '?'}"
+        if self.scope == Scope.SPACE:
+            return f"space {self.space_id}"
         return f"connector {self.connector_id}"
 
     @property
@@ -149,13 +156,20 @@ class ScopedRule(models.Model):
             return f"user:{self.user_id}"
         if self.scope == Scope.API_KEY:
             return f"key:{self.api_key_id}"
+        if self.scope == Scope.SPACE:
+            return f"space:{self.space_id}"
         return f"connector:{self.connector_id}"
 
     def clean(self) -> None:
         needed = {Scope.CONNECTOR: "connector_id", Scope.USER: "user", Scope.API_KEY: "api_key"}.get(self.scope)
+        values = {"connector_id": self.connector_id, "user": self.user_id, "api_key": self.api_key_id}
+        if self.scope == Scope.SPACE:
+            extra = [name for name, value in values.items() if value]
+            if extra:
+                raise ValidationError({extra[0]: "Leave this empty for this scope."})
+            return
         if needed is None:
             return
-        values = {"connector_id": self.connector_id, "user": self.user_id, "api_key": self.api_key_id}
         if not values[needed]:
             raise ValidationError({needed: "Required for this scope."})
         extra = [name for name, value in values.items() if value and name != needed]
@@ -263,8 +277,9 @@ class ChannelKind(models.TextChoices):
 
 
 class AlertChannel(models.Model):
-    """Where alerts go: email addresses, or a webhook URL that receives signed JSON."""
+    """Where alerts go: email addresses, or a webhook URL that receives signed JSON. Belongs to a space."""
 
+    space = models.ForeignKey("spaces.Space", on_delete=models.CASCADE, default="default", related_name="+")
     name = models.CharField(max_length=100)
     kind = models.CharField(max_length=8, choices=ChannelKind.choices)
     target = models.CharField(
@@ -374,6 +389,7 @@ class AlertDelivery(models.Model):
 class ErrorRateRule(models.Model):
     """Alert when a connector's share of failed executions over a window reaches a threshold."""
 
+    space = models.ForeignKey("spaces.Space", on_delete=models.CASCADE, default="default", related_name="+")
     connector_id = models.CharField(max_length=64)
     threshold_percent = models.PositiveSmallIntegerField(validators=[MinValueValidator(1), MaxValueValidator(100)])
     window_minutes = models.PositiveIntegerField(default=15, validators=[MinValueValidator(1), MaxValueValidator(1440)])

@@ -115,6 +115,9 @@ class ExecutionEvent(models.Model):
         help_text="What the call cost, in billionths of USAGE_CURRENCY, at the price of its day (empty: no price "
         "applies to its model). Estimated when its tokens are (usage_source).",
     )
+    # The space the call was made in (README "Spaces"): the connector's, or for a preconfigured connector (in
+    # every space) the space of the URL. Plain text, no foreign key: an event outlives its space.
+    space_id = models.CharField(max_length=64, default="default")
 
     objects = ExecutionEventManager()
 
@@ -137,6 +140,9 @@ class ExecutionEvent(models.Model):
             models.Index(fields=["user", "timestamp"], name="event_user_time"),
             # A dashboard sliced by API key (usage/dashboards/queries.py): one key's events in a range.
             models.Index(fields=["api_key", "timestamp"], name="event_api_key_time"),
+            # A space's connectors that left events (usage/space_scope.py: SELECT DISTINCT connector_id
+            # WHERE space_id = %s), one of the few queries that reads events rather than rollups.
+            models.Index(fields=["space_id", "connector_id"], name="event_space_connector"),
         ]
 
     def __str__(self) -> str:

@@ -38,8 +38,9 @@ UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 ADDED_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 
 EXECUTIONS = Counter(
-    "connectors_executions", "Executions of connectors, by connector, provider, model, sub-action and outcome.",
-    ["connector", "provider", "model", "sub_action", "outcome"],
+    "connectors_executions", "Executions of connectors, by connector, provider, model, sub-action, outcome and space.",
+    # space: one value per space (spaces are created by superusers), so bounded like the connector label.
+    ["connector", "provider", "model", "sub_action", "outcome", "space"],
 )
 TOKENS = Counter(
     "connectors_tokens", "Tokens of executions by kind (prompt, completion, cached, reasoning); cached tokens are "
@@ -119,8 +120,8 @@ class ExecutionChildren:
 
     __slots__ = ("executions", "tokens", "cost", "upstream_latency", "added_latency")
 
-    def __init__(self, connector: str, provider: str, model: str, sub_action: str, outcome: str):
-        self.executions = EXECUTIONS.labels(connector, provider, model, sub_action, outcome)
+    def __init__(self, connector: str, provider: str, model: str, sub_action: str, outcome: str, space: str):
+        self.executions = EXECUTIONS.labels(connector, provider, model, sub_action, outcome, space)
         self.tokens = tuple(TOKENS.labels(connector, model, kind) for kind in TOKEN_KINDS)
         self.cost = COST.labels(connector, model, currency())
         self.upstream_latency = UPSTREAM_LATENCY.labels(connector, model)
@@ -137,7 +138,7 @@ def observe_execution(event, provider: str, upstream_seconds: float | None, tota
     # Keyed by the label values (not the raw model or sub-action a caller sent), so that this map stays as bounded
     # as the labels are.
     key = (connector, provider, model_label(connector, event.response_model or event.requested_model),
-           sub_action_label(event.sub_action), event.outcome)
+           sub_action_label(event.sub_action), event.outcome, event.space_id)
     children = _children.get(key)
     if children is None:
         children = _children[key] = ExecutionChildren(*key)

@@ -189,6 +189,7 @@ def finish_execution_span(span, event, provider: str, response_id: str, finish_r
         "gen_ai.provider.name": provider_name,
         "gen_ai.system": system,
         "connectors.connector.id": event.connector_id,
+        "connectors.space.id": event.space_id,
         "connectors.sub_action": event.sub_action,
         "connectors.source": event.source,
         "connectors.usage_source": event.usage_source,

@@ -49,7 +49,7 @@ ACTION_ERROR = "an error occurred while running the action"
 VALIDATION_ERROR_PREFIX = "error validating action"
 FIELDS = ("id", "timestamp", "connector_id", "connector_name", "connector_is_preconfigured", "user_name",
           "sub_action", "outcome", "duration_ms", "error_message", "request_bytes", "prompt_tokens",
-          "completion_tokens", "total_tokens", "usage_source")
+          "completion_tokens", "total_tokens", "usage_source", "space_id")
 
 
 class ExportError(ValueError):
@@ -131,12 +131,14 @@ def _base(row: dict, logged_at: datetime) -> dict:
     saved_object = {"rel": "primary", "type": "action", "id": connector_id, "type_id": CONNECTOR_TYPE_ID}
     if row["connector_is_preconfigured"]:
         saved_object["space_agnostic"] = True  # Kibana marks in-memory (preconfigured) connectors so
+    elif row["space_id"] != "default":
+        saved_object["namespace"] = row["space_id"]  # Kibana names the space of a connector outside the default
     doc = {
         "@timestamp": kibana_date(logged_at),
         "ecs": {"version": ECS_VERSION},
         "event": {"provider": "actions", "action": "execute", "kind": "action",
                   "start": kibana_date(row["timestamp"])},
-        "kibana": {"saved_objects": [saved_object], "space_ids": ["default"],
+        "kibana": {"saved_objects": [saved_object], "space_ids": [row["space_id"]],
                    "action": {"name": row["connector_name"], "id": connector_id, "type_id": CONNECTOR_TYPE_ID},
                    "server_uuid": SERVER_UUID, "version": KIBANA_VERSION},
     }
@@ -209,13 +211,16 @@ class ExportPage:
     complete: bool  # no event of the range is left after this page
 
 
-def plan_page(params) -> ExportPage:
-    """The page an export of ``params`` (from, to, connector, cursor, limit) sends. Runs two small queries."""
+def plan_page(params, space_id: str | None = None) -> ExportPage:
+    """The page an export of ``params`` (from, to, connector, cursor, limit) sends, of one space's events (every
+    space's with None). Runs two small queries."""
     start, end = _moment(params, "from"), _moment(params, "to")
     if end <= start:
         raise ExportError("[to]: must be later than [from]")
     limit = _limit(params.get("limit"))
     events = ExecutionEvent.objects.filter(timestamp__gte=start, timestamp__lt=end)
+    if space_id is not None:
+        events = events.filter(space_id=space_id)
     try:
         connector = text_param(params, "connector")
     except InvalidQueryParam as exc:

@@ -93,10 +93,10 @@ class RuleSet:
         limits = list(RateLimit.objects.filter(enabled=True).select_related("user", "api_key"))
         return cls(budgets, limits)
 
-    def rules_for(self, connector_id: str, user_id: int | None, api_key_id: int | None):
+    def rules_for(self, connector_id: str, user_id: int | None, api_key_id: int | None, space_id: str = "default"):
         budgets: list[Budget] = []
         limits: list[RateLimit] = []
-        for subject in (f"connector:{connector_id}", f"user:{user_id}", f"key:{api_key_id}"):
+        for subject in (f"space:{space_id}", f"connector:{connector_id}", f"user:{user_id}", f"key:{api_key_id}"):
             found = self.by_subject.get(subject)
             if found:
                 budgets += found[0]
@@ -172,7 +172,7 @@ def estimate_tokens(request_bytes: int) -> int:
 
 
 async def admit(connector_id: str, user_id: int | None, api_key_id: int | None, *, request_bytes: int,
-                completion_cap: int | None = None, estimate_cost=None,
+                space_id: str = "default", completion_cap: int | None = None, estimate_cost=None,
                 at: dt.datetime | None = None) -> Reservation | Refusal:
     """Reserve this execution against every budget and rate limit that counts it, or say why it is refused.
 
@@ -181,7 +181,7 @@ async def admit(connector_id: str, user_id: int | None, api_key_id: int | None, 
     nanos of that many tokens of the requested model (None: no price applies; then a money budget reserves one
     nano, so that it still refuses once it is used up, and counts the actual cost when it is settled).
     """
-    budgets, limits = (await _rules.aget()).rules_for(connector_id, user_id, api_key_id)
+    budgets, limits = (await _rules.aget()).rules_for(connector_id, user_id, api_key_id, space_id)
     if not budgets and not limits:
         return NOTHING_RESERVED
     at = at or timezone.now()

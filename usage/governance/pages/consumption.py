@@ -15,6 +15,7 @@ from django.db.models import Q, Sum
 from django.utils import timezone
 
 from connectors.access.policy import may
+from usage import space_scope
 from usage.formatting import format_cost, format_tokens
 from usage.governance.enforcement.admission import budget_counter_key, rate_limit_counter_keys
 from usage.governance.enforcement.counters import counter_store
@@ -138,7 +139,9 @@ def rate_limit_statuses(limits, at: dt.datetime | None = None) -> list[RateLimit
 
 
 def _rules(model, **scope):
-    return model.objects.filter(**scope).select_related("user", "api_key", "api_key__user")
+    """The rules of the current space (README "Spaces")."""
+    return (model.objects.filter(space_id=space_scope.space_id(), **scope)
+            .select_related("user", "api_key", "api_key__user"))
 
 
 def connector_rules(connector_id: str) -> tuple[list[BudgetStatus], list[RateLimitStatus]]:

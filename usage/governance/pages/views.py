@@ -11,6 +11,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
+from django.db.models import Q
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse, reverse_lazy
@@ -20,6 +21,7 @@ from django.views.generic.edit import FormMixin
 
 from connectors.access.policy import PermissionRequired, manages_people, may, require
 from connectors.lookup import find
+from usage import space_scope
 from usage.formatting import currency
 from usage.governance import permissions as perm
 from usage.governance.models import (
@@ -58,6 +60,10 @@ def budget_list(request):
     })
 
 
+def _belongs_to_a_space(model) -> bool:
+    return any(field.name == "space" for field in model._meta.get_fields())
+
+
 class GovernanceFormMixin(PermissionRequired):
     """A create/edit/delete page: 403 (not a login redirect) for a signed-in user without the permission, the
     generic form template, and a message naming what was done."""
@@ -76,7 +82,19 @@ class GovernanceFormMixin(PermissionRequired):
     def get_success_url(self):
         return str(self.success_url)
 
+    def get_queryset(self):
+        # Budgets, rate limits and alert rules belong to a space: another space's are not found (404). List
+        # prices are the same in every space.
+        queryset = super().get_queryset()
+        if _belongs_to_a_space(queryset.model):
+            queryset = queryset.filter(space_id=space_scope.space_id())
+        elif queryset.model is Price:  # a negotiated price is its connector's, so its space's
+            queryset = queryset.filter(Q(connector_id="") | Q(connector_id__in=space_scope.connector_ids()))
+        return queryset
+
     def form_valid(self, form):
+        if _belongs_to_a_space(type(form.instance)) and form.instance._state.adding:
+            form.instance.space_id = space_scope.space_id()  # made in the page's space
         response = super().form_valid(form)
         messages.success(self.request, f"{self.object._meta.verbose_name.capitalize()} “{self.object}” {self.outcome}.")
         warning = getattr(form, "price_warning", "")
@@ -183,11 +201,14 @@ def mark_versions(prices) -> list[Price]:
 @require(perm.VIEW_PRICE)
 def price_list(request):
     """Every price version, grouped by model pattern and scope, the version in force today marked."""
-    prices = mark_versions(Price.objects.order_by("connector_id", "model_pattern", "-valid_from"))
+    # List prices are the same everywhere; a connector's negotiated prices and pricing show in its space only.
+    ours = space_scope.connector_ids()
+    prices = mark_versions(Price.objects.filter(Q(connector_id="") | Q(connector_id__in=ours))
+                           .order_by("connector_id", "model_pattern", "-valid_from"))
     return render(request, "governance/prices.html", {
         "list_prices": [p for p in prices if not p.connector_id],
         "negotiated": [p for p in prices if p.connector_id],
-        "pricing": ConnectorPricing.objects.order_by("connector_id"),
+        "pricing": ConnectorPricing.objects.filter(connector_id__in=ours).order_by("connector_id"),
         "currency": currency(),
     })
 
@@ -251,13 +272,20 @@ def connector_pricing(request, connector_id: str):
 
 @require(perm.VIEW_ALERT)
 def alert_list(request):
-    alerts = Alert.objects.prefetch_related("deliveries__channel").order_by("-raised_at")[:ALERTS_SHOWN]
+    # An alert about a connector shows in the connector's space; one about no connector, in the default space.
+    of_space = Q(connector_id__in=space_scope.connector_ids())
+    if space_scope.is_default_space():
+        of_space |= Q(connector_id="")
+    alerts = (Alert.objects.filter(of_space)
+              .prefetch_related("deliveries__channel").order_by("-raised_at")[:ALERTS_SHOWN])
     user = request.user
     return render(request, "governance/alerts.html", {
         "alerts": alerts,
         "shown": ALERTS_SHOWN,
-        "channels": AlertChannel.objects.all() if may(user, perm.VIEW_ALERT_CHANNEL) else None,
-        "rules": ErrorRateRule.objects.all() if may(user, perm.VIEW_ERROR_RATE_RULE) else None,
+        "channels": AlertChannel.objects.filter(space_id=space_scope.space_id())
+        if may(user, perm.VIEW_ALERT_CHANNEL) else None,
+        "rules": ErrorRateRule.objects.filter(space_id=space_scope.space_id())
+        if may(user, perm.VIEW_ERROR_RATE_RULE) else None,
     })
 
 
