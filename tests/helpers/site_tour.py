@@ -30,7 +30,7 @@ ROLES = {
 }
 
 # Not pages a person reads: programs' endpoints, downloads, and the admin (Django's own, checked separately).
-NOT_PAGES = ("api/", "scim/", "metrics", "healthz", "admin/")
+NOT_PAGES = ("api/", "internal/", "scim/", "metrics", "healthz", "admin/")
 DOWNLOADS = (".csv", ".json", ".ndjson")
 
 
@@ -63,6 +63,7 @@ def populate(users: dict, *, hours: int = 30) -> Tour:
     """One of each object the pages show, with events over the last ``hours`` hours."""
     from connectors.accounts.api_keys import create_api_key
     from connectors.models import Connector, Provider
+    from connectors.spaces.models import Space, SpaceRoleGrant
     from usage.governance.models import (
         Alert,
         AlertChannel,
@@ -120,10 +121,14 @@ def populate(users: dict, *, hours: int = 30) -> Tour:
                                  message=f"{connector.name}: 14% of calls failed in the last 15 minutes",
                                  details={"threshold_percent": 10})
     AlertDelivery.objects.create(alert=alert, channel=channel, next_attempt_at=now)
+    space = Space.objects.create(id="marketing", name="Marketing", description="The marketing team's connectors")
+    grant = SpaceRoleGrant.objects.create(space=space, role=Group.objects.get(name="Usage viewers"),
+                                          user=users["analyst"])
     # stored[10] is a failure made without an API key: the event detail with the most empty values.
     return Tour(connector=connector, users=users, objects={
         "spare": spare, "api_key": key, "event": stored[10], "budget": budget, "user_budget": user_budget,
-        "limit": limit, "price": price, "channel": channel, "rule": rule, "alert": alert,
+        "limit": limit, "price": price, "channel": channel, "rule": rule, "alert": alert, "space": space,
+        "grant": grant,
     })
 
 
@@ -145,6 +150,8 @@ def _fill(route: str, name: str, tour: Tour) -> str:
         "connector_id": tour.connector.pk,
         "event_id": tour.objects["event"].pk,
         "key_id": tour.objects["api_key"].pk,
+        "space_id": tour.objects["space"].pk,
+        "grant_id": tour.objects["grant"].pk,
         "uidb64": urlsafe_base64_encode(force_bytes(tour.users["outsider"].pk)),
         "token": default_token_generator.make_token(tour.users["outsider"]),
     }
