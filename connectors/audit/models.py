@@ -41,7 +41,7 @@ class AuditRecord(models.Model):
     changes = models.JSONField(default=dict, blank=True)
     # The space the change was made in (README "Spaces"): an Auditor of a space reads its records. Text, not a
     # foreign key, like the rest of the record.
-    space_id = models.CharField(max_length=64, default="default")
+    space_id = models.CharField(max_length=64, default="default", db_default="default")
 
     class Meta:
         ordering = ["-at", "-id"]
