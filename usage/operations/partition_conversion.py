@@ -1,0 +1,161 @@
+"""Turn an existing, unpartitioned event table into the partitioned one (usage/models/partitions.py), online.
+
+Used by migration 0008 on PostgreSQL. The app keeps recording throughout:
+
+1. A partitioned twin of the table is created (same columns, defaults and identity; primary key (id, timestamp),
+   since a partitioned table's unique keys must hold its partition key), with a partition for every day from the
+   oldest event to ``PARTITION_DAYS_AHEAD`` days ahead, and a default partition.
+2. The events are copied in chunks of ids, each chunk its own transaction: the original table takes inserts all
+   along (an INSERT ... SELECT takes no lock that blocks writers of the table it reads).
+3. The indexes and foreign keys are built on the twin, still without blocking anyone.
+4. Then, in one short transaction, the original table is locked against writes (readers go on), the events
+   recorded since the last chunk are copied, the identity sequence is carried over, and the two tables swap
+   names. Only this step holds a write lock: the time to copy the last chunk's worth of events (measured at 10
+   million events in docs/PERFORMANCE.md, "Partitions"). An insert waiting on the lock then goes to the new
+   table, since PostgreSQL looks the name up again once it has the lock.
+5. The original table is dropped.
+
+Events are append-only, which is what makes the catch-up by id complete. Two things change old rows and should
+not run during the conversion: ``prune_usage_events`` (a deleted event that was already copied would come back)
+and deleting a user or an API key (refused while the copy holds their id, since the twin's foreign keys
+see the copied rows).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from django.db import transaction
+
+from usage.models.partitions import (
+    DEFAULT_PARTITION,
+    PARTITION_DAYS_AHEAD,
+    TABLE,
+    create_day_partition,
+    is_partitioned,
+)
+
+NEW = f"{TABLE}_partitioned"
+OLD = f"{TABLE}_unpartitioned"
+COPY_CHUNK = 200_000
+SWAP_LOCK_TIMEOUT = "30s"
+
+
+@dataclass
+class ConversionResult:
+    copied: int = 0
+    caught_up: int = 0
+    write_lock_seconds: float = 0.0
+
+
+def convert_to_partitioned(
+    connection,
+    *,
+    chunk: int = COPY_CHUNK,
+    extra_constraints: list[tuple[str, str]] = (),
+    before_swap: Callable[[], None] | None = None,
+) -> ConversionResult | None:
+    """Convert the event table (see the module's docstring); None when it is partitioned already or not PostgreSQL.
+
+    A unique constraint of the original that lacks the timestamp cannot exist on the partitioned table and is left
+    behind; ``extra_constraints`` (name, definition) are added to the twin instead.
+
+    ``before_swap`` runs after the bulk copy, before the locked swap (tests record events there, as a live app
+    would). Runs outside a transaction: each step commits on its own.
+    """
+    if connection.vendor != "postgresql" or is_partitioned(connection):
+        return None
+    result = ConversionResult()
+    with connection.cursor() as cursor:
+        cursor.execute(f'DROP TABLE IF EXISTS "{NEW}" CASCADE')  # left by an interrupted conversion: started again
+        cursor.execute(
+            f'CREATE TABLE "{NEW}" (LIKE "{TABLE}" INCLUDING DEFAULTS INCLUDING IDENTITY INCLUDING CONSTRAINTS) '
+            "PARTITION BY RANGE (timestamp)"
+        )
+        cursor.execute(f'ALTER TABLE "{NEW}" ADD CONSTRAINT "{NEW}_pkey" PRIMARY KEY (id, timestamp)')
+        cursor.execute(f'SELECT min(timestamp), min(id), max(id) FROM "{TABLE}"')
+        oldest, first_id, last_id = cursor.fetchone()
+        today = datetime.now(UTC).date()
+        day = min(oldest.astimezone(UTC).date(), today) if oldest else today
+        # The partitions get their final names now: they belong to the twin, and no name of the original clashes.
+        while day <= today + timedelta(days=PARTITION_DAYS_AHEAD):
+            create_day_partition(cursor, day, parent=NEW)
+            day += timedelta(days=1)
+        cursor.execute(f'CREATE TABLE "{DEFAULT_PARTITION}" PARTITION OF "{NEW}" DEFAULT')
+        copied_to = (first_id or 1) - 1
+        while last_id is not None and copied_to < last_id:
+            cursor.execute(
+                f'INSERT INTO "{NEW}" SELECT * FROM "{TABLE}" WHERE id > %s AND id <= %s', [copied_to, copied_to + chunk]
+            )
+            result.copied += cursor.rowcount
+            copied_to += chunk
+        indexes, constraints = _indexes_and_constraints(cursor)
+        constraints = [
+            (name, definition) for name, definition in constraints
+            if not definition.startswith("UNIQUE") or "timestamp" in definition
+        ]
+        for name, definition in indexes:
+            cursor.execute(
+                definition.replace(f" INDEX {name} ON ", f" INDEX {name}_p ON ").replace(
+                    f" ON public.{TABLE} ", f' ON public."{NEW}" '
+                )
+            )
+        for name, definition in constraints:
+            cursor.execute(f'ALTER TABLE "{NEW}" ADD CONSTRAINT "{name}_p" {definition}')
+        for name, definition in extra_constraints:
+            cursor.execute(f'ALTER TABLE "{NEW}" ADD CONSTRAINT "{name}" {definition}')
+    if before_swap is not None:
+        before_swap()
+    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+        cursor.execute(f"SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'")
+        cursor.execute(f'LOCK TABLE "{TABLE}" IN EXCLUSIVE MODE')
+        locked_at = time.perf_counter()
+        cursor.execute(f'INSERT INTO "{NEW}" SELECT * FROM "{TABLE}" WHERE id > %s', [copied_to])
+        result.caught_up = cursor.rowcount
+        cursor.execute(
+            f"SELECT setval(pg_get_serial_sequence('\"{NEW}\"', 'id'), "
+            f"GREATEST((SELECT last_value FROM \"{TABLE}_id_seq\"), 1))"
+        )
+        _swap_names(cursor, indexes, constraints)
+    result.write_lock_seconds = time.perf_counter() - locked_at
+    with connection.cursor() as cursor:
+        cursor.execute(f'DROP TABLE "{OLD}"')
+    return result
+
+
+def _indexes_and_constraints(cursor) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The original table's plain indexes, and its foreign keys and unique constraints, as (name, definition)."""
+    cursor.execute(
+        "SELECT c.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "WHERE i.indrelid = to_regclass(%s) AND NOT i.indisprimary "
+        "AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid) ORDER BY 1",
+        [TABLE],
+    )
+    indexes = cursor.fetchall()
+    cursor.execute(
+        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = to_regclass(%s) "
+        "AND contype IN ('f', 'u') ORDER BY 1",
+        [TABLE],
+    )
+    return indexes, cursor.fetchall()
+
+
+def _swap_names(cursor, indexes, constraints) -> None:
+    """Give the twin the original's name and those of its indexes, sequence and constraints (Django's later
+    migrations find them by these names). Catalog changes only: milliseconds."""
+    cursor.execute(f'ALTER TABLE "{TABLE}" RENAME TO "{OLD}"')
+    cursor.execute(f'ALTER TABLE "{OLD}" RENAME CONSTRAINT "{TABLE}_pkey" TO "{OLD}_pkey"')
+    cursor.execute(f'ALTER SEQUENCE "{TABLE}_id_seq" RENAME TO "{OLD}_id_seq"')
+    for name, _definition in indexes:
+        cursor.execute(f'ALTER INDEX "{name}" RENAME TO "{name}_u"')
+        cursor.execute(f'ALTER INDEX "{name}_p" RENAME TO "{name}"')
+    for name, _definition in constraints:
+        cursor.execute(f'ALTER TABLE "{OLD}" RENAME CONSTRAINT "{name}" TO "{name}_u"')
+    cursor.execute(f'ALTER TABLE "{NEW}" RENAME TO "{TABLE}"')
+    cursor.execute(f'ALTER TABLE "{TABLE}" RENAME CONSTRAINT "{NEW}_pkey" TO "{TABLE}_pkey"')
+    cursor.execute(f'ALTER SEQUENCE "{NEW}_id_seq" RENAME TO "{TABLE}_id_seq"')
+    for name, _definition in constraints:
+        cursor.execute(f'ALTER TABLE "{TABLE}" RENAME CONSTRAINT "{name}_p" TO "{name}"')
