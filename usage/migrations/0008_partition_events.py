@@ -19,7 +19,7 @@ def forwards(apps, schema_editor):
 
     connection = schema_editor.connection
     if connection.vendor == "postgresql":
-        convert_to_partitioned(connection, extra_constraints=[("event_uid_time", "UNIQUE (uid, \"timestamp\")")])
+        convert_to_partitioned(connection)  # builds event_uid_time on the partitioned table
         return
     model = apps.get_model("usage", "ExecutionEvent")
     old_field = model._meta.get_field("uid")

@@ -142,21 +142,18 @@ def repair_default_partition(connection) -> int:
     return moved
 
 
-def drop_partitions_before(connection, cutoff: datetime) -> list[date]:
-    """Drop every day partition that ends at or before ``cutoff``; returns the days dropped, oldest first.
-
-    Whole partitions only: the events of the day the cut falls in are for the caller to delete.
-    """
-    from django.db import transaction
-
+def partition_days_before(connection, cutoff: datetime) -> list[date]:
+    """The days whose partition ends at or before ``cutoff``, oldest first (none on SQLite)."""
     if not is_partitioned(connection):
         return []
-    dropped = []
-    for day in day_partitions(connection):
-        if day_start(day + timedelta(days=1)) > cutoff:
-            break
+    return [day for day in day_partitions(connection) if day_start(day + timedelta(days=1)) <= cutoff]
+
+
+def drop_partitions(connection, days: list[date]) -> None:
+    """Drop the partitions of ``days``, each in a short transaction; one that is gone already is skipped."""
+    from django.db import transaction
+
+    for day in days:
         with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
             cursor.execute(f"SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT}'")
-            cursor.execute(f'DROP TABLE "{day_partition_name(day)}"')
-        dropped.append(day)
-    return dropped
+            cursor.execute(f'DROP TABLE IF EXISTS "{day_partition_name(day)}"')

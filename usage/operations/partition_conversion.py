@@ -41,6 +41,8 @@ from usage.models.partitions import (
 NEW = f"{TABLE}_partitioned"
 OLD = f"{TABLE}_unpartitioned"
 COPY_CHUNK = 200_000
+# The uid's unique key with the partition key (usage/models/events.py), in place of the uid's own.
+UID_TIME_CONSTRAINT = ("event_uid_time", 'UNIQUE (uid, "timestamp")')
 SWAP_LOCK_TIMEOUT = "30s"
 
 
@@ -55,7 +57,7 @@ def convert_to_partitioned(
     connection,
     *,
     chunk: int = COPY_CHUNK,
-    extra_constraints: list[tuple[str, str]] = (),
+    extra_constraints: tuple[tuple[str, str], ...] = (UID_TIME_CONSTRAINT,),
     before_swap: Callable[[], None] | None = None,
 ) -> ConversionResult | None:
     """Convert the event table (see the module's docstring); None when it is partitioned already or not PostgreSQL.
