@@ -170,11 +170,15 @@ def store_once(events: list[ExecutionEvent]) -> int:
 
 
 def _stored(events: list[ExecutionEvent]):
-    """The stored events among ``events``: looked up by uid within their time span, so that on the partitioned
-    table (usage/models/partitions.py) only the days they belong to are read."""
+    """The stored events among ``events``: looked up by uid within their connectors and time span, so that on the
+    partitioned table (usage/models/partitions.py) only the days they belong to are read (and, on a distributed
+    PostgreSQL, only their connectors' shards: docs/SCALING.md)."""
     times = [event.timestamp for event in events]
     return ExecutionEvent.objects.filter(
-        uid__in=[event.uid for event in events], timestamp__gte=min(times), timestamp__lte=max(times)
+        uid__in=[event.uid for event in events],
+        connector_id__in={event.connector_id for event in events},
+        timestamp__gte=min(times),
+        timestamp__lte=max(times),
     )
 
 
