@@ -6,8 +6,11 @@ Used by migration 0008 on PostgreSQL. The app keeps recording throughout:
    since a partitioned table's unique keys must hold its partition key), with a partition for every day from the
    oldest event to ``PARTITION_DAYS_AHEAD`` days ahead, and a default partition.
 2. The events are copied in chunks of ids, each chunk its own transaction: the original table takes inserts all
-   along (an INSERT ... SELECT takes no lock that blocks writers of the table it reads).
-3. The indexes and foreign keys are built on the twin, still without blocking anyone.
+   along (an INSERT ... SELECT takes no lock that blocks writers of the table it reads). Each pass copies up to an
+   id below which every event is committed (``_settled_max_id``), so an event whose transaction commits late is
+   never skipped.
+3. The indexes and foreign keys are built on the twin, still without blocking anyone; then the events recorded
+   meanwhile are copied, in rounds, until few are left.
 4. Then, in one short transaction, the original table is locked against writes (readers go on), the events
    recorded since the last chunk are copied, the identity sequence is carried over, and the two tables swap
    names. Only this step holds a write lock: the time to copy the last chunk's worth of events (measured at 10
@@ -23,6 +26,7 @@ see the copied rows).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +48,12 @@ COPY_CHUNK = 200_000
 # The uid's unique key with the partition key (usage/models/events.py), in place of the uid's own.
 UID_TIME_CONSTRAINT = ("event_uid_time", 'UNIQUE (uid, "timestamp")')
 SWAP_LOCK_TIMEOUT = "30s"
+# The locked step copies what was recorded since the last round; rounds go on while more than this many events
+# arrived during the previous one.
+CATCH_UP_ROWS = 5_000
+CATCH_UP_ROUNDS = 10
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -78,8 +88,8 @@ def convert_to_partitioned(
             "PARTITION BY RANGE (timestamp)"
         )
         cursor.execute(f'ALTER TABLE "{NEW}" ADD CONSTRAINT "{NEW}_pkey" PRIMARY KEY (id, timestamp)')
-        cursor.execute(f'SELECT min(timestamp), min(id), max(id) FROM "{TABLE}"')
-        oldest, first_id, last_id = cursor.fetchone()
+        cursor.execute(f'SELECT min(timestamp) FROM "{TABLE}"')
+        oldest = cursor.fetchone()[0]
         today = datetime.now(UTC).date()
         day = min(oldest.astimezone(UTC).date(), today) if oldest else today
         # The partitions get their final names now: they belong to the twin, and no name of the original clashes.
@@ -87,13 +97,10 @@ def convert_to_partitioned(
             create_day_partition(cursor, day, parent=NEW)
             day += timedelta(days=1)
         cursor.execute(f'CREATE TABLE "{DEFAULT_PARTITION}" PARTITION OF "{NEW}" DEFAULT')
-        copied_to = (first_id or 1) - 1
-        while last_id is not None and copied_to < last_id:
-            cursor.execute(
-                f'INSERT INTO "{NEW}" SELECT * FROM "{TABLE}" WHERE id > %s AND id <= %s', [copied_to, copied_to + chunk]
-            )
-            result.copied += cursor.rowcount
-            copied_to += chunk
+        copied_to = 0
+        settled = _settled_max_id(connection)
+        result.copied += _copy_ids(cursor, copied_to, settled, chunk)
+        copied_to = settled
         indexes, constraints = _indexes_and_constraints(cursor)
         constraints = [
             (name, definition) for name, definition in constraints
@@ -109,6 +116,13 @@ def convert_to_partitioned(
             cursor.execute(f'ALTER TABLE "{NEW}" ADD CONSTRAINT "{name}_p" {definition}')
         for name, definition in extra_constraints:
             cursor.execute(f'ALTER TABLE "{NEW}" ADD CONSTRAINT "{name}" {definition}')
+        # What was recorded meanwhile, in rounds, until what is left fits in the locked step below.
+        for _round in range(CATCH_UP_ROUNDS):
+            settled = _settled_max_id(connection)
+            result.copied += _copy_ids(cursor, copied_to, settled, chunk)
+            done, copied_to = settled - copied_to <= CATCH_UP_ROWS, settled
+            if done:
+                break
     if before_swap is not None:
         before_swap()
     with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
@@ -123,9 +137,39 @@ def convert_to_partitioned(
         )
         _swap_names(cursor, indexes, constraints)
     result.write_lock_seconds = time.perf_counter() - locked_at
+    logger.info("event table partitioned: %d events copied, %d caught up under a write lock held %.3f s",
+                result.copied, result.caught_up, result.write_lock_seconds)
     with connection.cursor() as cursor:
         cursor.execute(f'DROP TABLE "{OLD}"')
     return result
+
+
+def _settled_max_id(connection) -> int:
+    """The highest id such that every event with an id up to it is committed.
+
+    Ids are handed out when an INSERT runs, but a transaction with a lower id may commit after one with a higher
+    id: a SHARE lock waits for the inserts in flight to end (holding new ones back for that moment only), after
+    which every id up to the maximum is visible, and every later insert gets a higher id.
+    """
+    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+        cursor.execute(f"SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'")
+        cursor.execute(f'LOCK TABLE "{TABLE}" IN SHARE MODE')
+        cursor.execute(f'SELECT COALESCE(max(id), 0) FROM "{TABLE}"')
+        return cursor.fetchone()[0]
+
+
+def _copy_ids(cursor, after: int, up_to: int, chunk: int) -> int:
+    """Copy the events with ids in (after, up_to], a chunk per statement (each its own transaction)."""
+    copied = 0
+    cursor.execute(f'SELECT min(id) FROM "{TABLE}" WHERE id > %s AND id <= %s', [after, up_to])
+    first = cursor.fetchone()[0]
+    start = after if first is None else first - 1
+    while first is not None and start < up_to:
+        end = min(start + chunk, up_to)
+        cursor.execute(f'INSERT INTO "{NEW}" SELECT * FROM "{TABLE}" WHERE id > %s AND id <= %s', [start, end])
+        copied += cursor.rowcount
+        start = end
+    return copied
 
 
 def _indexes_and_constraints(cursor) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
