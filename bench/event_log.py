@@ -107,28 +107,27 @@ def time_exports(runs: int) -> list[dict]:
 
 
 def time_prune() -> dict:
-    from django.db import connection
-
+    """Prune a month: first 30 whole days (a cut at midnight UTC, as EVENT_RETENTION_DAYS makes it: partitions dropped,
+    nothing deleted row by row), then 5 more hours (a cut inside a day: its events deleted in batches). Counts
+    the events newer than each cut before and after."""
     from usage.models import ExecutionEvent
     from usage.operations.maintenance import prune_events
 
     oldest = ExecutionEvent.objects.order_by("timestamp").values_list("timestamp", flat=True).first()
-    cutoff = datetime(oldest.year, oldest.month, oldest.day, tzinfo=UTC) + timedelta(days=31, hours=5)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM usage_executionevent WHERE timestamp >= %s", [cutoff])
-        newer_before = cursor.fetchone()[0]
-    started = time.perf_counter()
-    deleted = prune_events(cutoff)
-    seconds = time.perf_counter() - started
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM usage_executionevent WHERE timestamp >= %s", [cutoff])
-        newer_after = cursor.fetchone()[0]
-        cursor.execute("SELECT count(*) FROM usage_executionevent WHERE timestamp < %s", [cutoff])
-        older_after = cursor.fetchone()[0]
-    print(f"  prune before {cutoff:%Y-%m-%d %H:%M}: {deleted:,} events in {seconds:.2f} s; newer events "
-          f"{newer_before:,} before, {newer_after:,} after; {older_after} older left", flush=True)
-    return {"cutoff": cutoff.isoformat(), "deleted": deleted, "seconds": round(seconds, 2),
-            "newer_before": newer_before, "newer_after": newer_after, "older_left": older_after}
+    midnight = datetime(oldest.year, oldest.month, oldest.day, tzinfo=UTC) + timedelta(days=31)
+    results = {}
+    for name, cutoff in (("30 whole days", midnight), ("5 hours inside the next day", midnight + timedelta(hours=5))):
+        newer_before = ExecutionEvent.objects.filter(timestamp__gte=cutoff).count()
+        started = time.perf_counter()
+        deleted = prune_events(cutoff)
+        seconds = time.perf_counter() - started
+        newer_after = ExecutionEvent.objects.filter(timestamp__gte=cutoff).count()
+        older_left = ExecutionEvent.objects.filter(timestamp__lt=cutoff).count()
+        print(f"  {name}, before {cutoff:%Y-%m-%d %H:%M}: {deleted:,} events in {seconds:.2f} s; newer events "
+              f"{newer_before:,} before, {newer_after:,} after; {older_left} older left", flush=True)
+        results[name] = {"cutoff": cutoff.isoformat(), "deleted": deleted, "seconds": round(seconds, 2),
+                         "newer_before": newer_before, "newer_after": newer_after, "older_left": older_left}
+    return results
 
 
 def time_dashboard_queries(runs: int) -> list[dict]:
@@ -162,6 +161,7 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="Time an existing database (from --keep).")
     parser.add_argument("--load-only", action="store_true")
     parser.add_argument("--no-prune", action="store_true")
+    parser.add_argument("--prune-only", action="store_true")
     args = parser.parse_args()
 
     dashboard.configure_environment("postgres")
@@ -209,6 +209,9 @@ def main() -> None:
             print(json.dumps(summary))
             return
         summary["load_average_before"] = os.getloadavg()
+        if args.prune_only:
+            summary["prune"] = time_prune()
+            return
         print("Dashboard:", flush=True)
         summary["dashboard_queries"] = time_dashboard_queries(max(3, args.runs // 3))
         dashboard.RANGES = ("24h", "90d")

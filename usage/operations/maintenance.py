@@ -182,12 +182,12 @@ def prune_events(cutoff: datetime, *, batch: int = PRUNE_BATCH) -> int:
     SQLite every old event is deleted that way.
     """
     deleted = 0
-    dropped_days: list = []
-    for day in partition_days_before(connection, cutoff):
+    dropped_days = partition_days_before(connection, cutoff)
+    if dropped_days:
         deleted += UsageHourlyTotal.objects.filter(
-            bucket__gte=day_start(day), bucket__lt=day_start(day + timedelta(days=1))
+            bucket__gte=day_start(dropped_days[0]), bucket__lt=day_start(dropped_days[-1] + timedelta(days=1)),
+            bucket__date__in=dropped_days,  # a day without a partition has its events in the default one
         ).aggregate(n=Sum("requests"))["n"] or 0
-        dropped_days.append(day)
     drop_partitions(connection, dropped_days)
     old_events = ExecutionEvent.objects.filter(timestamp__lt=cutoff).order_by()
     while True:
