@@ -2,8 +2,10 @@
 starts (tests/helpers/replica.py): the usage pages and API read from it, writes and the page right after a write
 read the primary, a lagging or stopped replica is skipped, and the pages say when their data is old."""
 
+import contextlib
 import copy
 import os
+from datetime import timedelta
 
 import pytest
 from django.db import connection, connections
@@ -70,8 +72,10 @@ def replica(streaming_replica, analyst, client):
     connections[ALIAS].close()
 
 
-def _get(client, url: str):
-    with CaptureQueriesContext(connections[ALIAS]) as on_replica, CaptureQueriesContext(connection) as on_primary:
+def _get(client, url: str, *, replica_up: bool = True):
+    # Capturing a connection's queries opens it: not the replica's while it is stopped.
+    on_replica = CaptureQueriesContext(connections[ALIAS]) if replica_up else contextlib.nullcontext([])
+    with on_replica as on_replica, CaptureQueriesContext(connection) as on_primary:
         response = client.get(url)
         body = b"".join(response.streaming_content) if response.streaming else response.content
     assert response.status_code == 200, (url, response.status_code)
@@ -93,6 +97,8 @@ def test_the_usage_pages_and_api_read_from_a_healthy_replica(replica, client):
 
 @pytest.mark.django_db(transaction=True, databases=["default", ALIAS])
 def test_a_page_right_after_its_own_write_reads_the_primary(replica, client):
+    record(timezone.now() - timedelta(minutes=5), error_message="replayed")
+    replica.wait_for_replay(connection.settings_dict["NAME"])
     replica.query(connection.settings_dict["NAME"], "SELECT pg_wal_replay_pause()")
     record(timezone.now(), error_message="recorded while the replica is paused")
 
@@ -113,6 +119,8 @@ def test_a_page_right_after_its_own_write_reads_the_primary(replica, client):
 
 @pytest.mark.django_db(transaction=True, databases=["default", ALIAS])
 def test_a_replica_lagging_beyond_the_limit_is_skipped(replica, client, settings):
+    record(timezone.now() - timedelta(minutes=5), error_message="replayed")
+    replica.wait_for_replay(connection.settings_dict["NAME"])
     replica.query(connection.settings_dict["NAME"], "SELECT pg_wal_replay_pause()")
     record(timezone.now(), error_message="not replayed yet")
     settings.REPLICA_MAX_LAG_SECONDS = 0  # any lag at all: the replica has WAL it has not replayed
@@ -132,9 +140,9 @@ def test_a_replica_stopped_mid_test_is_skipped_and_the_primary_answers(replica, 
     replica.stop()
     record(timezone.now(), error_message="after the stop")
     for url in READS:
-        body, _on_replica, on_primary = _get(client, url)
+        body, _on_replica, on_primary = _get(client, url, replica_up=False)
         assert _touches_events(on_primary), url
-    body, _, _ = _get(client, LOGS)
+    body, _, _ = _get(client, LOGS, replica_up=False)
     assert b"before the stop" in body and b"after the stop" in body
 
     replica.start()  # back: read from it again once it is reachable and caught up
@@ -146,6 +154,8 @@ def test_a_replica_stopped_mid_test_is_skipped_and_the_primary_answers(replica, 
 
 @pytest.mark.django_db(transaction=True, databases=["default", ALIAS])
 def test_a_page_read_from_a_replica_over_a_minute_behind_says_so(replica, client, settings, monkeypatch):
+    record(timezone.now(), error_message="replayed")
+    replica.wait_for_replay(connection.settings_dict["NAME"])
     real_lag = replicas.replica_lag
     measured = []
 
