@@ -3,7 +3,8 @@
 - The ``lifespan`` protocol (Django's handler refuses it): at start-up the process's event writer is started
   (usage.recording.writer: events are committed in batches, each caller answered after its event's commit), and on
   PostgreSQL the listener that keeps the process's caches in step with changes made by other processes
-  (connectors.caching.invalidation); in the background, the budgets' rules, the price table and Redis's counter
+  (connectors.caching.invalidation), and the event log's keeper (usage.operations.event_log_keeper: partitions
+  ahead, the retention); in the background, the budgets' rules, the price table and Redis's counter
   script are read (usage.governance.enforcement.admission.warm_up) and a change of the preconfigured connectors is audited; at
   shutdown, after the server has finished the requests in flight, everything still queued is written.
 - The request's arrival time and W3C ``traceparent`` are noted for the metrics and spans of its execution
@@ -56,6 +57,7 @@ from usage.governance.alerts import start_alert_sender, stop_alert_sender
 from usage.governance.enforcement.admission import warm_up as governance_warm_up
 from usage.observability import metrics, tracing
 from usage.observability.execution import request_arrived
+from usage.operations.event_log_keeper import start_event_log_keeper, stop_event_log_keeper
 from usage.recording.writer import start_event_writer, stop_event_writer
 
 API_PREFIX = "/api/"
@@ -269,6 +271,7 @@ async def lifespan(receive, send) -> None:
             start_event_writer()
             start_listener()
             start_alert_sender()
+            start_event_log_keeper()  # partitions ahead and EVENT_RETENTION_DAYS, in a thread of its own
             # Both read the database: in the background, so that a server (re)started while the database is away
             # serves at once (calls are answered and their events spooled) instead of waiting for the pool's timeout.
             for work in (governance_warm_up(), _record_preconfigured_changes()):
@@ -284,6 +287,7 @@ async def lifespan(receive, send) -> None:
                 task.cancel()  # still waiting for an absent database: the next start does it again
             await asyncio.to_thread(stop_listener)
             await asyncio.to_thread(stop_alert_sender)
+            await asyncio.to_thread(stop_event_log_keeper)
             flushed = await asyncio.to_thread(stop_event_writer)
             metrics.worker_stopping()
             await asyncio.to_thread(tracing.shutdown)  # export the spans still buffered

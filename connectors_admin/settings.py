@@ -121,6 +121,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "connectors.replicas.ReadAfterWriteMiddleware",  # first: it must see every write of the request
     "django.middleware.security.SecurityMiddleware",
     "connectors.spaces.middleware.space_middleware",  # /s/<space id>/ (README "Spaces"), before URL resolution
     "connectors_admin.csp.ContentSecurityPolicyMiddleware",
@@ -154,6 +155,7 @@ TEMPLATES = [
                 "connectors.accounts.context_processors.single_sign_on",
                 # After auth's: ``perms`` in the current space, and the header's space switcher.
                 "connectors.access.context_processors.spaces",
+                "connectors.replicas.replica_notice",
             ],
         },
     },
@@ -207,6 +209,33 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Read replicas (connectors/replicas.py): the dashboards, the Logs tab, the exports and the usage API read from a
+# streaming replica of the primary when one is reachable and no more than REPLICA_MAX_LAG_SECONDS behind.
+DATABASE_REPLICAS: list[str] = []
+for _number, _url in enumerate((u.strip() for u in env.str("DATABASE_REPLICA_URLS", default="").split(",")), 1):
+    if not _url:
+        continue
+    try:
+        _replica = environ.Env.db_url_config(_url)
+    except (ImproperlyConfigured, ValueError, KeyError) as exc:
+        raise ImproperlyConfigured(f"DATABASE_REPLICA_URLS: URL number {_number} is not a database URL: {exc}") from None
+    if _replica.get("ENGINE") != "django.db.backends.postgresql" or DATABASES["default"]["ENGINE"] != _replica["ENGINE"]:
+        raise ImproperlyConfigured("DATABASE_REPLICA_URLS: replicas are PostgreSQL streaming replicas of a PostgreSQL DATABASE_URL")
+    # Persistent connections, checked before reuse: a replica may restart between requests. Tests read the
+    # primary's test database through it (TEST MIRROR).
+    _replica.update({"CONN_MAX_AGE": 60, "CONN_HEALTH_CHECKS": True, "TEST": {"MIRROR": "default"}})
+    _replica.setdefault("OPTIONS", {}).setdefault("connect_timeout", 2)
+    DATABASES[f"replica_{_number}"] = _replica
+    DATABASE_REPLICAS.append(f"replica_{_number}")
+REPLICA_MAX_LAG_SECONDS = _positive_int("REPLICA_MAX_LAG_SECONDS", default=300)
+DATABASE_ROUTERS = ["connectors.replicas.ReplicaRouter"]
+
+# Raw events older than this many days are dropped automatically (whole day partitions on PostgreSQL) by the event
+# writer and `manage.py maintain_usage_partitions`; the rollups keep their history. 0: kept for ever.
+EVENT_RETENTION_DAYS = _int("EVENT_RETENTION_DAYS", default=0)
+if EVENT_RETENTION_DAYS < 0:
+    raise ImproperlyConfigured(f"EVENT_RETENTION_DAYS must be 0 (keep) or a number of days, got {EVENT_RETENTION_DAYS}")
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

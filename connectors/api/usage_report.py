@@ -17,6 +17,7 @@ from django.http import JsonResponse, StreamingHttpResponse
 
 from connectors.api.endpoint import ApiError, json_endpoint
 from connectors.lookup import get_connector_or_404
+from connectors.replicas import reads_from_replica
 from connectors.spaces.current import current_space_id
 from usage.dashboards import queries
 from usage.dashboards.event_filters import InvalidFilter
@@ -76,6 +77,7 @@ def _connector_usage(user, connector_id: str, params) -> dict:
     return usage_json(queries.connector_usage(connector.id, usage_range, with_api_keys=True, usage_slice=usage_slice))
 
 
+@reads_from_replica
 @json_endpoint({"GET": VIEW_USAGE_DASHBOARD})
 async def connector_usage(request, connector_id: str):
     return JsonResponse(await sync_to_async(_connector_usage)(request.user, connector_id, request.GET))
@@ -88,6 +90,7 @@ def _plan_export(params) -> kibana_event_log.ExportPage:
         raise ApiError(400, str(exc)) from None
 
 
+@reads_from_replica
 @json_endpoint({"GET": VIEW_USAGE_DASHBOARD})
 async def events_ndjson(request):
     page = await sync_to_async(_plan_export)(request.GET)

@@ -19,6 +19,7 @@ from django.urls import reverse
 from connectors.access.policy import administers_accounts
 from connectors.lookup import get_connector_or_404
 from connectors.models import ApiKey
+from connectors.replicas import reads_from_replica
 from usage import space_scope
 from usage.dashboards import charts, exports
 from usage.dashboards.access import logs_scope, usage_view
@@ -49,6 +50,7 @@ def connector_usage_view(*, plain: bool = False):
     """
 
     def decorator(view):
+        @reads_from_replica
         @usage_view
         @wraps(view)
         def wrapper(request, connector_id: str):
@@ -155,6 +157,7 @@ def shows_role_note(user) -> bool:
 
 
 @allows_inline_styles  # plotly.js draws the two per-user charts here too (usage/dashboards/charts.py)
+@reads_from_replica
 @usage_view
 def overview(request):
     usage_range, range_error = parse_range_or_default(request)
@@ -225,6 +228,7 @@ def export_series_csv(request, connector: ConnectorRef, usage_range: UsageRange)
     return _attachment(response, exports.export_filename("series", connector.id, usage_range))
 
 
+@reads_from_replica
 @login_required
 def export_events_csv(request, connector_id: str):
     """The Logs tab's rows as CSV: a range's raw events under its filters; own calls only without VIEW_USAGE."""

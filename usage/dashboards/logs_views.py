@@ -5,6 +5,7 @@ Who sees what: anyone who may view connectors (``connectors.view_connector``) or
 (the page says so). The filters are usage.dashboards.event_filters, the paging and counts usage.dashboards.logs.
 """
 
+from datetime import datetime
 from urllib.parse import urlencode
 
 from django.contrib.auth.decorators import login_required
@@ -13,6 +14,7 @@ from django.shortcuts import render
 from django.urls import reverse
 
 from connectors.models import ApiKey
+from connectors.replicas import reads_from_replica
 from usage.dashboards.access import logs_scope
 from usage.dashboards.dashboard_views import parse_range_or_default, range_context, range_params
 from usage.dashboards.event_filters import SUB_ACTIONS, EventFilters, InvalidFilter
@@ -37,6 +39,7 @@ def api_key_label(key_id: int | None) -> str:
     return f"{key} of {key.user.get_username()}" if key else f"#{key_id} (deleted)"
 
 
+@reads_from_replica
 @login_required
 def connector_logs(request, connector_id: str):
     connector, only_user_id = logs_scope(request, connector_id)
@@ -87,10 +90,20 @@ def connector_logs(request, connector_id: str):
     return render(request, "usage/logs.html", context, status=400 if range_error or errors else 200)
 
 
+def _event_time(raw: str) -> datetime | None:
+    """The ``at`` of an event link: its exact time, or None (a link without it, or edited) to look it up by id."""
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+@reads_from_replica
 @login_required
 def log_event_detail(request, connector_id: str, event_id: int):
     connector, only_user_id = logs_scope(request, connector_id)
-    event = find_event(connector.id, event_id, only_user_id=only_user_id)
+    event = find_event(connector.id, event_id, at=_event_time(request.GET.get("at", "")), only_user_id=only_user_id)
     if event is None:
         raise Http404("No such event for this connector.")
     try:
@@ -98,7 +111,9 @@ def log_event_detail(request, connector_id: str, event_id: int):
     except InvalidRange:
         usage_range = parse_range({})
     back = reverse("connector_logs", args=[connector.id])
-    query = request.GET.urlencode()
+    params = request.GET.copy()
+    params.pop("at", None)  # the event's, not the list's
+    query = params.urlencode()
     context = {
         "connector": connector,
         "tab": "logs",

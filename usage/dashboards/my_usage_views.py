@@ -4,6 +4,7 @@ across connectors and per API key, and the budgets and rate limits that count th
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 
+from connectors.replicas import reads_from_replica
 from usage.dashboards.dashboard_views import parse_range_or_default, range_context
 from usage.dashboards.drill_down import DrillDown
 from usage.dashboards.my_usage import my_usage
@@ -11,6 +12,7 @@ from usage.dashboards.queries import UsageSlice
 from usage.governance.pages.consumption import user_rules
 
 
+@reads_from_replica
 @login_required
 def my_usage_page(request):
     usage_range, range_error = parse_range_or_default(request)  # a bad range is shown on the range form

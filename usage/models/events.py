@@ -103,9 +103,11 @@ class ExecutionEvent(models.Model):
     error_message = models.TextField(blank=True)
     request_bytes = models.PositiveIntegerField(default=0)
     response_bytes = models.PositiveIntegerField(default=0)
-    # Unique per event, given when the execution starts: an event replayed from the spool (usage/recording/spool.py) after
-    # a database outage is inserted only if this id is not stored yet, so a replay never counts an event twice.
-    uid = models.UUIDField(default=uuid.uuid4, unique=True, null=True, editable=False)
+    # Unique per event, given when the execution starts, like the timestamp: an event replayed from the spool
+    # (usage/recording/spool.py) after a database outage is inserted only if this (uid, timestamp) is not stored yet,
+    # so a replay never counts an event twice. Unique with the timestamp (constraint event_uid_time): a partitioned
+    # table's unique keys must hold its partition key (usage/models/partitions.py), and a spooled event keeps both.
+    uid = models.UUIDField(default=uuid.uuid4, null=True, editable=False)
     api_key = models.ForeignKey(
         "connectors.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False,
         help_text="The API key the call was made with, if any.",
@@ -126,6 +128,7 @@ class ExecutionEvent(models.Model):
         ordering = ["-timestamp"]
         default_permissions = ("view",)
         permissions = [("view_usage_dashboard", "Can view token usage dashboards")]
+        constraints = [models.UniqueConstraint(fields=["uid", "timestamp"], name="event_uid_time")]
         indexes = [
             # The Logs tab's keyset pagination (usage/dashboards/logs.py): one connector, a range, ORDER BY timestamp DESC,
             # id DESC, the page after (timestamp, id) of the last row shown. Also what the raw-event CSV export,

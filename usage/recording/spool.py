@@ -6,7 +6,7 @@ The file survives a restart and a ``kill -9``. A replayer thread puts spooled ev
 as it answers again, and at start-up takes over the files of processes that are gone.
 
 Replays are idempotent: every event carries a unique ``uid`` (usage.models.events), and a replay inserts only the
-events whose uid is not stored yet, in the same transaction as their rollups. A replay interrupted anywhere
+events whose uid (with its timestamp) is not stored yet, in the same transaction as their rollups. A replay interrupted anywhere
 (after the commit, before the file is removed) is therefore simply done again.
 
 Files are named ``events-<pid>-<random>-<n>.jsonl`` in ``EVENT_SPOOL_DIR``. The process that writes a file holds
@@ -148,11 +148,11 @@ def replay_file(path: Path, handle: BinaryIO) -> int:
 
 
 def store_once(events: list[ExecutionEvent]) -> int:
-    """Insert the events whose uid is not stored yet, with their rollups, in one transaction."""
+    """Insert the events whose (uid, timestamp) is not stored yet, with their rollups, in one transaction."""
     unique = {event.uid: event for event in events}
     try:
         with transaction.atomic():
-            present = set(ExecutionEvent.objects.filter(uid__in=list(unique)).values_list("uid", flat=True))
+            present = set(_stored(list(unique.values())).values_list("uid", flat=True))
             fresh = [event for uid, event in unique.items() if uid not in present]
             _forget_deleted_users(fresh)
             ExecutionEvent.objects.insert_batch(fresh)
@@ -161,12 +161,25 @@ def store_once(events: list[ExecutionEvent]) -> int:
         raise
     except DatabaseError:
         if len(unique) == 1:
-            if not ExecutionEvent.objects.filter(uid=events[0].uid).exists():  # else: replayed elsewhere meanwhile
+            if not _stored(events[:1]).exists():  # else: replayed elsewhere meanwhile
                 logger.error("spooled execution event rejected by the database: %s", event_as_json(events[0]))
             return 0
         values = list(unique.values())
         middle = len(values) // 2
         return store_once(values[:middle]) + store_once(values[middle:])
+
+
+def _stored(events: list[ExecutionEvent]):
+    """The stored events among ``events``: looked up by uid within their connectors and time span, so that on the
+    partitioned table (usage/models/partitions.py) only the days they belong to are read (and, on a distributed
+    PostgreSQL, only their connectors' shards: docs/SCALING.md)."""
+    times = [event.timestamp for event in events]
+    return ExecutionEvent.objects.filter(
+        uid__in=[event.uid for event in events],
+        connector_id__in={event.connector_id for event in events},
+        timestamp__gte=min(times),
+        timestamp__lte=max(times),
+    )
 
 
 def _forget_deleted_users(events: list[ExecutionEvent]) -> None:

@@ -1,0 +1,217 @@
+"""The event table's day partitions on PostgreSQL (usage/models/partitions.py), the prune that drops them, the
+retention that applies it, and the online conversion of an unpartitioned table (migration 0008)."""
+
+import threading
+from datetime import UTC, datetime, timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.db import connection, connections
+from django.db.migrations.loader import MigrationLoader
+from django.test import override_settings
+from django.utils import timezone
+
+from tests.helpers.events import build_event, record
+from usage.models import ExecutionEvent, UsageRollup
+from usage.models.partitions import (
+    DEFAULT_PARTITION,
+    PARTITION_DAYS_AHEAD,
+    TABLE,
+    create_day_partition,
+    day_partition_name,
+    day_partitions,
+    day_start,
+    is_partitioned,
+)
+from usage.operations.event_log_keeper import maintain_event_log
+from usage.operations.partition_conversion import convert_to_partitioned
+
+postgresql_only = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="declarative partitioning is PostgreSQL's; SQLite keeps the plain table"
+)
+
+
+def run(*args) -> str:
+    out = StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()
+
+
+def partition_of(event: ExecutionEvent) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute(f'SELECT tableoid::regclass::text FROM "{TABLE}" WHERE id = %s AND timestamp = %s',
+                       [event.id, event.timestamp])
+        return cursor.fetchone()[0].strip('"')
+
+
+def rollups() -> list[tuple]:
+    return sorted(UsageRollup.objects.values_list("connector_id", "bucket", "model", "user_name", "outcome", "requests"))
+
+
+@postgresql_only
+@pytest.mark.django_db
+def test_the_event_table_is_partitioned_by_day_with_the_coming_days_created():
+    assert is_partitioned(connection)
+    today = datetime.now(UTC).date()
+    days = set(day_partitions(connection))
+    assert {today + timedelta(days=n) for n in range(PARTITION_DAYS_AHEAD + 1)} <= days
+    event = record(timezone.now())
+    assert partition_of(event) == day_partition_name(event.timestamp.astimezone(UTC).date())
+
+
+@postgresql_only
+@pytest.mark.django_db
+def test_an_event_outside_every_partition_lands_in_the_default_one_and_repair_moves_it():
+    far = datetime(2019, 3, 4, 5, 6, tzinfo=UTC)
+    event = record(far)
+    assert partition_of(event) == DEFAULT_PARTITION
+
+    report = run("maintain_usage_partitions")
+    assert "The default partition holds 1 events, of these days: 2019-03-04" in report
+    assert "--repair" in report
+
+    assert "Moved 1 events" in run("maintain_usage_partitions", "--repair")
+    assert partition_of(event) == day_partition_name(far.date())
+    assert ExecutionEvent.objects.get(pk=event.pk).timestamp == far
+    assert "The default partition is empty." in run("maintain_usage_partitions")
+
+
+@postgresql_only
+@pytest.mark.django_db
+def test_maintenance_creates_missing_partitions_ahead_and_is_safe_to_repeat():
+    today = datetime.now(UTC).date()
+    ahead = today + timedelta(days=PARTITION_DAYS_AHEAD)
+    with connection.cursor() as cursor:
+        cursor.execute(f'DROP TABLE "{day_partition_name(ahead)}"')
+    assert ahead not in day_partitions(connection)
+    assert f"{ahead:%Y-%m-%d}" in run("maintain_usage_partitions")
+    assert ahead in day_partitions(connection)
+    assert "Every partition of the coming days exists." in run("maintain_usage_partitions")
+
+
+def _events_around(cutoff: datetime, days: int) -> tuple[list, list]:
+    """Events on each of ``days`` days before the cut and after it, and right on both sides of it."""
+    older, newer = [], []
+    for offset in range(days):
+        older.append(record(cutoff - timedelta(days=offset, hours=1)))
+        newer.append(record(cutoff + timedelta(days=offset, hours=1)))
+    older.append(record(cutoff - timedelta(microseconds=1)))
+    newer.append(record(cutoff))
+    if connection.vendor == "postgresql":
+        # Committed events have no foreign-key check pending; inside the test's transaction these do, and
+        # PostgreSQL drops no table with pending checks.
+        with connection.cursor() as cursor:
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    return older, newer
+
+
+@postgresql_only
+@pytest.mark.django_db
+def test_prune_before_drops_whole_partitions_and_deletes_only_in_the_boundary_one():
+    cutoff = day_start(datetime.now(UTC).date() - timedelta(days=6)) + timedelta(hours=12)
+    with connection.cursor() as cursor:
+        for offset in range(14):
+            create_day_partition(cursor, cutoff.date() - timedelta(days=7) + timedelta(days=offset))
+    older, newer = _events_around(cutoff, days=5)
+    before = rollups()
+
+    output = run("prune_usage_events", "--before", cutoff.isoformat())
+
+    assert f"Deleted {len(older)} events" in output
+    assert set(ExecutionEvent.objects.values_list("id", flat=True)) == {event.id for event in newer}
+    days = set(day_partitions(connection))
+    assert not {day for day in days if day < cutoff.date()}, "the days before the cut are dropped whole"
+    assert cutoff.date() in days, "the boundary day keeps its partition and its newer events"
+    assert rollups() == before
+
+
+@pytest.mark.django_db
+def test_event_retention_days_drops_what_is_older_and_keeps_every_newer_event():
+    now = timezone.now()
+    cutoff = day_start((now - timedelta(days=3)).astimezone(UTC).date())
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            for offset in range(1, 8):
+                create_day_partition(cursor, now.date() - timedelta(days=offset))
+    older, newer = _events_around(cutoff, days=3)
+    with override_settings(EVENT_RETENTION_DAYS=3):
+        report = maintain_event_log(now)
+    assert report.retention_cutoff == cutoff
+    assert report.pruned == len(older)
+    assert set(ExecutionEvent.objects.values_list("id", flat=True)) == {event.id for event in newer}
+
+
+@pytest.mark.django_db
+def test_without_event_retention_days_nothing_is_pruned():
+    event = record(timezone.now() - timedelta(days=4000))
+    report = maintain_event_log()
+    assert report.retention_cutoff is None
+    assert ExecutionEvent.objects.filter(pk=event.pk).exists()
+
+
+def _recreate_unpartitioned_table() -> None:
+    """The event table as migration 0007 left it (plain, uid unique), in place of the partitioned one."""
+    state = MigrationLoader(connection).project_state(("usage", "0007_event_indexes_for_slices"))
+    model = state.apps.get_model("usage", "ExecutionEvent")
+    with connection.cursor() as cursor:
+        cursor.execute(f'DROP TABLE "{TABLE}" CASCADE')
+    with connection.schema_editor() as editor:
+        editor.create_model(model)
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_the_conversion_keeps_every_event_while_the_app_records():
+    _recreate_unpartitioned_table()
+    assert not is_partitioned(connection)
+    start = timezone.now() - timedelta(days=3)
+    existing = [build_event(start + timedelta(minutes=n)) for n in range(500)]
+    ExecutionEvent.objects.bulk_create(existing)
+
+    recorded: list[int] = []
+    stop = threading.Event()
+
+    def keep_recording():
+        try:
+            while not stop.is_set():
+                recorded.append(record(timezone.now()).id)
+        finally:
+            connections.close_all()
+
+    recorder = threading.Thread(target=keep_recording)
+    pause = threading.Event()  # never set: waited on for a moment at a time
+
+    def before_swap():
+        copied_by_now = len(recorded)
+        while len(recorded) < copied_by_now + 20:  # recording goes on against the original table until the swap
+            pause.wait(0.01)
+
+    recorder.start()  # recording during the copy too: a chunk boundary must not skip a late id
+    while len(recorded) < 5:
+        pause.wait(0.01)
+    result = convert_to_partitioned(connection, chunk=128, before_swap=before_swap)
+    swapped_at = len(recorded)
+    while len(recorded) < swapped_at + 20:  # and after the swap, against the partitioned table
+        pause.wait(0.01)
+    stop.set()
+    recorder.join()
+
+    assert is_partitioned(connection)
+    assert result.copied >= len(existing)
+    assert result.caught_up >= 20
+    assert result.write_lock_seconds < 5
+    stored = set(ExecutionEvent.objects.values_list("id", flat=True))
+    assert stored == {event.id for event in existing} | set(recorded)
+    event = record(timezone.now())  # the identity goes on after the last copied id
+    assert event.id > max(stored)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_class WHERE relname LIKE %s", [f"{TABLE}_unpartitioned%"])
+        assert cursor.fetchone()[0] == 0
+        cursor.execute(
+            "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND contype IN ('p', 'u', 'f') ORDER BY 1",
+            [TABLE],
+        )
+        names = [row[0] for row in cursor.fetchall()]
+    assert "event_uid_time" in names and f"{TABLE}_pkey" in names
+    assert sum(name.endswith("_fk_auth_user_id") for name in names) == 1
