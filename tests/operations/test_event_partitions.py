@@ -151,8 +151,8 @@ def test_without_event_retention_days_nothing_is_pruned():
 
 
 def _recreate_unpartitioned_table() -> None:
-    """The event table as migration 0007 left it (plain, uid unique), in place of the partitioned one."""
-    state = MigrationLoader(connection).project_state(("usage", "0007_event_indexes_for_slices"))
+    """The event table as migration 0008 left it (plain, uid unique), in place of the partitioned one."""
+    state = MigrationLoader(connection).project_state(("usage", "0008_event_space"))
     model = state.apps.get_model("usage", "ExecutionEvent")
     with connection.cursor() as cursor:
         cursor.execute(f'DROP TABLE "{TABLE}" CASCADE')
