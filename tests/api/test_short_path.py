@@ -34,6 +34,7 @@ def _closing_thread(taken: bool) -> tuple[str, int]:
     return ("loop" if seen == [loop_thread] else "other"), len(seen)
 
 
+@pytest.mark.django_db  # request_finished checks the thread's connection, which tests may only touch so
 def test_a_response_is_closed_without_a_thread_hop_when_no_connection_was_taken():
     assert _closing_thread(taken=False) == ("loop", 1)
 
