@@ -43,7 +43,7 @@ class Space(models.Model):
     id = models.CharField(
         primary_key=True, max_length=64,
         validators=[RegexValidator(SPACE_ID_PATTERN, SPACE_ID_MESSAGE)],
-        help_text="Part of the URL inside the space (/s/<id>/): lower case letters, digits, '_' and '-'.",
+        help_text="Part of the URL inside the space (/s/marketing/ for the id marketing): lower case letters, digits, '_' and '-'.",
     )
     name = models.CharField(max_length=255)
     description = models.TextField(blank=True)
