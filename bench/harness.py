@@ -240,3 +240,14 @@ def machine_description() -> str:
             break
     mem_kib = next(int(row.split()[1]) for row in Path("/proc/meminfo").read_text().splitlines() if row.startswith("MemTotal"))
     return f"{os.cpu_count()} CPUs ({cpu}), {mem_kib / 1024 / 1024:.1f} GiB RAM, Python {sys.version.split()[0]}"
+
+
+def target_request(stack, target: str, connector: str) -> tuple[str, bytes, dict]:
+    """The path, body and headers of one call of ``target``: ``openai`` (the OpenAI-compatible endpoint, Bearer key),
+    ``apikey`` or ``basic`` (``_execute`` with an API key or HTTP Basic)."""
+    if target == "openai":
+        headers = {"Content-Type": "application/json", "Authorization": "Bearer " + stack.seed["api_key"]}
+        return f"/api/openai/{connector}/v1/chat/completions", chat_body(), headers
+    headers = {"Content-Type": "application/json", "kbn-xsrf": "true",
+               "Authorization": stack.api_key_header if target == "apikey" else stack.basic_header}
+    return f"/api/actions/connector/{connector}/_execute", execute_body(), headers

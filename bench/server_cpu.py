@@ -80,13 +80,7 @@ def main() -> None:
 def measure(args, app_env: dict) -> None:
     with harness.stack(["ok"], workers=1, governed=args.governed, app_env=app_env) as stack:
         connector = stack.connector("ok")
-        if args.target == "openai":
-            path, body = f"/api/openai/{connector}/v1/chat/completions", harness.chat_body()
-            headers = {"Content-Type": "application/json", "Authorization": "Bearer " + stack.seed["api_key"]}
-        else:
-            path, body = f"/api/actions/connector/{connector}/_execute", harness.execute_body()
-            headers = {"Content-Type": "application/json", "kbn-xsrf": "true",
-                       "Authorization": stack.api_key_header if args.target == "apikey" else stack.basic_header}
+        path, body, headers = harness.target_request(stack, args.target, connector)
         asyncio.run(run(stack.app_port, path, body, headers, args.warmup))
         print(harness.machine_description())
         print(f"one worker, {args.target}, governed: {args.governed}, observability: "
