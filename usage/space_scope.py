@@ -1,9 +1,10 @@
-"""Which connectors' usage the current space's dashboards count (README "Spaces").
+"""The current space of the usage pages (README "Spaces"), its events, and the connectors it counts.
 
-The rollups are kept per connector, not per space; a space's usage is therefore the usage of its connectors: the
-stored connectors of the space, the connectors that were in it and left events (deleted ones), and the
-preconfigured connectors, which are in every space. Raw events carry their space (``ExecutionEvent.space_id``), so
-the Logs tab, My usage and the exports read exactly the space's events.
+Events and rollups both carry their space (``space_id``), so the dashboards (``usage.dashboards.queries.of_space``),
+the Logs tab, My usage and the exports read exactly the space's calls, a preconfigured connector's included (it
+is in every space, and each space sees the calls made in it). ``connector_ids`` lists the connectors a space's
+governance pages may name: its stored connectors, the preconfigured ones, and those that were in it and left
+events (deleted ones).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ def is_default_space() -> bool:
 
 
 def connector_ids() -> set[str]:
-    """The ids of every connector whose usage the current space counts."""
+    """The ids of every connector the current space counts: its own, the preconfigured ones, deleted ones with
+    events in it."""
     ids = set(lookup.in_space().values_list("pk", flat=True))
     ids |= set(preconfigured_connectors())
     ids |= set(ExecutionEvent.objects.filter(space_id=space_id()).order_by().values_list("connector_id", flat=True)

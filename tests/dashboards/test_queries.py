@@ -287,7 +287,7 @@ def test_the_overview_lists_live_connectors_and_deleted_ones_with_usage(make_con
     assert idle.pk in {row.connector.id for row in rows.values()}
 
 
-# -- slicing by API key: the key's events, summed as the rollups sum them ---------------------------------
+# -- by API key: from the rollups, equal to the key's events ----------------------------------------------------
 
 
 def every_sum(sums: UsageSums) -> dict:
@@ -301,7 +301,7 @@ def every_sum(sums: UsageSums) -> dict:
     {"from": "2025-03-01T20:00:00+00:00", "to": "2025-03-03T02:00:00+00:00"},  # hourly buckets, two day boundaries
     {"range": "90d", "tz": "America/New_York"},  # daily buckets in a zone with DST
 ])
-def test_a_dashboard_sliced_by_api_key_sums_the_keys_events_exactly_as_the_rollups_do(django_user_model, params):
+def test_a_dashboard_sliced_by_api_key_equals_the_dashboard_of_the_keys_calls_alone(django_user_model, params):
     from connectors.accounts.api_keys import create_api_key
     from usage.dashboards.queries import UsageSlice
 
@@ -310,11 +310,10 @@ def test_a_dashboard_sliced_by_api_key_sums_the_keys_events_exactly_as_the_rollu
     other, _ = create_api_key(owner, "other")
     start = datetime(2025, 3, 1, 20, tzinfo=UTC) if "from" in params else datetime.now(UTC) - timedelta(days=30)
     start = start.replace(minute=0, second=0, microsecond=0)
-    events = record_mix(start, hours=30, per_hour=4)
-    ExecutionEvent.objects.filter(connector_id=CONNECTOR).update(api_key=key)
-    whole = connector_usage(CONNECTOR, parse_range(params))  # from the rollups: every event is the key's
-    record_mix(start, hours=30, seed=9)  # the same hours, another key: must not count
-    ExecutionEvent.objects.filter(connector_id=CONNECTOR, api_key__isnull=True).update(api_key=other)
+    events = record_mix(start, hours=30, per_hour=4, api_key=key)
+    whole = connector_usage(CONNECTOR, parse_range(params))  # every event so far is the key's
+    record_mix(start, hours=30, seed=9, api_key=other)  # the same hours, another key: must not count
+    record_mix(start, hours=30, seed=10)  # and calls without a key
 
     sliced = connector_usage(CONNECTOR, parse_range(params), usage_slice=UsageSlice(api_key=key.pk))
 
@@ -327,6 +326,101 @@ def test_a_dashboard_sliced_by_api_key_sums_the_keys_events_exactly_as_the_rollu
     assert narrower.totals.total_tokens == sum(e.total_tokens for e in events if e.user_name == "bob") > 0
     nobody = connector_usage(CONNECTOR, parse_range(params), usage_slice=UsageSlice(api_key=other.pk + 1000))
     assert nobody.is_empty
+
+
+def record_keyed_calls(owner, start: datetime, hours: int) -> list:
+    """Calls with two keys and without one, priced, unpriced (tokens but no price) and estimated, every hour."""
+    import random
+
+    from connectors.accounts.api_keys import create_api_key
+
+    keys = [create_api_key(owner, name)[0] for name in ("batch", "ci")] + [None]
+    rng = random.Random(3)
+    events = []
+    for hour in range(hours):
+        for _ in range(3):
+            failed = rng.random() < 0.2
+            events.append(record(
+                start + timedelta(hours=hour, seconds=rng.randrange(3600)), api_key=rng.choice(keys),
+                user_name=rng.choice(USERS), outcome="failure" if failed else "success",
+                prompt_tokens=0 if failed else rng.randrange(1, 900), completion_tokens=0 if failed else rng.randrange(300),
+                usage_source=rng.choice(("provider", "estimated")),
+                cost_nanos=rng.choice((None, rng.randrange(1, 10**9))),
+            ))
+    return events
+
+
+PER_KEY_SUMS = ("requests", "failures", "prompt_tokens", "completion_tokens", "total_tokens", "estimated_requests",
+                "cost_nanos", "unpriced_requests")
+
+
+def per_key_of_events(events) -> dict[str, dict]:
+    """The per-API-key breakdown as a GROUP BY over the raw events would give it, labelled as the dashboard does."""
+    grouped: dict[str, list] = defaultdict(list)
+    for event in events:
+        key = event.api_key
+        grouped[f"{key} of {key.user.get_username()}" if key else ""].append(event)
+    sums = {}
+    for label, group in grouped.items():
+        sums[label] = {**expected_sums(group), "cost_nanos": sum(e.cost_nanos or 0 for e in group),
+                       "unpriced_requests": sum(e.cost_nanos is None and e.total_tokens > 0 for e in group)}
+        sums[label] = {name: sums[label][name] for name in PER_KEY_SUMS}
+    return sums
+
+
+def per_key_of_report(rows) -> dict[str, dict]:
+    return {row.key: {name: getattr(row.sums, name) for name in PER_KEY_SUMS} for row in rows}
+
+
+@pytest.mark.parametrize("params", [
+    {"from": "2025-03-01T20:00:00+00:00", "to": "2025-03-04T05:00:00+00:00"},  # hourly ends around whole days
+    {"from": "2025-03-02T01:00:00+00:00", "to": "2025-03-02T07:00:00+00:00"},  # inside one day: hourly rows only
+])
+def test_the_per_api_key_breakdown_from_the_rollups_equals_a_grouping_of_the_raw_events(django_user_model, params):
+    from usage.dashboards.queries import usage_by_api_key
+
+    owner = django_user_model.objects.create_user("keyholder")
+    events = record_keyed_calls(owner, datetime(2025, 3, 1, 18, tzinfo=UTC), hours=70)
+    usage_range = parse_range(params)
+    in_range = [e for e in events if usage_range.start <= e.timestamp < usage_range.end]
+
+    rows = usage_by_api_key(CONNECTOR, usage_range)
+
+    assert per_key_of_report(rows) == per_key_of_events(in_range)
+    assert {"", "batch", "ci"} == {row.key.split(" (")[0] for row in rows}
+    assert all(row.key_id is None if row.key == "" else row.key_id in {e.api_key_id for e in in_range} for row in rows)
+    # A deleted key: its events lose the key (SET_NULL) and the rollups keep its id; both count it without a key.
+    gone = next(e.api_key for e in in_range if e.api_key)
+    gone.delete()
+    after = [ExecutionEvent.objects.select_related("api_key__user").get(pk=e.pk, timestamp=e.timestamp)
+             for e in in_range]
+    assert per_key_of_report(usage_by_api_key(CONNECTOR, usage_range)) == per_key_of_events(after)
+
+
+def test_the_90_day_per_key_breakdown_reads_the_rollups_in_a_fixed_number_of_queries(django_user_model):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from usage.dashboards.queries import usage_by_api_key
+
+    owner = django_user_model.objects.create_user("keyholder")
+    now = datetime.now(UTC)
+
+    def breakdown_queries() -> list[str]:
+        with CaptureQueriesContext(connection) as captured:
+            rows = usage_by_api_key(CONNECTOR, parse_range({"range": "90d"}))
+            connector_usage(CONNECTOR, parse_range({"range": "90d"}), with_api_keys=True)
+        assert sum(row.sums.requests for row in rows) == ExecutionEvent.objects.count()
+        return [query["sql"] for query in captured]
+
+    record_keyed_calls(owner, now - timedelta(days=40), hours=5)
+    few = breakdown_queries()
+    record_keyed_calls(owner, now - timedelta(days=80), hours=60)  # twelve times the events, over more days
+    record_keyed_calls(owner, now - timedelta(hours=3), hours=3)  # and in the partial day at the end
+    many = breakdown_queries()
+
+    assert len(many) == len(few)
+    assert not [sql for sql in many if "usage_executionevent" in sql]
 
 
 @pytest.mark.parametrize("raw, expected", [("12", 12), (" 7 ", 7), ("", None), ("abc", None), ("-3", None),

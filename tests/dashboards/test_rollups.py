@@ -10,10 +10,14 @@ from django.core.management import CommandError, call_command
 from django.db import connection, connections
 from django.utils import timezone
 
+from connectors.accounts.api_keys import create_api_key
+from connectors.spaces.models import Space
 from tests.helpers.events import CONNECTOR, build_event, record, record_mix
 from usage.dashboards.queries import connector_usage
 from usage.models import (
+    DAILY_KEY_FIELDS,
     DAILY_SUM_FIELDS,
+    HOURLY_TOTAL_KEY_FIELDS,
     ROLLUP_KEY_FIELDS,
     ROLLUP_SUM_FIELDS,
     ExecutionEvent,
@@ -46,9 +50,9 @@ def summaries_from_rollups() -> tuple[dict, dict]:
     hourly: dict[tuple, dict] = {}
     daily: dict[tuple, dict] = {}
     for row in UsageRollup.objects.values(*ROLLUP_KEY_FIELDS, *ROLLUP_SUM_FIELDS):
-        hour_key = (row["connector_id"], row["bucket"], row["outcome"])
-        day = row["bucket"].replace(hour=0)
-        day_key = (row["connector_id"], day, row["model"], row["user_name"], row["outcome"])
+        hour_key = tuple(row[name] for name in HOURLY_TOTAL_KEY_FIELDS)
+        row["day"] = row["bucket"].replace(hour=0)
+        day_key = tuple(row[name] for name in DAILY_KEY_FIELDS)
         for table, key, fields in ((hourly, hour_key, ROLLUP_SUM_FIELDS), (daily, day_key, DAILY_SUM_FIELDS)):
             sums = table.setdefault(key, dict.fromkeys(fields, 0))
             for name in fields:
@@ -58,13 +62,13 @@ def summaries_from_rollups() -> tuple[dict, dict]:
 
 def summary_tables() -> tuple[dict, dict]:
     hourly = {
-        (row.pop("connector_id"), row.pop("bucket"), row.pop("outcome")): row
-        for row in UsageHourlyTotal.objects.values("connector_id", "bucket", "outcome", *ROLLUP_SUM_FIELDS)
+        tuple(row.pop(name) for name in HOURLY_TOTAL_KEY_FIELDS): row
+        for row in UsageHourlyTotal.objects.values(*HOURLY_TOTAL_KEY_FIELDS, *ROLLUP_SUM_FIELDS)
         if row["requests"] or any(row[name] for name in ROLLUP_SUM_FIELDS)
     }
     daily = {
-        (row.pop("connector_id"), row.pop("day"), row.pop("model"), row.pop("user_name"), row.pop("outcome")): row
-        for row in UsageDailyRollup.objects.values("connector_id", "day", "model", "user_name", "outcome", *DAILY_SUM_FIELDS)
+        tuple(row.pop(name) for name in DAILY_KEY_FIELDS): row
+        for row in UsageDailyRollup.objects.values(*DAILY_KEY_FIELDS, *DAILY_SUM_FIELDS)
         if any(row[name] for name in DAILY_SUM_FIELDS)
     }
     return hourly, daily
@@ -87,11 +91,21 @@ def run(command: str, *args: str) -> str:
 
 
 @pytest.mark.django_db
-def test_the_recorded_rollups_equal_a_rebuild_from_the_events():
+def test_the_recorded_rollups_equal_a_rebuild_from_the_events(django_user_model):
+    owner = django_user_model.objects.create_user("keyholder")
+    key, _ = create_api_key(owner, "batch")
+    other_key, _ = create_api_key(owner, "ci", space_id=Space.objects.create(id="marketing", name="Marketing").pk)
     record_mix(datetime(2025, 3, 1, 20, tzinfo=UTC), hours=30, per_hour=5)
+    record_mix(datetime(2025, 3, 1, 20, tzinfo=UTC), hours=30, per_hour=3, seed=7, api_key=key)
+    # The same connector (a preconfigured one, in every space) called in another space, with and without a key.
+    record_mix(datetime(2025, 3, 1, 20, tzinfo=UTC), hours=6, per_hour=3, seed=8, space_id="marketing")
+    record_mix(datetime(2025, 3, 1, 20, tzinfo=UTC), hours=6, per_hour=3, seed=8, space_id="marketing",
+               api_key=other_key)
     record_mix(datetime(2025, 3, 1, 20, tzinfo=UTC), hours=3, per_hour=4, connector_id="other", seed=9)
     recorded = rollup_table()
     assert len(recorded) > 20
+    assert {(space, key_id) for _c, space, _b, _m, _u, key_id, _o in recorded} == {
+        ("default", 0), ("default", key.pk), ("marketing", 0), ("marketing", other_key.pk)}
 
     assert_summaries_match_rollups()
 

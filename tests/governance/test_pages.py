@@ -133,6 +133,20 @@ def test_a_connector_admin_creates_a_connector_budget(client, connector_admin, r
     assert "Budget “Team budget” created." in response.content.decode()
 
 
+def test_a_space_budget_is_created_and_starts_from_what_the_space_used_in_its_period(client, admin_user, rules):
+    from tests.helpers.events import record
+    from usage.governance.pages.consumption import budget_statuses
+
+    record(timezone.now(), connector_id=rules["connector"].pk, prompt_tokens=300, completion_tokens=20)
+    record(timezone.now(), connector_id=rules["connector"].pk, prompt_tokens=5000, space_id="elsewhere")
+    client.force_login(admin_user)
+    response = client.post("/usage/budgets/new/", budget_form(scope="space"), follow=True)
+    assert "Budget “Team budget” created." in response.content.decode()
+    budget = Budget.objects.get(name="Team budget")
+    assert (budget.scope, budget.space_id) == ("space", "default")
+    assert budget_statuses([budget])[0].used == 320  # the default space's call only
+
+
 # -- user and API-key scopes: superusers only ---------------------------------------------------------------------
 
 

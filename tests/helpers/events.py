@@ -36,8 +36,9 @@ def record(timestamp: datetime, *, connector_id: str = CONNECTOR, **fields) -> E
 
 
 def record_mix(start: datetime, hours: int, *, seed: int = 4, per_hour: int = 3,
-               connector_id: str = CONNECTOR) -> list[ExecutionEvent]:
-    """Events of several users, models and outcomes, including the first and last instant of hours."""
+               connector_id: str = CONNECTOR, **fields) -> list[ExecutionEvent]:
+    """Events of several users, models and outcomes, including the first and last instant of hours; ``fields``
+    (a space_id, an api_key) are given to every one."""
     rng = random.Random(seed)
     events = []
     for hour in range(hours):
@@ -60,6 +61,7 @@ def record_mix(start: datetime, hours: int, *, seed: int = 4, per_hour: int = 3,
                     reasoning_tokens=rng.choice((None, rng.randrange(300))),
                     usage_source=rng.choice(("provider", "estimated", "none")),
                     duration_ms=rng.choice((3.0, 10.0, 10.5, 99.9, 480.0, 2500.0, 45000.0)),
+                    **fields,
                 )
             )
     return events

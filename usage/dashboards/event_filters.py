@@ -67,8 +67,9 @@ class EventFilters:
 
     @property
     def rollups_can_count(self) -> bool:
-        """Whether the rollups (keyed by connector, hour, model, user and outcome) can count these events."""
-        return not (self.sub_action or self.q or self.only_user_id is not None or self.api_key is not None)
+        """Whether the rollups (keyed by connector, space, hour, model, user, API key and outcome) can count these
+        events."""
+        return not (self.sub_action or self.q or self.only_user_id is not None)
 
     def without_outcome(self) -> "EventFilters":
         return replace(self, outcome="")

@@ -23,8 +23,8 @@ id) with the same shape. The scan stops after 51 matching rows; a filter (outcom
 search) becomes a ``Filter:`` line on that scan, so a rare value reads more index entries before the page is full,
 bounded by the range. bench/logs.py measures both at 10 million events (docs/PERFORMANCE.md, "Logs tab").
 
-Counts per outcome come from the rollups when the filters are ones the rollups are keyed by (user, model), and
-otherwise from the events, capped at ``COUNT_CAP`` per outcome so that a broad search never counts millions.
+Counts per outcome come from the rollups when the filters are ones the rollups are keyed by (user, model, API key),
+and otherwise from the events, capped at ``COUNT_CAP`` per outcome so that a broad search never counts millions.
 """
 
 import base64
@@ -36,7 +36,7 @@ from django.db.models import Q, Sum
 from connectors.query_params import checked_moment, database_id
 from usage import space_scope
 from usage.dashboards.event_filters import EventFilters
-from usage.dashboards.queries import rollup_sources
+from usage.dashboards.queries import UsageSlice, of_space, rollup_sources
 from usage.models import ExecutionEvent, Outcome, UsageHourlyTotal
 from usage.ranges import UsageRange
 
@@ -157,14 +157,12 @@ def outcome_counts(connector_id: str, usage_range: UsageRange, filters: EventFil
     """Events per outcome in the range under every filter but the outcome one (so each count is a choice)."""
     filters = filters.without_outcome()
     if filters.rollups_can_count:
-        if filters.user or filters.model:
-            sources = rollup_sources(connector_id, usage_range)
-            sources = [s.filter(**({"user_name": filters.user} if filters.user else {})) for s in sources]
-            sources = [s.filter(**({"model": filters.model} if filters.model else {})) for s in sources]
+        usage_slice = UsageSlice(user=filters.user, model=filters.model, api_key=filters.api_key)
+        if usage_slice:
+            sources = rollup_sources(connector_id, usage_range, usage_slice)
         else:
-            sources = [UsageHourlyTotal.objects.filter(
-                connector_id=connector_id, bucket__gte=usage_range.start, bucket__lt=usage_range.end
-            )]
+            sources = [of_space(UsageHourlyTotal.objects.filter(
+                bucket__gte=usage_range.start, bucket__lt=usage_range.end), connector_id)]
         totals = dict.fromkeys(Outcome.values, 0)
         for source in sources:
             for row in source.order_by().values("outcome").annotate(n=Sum("requests")):

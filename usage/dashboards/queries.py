@@ -1,14 +1,16 @@
-"""Reading usage: totals, series, per-user and per-model breakdowns for a range, from rollups only.
+"""Reading usage: totals, series, per-user, per-model and per-API-key breakdowns for a range, from rollups only.
 
 Which rollup serves what (all three hold the same sums; usage/models/summaries.py explains the two coarser ones):
 
-- the series, the totals and the overview: UsageHourlyTotal (two rows per connector and hour);
-- the per-user and per-model breakdowns: UsageDailyRollup for the whole UTC days inside the range, UsageRollup
-  for the hours before the first and after the last whole day.
+- the series, the totals and the overview: UsageHourlyTotal (two rows per connector, space and hour);
+- the breakdowns by user, model and API key, and any view sliced by them: UsageDailyRollup for the whole UTC days
+  inside the range, UsageRollup for the hours before the first and after the last whole day (and for the series
+  of a sliced view).
 
-Raw events are read where the rollups cannot answer: the raw-event CSV export (``raw_events``), the per-API-key
-breakdown and dashboards sliced by API key (the rollups do not keep the key; see ``UsageSlice``), and, to name a
-connector that no longer exists, the newest event's ``connector_name`` (one indexed row).
+Every read is of the current space's rows (``space_id``, README "Spaces"): a preconfigured connector, which is in
+every space, shows in each space the calls made there only. Raw events are read where the rollups cannot answer:
+the raw-event CSV export (``raw_events``) and, to name a connector that no longer exists, the newest event's
+``connector_name`` (one indexed row).
 """
 
 from collections.abc import AsyncIterator, Iterator
@@ -17,8 +19,8 @@ from datetime import UTC, datetime, time, timedelta
 from itertools import islice
 
 from asgiref.sync import sync_to_async
-from django.db.models import Case, Count, F, Q, Sum, Value, When
-from django.db.models.functions import TruncDay, TruncHour
+from django.db.models import Count, F, Q, Sum
+from django.db.models.functions import TruncDay
 
 from connectors import lookup
 from connectors.models import ApiKey, Connector
@@ -28,16 +30,13 @@ from usage.dashboards.event_filters import EventFilters, InvalidFilter
 from usage.models import (
     LATENCY_BIN_BOUNDS_MS,
     LATENCY_BIN_COUNT,
-    ExecutionEvent,
+    NO_API_KEY,
     Outcome,
     UsageDailyRollup,
     UsageHourlyTotal,
     UsageRollup,
     UsageSource,
-    latency_bin_condition,
     latency_bin_field,
-    model_is,
-    rollup_model,
     unpriced_condition,
 )
 from usage.ranges import DAY, UsageRange
@@ -186,11 +185,7 @@ def _sum_expressions(fields: tuple[str, ...]) -> dict:
 class UsageSlice:
     """A dashboard's filters, kept in the URL with the range: ``user`` (the user name recorded), ``model`` (the
     model the provider reported, else the requested one, as the rollups key it) and ``api_key`` (an API key's id:
-    the calls made with it). Empty: everything.
-
-    The rollups do not keep the API key (a rollup per key would add to every recorded event's write), so a slice by
-    key is summed from that key's events, through the (api_key, timestamp) index: its cost grows with the key's
-    calls in the range, not with everyone's."""
+    the calls made with it). Empty: everything. The rollups are keyed by all three."""
 
     user: str = ""
     model: str = ""
@@ -221,61 +216,34 @@ class UsageSlice:
         return params
 
     def apply(self, rollups):
-        """Narrow a queryset of UsageRollup or UsageDailyRollup (both keyed by user_name and model)."""
+        """Narrow a queryset of UsageRollup or UsageDailyRollup (both keyed by user_name, model and api_key_id)."""
         if self.user:
             rollups = rollups.filter(user_name=self.user)
         if self.model:
             rollups = rollups.filter(model=self.model)
-        return rollups
-
-    def apply_to_events(self, events):
-        """Narrow a queryset of ExecutionEvent the same way (the model as the rollups key it)."""
         if self.api_key is not None:
-            events = events.filter(api_key_id=self.api_key)
-        if self.user:
-            events = events.filter(user_name=self.user)
-        if self.model:
-            events = events.filter(model_is(self.model))
-        return events
-
-
-def events_as_rollup_rows(connector_id: str | None, start: datetime, end: datetime, usage_slice: "UsageSlice"):
-    """The range's events under ``usage_slice``, annotated with the names of UsageRollup's key and sums (bucket,
-    model, requests, estimated_requests, duration_ms_sum, unpriced_requests, the latency bins), so that the queries
-    written for rollups read them unchanged. For slices the rollups cannot serve (by API key)."""
-    events = usage_slice.apply_to_events(space_scope.events().filter(timestamp__gte=start, timestamp__lt=end))
-    if connector_id is not None:
-        events = events.filter(connector_id=connector_id)
-    return events.annotate(
-        bucket=TruncHour("timestamp", tzinfo=UTC),
-        model=rollup_model(),
-        requests=Value(1),
-        estimated_requests=_one_if(Q(usage_source=UsageSource.ESTIMATED)),
-        duration_ms_sum=F("duration_ms"),
-        unpriced_requests=_one_if(unpriced_condition()),
-        **{name: _one_if(latency_bin_condition(index)) for index, name in enumerate(BIN_FIELDS)},
-    )
-
-
-def _one_if(condition: Q) -> Case:
-    return Case(When(condition, then=Value(1)), default=Value(0))
+            rollups = rollups.filter(api_key_id=self.api_key)
+        return rollups
 
 
 EVERYTHING = UsageSlice()
 
 
+def of_space(rollups, connector_id: str | None):
+    """Narrow a queryset of any rollup table to the current space: one connector's rows, or with ``connector_id``
+    None every connector's (the space's dashboard, deleted connectors included)."""
+    rollups = rollups.filter(space_id=space_scope.space_id())
+    return rollups if connector_id is None else rollups.filter(connector_id=connector_id)
+
+
 def _hourly_totals(connector_id: str | None, start: datetime, end: datetime, usage_slice: UsageSlice = EVERYTHING):
     """Hourly sums: the per-connector totals, or for a slice the hourly rollups (the only hourly rows that know the
-    user and the model; more rows to read, see README "Dashboards you can slice")."""
-    if usage_slice.api_key is not None:
-        return events_as_rollup_rows(connector_id, start, end, usage_slice)
+    user, the model and the API key; more rows to read, see README "Dashboards you can slice")."""
     if usage_slice:
         rows = usage_slice.apply(UsageRollup.objects.filter(bucket__gte=start, bucket__lt=end))
     else:
         rows = UsageHourlyTotal.objects.filter(bucket__gte=start, bucket__lt=end)
-    if connector_id is None:
-        return rows.filter(connector_id__in=space_scope.connector_ids())  # the space's connectors (space_scope.py)
-    return rows.filter(connector_id=connector_id)
+    return of_space(rows, connector_id)
 
 
 def usage_series(connector_id: str, usage_range: UsageRange, usage_slice: UsageSlice = EVERYTHING) -> list[SeriesPoint]:
@@ -284,10 +252,7 @@ def usage_series(connector_id: str, usage_range: UsageRange, usage_slice: UsageS
     if usage_range.bucket == DAY:
         # The viewer's day of each UTC hour, computed by the database: 90 rows instead of 2,160 for 90 days, which
         # matters because turning each row's 27 sums into Python numbers costs more than the query itself.
-        # Events (a slice by API key) are truncated from their own time: truncating their UTC hour again in
-        # another zone would shift it on PostgreSQL, whose hour truncation in a zone yields a local timestamp.
-        time_field = "timestamp" if rows.model is ExecutionEvent else "bucket"
-        rows = rows.annotate(viewer_bucket=TruncDay(time_field, tzinfo=usage_range.tz)).values("viewer_bucket")
+        rows = rows.annotate(viewer_bucket=TruncDay("bucket", tzinfo=usage_range.tz)).values("viewer_bucket")
     else:
         rows = rows.annotate(viewer_bucket=F("bucket")).values("viewer_bucket")
     rows = rows.annotate(**_sum_expressions(("requests", *TOKEN_FIELDS, *DETAIL_FIELDS, *COST_FIELDS, *BIN_FIELDS)))
@@ -309,18 +274,15 @@ def _utc_midnight_on_or_before(moment: datetime) -> datetime:
 
 
 def rollup_sources(connector_id: str | None, usage_range: UsageRange, usage_slice: UsageSlice = EVERYTHING) -> list:
-    """Querysets of UsageDailyRollup and UsageRollup (both keyed by model, user and outcome, with the token sums) that together cover the range once: daily rows for whole UTC days, hourly rows for the rest."""
-    if usage_slice.api_key is not None:
-        return [events_as_rollup_rows(connector_id, usage_range.start, usage_range.end, usage_slice)]
+    """Querysets of UsageDailyRollup and UsageRollup of the current space (both keyed by model, user, API key and
+    outcome, with DAILY_SUM_FIELDS) that together cover the range once: daily rows for whole UTC days, hourly rows
+    for the rest. ``connector_id`` None: every connector of the space (the overview's cross-connector charts)."""
     first_day = _utc_midnight_on_or_after(usage_range.start)
     last_day = _utc_midnight_on_or_before(usage_range.end)
-    # connector_id None: every connector of the space (the overview's cross-connector charts).
-    of_connector = ({"connector_id__in": space_scope.connector_ids()} if connector_id is None
-                    else {"connector_id": connector_id})
-    hourly = usage_slice.apply(UsageRollup.objects.filter(**of_connector))
+    hourly = usage_slice.apply(of_space(UsageRollup.objects.all(), connector_id))
     if first_day >= last_day:
         return [hourly.filter(bucket__gte=usage_range.start, bucket__lt=usage_range.end)]
-    daily = usage_slice.apply(UsageDailyRollup.objects.filter(**of_connector))
+    daily = usage_slice.apply(of_space(UsageDailyRollup.objects.all(), connector_id))
     sources = [daily.filter(day__gte=first_day, day__lt=last_day)]
     if usage_range.start < first_day:
         sources.append(hourly.filter(bucket__gte=usage_range.start, bucket__lt=first_day))
@@ -338,7 +300,8 @@ def usage_breakdown(connector_id: str | None, usage_range: UsageRange, dimension
         raise ValueError(f"cannot break usage down by {dimension!r}")
     sums_by_key: dict[str, UsageSums] = {}
     for source in rollup_sources(connector_id, usage_range, usage_slice):
-        # cost_nanos is in both sources (UsageDailyRollup sums it too); unpriced and estimated counts are not.
+        # The amount of the cost only, as the usage API gives it per user and model (the per-API-key breakdown
+        # adds the estimated and unpriced counts).
         sums = _sum_expressions(("requests", *TOKEN_FIELDS, "cost_nanos"))
         for row in source.order_by().values(dimension).annotate(**sums):
             sums_by_key.setdefault(row[dimension], UsageSums()).add_row(row)
@@ -358,28 +321,25 @@ def _limited(sums_by_key: dict[str, UsageSums], limit: int | None) -> list[Break
 
 def usage_by_api_key(connector_id: str, usage_range: UsageRange, *, limit: int | None = None,
                      usage_slice: UsageSlice = EVERYTHING) -> list[BreakdownRow]:
-    """Sums per API key the calls were made with (``""``: calls without one, from the browser or with a password).
+    """Sums per API key the calls were made with (``""``: calls without one, from the browser or with a password,
+    and the calls of a key since deleted), in the current space.
 
-    The rollups do not keep the API key, so this reads the range's raw events through the (connector_id, timestamp)
-    index, grouped in the database: its cost grows with the events in the range, unlike the other breakdowns, and is
-    paid only by the dashboard and the JSON endpoint, not the series CSV. A rollup per key would make it constant
-    but add a write to every recorded event, the path whose latency docs/PERFORMANCE.md budgets.
+    Read from the rollups, keyed by API key as they are by user and model: the daily rows of the range's whole UTC
+    days and the hourly rows of the hours at its ends (``rollup_sources``), grouped by key in the database, then
+    one query for the keys' names. Its cost is the per-user breakdown's, a few queries whatever the number of
+    events in the range; the raw events are not read.
     """
-    events = usage_slice.apply_to_events(ExecutionEvent.objects.filter(
-        connector_id=connector_id, timestamp__gte=usage_range.start, timestamp__lt=usage_range.end))
-    rows = (
-        events
-        .order_by()
-        .values("api_key_id")
-        .annotate(**event_sum_expressions())
-    )
-    rows = list(rows)
-    keys = ApiKey.objects.filter(pk__in=[r["api_key_id"] for r in rows if r["api_key_id"]]).select_related("user")
+    fields = ("requests", *TOKEN_FIELDS, "estimated_requests", *COST_FIELDS)
+    sums_by_id: dict[int, UsageSums] = {}
+    for source in rollup_sources(connector_id, usage_range, usage_slice):
+        for row in source.order_by().values("api_key_id").annotate(**_sum_expressions(fields)):
+            sums_by_id.setdefault(row["api_key_id"], UsageSums()).add_row(row)
+    key_ids = [key_id for key_id in sums_by_id if key_id != NO_API_KEY]
+    keys = ApiKey.objects.filter(pk__in=key_ids).select_related("user") if key_ids else []
     names = {key.pk: f"{key} of {key.user.get_username()}" for key in keys}
     sums_by_key: dict[str, UsageSums] = {}
-    for row in rows:
-        label = names.get(row["api_key_id"], "") if row["api_key_id"] else ""
-        sums_by_key.setdefault(label, UsageSums()).add_row(row)
+    for key_id, sums in sums_by_id.items():
+        sums_by_key.setdefault(names.get(key_id, ""), UsageSums()).add(sums)
     ids = {label: key_id for key_id, label in names.items()}
     limited = _limited(sums_by_key, limit)
     for row in limited:
@@ -388,7 +348,7 @@ def usage_by_api_key(connector_id: str, usage_range: UsageRange, *, limit: int |
 
 
 def event_sum_expressions() -> dict:
-    """The UsageSums of raw events (the same ``sum_<field>`` keys as the rollup annotations)."""
+    """The UsageSums of raw events (the same ``sum_<field>`` keys as the rollup annotations), for "My usage"."""
     return {
         "sum_requests": Count("id"),
         "sum_failures": Count("id", filter=Q(outcome=Outcome.FAILURE)),
@@ -401,8 +361,8 @@ def event_sum_expressions() -> dict:
 
 def connector_usage(connector_id: str, usage_range: UsageRange, *, breakdown_limit: int | None = None,
                     with_api_keys: bool = False, usage_slice: UsageSlice = EVERYTHING) -> UsageReport:
-    """The report behind a connector's dashboard, its CSV export and its JSON endpoint, for a slice if given
-    (``with_api_keys``: the per-API-key breakdown too, read from raw events, see ``usage_by_api_key``)."""
+    """The report behind a connector's dashboard, its CSV export and its JSON endpoint, in the current space, for a
+    slice if given (``with_api_keys``: the per-API-key breakdown too, see ``usage_by_api_key``)."""
     series = usage_series(connector_id, usage_range, usage_slice)
     totals = UsageSums()
     for point in series:
@@ -452,9 +412,8 @@ def find_connector(connector_id: str) -> ConnectorRef | None:
     name = _name_from_events(connector_id)
     if name is not None:
         return ConnectorRef(connector_id, name)
-    if space_scope.is_default_space() and UsageRollup.objects.filter(connector_id=connector_id).exists():
-        # Its events were pruned; the rollups are all that is left, without a name (and without a space: shown in
-        # the default space only).
+    if of_space(UsageRollup.objects.all(), connector_id).exists():
+        # Its events were pruned; the space's rollups are all that is left, without a name.
         return ConnectorRef(connector_id, connector_id)
     return None
 

@@ -5,6 +5,8 @@ usage_usagedailyrollup in the same transaction, with an upsert that adds in SQL,
 a count. Column lists are spelled out here so that this migration does not change when the models do.
 """
 
+from typing import NamedTuple
+
 from django.db import migrations, models
 
 
@@ -22,6 +24,19 @@ DAILY_SUMS = ("requests", "prompt_tokens", "completion_tokens", "total_tokens")
 ROLLUP_KEY = ("connector_id", "bucket", "model", "user_name", "outcome")
 
 
+class Keys(NamedTuple):
+    """The key columns of the rollups and of each summary ("day" in a summary key is its rollup's bucket truncated
+    to the UTC day). Parameters, like the sum columns, so that a later migration changing a key can recreate the
+    triggers with it."""
+
+    rollup: tuple[str, ...] = ROLLUP_KEY
+    hourly: tuple[str, ...] = HOURLY_KEY
+    daily: tuple[str, ...] = DAILY_KEY
+
+
+KEYS = Keys()
+
+
 def _day(vendor: str, bucket: str) -> str:
     if vendor == "postgresql":
         return f"date_trunc('day', {bucket}, 'UTC')"
@@ -29,21 +44,27 @@ def _day(vendor: str, bucket: str) -> str:
     return f"substr({bucket}, 1, 10) || ' 00:00:00'"
 
 
-def _summary_rows(vendor: str, row: str, hourly_sums=HOURLY_SUMS, daily_sums=DAILY_SUMS):
+def _key_value(vendor: str, column: str, row: str = "") -> str:
+    """The value of a summary key's ``column`` in the rollup row ``row`` (NEW/OLD; "": the rollup table's own)."""
+    prefix = f"{row}." if row else ""
+    return _day(vendor, f"{prefix}bucket") if column == "day" else f"{prefix}{column}"
+
+
+def _summary_rows(vendor: str, row: str, hourly_sums=HOURLY_SUMS, daily_sums=DAILY_SUMS, keys: Keys = KEYS):
     """(table, key columns, sum columns, key values) of the two summary rows of the rollup row ``row`` (NEW/OLD).
 
     The sum columns are parameters so that a later migration adding a column can recreate the triggers with it.
     """
     return (
-        (HOURLY, HOURLY_KEY, hourly_sums, [f"{row}.connector_id", f"{row}.bucket", f"{row}.outcome"]),
-        (DAILY, DAILY_KEY, daily_sums, [f"{row}.connector_id", _day(vendor, f"{row}.bucket"), f"{row}.model", f"{row}.user_name", f"{row}.outcome"]),
+        (HOURLY, keys.hourly, hourly_sums, [_key_value(vendor, column, row) for column in keys.hourly]),
+        (DAILY, keys.daily, daily_sums, [_key_value(vendor, column, row) for column in keys.daily]),
     )
 
 
-def _upserts(vendor: str, row: str, amount, hourly_sums=HOURLY_SUMS, daily_sums=DAILY_SUMS) -> list[str]:
+def _upserts(vendor: str, row: str, amount, hourly_sums=HOURLY_SUMS, daily_sums=DAILY_SUMS, keys: Keys = KEYS) -> list[str]:
     """Add ``amount(column)`` to the summary rows of ``row``, creating them if needed."""
     statements = []
-    for table, key, sums, key_values in _summary_rows(vendor, row, hourly_sums, daily_sums):
+    for table, key, sums, key_values in _summary_rows(vendor, row, hourly_sums, daily_sums, keys):
         columns = ", ".join(key + sums)
         values = ", ".join(key_values + [amount(column) for column in sums])
         updates = ", ".join(f"{column} = {table}.{column} + excluded.{column}" for column in sums)
@@ -53,29 +74,26 @@ def _upserts(vendor: str, row: str, amount, hourly_sums=HOURLY_SUMS, daily_sums=
     return statements
 
 
-def _subtracts(vendor: str, row: str, hourly_sums=HOURLY_SUMS, daily_sums=DAILY_SUMS) -> list[str]:
+def _subtracts(vendor: str, row: str, hourly_sums=HOURLY_SUMS, daily_sums=DAILY_SUMS, keys: Keys = KEYS) -> list[str]:
     """Take ``row``'s sums off its summary rows. An UPDATE, not an upsert: when the summary rows are gone already
     (a test database flush on SQLite deletes table by table, in no fixed order) there is nothing to take off."""
     statements = []
-    for table, key, sums, key_values in _summary_rows(vendor, row, hourly_sums, daily_sums):
+    for table, key, sums, key_values in _summary_rows(vendor, row, hourly_sums, daily_sums, keys):
         updates = ", ".join(f"{column} = {column} - {row}.{column}" for column in sums)
         where = " AND ".join(f"{column} = {value}" for column, value in zip(key, key_values, strict=True))
         statements.append(f"UPDATE {table} SET {updates} WHERE {where};")
     return statements
 
 
-def _pg_grouped_upserts(sources: tuple[str, ...], hourly_sums=HOURLY_SUMS, daily_sums=DAILY_SUMS) -> list[str]:
+def _pg_grouped_upserts(sources: tuple[str, ...], hourly_sums=HOURLY_SUMS, daily_sums=DAILY_SUMS, keys: Keys = KEYS) -> list[str]:
     """For PostgreSQL: add the net change of the rows in the transition tables ``sources`` to both summaries."""
     statements = []
-    for table, key, key_exprs, sums in (
-        (HOURLY, HOURLY_KEY, ("connector_id", "bucket", "outcome"), hourly_sums),
-        (DAILY, DAILY_KEY, ("connector_id", _day("postgresql", "bucket"), "model", "user_name", "outcome"), daily_sums),
-    ):
-        keys = ", ".join(f"{expr} AS {name}" for expr, name in zip(key_exprs, key, strict=True))
+    for table, key, sums in ((HOURLY, keys.hourly, hourly_sums), (DAILY, keys.daily, daily_sums)):
+        selected = ", ".join(f"{_key_value('postgresql', name)} AS {name}" for name in key)
         parts = []
         for source in sources:
             sign = "" if source == "new_rows" else "-"
-            parts.append(f"SELECT {keys}, {', '.join(f'{sign}{c} AS {c}' for c in sums)} FROM {source}")
+            parts.append(f"SELECT {selected}, {', '.join(f'{sign}{c} AS {c}' for c in sums)} FROM {source}")
         key_list = ", ".join(key)
         updates = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in sums)
         statements.append(
@@ -87,8 +105,8 @@ def _pg_grouped_upserts(sources: tuple[str, ...], hourly_sums=HOURLY_SUMS, daily
     return statements
 
 
-def _same_key() -> str:
-    return " AND ".join(f"NEW.{column} = OLD.{column}" for column in ROLLUP_KEY)
+def _same_key(keys: Keys = KEYS) -> str:
+    return " AND ".join(f"NEW.{column} = OLD.{column}" for column in keys.rollup)
 
 
 def _add_new(column: str) -> str:
@@ -99,18 +117,19 @@ def _delta(column: str) -> str:
     return f"NEW.{column} - OLD.{column}"
 
 
-def _backfill(vendor: str) -> list[str]:
-    return [
-        f"INSERT INTO {HOURLY} ({', '.join(HOURLY_KEY + HOURLY_SUMS)}) "
-        f"SELECT {', '.join(HOURLY_KEY)}, {', '.join(f'SUM({c})' for c in HOURLY_SUMS)} FROM {ROLLUP} "
-        f"GROUP BY {', '.join(HOURLY_KEY)}",
-        f"INSERT INTO {DAILY} ({', '.join(DAILY_KEY + DAILY_SUMS)}) "
-        f"SELECT connector_id, {_day(vendor, 'bucket')}, model, user_name, outcome, {', '.join(f'SUM({c})' for c in DAILY_SUMS)} "
-        f"FROM {ROLLUP} GROUP BY connector_id, {_day(vendor, 'bucket')}, model, user_name, outcome",
-    ]
+def _backfill(vendor: str, hourly_sums=HOURLY_SUMS, daily_sums=DAILY_SUMS, keys: Keys = KEYS) -> list[str]:
+    """Fill both (empty) summaries from the rollups."""
+    statements = []
+    for table, key, sums in ((HOURLY, keys.hourly, hourly_sums), (DAILY, keys.daily, daily_sums)):
+        grouped = ", ".join(_key_value(vendor, column) for column in key)
+        statements.append(
+            f"INSERT INTO {table} ({', '.join(key + sums)}) "
+            f"SELECT {grouped}, {', '.join(f'SUM({c})' for c in sums)} FROM {ROLLUP} GROUP BY {grouped}"
+        )
+    return statements
 
 
-def _create_triggers(vendor: str, hourly_sums=HOURLY_SUMS, daily_sums=DAILY_SUMS) -> list[str]:
+def _create_triggers(vendor: str, hourly_sums=HOURLY_SUMS, daily_sums=DAILY_SUMS, keys: Keys = KEYS) -> list[str]:
     sums = (hourly_sums, daily_sums)
     if vendor == "postgresql":
         # Statement-level triggers over transition tables: one grouped upsert per summary and statement, rows taken
@@ -119,7 +138,7 @@ def _create_triggers(vendor: str, hourly_sums=HOURLY_SUMS, daily_sums=DAILY_SUMS
         statements = []
         for event, sources in (("INSERT", ("new_rows",)), ("UPDATE", ("new_rows", "old_rows")), ("DELETE", ("old_rows",))):
             name = f"usage_rollup_{event.lower()}_summaries"
-            body = "\n".join(_pg_grouped_upserts(sources, *sums))
+            body = "\n".join(_pg_grouped_upserts(sources, *sums, keys=keys))
             statements.append(f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$\nBEGIN\n{body}\nRETURN NULL;\nEND $$;")
             referencing = " ".join(
                 f"{'NEW' if source == 'new_rows' else 'OLD'} TABLE AS {source}" for source in sources
@@ -132,12 +151,12 @@ def _create_triggers(vendor: str, hourly_sums=HOURLY_SUMS, daily_sums=DAILY_SUMS
     if vendor == "sqlite":
         # SQLite triggers have no IF: one trigger per case.
         return [
-            f"CREATE TRIGGER usage_rollup_insert AFTER INSERT ON {ROLLUP} BEGIN {' '.join(_upserts(vendor, 'NEW', _add_new, *sums))} END;",
-            f"CREATE TRIGGER usage_rollup_delete AFTER DELETE ON {ROLLUP} BEGIN {' '.join(_subtracts(vendor, 'OLD', *sums))} END;",
-            f"CREATE TRIGGER usage_rollup_update AFTER UPDATE ON {ROLLUP} WHEN {_same_key()} "
-            f"BEGIN {' '.join(_upserts(vendor, 'NEW', _delta, *sums))} END;",
-            f"CREATE TRIGGER usage_rollup_rekey AFTER UPDATE ON {ROLLUP} WHEN NOT ({_same_key()}) "
-            f"BEGIN {' '.join(_subtracts(vendor, 'OLD', *sums) + _upserts(vendor, 'NEW', _add_new, *sums))} END;",
+            f"CREATE TRIGGER usage_rollup_insert AFTER INSERT ON {ROLLUP} BEGIN {' '.join(_upserts(vendor, 'NEW', _add_new, *sums, keys))} END;",
+            f"CREATE TRIGGER usage_rollup_delete AFTER DELETE ON {ROLLUP} BEGIN {' '.join(_subtracts(vendor, 'OLD', *sums, keys))} END;",
+            f"CREATE TRIGGER usage_rollup_update AFTER UPDATE ON {ROLLUP} WHEN {_same_key(keys)} "
+            f"BEGIN {' '.join(_upserts(vendor, 'NEW', _delta, *sums, keys))} END;",
+            f"CREATE TRIGGER usage_rollup_rekey AFTER UPDATE ON {ROLLUP} WHEN NOT ({_same_key(keys)}) "
+            f"BEGIN {' '.join(_subtracts(vendor, 'OLD', *sums, keys) + _upserts(vendor, 'NEW', _add_new, *sums, keys))} END;",
         ]
     raise NotImplementedError(f"usage rollup summaries need triggers written for {vendor}")
 

@@ -6,6 +6,7 @@ from usage.models.events import ExecutionEvent
 from usage.models.rollups import (
     LATENCY_BIN_BOUNDS_MS,
     LATENCY_BIN_COUNT,
+    NO_API_KEY,
     ROLLUP_KEY_FIELDS,
     ROLLUP_SUM_FIELDS,
     UsageRollup,
@@ -15,12 +16,21 @@ from usage.models.rollups import (
     rollup_model,
     unpriced_condition,
 )
-from usage.models.summaries import DAILY_SUM_FIELDS, UsageDailyRollup, UsageHourlyTotal
+from usage.models.summaries import (
+    DAILY_KEY_FIELDS,
+    DAILY_SUM_FIELDS,
+    HOURLY_TOTAL_KEY_FIELDS,
+    UsageDailyRollup,
+    UsageHourlyTotal,
+)
 
 __all__ = [
+    "DAILY_KEY_FIELDS",
     "DAILY_SUM_FIELDS",
+    "HOURLY_TOTAL_KEY_FIELDS",
     "LATENCY_BIN_BOUNDS_MS",
     "LATENCY_BIN_COUNT",
+    "NO_API_KEY",
     "ROLLUP_KEY_FIELDS",
     "ROLLUP_SUM_FIELDS",
     "EventSource",

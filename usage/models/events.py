@@ -131,8 +131,8 @@ class ExecutionEvent(models.Model):
         constraints = [models.UniqueConstraint(fields=["uid", "timestamp"], name="event_uid_time")]
         indexes = [
             # The Logs tab's keyset pagination (usage/dashboards/logs.py): one connector, a range, ORDER BY timestamp DESC,
-            # id DESC, the page after (timestamp, id) of the last row shown. Also what the raw-event CSV export,
-            # the admin and the per-API-key breakdown read (one connector, a time range).
+            # id DESC, the page after (timestamp, id) of the last row shown. Also what the raw-event CSV export
+            # and the admin read (one connector, a time range).
             models.Index(fields=["connector_id", "timestamp", "id"], name="event_connector_time_id"),
             # The same for a user who sees only their own calls (no usage.view_usage_dashboard).
             models.Index(fields=["user", "connector_id", "timestamp", "id"], name="event_user_connector_time"),
@@ -141,7 +141,9 @@ class ExecutionEvent(models.Model):
             # "My usage" (usage/dashboards/my_usage.py): one user's events in a range, across connectors, grouped
             # by connector and API key: WHERE user_id = %s AND timestamp >= %s AND timestamp < %s.
             models.Index(fields=["user", "timestamp"], name="event_user_time"),
-            # A dashboard sliced by API key (usage/dashboards/queries.py): one key's events in a range.
+            # What the event log holds for a budget of one API key (recorded_in_period in
+            # usage/governance/pages/consumption.py): one key's events in a period. The dashboards sliced by key
+            # read the rollups (usage/models/rollups.py: rollup_api_key_bucket).
             models.Index(fields=["api_key", "timestamp"], name="event_api_key_time"),
             # A space's connectors that left events (usage/space_scope.py: SELECT DISTINCT connector_id
             # WHERE space_id = %s), one of the few queries that reads events rather than rollups.

@@ -18,18 +18,31 @@ from usage.models.choices import Outcome, UsageSource
 LATENCY_BIN_BOUNDS_MS = (10, 25, 50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 10000, 30000)
 LATENCY_BIN_COUNT = len(LATENCY_BIN_BOUNDS_MS) + 1
 ROLLUP_ROWS_PER_STATEMENT = 200
+# The api_key_id of calls made without an API key (ApiKey ids start at 1).
+NO_API_KEY = 0
+# The key of a rollup row (its unique constraint, the upsert's conflict target), in one place for the recorder, the
+# rebuild and the summaries.
+ROLLUP_KEY_FIELDS = ("connector_id", "space_id", "bucket", "model", "user_name", "api_key_id", "outcome")
 
 
 class UsageRollup(models.Model):
-    """Per connector, hour, model, user and outcome: sums of the events, kept up to date as events are recorded.
+    """Per connector, space, hour, model, user, API key and outcome: sums of the events, kept up to date as events
+    are recorded.
 
     The dashboards read only these rows, never raw events. ``manage.py rebuild_usage_rollups`` recomputes them.
     """
 
     connector_id = models.CharField(max_length=64)
+    # The space the calls were made in (ExecutionEvent.space_id): a preconfigured connector is in every space, and
+    # each space counts only its own calls of it. Plain text, as on the event: the sums outlive the space.
+    space_id = models.CharField(max_length=64, default="default")
     bucket = models.DateTimeField(help_text="Start of the hour (UTC).")
     model = models.CharField(max_length=255, blank=True)
     user_name = models.CharField(max_length=150, blank=True)
+    # The id of the API key the calls were made with, NO_API_KEY (0) for none. Neither NULL (NULL never equals NULL
+    # in a unique key, so every keyless call would insert a row instead of adding to one) nor a foreign key (the
+    # sums of a deleted key stay, as the rest of the rollups outlive what they count).
+    api_key_id = models.BigIntegerField(default=NO_API_KEY)
     outcome = models.CharField(max_length=8, choices=Outcome.choices)
     requests = models.BigIntegerField(default=0)
     prompt_tokens = models.BigIntegerField(default=0)
@@ -46,10 +59,18 @@ class UsageRollup(models.Model):
         app_label = "usage"
         default_permissions = ()
         constraints = [
-            # The upsert key of add_to_rollups; also serves the dashboard's "one connector, a time range".
-            models.UniqueConstraint(
-                fields=["connector_id", "bucket", "model", "user_name", "outcome"], name="rollup_key"
-            )
+            # The upsert key of add_to_rollups; also serves a connector's dashboard: one connector in one space, a
+            # time range.
+            models.UniqueConstraint(fields=list(ROLLUP_KEY_FIELDS), name="rollup_key")
+        ]
+        indexes = [
+            # The space's dashboard (/usage/, connector None in usage/dashboards/queries.py): every connector of
+            # one space, the hours of a range (the ends of a long range, or every hour of a sliced one).
+            models.Index(fields=["space_id", "bucket"], name="rollup_space_bucket"),
+            # A dashboard sliced by API key (UsageSlice.api_key): one key's hours in a range. Partial: calls
+            # without a key, most of them from the browser, add no entry.
+            models.Index(fields=["api_key_id", "bucket"], name="rollup_api_key_bucket",
+                         condition=models.Q(api_key_id__gt=NO_API_KEY)),
         ]
 
 
@@ -61,8 +82,7 @@ def latency_bin_field(index: int) -> str:
 for _index in range(LATENCY_BIN_COUNT):
     models.BigIntegerField(default=0).contribute_to_class(UsageRollup, latency_bin_field(_index))
 
-# The key and the additive columns of a rollup row, in one place for the recorder, the rebuild and the summaries.
-ROLLUP_KEY_FIELDS = ("connector_id", "bucket", "model", "user_name", "outcome")
+# The additive columns of a rollup row, in one place for the recorder, the rebuild and the summaries.
 ROLLUP_SUM_FIELDS = (
     "requests",
     "prompt_tokens",
@@ -81,8 +101,8 @@ def latency_bin(duration_ms: float) -> int:
     return bisect_left(LATENCY_BIN_BOUNDS_MS, duration_ms)
 
 
-# The same mapping in SQL, for queries that sum events as the rollups would (usage/operations/maintenance.py's rebuild, the
-# dashboards sliced by API key in usage/dashboards/queries.py, the Logs tab's model filter in usage/dashboards/event_filters.py).
+# The same mapping in SQL, for queries that sum events as the rollups would (usage/operations/maintenance.py's rebuild,
+# the Logs tab's model filter in usage/dashboards/event_filters.py).
 
 def latency_bin_condition(index: int) -> models.Q:
     """The events ``latency_bin`` puts in bin ``index`` (bisect_left): bounds[i-1] < duration <= bounds[i]."""
@@ -111,8 +131,10 @@ def unpriced_condition() -> models.Q:
 
 
 def rollup_key(event) -> tuple:
+    """The event's rollup row, in ROLLUP_KEY_FIELDS order."""
     bucket = event.timestamp.replace(minute=0, second=0, microsecond=0)
-    return (event.connector_id, bucket, event.model[:255], event.user_name, event.outcome)
+    return (event.connector_id, event.space_id, bucket, event.model[:255], event.user_name,
+            event.api_key_id or NO_API_KEY, event.outcome)
 
 
 def rollup_deltas(events: Iterable) -> dict[tuple, dict[str, float]]:
@@ -145,8 +167,9 @@ def rollup_upsert(items: list[tuple[tuple, dict[str, float]]]) -> tuple[str, lis
     """The statement adding ``items`` (rollup key, increments) to the rollup rows, creating missing ones."""
     bucket_field = UsageRollup._meta.get_field("bucket")
     params: list = []
-    for (connector_id, bucket, model, user_name, outcome), sums in items:
-        params += [connector_id, bucket_field.get_db_prep_value(bucket, connection), model, user_name, outcome]
+    for (connector_id, space_id, bucket, model, user_name, api_key_id, outcome), sums in items:
+        params += [connector_id, space_id, bucket_field.get_db_prep_value(bucket, connection), model, user_name,
+                   api_key_id, outcome]
         params += [sums[field] for field in ROLLUP_SUM_FIELDS]
     return _rollup_upsert_sql(connection.vendor, len(items)), params
 

@@ -14,6 +14,7 @@ from django.db.models.functions import Coalesce, TruncHour
 
 from usage.models import (
     LATENCY_BIN_COUNT,
+    NO_API_KEY,
     ROLLUP_KEY_FIELDS,
     ROLLUP_SUM_FIELDS,
     ExecutionEvent,
@@ -34,8 +35,8 @@ PRUNE_BATCH = 10_000
 def aggregate_events(events):
     """An ExecutionEvent queryset grouped into rollup rows: values in ROLLUP_KEY_FIELDS + ROLLUP_SUM_FIELDS order.
 
-    The bucket and model are computed as usage.models.rollups does: the UTC hour, and the response model or else the
-    requested one.
+    The bucket, model and API key are computed as usage.models.rollups does: the UTC hour, the response model or
+    else the requested one, and the key's id or NO_API_KEY.
     """
     sums = {
         "n_requests": Count("id"),
@@ -53,8 +54,9 @@ def aggregate_events(events):
         sums[f"n_{latency_bin_field(index)}"] = Count("id", filter=latency_bin_condition(index))
     return (
         events.order_by()
-        .annotate(rollup_bucket=TruncHour("timestamp", tzinfo=UTC), rollup_model=rollup_model())
-        .values("connector_id", "rollup_bucket", "rollup_model", "user_name", "outcome")
+        .annotate(rollup_bucket=TruncHour("timestamp", tzinfo=UTC), rollup_model=rollup_model(),
+                  rollup_api_key=Coalesce("api_key_id", Value(NO_API_KEY)))
+        .values("connector_id", "space_id", "rollup_bucket", "rollup_model", "user_name", "rollup_api_key", "outcome")
         .annotate(**sums)
     )
 

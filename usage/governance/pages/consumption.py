@@ -105,7 +105,7 @@ def budget_statuses(budgets, at: dt.datetime | None = None) -> list[BudgetStatus
 def recorded_in_period(budget: Budget, start: dt.datetime, end: dt.datetime) -> int:
     """What the event log holds for ``budget``'s scope between ``start`` and ``end``, in counter units."""
     scope = {"connector": {"connector_id": budget.connector_id}, "user": {"user_id": budget.user_id},
-             "api_key": {"api_key_id": budget.api_key_id}}[budget.scope]
+             "api_key": {"api_key_id": budget.api_key_id}, "space": {"space_id": budget.space_id}}[budget.scope]
     field = "total_tokens" if budget.unit == Unit.TOKENS else "cost_nanos"
     total = ExecutionEvent.objects.filter(timestamp__gte=start, timestamp__lt=end, **scope).aggregate(s=Sum(field))["s"]
     return int(total or 0)
