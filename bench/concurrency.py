@@ -6,6 +6,8 @@ through the gateway (``_execute`` run, HTTP Basic as Kibana scripts send it, or 
 
 A slow provider:  ``python -m bench.concurrency --requests 200 --upstream-ms 500 --limit 5``
 1,000 at once:   ``python -m bench.concurrency --requests 1000 --upstream-ms 1000 --limit 3``
+With spaces in use: ``--space team-a`` (bench/harness.py): the connector and the API key in a second space, the
+Basic user's role granted there only, every call under ``/s/team-a/``; the events are counted in that space.
 """
 
 from __future__ import annotations
@@ -59,16 +61,16 @@ def main() -> None:
     parser.add_argument("--write-behind", action="store_true", help="run the app with EVENT_WRITE_BEHIND=true")
     parser.add_argument("--json", metavar="FILE", help="also write the results here")
     harness.add_governed_argument(parser)
+    harness.add_space_argument(parser)
     args = parser.parse_args()
     install_uvloop()
 
     scenario = f"sleep-{args.upstream_ms}"
     app_env = {"EVENT_WRITE_BEHIND": "true" if args.write_behind else "false"}
-    with harness.stack([scenario], workers=args.workers, upstream=args.upstream, app_env=app_env, governed=args.governed) as stack:
+    with harness.stack([scenario], workers=args.workers, upstream=args.upstream, app_env=app_env, governed=args.governed,
+                       space=args.space) as stack:
         connector = stack.connector(scenario)
-        auth = stack.basic_header if args.auth == "basic" else stack.api_key_header
-        gateway_path = f"/api/actions/connector/{connector}/_execute"
-        gateway_headers = {"Content-Type": "application/json", "Authorization": auth, "kbn-xsrf": "true"}
+        gateway_path, _body, gateway_headers = harness.target_request(stack, args.auth, connector)
         # One request first, as a Kibana script's first call would: it pays for the password hash (hundreds of ms).
         asyncio.run(burst(stack.app_port, gateway_path, harness.execute_body(), gateway_headers, 1))
 
@@ -97,6 +99,7 @@ def main() -> None:
             for index, error in failures[:5]:
                 print(f"  request {index} failed: {error}")
         rollup = stack.count_rollup_requests(connector)
+        events_summary = stack.events_summary()
 
     print(harness.machine_description())
     print_table(
@@ -106,7 +109,8 @@ def main() -> None:
         ["run", "sent", "succeeded", "events", "wall s", "p50 s", "p99 s"],
         rows,
     )
-    print(f"rollup requests for the connector: {rollup} (1 warm-up + {args.repeat} x {args.requests})")
+    print(f"rollup requests for the connector: {rollup} (1 warm-up + {args.repeat} x {args.requests}); "
+          f"{events_summary}")
     print("RESULT:", "PASS" if all_ok else "FAIL")
     if args.json:
         with open(args.json, "w") as handle:

@@ -2,6 +2,12 @@
 
 The app runs with the production settings (DEBUG off, SECRET_KEY and CONNECTORS_ENCRYPTION_KEYS set, the event
 log on PostgreSQL) in its own processes; the benchmark process only generates load and reads the results.
+
+With spaces in use (``--space ID``, ``add_space_argument``: bench.latency, bench.throughput, bench.server_cpu,
+bench.concurrency, bench.stages) the bench connectors and the API key are in a second space ``ID``, the HTTP Basic user
+holds its role in that space only, a connector of the default space sits beside them, and every target calls
+``/s/ID/...`` (``target_request``). Before the benchmark, ``check_spaces`` makes sure the space check has
+something to tell apart: the default space's connector and the bench connector outside its space answer 404.
 """
 
 from __future__ import annotations
@@ -126,20 +132,48 @@ class Stack:
     def connector(self, scenario: str) -> str:
         return self.seed["connectors"][scenario]
 
+    @property
+    def space(self) -> str:
+        """The space of the bench connectors and the API key: ``default`` unless the run was given ``--space``."""
+        return self.seed.get("space") or "default"
+
+    @property
+    def path_prefix(self) -> str:
+        """``/s/<space>`` with spaces in use, else nothing (the default space's URLs)."""
+        return f"/s/{self.space}" if self.seed.get("space") else ""
+
     def server_rss_kib(self) -> int:
         """Resident memory of the app's worker processes (the master only supervises), summed."""
         workers = children(self.app.pid) or [self.app.pid]
         return sum(rss_kib(pid) for pid in workers)
 
     def count_events(self, connector_id: str | None = None) -> int:
+        """Events of the connector (every event: None) recorded in the bench's space (``space``): an event recorded
+        in another space is not counted, so a benchmark's "one event per request" check fails on it."""
         import psycopg
 
         with psycopg.connect(self.database_url.replace("postgres://", "postgresql://", 1)) as conn:
             if connector_id is None:
-                return conn.execute("SELECT count(*) FROM usage_executionevent").fetchone()[0]
+                return conn.execute("SELECT count(*) FROM usage_executionevent WHERE space_id = %s",
+                                    (self.space,)).fetchone()[0]
             return conn.execute(
-                "SELECT count(*) FROM usage_executionevent WHERE connector_id = %s", (connector_id,)
+                "SELECT count(*) FROM usage_executionevent WHERE connector_id = %s AND space_id = %s",
+                (connector_id, self.space),
             ).fetchone()[0]
+
+    def events_by_space(self) -> dict[str, int]:
+        """Every event recorded, counted by its space: what a benchmark prints, so that the space shows."""
+        import psycopg
+
+        with psycopg.connect(self.database_url.replace("postgres://", "postgresql://", 1)) as conn:
+            return dict(conn.execute(
+                "SELECT space_id, count(*) FROM usage_executionevent GROUP BY space_id ORDER BY space_id"
+            ).fetchall())
+
+    def events_summary(self) -> str:
+        """One line for a benchmark's output: the events by space, and the space the bench's calls are made in."""
+        counts = ", ".join(f"{space} {count}" for space, count in self.events_by_space().items()) or "none"
+        return f"events by space: {counts} (the bench connector's space: {self.space})"
 
     def count_rollup_requests(self, connector_id: str) -> int:
         import psycopg
@@ -180,12 +214,13 @@ def start_app(port: int, env: dict, workers: int = 2, app: str = "connectors_adm
 
 @contextmanager
 def stack(scenarios: list[str], *, workers: int = 2, upstream: str = "fast", app_env: dict | None = None,
-          governed: str = "none", app: str = "connectors_admin.asgi:application"):
+          governed: str = "none", app: str = "connectors_admin.asgi:application", space: str | None = None):
     """Start everything for ``scenarios``; yields a Stack; stops everything and drops the database.
 
     ``governed``: "none", or "database" / "redis" to put a budget and a rate limit on every connector (bench/seed.py),
     counted in the database or in Redis (127.0.0.1:6379, database 13, emptied first). ``app``: the ASGI application
-    uvicorn serves (bench/stage_probe.py wraps the real one).
+    uvicorn serves (bench/stage_probe.py wraps the real one). ``space``: run with spaces in use (the module's
+    docstring); the space check is made once (``check_spaces``) before the stack is yielded.
     """
     with ExitStack() as stack_:
         database_url = stack_.enter_context(bench_database())
@@ -205,14 +240,18 @@ def stack(scenarios: list[str], *, workers: int = 2, upstream: str = "fast", app
         upstream_process = start_upstream(upstream_port, upstream)
         stack_.callback(stop, upstream_process)
         seed_output = subprocess.run(
-            [PYTHON, "-m", "bench.seed", f"http://127.0.0.1:{upstream_port}", *scenarios],
+            [PYTHON, "-m", "bench.seed", *(["--space", space] if space else []), f"http://127.0.0.1:{upstream_port}",
+             *scenarios],
             cwd=ROOT, env=env, check=True, capture_output=True, text=True,
         ).stdout
         seed = json.loads(seed_output.strip().splitlines()[-1])
         app_port = free_port()
         app = start_app(app_port, env, workers, app)
         stack_.callback(stop, app)
-        yield Stack(upstream_port, app_port, database_url, seed, app=app, upstream=upstream_process)
+        running = Stack(upstream_port, app_port, database_url, seed, app=app, upstream=upstream_process)
+        if space:
+            check_spaces(running, scenarios[0])
+        yield running
 
 
 def execute_body(message: str = "Hello world") -> bytes:
@@ -225,6 +264,12 @@ def chat_body(message: str = "Hello world", stream: bool = False) -> bytes:
     if stream:
         payload["stream"] = True
     return json.dumps(payload).encode()
+
+
+def add_space_argument(parser) -> None:
+    parser.add_argument("--space", metavar="ID", help="run with spaces in use: the bench connector and the API key in "
+                        "a second space ID, the Basic user's role granted there only, every call under /s/ID/ "
+                        "(bench/harness.py)")
 
 
 def add_governed_argument(parser) -> None:
@@ -244,10 +289,49 @@ def machine_description() -> str:
 
 def target_request(stack, target: str, connector: str) -> tuple[str, bytes, dict]:
     """The path, body and headers of one call of ``target``: ``openai`` (the OpenAI-compatible endpoint, Bearer key),
-    ``apikey`` or ``basic`` (``_execute`` with an API key or HTTP Basic)."""
+    ``apikey`` or ``basic`` (``_execute`` with an API key or HTTP Basic); under ``/s/<space>/`` with spaces in use."""
     if target == "openai":
         headers = {"Content-Type": "application/json", "Authorization": "Bearer " + stack.seed["api_key"]}
-        return f"/api/openai/{connector}/v1/chat/completions", chat_body(), headers
+        return f"{stack.path_prefix}/api/openai/{connector}/v1/chat/completions", chat_body(), headers
     headers = {"Content-Type": "application/json", "kbn-xsrf": "true",
                "Authorization": stack.api_key_header if target == "apikey" else stack.basic_header}
-    return f"/api/actions/connector/{connector}/_execute", execute_body(), headers
+    return f"{stack.path_prefix}/api/actions/connector/{connector}/_execute", execute_body(), headers
+
+
+def check_spaces(stack, scenario: str) -> None:
+    """With spaces in use, before any measurement, that the space check has something to tell apart and tells it:
+    the default space's connector called under the bench space's prefix must answer 404 to every target (an object
+    of another space is answered as a missing one), and the bench connector called without the prefix (in the
+    default space, where the bench's credentials hold nothing) 404 or 403 (no role there, whichever connector); none
+    of these calls may record an event. Exits otherwise; the benchmark's own calls then show that the bench
+    connector answers in its space."""
+    import asyncio
+
+    from bench.loadgen import Connection
+
+    async def status_of(path: str, body: bytes, headers: dict) -> tuple[int, bytes]:
+        connection = await Connection("127.0.0.1", stack.app_port).open()
+        try:
+            response = await connection.request("POST", path, body, headers)
+        finally:
+            await connection.close()
+        return response.status, response.body
+
+    connector, other = stack.connector(scenario), stack.seed["default_space_connector"]
+    prefix = stack.path_prefix
+    before = stack.events_by_space()
+    seen = []
+    for target in ("basic", "apikey", "openai"):
+        path, body, headers = target_request(stack, target, connector)
+        for wrong, allowed in ((path.replace(f"/{connector}/", f"/{other}/"), {404}),
+                               (path.removeprefix(prefix), {403, 404})):
+            status, answer = asyncio.run(status_of(wrong, body, headers))
+            if status not in allowed:
+                raise SystemExit(f"spaces: {target} {wrong} answered HTTP {status}, not {sorted(allowed)}: "
+                                 f"{answer[:300]!r}")
+            seen.append(f"{target} {'other connector' if other in wrong else 'no prefix'} {status}")
+    if stack.events_by_space() != before:
+        raise SystemExit(f"spaces: calls across spaces recorded events: {before} -> {stack.events_by_space()}")
+    print(f"spaces: bench connector {connector} in space {stack.space}, called under {prefix}/; across spaces "
+          f"({other} of the default space under {prefix}/, {connector} without the prefix): {', '.join(seen)}; "
+          "no event recorded", flush=True)

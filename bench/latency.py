@@ -10,6 +10,10 @@ in a second pass interleaved with direct requests of its own (see ``main``).
 
 Example: ``python -m bench.latency --rounds 2000``  (about 1 minute).
 
+``--space team-a`` runs with spaces in use (bench/harness.py): the connector and the API key in a second space
+``team-a``, the Basic user's role granted there only, a connector in the default space beside it, and every gateway
+target under ``/s/team-a/``; the events are counted in that space, and printed by space.
+
 ``--observability on`` runs the app with Prometheus metrics and OpenTelemetry tracing on, its spans exported over
 OTLP/HTTP to a local receiver (tests/servers/otlp_receiver.py) and /metrics scraped at the end; ``--observability off``
 with both off (METRICS_ENABLED=false, no OTLP endpoint). Without the option the app's defaults apply (metrics on,
@@ -117,6 +121,7 @@ def main() -> None:
     parser.add_argument("--litellm", metavar="PATH", help="the litellm executable (its proxy), to measure side by side")
     parser.add_argument("--json", metavar="FILE", help="also write the raw percentiles here")
     harness.add_governed_argument(parser)
+    harness.add_space_argument(parser)
     parser.add_argument("--observability", choices=("off", "on"),
                         help="off: no metrics, no tracing; on: metrics and tracing to a local OTLP receiver")
     args = parser.parse_args()
@@ -124,22 +129,20 @@ def main() -> None:
 
     receiver, receiver_port = start_otlp_receiver() if args.observability == "on" else (None, None)
     app_env = observability_environment(args.observability, receiver_port)
-    with harness.stack(["ok"], workers=args.workers, governed=args.governed, app_env=app_env) as stack:
+    with harness.stack(["ok"], workers=args.workers, governed=args.governed, app_env=app_env,
+                       space=args.space) as stack:
         connector = stack.connector("ok")
         upstream_path = "/ok/v1/chat/completions"
         json_headers = {"Content-Type": "application/json"}
         targets = {
             "direct": (stack.upstream_port, upstream_path, harness.chat_body(), json_headers),
-            "execute-basic": (stack.app_port, f"/api/actions/connector/{connector}/_execute", harness.execute_body(),
-                              {**json_headers, "Authorization": stack.basic_header, "kbn-xsrf": "true"}),
-            "execute-apikey": (stack.app_port, f"/api/actions/connector/{connector}/_execute", harness.execute_body(),
-                               {**json_headers, "Authorization": stack.api_key_header, "kbn-xsrf": "true"}),
+            "execute-basic": (stack.app_port, *harness.target_request(stack, "basic", connector)),
+            "execute-apikey": (stack.app_port, *harness.target_request(stack, "apikey", connector)),
         }
-        openai_path = f"/api/openai/{connector}/v1/chat/completions"
-        openai_headers = {**json_headers, "Authorization": "Bearer " + stack.seed["api_key"]}
+        openai_path, openai_body, openai_headers = harness.target_request(stack, "openai", connector)
         probe = asyncio.run(_probe(stack.app_port, openai_path, openai_headers))
         if probe == 200:
-            targets["openai"] = (stack.app_port, openai_path, harness.chat_body(), openai_headers)
+            targets["openai"] = (stack.app_port, openai_path, openai_body, openai_headers)
         else:
             print(f"OpenAI-compatible endpoint answered HTTP {probe}: not measured")
         litellm = None
@@ -161,6 +164,7 @@ def main() -> None:
             if litellm is not None:
                 harness.stop(litellm)
         events = stack.count_events(connector)
+        events_summary = stack.events_summary()
         scraped = scraped_executions(stack.app_port) if args.observability == "on" else None
     if receiver is not None:
         harness.stop(receiver)  # it prints the spans it received
@@ -187,7 +191,8 @@ def main() -> None:
         print(f"LiteLLM added p50 / gateway (execute-basic) added p50 = {results['litellm']['added_p50'] / gateway:.1f}x")
     gateway_targets = [name for name in passes[0] if name.startswith(("execute", "openai"))]
     expected = (args.rounds + args.warmup) * len(gateway_targets) + (1 if probe == 200 else 0)  # + the probe
-    print(f"events recorded for the connector: {events} (expected {expected}: one per gateway request)")
+    print(f"events recorded for the connector in space {stack.space}: {events} (expected {expected}: one per gateway "
+          f"request); {events_summary}")
     if scraped is not None:
         print(f"connectors_executions_total in a scrape of /metrics: {scraped:.0f}")
     print(f"observability: {args.observability or 'app defaults (metrics on, tracing off)'}")

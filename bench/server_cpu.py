@@ -9,6 +9,8 @@ separately, every PostgreSQL process (the event log's statement).
 Example: ``python -m bench.server_cpu --target apikey --requests 2000 --repeats 3``  (about 40 seconds).
 ``--governed redis`` puts a budget and a rate limit on the connector (bench/seed.py); ``--observability off|on`` as
 bench/latency.py takes it (on: Prometheus metrics, and spans exported over OTLP/HTTP to a local receiver).
+``--space team-a`` runs with spaces in use (bench/harness.py): the connector and the API key in a second space, the
+Basic user's role granted there only, the calls under ``/s/team-a/``; the events are printed by space at the end.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=500)
     harness.add_governed_argument(parser)
     parser.add_argument("--observability", choices=("off", "on"), help="as bench.latency takes it")
+    harness.add_space_argument(parser)
     args = parser.parse_args()
     install_uvloop()
     receiver, receiver_port = latency.start_otlp_receiver() if args.observability == "on" else (None, None)
@@ -78,13 +81,14 @@ def main() -> None:
 
 
 def measure(args, app_env: dict) -> None:
-    with harness.stack(["ok"], workers=1, governed=args.governed, app_env=app_env) as stack:
+    with harness.stack(["ok"], workers=1, governed=args.governed, app_env=app_env, space=args.space) as stack:
         connector = stack.connector("ok")
         path, body, headers = harness.target_request(stack, args.target, connector)
         asyncio.run(run(stack.app_port, path, body, headers, args.warmup))
         print(harness.machine_description())
         print(f"one worker, {args.target}, governed: {args.governed}, observability: "
-              f"{args.observability or 'app defaults'}, {args.requests} sequential requests a repeat")
+              f"{args.observability or 'app defaults'}, space: {stack.space}, {args.requests} sequential requests a "
+              "repeat")
         for _ in range(args.repeats):
             app, postgres = cpu_seconds(stack.app.pid), postgres_cpu_seconds()
             median = asyncio.run(run(stack.app_port, path, body, headers, args.requests))
@@ -92,6 +96,9 @@ def measure(args, app_env: dict) -> None:
             postgres = (postgres_cpu_seconds() - postgres) / args.requests * 1000
             print(f"server CPU {app:.3f} ms/request   PostgreSQL CPU {postgres:.3f} ms/request   latency p50 "
                   f"{median:.2f} ms")
+        expected = args.warmup + args.repeats * args.requests
+        print(f"events recorded for the connector in space {stack.space}: {stack.count_events(connector)} (expected "
+              f"{expected}); {stack.events_summary()}")
 
 
 if __name__ == "__main__":

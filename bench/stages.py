@@ -7,6 +7,7 @@ thread for sync code, the database pool's) are read from /proc per thread, and t
 given with the probe and, in a run without it (``bench.server_cpu``), for comparison.
 
 Example: ``python -m bench.stages --target basic --requests 3000 --repeats 3``  (about 40 seconds).
+``--space team-a``: with spaces in use, as bench/harness.py sets them up (the calls under ``/s/team-a/``).
 """
 
 from __future__ import annotations
@@ -58,14 +59,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=500)
     harness.add_governed_argument(parser)
+    harness.add_space_argument(parser)
     args = parser.parse_args()
     install_uvloop()
-    with harness.stack(["ok"], workers=1, governed=args.governed, app="bench.stage_probe:application") as stack:
+    with harness.stack(["ok"], workers=1, governed=args.governed, app="bench.stage_probe:application",
+                       space=args.space) as stack:
         connector = stack.connector("ok")
         path, body, headers = harness.target_request(stack, args.target, connector)
         asyncio.run(run(stack.app_port, path, body, headers, args.warmup))
         print(harness.machine_description())
-        print(f"one worker, {args.target}, governed: {args.governed}, {args.requests} sequential requests a repeat, "
+        print(f"one worker, {args.target}, governed: {args.governed}, space: {stack.space}, {args.requests} sequential requests a repeat, "
               f"{args.repeats} repeats; microseconds of CPU per call")
         stage_sums: dict[str, float] = collections.Counter()
         thread_sums: dict[str, float] = collections.Counter()

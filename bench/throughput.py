@@ -5,6 +5,10 @@ with HTTP Basic). The server's RSS (its worker processes, summed) is read after 
 events recorded must equal the requests sent.
 
 Example: ``python -m bench.throughput --clients 64 --requests 100000``  (about 5 minutes on 2 cores)
+
+``--space team-a`` runs with spaces in use (bench/harness.py): the connector in a second space ``team-a``, the
+Basic user's role granted there only, a connector in the default space beside it, the calls to
+``/s/team-a/api/actions/connector/<id>/_execute``; the events must all be recorded in ``team-a``.
 """
 
 from __future__ import annotations
@@ -52,15 +56,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--write-behind", action="store_true", help="run the app with EVENT_WRITE_BEHIND=true")
     parser.add_argument("--json", metavar="FILE")
+    harness.add_space_argument(parser)
     args = parser.parse_args()
     install_uvloop()
 
     app_env = {"EVENT_WRITE_BEHIND": "true" if args.write_behind else "false"}
-    with harness.stack(["ok"], workers=args.workers, app_env=app_env) as stack:
+    with harness.stack(["ok"], workers=args.workers, app_env=app_env, space=args.space) as stack:
         connector = stack.connector("ok")
-        path = f"/api/actions/connector/{connector}/_execute"
-        headers = {"Content-Type": "application/json", "Authorization": stack.basic_header, "kbn-xsrf": "true"}
-        body = harness.execute_body()
+        path, body, headers = harness.target_request(stack, "basic", connector)
         direct = asyncio.run(load(stack.upstream_port, "/ok/v1/chat/completions", harness.chat_body(), {},
                                   args.clients, max(10_000, args.clients * 100), args.max_seconds))
         asyncio.run(load(stack.app_port, path, body, headers, args.clients, args.warmup, args.max_seconds))
@@ -72,6 +75,7 @@ def main() -> None:
         if args.write_behind:
             time.sleep(2)
         events = stack.count_events(connector)
+        events_summary = stack.events_summary()
 
     rows = [
         ["direct (generator + upstream)", len(direct[1]), len(direct[1]) / direct[0], percentile(direct[1], 0.5),
@@ -84,13 +88,14 @@ def main() -> None:
                 "p50 ms", "p99 ms", "errors"], rows)
     print(f"server RSS (workers summed): {rss_before / 1024:.1f} MiB after {args.warmup} warm-up requests, "
           f"{rss_after / 1024:.1f} MiB after {len(latencies)} more: {(rss_after - rss_before) / 1024:+.1f} MiB")
-    print(f"events recorded: {events} (expected {args.warmup + len(latencies)})")
+    print(f"events recorded in space {stack.space}: {events} (expected {args.warmup + len(latencies)}); "
+          f"{events_summary}")
     for error in errors[:5]:
         print("  error:", error)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"rps": len(latencies) / wall, "rss_before_kib": rss_before, "rss_after_kib": rss_after,
-                       "events": events, "requests": args.warmup + len(latencies), "errors": len(errors)}, handle)
+                       "events": events, "space": stack.space, "requests": args.warmup + len(latencies), "errors": len(errors)}, handle)
     if errors or events != args.warmup + len(latencies):
         raise SystemExit("FAIL: errors, or not one event per request")
 

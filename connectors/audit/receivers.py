@@ -132,13 +132,15 @@ def _sign_in_failed(sender, credentials, request=None, **kwargs):
 
 # The governance records (usage/governance: prices, budgets, limits, alert channels and rules), by
 # app label and model name so that the audit app does not import usage. Secrets: an alert channel's signing secret,
-# and its target, since a webhook URL (Slack's, for one) carries a token.
+# and its target, since a webhook URL (Slack's, for one) carries a token; both are stored encrypted, and compared
+# decrypted so that a re-encryption under a new key is recorded as such.
 GOVERNANCE = {
     "Price": ("price", {}),
     "ConnectorPricing": ("connector_pricing", {}),
     "Budget": ("budget", {}),
     "RateLimit": ("rate_limit", {}),
-    "AlertChannel": ("alert_channel", {"target": Secret("Target"), "secret_encrypted": Secret("Signing secret")}),
+    "AlertChannel": ("alert_channel", {"target_encrypted": Secret("Target", compare_as="target"),
+                                       "secret_encrypted": Secret("Signing secret", compare_as="secret")}),
     "ErrorRateRule": ("error_rate_rule", {}),
 }
 _NOT_RECORDED = {"created_at", "updated_at"}

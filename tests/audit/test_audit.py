@@ -513,5 +513,6 @@ class TestGovernanceRecords:
         channel.target = hook.replace("SECRETTOKEN", "OTHERTOKEN")
         channel.save()
         create, update = records(object_type="alert_channel")
-        assert create.changes["target"] == "Target set" and update.changes == {"target": "Target changed"}
+        assert create.changes["target_encrypted"] == "Target set"
+        assert update.changes == {"target_encrypted": "Target changed"}
         assert "TOKEN" not in json.dumps([create.changes, update.changes])

@@ -112,6 +112,10 @@ def test_a_connector_admin_sets_up_alert_channels_and_rules(page, live_server, c
     assert "Yes (secret stored)" in page.inner_text("table.governance-channels")
     assert "whsec-walked" not in page.content()
     assert AlertChannel.objects.get().secret == "whsec-walked"
+    # The URL is a secret too: the page shows its scheme and host, the delivery uses it whole.
+    assert "https://hooks.example.com/…" in page.inner_text("table.governance-channels")
+    assert "hooks.example.com/ops" not in page.content()
+    assert AlertChannel.objects.get().target == "https://hooks.example.com/ops"
 
     page.click("text=New error-rate rule")
     page.select_option("#id_connector_id", connector.pk)

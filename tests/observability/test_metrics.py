@@ -1,9 +1,12 @@
 """GET /metrics: who may read it, and what it says after executions, read back with prometheus_client's parser."""
 
 
+import json
+
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import basic_auth
 from tests.helpers.execute import HELLO, execute_with_client, run_body
 from usage.observability import metrics
 
@@ -97,6 +100,46 @@ def test_an_execution_is_counted_with_its_tokens_latencies_and_upstream_status(c
     assert value(samples, "connectors_upstream_latency_seconds_sum", connector=connector.pk) > 0
     assert value(samples, "connectors_added_latency_seconds_count", connector=connector.pk) == 1
     assert value(samples, "connectors_upstream_responses_total", connector=connector.pk, status="200") == 1
+
+
+def test_every_per_connector_series_carries_the_connectors_space(client, token, operator, make_connector,
+                                                                 fake_openai):
+    from connectors.spaces.models import Space
+
+    marketing = Space.objects.create(id="marketing", name="Marketing")
+    connector = make_connector(api_url=fake_openai.url("ok"), default_model="gpt-4o-mini", space=marketing)
+    answer = client.post(f"/s/marketing/api/actions/connector/{connector.pk}/_execute", json.dumps(run_body()),
+                         content_type="application/json", HTTP_KBN_XSRF="true", HTTP_AUTHORIZATION=basic_auth(operator))
+    assert answer.json()["status"] == "ok"
+    samples = scrape(client)
+    for name in ("connectors_executions_total", "connectors_tokens_total", "connectors_upstream_latency_seconds_count",
+                 "connectors_added_latency_seconds_count", "connectors_upstream_responses_total"):
+        spaces = {labels["space"] for labels, v in samples[name] if labels["connector"] == connector.pk and v}
+        assert spaces == {"marketing"}, name
+    assert value(samples, "connectors_tokens_total", connector=connector.pk, kind="prompt", space="marketing") == 9
+    assert value(samples, "connectors_upstream_latency_seconds_count", connector=connector.pk, space="default") == 0
+
+
+def test_the_label_children_are_bound_once_per_connector_space_and_outcome(token, monkeypatch):
+    from types import SimpleNamespace
+
+    bound = []
+    original = metrics.TOKENS.labels
+
+    def counting_labels(*values):
+        bound.append(values)
+        return original(*values)
+
+    monkeypatch.setattr(metrics.TOKENS, "labels", counting_labels)
+    monkeypatch.setattr(metrics, "_children", {})
+    event = SimpleNamespace(connector_id="bound-once", response_model="m", requested_model="m", sub_action="run",
+                            outcome="success", space_id="team-a", prompt_tokens=3, completion_tokens=2,
+                            cached_tokens=0, reasoning_tokens=0, cost_nanos=0, upstream_status=200)
+    for _ in range(5):
+        metrics.observe_execution(event, "OpenAI", 0.01, 0.02)
+    assert len(bound) == len(metrics.TOKEN_KINDS)  # the first execution's lookups, none after
+    metrics.observe_execution(SimpleNamespace(**{**vars(event), "space_id": "team-b"}), "OpenAI", 0.01, 0.02)
+    assert len(bound) == 2 * len(metrics.TOKEN_KINDS) and {values[-1] for values in bound} == {"team-a", "team-b"}
 
 
 def test_failures_are_counted_by_outcome_and_upstream_status(client, token, operator, make_connector, fake_openai):
@@ -229,8 +272,9 @@ def test_cost_and_rate_limit_refusals_are_counted(client, token, settings, opera
         samples = scrape(client)
         # 1 (resp. 2) currency units per prompt (resp. completion) token: 9 + 9 tokens cost 27.
         assert value(samples, "connectors_cost_total", connector=connector.pk, model="gpt-4o",
-                     currency=settings.USAGE_CURRENCY) == 27
-        assert value(samples, "connectors_refusals_total", connector=connector.pk, reason="rate_limit") == 1
+                     currency=settings.USAGE_CURRENCY, space="default") == 27
+        assert value(samples, "connectors_refusals_total", connector=connector.pk, reason="rate_limit",
+                     space="default") == 1
     finally:
         reset_counter_store()
         forget_table()

@@ -81,6 +81,7 @@ def test_an_execution_is_one_genai_span_with_the_http_call_as_child_continuing_t
     assert chat.attributes["gen_ai.usage.output_tokens"] == 9
     assert chat.attributes["gen_ai.usage.cache_read.input_tokens"] == 2
     assert chat.attributes["connectors.connector.id"] == connector.pk
+    assert chat.attributes["connectors.space.id"] == "default"
     assert chat.attributes["server.address"] == "127.0.0.1"
     assert chat.status.status_code == StatusCode.UNSET
     assert http.attributes["http.request.method"] == "POST"
@@ -97,6 +98,24 @@ def test_without_a_traceparent_the_execution_starts_a_trace(spans, asgi_live_ser
     recorded_events.wait_for(1)
     chat = next(span for span in spans.get_finished_spans() if span.name.startswith("chat"))
     assert chat.parent is None
+
+
+def test_the_span_names_the_space_the_call_was_made_in(spans, asgi_live_server, recorded_events, operator,
+                                                      make_connector, fake_openai):
+    import httpx
+
+    from connectors.spaces.models import Space
+    from tests.conftest import basic_auth
+
+    marketing = Space.objects.create(id="marketing", name="Marketing")
+    connector = make_connector(api_url=fake_openai.url("ok"), default_model="gpt-4o", space=marketing)
+    response = httpx.post(f"{asgi_live_server.url}/s/marketing/api/actions/connector/{connector.pk}/_execute",
+                          json=run_body(ASK), headers={"kbn-xsrf": "true", "Authorization": basic_auth(operator)},
+                          timeout=30)
+    assert response.json()["status"] == "ok"
+    recorded_events.wait_for(1)
+    chat = by_name(spans.get_finished_spans())["chat gpt-4o"]
+    assert chat.attributes["connectors.space.id"] == "marketing"
 
 
 def test_a_provider_error_marks_both_spans_as_errors_without_its_message(spans, asgi_live_server, recorded_events,

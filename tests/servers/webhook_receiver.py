@@ -1,5 +1,5 @@
-"""A real webhook receiver on a loopback address, for the alert tests: records what it receives, answers 500 to the
-first ``failures`` requests, or redirects every request to ``redirect_to``; over TLS when given a server context."""
+"""A real webhook receiver on a loopback address, for the alert tests: records what it receives (``requests``: headers
+and body; ``paths``: the path and query each was posted to), answers 500 to the first ``failures`` requests, or redirects every request to ``redirect_to``; over TLS when given a server context."""
 
 from __future__ import annotations
 
@@ -13,12 +13,14 @@ class Receiver:
                  tls: ssl.SSLContext | None = None):
         self.failures = failures
         self.requests: list[tuple[dict, bytes]] = []
+        self.paths: list[str] = []
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 - http.server's naming
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 receiver.requests.append((dict(self.headers), body))
+                receiver.paths.append(self.path)
                 if redirect_to:
                     self.send_response(307)
                     self.send_header("Location", redirect_to)

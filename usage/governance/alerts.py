@@ -30,6 +30,7 @@ from django.db import IntegrityError, close_old_connections, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from connectors.crypto import SecretUnavailable
 from usage.governance.models import (
     Alert,
     AlertChannel,
@@ -161,6 +162,10 @@ def _describe(channel: AlertChannel, exc: Exception) -> tuple[str, str]:
     Every webhook failure shows the same words: whoever may edit a channel must not learn from the page which
     addresses and ports answer, or how (usage/governance/webhooks.py). The log, the operator's, says why; it names
     no URL, which may hold a secret in its path."""
+    if isinstance(exc, SecretUnavailable):
+        described = ("the channel's stored target or signing secret cannot be decrypted with the configured "
+                     "CONNECTORS_ENCRYPTION_KEYS")
+        return (DELIVERY_FAILED if channel.kind == ChannelKind.WEBHOOK else described), described
     if channel.kind == ChannelKind.WEBHOOK:
         return DELIVERY_FAILED, str(exc) if isinstance(exc, WebhookFailed) else type(exc).__name__
     described = f"{type(exc).__name__}: {exc}"

@@ -277,14 +277,17 @@ class ChannelKind(models.TextChoices):
 
 
 class AlertChannel(models.Model):
-    """Where alerts go: email addresses, or a webhook URL that receives signed JSON. Belongs to a space."""
+    """Where alerts go: email addresses, or a webhook URL that receives signed JSON. Belongs to a space.
+
+    The target is stored encrypted, like connector API keys: a webhook URL is a secret (a Slack webhook's path is its
+    token). It is read only to deliver; pages, forms, records and logs show ``target_shown``, which keeps a webhook's
+    scheme and host only (README, "Alerts")."""
 
     space = models.ForeignKey("spaces.Space", on_delete=models.CASCADE, default="default", related_name="+")
     name = models.CharField(max_length=100)
     kind = models.CharField(max_length=8, choices=ChannelKind.choices)
-    target = models.CharField(
-        max_length=2048, help_text="Email: addresses separated by commas. Webhook: the https:// or http:// URL."
-    )
+    # Email: addresses separated by commas. Webhook: the https:// or http:// URL. Set and read through ``target``.
+    target_encrypted = models.TextField(editable=False)
     secret_encrypted = models.TextField(blank=True, editable=False)
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -294,6 +297,39 @@ class AlertChannel(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def target(self) -> str:
+        """The addresses or the full webhook URL (decrypted; raises connectors.crypto.SecretUnavailable when the
+        configured keys cannot read it). Only for delivering: show ``target_shown``."""
+        from connectors.crypto import decrypt_secret
+
+        return decrypt_secret(self.target_encrypted) if self.target_encrypted else ""
+
+    @target.setter
+    def target(self, value: str) -> None:
+        from connectors.crypto import SecretUnavailable, encrypt_secret
+
+        value = (value or "").strip()
+        try:
+            if self.target_encrypted and self.target == value:
+                return  # the same target: the stored value (and so the audit trail) does not change
+        except SecretUnavailable:
+            pass
+        self.target_encrypted = encrypt_secret(value) if value else ""
+
+    @property
+    def target_shown(self) -> str:
+        """What may be shown of the target: email addresses as they are; of a webhook URL its scheme, host and port,
+        the rest masked (``https://hooks.slack.com/…``)."""
+        from connectors.crypto import SecretUnavailable
+        from usage.governance.webhooks import shown_webhook_url
+
+        try:
+            target = self.target
+        except SecretUnavailable:
+            return "(cannot be decrypted with the configured CONNECTORS_ENCRYPTION_KEYS)"
+        return shown_webhook_url(target) if self.kind == ChannelKind.WEBHOOK else target
 
     @property
     def secret(self) -> str:
@@ -314,10 +350,22 @@ class AlertChannel(models.Model):
     def clean(self) -> None:
         from django.core.validators import validate_email
 
+        from connectors.crypto import SecretUnavailable
+
+        if not self.target_encrypted:
+            raise ValidationError({"target": "Give the email addresses or the webhook URL."})
+        try:
+            target = self.target
+        except SecretUnavailable:
+            raise ValidationError({"target": "The stored target cannot be decrypted with the configured "
+                                             "CONNECTORS_ENCRYPTION_KEYS: type it again."}) from None
         if self.kind == ChannelKind.EMAIL:
             if not self.recipients:
                 raise ValidationError({"target": "Give at least one email address."})
             for address in self.recipients:
+                if "://" in address:  # a webhook URL, never quoted back: it may hold a token
+                    raise ValidationError({"target": "A URL is not an email address: a webhook is of the kind "
+                                                     "Webhook."})
                 try:
                     validate_email(address)
                 except ValidationError:
@@ -326,7 +374,7 @@ class AlertChannel(models.Model):
             from usage.governance.webhooks import webhook_url_error
 
             # The connectors' URL rules, allowedHosts, and public addresses only (README, "Guarantees").
-            problem = webhook_url_error(self.target)
+            problem = webhook_url_error(target)
             if problem:
                 raise ValidationError({"target": problem})
 

@@ -38,6 +38,24 @@ class WebhookFailed(Exception):
     pass
 
 
+def shown_webhook_url(url: str) -> str:
+    """What pages, forms, records and logs may show of a webhook URL: its scheme, host and port. The path, query and
+    fragment may be a secret (a Slack webhook's path is its token; others put one in the query) and show as "…";
+    a ``user:pass@`` is dropped."""
+    try:
+        parts = urlsplit(url.strip())
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return "…"
+    if parts.scheme not in ("http", "https") or not host:
+        return "…"
+    netloc = f"[{host}]" if ":" in host else host
+    if port:
+        netloc += f":{port}"
+    rest = "/…" if parts.path.strip("/") or parts.query or parts.fragment else "/"
+    return f"{parts.scheme}://{netloc}{rest}"
+
+
 def webhook_url_error(url: str) -> str | None:
     """Why ``url`` cannot be saved as a webhook, or None."""
     return url_destination_error(url, CREDENTIALS_HINT)

@@ -5,13 +5,14 @@ is imported: each worker then writes its values to memory-mapped files in that d
 adds them up, so a scrape counts every worker whichever one answers it. Without it (one process: ``make run``,
 tests) the values live in this process's memory.
 
-Label cardinality is bounded (README, Prometheus): connector ids (created by admins), the provider, sub-actions
-from a fixed list, outcomes, token kinds, HTTP status codes, and model names, of which each process keeps at most
+Label cardinality is bounded (README, Prometheus): connector ids (created by admins), space ids (created by
+superusers: a connector of a space has one value; a preconfigured connector, in every space, one per space it is
+called in), the provider, sub-actions from a fixed list, outcomes, token kinds, HTTP status codes, and model names, of which each process keeps at most
 ``METRICS_MODELS_PER_CONNECTOR`` per connector (the first seen); later ones are counted as ``other``. Never a user,
 a key or free text.
 
 The hot path binds label values once: the children of every metric for one (connector, provider, model,
-sub-action, outcome) are looked up in a dict after the first execution with those values.
+sub-action, outcome, space) are looked up in a dict after the first execution with those values.
 """
 
 from __future__ import annotations
@@ -37,35 +38,37 @@ NONE = "none"
 UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 ADDED_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 
+# Every per-connector series also carries the connector's space: one value per space (spaces are created by
+# superusers), so bounded like the connector label, and a space's dashboards can sum its connectors with
+# ``sum by (space)`` whichever metric they read.
 EXECUTIONS = Counter(
     "connectors_executions", "Executions of connectors, by connector, provider, model, sub-action, outcome and space.",
-    # space: one value per space (spaces are created by superusers), so bounded like the connector label.
     ["connector", "provider", "model", "sub_action", "outcome", "space"],
 )
 TOKENS = Counter(
     "connectors_tokens", "Tokens of executions by kind (prompt, completion, cached, reasoning); cached tokens are "
     "part of the prompt tokens and reasoning tokens part of the completion tokens, as OpenAI reports them.",
-    ["connector", "model", "kind"],
+    ["connector", "model", "kind", "space"],
 )
 COST = Counter(
     "connectors_cost", "What executions cost, in units of USAGE_CURRENCY (the currency label), at the prices of "
     "usage/governance/pricing/prices.py; executions without a known price add nothing.",
-    ["connector", "model", "currency"],
+    ["connector", "model", "currency", "space"],
 )
 UPSTREAM_LATENCY = Histogram(
     "connectors_upstream_latency_seconds", "Time spent in the call to the provider (for streams: until the stream "
     "ended), per execution that reached the network.",
-    ["connector", "model"], buckets=UPSTREAM_BUCKETS,
+    ["connector", "model", "space"], buckets=UPSTREAM_BUCKETS,
 )
 ADDED_LATENCY = Histogram(
     "connectors_added_latency_seconds", "What the gateway added to an execution that called the provider: from the "
     "request's arrival to its event being handed to the event writer, less the upstream time.",
-    ["connector"], buckets=ADDED_BUCKETS,
+    ["connector", "space"], buckets=ADDED_BUCKETS,
 )
 UPSTREAM_RESPONSES = Counter(
     "connectors_upstream_responses", "Executions that called the provider, by the HTTP status of its answer "
     "(none: no answer: refused, timed out, TLS failure, ...).",
-    ["connector", "status"],
+    ["connector", "status", "space"],
 )
 EVENT_QUEUE_DEPTH = Gauge(
     "connectors_event_writer_queue_depth", "Execution events queued for the event writer and not yet written "
@@ -86,7 +89,7 @@ CACHE_REQUESTS = Counter(
 REFUSALS = Counter(
     "connectors_refusals", "Executions refused by a token or cost budget or a rate limit, by reason (budget, "
     "rate_limit), counted where usage/governance/enforcement/admission.py refuses them.",
-    ["connector", "reason"],
+    ["connector", "reason", "space"],
 )
 
 _models_seen: dict[str, set[str]] = {}
@@ -122,10 +125,10 @@ class ExecutionChildren:
 
     def __init__(self, connector: str, provider: str, model: str, sub_action: str, outcome: str, space: str):
         self.executions = EXECUTIONS.labels(connector, provider, model, sub_action, outcome, space)
-        self.tokens = tuple(TOKENS.labels(connector, model, kind) for kind in TOKEN_KINDS)
-        self.cost = COST.labels(connector, model, currency())
-        self.upstream_latency = UPSTREAM_LATENCY.labels(connector, model)
-        self.added_latency = ADDED_LATENCY.labels(connector)
+        self.tokens = tuple(TOKENS.labels(connector, model, kind, space) for kind in TOKEN_KINDS)
+        self.cost = COST.labels(connector, model, currency(), space)
+        self.upstream_latency = UPSTREAM_LATENCY.labels(connector, model, space)
+        self.added_latency = ADDED_LATENCY.labels(connector, space)
 
 
 _children: dict[tuple, ExecutionChildren] = {}
@@ -158,12 +161,12 @@ def observe_execution(event, provider: str, upstream_seconds: float | None, tota
         return  # refused before the network: no upstream time, no status, nothing added to a call
     children.upstream_latency.observe(upstream_seconds)
     children.added_latency.observe(max(0.0, total_seconds - upstream_seconds))
-    status_key = (connector, event.upstream_status)
+    status_key = (connector, event.upstream_status, event.space_id)
     status = _status_children.get(status_key)
     if status is None:
         code = event.upstream_status
         status = _status_children[status_key] = UPSTREAM_RESPONSES.labels(
-            connector, str(code) if code and 100 <= code <= 599 else NONE
+            connector, str(code) if code and 100 <= code <= 599 else NONE, event.space_id
         )
     status.inc()
 
@@ -180,10 +183,18 @@ def count_cache_lookup(cache: str, hit: bool) -> None:
     child.inc()
 
 
-def count_refusal(connector_id: str, reason: str) -> None:
-    """An execution refused by a budget or a rate limit (``reason``: budget or rate_limit)."""
-    if settings.METRICS_ENABLED:
-        REFUSALS.labels(connector_id, reason if reason in ("budget", "rate_limit") else OTHER).inc()
+_refusal_children: dict[tuple[str, str, str], Counter] = {}
+
+
+def count_refusal(connector_id: str, space_id: str, reason: str) -> None:
+    """An execution refused by a budget or a rate limit (``reason``: budget or rate_limit) in ``space_id``."""
+    if not settings.METRICS_ENABLED:
+        return
+    key = (connector_id, space_id, reason if reason in ("budget", "rate_limit") else OTHER)
+    child = _refusal_children.get(key)
+    if child is None:
+        child = _refusal_children[key] = REFUSALS.labels(key[0], key[2], key[1])
+    child.inc()
 
 
 def set_event_queue_depth(depth: int) -> None:

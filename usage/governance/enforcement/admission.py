@@ -228,7 +228,7 @@ async def admit(connector_id: str, user_id: int | None, api_key_id: int | None, 
     if refused is not None:
         index, value = refused
         refusal = _refusal(*reasons[index], at=at, value=value)
-        count_refusal(connector_id, refusal.kind)  # connectors_refusals_total (README, Prometheus)
+        count_refusal(connector_id, space_id, refusal.kind)  # connectors_refusals_total (README, Prometheus)
         return refusal
     return reservation
 

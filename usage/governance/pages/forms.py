@@ -14,6 +14,7 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from connectors.access.policy import manages_people
+from connectors.crypto import SecretUnavailable
 from connectors.lookup import all_connectors
 from connectors.models import ApiKey
 from usage.formatting import currency
@@ -275,21 +276,42 @@ class ConnectorPricingForm(forms.ModelForm):
         return discount
 
 
+class TargetInput(forms.TextInput):
+    """The target's input: email addresses are shown as they are, a URL never (a webhook URL is a secret), neither
+    the stored one on the edit page nor one just typed on a form sent back with an error."""
+
+    def format_value(self, value):
+        return None if value and "://" in str(value) else super().format_value(value)
+
+
 class AlertChannelForm(forms.ModelForm):
+    target = forms.CharField(label="Target", max_length=2048, required=False, strip=True,
+                             widget=TargetInput(attrs={"spellcheck": "false", "autocomplete": "off"}))
     secret = forms.CharField(
         label="Signing secret", required=False, strip=True,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
     )
+    field_order = ["name", "kind", "target", "enabled", "secret"]
 
     class Meta:
         model = AlertChannel
-        fields = ["name", "kind", "target", "enabled"]
-        widgets = {"target": forms.TextInput(attrs={"spellcheck": "false"})}
-        help_texts = {"target": "Email: addresses separated by commas. Webhook: the https:// or http:// URL, at a "
-                                "public address unless the allowedHosts networking setting lists its host."}
+        fields = ["name", "kind", "enabled"]
+
+    TARGET_HELP = ("Email: addresses separated by commas. Webhook: the https:// or http:// URL, at a public address "
+                   "unless the allowedHosts networking setting lists its host; stored encrypted, and shown afterwards "
+                   "as its scheme and host only.")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.fields["target"].help_text = self.TARGET_HELP
+        if self.instance.target_encrypted and self.instance.kind == ChannelKind.WEBHOOK:
+            self.fields["target"].help_text = (f"Now {self.instance.target_shown}. Leave blank to keep it; the URL is "
+                                               "never shown again. " + self.TARGET_HELP)
+        elif self.instance.target_encrypted:
+            try:
+                self.initial.setdefault("target", self.instance.target)  # email addresses, shown as they are
+            except SecretUnavailable:
+                pass  # left empty: blank keeps what is stored
         if self.instance.secret_encrypted:
             self.fields["secret"].help_text = "Webhooks: a secret is stored. Leave blank to keep it; never shown again."
         else:
@@ -298,8 +320,14 @@ class AlertChannelForm(forms.ModelForm):
 
     def clean(self):
         cleaned = super().clean()
+        target, kind = cleaned.get("target"), cleaned.get("kind")
+        if target:
+            self.instance.target = target
+        elif self.instance.target_encrypted and kind and kind != self.instance.kind:
+            # The kept target was the other kind's: checked as this kind, its error would quote it.
+            self.add_error("target", "The kind changed: give the new target.")
         secret = cleaned.get("secret")
-        if secret and cleaned.get("kind") == ChannelKind.EMAIL:
+        if secret and kind == ChannelKind.EMAIL:
             self.add_error("secret", "Email channels are not signed: leave the secret empty.")
         elif secret:
             self.instance.set_secret(secret)
