@@ -1,8 +1,9 @@
 """Budgets and rate limits on the execution path: admit an execution before it is sent, settle it afterwards.
 
-``admit`` runs before anything is sent to the provider. With no budget or rate limit for the connector, the user
-or the API key it returns at once, without I/O (the rules live in memory per process, read again when one
-changes). Otherwise it reserves, in one atomic step of the counter store (usage/governance/enforcement/counters.py):
+``admit`` runs before anything is sent to the provider. With no budget or rate limit of the call's space for the
+space, the connector, the user or the API key it returns at once, without I/O (the rules live in memory per process,
+read again when one changes). Otherwise it reserves, in one atomic step of the counter store
+(usage/governance/enforcement/counters.py):
 
 - one request against each requests-per-minute limit;
 - the prompt's estimated tokens (the request's size in bytes / 4, a deliberate over-estimate for English text)
@@ -37,7 +38,7 @@ from connectors.caching.process_cache import ProcessCache
 from usage.formatting import currency, format_cost, format_tokens
 from usage.governance.enforcement.counters import Charge, counter_store
 from usage.governance.enforcement.periods import minute_bounds, period_bounds
-from usage.governance.models import AlertKind, Budget, Period, RateLimit, Unit
+from usage.governance.models import WHOLE_SPACE, AlertKind, Budget, Period, RateLimit, Unit
 from usage.observability.metrics import count_refusal
 
 RULES_SECONDS = 300
@@ -78,14 +79,25 @@ NOTHING_RESERVED = Reservation()
 
 
 class RuleSet:
-    """Every enabled budget and rate limit, by whose executions it counts."""
+    """Every enabled budget and rate limit, by the space it belongs to and whose executions it counts there.
+
+    A rule counts the executions made in its own space only (README "Spaces"): a preconfigured connector is in every
+    space, and a rule made on it in one space neither counts nor refuses another space's calls of it. Per call,
+    ``rules_for`` reads the space's rules (one dictionary read; a space without rules answers there), then one
+    entry per subject, keyed by tuples: nothing is formatted on the execution path. The counters themselves are
+    the rule's own (``budget_counter_key``, ``rate_limit_counter_keys``: by the rule's id), so two rules never
+    share one.
+    """
 
     def __init__(self, budgets: list[Budget], limits: list[RateLimit]):
-        self.by_subject: dict[str, tuple[list[Budget], list[RateLimit]]] = {}
+        self.by_space: dict[str, dict[tuple, tuple[list[Budget], list[RateLimit]]]] = {}
         for budget in budgets:
-            self.by_subject.setdefault(budget.subject_key, ([], []))[0].append(budget)
+            self._rules_of(budget)[0].append(budget)
         for limit in limits:
-            self.by_subject.setdefault(limit.subject_key, ([], []))[1].append(limit)
+            self._rules_of(limit)[1].append(limit)
+
+    def _rules_of(self, rule: Budget | RateLimit) -> tuple[list[Budget], list[RateLimit]]:
+        return self.by_space.setdefault(rule.space_id, {}).setdefault(rule.subject_key, ([], []))
 
     @classmethod
     def load(cls) -> RuleSet:
@@ -94,10 +106,15 @@ class RuleSet:
         return cls(budgets, limits)
 
     def rules_for(self, connector_id: str, user_id: int | None, api_key_id: int | None, space_id: str = "default"):
+        """The budgets and rate limits of ``space_id`` that count an execution of this connector, user and key
+        made in that space."""
+        subjects = self.by_space.get(space_id)
+        if subjects is None:
+            return [], []
         budgets: list[Budget] = []
         limits: list[RateLimit] = []
-        for subject in (f"space:{space_id}", f"connector:{connector_id}", f"user:{user_id}", f"key:{api_key_id}"):
-            found = self.by_subject.get(subject)
+        for subject in (WHOLE_SPACE, ("connector", connector_id), ("user", user_id), ("key", api_key_id)):
+            found = subjects.get(subject)
             if found:
                 budgets += found[0]
                 limits += found[1]

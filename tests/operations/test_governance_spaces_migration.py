@@ -1,0 +1,50 @@
+"""Migration governance/0007: a rule counts its own space's calls only, so a rule of an API key or a stored
+connector made in another space moves to its subject's space (its counter, by the rule's id, keeps what the period
+used). On SQLite and PostgreSQL alike."""
+
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+
+from connectors.accounts.api_keys import create_api_key
+from connectors.spaces.models import Space
+from usage.governance.models import Budget, RateLimit
+
+BEFORE = ("governance", "0006_spaces")
+
+
+def migrate_to(target: tuple[str, str] | None):
+    executor = MigrationExecutor(connection)
+    targets = [target] if target else executor.loader.graph.leaf_nodes()
+    executor.migrate(targets)
+    executor.loader.build_graph()
+    return executor.loader.project_state(targets).apps
+
+
+@pytest.fixture
+def before_the_migrations(transactional_db):
+    apps = migrate_to(BEFORE)
+    yield apps
+    migrate_to(None)
+
+
+def test_rules_move_to_their_subjects_space(before_the_migrations, operator, make_connector):
+    apps = before_the_migrations
+    marketing = Space.objects.create(id="marketing", name="Marketing")
+    key, _ = create_api_key(operator, "ci", space_id="marketing")
+    connector = make_connector(name="Campaign bot", space=marketing)
+    old_budget, old_limit = (apps.get_model("governance", name) for name in ("Budget", "RateLimit"))
+    money = {"name": "b", "amount": Decimal(1)}
+    of_key = old_budget.objects.create(scope="api_key", api_key_id=key.pk, **money)
+    of_connector = old_limit.objects.create(scope="connector", connector_id=connector.pk, requests_per_minute=5)
+    of_user = old_budget.objects.create(scope="user", user_id=operator.pk, **money)
+    of_shared = old_budget.objects.create(scope="connector", connector_id="preconfigured-one", **money)
+
+    migrate_to(None)
+
+    assert Budget.objects.get(pk=of_key.pk).space_id == "marketing"
+    assert RateLimit.objects.get(pk=of_connector.pk).space_id == "marketing"
+    assert Budget.objects.get(pk=of_user.pk).space_id == "default"
+    assert Budget.objects.get(pk=of_shared.pk).space_id == "default"

@@ -1,0 +1,153 @@
+"""Budgets and rate limits belong to their space (README "Spaces"): a rule made in one space on a preconfigured
+connector (in every space) counts and refuses that space's calls only, with the counters in the database and in
+Redis, and catches up with that space's calls only."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from connectors.spaces.models import Space
+from tests.helpers.events import record
+from tests.helpers.execute import envelope, run_body
+from usage.governance import alerts
+from usage.governance.enforcement import counters
+from usage.governance.enforcement.admission import budget_counter_key, rate_limit_counter_keys
+from usage.governance.models import (
+    Budget,
+    Period,
+    RateLimit,
+    Scope,
+    Unit,
+)
+from usage.governance.pages.consumption import recorded_in_period
+from usage.models import ExecutionEvent
+from usage.ranges import ceil_hour, floor_hour
+
+SHARED = "shared-openai"
+REDIS_URL = "redis://127.0.0.1:6379/15"
+EVENT_TABLE = ExecutionEvent._meta.db_table
+
+
+@pytest.fixture
+def marketing(db):
+    return Space.objects.create(id="marketing", name="Marketing")
+
+
+@pytest.fixture
+def shared(actions_config, fake_openai):
+    actions_config({"preconfigured": {SHARED: {
+        "name": "Shared OpenAI", "actionTypeId": ".gen-ai",
+        "config": {"apiProvider": "OpenAI", "apiUrl": fake_openai.url("ok")},
+        "secrets": {"apiKey": "sk-preconfigured-SECRET"},
+    }}})
+    return SHARED
+
+
+@pytest.fixture(params=["database", "redis"])
+def counter_store(request, settings, transactional_db):
+    """The server's counters in the database or in Redis (under a prefix of this test's own: the Redis database is
+    shared, and rule ids repeat from one test database to the next)."""
+    counters.reset_counter_store()
+    if request.param == "redis":
+        settings.REDIS_URL = REDIS_URL
+        counters._store = counters.RedisStore(REDIS_URL, prefix=f"test:{uuid.uuid4().hex}")
+    else:
+        settings.REDIS_URL = ""
+    yield counters.counter_store()
+    alerts.stop_alert_sender()
+    counters.reset_counter_store()
+
+
+def execute(server, prefix: str, user) -> dict:
+    import httpx
+
+    from tests.conftest import basic_auth
+
+    response = httpx.post(f"{server.url}{prefix}/api/actions/connector/{SHARED}/_execute", json=run_body(),
+                          headers={"kbn-xsrf": "true", "Authorization": basic_auth(user)}, timeout=30)
+    return envelope(response)
+
+
+def test_a_rule_of_one_space_on_a_preconfigured_connector_ignores_another_spaces_calls(
+        counter_store, asgi_live_server, recorded_events, marketing, shared, operator):
+    # A call reserves its prompt (about 20 tokens) and the allowance of 50: one fits in 80 tokens, a second does not.
+    budget = Budget.objects.create(space=marketing, name="Marketing tokens", scope=Scope.CONNECTOR,
+                                   connector_id=SHARED, period=Period.MONTH, unit=Unit.TOKENS, amount=Decimal(80),
+                                   completion_allowance=50)
+    of_user = Budget.objects.create(space=marketing, name="Operator in marketing", scope=Scope.USER, user=operator,
+                                    period=Period.MONTH, unit=Unit.TOKENS, amount=Decimal(10**6))
+    limit = RateLimit.objects.create(space=marketing, scope=Scope.CONNECTOR, connector_id=SHARED,
+                                     requests_per_minute=1000)
+
+    for _ in range(3):  # the default space's calls of the same connector: none is marketing's to count or refuse
+        assert execute(asgi_live_server, "", operator)["status"] == "ok"
+    recorded_events.wait_for(3)
+    now = timezone.now()
+    keys = [budget_counter_key(budget, now)[0], budget_counter_key(of_user, now)[0],
+            *rate_limit_counter_keys(limit, now)[:2]]
+    assert counter_store.values_now(keys) == {}
+
+    assert execute(asgi_live_server, "/s/marketing", operator)["status"] == "ok"
+    refused = execute(asgi_live_server, "/s/marketing", operator)
+    assert refused["status"] == "error" and 'Budget "Marketing tokens"' in refused["message"]
+    assert execute(asgi_live_server, "", operator)["status"] == "ok"  # the default space is still not refused
+    recorded_events.wait_for(6)
+    alerts.stop_alert_sender()  # the refusal's alert is written by then
+    values = counter_store.values_now([budget_counter_key(budget, timezone.now())[0],
+                                       budget_counter_key(of_user, timezone.now())[0]])
+    marketing_tokens = sum(ExecutionEvent.objects.filter(space_id="marketing").values_list("total_tokens", flat=True))
+    assert marketing_tokens > 0
+    assert values == {keys[0]: marketing_tokens, keys[1]: marketing_tokens}
+
+
+def test_a_budget_catches_up_with_its_own_spaces_calls_only(marketing):
+    """Whole hours from the hourly totals, part-hours from the events; a call of another space in neither."""
+    now = timezone.now()
+    start = now - dt.timedelta(hours=5, minutes=17)
+    marketing_tokens = 0
+    # Across every hour boundary of the range, and at both ends: the start, the last instant, one before the start.
+    moments = [now - dt.timedelta(minutes=minutes) for minutes in range(0, 5 * 60 + 40, 20)]
+    moments += [start, now - dt.timedelta(microseconds=1), start - dt.timedelta(microseconds=1)]
+    for minutes, at in enumerate(moments):
+        record(at, connector_id=SHARED, space_id="default", prompt_tokens=1000, completion_tokens=0)
+        record(at, connector_id=SHARED, space_id="marketing", prompt_tokens=minutes + 1, completion_tokens=0)
+        record(at, connector_id="other", space_id="marketing", prompt_tokens=7, completion_tokens=0)
+        if start <= at < now:
+            marketing_tokens += minutes + 1
+    of_connector = Budget(space=marketing, scope=Scope.CONNECTOR, connector_id=SHARED, unit=Unit.TOKENS)
+    of_space = Budget(space=marketing, scope=Scope.SPACE, unit=Unit.TOKENS)
+    in_range = ExecutionEvent.objects.filter(connector_id="other", timestamp__gte=start, timestamp__lt=now).count()
+    # Both part-hours hold calls (read from the events), and so do whole hours (read from the hourly totals).
+    assert ExecutionEvent.objects.filter(timestamp__gte=start, timestamp__lt=ceil_hour(start)).exists()
+    assert ExecutionEvent.objects.filter(timestamp__gte=floor_hour(now), timestamp__lt=now).exists()
+    assert recorded_in_period(of_connector, start, now) == marketing_tokens
+    assert recorded_in_period(of_space, start, now) == marketing_tokens + 7 * in_range
+    # The whole hours come from the hourly totals, which outlive pruned events.
+    middle = now.replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=2)
+    pruned = ExecutionEvent.objects.filter(space_id="marketing", connector_id=SHARED, timestamp__gte=middle,
+                                           timestamp__lt=middle + dt.timedelta(hours=1))
+    assert pruned.count() == 3
+    pruned.delete()
+    assert recorded_in_period(of_connector, start, now) == marketing_tokens
+
+
+def test_a_key_rule_is_offered_the_keys_of_its_own_space_only(client, marketing, operator, admin_user):
+    from connectors.accounts.api_keys import create_api_key
+
+    ours, _ = create_api_key(operator, "marketing ci", space_id="marketing")
+    theirs, _ = create_api_key(operator, "default ci")
+    client.force_login(admin_user)
+    for prefix, offered, refused in (("/s/marketing", ours, theirs), ("", theirs, ours)):
+        form = client.get(f"{prefix}/usage/budgets/new/").context["form"]
+        assert list(form.fields["api_key"].queryset) == [offered]
+        posted = client.post(f"{prefix}/usage/budgets/new/", {
+            "name": "Key money", "scope": "api_key", "api_key": refused.pk, "period": "month", "time_zone": "UTC",
+            "unit": "tokens", "amount": "100", "soft_threshold_percent": "80", "hard_limit": "refuse",
+            "completion_allowance": "10", "enabled": "on"})
+        assert posted.status_code == 200 and "api_key" in posted.context["form"].errors
+    assert not Budget.objects.exists()
