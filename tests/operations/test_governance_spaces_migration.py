@@ -1,6 +1,6 @@
-"""Migration governance/0007: a rule counts its own space's calls only, so a rule of an API key or a stored
-connector made in another space moves to its subject's space (its counter, by the rule's id, keeps what the period
-used). On SQLite and PostgreSQL alike."""
+"""Migrations governance/0007 and 0008: a rule counts its own space's calls only, so a rule of an API key or a
+stored connector made in another space moves to its subject's space (its counter, by the rule's id, keeps what the
+period used); and an existing alert takes the space of the rule that raised it. On SQLite and PostgreSQL alike."""
 
 from decimal import Decimal
 
@@ -10,7 +10,7 @@ from django.db.migrations.executor import MigrationExecutor
 
 from connectors.accounts.api_keys import create_api_key
 from connectors.spaces.models import Space
-from usage.governance.models import Budget, RateLimit
+from usage.governance.models import Alert, Budget, ErrorRateRule, RateLimit
 
 BEFORE = ("governance", "0006_spaces")
 
@@ -30,17 +30,32 @@ def before_the_migrations(transactional_db):
     migrate_to(None)
 
 
-def test_rules_move_to_their_subjects_space(before_the_migrations, operator, make_connector):
+def test_rules_move_to_their_subjects_space_and_alerts_take_their_rules_space(before_the_migrations, operator,
+                                                                              make_connector):
     apps = before_the_migrations
     marketing = Space.objects.create(id="marketing", name="Marketing")
     key, _ = create_api_key(operator, "ci", space_id="marketing")
     connector = make_connector(name="Campaign bot", space=marketing)
-    old_budget, old_limit = (apps.get_model("governance", name) for name in ("Budget", "RateLimit"))
+    old_budget, old_limit, old_rule, old_alert = (apps.get_model("governance", name)
+                                                  for name in ("Budget", "RateLimit", "ErrorRateRule", "Alert"))
     money = {"name": "b", "amount": Decimal(1)}
     of_key = old_budget.objects.create(scope="api_key", api_key_id=key.pk, **money)
     of_connector = old_limit.objects.create(scope="connector", connector_id=connector.pk, requests_per_minute=5)
     of_user = old_budget.objects.create(scope="user", user_id=operator.pk, **money)
     of_shared = old_budget.objects.create(scope="connector", connector_id="preconfigured-one", **money)
+    rule = old_rule.objects.create(space_id="marketing", connector_id="preconfigured-one", threshold_percent=5)
+    alerts = {
+        "budget": old_alert.objects.create(key=f"budget:{of_key.pk}:2026-12-01:threshold", kind="budget_threshold",
+                                           message="m"),
+        "rate limit": old_alert.objects.create(key=f"ratelimit:{of_connector.pk}:20261206T10",
+                                               kind="rate_limited", connector_id=connector.pk, message="m"),
+        "error rate": old_alert.objects.create(key=f"errors:{rule.pk}:123", kind="error_rate",
+                                               connector_id="preconfigured-one", message="m"),
+        "rule gone, connector kept": old_alert.objects.create(key="budget:999:2026-12-01:reached",
+                                                              kind="budget_reached", connector_id=connector.pk,
+                                                              message="m"),
+        "nothing known": old_alert.objects.create(key="other", kind="error_rate", message="m"),
+    }
 
     migrate_to(None)
 
@@ -48,3 +63,7 @@ def test_rules_move_to_their_subjects_space(before_the_migrations, operator, mak
     assert RateLimit.objects.get(pk=of_connector.pk).space_id == "marketing"
     assert Budget.objects.get(pk=of_user.pk).space_id == "default"
     assert Budget.objects.get(pk=of_shared.pk).space_id == "default"
+    assert ErrorRateRule.objects.get(pk=rule.pk).space_id == "marketing"
+    spaces = {name: Alert.objects.get(pk=alert.pk).space_id for name, alert in alerts.items()}
+    assert spaces == {"budget": "marketing", "rate limit": "marketing", "error rate": "marketing",
+                      "rule gone, connector kept": "marketing", "nothing known": "default"}

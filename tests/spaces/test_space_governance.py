@@ -1,6 +1,7 @@
-"""Budgets and rate limits belong to their space (README "Spaces"): a rule made in one space on a preconfigured
-connector (in every space) counts and refuses that space's calls only, with the counters in the database and in
-Redis, and catches up with that space's calls only."""
+"""Budgets, rate limits, error-rate rules and alerts belong to their space (README "Spaces"): a rule made in one space
+on a preconfigured connector (in every space) counts, refuses and alerts on that space's calls only, with the counters
+in the database and in Redis, and catches up with that space's calls only; its alerts go to that space's channels
+and page."""
 
 from __future__ import annotations
 
@@ -18,14 +19,18 @@ from usage.governance import alerts
 from usage.governance.enforcement import counters
 from usage.governance.enforcement.admission import budget_counter_key, rate_limit_counter_keys
 from usage.governance.models import (
+    Alert,
+    AlertChannel,
+    AlertDelivery,
     Budget,
+    ErrorRateRule,
     Period,
     RateLimit,
     Scope,
     Unit,
 )
 from usage.governance.pages.consumption import recorded_in_period
-from usage.models import ExecutionEvent
+from usage.models import ExecutionEvent, Outcome
 from usage.ranges import ceil_hour, floor_hour
 
 SHARED = "shared-openai"
@@ -103,6 +108,8 @@ def test_a_rule_of_one_space_on_a_preconfigured_connector_ignores_another_spaces
     marketing_tokens = sum(ExecutionEvent.objects.filter(space_id="marketing").values_list("total_tokens", flat=True))
     assert marketing_tokens > 0
     assert values == {keys[0]: marketing_tokens, keys[1]: marketing_tokens}
+    # The refusal's alert is marketing's.
+    assert list(Alert.objects.values_list("space_id", "kind")) == [("marketing", "budget_reached")]
 
 
 def test_a_budget_catches_up_with_its_own_spaces_calls_only(marketing):
@@ -134,6 +141,34 @@ def test_a_budget_catches_up_with_its_own_spaces_calls_only(marketing):
     assert pruned.count() == 3
     pruned.delete()
     assert recorded_in_period(of_connector, start, now) == marketing_tokens
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_error_rate_rule_counts_its_own_spaces_failures_and_alerts_its_own_channels(client, marketing,
+                                                                                       admin_user):
+    ErrorRateRule.objects.create(space=marketing, connector_id=SHARED, threshold_percent=50, window_minutes=10,
+                                 min_requests=4)
+    theirs = AlertChannel.objects.create(name="default's mail", kind="email", target="ops@example.com")
+    ours = AlertChannel.objects.create(space=marketing, name="marketing's mail", kind="email",
+                                       target="marketing@example.com")
+    now = timezone.now()
+    failed = {"connector_id": SHARED, "outcome": Outcome.FAILURE, "prompt_tokens": 0, "completion_tokens": 0}
+    for _ in range(5):
+        record(now - dt.timedelta(minutes=1), space_id="default", **failed)
+        record(now - dt.timedelta(minutes=1), connector_id=SHARED, space_id="marketing")
+    assert alerts.check_error_rates(now) == 0  # marketing: 0 of 5 failed; the default space's failures are not its
+
+    for _ in range(5):
+        record(now - dt.timedelta(minutes=1), space_id="marketing", **failed)
+    assert alerts.check_error_rates(now) == 1
+    alert = Alert.objects.get()
+    assert alert.space_id == "marketing" and "50.0% of 10 executions failed" in alert.message
+    assert list(AlertDelivery.objects.values_list("channel", flat=True)) == [ours.pk]
+    assert theirs.pk != ours.pk
+
+    client.force_login(admin_user)
+    assert [a.pk for a in client.get("/s/marketing/usage/alerts/").context["alerts"]] == [alert.pk]
+    assert list(client.get("/usage/alerts/").context["alerts"]) == []
 
 
 def test_a_key_rule_is_offered_the_keys_of_its_own_space_only(client, marketing, operator, admin_user):

@@ -347,10 +347,15 @@ class AlertKind(models.TextChoices):
 
 
 class Alert(models.Model):
-    """One alert, raised once per threshold and period however many processes see it (``key`` is unique)."""
+    """One alert, raised once per threshold and period however many processes see it (``key`` is unique).
+
+    It belongs to the space of the rule that raised it (README "Spaces"): it shows on that space's alerts page and
+    goes to that space's channels only, also when its connector is a preconfigured one (in every space)."""
 
     key = models.CharField(max_length=200, unique=True)
     kind = models.CharField(max_length=20, choices=AlertKind.choices)
+    space = models.ForeignKey("spaces.Space", on_delete=models.CASCADE, default="default", related_name="+",
+                              db_index=False)  # alert_space_newest starts with it
     connector_id = models.CharField(max_length=64, blank=True)
     message = models.TextField()
     details = models.JSONField(default=dict)
@@ -360,8 +365,8 @@ class Alert(models.Model):
         ordering = ["-raised_at"]
         default_permissions = ("view",)
         indexes = [
-            # The alerts page: newest first.
-            models.Index(fields=["-raised_at"], name="alert_newest"),
+            # The alerts page: one space's alerts, newest first.
+            models.Index(fields=["space", "-raised_at"], name="alert_space_newest"),
         ]
 
     def __str__(self) -> str:

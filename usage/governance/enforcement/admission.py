@@ -58,6 +58,7 @@ class Refusal:
     resets_at: dt.datetime
     alert_key: str = ""  # the alert this refusal raises, once per budget period or rate limit and hour
     alert_kind: str = ""
+    space_id: str = "default"  # the refusing rule's: its alert goes to that space's channels
 
 
 @dataclass
@@ -268,13 +269,14 @@ def _refusal(reason: str, rule: Budget | RateLimit, resets_at: dt.datetime, deta
                        f" left of {amount} for this {period}; this call reserves {_quantity(budget, reserved)} "
                        f"({cap}). Ask for fewer completion tokens, or wait. ")
         message += f"It resets at {resets_at.isoformat()}."
-        return Refusal("budget", message, retry_after, resets_at, f"{counter_key}:reached", AlertKind.BUDGET_REACHED)
+        return Refusal("budget", message, retry_after, resets_at, f"{counter_key}:reached", AlertKind.BUDGET_REACHED,
+                       budget.space_id)
     limit, minute_start = rule, detail
     per_minute = limit.requests_per_minute if reason == "requests_per_minute" else limit.tokens_per_minute
     what = "requests" if reason == "requests_per_minute" else "tokens"
     message = f"Rate limit reached: {per_minute} {what} per minute for {limit.subject}."
     return Refusal("rate_limit", message, retry_after, resets_at, f"ratelimit:{limit.pk}:{minute_start:%Y%m%dT%H}",
-                   AlertKind.RATE_LIMITED)
+                   AlertKind.RATE_LIMITED, limit.space_id)
 
 
 def _unit_name(budget: Budget) -> str:
@@ -316,7 +318,8 @@ def alert_refusal(refusal: Refusal, *, connector_id: str) -> None:
     """Queue the alert of a refused call (once per process and key: every later refusal would say the same)."""
     from usage.governance import alerts
 
-    alerts.raise_once(refusal.alert_key, refusal.alert_kind, refusal.message, connector_id=connector_id)
+    alerts.raise_once(refusal.alert_key, refusal.alert_kind, refusal.message, connector_id=connector_id,
+                      space_id=refusal.space_id)
 
 
 def alert_on_thresholds(reservation: Reservation, used: dict[str, int], *, connector_id: str) -> None:
@@ -335,12 +338,13 @@ def alert_on_thresholds(reservation: Reservation, used: dict[str, int], *, conne
         if value >= limit:
             alerts.raise_once(f"{key}:reached", AlertKind.BUDGET_REACHED,
                               f'Budget "{budget.name}" ({budget.subject}) is used up: {_format_used(budget, value)} '
-                              f"of {amount}.", connector_id=connector_id)
+                              f"of {amount}.", connector_id=connector_id, space_id=budget.space_id)
         elif percent >= budget.soft_threshold_percent:
             alerts.raise_once(f"{key}:threshold", AlertKind.BUDGET_THRESHOLD,
                               f'Budget "{budget.name}" ({budget.subject}) reached {int(percent)}% '
                               f"({_format_used(budget, value)} of {amount}; threshold "
-                              f"{budget.soft_threshold_percent}%).", connector_id=connector_id)
+                              f"{budget.soft_threshold_percent}%).", connector_id=connector_id,
+                              space_id=budget.space_id)
 
 
 def _quantity(budget: Budget, units: int) -> str:

@@ -272,11 +272,8 @@ def connector_pricing(request, connector_id: str):
 
 @require(perm.VIEW_ALERT)
 def alert_list(request):
-    # An alert about a connector shows in the connector's space; one about no connector, in the default space.
-    of_space = Q(connector_id__in=space_scope.connector_ids())
-    if space_scope.is_default_space():
-        of_space |= Q(connector_id="")
-    alerts = (Alert.objects.filter(of_space)
+    # An alert shows in the space of the rule that raised it (index alert_space_newest).
+    alerts = (Alert.objects.filter(space_id=space_scope.space_id())
               .prefetch_related("deliveries__channel").order_by("-raised_at")[:ALERTS_SHOWN])
     user = request.user
     return render(request, "governance/alerts.html", {
