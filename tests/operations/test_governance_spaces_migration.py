@@ -11,6 +11,7 @@ from django.db.migrations.executor import MigrationExecutor
 from connectors.accounts.api_keys import create_api_key
 from connectors.spaces.models import Space
 from usage.governance.models import Alert, Budget, ErrorRateRule, RateLimit
+from usage.models import ExecutionEvent
 
 BEFORE = ("governance", "0006_spaces")
 
@@ -67,3 +68,10 @@ def test_rules_move_to_their_subjects_space_and_alerts_take_their_rules_space(be
     spaces = {name: Alert.objects.get(pk=alert.pk).space_id for name, alert in alerts.items()}
     assert spaces == {"budget": "marketing", "rate limit": "marketing", "error rate": "marketing",
                       "rule gone, connector kept": "marketing", "nothing known": "default"}
+
+
+def test_the_event_table_no_longer_has_the_space_connector_index(transactional_db):
+    with connection.cursor() as cursor:
+        names = set(connection.introspection.get_constraints(cursor, ExecutionEvent._meta.db_table))
+    assert "event_connector_time_id" in names  # the introspection sees the table's indexes
+    assert "event_space_connector" not in names

@@ -1,7 +1,7 @@
 """Budgets, rate limits, error-rate rules and alerts belong to their space (README "Spaces"): a rule made in one space
 on a preconfigured connector (in every space) counts, refuses and alerts on that space's calls only, with the counters
-in the database and in Redis, and catches up with that space's calls only; its alerts go to that space's channels
-and page."""
+in the database and in Redis; its alerts go to that space's channels and page; and the pages that name a space's
+connectors read no event to know them."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ import uuid
 from decimal import Decimal
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from connectors.spaces.current import current_space_id
 from connectors.spaces.models import Space
 from tests.helpers.events import record
 from tests.helpers.execute import envelope, run_body
@@ -23,8 +26,10 @@ from usage.governance.models import (
     AlertChannel,
     AlertDelivery,
     Budget,
+    ConnectorPricing,
     ErrorRateRule,
     Period,
+    Price,
     RateLimit,
     Scope,
     Unit,
@@ -169,6 +174,51 @@ def test_an_error_rate_rule_counts_its_own_spaces_failures_and_alerts_its_own_ch
     client.force_login(admin_user)
     assert [a.pk for a in client.get("/s/marketing/usage/alerts/").context["alerts"]] == [alert.pk]
     assert list(client.get("/usage/alerts/").context["alerts"]) == []
+
+
+def test_the_pages_that_name_a_spaces_connectors_read_no_event(client, marketing, shared, make_connector,
+                                                                admin_user):
+    own = make_connector(name="Marketing's", space=marketing)
+    elsewhere = make_connector(name="Default's")
+    record(timezone.now(), connector_id="deleted-here", space_id="marketing")
+    record(timezone.now(), connector_id="deleted-there", space_id="default")
+    for connector_id in (own.pk, elsewhere.pk, SHARED, "deleted-here", "deleted-there"):
+        Price.objects.create(model_pattern=f"model-of-{connector_id}", connector_id=connector_id,
+                             valid_from=dt.date(2026, 1, 1), input_per_million=1, output_per_million=1)
+        ConnectorPricing.objects.create(connector_id=connector_id)
+    client.force_login(admin_user)
+
+    with CaptureQueriesContext(connection) as queries:
+        page = client.get("/s/marketing/usage/prices/")
+        alerts_page = client.get("/s/marketing/usage/alerts/")
+    assert page.status_code == alerts_page.status_code == 200
+    assert {p.connector_id for p in page.context["negotiated"]} == {own.pk, SHARED, "deleted-here"}
+    assert {p.connector_id for p in page.context["pricing"]} == {own.pk, SHARED, "deleted-here"}
+    assert [q["sql"] for q in queries.captured_queries if EVENT_TABLE in q["sql"]] == []
+    assert any("usage_usagehourlytotal" in q["sql"] for q in queries.captured_queries)  # the deleted ones' probe
+
+    # The same ids seen from the default space.
+    default_prices = client.get("/usage/prices/").context["negotiated"]
+    assert {p.connector_id for p in default_prices} == {elsewhere.pk, SHARED, "deleted-there"}
+    # A negotiated price of another space is not found for editing.
+    other = Price.objects.get(connector_id=elsewhere.pk)
+    assert client.get(f"/s/marketing/usage/prices/{other.pk}/edit/").status_code == 404
+
+
+def test_connector_ids_answers_for_the_ids_asked_about(marketing, shared, make_connector):
+    from usage import space_scope
+
+    own = make_connector(name="Marketing's", space=marketing)
+    record(timezone.now(), connector_id="deleted-here", space_id="marketing")
+    token = current_space_id.set("marketing")
+    try:
+        with CaptureQueriesContext(connection) as queries:
+            found = space_scope.connector_ids([own.pk, SHARED, "deleted-here", "never-seen", ""])
+        assert space_scope.connector_ids([]) == set()
+    finally:
+        current_space_id.reset(token)
+    assert found == {own.pk, SHARED, "deleted-here"}
+    assert not any(EVENT_TABLE in q["sql"] for q in queries.captured_queries)
 
 
 def test_a_key_rule_is_offered_the_keys_of_its_own_space_only(client, marketing, operator, admin_user):
