@@ -31,6 +31,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from connectors.crypto import SecretUnavailable
+from connectors.spaces.current import DEFAULT_SPACE_ID
 from usage.governance.models import (
     Alert,
     AlertChannel,
@@ -51,17 +52,18 @@ SIGNATURE_HEADER = "X-Connectors-Admin-Signature"
 logger = logging.getLogger(__name__)
 
 
-def raise_alert(key: str, kind: str, message: str, *, connector_id: str = "", details: dict | None = None) -> bool:
-    """Record the alert and its deliveries unless an alert with this key exists; True when this call created it."""
+def raise_alert(key: str, kind: str, message: str, *, connector_id: str = "", space_id: str = DEFAULT_SPACE_ID,
+                details: dict | None = None) -> bool:
+    """Record the alert and its deliveries to the enabled channels of ``space_id`` (the space of the rule that
+    raises it), unless an alert with this key exists; True when this call created it."""
     try:
         with transaction.atomic():
-            alert = Alert.objects.create(
-                key=key[:200], kind=kind, connector_id=connector_id, message=message, details=details or {}
-            )
+            alert = Alert.objects.create(key=key[:200], kind=kind, space_id=space_id, connector_id=connector_id,
+                                         message=message, details=details or {})
             now = timezone.now()
             AlertDelivery.objects.bulk_create(
                 [AlertDelivery(alert=alert, channel=channel, next_attempt_at=now)
-                 for channel in AlertChannel.objects.filter(enabled=True)]
+                 for channel in AlertChannel.objects.filter(space_id=space_id, enabled=True)]
             )
     except IntegrityError:
         return False
@@ -86,6 +88,7 @@ def webhook_body(alert: Alert) -> bytes:
             "alert": {
                 "key": alert.key,
                 "kind": alert.kind,
+                "space_id": alert.space_id,
                 "connector_id": alert.connector_id,
                 "message": alert.message,
                 "details": alert.details,
@@ -174,7 +177,12 @@ def _describe(channel: AlertChannel, exc: Exception) -> tuple[str, str]:
 
 def check_error_rates(now: dt.datetime | None = None) -> int:
     """Raise an alert for each connector whose error rate over its rule's window reached the threshold. Once per
-    rule and window: the key names the window's start, windows being aligned on multiples of their length."""
+    rule and window: the key names the window's start, windows being aligned on multiples of their length.
+
+    A rule counts the executions of its own space (README "Spaces"): a preconfigured connector is in every space,
+    and another space's failures of it are not this rule's. The window (minutes, ending now) is read from the
+    events, through the index event_connector_time_id (the connector's events of the window; the space a filter
+    on them); the rollups' hours are too coarse for it."""
     from usage.models import ExecutionEvent, Outcome
 
     now = now or timezone.now()
@@ -182,8 +190,8 @@ def check_error_rates(now: dt.datetime | None = None) -> int:
     for rule in ErrorRateRule.objects.filter(enabled=True):
         window = dt.timedelta(minutes=rule.window_minutes)
         start = now - window
-        counts = ExecutionEvent.objects.filter(connector_id=rule.connector_id, timestamp__gt=start,
-                                               timestamp__lte=now).aggregate(
+        counts = ExecutionEvent.objects.filter(connector_id=rule.connector_id, space_id=rule.space_id,
+                                               timestamp__gt=start, timestamp__lte=now).aggregate(
             total=Count("pk"), failed=Count("pk", filter=Q(outcome=Outcome.FAILURE)))
         total, failed = counts["total"], counts["failed"]
         if total < rule.min_requests or failed * 100 < rule.threshold_percent * total:
@@ -194,7 +202,8 @@ def check_error_rates(now: dt.datetime | None = None) -> int:
             f"errors:{rule.pk}:{slot}", "error_rate",
             f"Connector {rule.connector_id}: {rate}% of {total} executions failed in the last "
             f"{rule.window_minutes} minutes (threshold {rule.threshold_percent}%).",
-            connector_id=rule.connector_id, details={"failed": failed, "total": total, "rate_percent": rate},
+            connector_id=rule.connector_id, space_id=rule.space_id,
+            details={"failed": failed, "total": total, "rate_percent": rate},
         ):
             raised += 1
     return raised

@@ -107,18 +107,23 @@ class Unit(models.TextChoices):
     COST = "cost", "Cost"
 
 
+# The subject of a space-scope rule (the team budget): every execution of the rule's space.
+WHOLE_SPACE = ("space", None)
+
+
 class ScopedRule(models.Model):
     """Whose executions a budget or a rate limit counts: one space's, one connector's, one user's, or one API key's.
 
-    Every rule belongs to a space (its pages show it there, README "Spaces"); scope space counts every execution in
-    that space."""
+    Every rule belongs to a space (its pages show it there, README "Spaces") and counts the executions made in that
+    space only: scope space every one of them, scope connector those of the connector (a preconfigured connector is
+    in every space; its calls in another space are that space's), scope user those of the user."""
 
     space = models.ForeignKey("spaces.Space", on_delete=models.CASCADE, default="default", related_name="+")
     scope = models.CharField(max_length=16, choices=Scope.choices)
     connector_id = models.CharField(max_length=64, blank=True, help_text="Scope connector: the connector's id.")
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+",
-        help_text="Scope user: every execution by this user, with any API key and on any connector.",
+        help_text="Scope user: every execution by this user in this space, with any API key and on any connector.",
     )
     api_key = models.ForeignKey(
         "connectors.ApiKey", null=True, blank=True, on_delete=models.CASCADE, related_name="+",
@@ -150,15 +155,18 @@ class ScopedRule(models.Model):
         return self.subject
 
     @property
-    def subject_key(self) -> str:
-        """The scope and id as one string, for counter keys."""
+    def subject_key(self) -> tuple[str, str | int | None]:
+        """Whose executions the rule counts within its own space, as admission looks it up (``RuleSet`` in
+        usage/governance/enforcement/admission.py): ``("connector", id)``, ``("user", id)``, ``("key", id)``, or
+        ``WHOLE_SPACE``. A rule never counts another space's executions: a preconfigured connector is in every
+        space, and so is a user with roles in several (README "Spaces")."""
         if self.scope == Scope.USER:
-            return f"user:{self.user_id}"
+            return ("user", self.user_id)
         if self.scope == Scope.API_KEY:
-            return f"key:{self.api_key_id}"
+            return ("key", self.api_key_id)
         if self.scope == Scope.SPACE:
-            return f"space:{self.space_id}"
-        return f"connector:{self.connector_id}"
+            return WHOLE_SPACE
+        return ("connector", self.connector_id)
 
     def clean(self) -> None:
         needed = {Scope.CONNECTOR: "connector_id", Scope.USER: "user", Scope.API_KEY: "api_key"}.get(self.scope)
@@ -387,10 +395,15 @@ class AlertKind(models.TextChoices):
 
 
 class Alert(models.Model):
-    """One alert, raised once per threshold and period however many processes see it (``key`` is unique)."""
+    """One alert, raised once per threshold and period however many processes see it (``key`` is unique).
+
+    It belongs to the space of the rule that raised it (README "Spaces"): it shows on that space's alerts page and
+    goes to that space's channels only, also when its connector is a preconfigured one (in every space)."""
 
     key = models.CharField(max_length=200, unique=True)
     kind = models.CharField(max_length=20, choices=AlertKind.choices)
+    space = models.ForeignKey("spaces.Space", on_delete=models.CASCADE, default="default", related_name="+",
+                              db_index=False)  # alert_space_newest starts with it
     connector_id = models.CharField(max_length=64, blank=True)
     message = models.TextField()
     details = models.JSONField(default=dict)
@@ -400,8 +413,8 @@ class Alert(models.Model):
         ordering = ["-raised_at"]
         default_permissions = ("view",)
         indexes = [
-            # The alerts page: newest first.
-            models.Index(fields=["-raised_at"], name="alert_newest"),
+            # The alerts page: one space's alerts, newest first.
+            models.Index(fields=["space", "-raised_at"], name="alert_space_newest"),
         ]
 
     def __str__(self) -> str:

@@ -118,7 +118,9 @@ class ExecutionEvent(models.Model):
         "applies to its model). Estimated when its tokens are (usage_source).",
     )
     # The space the call was made in (README "Spaces"): the connector's, or for a preconfigured connector (in
-    # every space) the space of the URL. Plain text, no foreign key: an event outlives its space.
+    # every space) the space of the URL. Plain text, no foreign key: an event outlives its space. No index of its
+    # own: every query of a space's events also names a connector, a user or an API key, and a time range, whose
+    # indexes below serve it (migration 0011).
     space_id = models.CharField(max_length=64, default="default")
 
     objects = ExecutionEventManager()
@@ -145,9 +147,6 @@ class ExecutionEvent(models.Model):
             # usage/governance/pages/consumption.py): one key's events in a period. The dashboards sliced by key
             # read the rollups (usage/models/rollups.py: rollup_api_key_bucket).
             models.Index(fields=["api_key", "timestamp"], name="event_api_key_time"),
-            # A space's connectors that left events (usage/space_scope.py: SELECT DISTINCT connector_id
-            # WHERE space_id = %s), one of the few queries that reads events rather than rollups.
-            models.Index(fields=["space_id", "connector_id"], name="event_space_connector"),
         ]
 
     def __str__(self) -> str:

@@ -1,8 +1,9 @@
 """Budgets and rate limits on the execution path: admit an execution before it is sent, settle it afterwards.
 
-``admit`` runs before anything is sent to the provider. With no budget or rate limit for the connector, the user
-or the API key it returns at once, without I/O (the rules live in memory per process, read again when one
-changes). Otherwise it reserves, in one atomic step of the counter store (usage/governance/enforcement/counters.py):
+``admit`` runs before anything is sent to the provider. With no budget or rate limit of the call's space for the
+space, the connector, the user or the API key it returns at once, without I/O (the rules live in memory per process,
+read again when one changes). Otherwise it reserves, in one atomic step of the counter store
+(usage/governance/enforcement/counters.py):
 
 - one request against each requests-per-minute limit;
 - the prompt's estimated tokens (the request's size in bytes / 4, a deliberate over-estimate for English text)
@@ -37,7 +38,7 @@ from connectors.caching.process_cache import ProcessCache
 from usage.formatting import currency, format_cost, format_tokens
 from usage.governance.enforcement.counters import Charge, counter_store
 from usage.governance.enforcement.periods import minute_bounds, period_bounds
-from usage.governance.models import AlertKind, Budget, Period, RateLimit, Unit
+from usage.governance.models import WHOLE_SPACE, AlertKind, Budget, Period, RateLimit, Unit
 from usage.observability.metrics import count_refusal
 
 RULES_SECONDS = 300
@@ -57,6 +58,7 @@ class Refusal:
     resets_at: dt.datetime
     alert_key: str = ""  # the alert this refusal raises, once per budget period or rate limit and hour
     alert_kind: str = ""
+    space_id: str = "default"  # the refusing rule's: its alert goes to that space's channels
 
 
 @dataclass
@@ -78,14 +80,25 @@ NOTHING_RESERVED = Reservation()
 
 
 class RuleSet:
-    """Every enabled budget and rate limit, by whose executions it counts."""
+    """Every enabled budget and rate limit, by the space it belongs to and whose executions it counts there.
+
+    A rule counts the executions made in its own space only (README "Spaces"): a preconfigured connector is in every
+    space, and a rule made on it in one space neither counts nor refuses another space's calls of it. Per call,
+    ``rules_for`` reads the space's rules (one dictionary read; a space without rules answers there), then one
+    entry per subject, keyed by tuples: nothing is formatted on the execution path. The counters themselves are
+    the rule's own (``budget_counter_key``, ``rate_limit_counter_keys``: by the rule's id), so two rules never
+    share one.
+    """
 
     def __init__(self, budgets: list[Budget], limits: list[RateLimit]):
-        self.by_subject: dict[str, tuple[list[Budget], list[RateLimit]]] = {}
+        self.by_space: dict[str, dict[tuple, tuple[list[Budget], list[RateLimit]]]] = {}
         for budget in budgets:
-            self.by_subject.setdefault(budget.subject_key, ([], []))[0].append(budget)
+            self._rules_of(budget)[0].append(budget)
         for limit in limits:
-            self.by_subject.setdefault(limit.subject_key, ([], []))[1].append(limit)
+            self._rules_of(limit)[1].append(limit)
+
+    def _rules_of(self, rule: Budget | RateLimit) -> tuple[list[Budget], list[RateLimit]]:
+        return self.by_space.setdefault(rule.space_id, {}).setdefault(rule.subject_key, ([], []))
 
     @classmethod
     def load(cls) -> RuleSet:
@@ -94,10 +107,15 @@ class RuleSet:
         return cls(budgets, limits)
 
     def rules_for(self, connector_id: str, user_id: int | None, api_key_id: int | None, space_id: str = "default"):
+        """The budgets and rate limits of ``space_id`` that count an execution of this connector, user and key
+        made in that space."""
+        subjects = self.by_space.get(space_id)
+        if subjects is None:
+            return [], []
         budgets: list[Budget] = []
         limits: list[RateLimit] = []
-        for subject in (f"space:{space_id}", f"connector:{connector_id}", f"user:{user_id}", f"key:{api_key_id}"):
-            found = self.by_subject.get(subject)
+        for subject in (WHOLE_SPACE, ("connector", connector_id), ("user", user_id), ("key", api_key_id)):
+            found = subjects.get(subject)
             if found:
                 budgets += found[0]
                 limits += found[1]
@@ -251,13 +269,14 @@ def _refusal(reason: str, rule: Budget | RateLimit, resets_at: dt.datetime, deta
                        f" left of {amount} for this {period}; this call reserves {_quantity(budget, reserved)} "
                        f"({cap}). Ask for fewer completion tokens, or wait. ")
         message += f"It resets at {resets_at.isoformat()}."
-        return Refusal("budget", message, retry_after, resets_at, f"{counter_key}:reached", AlertKind.BUDGET_REACHED)
+        return Refusal("budget", message, retry_after, resets_at, f"{counter_key}:reached", AlertKind.BUDGET_REACHED,
+                       budget.space_id)
     limit, minute_start = rule, detail
     per_minute = limit.requests_per_minute if reason == "requests_per_minute" else limit.tokens_per_minute
     what = "requests" if reason == "requests_per_minute" else "tokens"
     message = f"Rate limit reached: {per_minute} {what} per minute for {limit.subject}."
     return Refusal("rate_limit", message, retry_after, resets_at, f"ratelimit:{limit.pk}:{minute_start:%Y%m%dT%H}",
-                   AlertKind.RATE_LIMITED)
+                   AlertKind.RATE_LIMITED, limit.space_id)
 
 
 def _unit_name(budget: Budget) -> str:
@@ -299,7 +318,8 @@ def alert_refusal(refusal: Refusal, *, connector_id: str) -> None:
     """Queue the alert of a refused call (once per process and key: every later refusal would say the same)."""
     from usage.governance import alerts
 
-    alerts.raise_once(refusal.alert_key, refusal.alert_kind, refusal.message, connector_id=connector_id)
+    alerts.raise_once(refusal.alert_key, refusal.alert_kind, refusal.message, connector_id=connector_id,
+                      space_id=refusal.space_id)
 
 
 def alert_on_thresholds(reservation: Reservation, used: dict[str, int], *, connector_id: str) -> None:
@@ -318,12 +338,13 @@ def alert_on_thresholds(reservation: Reservation, used: dict[str, int], *, conne
         if value >= limit:
             alerts.raise_once(f"{key}:reached", AlertKind.BUDGET_REACHED,
                               f'Budget "{budget.name}" ({budget.subject}) is used up: {_format_used(budget, value)} '
-                              f"of {amount}.", connector_id=connector_id)
+                              f"of {amount}.", connector_id=connector_id, space_id=budget.space_id)
         elif percent >= budget.soft_threshold_percent:
             alerts.raise_once(f"{key}:threshold", AlertKind.BUDGET_THRESHOLD,
                               f'Budget "{budget.name}" ({budget.subject}) reached {int(percent)}% '
                               f"({_format_used(budget, value)} of {amount}; threshold "
-                              f"{budget.soft_threshold_percent}%).", connector_id=connector_id)
+                              f"{budget.soft_threshold_percent}%).", connector_id=connector_id,
+                              space_id=budget.space_id)
 
 
 def _quantity(budget: Budget, units: int) -> str:

@@ -17,6 +17,7 @@ from connectors.access.policy import manages_people
 from connectors.crypto import SecretUnavailable
 from connectors.lookup import all_connectors
 from connectors.models import ApiKey
+from usage import space_scope
 from usage.formatting import currency
 from usage.governance.models import (
     DEFAULT_COMPLETION_ALLOWANCE,
@@ -67,7 +68,10 @@ class ScopedRuleForm(forms.ModelForm):
         self.fields["connector_id"].help_text = "Scope connector: every execution of this connector."
         if "user" in self.fields:
             self.fields["user"].queryset = get_user_model().objects.order_by("username")
-            self.fields["api_key"].queryset = ApiKey.objects.select_related("user").order_by("user__username", "name")
+            # A key acts only in its own space, and a rule counts only its space's calls (README "Spaces"): a rule
+            # on another space's key would count nothing.
+            self.fields["api_key"].queryset = (ApiKey.objects.filter(space_id=space_scope.space_id())
+                                               .select_related("user").order_by("user__username", "name"))
             self.fields["api_key"].label_from_instance = lambda key: f"{key} of {key.user.get_username()}"
             self.fields["api_key"].label = "API key"
         if not manages_people(user):

@@ -88,8 +88,8 @@ class GovernanceFormMixin(PermissionRequired):
         queryset = super().get_queryset()
         if _belongs_to_a_space(queryset.model):
             queryset = queryset.filter(space_id=space_scope.space_id())
-        elif queryset.model is Price:  # a negotiated price is its connector's, so its space's
-            queryset = queryset.filter(Q(connector_id="") | Q(connector_id__in=space_scope.connector_ids()))
+        elif queryset.model is Price:
+            queryset = prices_of_space(queryset)
         return queryset
 
     def form_valid(self, form):
@@ -183,6 +183,13 @@ class RateLimitDelete(DeleteMixin, ScopedRuleMixin, DeleteView):
 
 # --- Prices ------------------------------------------------------------------------------------------------------
 
+def prices_of_space(prices):
+    """``prices`` as the current space sees them: list prices are the same everywhere; a negotiated price is its
+    connector's, so it shows in that connector's space only."""
+    negotiated = prices.exclude(connector_id="").order_by().values_list("connector_id", flat=True).distinct()
+    return prices.filter(Q(connector_id="") | Q(connector_id__in=space_scope.connector_ids(negotiated)))
+
+
 def mark_versions(prices) -> list[Price]:
     """Each price (newest version first per model and scope) marked ``is_current`` (in force today) or
     ``is_future``; any other is a past version."""
@@ -201,14 +208,13 @@ def mark_versions(prices) -> list[Price]:
 @require(perm.VIEW_PRICE)
 def price_list(request):
     """Every price version, grouped by model pattern and scope, the version in force today marked."""
-    # List prices are the same everywhere; a connector's negotiated prices and pricing show in its space only.
-    ours = space_scope.connector_ids()
-    prices = mark_versions(Price.objects.filter(Q(connector_id="") | Q(connector_id__in=ours))
-                           .order_by("connector_id", "model_pattern", "-valid_from"))
+    prices = mark_versions(prices_of_space(Price.objects.all()).order_by("connector_id", "model_pattern", "-valid_from"))
+    pricing = ConnectorPricing.objects.all()
+    ours = space_scope.connector_ids(pricing.values_list("connector_id", flat=True))
     return render(request, "governance/prices.html", {
         "list_prices": [p for p in prices if not p.connector_id],
         "negotiated": [p for p in prices if p.connector_id],
-        "pricing": ConnectorPricing.objects.filter(connector_id__in=ours).order_by("connector_id"),
+        "pricing": pricing.filter(connector_id__in=ours).order_by("connector_id"),
         "currency": currency(),
     })
 
@@ -272,11 +278,8 @@ def connector_pricing(request, connector_id: str):
 
 @require(perm.VIEW_ALERT)
 def alert_list(request):
-    # An alert about a connector shows in the connector's space; one about no connector, in the default space.
-    of_space = Q(connector_id__in=space_scope.connector_ids())
-    if space_scope.is_default_space():
-        of_space |= Q(connector_id="")
-    alerts = (Alert.objects.filter(of_space)
+    # An alert shows in the space of the rule that raised it (index alert_space_newest).
+    alerts = (Alert.objects.filter(space_id=space_scope.space_id())
               .prefetch_related("deliveries__channel").order_by("-raised_at")[:ALERTS_SHOWN])
     user = request.user
     return render(request, "governance/alerts.html", {
