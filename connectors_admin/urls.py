@@ -54,6 +54,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     # The Logs tab sits beside the connector's pages but reads the event log, so it belongs to usage.
     path("connectors/<str:connector_id>/logs/", logs_views.connector_logs, name="connector_logs"),
+    path("connectors/<str:connector_id>/logs/suggestions.json", logs_views.log_filter_suggestions,
+         name="connector_log_suggestions"),
     path("connectors/<str:connector_id>/logs/<int:event_id>/", logs_views.log_event_detail, name="connector_log_event"),
     path("connectors/", include("connectors.pages.urls")),
     path("usage/", include("usage.governance.pages.urls")),

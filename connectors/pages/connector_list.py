@@ -15,15 +15,16 @@ from connectors.models import Connector, Provider
 from usage.dashboards.connector_figures import LastExecution, RecentUsage, last_executions, usage_last_24_hours
 
 PAGE_SIZE = 25
-# Sort keys of the query string (``sort=name``, ``sort=-requests``) and the column each one orders.
+# Sort keys of the query string (``sort=name``, ``sort=-requests``) and the column each one orders. "(24 h)" is
+# kept on one line when a heading wraps.
 SORT_COLUMNS = {
     "name": "Name",
     "provider": "Provider",
     "host": "Host",
     "model": "Default model",
-    "requests": "Requests (24 h)",
-    "tokens": "Tokens (24 h)",
-    "error_rate": "Error rate (24 h)",
+    "requests": "Requests (24\u00a0h)",
+    "tokens": "Tokens (24\u00a0h)",
+    "error_rate": "Error rate (24\u00a0h)",
     "last": "Last execution",
     "created": "Created",
 }

@@ -59,8 +59,44 @@
     });
   }
 
+  // The Logs tab's user and model suggestions (usage/dashboards/logs_views.py): fetched once, when one of the two
+  // fields is first used, so that opening the tab does not wait for the rollups' breakdown of its range.
+  function offerLogSuggestions() {
+    var form = document.querySelector("[data-log-suggestions]");
+    if (!form || !window.fetch) return;
+    var requested = false;
+    function fill(list, values) {
+      if (!list || !Array.isArray(values)) return;
+      values.forEach(function (value) {
+        var option = document.createElement("option");
+        option.value = value;
+        list.appendChild(option);
+      });
+    }
+    function load() {
+      if (requested) return;
+      requested = true;
+      fetch(form.getAttribute("data-log-suggestions"), {credentials: "same-origin", headers: {Accept: "application/json"}})
+        .then(function (response) { return response.ok ? response.json() : null; })
+        .then(function (suggestions) {
+          if (!suggestions) return;
+          fill(document.getElementById("log-users"), suggestions.users);
+          fill(document.getElementById("log-models"), suggestions.models);
+          form.setAttribute("data-suggestions-loaded", "true");
+        })
+        .catch(function () { requested = false; });  // offline for a moment: the next use tries again
+    }
+    ["log-user", "log-model"].forEach(function (id) {
+      var field = document.getElementById(id);
+      if (!field) return;
+      field.addEventListener("focus", load);
+      field.addEventListener("input", load);
+    });
+  }
+
   function start() {
     fillTimeZones();
+    offerLogSuggestions();
     offerBrowserTimeZone();
     drawCharts();
   }

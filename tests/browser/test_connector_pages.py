@@ -96,3 +96,50 @@ def test_save_and_test_runs_the_test_on_arrival(page, live_server, connector_adm
     page.click("text=Save and test")
     page.locator("[data-test-result].ok").wait_for()
     assert "Succeeded" in page.inner_text("[data-test-summary]")
+
+
+# Where each line of an element's text starts, read from the browser's layout: the character before every break.
+CHARACTERS_BEFORE_LINE_BREAKS = """(element) => {
+    const walker = document.createTreeWalker(element, NodeFilter.SHOW_TEXT);
+    const before = [];
+    let top = null, previous = "";
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+        for (let i = 0; i < node.length; i++) {
+            const range = document.createRange();
+            range.setStart(node, i);
+            range.setEnd(node, i + 1);
+            const rect = range.getClientRects()[0];
+            if (!rect) continue;
+            if (top !== null && rect.top > top + 2) before.push(previous);
+            top = rect.top;
+            previous = node.data[i];
+        }
+    }
+    return before;
+}"""
+
+
+@pytest.mark.parametrize("width, height", [(1366, 900), (375, 812)])
+def test_long_hosts_in_the_connector_list_wrap_only_between_their_labels(page, live_server, connector_admin,
+                                                                         make_connector, width, height):
+    hosts = ["my-company-westeurope-production-gpt.openai.azure.com",
+             "llm-gateway.platform-engineering.internal.example.com", "api.openai.com"]
+    for index, host in enumerate(hosts):
+        make_connector(name=f"Customer support assistant, production region {index}",
+                       provider="Azure OpenAI" if "azure" in host else "OpenAI",
+                       api_url=f"https://{host}/openai/deployments/gpt-4o-mini/chat/completions?api-version=2024-10-21"
+                       if "azure" in host else f"https://{host}/v1/chat/completions",
+                       default_model="gpt-4o-mini-2024-07-18")
+    page.set_viewport_size({"width": width, "height": height})
+    log_in(page, live_server, connector_admin)
+    page.goto(f"{live_server.url}/connectors/")
+    screenshot(page, f"connector-list-long-hosts-{width}")
+    for host in hosts:
+        cell = page.locator("[data-host]", has_text=host.split(".")[0])
+        assert cell.inner_text() == host  # copied as it is, whatever the breaks
+        breaks = cell.evaluate(CHARACTERS_BEFORE_LINE_BREAKS)
+        assert set(breaks) <= {".", "-"}, f"{host} wraps inside a word at {width} px: after {breaks}"
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    if width == 1366:  # every column shows without a sideways scroll of the table
+        wrap = page.locator(".table-wrap")
+        assert wrap.evaluate("box => box.scrollWidth") <= wrap.evaluate("box => box.clientWidth") + 1

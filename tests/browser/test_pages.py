@@ -44,6 +44,13 @@ def test_the_logs_tab_as_a_usage_viewer(page, live_server, analyst, make_connect
     assert page.locator("[data-own-calls-note]").count() == 0
     assert_no_horizontal_scroll(page, viewport)
     assert_accessible(page)
+    # The user and model suggestions come once one of the two fields is used.
+    assert page.locator("#log-users option").count() == 0
+    page.focus("#log-user")
+    page.wait_for_selector("[data-log-filters][data-suggestions-loaded]")
+    users = page.eval_on_selector_all("#log-users option", "options => options.map(o => o.value)")
+    assert {"alice", "bob", "carol"} <= set(users)
+    assert "gpt-4o" in page.eval_on_selector_all("#log-models option", "options => options.map(o => o.value)")
 
     failures = int(page.inner_text("[data-count=failure] .value").replace(",", ""))
     page.fill("#log-q", "too many")

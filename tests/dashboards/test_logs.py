@@ -6,8 +6,11 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from tests.helpers.events import record, record_mix
+from usage.dashboards import logs
 from usage.dashboards.event_filters import EventFilters
 from usage.dashboards.logs import COUNT_CAP, Cursor, log_page, outcome_counts
 from usage.models import ExecutionEvent
@@ -74,6 +77,41 @@ def test_a_user_without_the_usage_permission_sees_only_their_own_calls_and_is_to
     assert len(shown_event_ids(response)) == 50
 
 
+def suggestions_url(connector, query: str = RANGE) -> str:
+    return f"/connectors/{connector.pk}/logs/suggestions.json?{query}"
+
+
+def test_the_filter_suggestions_are_the_ranges_users_and_models_most_used_first(client, analyst, connector):
+    for minute in range(40):  # "zed" is the largest user of the range, by far
+        record(START + timedelta(minutes=minute), connector_id=connector.pk, user_name="zed", prompt_tokens=10_000)
+    record(datetime(2025, 4, 1, tzinfo=UTC), connector_id=connector.pk, user_name="outside-the-range")
+    client.force_login(analyst)
+    response = client.get(suggestions_url(connector))
+    assert response.status_code == 200 and response["Cache-Control"] == "private, max-age=300"
+    suggestions = response.json()
+    assert suggestions["users"][0] == "zed"
+    assert set(suggestions["users"]) == {"zed", "alice", "bob", "carol"}  # "" (no user) is no suggestion
+    assert set(suggestions["models"]) == {"gpt-4o", "gpt-4o-mini", "o3-mini", "gpt-4o-2024-08-06"}
+    # The page itself does not compute them: it names where its script fetches them, for its own range.
+    page = client.get(logs_url(connector)).content.decode()
+    [url] = re.findall(r'data-log-suggestions="([^"]+)"', page)
+    assert url.startswith(f"/connectors/{connector.pk}/logs/suggestions.json?range=custom&amp;from=2025-03-01")
+    assert "<datalist id=\"log-users\"></datalist>" in page
+
+
+def test_someone_who_sees_only_their_own_calls_gets_no_suggestions(client, operator, connector):
+    client.force_login(operator)
+    assert client.get(suggestions_url(connector)).json() == {"users": [], "models": []}
+    assert "data-log-suggestions" not in client.get(logs_url(connector)).content.decode()
+
+
+def test_the_suggestions_need_a_login_and_a_permission(client, outsider, connector):
+    response = client.get(suggestions_url(connector))
+    assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+    client.force_login(outsider)
+    assert client.get(suggestions_url(connector)).status_code == 403
+
+
 def test_an_unknown_connector_is_a_404(client, analyst):
     client.force_login(analyst)
     assert client.get("/connectors/nope/logs/").status_code == 404
@@ -110,6 +148,43 @@ def test_log_page_reads_newer_pages_from_a_cursor(connector):
     page = log_page(connector.pk, usage_range, EventFilters(), after=cursor, size=10)
     assert [row["id"] for row in page.events] == [e.pk for e in everything[20:30]]
     assert page.newer is not None and page.older is not None
+
+
+def _pages(connector_id: str, usage_range, filters: EventFilters) -> list[list[int]]:
+    """Every page of the range, of 10 events, older and older, then newer and newer from the last one."""
+    pages, page = [], log_page(connector_id, usage_range, filters, size=10)
+    while True:
+        pages.append([row["id"] for row in page.events])
+        if page.older is None:
+            break
+        page = log_page(connector_id, usage_range, filters, before=page.older, size=10)
+    while page.newer is not None:
+        page = log_page(connector_id, usage_range, filters, after=page.newer, size=10)
+        pages.append([row["id"] for row in page.events])
+    return pages
+
+
+@pytest.mark.parametrize("filters", [EventFilters(), EventFilters(outcome="failure"), EventFilters(user="bob")])
+def test_pages_read_in_narrow_windows_first_are_the_pages_of_one_read_of_the_range(connector, monkeypatch, filters):
+    # Events far apart: the windows of a day and a week hold some pages' rows only in part.
+    for day in range(0, 30, 3):
+        record_mix(START + timedelta(days=day), hours=2, connector_id=connector.pk, per_hour=9, seed=day)
+    usage_range = parse_range({"from": "2025-03-01", "to": "2025-04-02"})
+    windowed = _pages(connector.pk, usage_range, filters)
+    monkeypatch.setattr(logs, "WINDOWS", ())
+    whole = _pages(connector.pk, usage_range, filters)
+    assert windowed == whole and len(whole) > 3
+
+
+def test_a_busy_connectors_first_page_is_read_in_its_last_day(connector):
+    usage_range = parse_range({"from": "2025-03-01", "to": "2025-03-03"})  # to the end of March 3rd
+    for minute in range(60):
+        record(datetime(2025, 3, 3, 23, tzinfo=UTC) + timedelta(minutes=minute), connector_id=connector.pk)
+    with CaptureQueriesContext(connection) as captured:
+        page = log_page(connector.pk, usage_range, EventFilters())
+    [query] = [q["sql"] for q in captured if "LIMIT 51" in q["sql"]]  # one read, of the last day only
+    assert re.search(r'"timestamp" >= \'2025-03-03[ T]00:00:00', query)
+    assert len(page.events) == 50 and page.older is not None
 
 
 @pytest.mark.parametrize("cursor", ["not-base64!", "Zm9vfGJhcg", ""])
@@ -214,6 +289,12 @@ def test_each_row_and_the_detail_show_the_api_key_and_the_cost(client, analyst, 
     assert "1.2345 USD" in page and "est." in page
     detail = client.get(f"/connectors/{connector.pk}/logs/{priced.pk}/?{RANGE}").content.decode()
     assert "nightly batch" in detail and "1.2345 USD (estimated" in detail
+    # The row's own link: the event's page at its exact time, back to the same filtered list.
+    link = re.search(rf'<tr data-event="{priced.pk}">\s*<td><a href="([^"]+)"><time datetime="([^"]+)"', page)
+    assert link.group(2) == priced.timestamp.isoformat()
+    response = client.get(link.group(1).replace("&amp;", "&"))
+    assert response.status_code == 200 and "nightly batch" in response.content.decode()
+    assert response.context["back_url"].endswith("user=nightly-runner")
 
 
 @pytest.mark.django_db(transaction=True)

@@ -177,6 +177,17 @@ def test_model_names_past_the_bound_are_counted_as_other(client, token, settings
     assert value(samples, "connectors_executions_total", connector=connector.pk, model="m-one") == 2
 
 
+def test_a_model_name_with_a_lone_surrogate_is_counted_as_the_event_log_stores_it_and_scrapes_keep_working(
+        client, token, operator, make_connector, fake_openai):
+    # The registry keeps a label for the process's life: one that UTF-8 cannot encode would break every later
+    # scrape, in whatever test (or request) came after.
+    connector = make_connector(api_url=fake_openai.url("model-surrogate"))
+    assert execute_with_client(client, connector, user=operator).json()["status"] == "ok"
+    samples = scrape(client)
+    assert value(samples, "connectors_executions_total", connector=connector.pk, model="gpt-\ufffd") == 1
+    assert metrics.model_label(connector.pk, "gpt-\x00") == "gpt-\ufffd"
+
+
 def test_cache_hits_and_misses_are_counted(client, token, operator, make_connector, fake_openai):
     connector = make_connector(api_url=fake_openai.url("ok"))
     before = scrape(client)

@@ -2,6 +2,7 @@
 retention that applies it, and the online conversion of an unpartitioned table (migration 0008)."""
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from io import StringIO
 
@@ -23,8 +24,12 @@ from usage.models.partitions import (
     day_partitions,
     day_start,
     is_partitioned,
+    pruned_partition_name,
+    pruned_partitions,
+    release_pruned_partitions,
 )
 from usage.operations.event_log_keeper import maintain_event_log
+from usage.operations.maintenance import prune_events
 from usage.operations.partition_conversion import convert_to_partitioned
 
 postgresql_only = pytest.mark.skipif(
@@ -124,6 +129,85 @@ def test_prune_before_drops_whole_partitions_and_deletes_only_in_the_boundary_on
     assert not {day for day in days if day < cutoff.date()}, "the days before the cut are dropped whole"
     assert cutoff.date() in days, "the boundary day keeps its partition and its newer events"
     assert rollups() == before
+    assert "Dropped 7 detached day partitions" in output  # the 7 days before the cut, with events or not
+    assert pruned_partitions(connection) == []
+
+
+def _tables_like(pattern: str) -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT relname FROM pg_class WHERE relname LIKE %s ORDER BY 1", [pattern])
+        return [row[0] for row in cursor.fetchall()]
+
+
+@postgresql_only
+@pytest.mark.django_db
+def test_prune_detaches_the_whole_days_and_deletes_rows_only_of_the_boundary_day_and_the_default_partition():
+    cutoff = day_start(datetime.now(UTC).date() - timedelta(days=6)) + timedelta(hours=12)
+    with connection.cursor() as cursor:
+        for offset in range(14):
+            create_day_partition(cursor, cutoff.date() - timedelta(days=7) + timedelta(days=offset))
+    older, newer = _events_around(cutoff, days=5)
+    older.append(record(datetime(2019, 3, 4, tzinfo=UTC)))  # outside every day partition: in the default one
+    by_row = [e for e in older if e.timestamp >= day_start(cutoff.date()) or e.timestamp.year == 2019]
+    whole_days = [day for day in day_partitions(connection) if day < cutoff.date()]
+    statements = []
+
+    def capture(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        statements.append((sql, context["cursor"].rowcount))
+        return result
+
+    with connection.execute_wrapper(capture):
+        assert prune_events(cutoff) == len(older)
+
+    # Row deletes reach only the boundary day and the default partition: the whole days are detached, not deleted
+    # (nor counted row by row).
+    assert sum(rows for sql, rows in statements if sql.startswith("DELETE")) == len(by_row) == 3
+    assert [sql for sql, _rows in statements if "DETACH PARTITION" in sql] == [
+        f'ALTER TABLE "{TABLE}" DETACH PARTITION "{pruned_partition_name(day)}"' for day in whole_days
+    ]
+    assert not [sql for sql, _rows in statements if "count(" in sql.lower()]
+    assert set(ExecutionEvent.objects.values_list("id", flat=True)) == {event.id for event in newer}
+    assert not {day for day in day_partitions(connection) if day < cutoff.date()}
+    assert _tables_like(f"{TABLE}_pruned_p%") == [pruned_partition_name(day) for day in whole_days]
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_the_detached_days_are_dropped_without_ever_waiting_long_for_the_tables_the_app_reads():
+    today = datetime.now(UTC).date()
+    cutoff = day_start(today - timedelta(days=2))
+    with connection.cursor() as cursor:
+        for offset in range(3, 6):
+            create_day_partition(cursor, today - timedelta(days=offset))
+    for offset in range(3, 6):
+        record(day_start(today - timedelta(days=offset)) + timedelta(hours=3))
+    assert prune_events(cutoff) == 3
+    assert len(pruned_partitions(connection)) == 3
+
+    # Another session in the middle of a request has read the users and the API keys and not yet committed. A
+    # detached partition keeps its foreign keys to both, and a request that reads them would queue behind its
+    # DROP: the release waits at most RELEASE_LOCK_TIMEOUT for them, then leaves the tables for its next run.
+    other = connection.get_new_connection(connection.get_connection_params())
+    other.autocommit = False  # its locks held until it ends
+    try:
+        other.execute("SELECT count(*) FROM auth_user")
+        other.execute("SELECT count(*) FROM connectors_apikey")
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '3s'")  # rather than hang, if the release waited without limit
+            try:
+                started = time.monotonic()
+                assert release_pruned_partitions(connection) == 0
+                assert time.monotonic() - started < 3  # three waits of RELEASE_LOCK_TIMEOUT, 200 ms
+            finally:
+                cursor.execute("RESET lock_timeout")
+        assert len(pruned_partitions(connection)) == 3
+    finally:
+        other.rollback()
+        other.close()
+    assert release_pruned_partitions(connection) == 3
+    assert pruned_partitions(connection) == []
+    assert _tables_like(f"{TABLE}_pruned_p%") == []
 
 
 @pytest.mark.django_db

@@ -23,13 +23,16 @@ id) with the same shape. The scan stops after 51 matching rows; a filter (outcom
 search) becomes a ``Filter:`` line on that scan, so a rare value reads more index entries before the page is full,
 bounded by the range. bench/logs.py measures both at 10 million events (docs/PERFORMANCE.md, "Logs tab").
 
+The query first names only the day next to the page's end (``WINDOWS``: then the week, then the whole range), so
+that on the partitioned table it is planned over one or two day partitions rather than the range's ninety.
+
 Counts per outcome come from the rollups when the filters are ones the rollups are keyed by (user, model, API key),
 and otherwise from the events, capped at ``COUNT_CAP`` per outcome so that a broad search never counts millions.
 """
 
 import base64
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db.models import Q, Sum
 
@@ -42,6 +45,11 @@ from usage.ranges import UsageRange
 
 PAGE_SIZE = 50
 COUNT_CAP = 10_000
+# A page is looked for in the day next to its end first, then the week, then the whole range: on PostgreSQL the
+# planner considers every day partition of the range it is given (about 0.1 ms each with the table's indexes,
+# docs/PERFORMANCE.md "Event log at scale"), so a 90-day page cost more to plan than to read; a busy connector's
+# page is in the first day, a quiet one's costs the two narrower looks more.
+WINDOWS = (timedelta(days=1), timedelta(days=7))
 LIST_COLUMNS = (
     "id",
     "timestamp",
@@ -105,6 +113,28 @@ def _events(connector_id: str, usage_range: UsageRange, filters: EventFilters):
     return filters.apply(events)
 
 
+def _first_rows(events, ordering: tuple[str, ...], limit: int, windows: list[dict]) -> list[dict]:
+    """The first ``limit`` rows of ``events`` in ``ordering``, read in ever wider time windows from the page's end:
+    each window holds every event nearer that end than the next, so as soon as one holds ``limit`` rows they are
+    the answer."""
+    for window in windows:
+        rows = list(events.filter(**window).order_by(*ordering).values(*LIST_COLUMNS)[:limit])
+        if len(rows) == limit:
+            break
+    return rows
+
+
+def _windows(usage_range: UsageRange, anchor: datetime, *, older: bool) -> list[dict]:
+    """Time conditions of ``WINDOWS`` from ``anchor`` towards the older (or newer) end of the range, then none."""
+    windows = []
+    for width in WINDOWS:
+        if older and anchor - width > usage_range.start:
+            windows.append({"timestamp__gte": anchor - width})
+        elif not older and anchor + width < usage_range.end:
+            windows.append({"timestamp__lt": anchor + width})
+    return [*windows, {}]
+
+
 def log_page(
     connector_id: str,
     usage_range: UsageRange,
@@ -118,12 +148,10 @@ def log_page(
     events = _events(connector_id, usage_range, filters)
     if after is not None:
         # Read upwards from the cursor (ascending on the same index), then show the rows newest first.
-        rows = list(
-            events.filter(timestamp__gte=after.timestamp)
-            .filter(Q(timestamp__gt=after.timestamp) | Q(id__gt=after.id))
-            .order_by("timestamp", "id")
-            .values(*LIST_COLUMNS)[: size + 1]
+        events = events.filter(timestamp__gte=after.timestamp).filter(
+            Q(timestamp__gt=after.timestamp) | Q(id__gt=after.id)
         )
+        rows = _first_rows(events, ("timestamp", "id"), size + 1, _windows(usage_range, after.timestamp, older=False))
         has_newer = len(rows) > size
         rows = list(reversed(rows[:size]))
         has_older = True
@@ -132,7 +160,8 @@ def log_page(
             events = events.filter(timestamp__lte=before.timestamp).filter(
                 Q(timestamp__lt=before.timestamp) | Q(id__lt=before.id)
             )
-        rows = list(events.order_by("-timestamp", "-id").values(*LIST_COLUMNS)[: size + 1])
+        anchor = before.timestamp if before is not None else usage_range.end
+        rows = _first_rows(events, ("-timestamp", "-id"), size + 1, _windows(usage_range, anchor, older=True))
         has_older = len(rows) > size
         rows = rows[:size]
         has_newer = before is not None

@@ -1,12 +1,12 @@
 """The event table's time partitions on PostgreSQL: one partition per UTC day, plus a default partition.
 
 PostgreSQL's declarative partitioning, ``PARTITION BY RANGE (timestamp)``: the event log's cost no longer grows with
-its age. Retention drops whole days (``DROP TABLE`` of a partition: instant, nothing for VACUUM), and every query
-that names a time range reads only the days in it. Daily, not monthly, by measurement (docs/PERFORMANCE.md,
-"Partitions"): a day is the unit of ``EVENT_RETENTION_DAYS``, so the automatic prune never deletes row by row,
-and a day's indexes stay small enough to be cached while it is written; the planning cost of a year of daily
-partitions on the queries the app runs (all of them name a range, so the planner prunes) stayed under a
-millisecond.
+its age. Retention removes whole days (a partition detached, then dropped: nothing deleted row by row, nothing for
+VACUUM), and every query that names a time range reads only the days in it. Daily, not monthly, by measurement
+(docs/PERFORMANCE.md, "Partitions"): a day is the unit of ``EVENT_RETENTION_DAYS``, so the automatic prune never
+deletes row by row, and a day's indexes stay small enough to be cached while it is written; the planning cost of a
+year of daily partitions on the queries the app runs (all of them name a range, so the planner prunes) stayed under
+a millisecond.
 
 Partitions are created ahead (``PARTITION_DAYS_AHEAD`` days) at start-up by the event writer, every hour by it
 after that, and by ``manage.py maintain_usage_partitions`` (safe to run from cron, any number of times). An event
@@ -19,6 +19,7 @@ SQLite keeps the plain table: every function here does nothing there.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -26,10 +27,17 @@ from datetime import UTC, date, datetime, time, timedelta
 TABLE = "usage_executionevent"
 DEFAULT_PARTITION = f"{TABLE}_default"
 PARTITION_DAYS_AHEAD = 14
-# A partition is dropped only if it can be locked within this time: a long report reading it must not make every
-# insert queue behind the DROP.
-DROP_LOCK_TIMEOUT = "5s"
+# Partitions are detached only if the event table can be locked within this time: a long report reading it must
+# not make every insert queue behind the DETACH.
+DETACH_LOCK_TIMEOUT = "5s"
+DETACH_ADVISORY_LOCK_KEY = 7_240_025  # any number no other part of the app locks on
+logger = logging.getLogger(__name__)
 _DAY_PARTITION = re.compile(rf"^{TABLE}_p(\d{{8}})$")
+# A day partition once detached by the retention, until release_pruned_partitions drops it.
+PRUNED_PATTERN = rf"^{TABLE}_pruned_p[0-9]{{8}}$"
+# Dropping a detached partition (its foreign keys) locks auth_user and connectors_apikey out for an instant: a
+# request needing one of them waits at most this long for it.
+RELEASE_LOCK_TIMEOUT = "200ms"
 
 
 def day_partition_name(day: date) -> str:
@@ -149,14 +157,73 @@ def partition_days_before(connection, cutoff: datetime) -> list[date]:
     return [day for day in day_partitions(connection) if day_start(day + timedelta(days=1)) <= cutoff]
 
 
-def drop_partitions(connection, days: list[date]) -> None:
-    """Drop the partitions of ``days`` in one statement (one lock of the parent, one commit); one that is gone
-    already is skipped."""
+def pruned_partition_name(day: date) -> str:
+    return f"{TABLE}_pruned_p{day:%Y%m%d}"
+
+
+def detach_partitions(connection, days: list[date]) -> list[date]:
+    """Take the partitions of ``days`` out of the event table, in one short transaction; returns the days detached
+    (a day without a partition is skipped).
+
+    The retention's cut, in catalog changes only: once it commits, no query of the event table sees those days'
+    events. Each detached table is renamed ``..._pruned_pYYYYMMDD`` and left to ``release_pruned_partitions``.
+    Dropping the partitions here instead would lock the event table as briefly (a few milliseconds a day) but make
+    the prune last as long as the file system takes to free their files, which PostgreSQL does as the DROP commits:
+    seconds for a month on the benchmark machine (docs/PERFORMANCE.md, "Event log at scale").
+    """
     from django.db import transaction
 
     if not days:
-        return
-    names = ", ".join(f'"{day_partition_name(day)}"' for day in days)
+        return []
     with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
-        cursor.execute(f"SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT}'")
-        cursor.execute(f"DROP TABLE IF EXISTS {names}")
+        cursor.execute(f"SET LOCAL lock_timeout = '{DETACH_LOCK_TIMEOUT}'")
+        # One prune at a time (the command beside the keeper): the second sees what the first left attached.
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [DETACH_ADVISORY_LOCK_KEY])
+        present = set(day_partitions(connection))
+        days = [day for day in days if day in present]
+        # Renamed first: that locks only the partition, so the event table is locked (by the first DETACH) for the
+        # detaching alone.
+        for day in days:
+            cursor.execute(f'ALTER TABLE "{day_partition_name(day)}" RENAME TO "{pruned_partition_name(day)}"')
+        for day in days:
+            cursor.execute(f'ALTER TABLE "{TABLE}" DETACH PARTITION "{pruned_partition_name(day)}"')
+    return days
+
+
+def pruned_partitions(connection) -> list[str]:
+    """The tables ``detach_partitions`` left that ``release_pruned_partitions`` has not dropped yet."""
+    if connection.vendor != "postgresql":
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT relname FROM pg_class WHERE relkind = 'r' AND relname ~ %s AND pg_table_is_visible(oid) "
+            "ORDER BY relname",
+            [PRUNED_PATTERN],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def release_pruned_partitions(connection) -> int:
+    """Drop the tables ``detach_partitions`` left, each in its own transaction; returns how many were dropped.
+
+    This is where the disk space comes back, as each DROP commits, and it takes as long as the file system needs to
+    free the files (about 150 ms for a day of 170,000 events on the benchmark machine). PostgreSQL frees them after
+    releasing its locks, and the tables are no longer part of the event table, so no query waits for that. A
+    detached partition keeps the event table's foreign keys, so its DROP needs auth_user and connectors_apikey to
+    itself for an instant: it waits at most ``RELEASE_LOCK_TIMEOUT`` for them (a request reading them queues
+    behind it meanwhile), else the table is left for the next run (logged). Run after each prune by
+    ``prune_usage_events`` and every hour by the event log's keeper.
+    """
+    from django.db import OperationalError, transaction
+
+    released = 0
+    for name in pruned_partitions(connection):
+        try:
+            with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+                cursor.execute(f"SET LOCAL lock_timeout = '{RELEASE_LOCK_TIMEOUT}'")
+                cursor.execute(f'DROP TABLE IF EXISTS "{name}"')
+        except OperationalError as exc:
+            logger.warning("%s is left for the next run: %s", name, exc)
+            continue
+        released += 1
+    return released

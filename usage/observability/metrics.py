@@ -27,6 +27,7 @@ from prometheus_client import REGISTRY as PROCESS_REGISTRY
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 from usage.formatting import currency
+from usage.models.events import UNSTORABLE_CHARACTERS
 
 KNOWN_SUB_ACTIONS = frozenset(("run", "test", "invokeAI", "stream", "invokeStream"))
 TOKEN_KINDS = ("prompt", "completion", "cached", "reasoning")
@@ -97,9 +98,16 @@ _models_lock = threading.Lock()
 
 
 def model_label(connector_id: str, model: str) -> str:
-    """``model`` if it is among the first METRICS_MODELS_PER_CONNECTOR seen for the connector, else ``other``."""
+    """``model`` if it is among the first METRICS_MODELS_PER_CONNECTOR seen for the connector, else ``other``.
+
+    A lone surrogate or NUL (a provider may report any model name) becomes U+FFFD, as in the event log: a label
+    that cannot be encoded as UTF-8 would stay in the registry for the process's life and make every later scrape
+    fail.
+    """
     if not model:
         return NONE
+    if not model.isascii() or "\x00" in model:
+        model = UNSTORABLE_CHARACTERS.sub("\ufffd", model)
     seen = _models_seen.get(connector_id)
     if seen is not None:
         if model in seen:

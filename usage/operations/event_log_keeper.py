@@ -1,10 +1,11 @@
 """Keeps the event log in shape while the server runs: partitions ahead of time, and EVENT_RETENTION_DAYS applied.
 
 ``maintain_event_log`` creates the coming days' partitions (usage/models/partitions.py), drops the events older
-than ``EVENT_RETENTION_DAYS`` (whole day partitions on PostgreSQL: usage.operations.maintenance.prune_events), and
-reports the events waiting in the default partition. ``manage.py maintain_usage_partitions`` runs it (from cron
-if you like); each server process also runs it at start-up and every hour, in a thread of its own. On PostgreSQL
-an advisory lock lets one process at a time do it; the others skip that round.
+than ``EVENT_RETENTION_DAYS`` (whole day partitions on PostgreSQL: usage.operations.maintenance.prune_events, then
+release_pruned_partitions), and reports the events waiting in the default partition. ``manage.py
+maintain_usage_partitions`` runs it (from cron if you like); each server process also runs it at start-up and
+every hour, in a thread of its own. On PostgreSQL an advisory lock lets one process at a time do it; the others
+skip that round.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from datetime import UTC, date, datetime
 from django.conf import settings
 from django.db import DatabaseError, connection
 
-from usage.models.partitions import default_partition_report, ensure_partitions
+from usage.models.partitions import default_partition_report, ensure_partitions, release_pruned_partitions
 from usage.operations.maintenance import prune_events, retention_cutoff
 
 KEEP_INTERVAL_SECONDS = 3600
@@ -32,6 +33,7 @@ class KeepReport:
     created: list[date] = field(default_factory=list)
     retention_cutoff: datetime | None = None
     pruned: int = 0
+    released: int = 0  # detached day partitions dropped
     in_default_partition: int = 0
 
 
@@ -49,6 +51,8 @@ def maintain_event_log(now: datetime | None = None) -> KeepReport:
         if settings.EVENT_RETENTION_DAYS:
             report.retention_cutoff = retention_cutoff(now, settings.EVENT_RETENTION_DAYS)
             report.pruned = prune_events(report.retention_cutoff)
+        # Also what an interrupted prune_usage_events left: detached partitions wait only for this.
+        report.released = release_pruned_partitions(connection)
         report.in_default_partition = default_partition_report(connection).rows
         if report.in_default_partition:
             logger.warning(

@@ -24,7 +24,7 @@ from usage.models import (
     rollup_model,
     unpriced_condition,
 )
-from usage.models.partitions import day_start, drop_partitions, partition_days_before
+from usage.models.partitions import day_start, detach_partitions, partition_days_before
 from usage.models.summaries import UsageHourlyTotal
 from usage.ranges import ceil_hour, floor_hour
 
@@ -178,28 +178,32 @@ def prune_cutoff(now: datetime, older_than: timedelta) -> datetime:
 def prune_events(cutoff: datetime, *, batch: int = PRUNE_BATCH) -> int:
     """Remove raw events older than ``cutoff``; rollups are kept. Returns the count.
 
-    On PostgreSQL whole day partitions before the cut are dropped (usage/models/partitions.py: instant, nothing left
-    for VACUUM), their events counted from the rollups, which count every event; only the events of the day the
-    cut falls in (and any in the default partition) are deleted row by row, in batches (short transactions). On
-    SQLite every old event is deleted that way.
+    On PostgreSQL the whole day partitions before the cut are detached (usage/models/partitions.py: catalog changes
+    only, one short transaction; nothing is deleted row by row or left for VACUUM) and their events counted from
+    the rollups' hourly totals, which count every event exactly, instead of counting the rows. Only the events of
+    the day the cut falls in (and any in the default partition) are deleted row by row, in batches (short
+    transactions). On SQLite every old event is deleted that way. The detached partitions' disk space comes back
+    with ``release_pruned_partitions``, which the command and the event log's keeper run right after.
     """
     deleted = 0
-    dropped_days = partition_days_before(connection, cutoff)
-    if dropped_days:
+    detached_days = detach_partitions(connection, partition_days_before(connection, cutoff))
+    if detached_days:
         deleted += UsageHourlyTotal.objects.filter(
-            bucket__gte=day_start(dropped_days[0]), bucket__lt=day_start(dropped_days[-1] + timedelta(days=1)),
-            bucket__date__in=dropped_days,  # a day without a partition has its events in the default one
+            bucket__gte=day_start(detached_days[0]), bucket__lt=day_start(detached_days[-1] + timedelta(days=1)),
+            bucket__date__in=detached_days,  # a day without a partition has its events in the default one
         ).aggregate(n=Sum("requests"))["n"] or 0
-    drop_partitions(connection, dropped_days)
-    old_events = ExecutionEvent.objects.filter(timestamp__lt=cutoff).order_by()
+    old_events = ExecutionEvent.objects.filter(timestamp__lt=cutoff)
     while True:
         with transaction.atomic():
-            ids = list(old_events.values_list("id", flat=True)[:batch])
-            if not ids:
-                return deleted
-            # With the cut-off again: on the partitioned table, a lookup by id alone would probe every partition.
-            count, _ = ExecutionEvent.objects.filter(id__in=ids, timestamp__lt=cutoff).delete()
+            # A batch is the oldest ``batch`` events, bounded by time (the batch-th oldest's): a range of the
+            # timestamp index, rather than a list of ids sent back (twice as slow at 10,000 a batch). Events sharing
+            # the bound's time go in the same batch.
+            bound = old_events.order_by("timestamp").values_list("timestamp", flat=True)[batch - 1 : batch].first()
+            in_batch = old_events if bound is None else old_events.filter(timestamp__lte=bound)
+            count, _ = in_batch.delete()
         deleted += count
+        if bound is None:
+            return deleted
 
 
 def retention_cutoff(now: datetime, days: int) -> datetime:

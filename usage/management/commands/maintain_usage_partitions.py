@@ -32,6 +32,8 @@ class Command(BaseCommand):
                 f"Retention: removed {report.pruned} events older than {report.retention_cutoff:%Y-%m-%d %H:%M} UTC; "
                 "rollups kept."
             )
+        if report.released:
+            self.stdout.write(f"Dropped {report.released} detached day partitions (their disk space is free again).")
         if not is_partitioned(connection):
             return
         in_default = default_partition_report(connection)

@@ -1,9 +1,11 @@
 from datetime import UTC, datetime
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
 from django.utils import timezone
 
 from usage.models import ExecutionEvent
+from usage.models.partitions import release_pruned_partitions
 from usage.operations.maintenance import parse_age, prune_cutoff, prune_events
 
 
@@ -19,9 +21,9 @@ def parse_before(raw: str) -> datetime:
 class Command(BaseCommand):
     help = (
         "Remove raw execution events older than --before (a date or time) or --older-than (an age such as 90d). "
-        "On PostgreSQL whole day partitions are dropped (instant) and only the day the cut falls in is deleted "
-        "row by row. The usage rollups are kept, so the dashboards still show the pruned period; only the "
-        "raw-event exports and the Logs tab lose it."
+        "On PostgreSQL whole day partitions are detached (instant), then dropped to give their disk space back, and "
+        "only the day the cut falls in is deleted row by row. The usage rollups are kept, so the dashboards still "
+        "show the pruned period; only the raw-event exports and the Logs tab lose it."
     )
 
     def add_arguments(self, parser):
@@ -48,3 +50,6 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(f"Deleted {deleted} events older than {cutoff:%Y-%m-%d %H:%M} UTC; rollups kept.")
         )
+        released = release_pruned_partitions(connection)
+        if released:
+            self.stdout.write(f"Dropped {released} detached day partitions (their disk space is free again).")
