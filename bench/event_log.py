@@ -167,7 +167,10 @@ def time_prune() -> dict:
     """Prune a month: first 30 whole days (a cut at midnight UTC, as EVENT_RETENTION_DAYS makes it: partitions dropped,
     nothing deleted row by row), then 5 more hours (a cut inside a day: its events deleted in batches). Counts
     the events newer than each cut before and after."""
+    from django.db import connection
+
     from usage.models import ExecutionEvent
+    from usage.models.partitions import release_pruned_partitions
     from usage.operations.maintenance import prune_events
 
     oldest = ExecutionEvent.objects.order_by("timestamp").values_list("timestamp", flat=True).first()
@@ -178,11 +181,16 @@ def time_prune() -> dict:
         started = time.perf_counter()
         deleted = prune_events(cutoff)
         seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        released = release_pruned_partitions(connection)
+        release_seconds = time.perf_counter() - started
         newer_after = ExecutionEvent.objects.filter(timestamp__gte=cutoff).count()
         older_left = ExecutionEvent.objects.filter(timestamp__lt=cutoff).count()
         print(f"  {name}, before {cutoff:%Y-%m-%d %H:%M}: {deleted:,} events in {seconds:.2f} s; newer events "
-              f"{newer_before:,} before, {newer_after:,} after; {older_left} older left", flush=True)
+              f"{newer_before:,} before, {newer_after:,} after; {older_left} older left; then {released} detached "
+              f"partitions dropped in {release_seconds:.2f} s", flush=True)
         results[name] = {"cutoff": cutoff.isoformat(), "deleted": deleted, "seconds": round(seconds, 2),
+                         "released_partitions": released, "release_seconds": round(release_seconds, 2),
                          "newer_before": newer_before, "newer_after": newer_after, "older_left": older_left}
     return results
 
@@ -270,6 +278,12 @@ def main() -> None:
         if args.load_only:
             print(json.dumps(summary))
             return
+        from bench.seed import _connector
+        from connectors.models import Connector
+
+        if not Connector.objects.filter(pk=dashboard.CONNECTOR_ID).exists():
+            # The timed pages belong to a stored connector, as in use (a deleted one's name is looked up in events).
+            _connector(dashboard.CONNECTOR_ID, "Bench connector", "https://api.openai.com/v1/chat/completions", "default")
         summary["load_average_before"] = os.getloadavg()
         if args.prune_only:
             summary["prune"] = time_prune()
