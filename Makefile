@@ -49,6 +49,7 @@ lint: $(VENV)/.installed-dev
 bench: $(VENV)/.installed
 	$(PY) -m bench.latency
 	$(PY) -m bench.server_cpu
+	$(PY) -m bench.event_write --repeats 300
 	$(PY) -m bench.concurrency --requests 200 --upstream-ms 500 --limit 5
 	$(PY) -m bench.concurrency --requests 1000 --upstream-ms 1000 --limit 3
 	$(PY) -m bench.streaming

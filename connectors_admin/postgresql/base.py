@@ -1,16 +1,38 @@
-"""Django's PostgreSQL backend, with connections that give up within a bound while the database is away.
+"""Django's PostgreSQL backend, with connections that give up within a bound while the database is away, and a
+cursor for statements PostgreSQL keeps prepared.
 
 Every connection the app opens goes through ``get_new_connection``: it is refused at once while the database is
 known to be down, and its outcome tells connectors_admin/database_availability.py whether the database is up. The
 pool's own wait is bounded by ``DATABASE_WAIT_SECONDS`` (settings). Selected as the ENGINE for postgres:// URLs.
 """
 
+import sys
+
 from django.db.backends.postgresql import base
+from django.utils.asyncio import async_unsafe
 
 from connectors_admin.database_availability import DatabaseUnavailable, availability
 
 
+class PreparedStatementCursor(base.ServerBindingCursor):
+    """Parameters bound by the server, and every statement run as a prepared statement of its connection: the first
+    run on a connection parses and plans it (one more round trip), later runs send only the parameters. psycopg
+    keeps the 100 most recent per connection and prepares again whatever the connection lost (a DROP, a rollback)."""
+
+    def execute(self, query, params=None, *, prepare=None, binary=None):
+        return super().execute(query, params, prepare=True, binary=binary)
+
+
 class DatabaseWrapper(base.DatabaseWrapper):
+    def get_connection_params(self):
+        params = super().get_connection_params()
+        if params.get("prepare_threshold") is None:
+            # Django's None makes psycopg refuse even an explicit prepare (prepared_cursor's). Django's own cursors
+            # bind client-side and never prepare whatever this is, and a server-binding cursor would need this many
+            # runs of one statement: nothing else is prepared.
+            params["prepare_threshold"] = sys.maxsize
+        return params
+
     def get_new_connection(self, conn_params):
         try:
             availability.before_connecting()
@@ -26,3 +48,14 @@ class DatabaseWrapper(base.DatabaseWrapper):
             raise
         availability.connected()
         return connection
+
+    @async_unsafe
+    def prepared_cursor(self):
+        """A cursor (Django's wrapper: logged, counted, errors as Django's) whose statements PostgreSQL keeps
+        prepared on this connection: for a statement whose text never changes and runs on every call (the event
+        writer's, usage/models/events.py), so that it is parsed and planned once per connection, not per run.
+        Its parameters must not change the statement's types: send them as text the statement casts."""
+        self.close_if_health_check_failed()
+        self.ensure_connection()
+        with self.wrap_database_errors:
+            return self._prepare_cursor(PreparedStatementCursor(self.connection))

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from django.db import connection, models
 
 from usage.models.choices import Outcome, UsageSource
+from usage.models.json_rows import json_rows, rows_from_json
 
 # Upper bounds (ms) of the latency histogram bins kept in each rollup row; the last bin is open-ended.
 # Percentiles on the dashboard are read from these bins, so they are exact to the bin.
@@ -95,6 +96,10 @@ ROLLUP_SUM_FIELDS = (
     "cost_nanos",
     "unpriced_requests",
 ) + tuple(latency_bin_field(i) for i in range(LATENCY_BIN_COUNT))
+_KEY_COLUMNS = tuple(UsageRollup._meta.get_field(name).column for name in ROLLUP_KEY_FIELDS)
+_SUM_COLUMNS = tuple(UsageRollup._meta.get_field(name).column for name in ROLLUP_SUM_FIELDS)
+_BUCKET_FIELD = UsageRollup._meta.get_field("bucket")
+_BUCKET_AT = ROLLUP_KEY_FIELDS.index("bucket")
 
 
 def latency_bin(duration_ms: float) -> int:
@@ -164,28 +169,48 @@ def sorted_deltas(deltas: dict[tuple, dict[str, float]]) -> list[tuple[tuple, di
 
 
 def rollup_upsert(items: list[tuple[tuple, dict[str, float]]]) -> tuple[str, list]:
-    """The statement adding ``items`` (rollup key, increments) to the rollup rows, creating missing ones."""
-    bucket_field = UsageRollup._meta.get_field("bucket")
+    """The statement adding ``items`` (rollup key, increments) to the rollup rows, creating missing ones: rows in
+    ``VALUES`` (SQLite; the event writer gives PostgreSQL them as JSON, ``rollup_rows_json``)."""
     params: list = []
-    for (connector_id, space_id, bucket, model, user_name, api_key_id, outcome), sums in items:
-        params += [connector_id, space_id, bucket_field.get_db_prep_value(bucket, connection), model, user_name,
-                   api_key_id, outcome]
+    for key, sums in items:
+        params += _key_for_database(key, connection)
         params += [sums[field] for field in ROLLUP_SUM_FIELDS]
-    return _rollup_upsert_sql(connection.vendor, len(items)), params
+    return rollup_upsert_sql(connection.vendor, len(items)), params
+
+
+def rollup_rows_json(items: list[tuple[tuple, dict[str, float]]], db) -> str:
+    """PostgreSQL: the parameter of ``rollup_upsert_sql(vendor, None)`` for ``items``: their rows as one JSON
+    document (usage/models/json_rows.py), so one statement text for any number of rows."""
+    return json_rows([dict(zip(_KEY_COLUMNS, _key_for_database(key, db), strict=True))
+                      | dict(zip(_SUM_COLUMNS, (sums[field] for field in ROLLUP_SUM_FIELDS), strict=True))
+                      for key, sums in items])
+
+
+def _key_for_database(key: tuple, db) -> list:
+    """A rollup key (``rollup_key``) as the database takes it: the bucket as DateTimeField stores it."""
+    values = list(key)
+    values[_BUCKET_AT] = _BUCKET_FIELD.get_db_prep_value(values[_BUCKET_AT], db)
+    return values
 
 
 @functools.lru_cache(maxsize=64)
-def _rollup_upsert_sql(vendor: str, rows: int) -> str:
-    """The upsert's text for ``rows`` rows, built once per batch size (the execution path writes single events
-    most of the time), the table aliased ``r`` to keep it short."""
+def rollup_upsert_sql(vendor: str, rows: int | None) -> str:
+    """The upsert's text for ``rows`` rows in VALUES, or (None) rows as JSON (``rollup_rows_json``), built once per
+    shape, the table aliased ``r`` to keep it short. Its columns are ROLLUP_KEY_FIELDS and ROLLUP_SUM_FIELDS: a key
+    column added there is in the statement."""
     quote = connection.ops.quote_name
+    columns = _KEY_COLUMNS + _SUM_COLUMNS
+    if rows is None:
+        source = rows_from_json(UsageRollup, columns, connection)
+    else:
+        source = "VALUES " + ",".join(["(" + ",".join(["%s"] * len(columns)) + ")"] * rows)
     table = quote(UsageRollup._meta.db_table)
-    quoted = [quote(c) for c in ROLLUP_KEY_FIELDS + ROLLUP_SUM_FIELDS]
-    updates = ",".join(f"{q}=r.{q}+excluded.{q}" for q in quoted[len(ROLLUP_KEY_FIELDS):])
-    row_placeholder = "(" + ",".join(["%s"] * len(quoted)) + ")"
+    quoted = [quote(column) for column in columns]
+    keys = quoted[: len(ROLLUP_KEY_FIELDS)]
+    updates = ",".join(f"{q}=r.{q}+excluded.{q}" for q in quoted[len(keys) :])
     return (
-        f"INSERT INTO {table} AS r ({','.join(quoted)}) VALUES {','.join([row_placeholder] * rows)} "
-        f"ON CONFLICT ({','.join(quoted[: len(ROLLUP_KEY_FIELDS)])}) DO UPDATE SET {updates}"
+        f"INSERT INTO {table} AS r ({','.join(quoted)}) {source} "
+        f"ON CONFLICT ({','.join(keys)}) DO UPDATE SET {updates}"
     )
 
 
