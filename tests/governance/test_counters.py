@@ -11,12 +11,13 @@ import pytest
 from django.db import connection
 from django.test import override_settings
 
+from tests.environment import redis_test_url  # noqa: E402
 from usage.governance.enforcement import admission
 from usage.governance.enforcement.counters import Charge, DatabaseStore, RedisStore, counter_store, reset_counter_store
 from usage.governance.enforcement.periods import minute_bounds, period_bounds
 from usage.governance.models import Budget, Period, RateLimit, Scope, Unit
 
-REDIS_URL = "redis://127.0.0.1:6379/15"
+REDIS_URL = redis_test_url()
 # Counter expiries reach Redis, whose clock is the real one: every time given to a store is relative to now.
 LATER = dt.datetime.now(dt.UTC) + dt.timedelta(days=365)
 

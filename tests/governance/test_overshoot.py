@@ -12,12 +12,13 @@ import httpx
 import pytest
 
 from connectors.accounts.api_keys import create_api_key
+from tests.environment import redis_test_url  # noqa: E402
 from usage.governance import alerts
 from usage.governance.enforcement import counters
 from usage.governance.models import Budget, Period, Scope, Unit
 from usage.models import ExecutionEvent
 
-REDIS_URL = "redis://127.0.0.1:6379/15"
+REDIS_URL = redis_test_url()
 MESSAGES = [{"role": "user", "content": "Write a long story"}]
 
 

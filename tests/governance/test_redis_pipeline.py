@@ -8,11 +8,12 @@ import uuid
 import pytest
 import redis
 
+from tests.environment import redis_test_url  # noqa: E402
 from tests.helpers.outbound import closed_port
 from usage.governance.enforcement.counters import Charge, RedisStore
 from usage.governance.enforcement.redis_pipeline import PipelinedRedis, RedisReplyError, RedisUnavailable, pack
 
-URL = "redis://127.0.0.1:6379/14"
+URL = redis_test_url(1)
 LATER = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
 
 
@@ -141,7 +142,7 @@ def test_after_a_failed_connection_commands_fail_at_once_for_a_moment(monkeypatc
 
 def test_a_refused_password_is_a_clear_error():
     async def run():
-        connection = PipelinedRedis("redis://:wrong-password@127.0.0.1:6379/14")
+        connection = PipelinedRedis(URL.replace("redis://", "redis://:wrong-password@"))
         with pytest.raises(RedisUnavailable, match="set-up"):
             await connection.execute("PING")
 

@@ -73,7 +73,10 @@ async def burst(url: str, key: str) -> list[int]:
         return await asyncio.gather(*(one() for _ in range(CALLS)))
 
 
-@pytest.mark.parametrize("redis_url", ["", "redis://127.0.0.1:6379/14"], ids=["database-counters", "redis-counters"])
+from tests.environment import redis_test_url  # noqa: E402
+
+
+@pytest.mark.parametrize("redis_url", ["", redis_test_url(1)], ids=["database-counters", "redis-counters"])
 def test_four_workers_admit_exactly_the_rate_limit(redis_url, operator, make_connector, fake_openai):
     if redis_url:
         import redis

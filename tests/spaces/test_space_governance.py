@@ -39,7 +39,9 @@ from usage.models import ExecutionEvent, Outcome
 from usage.ranges import ceil_hour, floor_hour
 
 SHARED = "shared-openai"
-REDIS_URL = "redis://127.0.0.1:6379/15"
+from tests.environment import redis_test_url  # noqa: E402
+
+REDIS_URL = redis_test_url()
 EVENT_TABLE = ExecutionEvent._meta.db_table
 
 
