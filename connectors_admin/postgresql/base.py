@@ -8,7 +8,7 @@ pool's own wait is bounded by ``DATABASE_WAIT_SECONDS`` (settings). Selected as 
 
 import sys
 
-from django.db.backends.postgresql import base
+from django.db.backends.postgresql import base, operations
 from django.utils.asyncio import async_unsafe
 
 from connectors_admin.database_availability import DatabaseUnavailable, availability
@@ -23,7 +23,16 @@ class PreparedStatementCursor(base.ServerBindingCursor):
         return super().execute(query, params, prepare=True, binary=binary)
 
 
+class DatabaseOperations(operations.DatabaseOperations):
+    def last_executed_query(self, cursor, sql, params):
+        # A prepared cursor's statement is bound by the server, so it cannot be composed here: its text is logged
+        # (and captured by tests) instead of None.
+        return super().last_executed_query(cursor, sql, params) or sql
+
+
 class DatabaseWrapper(base.DatabaseWrapper):
+    ops_class = DatabaseOperations
+
     def get_connection_params(self):
         params = super().get_connection_params()
         if params.get("prepare_threshold") is None:
