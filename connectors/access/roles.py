@@ -44,14 +44,26 @@ def sync_roles(app_label: str | None = None) -> None:
 
     With ``app_label``, only the permissions of that app are replaced in each group (the others are kept as they
     are): each app's permissions exist only once that app has migrated, so each app syncs its own part then.
+    Three queries when every role is as it should be (every migrate, and every test database flush); a change goes
+    through ``group.permissions`` so that it is audited and drops cached permissions (m2m_changed).
     """
     from django.contrib.auth.models import Group, Permission
 
+    roles = all_roles()
     existing = {f"{app}.{codename}": pk for pk, app, codename in
                 Permission.objects.values_list("pk", "content_type__app_label", "codename")}
-    for group_name, codenames in all_roles().items():
-        group, _ = Group.objects.get_or_create(name=group_name)
-        wanted = {existing[c] for c in codenames if c in existing and (app_label is None or c.startswith(f"{app_label}."))}
-        if app_label is not None:
-            wanted |= set(group.permissions.exclude(content_type__app_label=app_label).values_list("pk", flat=True))
-        group.permissions.set(wanted)
+    managed = {pk for codename, pk in existing.items() if app_label is None or codename.startswith(f"{app_label}.")}
+    groups = {group.name: group for group in Group.objects.filter(name__in=roles)}
+    for name in roles.keys() - groups.keys():
+        groups[name], _ = Group.objects.get_or_create(name=name)
+    held: dict[int, set[int]] = {group.pk: set() for group in groups.values()}
+    for group_id, permission_id in Group.permissions.through.objects.filter(
+            group_id__in=held, permission_id__in=managed).values_list("group_id", "permission_id"):
+        held[group_id].add(permission_id)
+    for name, codenames in roles.items():
+        group = groups[name]
+        wanted = {existing[c] for c in codenames if c in existing and existing[c] in managed}
+        if missing := wanted - held[group.pk]:
+            group.permissions.add(*missing)
+        if extra := held[group.pk] - wanted:
+            group.permissions.remove(*extra)

@@ -128,7 +128,7 @@ def test_redis_admits_exactly_the_limit_from_many_clients():
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("redis_url", ["", REDIS_URL])
+@pytest.mark.parametrize("redis_url", ["", REDIS_URL], ids=["database", "redis"])
 def test_admission_refuses_with_a_message_that_names_the_budget_and_its_reset(django_user_model, redis_url):
     if redis_url:
         if not redis_available():
