@@ -397,7 +397,7 @@ def test_the_per_api_key_breakdown_from_the_rollups_equals_a_grouping_of_the_raw
     assert per_key_of_report(usage_by_api_key(CONNECTOR, usage_range)) == per_key_of_events(after)
 
 
-def test_the_90_day_per_key_breakdown_reads_the_rollups_in_a_fixed_number_of_queries(django_user_model):
+def test_the_90_day_breakdowns_read_the_per_dimension_summaries_in_a_fixed_number_of_queries(django_user_model):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -421,6 +421,9 @@ def test_the_90_day_per_key_breakdown_reads_the_rollups_in_a_fixed_number_of_que
 
     assert len(many) == len(few)
     assert not [sql for sql in many if "usage_executionevent" in sql]
+    # Unsliced, the breakdowns read one row per user, model or key and day, not the rollups keyed by all three.
+    assert not [sql for sql in many if "usage_usagedailyrollup" in sql or '"usage_usagerollup"' in sql]
+    assert [sql for sql in many if "usage_usagedimensiondaily" in sql]
 
 
 @pytest.mark.parametrize("raw, expected", [("12", 12), (" 7 ", 7), ("", None), ("abc", None), ("-3", None),

@@ -17,11 +17,16 @@ from usage.dashboards.queries import connector_usage
 from usage.models import (
     DAILY_KEY_FIELDS,
     DAILY_SUM_FIELDS,
+    DIMENSION_DAILY_KEY_FIELDS,
+    DIMENSION_KEY_FIELDS,
+    DIMENSIONS,
     HOURLY_TOTAL_KEY_FIELDS,
     ROLLUP_KEY_FIELDS,
     ROLLUP_SUM_FIELDS,
     ExecutionEvent,
     UsageDailyRollup,
+    UsageDimensionDaily,
+    UsageDimensionHourly,
     UsageHourlyTotal,
     UsageRollup,
 )
@@ -74,9 +79,33 @@ def summary_tables() -> tuple[dict, dict]:
     return hourly, daily
 
 
+def dimensions_from_rollups() -> tuple[dict, dict]:
+    """What the per-dimension summaries should hold: each rollup row under its user, its model and its API key."""
+    hourly: dict[tuple, dict] = {}
+    daily: dict[tuple, dict] = {}
+    for row in UsageRollup.objects.values(*ROLLUP_KEY_FIELDS, *DAILY_SUM_FIELDS):
+        for dimension in DIMENSIONS:
+            value = str(row[dimension])
+            for table, moment in ((hourly, row["bucket"]), (daily, row["bucket"].replace(hour=0))):
+                key = (row["connector_id"], row["space_id"], dimension, moment, value, row["outcome"])
+                sums = table.setdefault(key, dict.fromkeys(DAILY_SUM_FIELDS, 0))
+                for name in DAILY_SUM_FIELDS:
+                    sums[name] += row[name]
+    return hourly, daily
+
+
+def dimension_tables() -> tuple[dict, dict]:
+    return tuple(
+        {tuple(row.pop(name) for name in key): row
+         for row in model.objects.values(*key, *DAILY_SUM_FIELDS) if any(row[name] for name in DAILY_SUM_FIELDS)}
+        for model, key in ((UsageDimensionHourly, DIMENSION_KEY_FIELDS), (UsageDimensionDaily, DIMENSION_DAILY_KEY_FIELDS))
+    )
+
+
 def assert_summaries_match_rollups() -> None:
     expected_hourly, expected_daily = summaries_from_rollups()
     hourly, daily = summary_tables()
+    assert dimension_tables() == dimensions_from_rollups()
     assert daily == expected_daily
     assert hourly.keys() == expected_hourly.keys()
     for key, sums in expected_hourly.items():

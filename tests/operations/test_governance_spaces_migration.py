@@ -6,22 +6,14 @@ from decimal import Decimal
 
 import pytest
 from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 
 from connectors.accounts.api_keys import create_api_key
 from connectors.spaces.models import Space
+from tests.helpers.migrations import migrate_to
 from usage.governance.models import Alert, Budget, ErrorRateRule, RateLimit
 from usage.models import ExecutionEvent
 
 BEFORE = ("governance", "0007_alert_channel_target_encrypted")
-
-
-def migrate_to(target: tuple[str, str] | None):
-    executor = MigrationExecutor(connection)
-    targets = [target] if target else executor.loader.graph.leaf_nodes()
-    executor.migrate(targets)
-    executor.loader.build_graph()
-    return executor.loader.project_state(targets).apps
 
 
 @pytest.fixture

@@ -6,32 +6,22 @@ previous keys cannot tell apart. On SQLite and PostgreSQL alike."""
 from datetime import UTC, datetime
 
 import pytest
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 
 from connectors.spaces.models import Space
 from tests.dashboards.test_rollups import assert_summaries_match_rollups
 from tests.helpers.events import record
+from tests.helpers.migrations import migrate_to
 from usage.models import UsageHourlyTotal, UsageRollup
 
 BEFORE = ("usage", "0009_partition_events")
 HOUR = datetime(2025, 3, 1, 10, tzinfo=UTC)
 
 
-def migrate_to(target: tuple[str, str] | None):
-    """Migrate the usage app to ``target`` (None: the latest) and return the apps of that state."""
-    executor = MigrationExecutor(connection)
-    targets = [target] if target else [key for key in executor.loader.graph.leaf_nodes() if key[0] == "usage"]
-    executor.migrate(targets)
-    executor.loader.build_graph()
-    return executor.loader.project_state(targets).apps
-
-
 @pytest.fixture
 def before_the_migration(transactional_db):
     apps = migrate_to(BEFORE)
     yield apps
-    migrate_to(None)
+    migrate_to(None, "usage")
 
 
 def old_rollup(apps, connector_id: str, **fields):
@@ -61,7 +51,7 @@ def test_existing_rollups_take_their_connectors_space_and_no_key(before_the_migr
     old_event(apps, "preconfigured-one", "sales", preconfigured=True)  # in every space: stays in default
     old_rollup(apps, "deleted-and-pruned")
 
-    migrate_to(None)
+    migrate_to(None, "usage")
 
     spaces = dict(UsageRollup.objects.values_list("connector_id", "space_id").distinct())
     assert spaces == {stored.pk: "marketing", home.pk: "default", "deleted-in-sales": "sales",
@@ -79,7 +69,7 @@ def test_backwards_it_merges_the_spaces_and_keys_the_previous_keys_cannot_tell_a
                                                                                       django_user_model):
     from connectors.accounts.api_keys import create_api_key
 
-    migrate_to(None)
+    migrate_to(None, "usage")
     key, _ = create_api_key(django_user_model.objects.create_user("keyholder"), "ci")
     Space.objects.create(id="marketing", name="Marketing")
     for space_id, api_key in (("default", None), ("default", key), ("marketing", None)):

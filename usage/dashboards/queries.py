@@ -3,9 +3,10 @@
 Which rollup serves what (all three hold the same sums; usage/models/summaries.py explains the two coarser ones):
 
 - the series, the totals and the overview: UsageHourlyTotal (two rows per connector, space and hour);
-- the breakdowns by user, model and API key, and any view sliced by them: UsageDailyRollup for the whole UTC days
-  inside the range, UsageRollup for the hours before the first and after the last whole day (and for the series
-  of a sliced view).
+- the breakdowns by user, model and API key: UsageDimensionDaily for the whole UTC days inside the range,
+  UsageDimensionHourly for the hours before the first and after the last whole day (``dimension_sources``);
+- any view sliced by user, model or API key: the same from UsageDailyRollup and UsageRollup (``rollup_sources``),
+  which know the three together (and UsageRollup for the series of a sliced view).
 
 Every read is of the current space's rows (``space_id``, README "Spaces"): a preconfigured connector, which is in
 every space, shows in each space the calls made there only. Raw events are read where the rollups cannot answer:
@@ -33,6 +34,8 @@ from usage.models import (
     NO_API_KEY,
     Outcome,
     UsageDailyRollup,
+    UsageDimensionDaily,
+    UsageDimensionHourly,
     UsageHourlyTotal,
     UsageRollup,
     UsageSource,
@@ -273,22 +276,47 @@ def _utc_midnight_on_or_before(moment: datetime) -> datetime:
     return datetime.combine(moment.astimezone(UTC).date(), time.min, tzinfo=UTC)
 
 
-def rollup_sources(connector_id: str | None, usage_range: UsageRange, usage_slice: UsageSlice = EVERYTHING) -> list:
-    """Querysets of UsageDailyRollup and UsageRollup of the current space (both keyed by model, user, API key and
-    outcome, with DAILY_SUM_FIELDS) that together cover the range once: daily rows for whole UTC days, hourly rows
-    for the rest. ``connector_id`` None: every connector of the space (the overview's cross-connector charts)."""
+def _covering(usage_range: UsageRange, daily, hourly) -> list:
+    """``daily`` rows (keyed by ``day``) for the range's whole UTC days and ``hourly`` ones (by ``bucket``) for the
+    hours before the first and after the last: together, the range once."""
     first_day = _utc_midnight_on_or_after(usage_range.start)
     last_day = _utc_midnight_on_or_before(usage_range.end)
-    hourly = usage_slice.apply(of_space(UsageRollup.objects.all(), connector_id))
     if first_day >= last_day:
         return [hourly.filter(bucket__gte=usage_range.start, bucket__lt=usage_range.end)]
-    daily = usage_slice.apply(of_space(UsageDailyRollup.objects.all(), connector_id))
     sources = [daily.filter(day__gte=first_day, day__lt=last_day)]
     if usage_range.start < first_day:
         sources.append(hourly.filter(bucket__gte=usage_range.start, bucket__lt=first_day))
     if last_day < usage_range.end:
         sources.append(hourly.filter(bucket__gte=last_day, bucket__lt=usage_range.end))
     return sources
+
+
+def rollup_sources(connector_id: str | None, usage_range: UsageRange, usage_slice: UsageSlice = EVERYTHING) -> list:
+    """Querysets of UsageDailyRollup and UsageRollup of the current space (both keyed by model, user, API key and
+    outcome, with DAILY_SUM_FIELDS) that together cover the range once: daily rows for whole UTC days, hourly rows
+    for the rest. ``connector_id`` None: every connector of the space (the overview's cross-connector charts)."""
+    hourly = usage_slice.apply(of_space(UsageRollup.objects.all(), connector_id))
+    daily = usage_slice.apply(of_space(UsageDailyRollup.objects.all(), connector_id))
+    return _covering(usage_range, daily, hourly)
+
+
+def dimension_sources(connector_id: str | None, usage_range: UsageRange, dimension: str) -> list:
+    """As ``rollup_sources``, unsliced, from the summaries of one ``dimension`` (user_name, model or api_key_id):
+    one row per value of it and hour or day, the value in ``value``. A 90-day breakdown reads a few thousand rows
+    (usage/models/summaries.py)."""
+    hourly = of_space(UsageDimensionHourly.objects.filter(dimension=dimension), connector_id)
+    daily = of_space(UsageDimensionDaily.objects.filter(dimension=dimension), connector_id)
+    return _covering(usage_range, daily, hourly)
+
+
+def _grouped_sources(connector_id: str | None, usage_range: UsageRange, dimension: str,
+                     usage_slice: UsageSlice) -> list:
+    """Querysets of one row per value of ``dimension`` (in ``value``) for the range: the dimension's summaries, or
+    for a slice the rollups narrowed to it."""
+    if usage_slice:
+        return [source.order_by().annotate(value=F(dimension)).values("value")
+                for source in rollup_sources(connector_id, usage_range, usage_slice)]
+    return [source.order_by().values("value") for source in dimension_sources(connector_id, usage_range, dimension)]
 
 
 def usage_breakdown(connector_id: str | None, usage_range: UsageRange, dimension: str, *, limit: int | None = None,
@@ -299,12 +327,12 @@ def usage_breakdown(connector_id: str | None, usage_range: UsageRange, dimension
     if dimension not in ("user_name", "model"):
         raise ValueError(f"cannot break usage down by {dimension!r}")
     sums_by_key: dict[str, UsageSums] = {}
-    for source in rollup_sources(connector_id, usage_range, usage_slice):
-        # The amount of the cost only, as the usage API gives it per user and model (the per-API-key breakdown
-        # adds the estimated and unpriced counts).
-        sums = _sum_expressions(("requests", *TOKEN_FIELDS, "cost_nanos"))
-        for row in source.order_by().values(dimension).annotate(**sums):
-            sums_by_key.setdefault(row[dimension], UsageSums()).add_row(row)
+    # The amount of the cost only, as the usage API gives it per user and model (the per-API-key breakdown adds the
+    # estimated and unpriced counts).
+    sums = _sum_expressions(("requests", *TOKEN_FIELDS, "cost_nanos"))
+    for source in _grouped_sources(connector_id, usage_range, dimension, usage_slice):
+        for row in source.annotate(**sums):
+            sums_by_key.setdefault(row["value"], UsageSums()).add_row(row)
     return _limited(sums_by_key, limit)
 
 
@@ -324,16 +352,17 @@ def usage_by_api_key(connector_id: str, usage_range: UsageRange, *, limit: int |
     """Sums per API key the calls were made with (``""``: calls without one, from the browser or with a password,
     and the calls of a key since deleted), in the current space.
 
-    Read from the rollups, keyed by API key as they are by user and model: the daily rows of the range's whole UTC
-    days and the hourly rows of the hours at its ends (``rollup_sources``), grouped by key in the database, then
-    one query for the keys' names. Its cost is the per-user breakdown's, a few queries whatever the number of
-    events in the range; the raw events are not read.
+    Read from the summaries per API key as the other breakdowns are per user and model: the daily rows of the
+    range's whole UTC days and the hourly rows of the hours at its ends (``dimension_sources``; for a slice,
+    ``rollup_sources``), grouped by key in the database, then one query for the keys' names. Its cost is the
+    per-user breakdown's, a few queries whatever the number of events in the range; the raw events are not read.
     """
     fields = ("requests", *TOKEN_FIELDS, "estimated_requests", *COST_FIELDS)
     sums_by_id: dict[int, UsageSums] = {}
-    for source in rollup_sources(connector_id, usage_range, usage_slice):
-        for row in source.order_by().values("api_key_id").annotate(**_sum_expressions(fields)):
-            sums_by_id.setdefault(row["api_key_id"], UsageSums()).add_row(row)
+    for source in _grouped_sources(connector_id, usage_range, "api_key_id", usage_slice):
+        for row in source.annotate(**_sum_expressions(fields)):
+            # The summaries hold the id as text (one value column for every dimension).
+            sums_by_id.setdefault(int(row["value"]), UsageSums()).add_row(row)
     key_ids = [key_id for key_id in sums_by_id if key_id != NO_API_KEY]
     keys = ApiKey.objects.filter(pk__in=key_ids).select_related("user") if key_ids else []
     names = {key.pk: f"{key} of {key.user.get_username()}" for key in keys}

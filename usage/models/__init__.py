@@ -19,14 +19,22 @@ from usage.models.rollups import (
 from usage.models.summaries import (
     DAILY_KEY_FIELDS,
     DAILY_SUM_FIELDS,
+    DIMENSION_DAILY_KEY_FIELDS,
+    DIMENSION_KEY_FIELDS,
+    DIMENSIONS,
     HOURLY_TOTAL_KEY_FIELDS,
     UsageDailyRollup,
+    UsageDimensionDaily,
+    UsageDimensionHourly,
     UsageHourlyTotal,
 )
 
 __all__ = [
     "DAILY_KEY_FIELDS",
     "DAILY_SUM_FIELDS",
+    "DIMENSIONS",
+    "DIMENSION_DAILY_KEY_FIELDS",
+    "DIMENSION_KEY_FIELDS",
     "HOURLY_TOTAL_KEY_FIELDS",
     "LATENCY_BIN_BOUNDS_MS",
     "LATENCY_BIN_COUNT",
@@ -37,6 +45,8 @@ __all__ = [
     "ExecutionEvent",
     "Outcome",
     "UsageDailyRollup",
+    "UsageDimensionDaily",
+    "UsageDimensionHourly",
     "UsageHourlyTotal",
     "UsageRollup",
     "UsageSource",

@@ -7,12 +7,18 @@ dashboards need two coarser views of the same numbers:
 - UsageHourlyTotal: per connector, space, hour and outcome (two rows an hour for a connector used in one space),
   for the series and the totals, in any time zone (every zone's hours and days are made of whole UTC hours, give
   or take half-hour offsets); nothing that reads it is sliced by user, model or API key;
-- UsageDailyRollup: per connector, space, UTC day, model, user, API key and outcome, for the per-user, per-model
-  and per-API-key breakdowns over whole UTC days (the partial days at the ends of a range are read from
-  UsageRollup).
+- UsageDailyRollup: per connector, space, UTC day, model, user, API key and outcome, for the breakdowns of a view
+  sliced by user, model or API key over whole UTC days (the partial days at the ends of a range are read from
+  UsageRollup);
+- UsageDimensionHourly and UsageDimensionDaily: per connector, space, dimension (user, model or API key), one
+  value of it, UTC hour or day, and outcome, for the unsliced per-user, per-model and per-API-key breakdowns. A day
+  of a busy connector has one UsageDailyRollup row per user, model and API key met together (about 800 at 100
+  million events), but here only one per user, plus one per model and one per key (about 76): a 90-day breakdown
+  reads a few thousand rows whatever the traffic, and the partial days at the ends of a range in a time zone other
+  than UTC are read from the hourly table, not from UsageRollup.
 
-Triggers on the UsageRollup table (migrations 0002, 0010) add each inserted, updated or deleted rollup row's change
-to both summaries, in the same transaction and with the same upsert-and-add as usage.models.rollups, so the summaries
+Triggers on the UsageRollup table (migrations 0002, 0010, 0012) add each inserted, updated or deleted rollup row's change
+to every summary, in the same transaction and with the same upsert-and-add as usage.models.rollups, so the summaries
 equal the rollups whatever writes them (recording, rebuild_usage_rollups, a manual fix) without another code
 path to keep in step. Nothing else writes these tables.
 """
@@ -99,4 +105,64 @@ class UsageDailyRollup(models.Model):
         indexes = [
             # The space's dashboard's breakdowns: every connector of one space, a range of whole days.
             models.Index(fields=["space_id", "day"], name="daily_rollup_space_day"),
+        ]
+
+
+# The breakdowns' dimensions: the UsageRollup column each one sums by. An API key's value is its id as text
+# (NO_API_KEY, "0": calls made without one).
+DIMENSIONS = ("user_name", "model", "api_key_id")
+DIMENSION_KEY_FIELDS = ("connector_id", "space_id", "dimension", "bucket", "value", "outcome")
+DIMENSION_DAILY_KEY_FIELDS = ("connector_id", "space_id", "dimension", "day", "value", "outcome")
+
+
+class DimensionSums(models.Model):
+    connector_id = models.CharField(max_length=64)
+    space_id = models.CharField(max_length=64, default="default")
+    dimension = models.CharField(max_length=16, choices=[(name, name) for name in DIMENSIONS])
+    value = models.CharField(max_length=255, blank=True)
+    outcome = models.CharField(max_length=8, choices=Outcome.choices)
+    requests = models.BigIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    total_tokens = models.BigIntegerField(default=0)
+    estimated_requests = models.BigIntegerField(default=0)
+    cost_nanos = models.BigIntegerField(default=0)
+    unpriced_requests = models.BigIntegerField(default=0)
+
+    class Meta:
+        abstract = True
+
+
+class UsageDimensionHourly(DimensionSums):
+    """UsageRollup summed per dimension: one row per connector, space, dimension, value, UTC hour and outcome."""
+
+    bucket = models.DateTimeField(help_text="Start of the hour (UTC).")
+
+    class Meta:
+        app_label = "usage"
+        default_permissions = ()
+        constraints = [
+            # The triggers' upsert key; also serves one connector's breakdown by one dimension over a time range.
+            models.UniqueConstraint(fields=list(DIMENSION_KEY_FIELDS), name="dimension_hourly_key")
+        ]
+        indexes = [
+            # The space's dashboard: every connector of one space, one dimension, a time range.
+            models.Index(fields=["space_id", "dimension", "bucket"], name="dimension_hourly_space"),
+        ]
+
+
+class UsageDimensionDaily(DimensionSums):
+    """UsageRollup summed per dimension over the hours of a UTC day: one row per connector, space, dimension,
+    value, day and outcome."""
+
+    day = models.DateTimeField(help_text="Midnight UTC starting the day.")
+
+    class Meta:
+        app_label = "usage"
+        default_permissions = ()
+        constraints = [
+            models.UniqueConstraint(fields=list(DIMENSION_DAILY_KEY_FIELDS), name="dimension_daily_key")
+        ]
+        indexes = [
+            models.Index(fields=["space_id", "dimension", "day"], name="dimension_daily_space"),
         ]
