@@ -112,6 +112,16 @@ def _flush_may_empty_the_audit_trail():
         yield
 
 
+@pytest.fixture
+def shipped_prices(db):
+    """The list prices migration governance/0002 loads. A transactional test's flush empties the price table for
+    the tests after it in the same process, so they are loaded again when missing (get_or_create: never twice)."""
+    from usage.governance.models import Price
+    from usage.governance.pricing.shipped_prices import load_price_file
+
+    load_price_file(Price, "prices-2026-11-29.yaml")
+
+
 @pytest.fixture(autouse=True)
 def _fresh_caches():
     """Each test starts with empty per-process caches (verified credentials, connectors, known login locks,

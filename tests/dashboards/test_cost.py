@@ -105,6 +105,7 @@ def totals(connector_id: str) -> tuple[int, int, int]:
     return cost(UsageRollup), cost(UsageHourlyTotal), cost(UsageDailyRollup)
 
 
+@pytest.mark.usefixtures("shipped_prices")
 def test_a_price_correction_reprices_stored_costs_and_the_dashboards(client, admin_user, make_connector):
     connector = make_connector(name="Repriced")
     other = make_connector(name="Untouched")
