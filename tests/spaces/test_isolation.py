@@ -14,6 +14,7 @@ import json
 import re
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import Group
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
@@ -168,19 +169,31 @@ def test_principals_of_space_a_see_run_change_export_and_count_nothing_of_space_
         ("API key", {"HTTP_AUTHORIZATION": f"ApiKey {world['a_key']}"}),
         ("Basic", {"HTTP_AUTHORIZATION": basic_auth(world["a_admin"])}),
     ]
+    signed_in: dict[str, Client] = {}
+
+    def client_for(principal: str, how: dict) -> Client:
+        """A new client for a credential sent with each request; for a session, the principal's signed-in client,
+        signed in again once a request (the logout form) has ended its session."""
+        if "login" not in how:
+            return Client()
+        client = signed_in.get(principal)
+        cookie = client.cookies.get(settings.SESSION_COOKIE_NAME) if client else None
+        if cookie is None or not cookie.value:
+            client = signed_in[principal] = Client()
+            client.force_login(how["login"])
+        return client
+
     for template, name in templates:
         api = template.startswith("api/") or template.startswith("internal/")
         methods = ("GET", "POST", "PUT", "DELETE") if api else ("GET", "POST")
         for path in concrete_paths(template, values):
             for prefix in ("", "/s/team-a", "/s/team-b"):
                 for principal, how in principals:
-                    client = Client()
                     headers = {key: value for key, value in how.items() if key != "login"}
                     if name.startswith("openai") and "HTTP_AUTHORIZATION" in headers:
                         headers["HTTP_AUTHORIZATION"] = headers["HTTP_AUTHORIZATION"].replace("ApiKey", "Bearer")
                     for method in methods:
-                        if "login" in how:
-                            client.force_login(how["login"])
+                        client = client_for(principal, how)
                         if api:
                             response = client.generic(method, prefix + path, json.dumps(bodies.get(name, {})),
                                                       content_type="application/json", HTTP_KBN_XSRF="1", **headers)
