@@ -65,6 +65,7 @@ COLUMNS = (
     "error_message",
     "request_bytes",
     "response_bytes",
+    "space_id",
 )
 
 
@@ -154,6 +155,7 @@ def synthetic_events(count: int, end: datetime, seed: int = 20250101):
             "upstream error" if failed else "",
             1200,
             0 if failed else 2400,
+            "default",
         )
 
 

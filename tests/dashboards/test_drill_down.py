@@ -99,3 +99,23 @@ def test_my_usage_rows_lead_to_my_calls_on_each_connector(client, operator, make
     page = unescape(client.get("/usage/me/?range=24h").content.decode())
     url = re.search(rf'href="(/connectors/{connector.pk}/logs/\?[^"]+)"', page).group(1)
     assert "range=24h" in url and rows_shown(client, url) == 1
+
+
+def test_a_bucket_link_keeps_the_slice_and_a_filter_of_the_same_name_replaces_it():
+    from urllib.parse import parse_qs, urlsplit
+
+    from usage.dashboards.drill_down import DrillDown
+    from usage.dashboards.queries import UsageSlice
+    from usage.ranges import parse_range
+
+    links = DrillDown(parse_range({"range": "7d", "tz": "America/New_York"}), UsageSlice(user="a&b c", api_key=7),
+                      "conn-1")
+    bucket = timezone.now().replace(hour=5, minute=0, second=0, microsecond=0)
+    plain, failures = links.bucket(bucket), links.bucket(bucket, outcome="failure")
+    assert failures == plain + "&outcome=failure"  # the bucket's query, encoded once, is shared
+    query = parse_qs(urlsplit(failures).query)
+    assert urlsplit(failures).path == "/connectors/conn-1/logs/"
+    assert query["user"] == ["a&b c"] and query["api_key"] == ["7"] and query["tz"] == ["America/New_York"]
+    assert query["range"] == ["custom"] and query["outcome"] == ["failure"]
+    other_user = parse_qs(urlsplit(links.bucket(bucket, user="zoe")).query)
+    assert other_user["user"] == ["zoe"] and other_user["api_key"] == ["7"]

@@ -38,25 +38,35 @@ def bucket_range(usage_range: UsageRange, bucket: datetime) -> dict[str, str]:
 
 
 class DrillDown:
-    """URLs for one page: ``connector_id`` None is the overview (links stay on it); else that connector's logs."""
+    """URLs for one page: ``connector_id`` None is the overview (links stay on it); else that connector's logs.
+
+    A 90-day chart links each of its days three times (every call, successes, failures): the path is reversed once
+    and each bucket's range and the page's slice are encoded once, the filters appended to them (docs/PERFORMANCE.md,
+    "Usage dashboard")."""
 
     def __init__(self, usage_range: UsageRange, usage_slice: UsageSlice, connector_id: str | None = None):
         self.range = usage_range
         self.slice = usage_slice
         self.connector_id = connector_id
+        self._path = reverse("usage:overview") if connector_id is None else reverse("connector_logs",
+                                                                                     args=[connector_id])
+        self._slice_params = usage_slice.query_params()
+        self._bucket_queries: dict[datetime, str] = {}
 
     def _url(self, range_params: dict[str, str], filters: dict[str, str]) -> str:
-        if self.connector_id is None:
-            path = reverse("usage:overview")
-        else:
-            path = reverse("connector_logs", args=[self.connector_id])
-        return f"{path}?{urlencode({**range_params, **self.slice.query_params(), **filters})}"
+        return f"{self._path}?{urlencode({**range_params, **self._slice_params, **filters})}"
 
     def _whole_range(self) -> dict[str, str]:
         return {**self.range.query_params(), "tz": self.range.tz_name}
 
     def bucket(self, bucket: datetime, **filters: str) -> str:
-        return self._url(bucket_range(self.range, bucket), filters)
+        if filters.keys() & self._slice_params.keys():
+            return self._url(bucket_range(self.range, bucket), filters)  # a filter replaces the slice's own value
+        query = self._bucket_queries.get(bucket)
+        if query is None:
+            query = self._bucket_queries[bucket] = urlencode({**bucket_range(self.range, bucket),
+                                                              **self._slice_params})
+        return f"{self._path}?{query}&{urlencode(filters)}" if filters else f"{self._path}?{query}"
 
     def row(self, dimension: str, row: BreakdownRow) -> str:
         """A breakdown row's link, or empty for the rows no filter can select (no user, "others")."""
