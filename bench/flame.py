@@ -5,7 +5,9 @@ process sends ``_execute`` calls (or OpenAI-endpoint calls) one after the other,
 ``--native`` adds the C frames (uvloop, psycopg, the kernel calls) but stops the process at each sample, which
 several times slows the calls down.
 
-Example: ``python -m bench.flame --target basic --seconds 20 --out docs/flame-after.svg``.
+Example: ``python -m bench.flame --target basic --seconds 20 --out docs/flame-after.svg``; an ``--out`` ending in
+``.txt`` gets py-spy's collapsed stacks instead (one line per stack and its sample count), which
+``python -m bench.flame_table`` sums into the functions that take the most time.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def main() -> None:
             headers = {"Content-Type": "application/json", "kbn-xsrf": "true",
                        "Authorization": stack.api_key_header if args.target == "apikey" else stack.basic_header}
         asyncio.run(run(stack.app_port, path, body, headers, 500))
-        command = [py_spy, "record", "--rate", str(args.rate), "--format", "flamegraph", "-o", args.out,
+        command = [py_spy, "record", "--rate", str(args.rate), "--format", "raw" if args.out.endswith(".txt") else "flamegraph", "-o", args.out,
                    "--pid", str(stack.app.pid), "--duration", str(args.seconds)]
         command += ["--native"] if args.native else ["--nonblocking"]
         spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -27,15 +27,27 @@ _LONG_NUMBER = b"0" * 19
 _NATIVE_ONLY = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
 
 
+# What orjson_loads returns when orjson did not read the document (the caller then reads it with ``json``).
+NOT_READ = object()
+
+
+def orjson_loads(raw: bytes | str) -> object:
+    """The value of ``raw`` read by orjson when orjson reads it exactly as ``json`` would, else NOT_READ: a possible
+    integer beyond 64 bits, or anything orjson refuses (NaN and Infinity, a number that overflows, a lone surrogate,
+    nesting beyond 1,024, text that is not UTF-8 or not JSON). What orjson reads holds no lone surrogate."""
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    if _LONG_NUMBER in data.translate(_DIGITS_ONLY):
+        return NOT_READ
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return NOT_READ
+
+
 def loads(raw: bytes | str) -> object:
     """``json.loads(raw)``: the same value, and the same ValueError for what it refuses."""
-    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
-    if _LONG_NUMBER not in data.translate(_DIGITS_ONLY):
-        try:
-            return orjson.loads(data)
-        except orjson.JSONDecodeError:
-            pass  # NaN, a lone surrogate, a number too large, or invalid: json says which
-    return json.loads(raw)
+    value = orjson_loads(raw)
+    return json.loads(raw) if value is NOT_READ else value  # json says why it refuses
 
 
 def dumps_compact(value: object) -> bytes:

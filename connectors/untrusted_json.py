@@ -16,6 +16,8 @@ import json
 import math
 import re
 
+from connectors import json_codec
+
 MAX_DEPTH = 100  # far beyond any chat body or JSON schema, far below Python's recursion limit
 _SURROGATE_ESCAPE = re.compile(rb"\\[uU][dD][89a-fA-F]")
 
@@ -36,7 +38,14 @@ def _refuse_constant(name: str):
 
 
 def loads(raw: str | bytes, *, replace_lone_surrogates: bool = False) -> object:
-    """``json.loads`` for a caller's input; InvalidJSON (a ValueError) for what cannot be used."""
+    """``json.loads`` for a caller's input; InvalidJSON (a ValueError) for what cannot be used.
+
+    orjson reads it first (connectors/json_codec.py: about 5 times faster, and only where it gives ``json``'s
+    value); what orjson refuses is read again by ``json``, whose rules and messages below decide."""
+    value = json_codec.orjson_loads(raw)
+    if value is not json_codec.NOT_READ:
+        check_depth(value)  # orjson itself stops at 1,024 levels; no lone surrogate survives it
+        return value
     try:
         value = json.loads(raw, parse_float=_finite, parse_constant=_refuse_constant)
     except RecursionError:
