@@ -53,7 +53,7 @@ class ExecutionRecord:
         self.ended = False
         self.reservation = admission.NOTHING_RESERVED
         known_user = getattr(user, "pk", None) is not None
-        self.event = ExecutionEvent(
+        self.event = ExecutionEvent.opened(
             timestamp=timezone.now(),
             connector_id=str(connector.pk),
             connector_name=connector.name,
