@@ -244,6 +244,39 @@ def test_events_spooled_during_an_outage_survive_a_restart_and_are_stored_exactl
     assert (rollup.requests, rollup.total_tokens) == (25, 125)
 
 
+@pytest.mark.django_db(transaction=True)
+def test_another_process_never_claims_a_spool_file_before_its_writer_holds_it(tmp_path, monkeypatch):
+    """Several workers share EVENT_SPOOL_DIR. Seen under load (bench.writer_rate, 4 processes): a replayer claimed
+    a spool file between its creation and its writer's lock, replayed it empty and removed it; the writer then
+    filled a file with no name. The file now gets its name only once locked."""
+    from usage.recording import spool as spool_module
+
+    writing, other = EventSpool(tmp_path), EventSpool(tmp_path)
+    claimed_meanwhile = []
+    real_flock = spool_module.fcntl.flock
+
+    def flock_after_another_replayer_looked(handle, operation):
+        if operation == spool_module.fcntl.LOCK_EX:  # the writer, about to lock its new file
+            taken = other.claim()
+            claimed_meanwhile.extend(path for path, _handle in taken)
+            spool_module.release(taken)
+        return real_flock(handle, operation)
+
+    monkeypatch.setattr(spool_module.fcntl, "flock", flock_after_another_replayer_looked)
+    events = [ExecutionEvent(connector_id="raced", connector_name="x", source="api", sub_action="run",
+                             outcome="success", prompt_tokens=1, completion_tokens=1) for _ in range(3)]
+    writing.append(events)
+    monkeypatch.setattr(spool_module.fcntl, "flock", real_flock)
+
+    assert claimed_meanwhile == []
+    assert other.claim() == []  # locked by its writer
+    (path, handle), = writing.claim()
+    assert path.exists() and path.name.startswith("events-")
+    assert spool_module.replay_file(path, handle) == 3
+    assert ExecutionEvent.objects.filter(connector_id="raced").count() == 3
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_calls_answered_during_an_outage_are_all_recorded_when_the_database_is_back(
     asgi_live_server, make_connector, fake_openai, headers, monkeypatch
 ):

@@ -10,8 +10,9 @@ events whose uid (with its timestamp) is not stored yet, in the same transaction
 (after the commit, before the file is removed) is therefore simply done again.
 
 Files are named ``events-<pid>-<random>-<n>.jsonl`` in ``EVENT_SPOOL_DIR``. The process that writes a file holds
-an exclusive ``flock`` on it; a replayer only takes files it can lock, so two processes never replay the same
-file at once, and a file whose writer died (its lock went with it) is taken by the next process that looks.
+an exclusive ``flock`` on it from before it has that name; a replayer only takes files it can lock, so two
+processes never replay the same file at once, and a file whose writer died (its lock went with it) is taken by the
+next process that looks.
 """
 
 from __future__ import annotations
@@ -78,8 +79,14 @@ class EventSpool:
             if self._file is None:
                 self.directory.mkdir(parents=True, exist_ok=True)
                 path = self.directory / f"events-{self._name}-{self._rotations}.jsonl"
-                handle = open(path, "a+b")  # noqa: SIM115 - kept open (and locked) until it is claimed
+                # Created under a name no replayer looks at, locked, then renamed into view: a file named
+                # events-*.jsonl is always locked by its writer. (Created under its name, another process could
+                # claim it between the open and the lock, replay it empty and remove it: this process would then
+                # lock and fill a file with no name, whose events no replay would ever find.)
+                hidden = self.directory / f".writing-{self._name}-{self._rotations}"
+                handle = open(hidden, "a+b")  # noqa: SIM115 - kept open (and locked) until it is claimed
                 fcntl.flock(handle, fcntl.LOCK_EX)
+                os.rename(hidden, path)
                 self._file, self._path = handle, path
                 _fsync_directory(self.directory)  # the new file's name must survive a crash too
             self._file.write(data)
