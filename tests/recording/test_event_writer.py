@@ -7,7 +7,7 @@ import asyncio
 import threading
 
 import pytest
-from django.db import OperationalError
+from django.db import OperationalError, connection
 from django.utils import timezone
 
 from connectors_admin import asgi
@@ -177,3 +177,49 @@ def test_stopping_writes_what_is_queued():
     assert ExecutionEvent.objects.filter(connector_id="writer-test").count() == 20
     with pytest.raises(RuntimeError):
         writer.submit(make_event(21))
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="deadlocks and their SQLSTATE are PostgreSQL's; CI runs the suite on PostgreSQL too")
+def test_a_batch_that_loses_a_deadlock_is_written_again_not_spooled(tmp_path, monkeypatch):
+    """Several processes' batches can deadlock on new summary rows (seen with bench.writer_rate). PostgreSQL rolls
+    one back with SQLSTATE 40P01; its writer writes it again instead of taking the database for gone."""
+    from usage.observability import metrics
+    from usage.recording.spool import EventSpool
+
+    original, calls = ExecutionEventManager.insert_batch, []
+
+    def insert_batch(manager, events):
+        calls.append(len(events))
+        if len(calls) <= 2:  # the server's own deadlock error, twice
+            with connection.cursor() as cursor:
+                cursor.execute("DO $$ BEGIN RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01'; END $$")
+        return original(manager, events)
+
+    monkeypatch.setattr(ExecutionEventManager, "insert_batch", insert_batch)
+    retried_before = metrics.EVENT_WRITE_FAILURES.labels("conflict_retried")._value.get()
+    writer = recording.EventWriter(spool=EventSpool(tmp_path)).start()
+    try:
+        future = writer.submit(make_event(1))
+        assert future.result(timeout=10) == recording.COMMITTED
+    finally:
+        writer.stop(timeout=10)
+
+    assert len(calls) == 3 and not writer.outage and writer.events_spooled == 0
+    assert list(tmp_path.iterdir()) == []
+    assert ExecutionEvent.objects.filter(connector_id="writer-test").count() == 1 and rollup_requests() == 1
+    assert metrics.EVENT_WRITE_FAILURES.labels("conflict_retried")._value.get() == retried_before + 2
+
+
+def test_a_write_conflict_is_told_from_an_outage():
+    class Driver(Exception):
+        def __init__(self, sqlstate):
+            self.sqlstate = sqlstate
+
+    def wrapped(sqlstate):
+        error = OperationalError("from the driver")
+        error.__cause__ = Driver(sqlstate)
+        return error
+
+    assert recording.is_write_conflict(wrapped("40P01")) and recording.is_write_conflict(wrapped("40001"))
+    assert not recording.is_write_conflict(wrapped("08006"))  # connection failure: an outage
+    assert not recording.is_write_conflict(OperationalError("connection refused"))

@@ -79,7 +79,8 @@ EVENT_QUEUE_DEPTH = Gauge(
 EVENT_WRITE_FAILURES = Counter(
     "connectors_event_write_failures", "Failed event writes: database_unavailable (a batch attempt; the batch is "
     "retried or spooled), spool_unavailable (the local spool could not take a batch), rejected (an event the "
-    "database refused, logged whole), lost (an event not stored for another reason, logged whole).",
+    "database refused, logged whole), lost (an event not stored for another reason, logged whole), "
+    "conflict_retried (a batch rolled back by a deadlock with another process's batch, written again at once).",
     ["reason"],
 )
 CACHE_REQUESTS = Counter(

@@ -10,6 +10,7 @@ loop that answers callers.
 
 import asyncio
 import logging
+import random
 import threading
 import time
 from collections import deque
@@ -55,6 +56,13 @@ MAX_BATCH = 500
 # How long an execution waits for its event to be stored before it answers anyway (the event stays queued).
 # With the spool this only happens when neither the database nor the local disk takes the event.
 COMMIT_WAIT_SECONDS = 10.0
+# A batch that lost a deadlock or a serialization conflict to another process's batch (SQLSTATE 40P01, 40001) is
+# written again at once, up to this many times, after a random pause of up to this many seconds times the try:
+# the database is there. Seen under load at an hour's start, when several processes' first batches of the hour
+# insert the same new summary rows (bench.writer_rate, docs/PERFORMANCE.md).
+CONFLICT_RETRIES = 5
+CONFLICT_BACKOFF_SECONDS = 0.005
+CONFLICT_STATES = frozenset({"40P01", "40001"})
 # Without a spool, a batch is retried at these intervals (then every 2 s) while the database stays away.
 RETRY_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 # While the database is away, the replayer tries it again at these intervals (then every second), on its own: the
@@ -221,12 +229,19 @@ class EventWriter:
         events = [event for event, _future in batch]
         if self.outage and self._spool(batch):
             return
-        attempt = 0
+        attempt = conflicts = 0
         while True:
             try:
                 _insert(events)
             except (OperationalError, InterfaceError) as exc:
                 _forget_ids(events)
+                if is_write_conflict(exc) and conflicts < CONFLICT_RETRIES:
+                    # Another process's batch held rows this one needed: PostgreSQL rolled this one back whole.
+                    # The database is there; write the batch again at once instead of spooling it.
+                    conflicts += 1
+                    metrics.count_event_write_failure("conflict_retried")
+                    time.sleep(random.uniform(0, CONFLICT_BACKOFF_SECONDS * conflicts))
+                    continue
                 connection.close()  # the next attempt opens (or takes from the pool) a fresh connection
                 self.last_error = f"database unreachable: {exc}"
                 metrics.count_event_write_failure("database_unavailable")
@@ -368,6 +383,12 @@ def _probe() -> None:
     """A query that needs the database; OperationalError (within DATABASE_WAIT_SECONDS) while it is away."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
+
+
+def is_write_conflict(exc: BaseException) -> bool:
+    """A deadlock or serialization failure: the statement was rolled back because of another transaction, and
+    runs again as it is (Django's error keeps the driver's, whose ``sqlstate`` says which)."""
+    return getattr(exc.__cause__, "sqlstate", None) in CONFLICT_STATES
 
 
 def _forget_ids(events: list[ExecutionEvent]) -> None:
