@@ -32,6 +32,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--rate", type=int, default=500, help="samples a second")
     parser.add_argument("--native", action="store_true")
+    parser.add_argument("--gil", action="store_true",
+                        help="only samples of the thread holding the GIL: where Python's CPU goes, without the waits")
     args = parser.parse_args()
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     install_uvloop()
@@ -48,6 +50,7 @@ def main() -> None:
         command = [py_spy, "record", "--rate", str(args.rate), "--format", "raw" if args.out.endswith(".txt") else "flamegraph", "-o", args.out,
                    "--pid", str(stack.app.pid), "--duration", str(args.seconds)]
         command += ["--native"] if args.native else ["--nonblocking"]
+        command += ["--gil"] if args.gil else []
         spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(1.0)  # py-spy attaches
         calls, started = 0, cpu_seconds(stack.app.pid)

@@ -58,7 +58,7 @@ from usage.governance.enforcement.admission import warm_up as governance_warm_up
 from usage.observability import metrics, tracing
 from usage.observability.execution import request_arrived
 from usage.operations.event_log_keeper import start_event_log_keeper, stop_event_log_keeper
-from usage.recording.writer import start_event_writer, stop_event_writer
+from usage.recording.writer import drain_loop_writer, start_event_writer, stop_event_writer
 
 API_PREFIX = "/api/"
 SPACE_URL_PREFIX = "/s/"
@@ -288,6 +288,7 @@ async def lifespan(receive, send) -> None:
             await asyncio.to_thread(stop_listener)
             await asyncio.to_thread(stop_alert_sender)
             await asyncio.to_thread(stop_event_log_keeper)
+            await drain_loop_writer()
             flushed = await asyncio.to_thread(stop_event_writer)
             metrics.worker_stopping()
             await asyncio.to_thread(tracing.shutdown)  # export the spans still buffered

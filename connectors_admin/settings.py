@@ -372,6 +372,9 @@ STREAM_MAX_EVENT_BYTES = _byte_size("STREAM_MAX_EVENT_BYTES", default=1024 * 102
 # faster, and a crash of the process (not a normal shutdown, which writes the queue) loses the events not yet
 # committed: normally those of the last few milliseconds, more while the database is unreachable.
 EVENT_WRITE_BEHIND = _bool("EVENT_WRITE_BEHIND", default=False)
+# On PostgreSQL, the server's event loop writes the execution events itself, the writer thread taking over any
+# batch that fails (usage/recording/loop_writer.py); off, the thread writes them all, as before.
+EVENT_WRITER_ON_LOOP = _bool("EVENT_WRITER_ON_LOOP", default=True)
 # Where the event writer keeps the events the database could not take (usage/recording/spool.py), until it can: fsync'd
 # JSON lines, replayed at start-up and as soon as the database answers again (README, "Guarantees").
 EVENT_SPOOL_DIR = Path(env.str("EVENT_SPOOL_DIR", default="").strip() or BASE_DIR / "var" / "event-spool")

@@ -58,6 +58,30 @@ class DatabaseWrapper(base.DatabaseWrapper):
         availability.connected()
         return connection
 
+    async def new_async_connection(self):
+        """A psycopg ``AsyncConnection`` in autocommit, made as this backend makes its own connections (refused at
+        once while the database is known down, connect_timeout, the outcome told to the availability gate), with
+        the session's time zone of Django's; for the event loop's event writer (usage/recording/loop_writer.py).
+        Only statements that ask for it are prepared (see ``get_connection_params``)."""
+        parameters = self.get_connection_params()
+        for django_only in ("cursor_factory", "context"):
+            parameters.pop(django_only, None)
+        try:
+            availability.before_connecting()
+        except DatabaseUnavailable as exc:
+            raise self.Database.OperationalError(str(exc)) from None
+        try:
+            connection = await self.Database.AsyncConnection.connect(**parameters, autocommit=True)
+            await connection.execute("SELECT set_config('TimeZone', %s, false)", [self.timezone_name])
+        except self.Database.Error as exc:
+            availability.failed(exc)
+            raise
+        except BaseException:
+            availability.abandoned()
+            raise
+        availability.connected()
+        return connection
+
     @async_unsafe
     def prepared_cursor(self):
         """A cursor (Django's wrapper: logged, counted, errors as Django's) whose statements PostgreSQL keeps

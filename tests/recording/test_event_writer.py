@@ -84,6 +84,7 @@ def test_the_queue_is_written_when_the_server_shuts_down(settings, monkeypatch):
     (no stop, or a stop that does not wait for the writer) finds none.
     """
     settings.EVENT_WRITE_BEHIND = True
+    settings.EVENT_WRITER_ON_LOOP = False  # the thread's queue (the loop's: tests/recording/test_loop_writer.py)
     stop_requested = threading.Event()
     committed = []
     original_insert, original_stop = ExecutionEventManager.insert_batch, recording.stop_event_writer

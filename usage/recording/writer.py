@@ -24,6 +24,7 @@ from django.db import InterfaceError, OperationalError, connection
 from usage.models import ExecutionEvent
 from usage.observability import metrics
 from usage.observability.execution import execution_recorded
+from usage.recording.loop_writer import LoopCompletion, LoopWriter
 from usage.recording.spool import EventSpool, event_as_json, release, replay_file
 
 
@@ -110,9 +111,11 @@ class EventWriter:
         self.last_error = ""
 
     # -- used by executions --------------------------------------------------------------------------------------
-    def submit(self, event: ExecutionEvent) -> Future:
-        """Queue ``event``; the future ends with COMMITTED or SPOOLED, or raises EventNotRecorded."""
-        future: Future = Future()
+    def submit(self, event: ExecutionEvent, future: Future | LoopCompletion | None = None) -> Future | LoopCompletion:
+        """Queue ``event``; the future ends with COMMITTED or SPOOLED, or raises EventNotRecorded. ``future``: the
+        wait to resolve (a loop writer's hand-over, usage/recording/loop_writer.py), else a new Future."""
+        if future is None:
+            future = Future()
         with self._wakeup:
             if self._stopping:
                 raise RuntimeError("the event writer is stopped")
@@ -302,7 +305,11 @@ class EventWriter:
             for event, future in unresolved:
                 self._lose(event, future, reason)
 
-    def _lose(self, event: ExecutionEvent, future: Future, reason: str) -> None:
+    def lose(self, event: ExecutionEvent, future: Future | LoopCompletion, reason: str) -> None:
+        """Log ``event`` whole as not stored (for a batch the loop writer could not hand over: shutdown)."""
+        self._lose(event, future, reason)
+
+    def _lose(self, event: ExecutionEvent, future: Future | LoopCompletion, reason: str) -> None:
         # The last resort: the event's fields in the log, where they can be replayed from.
         self.events_lost += 1
         metrics.count_event_write_failure("rejected" if reason.startswith(REJECTED) else "lost")
@@ -405,40 +412,70 @@ def _resolve(future: Future, result: str) -> None:
 
 
 _writer: EventWriter | None = None
+_loop_writer: LoopWriter | None = None
 _writer_lock = threading.Lock()
 
 
 def start_event_writer() -> EventWriter:
     """Start this process's event writer (idempotent), with the spool in EVENT_SPOOL_DIR; it replays what a
-    previous process left there. From now on record_execution goes through it."""
-    global _writer
+    previous process left there. From now on record_execution goes through it. Called from a running event loop
+    (the server's lifespan) on PostgreSQL, that loop writes its events itself, with the thread behind it for
+    every failure (usage/recording/loop_writer.py)."""
+    global _writer, _loop_writer
     with _writer_lock:
         if _writer is None or not _writer.running:
             _writer = EventWriter(spool=EventSpool(Path(settings.EVENT_SPOOL_DIR))).start()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not None and connection.vendor == "postgresql" and settings.EVENT_WRITER_ON_LOOP:
+            if _loop_writer is None or _loop_writer.loop is not loop or _loop_writer.fallback is not _writer:
+                _loop_writer = LoopWriter(_writer, loop)
         return _writer
+
+
+async def drain_loop_writer() -> None:
+    """Write what the event loop's writer holds (the server's shutdown, before ``stop_event_writer``)."""
+    loop_writer = _loop_writer
+    if loop_writer is not None and loop_writer.loop is asyncio.get_running_loop():
+        await loop_writer.drain()
 
 
 def stop_event_writer(timeout: float = 30.0) -> bool:
     """Store everything queued and stop the writer; record_execution writes directly again. True if nothing was
     lost."""
-    global _writer
+    global _writer, _loop_writer
     with _writer_lock:
         writer, _writer = _writer, None
+        loop_writer, _loop_writer = _loop_writer, None
+    if loop_writer is not None and not loop_writer.wait_drained(timeout):
+        logger.error("the event loop's writer still held events at shutdown")
     return writer.stop(timeout) if writer is not None else True
 
 
 def flush_events(timeout: float | None = 30.0) -> bool:
-    """Wait until every event recorded so far is stored (for tests and shutdown)."""
-    writer = _writer
+    """Wait until every event recorded so far is stored (for tests and shutdown). Not from the loop's own thread."""
+    loop_writer, writer = _loop_writer, _writer
+    started = time.monotonic()
+    if loop_writer is not None and not loop_writer.wait_drained(timeout):
+        return False
+    if timeout is not None:
+        timeout = max(0.0, timeout - (time.monotonic() - started))
     return writer.flush(timeout) if writer is not None else True
 
 
 def writer_health() -> dict:
     """The event writer's state, for the health endpoint."""
-    writer = _writer
+    writer, loop_writer = _writer, _loop_writer
     if writer is None:
         return {"running": False, "started": False}
-    return {"started": True, **writer.health()}
+    health = {"started": True, **writer.health()}
+    if loop_writer is not None:
+        loop = loop_writer.health()
+        health["events_committed"] += loop["loop_events_committed"]
+        health["queued"] += loop["loop_queued"]
+    return health
 
 
 def recording_in_background() -> bool:
@@ -464,16 +501,29 @@ async def record_execution(event: ExecutionEvent, observation=None) -> str:
     if writer is None or not writer.running:
         await sync_to_async(_insert)([event])
         return COMMITTED
-    try:
-        future = writer.submit(event)
-    except RuntimeError:  # stopped between the check and the submit
-        await sync_to_async(_insert)([event])
-        return COMMITTED
+    loop = asyncio.get_running_loop()
+    loop_writer = _loop_writer
+    if loop_writer is not None and loop_writer.loop is loop:
+        waiter = loop_writer.submit(event)
+    else:
+        waiter = loop.create_future()
+        try:
+            writer.submit(event, LoopCompletion(loop, waiter))
+        except RuntimeError:  # stopped between the check and the submit
+            await sync_to_async(_insert)([event])
+            return COMMITTED
     if settings.EVENT_WRITE_BEHIND:
         return "queued"
+    # The wait ends with the write, or after COMMIT_WAIT_SECONDS. A caller cancelled meanwhile cancels only its
+    # wait: the event stays queued and is written all the same (the writers skip a wait that ended).
+    deadline = loop.call_later(COMMIT_WAIT_SECONDS, _stop_waiting, waiter)
     try:
-        async with asyncio.timeout(COMMIT_WAIT_SECONDS):
-            return await asyncio.shield(asyncio.wrap_future(future))
-    except TimeoutError:
+        return await waiter
+    finally:
+        deadline.cancel()
+
+
+def _stop_waiting(waiter: asyncio.Future) -> None:
+    if not waiter.done():
         logger.warning("answering before the execution event is stored; it stays queued")
-        return "queued"
+        waiter.set_result("queued")

@@ -1,0 +1,187 @@
+"""The event loop's own writer (usage/recording/loop_writer.py), on PostgreSQL: group commit without a thread hop,
+the writer thread taking over every batch it cannot write, and the shutdown that writes what it holds.
+
+Each test runs the ASGI lifespan as uvicorn does (startup in a running loop: that is what starts the loop's writer),
+records events in that loop, then shuts down. The database is the test database, for real.
+"""
+
+import asyncio
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from connectors_admin import asgi
+from tests.helpers.events import build_event
+from usage.models import ExecutionEvent, UsageRollup
+from usage.recording import loop_writer as loop_writing
+from usage.recording import writer as recording
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CONNECTOR = "loop-writer-test"
+
+
+@pytest.fixture(autouse=True)
+def postgresql_only():
+    if connection.vendor != "postgresql":
+        pytest.skip("the loop writes on a psycopg AsyncConnection: PostgreSQL only (SQLite keeps the writer thread)")
+
+
+def make_event(index: int) -> ExecutionEvent:
+    return build_event(timezone.now(), connector_id=CONNECTOR, connector_name="Loop writer test",
+                       error_message=f"event {index}", prompt_tokens=2, completion_tokens=3)
+
+
+def stored_messages() -> list[str]:
+    return sorted(ExecutionEvent.objects.filter(connector_id=CONNECTOR).values_list("error_message", flat=True))
+
+
+def rollup_requests() -> int:
+    return sum(UsageRollup.objects.filter(connector_id=CONNECTOR).values_list("requests", flat=True))
+
+
+async def served(body, before_shutdown=None):
+    """Start the lifespan, run ``body()`` in its loop, shut down; what the lifespan sent, and body's result."""
+    messages, sent, started = asyncio.Queue(), [], asyncio.Event()
+
+    async def send(message):
+        sent.append(message["type"])
+        if message["type"] == "lifespan.startup.complete":
+            started.set()
+
+    await messages.put({"type": "lifespan.startup"})
+    server = asyncio.ensure_future(asgi.application({"type": "lifespan"}, messages.get, send))
+    await started.wait()
+    try:
+        result = await body()
+    finally:
+        if before_shutdown is not None:
+            before_shutdown()
+        await messages.put({"type": "lifespan.shutdown"})
+        await server
+    return sent, result
+
+
+def test_the_loop_writes_concurrent_events_in_batches_each_once():
+    events = [make_event(i) for i in range(300)]
+
+    async def body():
+        loop_writer = recording._loop_writer
+        assert loop_writer is not None and loop_writer.loop is asyncio.get_running_loop()
+        outcomes = await asyncio.gather(*(recording.record_execution(event) for event in events))
+        # Answered after the commit: the events are in the database now, before any flush.
+        count = await asyncio.to_thread(lambda: ExecutionEvent.objects.filter(connector_id=CONNECTOR).count())
+        return outcomes, count, loop_writer, recording._writer.batches_written
+
+    sent, (outcomes, count, loop_writer, thread_batches) = asyncio.run(served(body))
+
+    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert outcomes == [recording.COMMITTED] * 300 and count == 300
+    assert stored_messages() == sorted(f"event {i}" for i in range(300))
+    assert rollup_requests() == 300
+    assert all(event.pk is not None for event in events)
+    assert loop_writer.events_committed == 300 and loop_writer.batches_written < 300  # batched
+    assert thread_batches == 0  # no event went through the thread
+    assert loop_writer._connection is None  # closed at shutdown
+
+
+def test_with_the_setting_off_the_thread_writes_them():
+    from django.test import override_settings
+
+    async def body():
+        assert recording._loop_writer is None
+        await asyncio.gather(*(recording.record_execution(make_event(i)) for i in range(20)))
+        return recording._writer.events_committed
+
+    with override_settings(EVENT_WRITER_ON_LOOP=False):
+        _sent, committed_by_thread = asyncio.run(served(body))
+
+    assert committed_by_thread == 20
+    assert len(stored_messages()) == 20
+
+
+def test_a_connection_the_database_cut_hands_the_batch_to_the_thread_and_nothing_is_lost_or_doubled():
+    """The server ends the loop's connection (as a restarted database or a failover does): the next batch fails on
+    it and goes to the writer thread, which writes it; the batch after that reconnects."""
+
+    async def body():
+        loop_writer = recording._loop_writer
+        await recording.record_execution(make_event(0))  # opens the loop's connection
+        backend = loop_writer._connection.info.backend_pid
+        await asyncio.to_thread(_terminate, backend)
+        first = await asyncio.gather(*(recording.record_execution(make_event(i)) for i in range(1, 11)))
+        second = await asyncio.gather(*(recording.record_execution(make_event(i)) for i in range(11, 21)))
+        return first + second, loop_writer, recording._writer.events_committed
+
+    _sent, (outcomes, loop_writer, committed_by_thread) = asyncio.run(served(body))
+
+    assert outcomes == [recording.COMMITTED] * 20
+    assert stored_messages() == sorted(f"event {i}" for i in range(21))  # each once
+    assert rollup_requests() == 21
+    assert loop_writer.events_handed_over >= 1 and committed_by_thread == loop_writer.events_handed_over
+    assert loop_writer.events_committed == 21 - loop_writer.events_handed_over
+    assert loop_writer.events_committed > 1  # the loop reconnected for the later batches
+
+
+def _terminate(backend_pid: int) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [backend_pid])
+
+
+def test_a_caller_cancelled_while_it_waits_still_gets_its_event_written():
+    event = make_event(0)
+
+    async def body():
+        release = asyncio.Event()
+        original = loop_writing.LoopWriter._connected
+
+        async def held(self, db):
+            await release.wait()
+            return await original(self, db)
+
+        loop_writing.LoopWriter._connected = held
+        try:
+            waiting = asyncio.ensure_future(recording.record_execution(event))
+            await asyncio.sleep(0.05)
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            release.set()
+            while recording._loop_writer.pending:
+                await asyncio.sleep(0.01)
+        finally:
+            loop_writing.LoopWriter._connected = original
+
+    asyncio.run(served(body))
+
+    assert stored_messages() == ["event 0"]
+
+
+def test_shutdown_writes_what_the_loop_still_holds():
+    """Write-behind: the callers are answered at once and the loop's batch is held until shutdown begins;
+    ``lifespan.shutdown.complete`` comes only once all 50 are committed."""
+    from django.test import override_settings
+
+    gate = {}
+    original = loop_writing.LoopWriter._connected
+
+    async def held(self, db):
+        await gate["open"].wait()
+        return await original(self, db)
+
+    async def body():
+        gate["open"] = asyncio.Event()
+        loop_writing.LoopWriter._connected = held
+        await asyncio.gather(*(recording.record_execution(make_event(i)) for i in range(50)))
+        return await asyncio.to_thread(lambda: ExecutionEvent.objects.filter(connector_id=CONNECTOR).count())
+
+    try:
+        with override_settings(EVENT_WRITE_BEHIND=True):
+            sent, before = asyncio.run(served(body, before_shutdown=lambda: gate["open"].set()))
+    finally:
+        loop_writing.LoopWriter._connected = original
+
+    assert before == 0
+    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert len(stored_messages()) == 50 and rollup_requests() == 50
