@@ -111,6 +111,7 @@ MASKING = "masking"
 RECORD = "execution record: the event opened and ended"
 PRICE = "execution record: its price"
 HANDOVER = "execution record: handed to the writer, its commit awaited"
+LOOP_WRITE = "execution record: the loop writes the batch (statement, psycopg)"
 METRICS = "metrics"
 TRACING = "tracing hooks"
 AUDIT = "audit context"
@@ -146,6 +147,7 @@ PROBES = [
     (PRICE, "usage.governance.pricing.prices:acost_of_event"),
     (PRICE, "usage.governance.pricing:acost_of_event"),
     (HANDOVER, "connectors.outbound.record:record_execution"),
+    (LOOP_WRITE, "usage.recording.loop_writer:LoopWriter._write"),
     (METRICS, "usage.observability.metrics:observe_execution"),
     (METRICS, "usage.observability.metrics:set_event_queue_depth"),
     (METRICS, "usage.observability.metrics:count_cache_lookup"),

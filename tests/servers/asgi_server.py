@@ -94,6 +94,13 @@ def asgi_live_server(transactional_db, asgi_server_session):
     if writer is not None and writer.events_spooled:
         assert writer.wait_for_replay(60), f"the spool was not replayed after the test: {writer.health()}"
     assert recording.stop_event_writer(), "events were left unwritten"
+    # Budget settlements run on after the last answer (connectors/outbound/detached_tasks.py): let them end here, or
+    # one would write its counters into the next test's database.
+    from connectors.outbound.detached_tasks import settlements_running
+
+    deadline = time.monotonic() + 10
+    while settlements_running() and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 class RecordedEvents:

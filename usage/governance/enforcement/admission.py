@@ -248,7 +248,43 @@ async def admit(connector_id: str, user_id: int | None, api_key_id: int | None, 
         refusal = _refusal(*reasons[index], at=at, value=value)
         count_refusal(connector_id, space_id, refusal.kind)  # connectors_refusals_total (README, Prometheus)
         return refusal
+    in_flight.hold(reservation)
     return reservation
+
+
+class InFlight:
+    """What this process's running executions have reserved against each budget and not yet settled.
+
+    A budget's counter holds the estimates of the executions still running beside what the finished ones used.
+    Its alerts are about use, not estimates: a call whose estimate (its completion allowance at the model's
+    price) would pass the budget must not have another call's settlement announce the budget "used up". The
+    alerts therefore leave out the estimates this process still holds (``alert_on_thresholds``); those of other
+    processes' running calls are not known here (README, "Budgets and rate limits")."""
+
+    def __init__(self):
+        self._held: dict[str, int] = {}
+
+    def hold(self, reservation: Reservation) -> None:
+        for charge in reservation.token_charges + reservation.cost_charges:
+            if charge.key in reservation.budgets:
+                self._held[charge.key] = self._held.get(charge.key, 0) + charge.amount
+
+    def release(self, reservation: Reservation) -> None:
+        """The reservation is settled (or its settlement failed, and the estimate stands in the counter for good)."""
+        for charge in reservation.token_charges + reservation.cost_charges:
+            held = self._held.get(charge.key)
+            if held is not None:
+                held -= charge.amount
+                if held > 0:
+                    self._held[charge.key] = held
+                else:
+                    del self._held[charge.key]
+
+    def held(self, key: str) -> int:
+        return self._held.get(key, 0)
+
+
+in_flight = InFlight()
 
 
 def _refusal(reason: str, rule: Budget | RateLimit, resets_at: dt.datetime, detail, *, at: dt.datetime,
@@ -289,7 +325,10 @@ async def settle(reservation: Reservation, *, total_tokens: int, cost: int | Non
     executions are settled in batches instead: usage/governance/enforcement/settlement.py.)"""
     if reservation.empty:
         return {}
-    values = await settle_amounts(reservation_amounts(reservation, total_tokens=total_tokens, cost=cost))
+    try:
+        values = await settle_amounts(reservation_amounts(reservation, total_tokens=total_tokens, cost=cost))
+    finally:
+        in_flight.release(reservation)
     return {key: value for key, value in values.items() if key in reservation.budgets}
 
 
@@ -324,10 +363,12 @@ def alert_refusal(refusal: Refusal, *, connector_id: str) -> None:
 
 def alert_on_thresholds(reservation: Reservation, used: dict[str, int], *, connector_id: str) -> None:
     """Raise each budget's threshold alert (and its "used up" alert) once per period, from the counters' values
-    after settlement. Queued for the sender thread: the caller never waits for it."""
+    after settlement, less the estimates of this process's executions still running (``InFlight``). Queued for
+    the sender thread: the caller never waits for it."""
     from usage.governance import alerts
 
-    for key, value in used.items():
+    for key, counted in used.items():
+        value = counted - in_flight.held(key)
         budget = reservation.budgets[key]
         limit = budget.limit_units
         if limit <= 0:

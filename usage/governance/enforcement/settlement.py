@@ -20,7 +20,13 @@ import logging
 from dataclasses import dataclass, field
 
 from connectors.event_loops import PerEventLoop
-from usage.governance.enforcement.admission import Reservation, alert_on_thresholds, reservation_amounts, settle_amounts
+from usage.governance.enforcement.admission import (
+    Reservation,
+    alert_on_thresholds,
+    in_flight,
+    reservation_amounts,
+    settle_amounts,
+)
 from usage.governance.models import Budget
 
 SETTLE_WINDOW_SECONDS = 0.02
@@ -32,6 +38,7 @@ logger = logging.getLogger(__name__)
 class _Batch:
     amounts: dict[str, list] = field(default_factory=dict)  # counter key -> [amount, expires_at]
     budgets: dict[str, dict[str, Budget]] = field(default_factory=dict)  # connector id -> counter key -> budget
+    reservations: list[Reservation] = field(default_factory=list)  # released from ``in_flight`` once settled
 
 
 class SettlementBatcher:
@@ -52,6 +59,7 @@ class SettlementBatcher:
             entry[1] = max(entry[1], expires_at)
         if reservation.budgets:
             batch.budgets.setdefault(connector_id, {}).update(reservation.budgets)
+        batch.reservations.append(reservation)
         if self._task is None:
             self._task = asyncio.ensure_future(self._settle_after_window())
         return self._task
@@ -60,7 +68,11 @@ class SettlementBatcher:
         await asyncio.sleep(self.window)
         batch, self._batch, self._task = self._batch, _Batch(), None
         amounts = [(key, amount, expires_at) for key, (amount, expires_at) in batch.amounts.items()]
-        used = await settle_amounts(amounts)
+        try:
+            used = await settle_amounts(amounts)
+        finally:
+            for reservation in batch.reservations:
+                in_flight.release(reservation)
         for connector_id, budgets in batch.budgets.items():
             try:
                 alert_on_thresholds(Reservation(budgets=budgets), {k: v for k, v in used.items() if k in budgets},
