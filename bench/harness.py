@@ -208,8 +208,38 @@ def start_app(port: int, env: dict, workers: int = 2, app: str = "connectors_adm
     deadline = time.monotonic() + 30
     while len(children(process.pid)) < (workers if workers > 1 else 0) and time.monotonic() < deadline:
         time.sleep(0.05)
-    time.sleep(1.0)  # let the workers finish importing Django
+    # And each worker must have imported the app and run its lifespan's start-up, which starts its event writer
+    # thread; it listens right after. A load started before (this waited a fixed second until 2026-12-07) is
+    # accepted by the worker that is ready, which then serves those keep-alive connections alone: the throughput
+    # figures of a 2-worker run were those of one worker, more or less at random.
+    while time.monotonic() < deadline and not all(
+            has_thread(pid, "event-writer") for pid in (worker_pids(process.pid) if workers > 1 else [process.pid])):
+        time.sleep(0.05)
+    time.sleep(0.5)
     return process
+
+
+def worker_pids(pid: int) -> list[int]:
+    """uvicorn's worker processes: its children but multiprocessing's resource tracker."""
+    def is_worker(child: int) -> bool:
+        try:
+            return b"resource_tracker" not in Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            return False
+    return [child for child in children(pid) if is_worker(child)]
+
+
+def cpu_seconds(pid: int | str) -> float:
+    """The process's user and system CPU time so far (/proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def has_thread(pid: int, name: str) -> bool:
+    try:
+        return any((task / "comm").read_text().strip() == name for task in Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return False
 
 
 @contextmanager

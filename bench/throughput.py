@@ -68,10 +68,13 @@ def main() -> None:
                                   args.clients, max(10_000, args.clients * 100), args.max_seconds))
         asyncio.run(load(stack.app_port, path, body, headers, args.clients, args.warmup, args.max_seconds))
         rss_before = stack.server_rss_kib()
+        workers = harness.worker_pids(stack.app.pid) or [stack.app.pid]
+        cpu_before = [harness.cpu_seconds(pid) for pid in workers]
         wall, latencies, errors = asyncio.run(
             load(stack.app_port, path, body, headers, args.clients, args.requests, args.max_seconds)
         )
         rss_after = stack.server_rss_kib()
+        worker_cpu = [harness.cpu_seconds(pid) - before for pid, before in zip(workers, cpu_before, strict=True)]
         if args.write_behind:
             time.sleep(2)
         events = stack.count_events(connector)
@@ -88,6 +91,8 @@ def main() -> None:
                 "p50 ms", "p99 ms", "errors"], rows)
     print(f"server RSS (workers summed): {rss_before / 1024:.1f} MiB after {args.warmup} warm-up requests, "
           f"{rss_after / 1024:.1f} MiB after {len(latencies)} more: {(rss_after - rss_before) / 1024:+.1f} MiB")
+    # How the load fell on the workers: the connections are opened at once, and each worker serves those it accepted.
+    print("workers' CPU during the measured requests: " + " / ".join(f"{seconds:.1f} s" for seconds in worker_cpu))
     print(f"events recorded in space {stack.space}: {events} (expected {args.warmup + len(latencies)}); "
           f"{events_summary}")
     for error in errors[:5]:
