@@ -64,6 +64,14 @@ def shared(actions_config, fake_openai):
 def counter_store(request, settings, transactional_db):
     """The server's counters in the database or in Redis (under a prefix of this test's own: the Redis database is
     shared, and rule ids repeat from one test database to the next)."""
+    from django.db import connection
+
+    if request.param == "database" and connection.vendor == "sqlite":
+        # The tests' shared in-memory SQLite answers "table is locked" at once, instead of waiting, when the event
+        # writer and a settlement write together; the settlement is then logged as failed and its estimate stays
+        # in the counter (seen in CI, 2026-12-07). A file database, as `make run` has, waits (busy timeout). The
+        # PostgreSQL run covers the database counters; test_overshoot.py skips them on SQLite for the same reason.
+        pytest.skip("database counters beside the event writer: PostgreSQL's case (CI runs it)")
     counters.reset_counter_store()
     if request.param == "redis":
         settings.REDIS_URL = REDIS_URL
