@@ -10,40 +10,13 @@ import json
 import time
 import uuid
 
-import pytest
-
 from bench.loadgen import Connection
-from connectors_admin.database_availability import availability
 from tests.conftest import basic_auth
-from tests.servers.tcp_proxy import TcpProxy
 from usage.models import ExecutionEvent, UsageRollup
 from usage.recording import writer as recording
 from usage.recording.spool import EventSpool
 
 BOUND_SECONDS = 3.0  # a generous margin over DATABASE_WAIT_SECONDS (1 s), far below the old 20 s
-
-
-@pytest.fixture
-def database_behind_proxy(transactional_db):
-    """The app's PostgreSQL connections, in every thread, go through a proxy the test can stop and start."""
-    from django.db import connection
-
-    if connection.vendor != "postgresql":
-        pytest.skip("the outage is made on PostgreSQL; SQLite has no server to lose")
-    settings_dict = connection.settings_dict  # the one dict every thread's connection is made from
-    original = settings_dict["HOST"], settings_dict["PORT"]
-    proxy = TcpProxy(original[0] or "127.0.0.1", int(original[1] or 5432)).start()
-    connection.close()
-    connection.close_pool()  # the next connection makes a pool that connects through the proxy
-    settings_dict["HOST"], settings_dict["PORT"] = "127.0.0.1", str(proxy.port)
-    yield proxy
-    if not proxy.running:
-        proxy.start()
-    connection.close()
-    connection.close_pool()
-    settings_dict["HOST"], settings_dict["PORT"] = original
-    proxy.stop()
-    availability.reset()
 
 
 def new_event(connector_id: str) -> ExecutionEvent:

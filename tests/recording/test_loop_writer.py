@@ -6,6 +6,7 @@ records events in that loop, then shuts down. The database is the test database,
 """
 
 import asyncio
+import time
 
 import pytest
 from django.db import connection
@@ -13,6 +14,7 @@ from django.utils import timezone
 
 from connectors_admin import asgi
 from tests.helpers.events import build_event
+from tests.recording.test_database_outage_bounds import BOUND_SECONDS
 from usage.models import ExecutionEvent, UsageRollup
 from usage.recording import loop_writer as loop_writing
 from usage.recording import writer as recording
@@ -185,3 +187,42 @@ def test_shutdown_writes_what_the_loop_still_holds():
     assert before == 0
     assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
     assert len(stored_messages()) == 50 and rollup_requests() == 50
+
+
+def test_a_database_outage_sends_the_loops_events_to_the_spool_within_the_bound_and_they_are_replayed_once(
+        database_behind_proxy, tmp_path, settings):
+    """PostgreSQL reached through a TCP proxy that is stopped (open connections cut, new ones refused), as in
+    tests/recording/test_database_outage_bounds.py: the loop's connection breaks, its batch goes to the writer
+    thread, which spools it within the bound; the next batches go to the spool at once; once the proxy is back the
+    replayer stores each event once, with no further call, and the loop writes again."""
+    from django.db import connection as django_connection
+
+    settings.EVENT_SPOOL_DIR = tmp_path
+    proxy = database_behind_proxy
+    events = [make_event(i) for i in range(13)]
+
+    async def body():
+        loop_writer = recording._loop_writer
+        assert await recording.record_execution(events[0]) == recording.COMMITTED  # the loop's connection, via the proxy
+        proxy.stop()
+        await asyncio.to_thread(django_connection.close_pool)
+        started = time.monotonic()
+        during = [await recording.record_execution(events[1])]  # the loop finds its connection cut
+        during += await asyncio.gather(*(recording.record_execution(event) for event in events[2:11]))
+        took = time.monotonic() - started
+        thread = recording._writer
+        outage_seen = thread.outage
+        proxy.start()
+        replayed = await asyncio.to_thread(thread.wait_for_replay, 30)
+        after = await asyncio.gather(*(recording.record_execution(event) for event in events[11:]))
+        return during, took, outage_seen, replayed, after, loop_writer
+
+    _sent, (during, took, outage_seen, replayed, after, loop_writer) = asyncio.run(served(body))
+
+    assert during == [recording.SPOOLED] * 10 and outage_seen
+    assert took < BOUND_SECONDS, took
+    assert replayed
+    assert after == [recording.COMMITTED] * 2
+    assert loop_writer.events_committed >= 2  # the first event, and the loop again after the outage
+    assert stored_messages() == sorted(f"event {i}" for i in range(13))  # each once
+    assert rollup_requests() == 13
