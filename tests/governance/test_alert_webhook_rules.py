@@ -5,6 +5,7 @@ receivers, a server that never answers, one that speaks another protocol, and a 
 
 import socket
 import threading
+from urllib.parse import urlsplit
 
 import pytest
 from django.utils import timezone
@@ -318,6 +319,9 @@ def test_every_failed_delivery_shows_the_same_words_on_the_alerts_page(client, c
     client.force_login(connector_admin)
     html = client.get("/usage/alerts/").content.decode()
     assert html.count(f"Last error: {DELIVERY_FAILED}") == len(targets)
+    shown = html.replace(DELIVERY_FAILED, "")
+    for target in targets.values():  # the channels' own addresses are listed: a random port can hold "500"
+        shown = shown.replace(urlsplit(target).netloc, "")
     for detail in ("500", "ECONNREFUSED", "refused", "ConnectError", "Timeout", "RemoteProtocolError", "private",
                    "resolve"):
-        assert detail not in html.replace(DELIVERY_FAILED, ""), detail
+        assert detail not in shown, detail
