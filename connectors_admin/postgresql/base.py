@@ -7,6 +7,7 @@ pool's own wait is bounded by ``DATABASE_WAIT_SECONDS`` (settings). Selected as 
 """
 
 import sys
+from contextlib import contextmanager
 
 from django.db.backends.postgresql import base, operations
 from django.utils.asyncio import async_unsafe
@@ -43,12 +44,19 @@ class DatabaseWrapper(base.DatabaseWrapper):
         return params
 
     def get_new_connection(self, conn_params):
+        with self._availability_gate():
+            return super().get_new_connection(conn_params)
+
+    @contextmanager
+    def _availability_gate(self):
+        """Around a connection attempt: refused at once while the database is known to be down, and its outcome
+        told to connectors_admin/database_availability.py."""
         try:
             availability.before_connecting()
         except DatabaseUnavailable as exc:
             raise self.Database.OperationalError(str(exc)) from None
         try:
-            connection = super().get_new_connection(conn_params)
+            yield
         except self.Database.Error as exc:  # a refused or timed-out connection, or the pool's PoolTimeout
             availability.failed(exc)
             raise
@@ -56,7 +64,6 @@ class DatabaseWrapper(base.DatabaseWrapper):
             availability.abandoned()  # not the database's doing: say nothing about it
             raise
         availability.connected()
-        return connection
 
     async def new_async_connection(self):
         """A psycopg ``AsyncConnection`` in autocommit, made as this backend makes its own connections (refused at
@@ -66,20 +73,9 @@ class DatabaseWrapper(base.DatabaseWrapper):
         parameters = self.get_connection_params()
         for django_only in ("cursor_factory", "context"):
             parameters.pop(django_only, None)
-        try:
-            availability.before_connecting()
-        except DatabaseUnavailable as exc:
-            raise self.Database.OperationalError(str(exc)) from None
-        try:
+        with self._availability_gate():
             connection = await self.Database.AsyncConnection.connect(**parameters, autocommit=True)
             await connection.execute("SELECT set_config('TimeZone', %s, false)", [self.timezone_name])
-        except self.Database.Error as exc:
-            availability.failed(exc)
-            raise
-        except BaseException:
-            availability.abandoned()
-            raise
-        availability.connected()
         return connection
 
     @async_unsafe
