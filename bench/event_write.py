@@ -149,12 +149,12 @@ def json_client(events: list) -> None:
     """The app's statement (rows as JSON) bound client-side, unprepared: what the prepared statement saves."""
     from django.db import connections
 
-    from usage.models.events import _write_statement
+    from usage.models.events import write_statement
 
     for event in events:
         event.make_storable()
     with connections["default"].cursor() as cursor:
-        cursor.execute(*_write_statement(events, connections["default"]))
+        cursor.execute(*write_statement(events, connections["default"]))
         cursor.fetchall()
 
 
@@ -315,10 +315,10 @@ def explain_statements(size: int, runs: int = 7) -> dict:
     times each: the medians of planning, execution, and the summaries' triggers (part of the execution), in ms."""
     from django.db import connection, transaction
 
-    from usage.models.events import _write_statement
+    from usage.models.events import write_statement
 
     found = {}
-    for label, build in (("values", _values_statement), ("json", lambda events: _write_statement(events, connection))):
+    for label, build in (("values", _values_statement), ("json", lambda events: write_statement(events, connection))):
         measured: dict[str, list[float]] = {"planning_ms": [], "execution_ms": [], "triggers_ms": []}
         for run in range(runs):
             events = make_events(size, 20_000 + run)

@@ -54,15 +54,28 @@ def _insert_and_roll_up(events: list["ExecutionEvent"]) -> None:
     batch."""
     db = connections[DEFAULT_DB_ALIAS]  # the connection itself: the ``connection`` proxy costs a lookup per use
     with db.prepared_cursor() as cursor:
-        cursor.execute(*_write_statement(events, db))
-        ids = [row[0] for row in cursor.fetchall()]
+        cursor.execute(*write_statement(events, db))
+        mark_stored(events, [row[0] for row in cursor.fetchall()], db.alias)
+
+
+def mark_stored(events: list["ExecutionEvent"], ids: list[int], alias: str) -> None:
+    """The events as Django knows rows it saved: their ids (in the order of ``events``), stored in ``alias``."""
     for event, pk in zip(events, ids, strict=True):
         event.pk = pk
-        event._state.adding, event._state.db = False, db.alias
+        event._state.adding, event._state.db = False, alias
 
 
-def _write_statement(events: list["ExecutionEvent"], db) -> tuple[str, list[str]]:
-    """The statement of ``_insert_and_roll_up`` and its two parameters: the rollups' upsert in a data-modifying
+def mark_unstored(events: list["ExecutionEvent"]) -> None:
+    """The events as not stored again, for a write that was rolled back (``bulk_create`` may have given them ids)
+    or handed on to be written elsewhere."""
+    for event in events:
+        event.pk = None
+        event._state.adding, event._state.db = True, None
+
+
+def write_statement(events: list["ExecutionEvent"], db) -> tuple[str, list[str]]:
+    """The statement of ``_insert_and_roll_up`` (and of the event loop's writer, usage/recording/loop_writer.py) and
+    its two parameters, for events already made storable: the rollups' upsert in a data-modifying
     WITH (which PostgreSQL always runs), then the events' INSERT, returning their ids in the order of ``events``.
     Each value is as Django's ``get_db_prep_save`` gives it for its field, without the cost of the calls (some 90
     µs an event) where the value already has the type the field takes, which is nearly always."""

@@ -7,7 +7,7 @@ the worker's CPU a call (docs/PERFORMANCE.md, "Where a call's CPU goes"). Here t
 on a psycopg ``AsyncConnection`` of its own, and resolves its callers' waits directly.
 
 The batching is the thread's: events queued while a batch is written go together in the next one, so under load
-one statement carries many events; the statement is the same (``_write_statement``, usage/models/events.py),
+one statement carries many events; the statement is the same (``write_statement``, usage/models/events.py),
 prepared once on the connection. Only the happy path is here. A batch that fails for any reason (the database away
 or refusing, a deadlock with another process's batch, a bug) is handed whole to the writer thread, which has the
 answers for each (retries, the spool, splitting a batch around an event the database refuses) and resolves the
@@ -28,7 +28,7 @@ import psycopg
 from django.db import DEFAULT_DB_ALIAS, connections
 
 from usage.models import ExecutionEvent
-from usage.models.events import _write_statement
+from usage.models.events import mark_stored, mark_unstored, write_statement
 from usage.observability import metrics
 
 MAX_BATCH = 500  # as the thread's, and EVENTS_PER_STATEMENT: one statement a batch
@@ -129,7 +129,7 @@ class LoopWriter:
             db = connections[DEFAULT_DB_ALIAS]  # for the vendor and its value conversions: no query is made on it
             for event in events:
                 event.make_storable()
-            statement, parameters = _write_statement(events, db)
+            statement, parameters = write_statement(events, db)
             connection = await self._connected(db)
             async with connection.cursor() as cursor:
                 await cursor.execute(statement, parameters, prepare=True)
@@ -141,9 +141,8 @@ class LoopWriter:
                                  len(batch))
             self._hand_over(batch)
             return
-        for (event, waiter), pk in zip(batch, ids, strict=True):
-            event.pk = pk
-            event._state.adding, event._state.db = False, db.alias
+        mark_stored(events, ids, db.alias)
+        for _event, waiter in batch:
             if not waiter.done():
                 waiter.set_result(_COMMITTED)
         self.batches_written += 1
@@ -165,9 +164,8 @@ class LoopWriter:
 
     def _hand_over(self, batch: list[tuple[ExecutionEvent, asyncio.Future]]) -> None:
         """Give ``batch`` to the writer thread, whose outcome resolves each caller's wait on this loop."""
+        mark_unstored([event for event, _waiter in batch])  # the thread inserts them afresh
         for event, waiter in batch:
-            event.pk = None  # not stored: the thread inserts it afresh
-            event._state.adding, event._state.db = True, None
             try:
                 self.fallback.submit(event, LoopCompletion(self.loop, waiter))
             except RuntimeError:  # the thread is stopped (shutdown ran out of time): logged whole, never dropped

@@ -22,6 +22,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
 
 from usage.models import ExecutionEvent
+from usage.models.events import mark_unstored
 from usage.observability import metrics
 from usage.observability.execution import execution_recorded
 from usage.recording.loop_writer import LoopCompletion, LoopWriter
@@ -237,7 +238,7 @@ class EventWriter:
             try:
                 _insert(events)
             except (OperationalError, InterfaceError) as exc:
-                _forget_ids(events)
+                mark_unstored(events)
                 if is_write_conflict(exc) and conflicts < CONFLICT_RETRIES:
                     # Another process's batch held rows this one needed: PostgreSQL rolled this one back whole.
                     # The database is there; write the batch again at once instead of spooling it.
@@ -260,7 +261,7 @@ class EventWriter:
                 time.sleep(delay)
                 continue
             except Exception as exc:  # the content: no retry fixes it
-                _forget_ids(events)
+                mark_unstored(events)
                 connection.close()
                 if len(batch) == 1:
                     self._lose(events[0], batch[0][1], f"{REJECTED}: {exc}")
@@ -396,12 +397,6 @@ def is_write_conflict(exc: BaseException) -> bool:
     """A deadlock or serialization failure: the statement was rolled back because of another transaction, and
     runs again as it is (Django's error keeps the driver's, whose ``sqlstate`` says which)."""
     return getattr(exc.__cause__, "sqlstate", None) in CONFLICT_STATES
-
-
-def _forget_ids(events: list[ExecutionEvent]) -> None:
-    for event in events:
-        event.pk = None  # bulk_create may have assigned ids before the transaction was rolled back
-        event._state.adding, event._state.db = True, None
 
 
 def _resolve(future: Future, result: str) -> None:
