@@ -232,7 +232,7 @@ def worker_pids(pid: int) -> list[int]:
 def cpu_seconds(pid: int | str) -> float:
     """The process's user and system CPU time so far (/proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 def has_thread(pid: int, name: str) -> bool:

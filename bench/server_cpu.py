@@ -17,19 +17,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 from pathlib import Path
 
 from bench import harness, latency
+from bench.harness import cpu_seconds
 from bench.loadgen import Connection, install_uvloop
-
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int | str) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
 def postgres_cpu_seconds() -> float:
