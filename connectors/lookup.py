@@ -19,6 +19,7 @@ from django.http import Http404, HttpRequest
 
 from connectors.access.policy import amay, check, denial_message
 from connectors.caching import connector_cache
+from connectors.caching.single_flight import SingleFlight
 from connectors.caller import current_key_scope
 from connectors.models import Connector
 from connectors.preconfigured import preconfigured_connectors
@@ -58,6 +59,16 @@ def find(connector_id: str) -> Connector | None:
     return in_space().filter(pk=connector_id).first()
 
 
+_reads = SingleFlight()  # a burst of calls to a connector not cached yet reads it once
+
+
+async def _read_and_keep(connector_id: str) -> Connector | None:
+    connector = await Connector.objects.filter(pk=connector_id).afirst()
+    if connector is not None:
+        connector_cache.put(connector)
+    return connector
+
+
 async def afind(connector_id: str) -> Connector | None:
     """``find`` for the execution path: a stored connector comes from the process's cache when it is there.
 
@@ -73,9 +84,7 @@ async def afind(connector_id: str) -> Connector | None:
         return None  # as in find
     connector = connector_cache.get(connector_id)
     if connector is None:
-        connector = await Connector.objects.filter(pk=connector_id).afirst()
-        if connector is not None:
-            connector_cache.put(connector)
+        connector = await _reads.run(connector_id, lambda: _read_and_keep(connector_id))
     if connector is not None and connector.space_id != current_space_id.get():
         return None
     return connector

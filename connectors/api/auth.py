@@ -21,7 +21,7 @@ import logging
 import secrets
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -41,6 +41,7 @@ from connectors.audit import context as audit_context
 from connectors.audit import sign_ins
 from connectors.caching import invalidation
 from connectors.caching.expiring_cache import ExpiringCache
+from connectors.caching.single_flight import SingleFlight
 from connectors.caller import KeyScope, current_api_key_id, current_key_scope
 from connectors.models import ApiKey
 from connectors.spaces import grants
@@ -101,10 +102,10 @@ class _Entry:
 
 
 _cache = ExpiringCache(max_entries=10_000, name="credential")  # HMAC of the credentials -> _Entry
-_lock = threading.Lock()  # for the single-flight table below
 _api_key_last_written: dict[int, float] = {}
-_verifying: dict[bytes, Future] = {}  # Basic verifications in progress, by cache key
-_VERIFICATION_FAILED = object()
+# One verification per credential at a time: a burst of calls with credentials not cached yet (a new worker, an
+# entry just expired) runs the password hash, or the API key's lookup, once and the others wait for its answer.
+_verifications = SingleFlight()
 
 
 def _cache_key(kind: str, *parts: str) -> bytes:
@@ -112,9 +113,10 @@ def _cache_key(kind: str, *parts: str) -> bytes:
 
 
 def _remember(key: bytes, user, api_key_id: int | None = None, key_scope: KeyScope | None = None,
-              expires_at: datetime | None = None) -> None:
+              expires_at: datetime | None = None) -> _Entry:
     entry = _Entry(user=user, api_key_id=api_key_id, key_scope=key_scope, expires_at=expires_at)
     _cache.put(key, entry, settings.BASIC_AUTH_CACHE_SECONDS)
+    return entry
 
 
 def forget_all() -> None:
@@ -228,57 +230,39 @@ async def _note_api_key_use(api_key_id: int) -> None:
 async def authenticate_basic(username: str, password: str, address: str = "unknown"):
     key = _cache_key("basic", username, password)
     entry = _cache.get(key)
-    if entry is not None:
-        return entry.user
-    # One verification per credential at a time: when a script's first burst of calls (hundreds at once) arrives
-    # with a cold cache, one of them runs the hasher and the others wait for its result, instead of each running
-    # it in turn (hundreds of times 0.5 s).
-    with _lock:
-        verification = _verifying.get(key)
-        leader = verification is None
-        if leader:
-            verification = _verifying[key] = Future()
-    if leader:
-        try:
+    if entry is None:
+
+        async def verify() -> _Entry | None:
             user = await _verify_basic(username, password, address)
-            if user is not None:
-                _remember(key, user)
-            verification.set_result(user)
-        except BaseException:
-            verification.set_result(_VERIFICATION_FAILED)
-            raise
-        finally:
-            with _lock:
-                _verifying.pop(key, None)
-    else:
-        user = await asyncio.shield(asyncio.wrap_future(verification))
-        if user is _VERIFICATION_FAILED:  # the leading request failed or was cancelled: verify on our own
-            user = await _verify_basic(username, password, address)
-            if user is not None:
-                _remember(key, user)
-    if user is None:
+            return None if user is None else _remember(key, user)
+
+        entry = await _verifications.run(key, verify)
+    if entry is None:
         raise NotAuthenticated("Invalid username or password.")
-    return user
+    return entry.user
 
 
 async def authenticate_api_key(key: str):
     cache_key = _cache_key("apikey", key)
     entry = _cache.get(cache_key)
     if entry is None:
-        record = await sync_to_async(_verify_api_key)(key)
-        if record is None:
+
+        async def verify() -> _Entry | None:
+            record = await sync_to_async(_verify_api_key)(key)
+            if record is None:
+                return None
+            key_scope = KeyScope(record.space_id, frozenset(str(c) for c in record.connector_ids or ()))
+            return _remember(cache_key, record.user, record.pk, key_scope, record.expires_at)
+
+        entry = await _verifications.run(cache_key, verify)
+        if entry is None:
             raise NotAuthenticated("Invalid or revoked API key.")
-        key_scope = KeyScope(record.space_id, frozenset(str(c) for c in record.connector_ids or ()))
-        _remember(cache_key, record.user, record.pk, key_scope, record.expires_at)
-        user, api_key_id, expires_at = record.user, record.pk, record.expires_at
-    else:
-        user, api_key_id, key_scope, expires_at = entry.user, entry.api_key_id, entry.key_scope, entry.expires_at
-    _refuse_if_expired(expires_at)
-    current_api_key_id.set(api_key_id)
-    current_key_scope.set(key_scope)
-    audit_context.note_api_key(api_key_id)  # changes made by this request are the key's
-    await _note_api_key_use(api_key_id)
-    return user
+    _refuse_if_expired(entry.expires_at)
+    current_api_key_id.set(entry.api_key_id)
+    current_key_scope.set(entry.key_scope)
+    audit_context.note_api_key(entry.api_key_id)  # changes made by this request are the key's
+    await _note_api_key_use(entry.api_key_id)
+    return entry.user
 
 
 def _csrf_failure(request) -> str | None:
