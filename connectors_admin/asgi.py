@@ -53,6 +53,7 @@ from connectors.caching.invalidation import start_listener, stop_listener
 from connectors.outbound.detached_tasks import wait_for_detached
 from connectors.spaces.middleware import space_middleware, split_space
 from connectors_admin.csp import add_content_security_policy
+from connectors_admin.worker_warm_up import prepare_worker
 from usage.governance.alerts import start_alert_sender, stop_alert_sender
 from usage.governance.enforcement.admission import warm_up as governance_warm_up
 from usage.observability import metrics, tracing
@@ -268,6 +269,7 @@ async def lifespan(receive, send) -> None:
         message = await receive()
         if message["type"] == "lifespan.startup":
             metrics.forget_dead_workers()
+            prepare_worker()  # before the first request, not during it (connectors_admin/worker_warm_up.py)
             start_event_writer()
             start_listener()
             start_alert_sender()

@@ -1,0 +1,24 @@
+"""What a new server process does before it takes its first request, so that its first callers do not pay for it.
+
+A worker that has just started has imported the application but not the URL configuration (Django imports it,
+and with it every view, on the first request: about 180 ms here), and has no TLS context for the upstreams (loading
+the CA bundle takes tens of milliseconds, on the event loop). Paid on the first request, both hold up every request
+that arrives meanwhile: a burst that lands on a new worker waited about 0.3 s longer (docs/PERFORMANCE.md,
+"The first burst"). Neither needs the database, so a worker started while the database is away still starts at once.
+"""
+
+from django.conf import settings
+from django.urls import Resolver404, get_resolver
+
+from connectors.outbound.transport import ssl_context_for
+
+API_PATH = "/api/"
+
+
+def prepare_worker() -> None:
+    """Import the URL configuration and build the default TLS context; both are kept for the process's life."""
+    try:
+        get_resolver().resolve(API_PATH)  # imports the URLconf and every view, compiles the patterns
+    except Resolver404:  # pragma: no cover - connectors/api/urls.py answers every /api/ path
+        pass
+    ssl_context_for(settings.ACTIONS_CONFIG.ssl)  # the context of every target without TLS settings of its own
