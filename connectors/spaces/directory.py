@@ -10,10 +10,13 @@ from django.conf import settings
 
 from connectors.caching import invalidation
 from connectors.caching.expiring_cache import ExpiringCache
+from connectors.caching.single_flight import SingleFlight
 
 TOPIC = "space"
 _ALL = "all"
 _entries = ExpiringCache(max_entries=4, name="space")
+_loads = SingleFlight()  # a burst of calls to a new worker loads the list once
+_default_stand_in = None  # default_space's unsaved stand-in, made once
 
 
 def _load() -> dict:
@@ -36,7 +39,7 @@ async def aall_spaces() -> dict:
     if spaces is None:
         from asgiref.sync import sync_to_async
 
-        spaces = await sync_to_async(all_spaces)()
+        spaces = await _loads.run(_ALL, sync_to_async(all_spaces))
     return spaces
 
 
@@ -47,13 +50,19 @@ def get(space_id: str):
 def default_space():
     """The default space without a query: the cached one, else an unsaved stand-in with its id (a request without
     the prefix needs only the id; pages read the name through ``all_spaces``). So a database outage or a
-    first request never depends on the list of spaces."""
+    first request never depends on the list of spaces. Like the cached spaces, it is shared: read-only."""
+    global _default_stand_in
     from connectors.spaces.current import DEFAULT_SPACE_ID
-    from connectors.spaces.models import Space
 
     spaces = _entries.get(_ALL)
     space = spaces.get(DEFAULT_SPACE_ID) if spaces else None
-    return space or Space(id=DEFAULT_SPACE_ID, name="Default")
+    if space is None:
+        if _default_stand_in is None:
+            from connectors.spaces.models import Space
+
+            _default_stand_in = Space(id=DEFAULT_SPACE_ID, name="Default")
+        space = _default_stand_in
+    return space
 
 
 def forget(_key: str = "") -> None:

@@ -20,6 +20,7 @@ from connectors.accounts.api_keys import create_api_key
 from connectors.api import auth
 from connectors.caching import connector_cache
 from connectors.lookup import afind
+from connectors.spaces import directory
 from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db
@@ -91,3 +92,12 @@ def test_a_burst_of_calls_to_an_unknown_connector_reads_once_and_keeps_nothing(d
         assert at_once(lambda: afind("00000000-0000-4000-8000-000000000000")) == [None] * BURST
     with django_assert_num_queries(1):  # a connector created meanwhile elsewhere would be found
         assert at_once(lambda: afind("00000000-0000-4000-8000-000000000000"), count=3) == [None] * 3
+
+
+def test_a_burst_of_calls_under_a_space_url_loads_the_spaces_once(db, django_assert_num_queries):
+    directory.forget()
+    with mock.patch.object(directory, "all_spaces", side_effect=directory.all_spaces) as hops:
+        with django_assert_num_queries(1):
+            lists = at_once(directory.aall_spaces)
+    assert hops.call_count == 1  # one hop to the sync thread, not one a call
+    assert all(spaces is lists[0] and "default" in spaces for spaces in lists)

@@ -17,6 +17,7 @@ from connectors.audit.models import AuditRecord
 from connectors.caller import current_key_scope
 from connectors.lookup import afind
 from connectors.permissions import EXECUTE_CONNECTOR, VIEW_CONNECTOR
+from connectors.spaces import directory
 from connectors.spaces.current import current_space_id
 from connectors.spaces.models import Space, SpaceRoleGrant
 from tests.conftest import basic_auth, make_user
@@ -171,3 +172,10 @@ def test_execute_in_the_default_space_is_unchanged(client, make_connector, opera
     connector = make_connector(provider="Other", api_url=fake_openai.url(), default_model="m")
     assert execute_with_client(client, connector, user=operator).json()["status"] == "ok"
     assert ExecutionEvent.objects.get().space_id == "default"
+
+
+def test_the_default_space_of_a_call_without_a_prefix_costs_no_query_and_no_new_object(db, django_assert_num_queries):
+    directory.forget()  # a worker that has served no page and no /s/<id>/ call has no list of spaces
+    with django_assert_num_queries(0):
+        first, second = directory.default_space(), directory.default_space()
+    assert first.id == "default" and first is second  # one stand-in for the process, not a model built per call
