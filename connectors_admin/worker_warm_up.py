@@ -7,12 +7,16 @@ that arrives meanwhile: a burst that lands on a new worker waited about 0.3 s lo
 "The first burst"). Neither needs the database, so a worker started while the database is away still starts at once.
 """
 
+import logging
+import ssl
+
 from django.conf import settings
 from django.urls import Resolver404, get_resolver
 
 from connectors.outbound.transport import ssl_context_for
 
 API_PATH = "/api/"
+logger = logging.getLogger(__name__)
 
 
 def prepare_worker() -> None:
@@ -21,4 +25,8 @@ def prepare_worker() -> None:
         get_resolver().resolve(API_PATH)  # imports the URLconf and every view, compiles the patterns
     except Resolver404:  # pragma: no cover - connectors/api/urls.py answers every /api/ path
         pass
-    ssl_context_for(settings.ACTIONS_CONFIG.ssl)  # the context of every target without TLS settings of its own
+    try:
+        ssl_context_for(settings.ACTIONS_CONFIG.ssl)  # the context of every target without TLS settings of its own
+    except (ssl.SSLError, OSError, ValueError):  # settings.py checked the files: one removed since fails calls only
+        logger.warning("could not build the default TLS context at start-up; the first call will try again",
+                       exc_info=True)
