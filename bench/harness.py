@@ -194,25 +194,28 @@ def start_upstream(port: int, kind: str = "fast") -> subprocess.Popen:
     return process
 
 
-def start_app(port: int, env: dict, workers: int = 2, app: str = "connectors_admin.asgi:application") -> subprocess.Popen:
+def start_app(port: int, env: dict, workers: int = 2, app: str = "connectors_admin.asgi:application",
+              command_prefix: tuple[str, ...] = (), start_seconds: float = 30) -> subprocess.Popen:
+    """uvicorn serving ``app``; ``command_prefix`` runs it under another program (bench/instructions.py: valgrind),
+    which may need more than the usual ``start_seconds``."""
     command = [
-        str(Path(PYTHON).parent / "uvicorn"), app,
+        *command_prefix, str(Path(PYTHON).parent / "uvicorn"), app,
         "--host", "127.0.0.1", "--port", str(port),
         "--workers", str(workers), "--loop", "uvloop", "--http", "httptools",
         "--no-access-log", "--log-level", "warning", "--backlog", "4096",
         "--timeout-graceful-shutdown", "10",
     ]
     process = subprocess.Popen(command, cwd=ROOT, env=env)
-    wait_for_port(port, process, timeout=60)
+    wait_for_port(port, process, timeout=max(60, start_seconds))
     # Every worker must be up (each listens on the shared socket): wait until the master has them all.
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + start_seconds
     while len(children(process.pid)) < (workers if workers > 1 else 0) and time.monotonic() < deadline:
         time.sleep(0.05)
     # And each worker must have imported the app and run its lifespan's start-up, which starts its event writer
     # thread; it listens right after. A load started before (this waited a fixed second until 2026-12-07) is
     # accepted by the worker that is ready, which then serves those keep-alive connections alone: the throughput
     # figures of a 2-worker run were those of one worker, more or less at random.
-    while time.monotonic() < deadline and not all(
+    while not command_prefix and time.monotonic() < deadline and not all(  # (one worker listens after its start-up)
             has_thread(pid, "event-writer") for pid in (worker_pids(process.pid) if workers > 1 else [process.pid])):
         time.sleep(0.05)
     time.sleep(0.5)
@@ -244,7 +247,8 @@ def has_thread(pid: int, name: str) -> bool:
 
 @contextmanager
 def stack(scenarios: list[str], *, workers: int = 2, upstream: str = "fast", app_env: dict | None = None,
-          governed: str = "none", app: str = "connectors_admin.asgi:application", space: str | None = None):
+          governed: str = "none", app: str = "connectors_admin.asgi:application", space: str | None = None,
+          command_prefix: tuple[str, ...] = (), start_seconds: float = 30):
     """Start everything for ``scenarios``; yields a Stack; stops everything and drops the database.
 
     ``governed``: "none", or "database" / "redis" to put a budget and a rate limit on every connector (bench/seed.py),
@@ -276,7 +280,7 @@ def stack(scenarios: list[str], *, workers: int = 2, upstream: str = "fast", app
         ).stdout
         seed = json.loads(seed_output.strip().splitlines()[-1])
         app_port = free_port()
-        app = start_app(app_port, env, workers, app)
+        app = start_app(app_port, env, workers, app, command_prefix, start_seconds)
         stack_.callback(stop, app)
         running = Stack(upstream_port, app_port, database_url, seed, app=app, upstream=upstream_process)
         if space:
