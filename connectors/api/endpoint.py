@@ -239,5 +239,5 @@ def _returns(user):
 def declared_length(request) -> int:
     """The request's Content-Length as the client declared it (0 when absent or not a number): an event's
     request size when the body is refused before it is read."""
-    value = request.headers.get("Content-Length", "")
+    value = request.META.get("CONTENT_LENGTH", "")
     return int(value) if value.isdigit() and value.isascii() else 0

@@ -51,6 +51,15 @@ def test_a_cross_site_basic_execute_without_kbn_xsrf_is_refused(asgi_live_server
     assert with_header.json()["status"] == "ok"
 
 
+def test_kbn_xsrf_spelt_with_an_underscore_does_not_count(asgi_live_server, connector_admin):
+    # Django drops a header whose name has an underscore (it would read as the hyphenated one): the guard, which
+    # reads request.META, must not see kbn_xsrf as kbn-xsrf.
+    response = httpx.post(f"{asgi_live_server.url}/api/actions/connector", content=json.dumps(CREATE), headers={
+        "Authorization": basic_auth(connector_admin), "Content-Type": "text/plain", "kbn_xsrf": "x", "kbn_version": "x"})
+    assert response.status_code == 400 and response.json()["message"] == "Request must contain a kbn-xsrf header."
+    assert not Connector.objects.exists()
+
+
 @pytest.mark.parametrize("scheme", ["ApiKey", "Bearer"])
 def test_api_key_callers_need_no_kbn_xsrf(asgi_live_server, connector_admin, scheme):
     key = create_api_key(connector_admin, "script")[1]
