@@ -82,6 +82,10 @@ class LoopWriter:
         self._queue: list[tuple[ExecutionEvent, asyncio.Future]] = []
         self._flushing: asyncio.Task | None = None
         self._connection: psycopg.AsyncConnection | None = None
+        # Django's wrapper of the default database, for its vendor, its value conversions and new_async_connection:
+        # no query is made on it. One for the writer's life: ``connections[alias]`` is kept per async context, and
+        # each batch's task is a new one, so asking there built a new DatabaseWrapper for every batch.
+        self._db = connections.create_connection(DEFAULT_DB_ALIAS)
         self._drained = threading.Event()  # nothing queued or in flight (for flush_events from another thread)
         self._drained.set()
         self.batches_written = 0
@@ -126,7 +130,7 @@ class LoopWriter:
             return
         events = [event for event, _waiter in batch]
         try:
-            db = connections[DEFAULT_DB_ALIAS]  # for the vendor and its value conversions: no query is made on it
+            db = self._db
             for event in events:
                 event.make_storable()
             statement, parameters = write_statement(events, db)
