@@ -35,6 +35,8 @@ The first path segment picks the behaviour, so one server serves every scenario:
 - ``echo-key-error``: a 400 error whose message quotes the key
 - ``echo-key-status``: a malformed status line that holds the key
 - ``echo-key-stream``: SSE that spells the key out across two separately flushed chunks
+- ``cut-body``: as ok, but the connection closes 100 bytes short of the declared Content-Length
+- ``gzip``: as ok, compressed: ``Content-Encoding: gzip``, and the Content-Length of the compressed bytes
 
 Every request is kept in ``server.requests`` (method, path, query, headers, body); ``wait_for_requests(n)`` waits
 until n have arrived.
@@ -45,6 +47,7 @@ until n have arrived.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import ssl
 import threading
@@ -242,6 +245,13 @@ class FakeOpenAI:
             return True
         extra = {"set-cookie": "upstream-session=from-the-provider; Path=/"} if scenario == "cookie" else None
         body = completion(payload, usage=scenario != "nousage", scenario=scenario)
+        if scenario == "cut-body":
+            raw = json.dumps(body).encode()
+            writer.write(self._head(200, {"content-type": "application/json", "content-length": str(len(raw) + 100)}))
+            writer.write(raw)
+            return False  # closes the connection with the body incomplete
+        if scenario == "gzip":
+            return self._send(writer, 200, gzip.compress(json.dumps(body).encode()), extra={"content-encoding": "gzip"})
         if scenario.startswith("model-"):
             body["model"] = {"model-surrogate": "gpt-\ud800", "model-nul": "gpt-\x00"}[scenario]
         return self._send(writer, 200, json.dumps(body).encode(), extra=extra)
