@@ -43,20 +43,13 @@ def dumped_instructions(folder: Path, before: set[Path]) -> int:
     """The instruction count of the dump that appeared in ``folder`` since ``before`` (callgrind writes one file per
     dump and thread: the counts of all of them)."""
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        new = [path for path in folder.iterdir() if path not in before]
-        if new:
-            time.sleep(0.5)  # let every thread's file be written
-            total = 0
-            for path in folder.iterdir():
-                if path in before:
-                    continue
-                found = _TOTALS.search(path.read_bytes())
-                if found:
-                    total += int(found.group(1))
-            return total
+    while not set(folder.iterdir()) - before:
+        if time.monotonic() > deadline:
+            raise SystemExit("callgrind wrote no dump")
         time.sleep(0.2)
-    raise SystemExit("callgrind wrote no dump")
+    time.sleep(0.5)  # let every thread's file be written
+    totals = (_TOTALS.search(path.read_bytes()) for path in set(folder.iterdir()) - before)
+    return sum(int(found.group(1)) for found in totals if found)
 
 
 def main() -> None:

@@ -463,12 +463,11 @@ def effective_timeout(config: ActionsConfig, call_timeout_ms: float | None) -> f
 
 async def _read_limited(exchange: Exchange, limit: int) -> bytes:
     declared = exchange.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise ResponseTooLarge(
-            f"The response ({int(declared)} bytes) exceeds maxResponseContentLength ({limit} bytes)."
-        )
     if declared and declared.isdigit():
-        whole = await exchange.read_whole(int(declared))
+        length = int(declared)
+        if length > limit:
+            raise ResponseTooLarge(f"The response ({length} bytes) exceeds maxResponseContentLength ({limit} bytes).")
+        whole = await exchange.read_whole(length)
         if whole is not None:
             return whole
     chunks, size = [], 0
