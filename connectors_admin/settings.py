@@ -104,6 +104,7 @@ except ActionsConfigError as exc:
     raise ImproperlyConfigured(f"ACTIONS_CONFIG: {exc}") from None
 
 INSTALLED_APPS = [
+    "connectors_admin.apps.ProjectConfig",  # process-wide set-up: the settings' plain lookup (settings_lookup.py)
     "connectors_admin.admin_site.ProductAdminConfig",  # django.contrib.admin, with a 403 for non-staff accounts
     "django.contrib.auth",
     "django.contrib.contenttypes",
