@@ -28,6 +28,7 @@ import logging
 import os
 import re
 import tempfile
+import weakref
 
 from django.core.asgi import get_asgi_application
 
@@ -40,13 +41,17 @@ from asgiref.sync import markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.core import signals
+from django.core.cache import close_caches
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.core.handlers.base import reset_urlconf
 from django.core.handlers.exception import convert_exception_to_response
+from django.db import close_old_connections
 from django.db.backends.signals import connection_created
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.security import SecurityMiddleware
 from django.urls import get_resolver, set_script_prefix
+from django.utils.log import log_response
 
 from connectors.audit.preconfigured import record_preconfigured_changes
 from connectors.caching.invalidation import start_listener, stop_listener
@@ -152,16 +157,31 @@ class CredentialedAPIHandler(ASGIHandler):
         request.resolver_match = match
         return match
 
+    async def get_response_async(self, request):
+        """Django's, without ``set_urlconf(settings.ROOT_URLCONF)``: no middleware on this path sets a URLconf of its
+        own, so the default one is what URL resolution and ``reverse`` use anyway, and ``request_finished`` has no
+        URLconf to reset afterwards (``close_response``)."""
+        response = await self._middleware_chain(request)
+        response._resource_closers.append(request.close)
+        if response.status_code >= 400:
+            await sync_to_async(log_response, thread_sensitive=False)(
+                "%s: %s", response.reason_phrase, request.path, response=response, request=request
+            )
+        return response
+
     async def close_response(self, response, request=None) -> None:
         """Close the response, which sends ``request_finished``. Its receivers give the thread's database connection
         back to the pool, so it runs on the sync thread when a connection may have been taken there since the
         last time, or when the response holds resources other than the request (a stream); otherwise here,
-        without the hop (about 0.2 ms of CPU a call)."""
+        without the hop (about 0.2 ms of CPU a call). Here, when Django's own receivers are the only ones, they
+        have nothing to do, and the response is closed without them (``close_quietly``)."""
         global _connection_taken
         own = [closer for closer in response._resource_closers if getattr(closer, "__self__", None) is not request]
         if _connection_taken or response.streaming or own:
             _connection_taken = False
             await sync_to_async(response.close)()
+        elif only_djangos_own_receivers(signals.request_finished) and not hasattr(request, "urlconf"):
+            close_quietly(response)
         else:
             response.close()
 
@@ -179,7 +199,9 @@ class CredentialedAPIHandler(ASGIHandler):
             body_file = await self.read_body(receive)
         except RequestAborted:
             return
-        set_script_prefix(get_script_prefix(scope))
+        prefix = get_script_prefix(scope)
+        if prefix not in ("", "/"):  # "/" is what get_script_prefix() gives when none was set
+            set_script_prefix(prefix)
         request, error_response = self.create_request(scope, body_file)
         if request is None:
             body_file.close()
@@ -235,6 +257,39 @@ class CredentialedAPIHandler(ASGIHandler):
         # The space of the URL (/s/<id>/api/...), as the full stack's space middleware does.
         get_response = convert_exception_to_response(space_middleware(get_response))
         self._middleware_chain = convert_exception_to_response(api_security_headers(get_response))
+
+
+# What request_finished's receivers in Django do, and why none of it is needed after a short-path request whose
+# response is closed on the event loop (``CredentialedAPIHandler.close_response``):
+# - close_old_connections: the request's context on the loop holds no database connection (Django refuses
+#   synchronous queries there; the event writer's connection is its own, and a connection taken on the sync thread
+#   sends the signal there);
+# - close_caches: nothing in the project uses Django's cache framework;
+# - reset_urlconf: the short path sets no URLconf (``get_response_async``; a request with ``urlconf`` still sends).
+# Sending the signal to them anyway cost 5 % of a call's instructions: each asks an asgiref ``Local`` for a value
+# the request's context does not have (docs/PERFORMANCE.md, "The settings and the request's end").
+DJANGOS_OWN_FINISHED_RECEIVERS = (close_old_connections, close_caches, reset_urlconf)
+
+
+def only_djangos_own_receivers(signal) -> bool:
+    """Whether ``signal``'s receivers are Django's own three (any other receiver, a test's included, gets it sent)."""
+    for _key, receiver, _is_async in signal.receivers:
+        if isinstance(receiver, weakref.ReferenceType):
+            receiver = receiver()
+        if receiver not in DJANGOS_OWN_FINISHED_RECEIVERS:
+            return False
+    return True
+
+
+def close_quietly(response) -> None:
+    """``HttpResponseBase.close`` without sending ``request_finished``."""
+    for closer in response._resource_closers:
+        try:
+            closer()
+        except Exception:  # noqa: BLE001, S110 - as Django's close: a closer's failure does not stop the others
+            pass
+    response._resource_closers.clear()
+    response.closed = True
 
 
 _resolved: dict = {}

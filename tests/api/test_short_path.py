@@ -1,6 +1,7 @@
 """The API's short path (connectors_admin/asgi.py): what it does instead of Django's per-request work."""
 
 import asyncio
+import io
 import threading
 
 import pytest
@@ -76,3 +77,58 @@ def test_the_url_resolution_is_kept_per_path_and_not_for_unknown_paths():
     unknown = asgi.api_application.resolve_request(RequestFactory().get("/api/no-such-route"))
     assert unknown.url_name == asgi.UNKNOWN_API_PATH  # Kibana's JSON 404, never kept
     assert len(asgi._resolved) == 2
+
+
+def _close_on_the_loop(response) -> list:
+    """Close ``response`` through the short path with no connection taken; the senders of request_finished seen."""
+    sent = []
+    real_send = signals.request_finished.send
+    signals.request_finished.send = lambda sender, **named: sent.append(sender) or real_send(sender, **named)
+    try:
+        asgi._connection_taken = False
+        response._handler_class = asgi.CredentialedAPIHandler
+        asyncio.run(asgi.api_application.close_response(response, response._request))
+    finally:
+        del signals.request_finished.send
+    return sent
+
+
+def _response_of(request) -> JsonResponse:
+    response = JsonResponse({"ok": True})
+    response._request = request
+    response._resource_closers.append(request.close)
+    return response
+
+
+def test_with_only_djangos_own_receivers_the_response_is_closed_without_request_finished():
+    from django.test import RequestFactory
+
+    assert asgi.only_djangos_own_receivers(signals.request_finished)
+    from django.utils.datastructures import MultiValueDict
+
+    request = RequestFactory().post("/api/actions/connector/abc/_execute")
+    upload = io.BytesIO()
+    request._files = MultiValueDict({"file": [upload]})  # what request.close() closes
+    response = _response_of(request)
+    assert _close_on_the_loop(response) == []  # their work: nothing to do here (asgi.DJANGOS_OWN_FINISHED_RECEIVERS)
+    assert upload.closed and response.closed and response._resource_closers == []
+
+
+def test_a_request_with_a_urlconf_of_its_own_still_sends_request_finished():
+    from django.test import RequestFactory
+
+    request = RequestFactory().post("/api/actions/connector/abc/_execute")
+    request.urlconf = "connectors_admin.urls"  # reset_urlconf then has work to do
+    assert _close_on_the_loop(_response_of(request)) == [asgi.CredentialedAPIHandler]
+
+
+def test_any_other_receiver_of_request_finished_gets_it():
+    def receiver(**kwargs):
+        pass
+
+    signals.request_finished.connect(receiver)
+    try:
+        assert not asgi.only_djangos_own_receivers(signals.request_finished)
+    finally:
+        signals.request_finished.disconnect(receiver)
+    assert asgi.only_djangos_own_receivers(signals.request_finished)
