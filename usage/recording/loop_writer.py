@@ -82,6 +82,7 @@ class LoopWriter:
         self._queue: list[tuple[ExecutionEvent, asyncio.Future]] = []
         self._flushing: asyncio.Task | None = None
         self._connection: psycopg.AsyncConnection | None = None
+        self._cursor: psycopg.AsyncCursor | None = None
         # Django's wrapper of the default database, for its vendor, its value conversions and new_async_connection:
         # no query is made on it. One for the writer's life: ``connections[alias]`` is kept per async context, and
         # each batch's task is a new one, so asking there built a new DatabaseWrapper for every batch.
@@ -134,10 +135,9 @@ class LoopWriter:
             for event in events:
                 event.make_storable()
             statement, parameters = write_statement(events, db)
-            connection = await self._connected(db)
-            async with connection.cursor() as cursor:
-                await cursor.execute(statement, parameters, prepare=True)
-                ids = [row[0] for row in await cursor.fetchall()]
+            cursor = await self._cursor_of(db)
+            await cursor.execute(statement, parameters, prepare=True)
+            ids = [row[0] for row in await cursor.fetchall()]
         except Exception as exc:  # noqa: BLE001 - whatever it was, the thread knows what to do with the batch
             await self._discard_connection()
             if not isinstance(exc, psycopg.Error):
@@ -152,14 +152,17 @@ class LoopWriter:
         self.batches_written += 1
         self.events_committed += len(batch)
 
-    async def _connected(self, db) -> psycopg.AsyncConnection:
-        """The loop's connection, opened as the backend opens its own (connectors_admin/postgresql/base.py)."""
+    async def _cursor_of(self, db) -> psycopg.AsyncCursor:
+        """The loop's connection's one cursor, the connection opened as the backend opens its own
+        (connectors_admin/postgresql/base.py). One cursor for the connection's life: a new one per batch set up
+        its own map of adapters every time (1 % of a call's instructions, docs/PERFORMANCE.md)."""
         if self._connection is None or self._connection.closed:
             self._connection = await db.new_async_connection()
-        return self._connection
+            self._cursor = self._connection.cursor()
+        return self._cursor
 
     async def _discard_connection(self) -> None:
-        connection, self._connection = self._connection, None
+        connection, self._connection, self._cursor = self._connection, None, None
         if connection is not None:
             try:
                 await connection.close()
