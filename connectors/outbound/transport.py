@@ -35,6 +35,7 @@ from django.conf import settings
 from multidict import CIMultiDict
 
 from connectors.actions_config import ActionsConfig, TLSSettings, default_port
+from connectors.caching.kept_under_config import KeptUnderConfig
 from connectors.event_loops import PerEventLoop
 from connectors.outbound.masking import StreamMasker, mask_secret
 from connectors.outbound.providers import ConnectorTLS, UpstreamRequest
@@ -513,34 +514,25 @@ class _Route:
     origin: tuple[str, str, int] | None
 
 
-ROUTES_KEPT = 1024
-_routes: dict = {}
-_routes_config: list = [None]  # the ActionsConfig the kept routes were worked out under
+_routes = KeptUnderConfig(max_entries=1024)
 
 
 def _route(config: ActionsConfig, url: str, own_tls: ConnectorTLS | None) -> _Route:
-    if _routes_config[0] is not config:  # settings replaced (tests override them): start again
-        _routes.clear()
-        _routes_config[0] = config
-    key = (url, own_tls)
-    route = _routes.get(key)
-    if route is None:
-        host = urlsplit(url).hostname or ""
-        if config.is_host_allowed(host):
-            profile = profile_for(config, url, own_tls)
-            route = _Route(host, True, profile, _where(url, profile.proxy_url), url_origin(url))
-        else:
-            route = _Route(host, False, None, "", url_origin(url))
-        if len(_routes) >= ROUTES_KEPT:
-            _routes.clear()
-        _routes[key] = route
-    return route
+    return _routes.get(config, (url, own_tls), lambda: _work_out_route(config, url, own_tls))
 
 
-@asynccontextmanager
-async def _open(request: UpstreamRequest, config: ActionsConfig, timeout: float,
-                method: str = "POST") -> AsyncIterator[Exchange]:
-    """Send the request, following redirects (each target checked), and yield the final response."""
+def _work_out_route(config: ActionsConfig, url: str, own_tls: ConnectorTLS | None) -> _Route:
+    host = urlsplit(url).hostname or ""
+    if config.is_host_allowed(host):
+        profile = profile_for(config, url, own_tls)
+        return _Route(host, True, profile, _where(url, profile.proxy_url), url_origin(url))
+    return _Route(host, False, None, "", url_origin(url))
+
+
+async def _final_exchange(request: UpstreamRequest, config: ActionsConfig, timeout: float,
+                          method: str = "POST") -> Exchange:
+    """Send the request, following redirects (each target checked): the final response, its head arrived. The
+    caller closes it."""
     url, body = request.url, (request.body if method == "POST" else None)
     headers = request.headers  # copied before a redirect changes them
     home = _route(config, request.url, None).origin
@@ -566,12 +558,19 @@ async def _open(request: UpstreamRequest, config: ActionsConfig, timeout: float,
                 headers.pop("Content-Type", None)
             url = target
             continue
-        try:
-            yield exchange
-        finally:
-            await exchange.aclose()
-        return
+        return exchange
     raise UpstreamUnreachable(f"Too many redirects (more than {MAX_REDIRECTS}).", code="ERR_FR_TOO_MANY_REDIRECTS")
+
+
+@asynccontextmanager
+async def _open(request: UpstreamRequest, config: ActionsConfig, timeout: float,
+                method: str = "POST") -> AsyncIterator[Exchange]:
+    """``_final_exchange`` as a context that closes it."""
+    exchange = await _final_exchange(request, config, timeout, method)
+    try:
+        yield exchange
+    finally:
+        await exchange.aclose()
 
 
 async def send(request: UpstreamRequest, *, call_timeout_ms: float | None = None,
@@ -583,12 +582,16 @@ async def send(request: UpstreamRequest, *, call_timeout_ms: float | None = None
     call = upstream_call("POST", request.url)  # the execution's upstream time, and its HTTP span when tracing
     try:
         async with asyncio.timeout(timeout):
-            async with _open(request, config, timeout, method) as exchange:
+            # Not ``_open``: an async context manager is an async generator the loop registers, per call.
+            exchange = await _final_exchange(request, config, timeout, method)
+            try:
                 call.responded(exchange.status)
                 body = await _read_limited(exchange, config.max_response_content_length)
                 call.end()
                 return UpstreamResponse(status=exchange.status, headers=exchange.headers, body=body,
                                         reason=exchange.reason)
+            finally:
+                await exchange.aclose()
     except TimeoutError as exc:
         failure = _describe_failure(exc, request.url, timeout)
         call.end(failure)
