@@ -15,7 +15,6 @@ throttled per client address and per username (connectors/throttling/failures.py
 
 import asyncio
 import base64
-import hashlib
 import hmac
 import logging
 import secrets
@@ -110,7 +109,7 @@ _verifications = SingleFlight()
 
 
 def _cache_key(kind: str, *parts: str) -> bytes:
-    return hmac.new(_SALT, "\0".join((kind, *parts)).encode("utf-8"), hashlib.sha256).digest()
+    return hmac.digest(_SALT, "\0".join((kind, *parts)).encode("utf-8"), "sha256")  # one call into OpenSSL
 
 
 def _remember(key: bytes, user, api_key_id: int | None = None, key_scope: KeyScope | None = None,
