@@ -114,6 +114,7 @@ def test_with_only_djangos_own_receivers_the_response_is_closed_without_request_
     assert upload.closed and response.closed and response._resource_closers == []
 
 
+@pytest.mark.django_db  # request_finished checks the thread's connection, which tests may only touch so
 def test_a_request_with_a_urlconf_of_its_own_still_sends_request_finished():
     from django.test import RequestFactory
 

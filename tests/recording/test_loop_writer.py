@@ -136,13 +136,13 @@ def test_a_caller_cancelled_while_it_waits_still_gets_its_event_written():
 
     async def body():
         release = asyncio.Event()
-        original = loop_writing.LoopWriter._connected
+        original = loop_writing.LoopWriter._cursor_of
 
         async def held(self, db):
             await release.wait()
             return await original(self, db)
 
-        loop_writing.LoopWriter._connected = held
+        loop_writing.LoopWriter._cursor_of = held
         try:
             waiting = asyncio.ensure_future(recording.record_execution(event))
             await asyncio.sleep(0.05)
@@ -153,7 +153,7 @@ def test_a_caller_cancelled_while_it_waits_still_gets_its_event_written():
             while recording._loop_writer.pending:
                 await asyncio.sleep(0.01)
         finally:
-            loop_writing.LoopWriter._connected = original
+            loop_writing.LoopWriter._cursor_of = original
 
     asyncio.run(served(body))
 
@@ -166,7 +166,7 @@ def test_shutdown_writes_what_the_loop_still_holds():
     from django.test import override_settings
 
     gate = {}
-    original = loop_writing.LoopWriter._connected
+    original = loop_writing.LoopWriter._cursor_of
 
     async def held(self, db):
         await gate["open"].wait()
@@ -174,7 +174,7 @@ def test_shutdown_writes_what_the_loop_still_holds():
 
     async def body():
         gate["open"] = asyncio.Event()
-        loop_writing.LoopWriter._connected = held
+        loop_writing.LoopWriter._cursor_of = held
         await asyncio.gather(*(recording.record_execution(make_event(i)) for i in range(50)))
         return await asyncio.to_thread(lambda: ExecutionEvent.objects.filter(connector_id=CONNECTOR).count())
 
@@ -182,7 +182,7 @@ def test_shutdown_writes_what_the_loop_still_holds():
         with override_settings(EVENT_WRITE_BEHIND=True):
             sent, before = asyncio.run(served(body, before_shutdown=lambda: gate["open"].set()))
     finally:
-        loop_writing.LoopWriter._connected = original
+        loop_writing.LoopWriter._cursor_of = original
 
     assert before == 0
     assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
