@@ -81,14 +81,21 @@ def write_statement(events: list["ExecutionEvent"], db) -> tuple[str, list[str]]
     µs an event) where the value already has the type the field takes, which is nearly always."""
     rows = []
     for event in events:
-        values = []
-        for field, ready in _EVENT_FIELD_TYPES:
-            value = getattr(event, field.attname)
-            if type(value) not in ready:
-                value = field.get_db_prep_save(field.pre_save(event, True), db)
-            values.append(value)
+        values = list(_read_event_values(event))
+        for index in _to_convert(tuple(map(type, values))):
+            field = _EVENT_FIELDS[index]
+            values[index] = field.get_db_prep_save(field.pre_save(event, True), db)
         rows.append(dict(zip(_EVENT_COLUMNS, values, strict=True)))
     return _write_sql(db.vendor), [rollup_rows_json(sorted_deltas(rollup_deltas(events)), db), json_rows(rows)]
+
+
+@functools.lru_cache(maxsize=256)
+def _to_convert(value_types: tuple[type, ...]) -> tuple[int, ...]:
+    """The positions (in ``_EVENT_FIELDS``) whose value needs ``get_db_prep_save``, for an event whose values have
+    these types: worked out once per combination of types (a handful: nullable counts set or not), not per value."""
+    return tuple(index for index, ((_field, ready), value_type) in enumerate(zip(_EVENT_FIELD_TYPES, value_types,
+                                                                                strict=True))
+                 if value_type not in ready)
 
 
 @functools.lru_cache(maxsize=2)
@@ -230,6 +237,7 @@ class ExecutionEvent(models.Model):
 
 _EVENT_FIELDS = tuple(field for field in ExecutionEvent._meta.concrete_fields if not field.primary_key)
 _EVENT_COLUMNS = tuple(field.column for field in _EVENT_FIELDS)
+_read_event_values = operator.attrgetter(*(field.attname for field in _EVENT_FIELDS))
 # The types a field's value is stored as it is (what get_db_prep_save would give for it, to the JSON of
 # usage/models/json_rows.py): any other value, and every value of a field not listed (the timestamp: a naive one is
 # made aware), goes through get_db_prep_save.
