@@ -15,6 +15,12 @@ PostgreSQL server's instructions are not counted (another process).
 
 Example: ``python -m bench.instructions --target basic --requests 300 --repeats 2``  (about 2 minutes; needs
 valgrind, Debian's package).
+
+``--keep DIR`` copies each repeat's dump files there (one file per thread): ``callgrind_annotate --inclusive=yes --tree=caller
+DIR/callgrind.out.<pid>.<n>-01`` then shows where the event loop thread's instructions go in the interpreter's C
+functions (``slot_tp_getattr_hook``: attribute lookups through a Python ``__getattr__`` or ``__getattribute__``;
+``PyErr_Format``: exceptions raised and caught), which is how the cuts of docs/PERFORMANCE.md's "The settings and the
+request's end" were found. A Python profiler cannot see those: it adds its own cost to every Python call.
 """
 
 from __future__ import annotations
@@ -58,6 +64,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300, help="calls counted per repeat")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--keep", metavar="DIR", type=Path, help="copy each repeat's callgrind dumps into DIR")
+    harness.add_governed_argument(parser)
     harness.add_space_argument(parser)
     args = parser.parse_args()
     if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
@@ -67,7 +75,8 @@ def main() -> None:
         folder = Path(folder_name)
         prefix = ("valgrind", "--tool=callgrind", "--instr-atstart=no", "--separate-threads=yes",
                   f"--callgrind-out-file={folder}/callgrind.out.%p")
-        with harness.stack(["ok"], workers=1, space=args.space, command_prefix=prefix, start_seconds=600) as stack:
+        with harness.stack(["ok"], workers=1, space=args.space, governed=args.governed, command_prefix=prefix,
+                           start_seconds=600) as stack:
             connector = stack.connector("ok")
             path, body, headers = harness.target_request(stack, args.target, connector)
             asyncio.run(run(stack.app_port, path, body, headers, args.warmup))
@@ -75,8 +84,8 @@ def main() -> None:
             control("--instr=on", pid)
             asyncio.run(run(stack.app_port, path, body, headers, 20))  # the code the switch threw away, translated again
             print(harness.machine_description())
-            print(f"one worker under callgrind, {args.target}, space: {stack.space}, {args.requests} sequential "
-                  "requests a repeat")
+            print(f"one worker under callgrind, {args.target}, governed: {args.governed}, space: {stack.space}, "
+                  f"{args.requests} sequential requests a repeat")
             for _ in range(args.repeats):
                 control("--zero", pid)
                 asyncio.run(run(stack.app_port, path, body, headers, args.requests))
@@ -84,6 +93,10 @@ def main() -> None:
                 control("--dump", pid)
                 per_call = dumped_instructions(folder, before) / args.requests
                 print(f"instructions per call: {per_call / 1000:,.0f} thousand")
+                if args.keep:
+                    args.keep.mkdir(parents=True, exist_ok=True)
+                    for dump in set(folder.iterdir()) - before:
+                        shutil.copy(dump, args.keep / dump.name)
             print(f"events recorded for the connector in space {stack.space}: {stack.count_events(connector)}")
 
 

@@ -13,10 +13,10 @@
   ``Bearer``), which is how Kibana scripts and SDKs call it. Such a request uses neither the session, nor CSRF,
   nor messages, and the API authenticates it itself; Django's stack of sync middleware would cost it a hop to a
   thread and back for each middleware (about twenty per request, most of the gateway's added latency). It runs
-  through Django's own handler (URL resolution, views, exception handling, request signals) with one async
-  middleware that does what the full stack's security middleware would have done for a JSON response: the
-  ALLOWED_HOSTS check, the HTTPS redirect and HSTS, the security headers and the Content-Security-Policy; and the
-  space of the URL (``/s/<id>/api/...``, connectors/spaces/middleware.py). Browser
+  through Django's own handler (URL resolution, views, exception handling, ``request_finished`` when a receiver has
+  work) with one async middleware that does what the full stack's security middleware would have done for a JSON
+  response: the ALLOWED_HOSTS check, the HTTPS redirect and HSTS, the security headers and the
+  Content-Security-Policy; and the space of the URL (``/s/<id>/api/...``, connectors/spaces/middleware.py). Browser
   requests, and API calls authenticated by a session, take the full stack.
 - A path holding a control character (``/api/actions/connector/%00``) is answered 400 before either stack sees it:
   no URL of this application has one, and PostgreSQL refuses NUL in any text it would be compared with.
@@ -191,7 +191,8 @@ class CredentialedAPIHandler(ASGIHandler):
         That signal's receivers (``close_old_connections``, ``reset_queries``) are sync, so sending it costs every
         request a hop to the sync thread and back before its view runs (0.2 ms of CPU and latency, measured with
         bench/latency.py). They have nothing to do here: the sync thread gives its database connection back to the
-        pool when a request finishes (``request_finished``, still sent when the response is closed), so the next
+        pool when a request finishes (``request_finished``, sent when the response is closed and a receiver has work:
+        ``close_response``), so the next
         request starts without one. Everything else is Django's: the body, the request, the response, and the
         view cancelled when the client disconnects.
         """
