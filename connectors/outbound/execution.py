@@ -212,7 +212,7 @@ _url_verdicts = KeptUnderConfig(max_entries=1024)
 def configuration_error(connector: Connector) -> str | None:
     """Kibana validates the connector's config again when it runs: an ``apiUrl`` whose host left ``allowedHosts``
     is ``error validating action type config: ...`` (docs/KIBANA.md 6), before anything is sent. The verdict on a
-    URL is kept while the networking settings stay the same (parsing the URL on every call cost 0.5 % of it)."""
+    URL is kept while the networking settings stay the same: it was parsed on every call."""
     url = connector.api_url
     problem = _url_verdicts.get(settings.ACTIONS_CONFIG, url, lambda: kibana_url_error(url))
     return CONFIG_ERROR_PREFIX + problem if problem else None

@@ -155,7 +155,7 @@ class LoopWriter:
     async def _cursor_of(self, db) -> psycopg.AsyncCursor:
         """The loop's connection's one cursor, the connection opened as the backend opens its own
         (connectors_admin/postgresql/base.py). One cursor for the connection's life: a new one per batch set up
-        its own map of adapters every time (1 % of a call's instructions, docs/PERFORMANCE.md)."""
+        its own map of adapters every time (1.5 % of a call's instructions, docs/PERFORMANCE.md)."""
         if self._connection is None or self._connection.closed:
             self._connection = await db.new_async_connection()
             self._cursor = self._connection.cursor()
