@@ -192,9 +192,8 @@ class CredentialedAPIHandler(ASGIHandler):
         request a hop to the sync thread and back before its view runs (0.2 ms of CPU and latency, measured with
         bench/latency.py). They have nothing to do here: the sync thread gives its database connection back to the
         pool when a request finishes (``request_finished``, sent when the response is closed and a receiver has work:
-        ``close_response``), so the next
-        request starts without one. Everything else is Django's: the body, the request, the response, and the
-        view cancelled when the client disconnects.
+        ``close_response``), so the next request starts without one. Everything else is Django's: the body, the
+        request, the response, and the view cancelled when the client disconnects.
         """
         try:
             body_file = await self.read_body(receive)
