@@ -8,7 +8,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from connectors.lookup import connector_name
-from usage.formatting import currency
+from usage.formatting import NANOS_PER_UNIT, currency
 
 PRICE_FIELD = {"max_digits": 14, "decimal_places": 6, "validators": [MinValueValidator(Decimal(0))]}
 
@@ -226,8 +226,6 @@ class Budget(ScopedRule):
     @property
     def limit_units(self) -> int:
         """The amount in counter units: tokens, or nanos of USAGE_CURRENCY."""
-        from usage.formatting import NANOS_PER_UNIT
-
         return int(self.amount) if self.unit == Unit.TOKENS else int(self.amount * NANOS_PER_UNIT)
 
     def clean(self) -> None:

@@ -173,16 +173,45 @@ class UncheckedAdmissions:
 _unchecked = UncheckedAdmissions()
 
 
+# The counter keys of each rule for the window a call falls in, kept until the window ends: a call in the same day,
+# week, month or minute as the previous one reuses them instead of converting time zones and formatting again. Keyed
+# by what the window depends on, so an edited rule's new period or zone gets its own entry.
+_budget_windows: dict[tuple, tuple[str, dt.datetime, dt.datetime]] = {}
+_minute_windows: dict[object, tuple[str, str, dt.datetime, dt.datetime]] = {}
+_MAX_KEPT_WINDOWS = 10_000  # more rules than that in one process: start again rather than grow
+
+
 def budget_counter_key(budget: Budget, at: dt.datetime) -> tuple[str, dt.datetime, dt.datetime]:
+    """The counter key of the budget's period around ``at``, with the period's start and end."""
+    kept_as = (budget.pk, budget.period, budget.time_zone)
+    kept = _budget_windows.get(kept_as)
+    if kept is not None and kept[1] <= at < kept[2]:
+        return kept
     start, end = period_bounds(budget.period, budget.time_zone, at)
-    return f"budget:{budget.pk}:{start.date().isoformat()}", start, end
+    window = (f"budget:{budget.pk}:{start.date().isoformat()}", start, end)
+    if len(_budget_windows) >= _MAX_KEPT_WINDOWS:
+        _budget_windows.clear()
+    _budget_windows[kept_as] = window
+    return window
 
 
 def rate_limit_counter_keys(limit: RateLimit, at: dt.datetime) -> tuple[str, str, dt.datetime]:
     """The requests-per-minute and tokens-per-minute counter keys of the minute around ``at``, and when it ends."""
+    rpm_key, tpm_key, _, minute_end = _minute_window(limit, at)
+    return rpm_key, tpm_key, minute_end
+
+
+def _minute_window(limit: RateLimit, at: dt.datetime) -> tuple[str, str, dt.datetime, dt.datetime]:
+    kept = _minute_windows.get(limit.pk)
+    if kept is not None and kept[2] <= at < kept[3]:
+        return kept
     minute_start, minute_end = minute_bounds(at)
     stamp = minute_start.strftime("%Y%m%dT%H%M")
-    return f"rpm:{limit.pk}:{stamp}", f"tpm:{limit.pk}:{stamp}", minute_end
+    window = (f"rpm:{limit.pk}:{stamp}", f"tpm:{limit.pk}:{stamp}", minute_start, minute_end)
+    if len(_minute_windows) >= _MAX_KEPT_WINDOWS:
+        _minute_windows.clear()
+    _minute_windows[limit.pk] = window
+    return window
 
 
 def estimate_tokens(request_bytes: int) -> int:
@@ -209,9 +238,8 @@ async def admit(connector_id: str, user_id: int | None, api_key_id: int | None, 
     # written only for a refusal (``_refusal``): most calls are admitted, and it reads names and formats dates.
     reasons: list[tuple[str, Budget | RateLimit, dt.datetime, object]] = []
     reservation = Reservation(estimated_tokens=estimated_tokens)
-    minute_start, minute_end = minute_bounds(at)
     for limit in limits:
-        rpm_key, tpm_key, _ = rate_limit_counter_keys(limit, at)
+        rpm_key, tpm_key, minute_start, minute_end = _minute_window(limit, at)
         if limit.requests_per_minute is not None:
             charges.append(Charge(rpm_key, 1, limit.requests_per_minute, minute_end, must_fit=True))
             reasons.append(("requests_per_minute", limit, minute_end, minute_start))
@@ -374,8 +402,9 @@ def alert_on_thresholds(reservation: Reservation, used: dict[str, int], *, conne
         if limit <= 0:
             continue
         percent = 100 * value / limit
-        unit = _unit_name(budget)
-        amount = f"{budget.amount.normalize():f} {unit}"
+        if value < limit and percent < budget.soft_threshold_percent:
+            continue  # most settlements: nothing to say, and nothing formatted
+        amount = f"{budget.amount.normalize():f} {_unit_name(budget)}"
         if value >= limit:
             alerts.raise_once(f"{key}:reached", AlertKind.BUDGET_REACHED,
                               f'Budget "{budget.name}" ({budget.subject}) is used up: {_format_used(budget, value)} '

@@ -40,9 +40,16 @@ class RedisReplyError(Exception):
 
 
 def pack(*parts) -> bytes:
-    """A command in RESP: an array of bulk strings."""
-    encoded = [part if isinstance(part, bytes) else str(part).encode() for part in parts]
-    return b"*%d\r\n" % len(encoded) + b"".join(b"$%d\r\n%s\r\n" % (len(part), part) for part in encoded)
+    """A command in RESP: an array of bulk strings (bytes as they are, an int in decimal, anything else as its str
+    in UTF-8)."""
+    framed = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        if type(part) is int:
+            part = b"%d" % part
+        elif not isinstance(part, bytes):
+            part = str(part).encode()
+        framed.append(b"$%d\r\n%s\r\n" % (len(part), part))
+    return b"".join(framed)
 
 
 class PipelinedRedis:

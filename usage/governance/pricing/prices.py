@@ -113,6 +113,10 @@ class ConnectorTerms:
     deployment_models: dict = field(default_factory=dict)
 
 
+_NO_TERMS = ConnectorTerms()
+_MAX_KEPT_ANSWERS = 10_000  # distinct (connector, models, day) questions kept per table before starting again
+
+
 class PriceTable:
     """Every price and connector pricing, read once; answers "which price applies" without a query."""
 
@@ -125,6 +129,7 @@ class PriceTable:
         for patterns in self.negotiated.values():
             patterns.finish()
         self.terms = terms
+        self._found: dict[tuple, PriceVersion | None] = {}
 
     @classmethod
     def load(cls) -> PriceTable:
@@ -153,10 +158,24 @@ class PriceTable:
         return cls(prices, terms)
 
     def terms_of(self, connector_id: str) -> ConnectorTerms:
-        return self.terms.get(connector_id) or ConnectorTerms()
+        return self.terms.get(connector_id) or _NO_TERMS
 
     def price_for(self, connector_id: str, models: tuple[str, ...], day: dt.date) -> PriceVersion | None:
-        """The price of the first of ``models`` that has one, as of ``day``; None when none has a price."""
+        """The price of the first of ``models`` that has one, as of ``day``; None when none has a price. Kept per
+        connector, models and day for the table's life (the table never changes; a changed price loads a new one):
+        every execution of a connector asks the same question twice, for its estimate and its cost."""
+        asked = (connector_id, models, day)
+        try:
+            return self._found[asked]
+        except KeyError:
+            pass
+        price = self._find_price(connector_id, models, day)
+        if len(self._found) >= _MAX_KEPT_ANSWERS:
+            self._found.clear()
+        self._found[asked] = price
+        return price
+
+    def _find_price(self, connector_id: str, models: tuple[str, ...], day: dt.date) -> PriceVersion | None:
         terms = self.terms_of(connector_id)
         candidates = [terms.deployment_models[m] for m in models if m and m in terms.deployment_models]
         candidates += [m for m in models if m]
