@@ -101,6 +101,49 @@ def test_a_killed_connection_fails_what_waits_on_it_and_the_next_command_connect
     assert asyncio.run(run()) == b"PONG"
 
 
+def test_a_reply_that_does_not_come_in_time_fails_the_connection_and_the_next_command_connects_again(monkeypatch):
+    """A Redis that stops answering must not hold governed calls: the oldest command's deadline fails the connection
+    (every command waiting on it), and the next command opens a new one."""
+    from usage.governance.enforcement import redis_pipeline
+    monkeypatch.setattr(redis_pipeline, "REPLY_TIMEOUT_SECONDS", 0.4)
+
+    async def run():
+        connection = PipelinedRedis(URL)
+        await connection.execute("PING")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        slow = asyncio.ensure_future(connection.execute("BLPOP", f"test:pipe:{uuid.uuid4().hex}", 2))
+        queued = asyncio.ensure_future(connection.execute("PING"))  # behind the slow one: lost with it
+        with pytest.raises(RedisUnavailable, match="no reply from Redis within 0.4 s"):
+            await slow
+        assert 0.35 <= loop.time() - started < 1.5
+        with pytest.raises(RedisUnavailable):
+            await queued
+        reply = await connection.execute("PING")
+        await connection.close()
+        return reply
+
+    assert asyncio.run(run()) == b"PONG"
+
+
+def test_a_command_sent_while_the_timer_runs_gets_its_own_deadline(monkeypatch):
+    """The timer armed by an earlier command must not fail a later one before the later one's own deadline."""
+    from usage.governance.enforcement import redis_pipeline
+    monkeypatch.setattr(redis_pipeline, "REPLY_TIMEOUT_SECONDS", 0.5)
+
+    async def run():
+        connection = PipelinedRedis(URL)
+        first = await connection.execute("BLPOP", f"test:pipe:{uuid.uuid4().hex}", 0.3)  # arms the timer, for 0.5 s
+        await asyncio.sleep(0.05)
+        # Sent at about 0.35 s: waits until about 0.65 s, past the first timer's 0.5 s, within its own 0.85 s.
+        second = await connection.execute("BLPOP", f"test:pipe:{uuid.uuid4().hex}", 0.3)
+        reply = await connection.execute("PING")
+        await connection.close()
+        return first, second, reply
+
+    assert asyncio.run(run()) == (None, None, b"PONG")
+
+
 def test_an_unreachable_redis_is_a_clear_error_not_a_hang():
     port = closed_port()
 
