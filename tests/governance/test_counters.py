@@ -53,6 +53,30 @@ def test_period_bounds_follow_the_calendar_of_the_time_zone():
     assert minute_bounds(dt.datetime(2026, 1, 1, 10, 5, 59, 999, tzinfo=dt.UTC))[1].minute == 6
 
 
+def test_counter_keys_kept_for_a_window_follow_the_time_asked_and_the_rule_as_edited():
+    """The keys are kept per rule until the window ends: asking for another period, minute, zone or period kind
+    (a budget edited in place) gives that window's keys, never the kept ones."""
+    budget = Budget(pk=987654, period=Period.MONTH, time_zone="Europe/Paris")
+    november = dt.datetime(2026, 11, 30, 22, 59, tzinfo=dt.UTC)  # 23:59 in Paris
+    december = dt.datetime(2026, 11, 30, 23, 1, tzinfo=dt.UTC)  # already December there
+    assert admission.budget_counter_key(budget, november)[0] == "budget:987654:2026-11-01"
+    assert admission.budget_counter_key(budget, december)[0] == "budget:987654:2026-12-01"
+    assert admission.budget_counter_key(budget, november)[0] == "budget:987654:2026-11-01"  # back in the past
+    budget.time_zone = "UTC"
+    assert admission.budget_counter_key(budget, december)[0] == "budget:987654:2026-11-01"
+    budget.period = Period.DAY
+    key, start, end = admission.budget_counter_key(budget, december)
+    assert (key, start.isoformat(), end.isoformat()) == (
+        "budget:987654:2026-11-30", "2026-11-30T00:00:00+00:00", "2026-12-01T00:00:00+00:00")
+
+    limit = RateLimit(pk=987654)
+    assert admission.rate_limit_counter_keys(limit, november)[:2] == ("rpm:987654:20261130T2259",
+                                                                      "tpm:987654:20261130T2259")
+    assert admission.rate_limit_counter_keys(limit, november + dt.timedelta(seconds=59))[0] == "rpm:987654:20261130T2259"
+    assert admission.rate_limit_counter_keys(limit, december)[0] == "rpm:987654:20261130T2301"
+    assert admission.rate_limit_counter_keys(limit, november)[2] == dt.datetime(2026, 11, 30, 23, 0, tzinfo=dt.UTC)
+
+
 def test_a_must_fit_charge_admits_exactly_the_limit(store):
     async def run():
         results = await asyncio.gather(*(store.reserve([Charge("rpm", 1, 5, LATER, must_fit=True)]) for _ in range(12)))
