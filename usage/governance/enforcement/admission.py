@@ -173,45 +173,51 @@ class UncheckedAdmissions:
 _unchecked = UncheckedAdmissions()
 
 
-# The counter keys of each rule for the window a call falls in, kept until the window ends: a call in the same day,
-# week, month or minute as the previous one reuses them instead of converting time zones and formatting again. Keyed
-# by what the window depends on, so an edited rule's new period or zone gets its own entry.
-_budget_windows: dict[tuple, tuple[str, dt.datetime, dt.datetime]] = {}
-_minute_windows: dict[object, tuple[str, str, dt.datetime, dt.datetime]] = {}
-_MAX_KEPT_WINDOWS = 10_000  # more rules than that in one process: start again rather than grow
+class _KeptWindows:
+    """Per rule, the counter keys of the window asked for last, kept until a time outside that window is asked for:
+    a call in the same day, week, month or minute as the previous one reuses them instead of converting time zones
+    and formatting again. Past ``max_entries`` rules it starts afresh."""
+
+    def __init__(self, max_entries: int = 10_000):
+        self.max_entries = max_entries
+        self._kept: dict[object, tuple[dt.datetime, dt.datetime, tuple]] = {}
+
+    def get(self, kept_as, at: dt.datetime, window_of, rule) -> tuple:
+        """The keys of the window around ``at``: ``window_of(rule, at)`` gives ``(start, end, keys)``. ``kept_as``
+        holds whatever of the rule the window depends on, so an edited rule gets its own entry."""
+        kept = self._kept.get(kept_as)
+        if kept is None or not kept[0] <= at < kept[1]:
+            kept = window_of(rule, at)
+            if len(self._kept) >= self.max_entries:
+                self._kept.clear()
+            self._kept[kept_as] = kept
+        return kept[2]
+
+
+_budget_windows = _KeptWindows()
+_minute_windows = _KeptWindows()
 
 
 def budget_counter_key(budget: Budget, at: dt.datetime) -> tuple[str, dt.datetime, dt.datetime]:
     """The counter key of the budget's period around ``at``, with the period's start and end."""
-    kept_as = (budget.pk, budget.period, budget.time_zone)
-    kept = _budget_windows.get(kept_as)
-    if kept is not None and kept[1] <= at < kept[2]:
-        return kept
+    return _budget_windows.get((budget.pk, budget.period, budget.time_zone), at, _budget_window, budget)
+
+
+def _budget_window(budget: Budget, at: dt.datetime) -> tuple:
     start, end = period_bounds(budget.period, budget.time_zone, at)
-    window = (f"budget:{budget.pk}:{start.date().isoformat()}", start, end)
-    if len(_budget_windows) >= _MAX_KEPT_WINDOWS:
-        _budget_windows.clear()
-    _budget_windows[kept_as] = window
-    return window
+    return start, end, (f"budget:{budget.pk}:{start.date().isoformat()}", start, end)
 
 
 def rate_limit_counter_keys(limit: RateLimit, at: dt.datetime) -> tuple[str, str, dt.datetime]:
     """The requests-per-minute and tokens-per-minute counter keys of the minute around ``at``, and when it ends."""
-    rpm_key, tpm_key, _, minute_end = _minute_window(limit, at)
+    rpm_key, tpm_key, _, minute_end = _minute_windows.get(limit.pk, at, _minute_window, limit)
     return rpm_key, tpm_key, minute_end
 
 
-def _minute_window(limit: RateLimit, at: dt.datetime) -> tuple[str, str, dt.datetime, dt.datetime]:
-    kept = _minute_windows.get(limit.pk)
-    if kept is not None and kept[2] <= at < kept[3]:
-        return kept
+def _minute_window(limit: RateLimit, at: dt.datetime) -> tuple:
     minute_start, minute_end = minute_bounds(at)
     stamp = minute_start.strftime("%Y%m%dT%H%M")
-    window = (f"rpm:{limit.pk}:{stamp}", f"tpm:{limit.pk}:{stamp}", minute_start, minute_end)
-    if len(_minute_windows) >= _MAX_KEPT_WINDOWS:
-        _minute_windows.clear()
-    _minute_windows[limit.pk] = window
-    return window
+    return minute_start, minute_end, (f"rpm:{limit.pk}:{stamp}", f"tpm:{limit.pk}:{stamp}", minute_start, minute_end)
 
 
 def estimate_tokens(request_bytes: int) -> int:
@@ -239,7 +245,7 @@ async def admit(connector_id: str, user_id: int | None, api_key_id: int | None, 
     reasons: list[tuple[str, Budget | RateLimit, dt.datetime, object]] = []
     reservation = Reservation(estimated_tokens=estimated_tokens)
     for limit in limits:
-        rpm_key, tpm_key, minute_start, minute_end = _minute_window(limit, at)
+        rpm_key, tpm_key, minute_start, minute_end = _minute_windows.get(limit.pk, at, _minute_window, limit)
         if limit.requests_per_minute is not None:
             charges.append(Charge(rpm_key, 1, limit.requests_per_minute, minute_end, must_fit=True))
             reasons.append(("requests_per_minute", limit, minute_end, minute_start))

@@ -25,6 +25,7 @@ from fnmatch import fnmatchcase
 from django.db.models.signals import post_delete, post_save
 
 from connectors.caching import invalidation
+from connectors.caching.bounded_answers import BoundedAnswers
 from connectors.caching.process_cache import ProcessCache
 from usage.formatting import NANOS_PER_UNIT
 
@@ -129,7 +130,7 @@ class PriceTable:
         for patterns in self.negotiated.values():
             patterns.finish()
         self.terms = terms
-        self._found: dict[tuple, PriceVersion | None] = {}
+        self._found = BoundedAnswers(_MAX_KEPT_ANSWERS)  # (connector, models, day) -> PriceVersion | None
 
     @classmethod
     def load(cls) -> PriceTable:
@@ -164,16 +165,7 @@ class PriceTable:
         """The price of the first of ``models`` that has one, as of ``day``; None when none has a price. Kept per
         connector, models and day for the table's life (the table never changes; a changed price loads a new one):
         every execution of a connector asks the same question twice, for its estimate and its cost."""
-        asked = (connector_id, models, day)
-        try:
-            return self._found[asked]
-        except KeyError:
-            pass
-        price = self._find_price(connector_id, models, day)
-        if len(self._found) >= _MAX_KEPT_ANSWERS:
-            self._found.clear()
-        self._found[asked] = price
-        return price
+        return self._found.get((connector_id, models, day), self._find_price, connector_id, models, day)
 
     def _find_price(self, connector_id: str, models: tuple[str, ...], day: dt.date) -> PriceVersion | None:
         terms = self.terms_of(connector_id)
