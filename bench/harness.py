@@ -194,6 +194,14 @@ def start_upstream(port: int, kind: str = "fast") -> subprocess.Popen:
     return process
 
 
+def http_protocol() -> str:
+    """The HTTP protocol ``make run`` serves with: the project's (connectors_admin/http_protocol.py) where the checkout
+    has it, else uvicorn's httptools (an older checkout measured side by side)."""
+    if (ROOT / "connectors_admin" / "http_protocol.py").exists():
+        return "connectors_admin.http_protocol:OneWriteHttpToolsProtocol"
+    return "httptools"
+
+
 def start_app(port: int, env: dict, workers: int = 2, app: str = "connectors_admin.asgi:application",
               command_prefix: tuple[str, ...] = (), start_seconds: float = 30) -> subprocess.Popen:
     """uvicorn serving ``app``; ``command_prefix`` runs it under another program (bench/instructions.py: valgrind),
@@ -201,7 +209,7 @@ def start_app(port: int, env: dict, workers: int = 2, app: str = "connectors_adm
     command = [
         *command_prefix, str(Path(PYTHON).parent / "uvicorn"), app,
         "--host", "127.0.0.1", "--port", str(port),
-        "--workers", str(workers), "--loop", "uvloop", "--http", "httptools",
+        "--workers", str(workers), "--loop", "uvloop", "--http", http_protocol(),
         "--no-access-log", "--log-level", "warning", "--backlog", "4096",
         "--timeout-graceful-shutdown", "10",
     ]
@@ -234,8 +242,14 @@ def worker_pids(pid: int) -> list[int]:
 
 def cpu_seconds(pid: int | str) -> float:
     """The process's user and system CPU time so far (/proc)."""
+    return sum(user_and_system_seconds(pid))
+
+
+def user_and_system_seconds(pid: int | str) -> tuple[float, float]:
+    """The process's user and system CPU time so far, apart (/proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick  # utime, stime
 
 
 def has_thread(pid: int, name: str) -> bool:
@@ -248,11 +262,12 @@ def has_thread(pid: int, name: str) -> bool:
 @contextmanager
 def stack(scenarios: list[str], *, workers: int = 2, upstream: str = "fast", app_env: dict | None = None,
           governed: str = "none", app: str = "connectors_admin.asgi:application", space: str | None = None,
-          command_prefix: tuple[str, ...] = (), start_seconds: float = 30):
+          command_prefix: tuple[str, ...] = (), start_seconds: float = 30,
+          redis_url: str = "redis://127.0.0.1:6379/13"):
     """Start everything for ``scenarios``; yields a Stack; stops everything and drops the database.
 
     ``governed``: "none", or "database" / "redis" to put a budget and a rate limit on every connector (bench/seed.py),
-    counted in the database or in Redis (127.0.0.1:6379, database 13, emptied first). ``app``: the ASGI application
+    counted in the database or in Redis (``redis_url``, by default 127.0.0.1:6379's database 13, emptied first). ``app``: the ASGI application
     uvicorn serves (bench/stage_probe.py wraps the real one). ``space``: run with spaces in use (the module's
     docstring); the space check is made once (``check_spaces``) before the stack is yielded.
     """
@@ -261,7 +276,7 @@ def stack(scenarios: list[str], *, workers: int = 2, upstream: str = "fast", app
         app_env = dict(app_env or {})
         if governed != "none":
             app_env["BENCH_GOVERNED"] = "1"
-            app_env["REDIS_URL"] = "redis://127.0.0.1:6379/13" if governed == "redis" else ""
+            app_env["REDIS_URL"] = redis_url if governed == "redis" else ""
             if governed == "redis":
                 import redis
 

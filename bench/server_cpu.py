@@ -21,7 +21,7 @@ import statistics
 from pathlib import Path
 
 from bench import harness, latency
-from bench.harness import cpu_seconds
+from bench.harness import cpu_seconds, user_and_system_seconds
 from bench.loadgen import Connection, install_uvloop
 
 
@@ -83,12 +83,14 @@ def measure(args, app_env: dict) -> None:
               f"{args.observability or 'app defaults'}, space: {stack.space}, {args.requests} sequential requests a "
               "repeat")
         for _ in range(args.repeats):
-            app, postgres = cpu_seconds(stack.app.pid), postgres_cpu_seconds()
+            (user, system), postgres = user_and_system_seconds(stack.app.pid), postgres_cpu_seconds()
             median = asyncio.run(run(stack.app_port, path, body, headers, args.requests))
-            app = (cpu_seconds(stack.app.pid) - app) / args.requests * 1000
+            user_after, system_after = user_and_system_seconds(stack.app.pid)
+            user, system = ((after - before) / args.requests * 1000
+                            for before, after in ((user, user_after), (system, system_after)))
             postgres = (postgres_cpu_seconds() - postgres) / args.requests * 1000
-            print(f"server CPU {app:.3f} ms/request   PostgreSQL CPU {postgres:.3f} ms/request   latency p50 "
-                  f"{median:.2f} ms")
+            print(f"server CPU {user + system:.3f} ms/request (user {user:.3f}, system {system:.3f})   PostgreSQL CPU "
+                  f"{postgres:.3f} ms/request   latency p50 {median:.2f} ms")
         expected = args.warmup + args.repeats * args.requests
         print(f"events recorded for the connector in space {stack.space}: {stack.count_events(connector)} (expected "
               f"{expected}); {stack.events_summary()}")
