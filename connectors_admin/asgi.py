@@ -87,8 +87,8 @@ connection_created.connect(_note_connection_taken, dispatch_uid="asgi_short_path
 
 
 def api_security_headers(get_response):
-    """What the full stack's SecurityMiddleware, CommonMiddleware (ALLOWED_HOSTS), XFrameOptionsMiddleware and
-    the CSP middleware do to a JSON request and response, for the API's short path.
+    """What the full stack's SecurityMiddleware, CommonMiddleware (ALLOWED_HOSTS, Content-Length),
+    XFrameOptionsMiddleware and the CSP middleware do to a JSON request and response, for the API's short path.
 
     Django's own middleware methods are called directly: they are plain functions of the request or response
     (no I/O), so calling them costs nothing, while running them as middleware would cost a thread hop each.
@@ -102,6 +102,8 @@ def api_security_headers(get_response):
         response = security.process_request(request) or await get_response(request)  # SECURE_SSL_REDIRECT
         response = security.process_response(request, response)  # HSTS, nosniff, Referrer-Policy, COOP
         response = frame_options.process_response(request, response)
+        if not response.streaming and "Content-Length" not in response.headers:  # as CommonMiddleware sets it
+            response.headers["Content-Length"] = str(len(response.content))
         return add_content_security_policy(response)
 
     return markcoroutinefunction(middleware)
