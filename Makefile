@@ -27,8 +27,7 @@ run: $(VENV)/.installed .env
 	$(PY) manage.py migrate --no-input
 	$(PY) manage.py collectstatic --no-input --verbosity 0
 	$(PY) manage.py ensure_admin --url http://$(HOST):$(PORT)/
-	$(VENV)/bin/uvicorn connectors_admin.asgi:application --host $(HOST) --port $(PORT) --no-access-log \
-		--http connectors_admin.http_protocol:OneWriteHttpToolsProtocol
+	$(VENV)/bin/uvicorn connectors_admin.asgi:application --host $(HOST) --port $(PORT) --no-access-log
 
 # Browser tests drive Debian's Chromium through Playwright (Playwright's own browser download cannot work here).
 browser:

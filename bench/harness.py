@@ -194,14 +194,6 @@ def start_upstream(port: int, kind: str = "fast") -> subprocess.Popen:
     return process
 
 
-def http_protocol() -> str:
-    """The HTTP protocol ``make run`` serves with: the project's (connectors_admin/http_protocol.py) where the checkout
-    has it, else uvicorn's httptools (an older checkout measured side by side)."""
-    if (ROOT / "connectors_admin" / "http_protocol.py").exists():
-        return "connectors_admin.http_protocol:OneWriteHttpToolsProtocol"
-    return "httptools"
-
-
 def start_app(port: int, env: dict, workers: int = 2, app: str = "connectors_admin.asgi:application",
               command_prefix: tuple[str, ...] = (), start_seconds: float = 30) -> subprocess.Popen:
     """uvicorn serving ``app``; ``command_prefix`` runs it under another program (bench/instructions.py: valgrind),
@@ -209,7 +201,7 @@ def start_app(port: int, env: dict, workers: int = 2, app: str = "connectors_adm
     command = [
         *command_prefix, str(Path(PYTHON).parent / "uvicorn"), app,
         "--host", "127.0.0.1", "--port", str(port),
-        "--workers", str(workers), "--loop", "uvloop", "--http", http_protocol(),
+        "--workers", str(workers), "--loop", "uvloop", "--http", "httptools",
         "--no-access-log", "--log-level", "warning", "--backlog", "4096",
         "--timeout-graceful-shutdown", "10",
     ]

@@ -251,3 +251,13 @@ def test_a_new_api_key_is_shown_once_and_never_stored_in_the_session(client, ope
 def test_login_page_still_logs_in(client, operator):
     response = client.post("/accounts/login/", {"username": operator.username, "password": PASSWORD})
     assert response.status_code == 302
+
+
+def test_the_api_short_path_sends_a_content_length_as_the_full_stack_does(asgi_live_server, operator, make_connector):
+    connector = make_connector()
+    headers = {"Authorization": basic_auth(operator)}
+    for path in (f"/api/actions/connector/{connector.pk}", "/api/actions/connectors", "/api/actions/connector/none"):
+        response = httpx.get(f"{asgi_live_server.url}{path}", headers=headers)
+        assert response.status_code in (200, 404)
+        assert int(response.headers["content-length"]) == len(response.content) > 0
+        assert "transfer-encoding" not in response.headers  # not chunked

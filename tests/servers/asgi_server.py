@@ -13,7 +13,6 @@ connection of this process shares; with PostgreSQL it is the usual test database
 
 The server's lifespan is off; the fixture starts the event writer for each test instead (see asgi_live_server).
 Because the server runs in this process, settings overrides (``settings`` fixture) and monkeypatches apply to it.
-It speaks HTTP with the protocol ``make run`` serves with (connectors_admin/http_protocol.py).
 """
 
 from __future__ import annotations
@@ -25,8 +24,6 @@ from dataclasses import dataclass
 
 import pytest
 import uvicorn
-
-from connectors_admin.http_protocol import PROTOCOL as HTTP_PROTOCOL  # as `make run` serves
 
 
 @dataclass
@@ -51,8 +48,7 @@ def start_asgi_server(app: str = "connectors_admin.asgi:application", host: str 
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, http=HTTP_PROTOCOL, lifespan="off", log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=2)
+    config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False, timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)
     failure: list[BaseException] = []
 
