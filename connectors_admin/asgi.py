@@ -70,6 +70,7 @@ API_PREFIX = "/api/"
 SPACE_URL_PREFIX = "/s/"
 SHUTDOWN_EXECUTIONS_WAIT_SECONDS = 30
 CREDENTIAL_SCHEMES = (b"basic ", b"apikey ", b"bearer ")
+NO_CONTENT_LENGTH = frozenset((204, 304))
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 RESOLVED_PATHS_KEPT = 4096  # distinct API paths (one per connector and route) whose URL resolution is kept
 
@@ -102,7 +103,10 @@ def api_security_headers(get_response):
         response = security.process_request(request) or await get_response(request)  # SECURE_SSL_REDIRECT
         response = security.process_response(request, response)  # HSTS, nosniff, Referrer-Policy, COOP
         response = frame_options.process_response(request, response)
-        if not response.streaming and "Content-Length" not in response.headers:  # as CommonMiddleware sets it
+        # As CommonMiddleware sets it, but never on a 204 or a 304 (RFC 9110 8.6: the 204 the API answers a DELETE
+        # with has no Content-Length, as Kibana's has none).
+        if (not response.streaming and response.status_code not in NO_CONTENT_LENGTH
+                and "Content-Length" not in response.headers):
             response.headers["Content-Length"] = str(len(response.content))
         return add_content_security_policy(response)
 

@@ -253,7 +253,8 @@ def test_login_page_still_logs_in(client, operator):
     assert response.status_code == 302
 
 
-def test_the_api_short_path_sends_a_content_length_as_the_full_stack_does(asgi_live_server, operator, make_connector):
+def test_the_api_short_path_sends_a_content_length_as_the_full_stack_does(asgi_live_server, operator, connector_admin,
+                                                                         make_connector):
     connector = make_connector()
     headers = {"Authorization": basic_auth(operator)}
     for path in (f"/api/actions/connector/{connector.pk}", "/api/actions/connectors", "/api/actions/connector/none"):
@@ -261,3 +262,7 @@ def test_the_api_short_path_sends_a_content_length_as_the_full_stack_does(asgi_l
         assert response.status_code in (200, 404)
         assert int(response.headers["content-length"]) == len(response.content) > 0
         assert "transfer-encoding" not in response.headers  # not chunked
+    deleted = httpx.delete(f"{asgi_live_server.url}/api/actions/connector/{connector.pk}",
+                           headers={"Authorization": basic_auth(connector_admin), "kbn-xsrf": "true"})
+    assert deleted.status_code == 204
+    assert "content-length" not in deleted.headers  # RFC 9110: none on a 204, as Kibana sends none
