@@ -2,6 +2,7 @@
 settings."""
 
 import base64
+import gc
 import logging
 from unittest import mock
 
@@ -120,6 +121,18 @@ def shipped_prices(db):
     from usage.governance.pricing.shipped_prices import load_price_file
 
     load_price_file(Price, "prices-2026-11-29.yaml")
+
+
+@pytest.fixture(autouse=True)
+def _garbage_collector_as_it_was():
+    """A test that runs the ASGI lifespan's start-up in this process also settles its garbage collector as a server's
+    (connectors_admin/worker_warm_up.py): everything then loaded frozen, the youngest generation's threshold raised.
+    Undone after it, so that the other tests run with the collector as Python sets it."""
+    threshold = gc.get_threshold()
+    yield
+    if gc.get_freeze_count():
+        gc.unfreeze()
+    gc.set_threshold(*threshold)
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,5 @@
-"""A new server process imports its URL configuration and builds its TLS context at start-up, not on its first request.
+"""A new server process imports its URL configuration and builds its TLS context at start-up, not on its first request;
+and it settles its garbage collector (connectors_admin/worker_warm_up.py).
 
 Run in a fresh interpreter (this test process has long imported everything): the ASGI application's lifespan
 start-up, then, before any request, what the first request used to load is there.
@@ -12,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 STARTUP = """
-import asyncio, sys
+import asyncio, gc, sys
 from connectors_admin import asgi
 from connectors.outbound.transport import ssl_context_for
 
@@ -29,6 +30,7 @@ async def start_and_stop():
         if message["type"] == "lifespan.startup.complete":
             print("views imported:", "connectors.api.kibana" in sys.modules)
             print("TLS contexts built:", ssl_context_for.cache_info().currsize)
+            print("objects frozen:", gc.get_freeze_count() > 10_000, "youngest threshold:", gc.get_threshold()[0])
 
     await asgi.application({"type": "lifespan"}, messages.get, send)
     print("lifespan:", sent)
@@ -52,4 +54,6 @@ def test_the_lifespan_start_up_loads_what_the_first_request_used_to(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "views imported: True" in result.stdout
     assert "TLS contexts built: 1" in result.stdout
+    # What the process has loaded is out of the garbage collector's sight, and its youngest generation waits longer.
+    assert "objects frozen: True youngest threshold: 10000" in result.stdout
     assert "lifespan: ['lifespan.startup.complete', 'lifespan.shutdown.complete']" in result.stdout
