@@ -22,30 +22,27 @@ from pathlib import Path
 
 _inner = None
 _seen = 0
+_first, _end = 0, 0  # the measured requests: from the _first-th to the one before the _end-th (set on the first call)
 _collections = {generation: [0, 0.0] for generation in range(3)}
 _started = [0.0]
 
 
-def _measuring() -> bool:
-    skip = int(os.environ["GC_PAUSES_SKIP"])
-    return skip <= _seen < skip + int(os.environ["GC_PAUSES_REQUESTS"])
-
-
 def _timed(phase: str, info: dict) -> None:
-    if not _measuring():
-        return
     if phase == "start":
         _started[0] = time.perf_counter()
-    else:
+    elif _first <= _seen < _end:
+        stopped = time.perf_counter()
         entry = _collections[info["generation"]]
         entry[0] += 1
-        entry[1] += time.perf_counter() - _started[0]
+        entry[1] += stopped - _started[0]
 
 
 async def application(scope, receive, send):
     """The project's ASGI application, with the collector's work counted (served by uvicorn in the worker)."""
-    global _inner, _seen
+    global _inner, _seen, _first, _end
     if _inner is None:
+        _first = int(os.environ["GC_PAUSES_SKIP"])
+        _end = _first + int(os.environ["GC_PAUSES_REQUESTS"])
         from connectors_admin.asgi import application as inner
 
         if os.environ.get("GC_PAUSES_PYTHON_DEFAULTS"):  # before the lifespan's start-up, which this call is
@@ -57,7 +54,7 @@ async def application(scope, receive, send):
         _inner = inner
     if scope["type"] == "http":
         _seen += 1
-        if _seen == int(os.environ["GC_PAUSES_SKIP"]) + int(os.environ["GC_PAUSES_REQUESTS"]):
+        if _seen == _end:
             Path(os.environ["GC_PAUSES_OUT"]).write_text(json.dumps({
                 "collections": _collections, "threshold": gc.get_threshold(), "frozen": gc.get_freeze_count(),
                 "tracked": len(gc.get_objects()),

@@ -83,11 +83,11 @@ def measure(args, app_env: dict) -> None:
               f"{args.observability or 'app defaults'}, space: {stack.space}, {args.requests} sequential requests a "
               "repeat")
         for _ in range(args.repeats):
-            (user, system), postgres = user_and_system_seconds(stack.app.pid), postgres_cpu_seconds()
+            (user_before, system_before), postgres = user_and_system_seconds(stack.app.pid), postgres_cpu_seconds()
             median = asyncio.run(run(stack.app_port, path, body, headers, args.requests))
             user_after, system_after = user_and_system_seconds(stack.app.pid)
-            user, system = ((after - before) / args.requests * 1000
-                            for before, after in ((user, user_after), (system, system_after)))
+            user = (user_after - user_before) / args.requests * 1000
+            system = (system_after - system_before) / args.requests * 1000
             postgres = (postgres_cpu_seconds() - postgres) / args.requests * 1000
             print(f"server CPU {user + system:.3f} ms/request (user {user:.3f}, system {system:.3f})   PostgreSQL CPU "
                   f"{postgres:.3f} ms/request   latency p50 {median:.2f} ms")
