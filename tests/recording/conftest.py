@@ -1,5 +1,7 @@
 """Fixtures of the event-log recording tests."""
 
+import contextlib
+
 import pytest
 
 from connectors_admin.database_availability import availability
@@ -19,11 +21,14 @@ def database_behind_proxy(transactional_db):
     connection.close()
     connection.close_pool()  # the next connection makes a pool that connects through the proxy
     settings_dict["HOST"], settings_dict["PORT"] = "127.0.0.1", str(proxy.port)
-    yield proxy
-    if not proxy.running:
-        proxy.start()
-    connection.close()
-    connection.close_pool()
-    settings_dict["HOST"], settings_dict["PORT"] = original
-    proxy.stop()
-    availability.reset()
+    try:
+        yield proxy
+    finally:  # the next tests find PostgreSQL where it was, whatever happened to the proxy
+        if not proxy.running:
+            with contextlib.suppress(OSError):
+                proxy.start()  # what still holds a connection through it closes it cleanly
+        connection.close()
+        connection.close_pool()
+        settings_dict["HOST"], settings_dict["PORT"] = original
+        proxy.stop()
+        availability.reset()

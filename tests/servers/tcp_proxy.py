@@ -2,7 +2,9 @@
 
 Stopped, it closes its listening socket, so that new connections are refused (what a stopped database server
 gives), and cuts every connection it carries (what that server's clients see). Started again, it listens on the
-same port::
+same port. That port is taken below the kernel's ephemeral range: while the proxy is stopped, no outgoing
+connection can be given it as its own port (nor connect to itself on it, as a client retrying a refused port in
+that range now and then does), which would leave the port taken when the proxy starts again::
 
     proxy = TcpProxy("127.0.0.1", 5432).start()
     ...  # connect to 127.0.0.1:proxy.port
@@ -12,8 +14,12 @@ same port::
 
 from __future__ import annotations
 
+import random
 import socket
 import threading
+from pathlib import Path
+
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
 
 class TcpProxy:
@@ -26,10 +32,7 @@ class TcpProxy:
         self._lock = threading.Lock()
 
     def start(self) -> TcpProxy:
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((self.host, self.port))
-        listener.listen(128)
+        listener = self._listen_on_the_same_port() if self.port else self._listen_below_the_ephemeral_range()
         self.port = listener.getsockname()[1]
         self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), name="tcp-proxy", daemon=True).start()
@@ -46,6 +49,19 @@ class TcpProxy:
                 sock.shutdown(socket.SHUT_RDWR)  # its pump thread then reads the end and closes it
             except OSError:
                 pass
+
+    def _listen_on_the_same_port(self) -> socket.socket:
+        return _listener(self.host, self.port)
+
+    def _listen_below_the_ephemeral_range(self) -> socket.socket:
+        lowest_ephemeral = int(EPHEMERAL_RANGE.read_text().split()[0]) if EPHEMERAL_RANGE.exists() else 32768
+        candidates = random.sample(range(max(1024, lowest_ephemeral - 12000), lowest_ephemeral), 200)
+        for port in candidates:
+            try:
+                return _listener(self.host, port)
+            except OSError:
+                continue  # taken by another listener
+        raise OSError(f"no free port below {lowest_ephemeral} after {len(candidates)} tries")
 
     @property
     def running(self) -> bool:
@@ -86,3 +102,15 @@ class TcpProxy:
             with self._lock:
                 self._sockets.discard(source)
             source.close()  # each socket is the source of one pump: closed once, by the thread that reads it
+
+
+def _listener(host: str, port: int) -> socket.socket:
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(128)
+    except OSError:
+        listener.close()
+        raise
+    return listener
