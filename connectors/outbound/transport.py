@@ -2,10 +2,10 @@
 (docs/KIBANA.md, 'Networking settings').
 
 One pooled client per distinct transport profile (proxy or not, TLS settings), per event loop, reused across
-requests. Direct connections, the hot path, go through aiohttp: its pool and C parser cost a fraction of httpx's
-CPU per request (docs/PERFORMANCE.md: 96 vs 427 us sequentially, and httpx's pool scan grows with the requests
-in flight). Connections through a proxy go through httpx, which verifies an https proxy with its own TLS settings
-(proxyVerificationMode) apart from the target's; aiohttp uses one TLS context for both.
+requests. Direct connections, the hot path, go through the project's own HTTP/1.1 client
+(connectors/outbound/direct_http.py: httptools' C parser on pooled connections, a third of aiohttp's CPU per
+request, docs/PERFORMANCE.md "An own HTTP client"). Connections through a proxy go through httpx, which verifies an
+https proxy with its own TLS settings (proxyVerificationMode) apart from the target's.
 
 Every request and every redirect target is checked against allowedHosts; responses are read up to
 maxResponseContentLength; the whole exchange is bounded by max(responseTimeout, the call's timeout).
@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import urljoin, urlsplit
 
-import aiohttp
 import certifi
 import httpx
 from django.conf import settings
@@ -37,6 +36,7 @@ from multidict import CIMultiDict
 from connectors.actions_config import ActionsConfig, TLSSettings, default_port
 from connectors.caching.kept_under_config import KeptUnderConfig
 from connectors.event_loops import PerEventLoop
+from connectors.outbound import direct_http
 from connectors.outbound.masking import StreamMasker, mask_secret
 from connectors.outbound.providers import ConnectorTLS, UpstreamRequest
 from connectors.validation import url_origin
@@ -184,17 +184,17 @@ def masked_error(error: OutboundError, secret: str) -> OutboundError:
     return type(error)(masked, retry=error.retry, code=error.code)
 
 
-class _AiohttpExchange(Exchange):
-    def __init__(self, response: aiohttp.ClientResponse, where: str, secret: str = ""):
+class _DirectExchange(Exchange):
+    def __init__(self, response: direct_http.Response, where: str, secret: str = ""):
         super().__init__(where, secret)
         self._response = response
         self._take_head(response.status, response.headers, response.reason)
 
     async def _raw_chunks(self) -> AsyncIterator[bytes]:
         try:
-            async for chunk in self._response.content.iter_any():
+            async for chunk in self._response.chunks():
                 yield chunk
-        except aiohttp.ClientError as exc:
+        except direct_http.HTTPClientError as exc:
             error = self.broken(exc)
             raise error from error.__cause__
 
@@ -202,24 +202,21 @@ class _AiohttpExchange(Exchange):
         """A non-streamed answer with a Content-Length and no Content-Encoding (every provider's JSON, in practice)
         read in one go and masked once: the same bytes as ``chunks()`` joined (``mask_secret`` is what
         ``StreamMasker`` does across chunks), without two async generators and a masker per call. A compressed
-        body (aiohttp inflates it, so the length is not the body's) and an answer without a body keep the chunks."""
+        body (inflated as it is read, so the length is not the body's) and an answer without a body keep the
+        chunks."""
         response = self._response
-        encoding = response.headers.get("content-encoding", "identity").strip().lower()
-        if encoding != "identity" or response.status in NO_BODY_STATUSES:
+        if response.encoding != "identity" or response.status in NO_BODY_STATUSES:
             return None
         try:
-            body = await response.content.readexactly(length)
-        except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:  # cut short, or the connection broke
+            body = await response.read_exactly(length)
+        except direct_http.HTTPClientError as exc:  # cut short, or the connection broke
             error = self.broken(exc)
             raise error from error.__cause__
         return mask_secret(body, self.secret)
 
     async def aclose(self) -> None:
         # A body read to its end gives the connection back to the pool; anything else closes it.
-        if self._response.content.at_eof():
-            self._response.release()
-        else:
-            self._response.close()
+        self._response.release()
 
 
 class _HttpxExchange(Exchange):
@@ -303,19 +300,12 @@ def _load_client_certificate(context: ssl.SSLContext, certificate: str, key: str
         context.load_cert_chain(handle.name)
 
 
-def _new_session(profile: TransportProfile) -> aiohttp.ClientSession:
-    """The direct (no proxy) client."""
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(
-            ssl=ssl_context_for(profile.tls),
-            limit=settings.OUTBOUND_MAX_CONNECTIONS,
-            limit_per_host=0,
-            keepalive_timeout=KEEPALIVE_SECONDS,
-        ),
-        cookie_jar=aiohttp.DummyCookieJar(),  # never carry one provider's cookies into another call
-        trust_env=False,  # only ACTIONS_CONFIG decides about proxies, never HTTP_PROXY & co.
-        timeout=aiohttp.ClientTimeout(total=None),  # the deadline is set around the whole exchange
-    )
+def _new_direct_client(profile: TransportProfile) -> direct_http.DirectClient:
+    """The direct (no proxy) client. It keeps no cookies (one provider's never reach another call) and reads no
+    proxy from the environment (only ACTIONS_CONFIG decides about proxies); the deadline is set around the whole
+    exchange (``send``)."""
+    return direct_http.DirectClient(ssl_context_for(profile.tls), limit=settings.OUTBOUND_MAX_CONNECTIONS,
+                                    keepalive_seconds=KEEPALIVE_SECONDS)
 
 
 def proxy_for(profile: TransportProfile) -> httpx.Proxy:
@@ -355,13 +345,13 @@ class _LoopClients(dict):
 _clients: PerEventLoop[_LoopClients] = PerEventLoop(_LoopClients)
 
 
-def client_for(profile: TransportProfile) -> aiohttp.ClientSession | httpx.AsyncClient:
+def client_for(profile: TransportProfile) -> direct_http.DirectClient | httpx.AsyncClient:
     """The profile's pooled client in this event loop (connections belong to a loop; uvicorn has one, but test
     clients may run each request in a new one)."""
     per_loop = _clients.get()
     client = per_loop.get(profile)
     if client is None:
-        client = per_loop[profile] = _new_proxied_client(profile) if profile.proxy_url else _new_session(profile)
+        client = per_loop[profile] = _new_proxied_client(profile) if profile.proxy_url else _new_direct_client(profile)
     return client
 
 
@@ -417,7 +407,7 @@ def _keeps_credentials(source: str, target: str) -> bool:
 
 
 def _ssl_error_in(exc: BaseException | None) -> ssl.SSLError | None:
-    """The ssl module's own error behind a client's exception (aiohttp's also subclass ssl.SSLError)."""
+    """The ssl module's own error behind a client's exception."""
     for _depth in range(10):
         if exc is None:
             return None
@@ -431,7 +421,7 @@ def _ssl_error_in(exc: BaseException | None) -> ssl.SSLError | None:
 def _describe_failure(exc: BaseException, url: str, timeout: float, proxy_url: str = "") -> OutboundError:
     """A safe message for a failed exchange, from either client's exceptions."""
     where = _where(url, proxy_url)
-    if isinstance(exc, (httpx.TimeoutException, TimeoutError, aiohttp.ServerTimeoutError)):
+    if isinstance(exc, (httpx.TimeoutException, TimeoutError)):
         # axios's own words for its timeout, which Kibana users search their logs and event log for.
         return UpstreamTimeout(f"timeout of {round(timeout * 1000)}ms exceeded")
     if isinstance(exc, httpx.ProxyError):
@@ -442,19 +432,20 @@ def _describe_failure(exc: BaseException, url: str, timeout: float, proxy_url: s
         reason = getattr(cause, "verify_message", None) or getattr(cause, "reason", None) or str(cause or exc)
         code = _TLS_CODES.get(getattr(cause, "verify_code", None), "EPROTO")
         return TLSFailure(f"TLS connection to {where} failed: {str(reason).rstrip('.')}.", code=code)
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        reason = exc.os_error.strerror or str(exc.os_error) if exc.os_error else "connection failed"
+    if isinstance(exc, direct_http.ConnectFailed):
+        reason = getattr(exc.os_error, "strerror", None) or str(exc.os_error) or "connection failed"
         return UpstreamUnreachable(f"Could not connect to {where}: {reason}.", code=_errno_code(exc, "ECONNREFUSED"))
     if isinstance(exc, httpx.ConnectError):
         return UpstreamUnreachable(f"Could not connect to {where}: {exc or 'connection failed'}.",
                                    code=_errno_code(exc, "ECONNREFUSED"))
-    if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, aiohttp.ServerDisconnectedError,
-                        aiohttp.ClientPayloadError, aiohttp.ClientOSError)):
+    if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, direct_http.ConnectionBroke)):
         return UpstreamUnreachable(f"The connection to {where} broke: {exc or type(exc).__name__}.",
                                    code=_errno_code(exc, "ECONNRESET"))
-    if isinstance(exc, aiohttp.ClientResponseError):  # a malformed response head, among others
-        return UpstreamUnreachable(f"The response from {where} could not be read: {exc.message or type(exc).__name__}.",
+    if isinstance(exc, direct_http.MalformedResponse):  # a malformed response head, among others
+        return UpstreamUnreachable(f"The response from {where} could not be read: {exc or type(exc).__name__}.",
                                    code="ERR_BAD_RESPONSE")
+    if isinstance(exc, direct_http.InvalidRequest):
+        return UpstreamUnreachable(f"The request to {where} was not sent: {exc}", code="ERR_INVALID_CHAR")
     return UpstreamUnreachable(f"The request to {where} failed: {type(exc).__name__}.", code="ERR_NETWORK")
 
 
@@ -494,9 +485,8 @@ async def _send_once(profile: TransportProfile, method: str, url: str, headers: 
         if isinstance(client, httpx.AsyncClient):
             request = client.build_request(method, url, headers=headers, content=body)
             return _HttpxExchange(await client.send(request, stream=True), where, secret)
-        response = await client.request(method, url, headers=headers, data=body, allow_redirects=False)
-        return _AiohttpExchange(response, where, secret)
-    except (httpx.HTTPError, aiohttp.ClientError) as exc:
+        return _DirectExchange(await client.request(method, url, headers, body), where, secret)
+    except (httpx.HTTPError, direct_http.HTTPClientError) as exc:
         # Not chained: a malformed status line or header is quoted in the client's exception, key and all.
         raise masked_error(_describe_failure(exc, url, timeout, profile.proxy_url), secret) from None
 
