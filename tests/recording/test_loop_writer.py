@@ -73,7 +73,7 @@ def test_the_loop_writes_concurrent_events_in_batches_each_once():
         assert loop_writer is not None and loop_writer.loop is asyncio.get_running_loop()
         outcomes = await asyncio.gather(*(recording.record_execution(event) for event in events))
         # Answered after the commit: the events are in the database now, before any flush.
-        count = await asyncio.to_thread(lambda: ExecutionEvent.objects.filter(connector_id=CONNECTOR).count())
+        count = await asyncio.to_thread(_stored_count)
         return outcomes, count, loop_writer, recording._writer.batches_written
 
     sent, (outcomes, count, loop_writer, thread_batches) = asyncio.run(served(body))
@@ -104,16 +104,29 @@ def test_with_the_setting_off_the_thread_writes_them():
 
 
 def test_a_connection_the_database_cut_hands_the_batch_to_the_thread_and_nothing_is_lost_or_doubled():
-    """The server ends the loop's connection (as a restarted database or a failover does): the next batch fails on
-    it and goes to the writer thread, which writes it; the batch after that reconnects."""
+    """The server ends the loop's connection as a batch is about to be sent on it (as a restarted database or a
+    failover does): the batch fails on it and goes to the writer thread, which writes it; the batch after that
+    reconnects. (A connection ended between batches is noticed before the next one: the test after this one.)"""
+    original = loop_writing.LoopWriter._run
+
+    async def cut_first(self, pgconn, statement, parameters):
+        if not cut:
+            cut.append(self._connection.info.backend_pid)
+            await asyncio.to_thread(_terminate, cut[0])
+        return await original(self, pgconn, statement, parameters)
+
+    cut = []
 
     async def body():
         loop_writer = recording._loop_writer
         await recording.record_execution(make_event(0))  # opens the loop's connection
-        backend = loop_writer._connection.info.backend_pid
-        await asyncio.to_thread(_terminate, backend)
-        first = await asyncio.gather(*(recording.record_execution(make_event(i)) for i in range(1, 11)))
-        second = await asyncio.gather(*(recording.record_execution(make_event(i)) for i in range(11, 21)))
+        cut.clear()
+        loop_writing.LoopWriter._run = cut_first
+        try:
+            first = await asyncio.gather(*(recording.record_execution(make_event(i)) for i in range(1, 11)))
+            second = await asyncio.gather(*(recording.record_execution(make_event(i)) for i in range(11, 21)))
+        finally:
+            loop_writing.LoopWriter._run = original
         return first + second, loop_writer, recording._writer.events_committed
 
     _sent, (outcomes, loop_writer, committed_by_thread) = asyncio.run(served(body))
@@ -126,9 +139,52 @@ def test_a_connection_the_database_cut_hands_the_batch_to_the_thread_and_nothing
     assert loop_writer.events_committed > 1  # the loop reconnected for the later batches
 
 
+def test_a_connection_the_database_ends_between_batches_is_noticed_and_the_next_batch_reconnects():
+    """The loop watches its connection between batches (usage/recording/loop_writer.py, ``_readable``): the server's
+    end of it is read when it comes, the socket is no longer watched (no busy loop on a closed socket), and the next
+    batch opens a new connection and is written by the loop, not handed over."""
+
+    async def body():
+        loop_writer = recording._loop_writer
+        await recording.record_execution(make_event(0))
+        backend = loop_writer._connection.info.backend_pid
+        await asyncio.to_thread(_terminate, backend)
+        for _ in range(100):
+            if loop_writer._watched is None:
+                break
+            await asyncio.sleep(0.01)
+        noticed = loop_writer._watched is None and loop_writer._connection.closed
+        cpu_before = time.process_time()
+        await asyncio.sleep(0.3)  # nothing to write: nothing should run
+        idle_cpu = time.process_time() - cpu_before
+        outcome = await recording.record_execution(make_event(1))
+        return noticed, idle_cpu, outcome, loop_writer
+
+    _sent, (noticed, idle_cpu, outcome, loop_writer) = asyncio.run(served(body))
+
+    assert noticed
+    assert idle_cpu < 0.1, idle_cpu
+    assert outcome == recording.COMMITTED
+    assert loop_writer.events_committed == 2 and loop_writer.events_handed_over == 0
+    assert stored_messages() == ["event 0", "event 1"]
+
+
+def _stored_count() -> int:
+    """From a thread of the loop's executor, its connection closed after (see ``_terminate``)."""
+    try:
+        return ExecutionEvent.objects.filter(connector_id=CONNECTOR).count()
+    finally:
+        connection.close()
+
+
 def _terminate(backend_pid: int) -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_terminate_backend(%s)", [backend_pid])
+    """From a thread of the loop's executor: its connection is closed here, or the test database would still
+    have a session when it is dropped."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [backend_pid])
+    finally:
+        connection.close()
 
 
 def test_a_caller_cancelled_while_it_waits_still_gets_its_event_written():
@@ -136,13 +192,13 @@ def test_a_caller_cancelled_while_it_waits_still_gets_its_event_written():
 
     async def body():
         release = asyncio.Event()
-        original = loop_writing.LoopWriter._cursor_of
+        original = loop_writing.LoopWriter._connection_of
 
         async def held(self, db):
             await release.wait()
             return await original(self, db)
 
-        loop_writing.LoopWriter._cursor_of = held
+        loop_writing.LoopWriter._connection_of = held
         try:
             waiting = asyncio.ensure_future(recording.record_execution(event))
             await asyncio.sleep(0.05)
@@ -153,7 +209,7 @@ def test_a_caller_cancelled_while_it_waits_still_gets_its_event_written():
             while recording._loop_writer.pending:
                 await asyncio.sleep(0.01)
         finally:
-            loop_writing.LoopWriter._cursor_of = original
+            loop_writing.LoopWriter._connection_of = original
 
     asyncio.run(served(body))
 
@@ -166,7 +222,7 @@ def test_shutdown_writes_what_the_loop_still_holds():
     from django.test import override_settings
 
     gate = {}
-    original = loop_writing.LoopWriter._cursor_of
+    original = loop_writing.LoopWriter._connection_of
 
     async def held(self, db):
         await gate["open"].wait()
@@ -174,15 +230,15 @@ def test_shutdown_writes_what_the_loop_still_holds():
 
     async def body():
         gate["open"] = asyncio.Event()
-        loop_writing.LoopWriter._cursor_of = held
+        loop_writing.LoopWriter._connection_of = held
         await asyncio.gather(*(recording.record_execution(make_event(i)) for i in range(50)))
-        return await asyncio.to_thread(lambda: ExecutionEvent.objects.filter(connector_id=CONNECTOR).count())
+        return await asyncio.to_thread(_stored_count)
 
     try:
         with override_settings(EVENT_WRITE_BEHIND=True):
             sent, before = asyncio.run(served(body, before_shutdown=lambda: gate["open"].set()))
     finally:
-        loop_writing.LoopWriter._cursor_of = original
+        loop_writing.LoopWriter._connection_of = original
 
     assert before == 0
     assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]

@@ -2,9 +2,9 @@
 
 Stopped, it closes its listening socket, so that new connections are refused (what a stopped database server
 gives), and cuts every connection it carries (what that server's clients see). Started again, it listens on the
-same port. That port is taken below the kernel's ephemeral range: while the proxy is stopped, no outgoing
-connection can be given it as its own port (nor connect to itself on it, as a client retrying a refused port in
-that range now and then does), which would leave the port taken when the proxy starts again::
+same port: stopping wakes the thread blocked in accept(), which would otherwise keep the port listening. The port
+is taken below the kernel's ephemeral range, so that while the proxy is stopped no outgoing connection is given it
+as its own port (nor connects to itself on it, as a client retrying a refused port in that range can)::
 
     proxy = TcpProxy("127.0.0.1", 5432).start()
     ...  # connect to 127.0.0.1:proxy.port
@@ -43,6 +43,12 @@ class TcpProxy:
             listener, self._listener = self._listener, None
             carried, self._sockets = self._sockets, set()
         if listener is not None:
+            try:
+                # Wakes the thread blocked in accept(): close() alone does not, and until accept() returns the
+                # socket stays listening on the port, which start() could then not take again.
+                listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             listener.close()
         for sock in carried:
             try:
