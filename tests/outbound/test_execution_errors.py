@@ -266,3 +266,16 @@ def test_the_execute_api_answers_an_upstream_failure_with_http_200_and_the_envel
     assert SECRET not in response.content.decode() and SECRET not in caplog.text
     event = ExecutionEvent.objects.get()
     assert event.outcome == "failure" and event.error_message == envelope["service_message"]
+
+
+def test_a_key_that_would_split_the_request_is_never_sent(make_connector, fake_openai, caplog):
+    """A stored key holding a line break (the form refuses one; a key stored otherwise, or decrypted wrong, might):
+    the client refuses to write the request, so no header is injected upstream, and the failure says so without
+    the key."""
+    execution = run(make_connector(api_url=fake_openai.url("ok"), api_key=SECRET + "\r\nX-Injected: 1"))
+    message = execution.envelope["service_message"]
+    assert message.startswith("Status code: undefined. Message: Unexpected API Error: ERR_INVALID_CHAR - "
+                              f"The request to 127.0.0.1:{fake_openai.port} was not sent")
+    assert SECRET not in message and "X-Injected" not in message
+    assert fake_openai.requests == []
+    assert_recorded_once(execution, caplog, outcome="failure")
