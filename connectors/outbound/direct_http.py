@@ -31,6 +31,7 @@ import httptools
 from multidict import CIMultiDict
 
 from connectors.actions_config import default_port
+from connectors.validation import url_origin
 
 MAX_BUFFERED = 256 * 1024  # bytes received and not yet read before the socket stops being read
 INFLATED_PIECE = 64 * 1024  # the most a compressed body's piece inflates to at a time
@@ -74,16 +75,18 @@ class Target(NamedTuple):
 
 @lru_cache(maxsize=1024)
 def target_of(url: str) -> Target:
+    origin = url_origin(url)
+    if origin is None:
+        raise InvalidRequest("The URL's port is not a number.")
+    scheme, host, port = origin
     parts = urlsplit(url)
-    scheme, host = parts.scheme.lower(), parts.hostname or ""
-    port = parts.port or default_port(scheme)
     ascii_host = host.encode("idna").decode("ascii") if not host.isascii() else host
     shown_host = f"[{ascii_host}]" if ":" in ascii_host else ascii_host
     host_header = shown_host if port == default_port(scheme) else f"{shown_host}:{port}"
     path = quote(parts.path or "/", safe="/%:@!$&'()*+,;=-._~")
     if parts.query:
         path += "?" + quote(parts.query, safe="/%:@!$&'()*+,;=-._~?")
-    return Target((scheme, host, port), host_header.encode("ascii"), path.encode("ascii"))
+    return Target(origin, host_header.encode("ascii"), path.encode("ascii"))
 
 
 def request_head(method: str, target: Target, headers: dict[str, str], body: bytes | None) -> bytes:
@@ -106,7 +109,7 @@ def request_head(method: str, target: Target, headers: dict[str, str], body: byt
 
 class Response:
     """A response whose head has arrived: ``status``, ``reason``, ``headers`` (case-insensitive, repeated names
-    kept), and its body by ``chunks()`` or ``read_exactly()``. ``release()`` ends it."""
+    kept), and its body by ``chunks()`` or ``read()``. ``release()`` ends it."""
 
     def __init__(self, connection: _Connection):
         self._connection = connection
@@ -138,8 +141,9 @@ class Response:
             if rest:
                 yield rest
 
-    async def read_exactly(self, length: int) -> bytes:
-        """The whole body of a response that declared ``length`` (not compressed)."""
+    async def read(self) -> bytes:
+        """The whole body, as it came (not inflated): the parser holds it to its declared length, and a connection
+        that ends before it raises ConnectionBroke."""
         chunks = []
         while (chunk := await self._connection.next_chunk()) is not None:
             chunks.append(chunk)
@@ -418,6 +422,7 @@ class DirectClient:
 
     async def _connect(self, origin: tuple[str, str, int]) -> _Connection:
         scheme, host, port = origin
+        connection = None
         self._connecting += 1
         try:
             _transport, connection = await self.loop.create_connection(
@@ -425,14 +430,11 @@ class DirectClient:
                 ssl=self._ssl if scheme == "https" else None, server_hostname=host if scheme == "https" else None,
             )
         except (OSError, ValueError) as exc:  # refused, unreachable, a name that does not resolve, a TLS failure
-            self._connecting -= 1
-            self._next_turn()
             raise ConnectFailed(exc) from exc
-        except BaseException:
+        finally:
             self._connecting -= 1
-            self._next_turn()
-            raise
-        self._connecting -= 1
+            if connection is None:  # failed or cancelled: the place it held is free for a caller waiting its turn
+                self._next_turn()
         self._open.add(connection)
         return connection
 

@@ -208,7 +208,7 @@ class _DirectExchange(Exchange):
         if response.encoding != "identity" or response.status in NO_BODY_STATUSES:
             return None
         try:
-            body = await response.read_exactly(length)
+            body = await response.read()
         except direct_http.HTTPClientError as exc:  # cut short, or the connection broke
             error = self.broken(exc)
             raise error from error.__cause__

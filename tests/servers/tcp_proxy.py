@@ -32,7 +32,7 @@ class TcpProxy:
         self._lock = threading.Lock()
 
     def start(self) -> TcpProxy:
-        listener = self._listen_on_the_same_port() if self.port else self._listen_below_the_ephemeral_range()
+        listener = _listener(self.host, self.port) if self.port else self._listen_below_the_ephemeral_range()
         self.port = listener.getsockname()[1]
         self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), name="tcp-proxy", daemon=True).start()
@@ -55,9 +55,6 @@ class TcpProxy:
                 sock.shutdown(socket.SHUT_RDWR)  # its pump thread then reads the end and closes it
             except OSError:
                 pass
-
-    def _listen_on_the_same_port(self) -> socket.socket:
-        return _listener(self.host, self.port)
 
     def _listen_below_the_ephemeral_range(self) -> socket.socket:
         lowest_ephemeral = int(EPHEMERAL_RANGE.read_text().split()[0]) if EPHEMERAL_RANGE.exists() else 32768
