@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 
 from bench import harness
+from bench.harness import cpu_seconds
 from bench.loadgen import install_uvloop
-from bench.server_cpu import cpu_seconds, run
+from bench.server_cpu import run
 
 
 def main() -> None:

@@ -244,6 +244,40 @@ def user_and_system_seconds(pid: int | str) -> tuple[float, float]:
     return int(fields[11]) / tick, int(fields[12]) / tick  # utime, stime
 
 
+def postgres_cpu_seconds() -> float:
+    """The CPU time of every PostgreSQL process on the machine so far (/proc): the server's share of a benchmark."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().startswith("postgres"):
+                    total += cpu_seconds(entry.name)
+            except OSError:
+                pass  # a process that ended meanwhile
+    return total
+
+
+class CpuMeter:
+    """The CPU that ``pids`` (user and system time, summed over them) and PostgreSQL spent from ``start()`` to
+    ``stop()``, in seconds: what bench.server_cpu and bench.paired charge to a batch of calls."""
+
+    def __init__(self, pids: list[int]):
+        self.pids = pids
+        self.user = self.system = self.postgres = 0.0
+
+    def start(self) -> CpuMeter:
+        self._before = [user_and_system_seconds(pid) for pid in self.pids]
+        self._postgres_before = postgres_cpu_seconds()
+        return self
+
+    def stop(self) -> CpuMeter:
+        self.postgres = postgres_cpu_seconds() - self._postgres_before
+        after = [user_and_system_seconds(pid) for pid in self.pids]
+        self.user = sum(a[0] - b[0] for a, b in zip(after, self._before, strict=True))
+        self.system = sum(a[1] - b[1] for a, b in zip(after, self._before, strict=True))
+        return self
+
+
 def has_thread(pid: int, name: str) -> bool:
     try:
         return any((task / "comm").read_text().strip() == name for task in Path(f"/proc/{pid}/task").iterdir())

@@ -125,7 +125,7 @@ def describe(result: dict) -> str:
 
 def serve(args) -> None:
     """Start this checkout's stack, then answer the coordinator's commands until ``stop``."""
-    from bench.server_cpu import postgres_cpu_seconds, run
+    from bench.server_cpu import run
     from bench.throughput import load
 
     install_uvloop()
@@ -154,8 +154,7 @@ def serve(args) -> None:
                                        f"{stack.space}, {args.requests} calls a batch"})
             elif command == "run":
                 pids = harness.worker_pids(stack.app.pid) or [stack.app.pid]
-                before = [harness.user_and_system_seconds(pid) for pid in pids]
-                postgres = postgres_cpu_seconds()
+                meter = harness.CpuMeter(pids).start()
                 if args.measure == "cpu":
                     median = asyncio.run(run(stack.app_port, path, body, headers, args.requests))
                 else:
@@ -164,10 +163,8 @@ def serve(args) -> None:
                     if errors:
                         raise SystemExit(f"{len(errors)} errors, the first: {errors[0]}")
                 sent += args.requests
-                postgres = postgres_cpu_seconds() - postgres
-                after = [harness.user_and_system_seconds(pid) for pid in pids]
-                user = sum(a[0] - b[0] for a, b in zip(after, before, strict=True))
-                system = sum(a[1] - b[1] for a, b in zip(after, before, strict=True))
+                meter.stop()
+                user, system, postgres = meter.user, meter.system, meter.postgres
                 if args.measure == "cpu":
                     per_call = 1000 / args.requests
                     answer({"figure": (user + system) * per_call, "user": user * per_call, "system": system * per_call,

@@ -18,23 +18,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-from pathlib import Path
 
 from bench import harness, latency
-from bench.harness import cpu_seconds, user_and_system_seconds
 from bench.loadgen import Connection, install_uvloop
-
-
-def postgres_cpu_seconds() -> float:
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().startswith("postgres"):
-                    total += cpu_seconds(entry.name)
-            except OSError:
-                pass  # a process that ended meanwhile
-    return total
 
 
 async def run(port: int, path: str, body: bytes, headers: dict, count: int) -> float:
@@ -83,12 +69,11 @@ def measure(args, app_env: dict) -> None:
               f"{args.observability or 'app defaults'}, space: {stack.space}, {args.requests} sequential requests a "
               "repeat")
         for _ in range(args.repeats):
-            (user_before, system_before), postgres = user_and_system_seconds(stack.app.pid), postgres_cpu_seconds()
+            meter = harness.CpuMeter([stack.app.pid]).start()
             median = asyncio.run(run(stack.app_port, path, body, headers, args.requests))
-            user_after, system_after = user_and_system_seconds(stack.app.pid)
-            user = (user_after - user_before) / args.requests * 1000
-            system = (system_after - system_before) / args.requests * 1000
-            postgres = (postgres_cpu_seconds() - postgres) / args.requests * 1000
+            meter.stop()
+            user, system, postgres = (seconds / args.requests * 1000
+                                      for seconds in (meter.user, meter.system, meter.postgres))
             print(f"server CPU {user + system:.3f} ms/request (user {user:.3f}, system {system:.3f})   PostgreSQL CPU "
                   f"{postgres:.3f} ms/request   latency p50 {median:.2f} ms")
         expected = args.warmup + args.repeats * args.requests
