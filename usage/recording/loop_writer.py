@@ -196,15 +196,16 @@ class LoopWriter:
                 self.loop.remove_writer(self._watched)
                 self._reply = None
             pgconn.consume_input()
-        while True:
-            pgconn.consume_input()  # raises once the connection is broken
-            if not pgconn.is_busy():
-                break
+        # Nothing has been read since the statement went out (reading at once would only find the socket empty):
+        # wait for the socket to be readable, then read. The reader is level-triggered, so bytes that came before
+        # the wait still wake it; a broken connection is readable too, and consume_input raises then.
+        while pgconn.is_busy():
             self._reply = self.loop.create_future()
             try:
                 await self._reply
             finally:
                 self._reply = None
+            pgconn.consume_input()
         results = []
         while (result := pgconn.get_result()) is not None:
             results.append(result)
