@@ -318,7 +318,7 @@ class _Connection(asyncio.Protocol):
 
     def done_with(self, read_to_the_end: bool) -> None:
         self._expecting = False
-        if read_to_the_end and self.keep_alive and not self.closed and not self.transport.is_closing():
+        if read_to_the_end and self.keep_alive and self.usable():
             self.pool.give_back(self)
         else:
             self._close()
