@@ -214,6 +214,39 @@ def test_rules_for_other_subjects_cost_nothing(django_user_model):
     assert 1 <= refused.retry_after <= 60
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_kept_admission_plan_follows_the_minute_the_rules_and_the_store():
+    """What an admission needs but the amounts is kept per subject for its window (``admission._plan_for``): a
+    call in the next minute counts against that minute's counter, an edited rule applies at once, and a plan made
+    for one counter store is not used with another."""
+    from asgiref.sync import async_to_sync
+
+    admit = async_to_sync(admission.admit)
+    limit = RateLimit.objects.create(scope=Scope.CONNECTOR, connector_id="kept", requests_per_minute=1)
+    minute = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0) + dt.timedelta(minutes=5)
+    with override_settings(REDIS_URL=""):
+        reset_counter_store()
+        try:
+            assert isinstance(admit("kept", None, None, request_bytes=10, at=minute), admission.Reservation)
+            assert isinstance(admit("kept", None, None, request_bytes=10, at=minute + dt.timedelta(seconds=59)),
+                              admission.Refusal)
+            next_minute = minute + dt.timedelta(minutes=1)
+            assert isinstance(admit("kept", None, None, request_bytes=10, at=next_minute), admission.Reservation)
+            assert isinstance(admit("kept", None, None, request_bytes=10, at=next_minute), admission.Refusal)
+            limit.requests_per_minute = 2
+            limit.save()  # announced: the rules, and the plans kept with them, are read again
+            assert isinstance(admit("kept", None, None, request_bytes=10, at=next_minute), admission.Reservation)
+            assert isinstance(admit("kept", None, None, request_bytes=10, at=next_minute), admission.Refusal)
+            store = counter_store()
+            reset_counter_store()  # another store (the same kind): its own plan
+            plan = admission.current_rules().plans[("default", "kept", None, None)]
+            assert plan.store is store
+            admit("kept", None, None, request_bytes=10, at=next_minute)
+            assert admission.current_rules().plans[("default", "kept", None, None)].store is counter_store()
+        finally:
+            reset_counter_store()
+
+
 def test_the_store_follows_redis_url():
     with override_settings(REDIS_URL=""):
         reset_counter_store()

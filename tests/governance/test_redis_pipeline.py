@@ -160,13 +160,13 @@ def test_after_a_failed_connection_commands_fail_at_once_for_a_moment(monkeypatc
     from usage.governance.enforcement import redis_pipeline
     port = closed_port()
     attempts = []
-    real_open = asyncio.open_connection
+    real_open = PipelinedRedis._open
 
-    async def counting_open(*args, **kwargs):
-        attempts.append(args)
-        return await real_open(*args, **kwargs)
+    async def counting_open(self, loop):
+        attempts.append(loop)
+        return await real_open(self, loop)
 
-    monkeypatch.setattr(asyncio, "open_connection", counting_open)
+    monkeypatch.setattr(PipelinedRedis, "_open", counting_open)
     monkeypatch.setattr(redis_pipeline, "RECONNECT_PAUSE_SECONDS", 0.3)
 
     async def run():
@@ -196,3 +196,34 @@ def test_a_refused_password_is_a_clear_error():
 def test_only_redis_urls_are_taken(url):
     with pytest.raises(ValueError, match="redis://"):
         PipelinedRedis(url)
+
+
+def test_bytes_that_are_not_redis_fail_the_connection_and_the_next_command_connects_again():
+    """A server that answers what hiredis cannot read (or a reply no command asked for) fails what waits on the
+    connection with a clear error instead of leaving it waiting, and the next command opens a new connection."""
+
+    async def run():
+        connections = []
+
+        async def serve(reader, writer):
+            connections.append(writer)
+            await reader.read(1024)
+            writer.write(b"?not redis\r\n" if len(connections) == 1 else b"+PONG\r\n+UNASKED\r\n")
+            await writer.drain()
+            await reader.read(1024)
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        connection = PipelinedRedis(f"redis://127.0.0.1:{port}/0")
+        with pytest.raises(RedisUnavailable, match="cannot be read"):
+            await connection.execute("PING")
+        assert await connection.execute("PING") == b"PONG"  # the second connection; its unasked reply then fails it
+        await asyncio.sleep(0.05)
+        assert connection._transport is None
+        await connection.close()
+        for writer in connections:
+            writer.close()
+        server.close()
+        return len(connections)
+
+    assert asyncio.run(run()) == 2

@@ -36,7 +36,7 @@ from django.utils import timezone
 from connectors.caching import invalidation
 from connectors.caching.process_cache import ProcessCache
 from usage.formatting import currency, format_cost, format_tokens
-from usage.governance.enforcement.counters import Charge, counter_store
+from usage.governance.enforcement.counters import Charge, ChargeTerms, counter_store
 from usage.governance.enforcement.periods import minute_bounds, period_bounds
 from usage.governance.models import WHOLE_SPACE, AlertKind, Budget, Period, RateLimit, Unit
 from usage.observability.metrics import count_refusal
@@ -92,6 +92,7 @@ class RuleSet:
 
     def __init__(self, budgets: list[Budget], limits: list[RateLimit]):
         self.by_space: dict[str, dict[tuple, tuple[list[Budget], list[RateLimit]]]] = {}
+        self.plans: dict[tuple, _Plan] = {}  # (space, connector, user, key) -> its plan for the current window
         for budget in budgets:
             self._rules_of(budget)[0].append(budget)
         for limit in limits:
@@ -224,6 +225,77 @@ def estimate_tokens(request_bytes: int) -> int:
     return max(1, request_bytes // BYTES_PER_ESTIMATED_TOKEN)
 
 
+# What each charge of a plan is, for its amount and for the message of its refusal.
+_REQUESTS, _TOKENS, _TOKEN_BUDGET, _COST_BUDGET = range(4)
+_MAX_PLANS = 10_000  # (space, connector, user, key) plans kept per rule set before starting again
+
+
+@dataclass(frozen=True)
+class _Charged:
+    """One charge of a plan: what it is (``_REQUESTS`` ...), its rule, and when its window resets."""
+
+    kind: int
+    rule: Budget | RateLimit
+    resets_at: dt.datetime
+    window_start: dt.datetime
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything admitting an execution of one space, connector, user and key needs but the execution's amounts,
+    for the windows around one time (``start <= at < end``: the current minute of its rate limits and period of
+    its budgets): its charges, their counters' terms in the counter store's form, and its budgets by counter key.
+    Made on the first call of a window and kept in the rule set, so that a call neither looks its rules up,
+    formats its keys nor frames the counter store's command again (the rule set is replaced when a rule
+    changes)."""
+
+    start: dt.datetime
+    end: dt.datetime
+    store: object
+    charged: tuple[_Charged, ...]
+    terms: list[ChargeTerms]
+    prepared: object
+    budgets: dict[str, Budget]
+
+
+def _plan_for(rules: RuleSet, subject: tuple, at: dt.datetime, store) -> _Plan | None:
+    """The kept plan of ``subject`` for ``at``, or a new one; None when no rule counts the subject's executions."""
+    plan = rules.plans.get(subject)
+    if plan is not None and plan.start <= at < plan.end and plan.store is store:
+        return plan
+    space_id, connector_id, user_id, api_key_id = subject
+    budgets, limits = rules.rules_for(connector_id, user_id, api_key_id, space_id)
+    if not budgets and not limits:
+        return None
+    charged: list[_Charged] = []
+    terms: list[ChargeTerms] = []
+    start, end = dt.datetime.min.replace(tzinfo=dt.UTC), dt.datetime.max.replace(tzinfo=dt.UTC)
+    for limit in limits:
+        rpm_key, tpm_key, minute_start, minute_end = _minute_windows.get(limit.pk, at, _minute_window, limit)
+        start, end = max(start, minute_start), min(end, minute_end)
+        if limit.requests_per_minute is not None:
+            charged.append(_Charged(_REQUESTS, limit, minute_end, minute_start))
+            terms.append(ChargeTerms(rpm_key, limit.requests_per_minute, minute_end, True))
+        if limit.tokens_per_minute is not None:
+            charged.append(_Charged(_TOKENS, limit, minute_end, minute_start))
+            terms.append(ChargeTerms(tpm_key, limit.tokens_per_minute, minute_end, False))
+    budget_keys: dict[str, Budget] = {}
+    for budget in budgets:
+        key, period_start, period_end = budget_counter_key(budget, at)
+        start, end = max(start, period_start), min(end, period_end)
+        charged.append(_Charged(_TOKEN_BUDGET if budget.unit == Unit.TOKENS else _COST_BUDGET, budget, period_end,
+                                period_start))
+        # The reservation must fit in what is left. A budget without a hard limit counts but never refuses.
+        terms.append(ChargeTerms(key, budget.limit_units if budget.hard_limit else 2**62,
+                                 period_end + dt.timedelta(days=1), True))
+        budget_keys[key] = budget
+    plan = _Plan(start, end, store, tuple(charged), terms, store.prepare(terms), budget_keys)
+    if len(rules.plans) >= _MAX_PLANS:
+        rules.plans.clear()
+    rules.plans[subject] = plan
+    return plan
+
+
 async def admit(connector_id: str, user_id: int | None, api_key_id: int | None, *, request_bytes: int,
                 space_id: str = "default", completion_cap: int | None = None, estimate_cost=None,
                 at: dt.datetime | None = None) -> Reservation | Refusal:
@@ -234,43 +306,37 @@ async def admit(connector_id: str, user_id: int | None, api_key_id: int | None, 
     nanos of that many tokens of the requested model (None: no price applies; then a money budget reserves one
     nano, so that it still refuses once it is used up, and counts the actual cost when it is settled).
     """
-    budgets, limits = (await _rules.aget()).rules_for(connector_id, user_id, api_key_id, space_id)
-    if not budgets and not limits:
+    rules = await _rules.aget()
+    subjects = rules.by_space.get(space_id)
+    if subjects is None:  # no rule in the space: nothing to look at
         return NOTHING_RESERVED
     at = at or timezone.now()
+    store = counter_store()
+    plan = _plan_for(rules, (space_id, connector_id, user_id, api_key_id), at, store)
+    if plan is None:
+        return NOTHING_RESERVED
     estimated_tokens = estimate_tokens(request_bytes)
-    charges: list[Charge] = []
-    # Per charge, why it would refuse: (kind, the subject whose limit it is, resets at, detail). The message is
-    # written only for a refusal (``_refusal``): most calls are admitted, and it reads names and formats dates.
-    reasons: list[tuple[str, Budget | RateLimit, dt.datetime, object]] = []
-    reservation = Reservation(estimated_tokens=estimated_tokens)
-    for limit in limits:
-        rpm_key, tpm_key, minute_start, minute_end = _minute_windows.get(limit.pk, at, _minute_window, limit)
-        if limit.requests_per_minute is not None:
-            charges.append(Charge(rpm_key, 1, limit.requests_per_minute, minute_end, must_fit=True))
-            reasons.append(("requests_per_minute", limit, minute_end, minute_start))
-        if limit.tokens_per_minute is not None:
-            charge = Charge(tpm_key, estimated_tokens, limit.tokens_per_minute, minute_end)
-            charges.append(charge)
-            reservation.token_charges.append(charge)
-            reasons.append(("tokens_per_minute", limit, minute_end, minute_start))
-    for budget in budgets:
-        key, _, end = budget_counter_key(budget, at)
-        completion = completion_cap if completion_cap is not None else budget.completion_allowance
-        if budget.unit == Unit.TOKENS:
-            amount = estimated_tokens + completion
+    reservation = Reservation(budgets=plan.budgets, estimated_tokens=estimated_tokens)
+    amounts: list[int] = []
+    for charged, terms in zip(plan.charged, plan.terms, strict=True):
+        kind = charged.kind
+        if kind == _REQUESTS:
+            amounts.append(1)
+            continue
+        if kind == _TOKENS:
+            amount = estimated_tokens
         else:
-            amount = max(1, (await estimate_cost(estimated_tokens, completion) if estimate_cost is not None else 0) or 0)
-            reservation.estimated_cost = max(reservation.estimated_cost, amount)
-        # The reservation must fit in what is left. A budget without a hard limit counts but never refuses.
-        limit_units = budget.limit_units if budget.hard_limit else 2**62
-        charge = Charge(key, amount, limit_units, end + dt.timedelta(days=1), must_fit=True)
-        charges.append(charge)
-        (reservation.token_charges if budget.unit == Unit.TOKENS else reservation.cost_charges).append(charge)
-        reservation.budgets[key] = budget
-        reasons.append(("budget", budget, end, (key, amount, completion_cap is None)))
+            completion = completion_cap if completion_cap is not None else charged.rule.completion_allowance
+            if kind == _TOKEN_BUDGET:
+                amount = estimated_tokens + completion
+            else:
+                amount = max(1, (await estimate_cost(estimated_tokens, completion) if estimate_cost else 0) or 0)
+                reservation.estimated_cost = max(reservation.estimated_cost, amount)
+        amounts.append(amount)
+        charge = Charge(terms.key, amount, terms.limit, terms.expires_at, terms.must_fit)
+        (reservation.cost_charges if kind == _COST_BUDGET else reservation.token_charges).append(charge)
     try:
-        refused = await counter_store().reserve(charges)
+        refused = await store.reserve_prepared(plan.prepared, amounts)
     except Exception:
         # The counters cannot be reached (Redis or the database is away): admit, so that an outage of the counter
         # store never stops every call, and say so loudly (README, "Budgets and rate limits").
@@ -279,7 +345,8 @@ async def admit(connector_id: str, user_id: int | None, api_key_id: int | None, 
     _unchecked.recovered()
     if refused is not None:
         index, value = refused
-        refusal = _refusal(*reasons[index], at=at, value=value)
+        refusal = _refusal(plan.charged[index], plan.terms[index].key, amounts[index], completion_cap is None,
+                           at=at, value=value)
         count_refusal(connector_id, space_id, refusal.kind)  # connectors_refusals_total (README, Prometheus)
         return refusal
     in_flight.hold(reservation)
@@ -321,13 +388,14 @@ class InFlight:
 in_flight = InFlight()
 
 
-def _refusal(reason: str, rule: Budget | RateLimit, resets_at: dt.datetime, detail, *, at: dt.datetime,
+def _refusal(charged: _Charged, counter_key: str, reserved: int, by_allowance: bool, *, at: dt.datetime,
              value: int) -> Refusal:
-    """The refusal by the charge described by ``reason`` (see ``admit``), whose counter held ``value``: its
-    message, retry delay and alert."""
+    """The refusal by ``charged`` (a charge of ``reserved``, the completion part by the budget's allowance when
+    ``by_allowance``), whose counter held ``value``: its message, retry delay and alert."""
+    resets_at = charged.resets_at
     retry_after = max(1, int((resets_at - at).total_seconds() + 0.999))
-    if reason == "budget":
-        budget, (counter_key, reserved, by_allowance) = rule, detail
+    if charged.kind in (_TOKEN_BUDGET, _COST_BUDGET):
+        budget = charged.rule
         period = Period(budget.period).label.lower()
         amount = f"{budget.amount.normalize():f} {_unit_name(budget)}"
         if value >= budget.limit_units:
@@ -341,9 +409,9 @@ def _refusal(reason: str, rule: Budget | RateLimit, resets_at: dt.datetime, deta
         message += f"It resets at {resets_at.isoformat()}."
         return Refusal("budget", message, retry_after, resets_at, f"{counter_key}:reached", AlertKind.BUDGET_REACHED,
                        budget.space_id)
-    limit, minute_start = rule, detail
-    per_minute = limit.requests_per_minute if reason == "requests_per_minute" else limit.tokens_per_minute
-    what = "requests" if reason == "requests_per_minute" else "tokens"
+    limit, minute_start = charged.rule, charged.window_start
+    per_minute = limit.requests_per_minute if charged.kind == _REQUESTS else limit.tokens_per_minute
+    what = "requests" if charged.kind == _REQUESTS else "tokens"
     message = f"Rate limit reached: {per_minute} {what} per minute for {limit.subject}."
     return Refusal("rate_limit", message, retry_after, resets_at, f"ratelimit:{limit.pk}:{minute_start:%Y%m%dT%H}",
                    AlertKind.RATE_LIMITED, limit.space_id)

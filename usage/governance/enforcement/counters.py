@@ -18,7 +18,6 @@ import contextlib
 import datetime as dt
 import hashlib
 import threading
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from django.conf import settings
@@ -28,7 +27,7 @@ from django.utils import timezone
 
 from connectors.database_threads import in_a_worker_thread
 from connectors.event_loops import PerEventLoop
-from usage.governance.enforcement.redis_pipeline import PipelinedRedis, RedisReplyError
+from usage.governance.enforcement.redis_pipeline import PipelinedRedis, RedisReplyError, frame, pack
 
 
 class Refused(NamedTuple):
@@ -38,8 +37,9 @@ class Refused(NamedTuple):
     value: int
 
 
-@dataclass(frozen=True)
-class Charge:
+class Charge(NamedTuple):
+    """An amount to add to a counter, if the counter's limit allows it (a tuple: an execution makes several)."""
+
     key: str
     amount: int
     limit: int
@@ -48,6 +48,16 @@ class Charge:
 
     def refuses(self, value: int) -> bool:
         return value + self.amount > self.limit if self.must_fit else value >= self.limit
+
+
+class ChargeTerms(NamedTuple):
+    """A charge but its amount: the counter, its limit and expiry, which an admission plan keeps for a window
+    (usage/governance/enforcement/admission.py) while each execution brings its amounts."""
+
+    key: str
+    limit: int
+    expires_at: dt.datetime
+    must_fit: bool
 
 
 class DatabaseStore:
@@ -65,6 +75,15 @@ class DatabaseStore:
 
     async def reserve(self, charges: list[Charge]) -> Refused | None:
         return await in_a_worker_thread(self.reserve_now)(charges)
+
+    def prepare(self, terms: list[ChargeTerms]) -> list[ChargeTerms]:
+        """``terms`` in the form ``reserve_prepared`` takes (here: as they are)."""
+        return terms
+
+    async def reserve_prepared(self, prepared: list[ChargeTerms], amounts: list[int]) -> Refused | None:
+        """``reserve`` of the charges of ``prepare``'s terms with these amounts, in order."""
+        return await self.reserve([Charge(t.key, amount, t.limit, t.expires_at, t.must_fit)
+                                   for t, amount in zip(prepared, amounts, strict=True)])
 
     async def add(self, amounts: list[tuple[str, int, dt.datetime]]) -> dict[str, int]:
         return await in_a_worker_thread(self.add_now)(amounts)
@@ -118,21 +137,22 @@ class DatabaseStore:
 
 
 
-# KEYS: the counters. ARGV: for each, amount, limit, must_fit (1/0), expiry (unix seconds).
+# KEYS: the counters. ARGV: for each, its limit, must_fit (1/0) and expiry (unix seconds); then each one's amount
+# (last, so that the rest of the command is the same for every execution of a window: RedisStore.prepare).
 # Returns 0 when every charge was added, else the 1-based index of the first refused one and its counter's value.
 _RESERVE = """
+local n = #KEYS
 for i, key in ipairs(KEYS) do
-  local b = (i - 1) * 4
+  local b = (i - 1) * 3
   local value = tonumber(redis.call('GET', key) or '0')
-  local amount, limit = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
-  if (ARGV[b + 3] == '1' and value + amount > limit) or (ARGV[b + 3] ~= '1' and value >= limit) then
+  local amount, limit = tonumber(ARGV[3 * n + i]), tonumber(ARGV[b + 1])
+  if (ARGV[b + 2] == '1' and value + amount > limit) or (ARGV[b + 2] ~= '1' and value >= limit) then
     return {i, value}
   end
 end
 for i, key in ipairs(KEYS) do
-  local b = (i - 1) * 4
-  redis.call('INCRBY', key, ARGV[b + 1])
-  redis.call('EXPIREAT', key, ARGV[b + 4])
+  redis.call('INCRBY', key, ARGV[3 * n + i])
+  redis.call('EXPIREAT', key, ARGV[(i - 1) * 3 + 3])
 end
 return 0
 """
@@ -151,6 +171,11 @@ _RESERVE_SHA = hashlib.sha1(_RESERVE.encode()).hexdigest()
 _ADD_SHA = hashlib.sha1(_ADD.encode()).hexdigest()
 
 
+class PreparedReserve(NamedTuple):
+    command: bytes  # EVALSHA of the admission script, its counters, their limits and expiries, framed
+    arguments: tuple  # the same after the script (for EVAL when Redis does not have it)
+
+
 class RedisStore:
     """Counters in Redis, under ``<prefix>:``; each expires with its period. The execution path's two scripts go
     through one pipelined connection per event loop (usage/governance/enforcement/redis_pipeline.py)."""
@@ -164,33 +189,44 @@ class RedisStore:
     def _connection(self) -> PipelinedRedis:
         return self._connections.get()
 
-    async def _run_script(self, script: str, sha: str, keys: list[str], args: list):
+    async def _run_script(self, script: str, evalsha: bytes, arguments):
+        """``evalsha``: the framed EVALSHA of ``script`` with ``arguments`` (its number of keys, keys and values)."""
         connection = self._connection()
         try:
-            return await connection.execute("EVALSHA", sha, len(keys), *keys, *args)
+            return await connection.execute_framed(evalsha)
         except RedisReplyError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
             # Not in this Redis's script cache yet (a new or restarted server): EVAL sends it, and caches it.
-            return await connection.execute("EVAL", script, len(keys), *keys, *args)
+            return await connection.execute("EVAL", script, *arguments)
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}:{key}"
 
     async def reserve(self, charges: list[Charge]) -> Refused | None:
-        args: list = []
-        for charge in charges:
-            args += [charge.amount, charge.limit, 1 if charge.must_fit else 0, int(charge.expires_at.timestamp()) + 1]
-        refused = await self._run_script(_RESERVE, _RESERVE_SHA, [self._key(c.key) for c in charges], args)
+        return await self.reserve_prepared(self.prepare([ChargeTerms(c.key, c.limit, c.expires_at, c.must_fit)
+                                                         for c in charges]), [c.amount for c in charges])
+
+    def prepare(self, terms: list[ChargeTerms]) -> PreparedReserve:
+        """The admission script's command for these counters, framed but for the amounts, which come last."""
+        arguments: list = [len(terms), *(self._key(t.key) for t in terms)]
+        for t in terms:
+            arguments += [t.limit, 1 if t.must_fit else 0, int(t.expires_at.timestamp()) + 1]
+        count = 2 + len(arguments) + len(terms)
+        return PreparedReserve(b"*%d\r\n" % count + frame("EVALSHA") + frame(_RESERVE_SHA) + frame(*arguments),
+                               tuple(arguments))
+
+    async def reserve_prepared(self, prepared: PreparedReserve, amounts: list[int]) -> Refused | None:
+        refused = await self._run_script(_RESERVE, prepared.command + frame(*amounts), (*prepared.arguments, *amounts))
         if not isinstance(refused, list):  # 0: every charge was added
             return None
         return Refused(int(refused[0]) - 1, int(refused[1]))
 
     async def add(self, amounts: list[tuple[str, int, dt.datetime]]) -> dict[str, int]:
-        args: list = []
+        arguments: list = [len(amounts), *(self._key(key) for key, _, _ in amounts)]
         for _, amount, expires_at in amounts:
-            args += [amount, int(expires_at.timestamp()) + 1]
-        values = await self._run_script(_ADD, _ADD_SHA, [self._key(key) for key, _, _ in amounts], args)
+            arguments += [amount, int(expires_at.timestamp()) + 1]
+        values = await self._run_script(_ADD, pack("EVALSHA", _ADD_SHA, *arguments), arguments)
         return {key: int(value) for (key, _, _), value in zip(amounts, values, strict=True)}
 
     def values_now(self, keys: list[str]) -> dict[str, int]:
