@@ -330,7 +330,8 @@ async def admit(connector_id: str, user_id: int | None, api_key_id: int | None, 
             if kind == _TOKEN_BUDGET:
                 amount = estimated_tokens + completion
             else:
-                amount = max(1, (await estimate_cost(estimated_tokens, completion) if estimate_cost else 0) or 0)
+                cost = await estimate_cost(estimated_tokens, completion) if estimate_cost is not None else None
+                amount = max(1, cost or 0)
                 reservation.estimated_cost = max(reservation.estimated_cost, amount)
         amounts.append(amount)
         charge = Charge(terms.key, amount, terms.limit, terms.expires_at, terms.must_fit)
