@@ -307,8 +307,7 @@ async def admit(connector_id: str, user_id: int | None, api_key_id: int | None, 
     nano, so that it still refuses once it is used up, and counts the actual cost when it is settled).
     """
     rules = await _rules.aget()
-    subjects = rules.by_space.get(space_id)
-    if subjects is None:  # no rule in the space: nothing to look at
+    if space_id not in rules.by_space:  # no rule in the space: nothing to look at
         return NOTHING_RESERVED
     at = at or timezone.now()
     store = counter_store()

@@ -213,8 +213,7 @@ class RedisStore:
         for t in terms:
             arguments += [t.limit, 1 if t.must_fit else 0, int(t.expires_at.timestamp()) + 1]
         count = 2 + len(arguments) + len(terms)
-        return PreparedReserve(b"*%d\r\n" % count + frame("EVALSHA") + frame(_RESERVE_SHA) + frame(*arguments),
-                               tuple(arguments))
+        return PreparedReserve(b"*%d\r\n" % count + frame("EVALSHA", _RESERVE_SHA, *arguments), tuple(arguments))
 
     async def reserve_prepared(self, prepared: PreparedReserve, amounts: list[int]) -> Refused | None:
         refused = await self._run_script(_RESERVE, prepared.command + frame(*amounts), (*prepared.arguments, *amounts))
