@@ -35,18 +35,14 @@ def main() -> None:
     parser.add_argument("--native", action="store_true")
     parser.add_argument("--gil", action="store_true",
                         help="only samples of the thread holding the GIL: where Python's CPU goes, without the waits")
+    harness.add_governed_argument(parser)
+    harness.add_space_argument(parser)
     args = parser.parse_args()
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     install_uvloop()
-    with harness.stack(["ok"], workers=1) as stack:
+    with harness.stack(["ok"], workers=1, governed=args.governed, space=args.space) as stack:
         connector = stack.connector("ok")
-        if args.target == "openai":
-            path, body = f"/api/openai/{connector}/v1/chat/completions", harness.chat_body()
-            headers = {"Content-Type": "application/json", "Authorization": "Bearer " + stack.seed["api_key"]}
-        else:
-            path, body = f"/api/actions/connector/{connector}/_execute", harness.execute_body()
-            headers = {"Content-Type": "application/json", "kbn-xsrf": "true",
-                       "Authorization": stack.api_key_header if args.target == "apikey" else stack.basic_header}
+        path, body, headers = harness.target_request(stack, args.target, connector)
         asyncio.run(run(stack.app_port, path, body, headers, 500))
         command = [py_spy, "record", "--rate", str(args.rate), "--format", "raw" if args.out.endswith(".txt") else "flamegraph", "-o", args.out,
                    "--pid", str(stack.app.pid), "--duration", str(args.seconds)]

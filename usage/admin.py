@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from connectors.models import ApiKey
 from usage.models import ExecutionEvent
 
 
@@ -28,7 +29,11 @@ class ExecutionEventAdmin(admin.ModelAdmin):
 
     @admin.display(description="API key")
     def key(self, event: ExecutionEvent) -> str:
-        return event.api_key.name if event.api_key else "— (none: the browser or a password)"
+        if event.api_key_id is None:
+            return "— (none: the browser or a password)"
+        # No foreign key holds the id (migration 0014): a key deleted while its call ran leaves the id alone.
+        name = ApiKey.objects.filter(pk=event.api_key_id).values_list("name", flat=True).first()
+        return name if name is not None else f"#{event.api_key_id} (deleted)"
 
     @admin.display(description="Usage source")
     def usage(self, event: ExecutionEvent) -> str:

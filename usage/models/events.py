@@ -117,9 +117,16 @@ class ExecutionEvent(models.Model):
     connector_name = models.CharField(max_length=255, help_text="The connector's name at the time.")
     connector_is_preconfigured = models.BooleanField(default=False)
     # db_index=False on both keys: the composite indexes below start with them, and every index is written by each
-    # recorded event.
+    # recorded event. db_constraint=False on both (migration 0014): an event outlives its user and its API key, as
+    # it outlives its space. A foreign key made the database refuse the event of a call whose user or key was
+    # deleted while it ran (or while its event waited in the spool), so the execution went unrecorded; and it cost
+    # every event a lookup of the user's and the key's rows, each locked for the commit (docs/PERFORMANCE.md, "The
+    # event log's foreign keys"). Deleting a user or a key still empties these fields in their stored events
+    # (SET_NULL, done by Django); an event committed after the deletion keeps the id, and pages name it by user_name
+    # and show its key as deleted.
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False,
+        db_constraint=False,
     )
     user_name = models.CharField(max_length=150, blank=True, help_text="The user (or API key owner) at the time.")
     source = models.CharField(max_length=16, choices=EventSource.choices)
@@ -145,7 +152,7 @@ class ExecutionEvent(models.Model):
     uid = models.UUIDField(default=uuid.uuid4, null=True, editable=False)
     api_key = models.ForeignKey(
         "connectors.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False,
-        help_text="The API key the call was made with, if any.",
+        db_constraint=False, help_text="The API key the call was made with, if any.",
     )
     cost_nanos = models.BigIntegerField(
         null=True, blank=True,

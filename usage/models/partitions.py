@@ -35,8 +35,9 @@ logger = logging.getLogger(__name__)
 _DAY_PARTITION = re.compile(rf"^{TABLE}_p(\d{{8}})$")
 # A day partition once detached by the retention, until release_pruned_partitions drops it.
 PRUNED_PATTERN = rf"^{TABLE}_pruned_p[0-9]{{8}}$"
-# Dropping a detached partition (its foreign keys) locks auth_user and connectors_apikey out for an instant: a
-# request needing one of them waits at most this long for it.
+# How long dropping a detached partition waits for its lock (a session still reading that day, or, for a table
+# detached before migration 0014 dropped the event table's foreign keys, auth_user and connectors_apikey, which its
+# DROP then locks out for an instant): past it the table is left for the next run.
 RELEASE_LOCK_TIMEOUT = "200ms"
 
 
@@ -208,10 +209,10 @@ def release_pruned_partitions(connection) -> int:
 
     This is where the disk space comes back, as each DROP commits, and it takes as long as the file system needs to
     free the files (about 150 ms for a day of 170,000 events on the benchmark machine). PostgreSQL frees them after
-    releasing its locks, and the tables are no longer part of the event table, so no query waits for that. A
-    detached partition keeps the event table's foreign keys, so its DROP needs auth_user and connectors_apikey to
-    itself for an instant: it waits at most ``RELEASE_LOCK_TIMEOUT`` for them (a request reading them queues
-    behind it meanwhile), else the table is left for the next run (logged). Run after each prune by
+    releasing its locks, and the tables are no longer part of the event table, so no query waits for that. A DROP
+    waits at most ``RELEASE_LOCK_TIMEOUT`` for its table (and, for a table detached before migration 0014 while the
+    event table's foreign keys still held, for auth_user and connectors_apikey, which a request reading them queues
+    behind meanwhile), else the table is left for the next run (logged). Run after each prune by
     ``prune_usage_events`` and every hour by the event log's keeper.
     """
     from django.db import OperationalError, transaction
