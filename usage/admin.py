@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from connectors.models import ApiKey
+from usage.dashboards.logs_views import api_key_label
 from usage.models import ExecutionEvent
 
 
@@ -31,9 +31,8 @@ class ExecutionEventAdmin(admin.ModelAdmin):
     def key(self, event: ExecutionEvent) -> str:
         if event.api_key_id is None:
             return "— (none: the browser or a password)"
-        # No foreign key holds the id (migration 0014): a key deleted while its call ran leaves the id alone.
-        name = ApiKey.objects.filter(pk=event.api_key_id).values_list("name", flat=True).first()
-        return name if name is not None else f"#{event.api_key_id} (deleted)"
+        # As the Logs tab names it; no foreign key holds the id (migration 0014), so the key may be gone.
+        return api_key_label(event.api_key_id)
 
     @admin.display(description="Usage source")
     def usage(self, event: ExecutionEvent) -> str:
